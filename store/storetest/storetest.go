@@ -1,0 +1,211 @@
+// Package storetest is the conformance suite every store.Store
+// implementation passes. Implementations call Run from their own tests with
+// a function that opens a fresh, empty store.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/store"
+)
+
+// Opener returns a fresh store. reopen, when the implementation supports
+// it, closes nothing and opens the same database again (to show state
+// survives a restart); it may be nil.
+type Opener func(t *testing.T) (s store.Store, reopen func() store.Store)
+
+func mac(i int) net.HardwareAddr {
+	return net.HardwareAddr{0x52, 0x54, 0x00, 0x00, byte(i >> 8), byte(i)}
+}
+
+// Run runs the whole suite.
+func Run(t *testing.T, open Opener) {
+	t.Run("Enroll", func(t *testing.T) { testEnroll(t, open) })
+	t.Run("Trace", func(t *testing.T) { testTrace(t, open) })
+	t.Run("Leases", func(t *testing.T) { testLeases(t, open) })
+	t.Run("ConcurrentAllocate", func(t *testing.T) { testConcurrentAllocate(t, open) })
+}
+
+func testEnroll(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, reopen := open(t)
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	c := boot.Client{MAC: mac(1), Arch: boot.ClientARM64UEFI, UUID: []byte{1, 2, 3}}
+	n, created, err := s.EnrollClient(ctx, c, now)
+	if err != nil || !created {
+		t.Fatalf("first enroll: created=%v err=%v", created, err)
+	}
+	if n.Arch != boot.ArchAArch64 || n.Firmware != boot.FirmwareUEFI || n.State != store.StateDiscovered || n.UUID != "010203" {
+		t.Fatalf("enrolled node = %+v", n)
+	}
+	if len(n.MACs) != 1 || n.MACs[0] != "52:54:00:00:00:01" {
+		t.Fatalf("MACs = %v", n.MACs)
+	}
+	later := now.Add(time.Minute)
+	// iPXE's later request carries no option 93 of interest: the arch stays.
+	n2, created, err := s.EnrollClient(ctx, boot.Client{MAC: mac(1), Arch: 0xffff}, later)
+	if err != nil || created || n2.ID != n.ID {
+		t.Fatalf("second enroll: %+v created=%v err=%v", n2, created, err)
+	}
+	if !n2.LastSeen.Equal(later) || !n2.FirstSeen.Equal(now) || n2.Arch != boot.ArchAArch64 {
+		t.Fatalf("second enroll: %+v", n2)
+	}
+	for _, ref := range []string{n.ID, "52:54:00:00:00:01", "52-54-00-00-00-01"} {
+		if got, err := s.Node(ctx, ref); err != nil || got.ID != n.ID {
+			t.Errorf("Node(%q) = %v, %v", ref, got.ID, err)
+		}
+	}
+	if _, err := s.Node(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Node(nope) err = %v, want ErrNotFound", err)
+	}
+	if err := s.SetState(ctx, n.ID, store.StateActive); err != nil {
+		t.Fatal(err)
+	}
+	on := true
+	if err := s.SetSecureBoot(ctx, n.ID, &on); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetState(ctx, "nope", store.StateActive); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SetState(nope) err = %v", err)
+	}
+	if reopen != nil {
+		s = reopen()
+	}
+	got, err := s.NodeByMAC(ctx, mac(1))
+	if err != nil || got.State != store.StateActive || got.SecureBoot == nil || !*got.SecureBoot {
+		t.Fatalf("after reopen: %+v %v", got, err)
+	}
+	if _, _, err := s.EnrollClient(ctx, boot.Client{MAC: mac(2), Arch: boot.ClientX86BIOS}, now); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.Nodes(ctx)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("Nodes = %d, %v", len(all), err)
+	}
+}
+
+func testTrace(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	n, _, err := s.EnrollClient(ctx, boot.Client{MAC: mac(7), Arch: boot.ClientX64UEFI}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		e := boot.Event{Time: time.Unix(int64(i), 0), MAC: mac(7), IP: netip.MustParseAddr("10.0.0.9"), Proto: "tftp", Kind: "file",
+			File: fmt.Sprintf("f%d", i), Bytes: int64(i), Size: 4, BlockSize: 1468, WindowSize: 16, Complete: i == 4,
+			Options: map[string]string{"93": "7"}}
+		if err := s.AddTrace(ctx, n.ID, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr, err := s.Trace(ctx, n.ID, 3)
+	if err != nil || len(tr) != 3 {
+		t.Fatalf("Trace = %d events, %v", len(tr), err)
+	}
+	if tr[0].File != "f2" || tr[2].File != "f4" || !tr[2].Complete || tr[2].Options["93"] != "7" || tr[2].IP.String() != "10.0.0.9" || tr[2].MAC.String() != mac(7).String() {
+		t.Fatalf("Trace = %+v", tr)
+	}
+}
+
+func testLeases(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, reopen := open(t)
+	sub := netip.MustParsePrefix("10.1.0.0/24")
+	first, last := netip.MustParseAddr("10.1.0.10"), netip.MustParseAddr("10.1.0.12")
+	exp := time.Now().Add(time.Hour)
+	reserved := []netip.Addr{netip.MustParseAddr("10.1.0.10")}
+
+	l1, err := s.Allocate(ctx, sub, first, last, mac(1), netip.Addr{}, reserved, exp)
+	if err != nil || l1.IP.String() != "10.1.0.11" || l1.State != dhcp.LeaseOffered {
+		t.Fatalf("allocate 1 = %+v, %v", l1, err)
+	}
+	again, err := s.Allocate(ctx, sub, first, last, mac(1), netip.MustParseAddr("10.1.0.12"), reserved, exp)
+	if err != nil || again.IP != l1.IP {
+		t.Fatalf("a MAC keeps its address: %+v, %v", again, err)
+	}
+	l2, err := s.Allocate(ctx, sub, first, last, mac(2), l1.IP, reserved, exp)
+	if err != nil || l2.IP.String() != "10.1.0.12" {
+		t.Fatalf("allocate 2 = %+v, %v", l2, err)
+	}
+	if _, err := s.Allocate(ctx, sub, first, last, mac(3), netip.Addr{}, reserved, exp); !errors.Is(err, dhcp.ErrPoolExhausted) {
+		t.Fatalf("allocate 3 err = %v, want ErrPoolExhausted", err)
+	}
+	if _, err := s.Bind(ctx, sub, mac(3), l1.IP, "", exp); !errors.Is(err, dhcp.ErrNoLease) {
+		t.Fatalf("bind of another MAC's address err = %v", err)
+	}
+	b, err := s.Bind(ctx, sub, mac(1), l1.IP, "node1", exp)
+	if err != nil || b.State != dhcp.LeaseBound || b.Hostname != "node1" {
+		t.Fatalf("bind = %+v, %v", b, err)
+	}
+	if err := s.Release(ctx, mac(2), l2.IP); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ByIP(ctx, l2.IP); !errors.Is(err, dhcp.ErrNoLease) {
+		t.Fatalf("released lease still there: %v", err)
+	}
+	if err := s.Decline(ctx, l2.IP, exp); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Allocate(ctx, sub, first, last, mac(4), l2.IP, reserved, exp); !errors.Is(err, dhcp.ErrPoolExhausted) {
+		t.Fatalf("a declined address was handed out again: %v", err)
+	}
+	// An expired offer frees its address.
+	if err := s.Decline(ctx, l2.IP, time.Now().Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	l4, err := s.Allocate(ctx, sub, first, last, mac(4), netip.Addr{}, reserved, exp)
+	if err != nil || l4.IP != l2.IP {
+		t.Fatalf("allocate after expiry = %+v, %v", l4, err)
+	}
+	if reopen != nil {
+		s = reopen()
+	}
+	got, err := s.ByMAC(ctx, sub, mac(1))
+	if err != nil || got.IP != l1.IP || got.State != dhcp.LeaseBound {
+		t.Fatalf("ByMAC after reopen = %+v, %v", got, err)
+	}
+	got, err = s.ByIP(ctx, l1.IP)
+	if err != nil || got.MAC.String() != mac(1).String() || got.Subnet != sub {
+		t.Fatalf("ByIP after reopen = %+v, %v", got, err)
+	}
+}
+
+func testConcurrentAllocate(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	sub := netip.MustParsePrefix("10.2.0.0/24")
+	first, last := netip.MustParseAddr("10.2.0.1"), netip.MustParseAddr("10.2.0.254")
+	const clients = 64
+	var wg sync.WaitGroup
+	ips := make([]netip.Addr, clients)
+	errs := make([]error, clients)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l, err := s.Allocate(ctx, sub, first, last, mac(100+i), netip.Addr{}, nil, time.Now().Add(time.Minute))
+			ips[i], errs[i] = l.IP, err
+		}()
+	}
+	wg.Wait()
+	seen := map[netip.Addr]int{}
+	for i, ip := range ips {
+		if errs[i] != nil {
+			t.Fatalf("client %d: %v", i, errs[i])
+		}
+		if j, dup := seen[ip]; dup {
+			t.Fatalf("clients %d and %d both got %s", j, i, ip)
+		}
+		seen[ip] = i
+	}
+}
