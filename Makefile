@@ -1,0 +1,54 @@
+# rackboot: `make run` runs the appliance, `make test` runs the whole suite.
+SHELL := /bin/bash
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+DATA_DIR ?= $(CURDIR)/data
+# The interface rackboot serves on: by default the one of the default route.
+IFACE ?= $(shell ip -4 route show default 2>/dev/null | awk '{for (i=1;i<NF;i++) if ($$i=="dev") {print $$(i+1); exit}}')
+DHCP_MODE ?= proxy
+E2E_TIMEOUT ?= 40m
+
+.PHONY: help build run firmware test unit integration e2e deps fuzz bench clean
+
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build bin/rackboot and bin/rackboot-agent
+	@mkdir -p bin
+	CGO_ENABLED=0 go build -ldflags '$(LDFLAGS)' -o bin/rackboot ./cmd/rackboot
+
+firmware: build ## fetch and verify the boot loaders from Debian's archive into DATA_DIR
+	bin/rackboot firmware fetch --data-dir $(DATA_DIR)
+
+run: firmware ## run rackboot on IFACE (DHCP_MODE=proxy by default; needs root)
+	@if [ "$$(id -u)" != 0 ]; then echo "rackboot serves DHCP (67, 4011) and TFTP (69): run as root (sudo make run)"; exit 1; fi
+	@if [ -z "$(IFACE)" ]; then echo "no default route: say which interface, e.g. make run IFACE=eth0"; exit 1; fi
+	bin/rackboot serve --data-dir $(DATA_DIR) --interface $(IFACE) --dhcp-mode $(DHCP_MODE) $(ARGS)
+
+deps: ## install the Debian packages the tests use (QEMU, firmware, DHCP/TFTP clients)
+	bash scripts/install-test-deps.sh
+
+unit: ## unit tests, vet and formatting (no root needed)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	go vet ./...
+	go vet -tags integration,e2e ./...
+	go test -race -count=1 ./...
+
+integration: deps ## tests with real clients in network namespaces (root)
+	go test -tags integration -count=1 -p 1 ./...
+
+e2e: deps build ## QEMU boots of real firmware through rackboot (root, slow)
+	go test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+e2e_test)' ; exit $${PIPESTATUS[0]}
+
+test: unit integration e2e ## the whole suite, as CI runs it
+
+fuzz: ## run each fuzz target for 20s
+	@for pkg in $$(go list ./...); do \
+	  for f in $$(go test -list 'Fuzz.*' $$pkg 2>/dev/null | grep ^Fuzz); do \
+	    go test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; done; done
+
+bench: ## Go benchmarks (bench/*.sh compare with other tools)
+	go test -run '^$$' -bench . -benchtime 2x ./...
+
+clean: ## remove build outputs (not DATA_DIR)
+	rm -rf bin e2e.log
