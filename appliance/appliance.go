@@ -1,0 +1,331 @@
+// Package appliance puts rackboot together: from a Config it opens the
+// store, builds the core, and runs DHCP, TFTP and the HTTP server (boot
+// files and the API) until its context ends. cmd/rackboot and the
+// end-to-end tests both start rackboot through Run.
+package appliance
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/core"
+	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/grub"
+	"github.com/rackboot/rackboot/httpboot"
+	"github.com/rackboot/rackboot/ipxe"
+	"github.com/rackboot/rackboot/store/sqlite"
+	"github.com/rackboot/rackboot/tftp"
+)
+
+// Paths inside the data dir.
+const (
+	DBFile       = "rackboot.db"
+	TokenFile    = "admin.token"
+	FirmwareDir  = "firmware"
+	ArtifactsDir = "artifacts"
+)
+
+// Defaults.
+const (
+	DefaultHTTPPort  = "8080"
+	DefaultLeaseTime = time.Hour
+)
+
+// resolved is a Config with every default applied and every address parsed.
+type resolved struct {
+	Config
+	serverIP netip.Addr
+	baseURL  string
+	subnets  []dhcp.Subnet
+	sbNets   []netip.Prefix
+}
+
+func resolve(c Config) (resolved, error) {
+	r := resolved{Config: c}
+	if r.DataDir == "" {
+		r.DataDir = "data"
+	}
+	if r.HTTPAddr == "" {
+		r.HTTPAddr = ":" + DefaultHTTPPort
+	}
+	if r.DHCP.Mode == "" {
+		r.DHCP.Mode = DHCPProxy
+	}
+	switch r.DHCP.Mode {
+	case DHCPAuthoritative, DHCPProxy, DHCPOff:
+	default:
+		return r, fmt.Errorf("dhcp mode %q: want authoritative, proxy or off", r.DHCP.Mode)
+	}
+	var local netip.Prefix
+	if r.Interface != "" {
+		p, err := InterfaceIPv4(r.Interface)
+		if err != nil {
+			return r, err
+		}
+		local = p.Masked()
+		r.serverIP = p.Addr()
+	} else if r.DHCP.Mode != DHCPOff {
+		return r, fmt.Errorf("dhcp mode %s needs --interface", r.DHCP.Mode)
+	}
+	if r.ServerIP != "" {
+		ip, err := netip.ParseAddr(r.ServerIP)
+		if err != nil || !ip.Is4() {
+			return r, fmt.Errorf("server ip %q: want an IPv4 address", r.ServerIP)
+		}
+		r.serverIP = ip
+	}
+	if !r.serverIP.IsValid() {
+		return r, errors.New("no server address: give --interface or --server-ip")
+	}
+	_, port, err := net.SplitHostPort(r.HTTPAddr)
+	if err != nil {
+		return r, fmt.Errorf("http addr %q: %w", r.HTTPAddr, err)
+	}
+	r.baseURL = "http://" + net.JoinHostPort(r.serverIP.String(), port)
+	if r.TFTPAddr == "" {
+		r.TFTPAddr = net.JoinHostPort(r.serverIP.String(), "69")
+	}
+	subs := r.DHCP.Subnets
+	if r.DHCP.Range != "" {
+		if !local.IsValid() {
+			return r, errors.New("--dhcp-range needs --interface: it is a range of the interface's subnet")
+		}
+		found := false
+		for i := range subs {
+			if p, err := netip.ParsePrefix(subs[i].Prefix); err == nil && p.Masked() == local {
+				subs[i].Range, found = r.DHCP.Range, true
+			}
+		}
+		if !found {
+			subs = append(subs, SubnetConfig{Prefix: local.String(), Range: r.DHCP.Range})
+		}
+	}
+	for _, sc := range subs {
+		s, err := subnet(sc)
+		if err != nil {
+			return r, err
+		}
+		r.subnets = append(r.subnets, s)
+		if sc.SecureBoot {
+			r.sbNets = append(r.sbNets, s.Prefix)
+		}
+	}
+	if r.DHCP.Mode == DHCPAuthoritative {
+		if len(r.subnets) == 0 {
+			return r, errors.New("authoritative dhcp needs a lease range: --dhcp-range FIRST-LAST or dhcp.subnets in the config")
+		}
+		ok := false
+		for _, s := range r.subnets {
+			ok = ok || s.Prefix.Contains(r.serverIP)
+		}
+		if !ok {
+			return r, fmt.Errorf("no dhcp subnet contains the server address %s", r.serverIP)
+		}
+	}
+	return r, nil
+}
+
+func subnet(sc SubnetConfig) (dhcp.Subnet, error) {
+	var s dhcp.Subnet
+	p, err := netip.ParsePrefix(sc.Prefix)
+	if err != nil || !p.Addr().Is4() {
+		return s, fmt.Errorf("subnet %q: want an IPv4 prefix like 10.0.0.0/24", sc.Prefix)
+	}
+	s.Prefix = p.Masked()
+	if s.First, s.Last, err = ParseRange(sc.Range); err != nil {
+		return s, fmt.Errorf("subnet %s: %w", p, err)
+	}
+	if !s.Prefix.Contains(s.First) || !s.Prefix.Contains(s.Last) {
+		return s, fmt.Errorf("subnet %s: range %s is not inside it", p, sc.Range)
+	}
+	parse := func(what, v string) (netip.Addr, error) {
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return a, fmt.Errorf("subnet %s: %s %q: %w", p, what, v, err)
+		}
+		return a, nil
+	}
+	if sc.Router != "" {
+		if s.Router, err = parse("router", sc.Router); err != nil {
+			return s, err
+		}
+	}
+	for _, d := range sc.DNS {
+		a, err := parse("dns", d)
+		if err != nil {
+			return s, err
+		}
+		s.DNS = append(s.DNS, a)
+	}
+	s.Domain = sc.Domain
+	s.LeaseTime = sc.LeaseTime
+	if s.LeaseTime <= 0 {
+		s.LeaseTime = DefaultLeaseTime
+	}
+	for _, rc := range sc.Reservations {
+		mac, err := net.ParseMAC(rc.MAC)
+		if err != nil {
+			return s, fmt.Errorf("subnet %s: reservation %q: %w", p, rc.MAC, err)
+		}
+		ip, err := parse("reservation", rc.IP)
+		if err != nil {
+			return s, err
+		}
+		if !s.Prefix.Contains(ip) {
+			return s, fmt.Errorf("subnet %s: reservation %s for %s is outside the subnet", p, ip, mac)
+		}
+		s.Reservations = append(s.Reservations, dhcp.Reservation{MAC: mac, IP: ip, Hostname: rc.Hostname})
+	}
+	return s, nil
+}
+
+// adminToken returns the admin token, writing a new one (mode 0600) on
+// first start.
+func adminToken(dir string, log *slog.Logger) (string, error) {
+	path := filepath.Join(dir, TokenFile)
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 24)
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	tok := hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("admin token: %w", err)
+	}
+	log.Info("wrote the admin API token", "file", path)
+	return tok, nil
+}
+
+// Run runs the appliance until ctx ends. It returns nil after a clean
+// shutdown, or the first error of any server.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r, err := resolve(cfg)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	for _, d := range []string{r.DataDir, filepath.Join(r.DataDir, FirmwareDir), filepath.Join(r.DataDir, ArtifactsDir)} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+	}
+	token, err := adminToken(r.DataDir, log)
+	if err != nil {
+		return err
+	}
+	st, err := sqlite.Open(ctx, filepath.Join(r.DataDir, DBFile))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	c := &core.Core{Store: st, Logger: log, Config: core.Config{
+		BaseURL:           r.baseURL,
+		SecureBoot:        r.SecureBoot,
+		SecureBootSubnets: r.sbNets,
+		Artifacts:         filepath.Join(r.DataDir, ArtifactsDir),
+		Cmdline:           r.Cmdline,
+	}}
+
+	g, ctx := errgroup.WithContext(ctx)
+
+	// Sockets are opened before anything is served, so a port in use or a
+	// missing privilege fails the start instead of one server later.
+	var dhcpConns []net.PacketConn
+	var dhcpServers []*dhcp.Server
+	if r.DHCP.Mode != DHCPOff {
+		ports := []int{67}
+		if r.DHCP.Mode == DHCPProxy {
+			ports = append(ports, 4011)
+		}
+		for _, port := range ports {
+			conn, err := dhcp.ListenUDP(r.Interface, port)
+			if err != nil {
+				return fmt.Errorf("dhcp: %w", err)
+			}
+			dhcpConns = append(dhcpConns, conn)
+			dhcpServers = append(dhcpServers, &dhcp.Server{
+				Mode: dhcp.Mode(r.DHCP.Mode), ServerIP: r.serverIP, Subnets: r.subnets, ProxyPort: port == 4011,
+				Booter: c, Leases: st, Recorder: c, Logger: log.With("proto", "dhcp"),
+			})
+		}
+	}
+	tftpConn, err := net.ListenPacket("udp4", r.TFTPAddr)
+	if err != nil {
+		return fmt.Errorf("tftp: %w", err)
+	}
+	files, err := c.TFTPFiles(filepath.Join(r.DataDir, FirmwareDir))
+	if err != nil {
+		return err
+	}
+	tftpServer := &tftp.Server{Files: files, Recorder: c, Logger: log.With("proto", "tftp"),
+		MaxBlockSize: r.TFTP.MaxBlockSize, MaxWindowSize: r.TFTP.MaxWindowSize}
+	httpLn, err := net.Listen("tcp", r.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+
+	hb := &httpboot.Server{
+		Planner:       c,
+		IPXEScript:    ipxe.Script,
+		ChainScript:   ipxe.Chain(r.baseURL),
+		GRUBConfig:    grub.Config,
+		GRUBBootstrap: grub.Bootstrap(r.baseURL),
+		Firmware:      filepath.Join(r.DataDir, FirmwareDir),
+		Artifacts:     filepath.Join(r.DataDir, ArtifactsDir),
+		Recorder:      c,
+		Logger:        log.With("proto", "http"),
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/", (&api.Server{Store: st, Token: token, Logger: log}).Handler())
+	mux.Handle("/", hb.Handler())
+
+	for i := range dhcpServers {
+		s, conn := dhcpServers[i], dhcpConns[i]
+		g.Go(func() error { return s.Serve(ctx, conn) })
+	}
+	g.Go(func() error { return tftpServer.Serve(ctx, tftpConn) })
+	g.Go(func() error { return serveHTTP(ctx, httpLn, mux) })
+
+	log.Info("rackboot serving", "dhcp", r.DHCP.Mode, "interface", r.Interface, "server_ip", r.serverIP.String(),
+		"tftp", r.TFTPAddr, "http", r.baseURL, "api", r.baseURL+"/api/v1", "token_file", filepath.Join(r.DataDir, TokenFile))
+	err = g.Wait()
+	log.Info("rackboot stopped")
+	return err
+}
+
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	// The serving context is gone: shutdown gets a fresh deadline of its own.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("http shutdown: %w", err)
+	}
+	return nil
+}

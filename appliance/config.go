@@ -1,0 +1,137 @@
+package appliance
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// DHCP modes.
+const (
+	DHCPAuthoritative = "authoritative"
+	DHCPProxy         = "proxy"
+	DHCPOff           = "off"
+)
+
+// Config is the appliance's configuration, as the YAML file (--config)
+// spells it. Flags override single fields.
+type Config struct {
+	// DataDir holds the database, the admin token, the fetched boot
+	// loaders (firmware/) and the kernels and initrds (artifacts/).
+	DataDir string `yaml:"data_dir"`
+	// Interface is where DHCP listens and whose IPv4 address goes into
+	// replies and URLs unless ServerIP says otherwise.
+	Interface string `yaml:"interface"`
+	ServerIP  string `yaml:"server_ip"`
+	// HTTPAddr is the listen address of boot-time HTTP and the API.
+	HTTPAddr string `yaml:"http_addr"`
+	// TFTPAddr is the listen address of TFTP (default ServerIP:69).
+	TFTPAddr string `yaml:"tftp_addr"`
+	// SecureBoot sends every x86-64 UEFI node down shim → GRUB.
+	SecureBoot bool       `yaml:"secure_boot"`
+	DHCP       DHCPConfig `yaml:"dhcp"`
+	TFTP       TFTPConfig `yaml:"tftp"`
+	// Cmdline is appended to every kernel command line rackboot hands out.
+	Cmdline  string `yaml:"kernel_cmdline"`
+	LogLevel string `yaml:"log_level"`
+}
+
+// DHCPConfig configures the DHCP server.
+type DHCPConfig struct {
+	// Mode is authoritative, proxy (the default: PXE answers only, beside
+	// the network's own DHCP server) or off.
+	Mode string `yaml:"mode"`
+	// Range is a shorthand for the lease range (FIRST-LAST) of the
+	// interface's own subnet, which needs no subnets entry then.
+	Range   string         `yaml:"range"`
+	Subnets []SubnetConfig `yaml:"subnets"`
+}
+
+// SubnetConfig is one subnet rackboot leases addresses on.
+type SubnetConfig struct {
+	Prefix    string        `yaml:"prefix"`
+	Range     string        `yaml:"range"` // FIRST-LAST
+	Router    string        `yaml:"router"`
+	DNS       []string      `yaml:"dns"`
+	Domain    string        `yaml:"domain"`
+	LeaseTime time.Duration `yaml:"lease_time"`
+	// SecureBoot sends this subnet's x86-64 UEFI nodes down shim → GRUB.
+	SecureBoot   bool                `yaml:"secure_boot"`
+	Reservations []ReservationConfig `yaml:"reservations"`
+}
+
+// ReservationConfig pins an address to a MAC.
+type ReservationConfig struct {
+	MAC      string `yaml:"mac"`
+	IP       string `yaml:"ip"`
+	Hostname string `yaml:"hostname"`
+}
+
+// TFTPConfig tunes TFTP transfers; zero means the server's default.
+type TFTPConfig struct {
+	MaxBlockSize  int `yaml:"max_block_size"`
+	MaxWindowSize int `yaml:"max_window_size"`
+}
+
+// LoadConfig reads a YAML config file; unknown keys are an error so a typo
+// does not silently fall back to a default.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("load config: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, fmt.Errorf("load config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseRange parses "FIRST-LAST".
+func ParseRange(s string) (first, last netip.Addr, err error) {
+	a, b, ok := strings.Cut(s, "-")
+	if !ok {
+		return first, last, fmt.Errorf("range %q: want FIRST-LAST", s)
+	}
+	if first, err = netip.ParseAddr(strings.TrimSpace(a)); err != nil {
+		return first, last, fmt.Errorf("range %q: %w", s, err)
+	}
+	if last, err = netip.ParseAddr(strings.TrimSpace(b)); err != nil {
+		return first, last, fmt.Errorf("range %q: %w", s, err)
+	}
+	if !first.Is4() || !last.Is4() || last.Less(first) {
+		return first, last, fmt.Errorf("range %q: want two IPv4 addresses, lowest first", s)
+	}
+	return first, last, nil
+}
+
+// InterfaceIPv4 returns the first IPv4 address of an interface and its prefix.
+func InterfaceIPv4(name string) (netip.Prefix, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("interface %s: %w", name, err)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("addresses of %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip4 := n.IP.To4(); ip4 != nil {
+				ones, _ := n.Mask.Size()
+				addr, _ := netip.AddrFromSlice(ip4)
+				return netip.PrefixFrom(addr, ones), nil
+			}
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("interface %s has no IPv4 address", name)
+}

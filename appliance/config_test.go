@@ -1,0 +1,99 @@
+package appliance
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	c, err := LoadConfig(write(`
+data_dir: /var/lib/rackboot
+interface: br0
+dhcp:
+  mode: authoritative
+  subnets:
+    - prefix: 10.20.0.0/24
+      range: 10.20.0.100-10.20.0.199
+      lease_time: 30m
+      secure_boot: true
+      reservations:
+        - {mac: "52:54:00:12:34:56", ip: 10.20.0.10, hostname: gpu-01}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "/var/lib/rackboot" || c.DHCP.Mode != "authoritative" || len(c.DHCP.Subnets) != 1 ||
+		c.DHCP.Subnets[0].LeaseTime != 30*time.Minute || c.DHCP.Subnets[0].Reservations[0].Hostname != "gpu-01" {
+		t.Fatalf("config = %+v", c)
+	}
+	if _, err := LoadConfig(write("dhcp:\n  mdoe: proxy\n")); err == nil || !strings.Contains(err.Error(), "mdoe") {
+		t.Errorf("a misspelt key loaded without error: %v", err)
+	}
+	if _, err := LoadConfig(write("")); err != nil {
+		t.Errorf("an empty config is an error: %v", err)
+	}
+	if _, err := LoadConfig(filepath.Join(dir, "missing.yaml")); err == nil {
+		t.Error("a missing file loaded")
+	}
+}
+
+func TestResolve(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		err  string
+	}{
+		{"proxy by default with a server ip", Config{ServerIP: "10.0.0.1", DHCP: DHCPConfig{Mode: "off"}}, ""},
+		{"bad mode", Config{ServerIP: "10.0.0.1", DHCP: DHCPConfig{Mode: "rogue"}}, "want authoritative, proxy or off"},
+		{"proxy needs an interface", Config{ServerIP: "10.0.0.1"}, "needs --interface"},
+		{"authoritative needs a range", Config{Interface: "lo", DHCP: DHCPConfig{Mode: "authoritative"}}, "needs a lease range"},
+		{"range on the interface", Config{Interface: "lo", DHCP: DHCPConfig{Mode: "authoritative", Range: "127.0.0.100-127.0.0.200"}}, ""},
+		{"range outside", Config{Interface: "lo", DHCP: DHCPConfig{Mode: "authoritative", Range: "10.0.0.1-10.0.0.2"}}, "not inside it"},
+		{"range backwards", Config{Interface: "lo", DHCP: DHCPConfig{Mode: "authoritative", Range: "127.0.0.9-127.0.0.1"}}, "lowest first"},
+		{"no subnet holds the server", Config{Interface: "lo", DHCP: DHCPConfig{Mode: "authoritative",
+			Subnets: []SubnetConfig{{Prefix: "10.9.0.0/24", Range: "10.9.0.10-10.9.0.20"}}}}, "no dhcp subnet contains"},
+		{"bad reservation", Config{Interface: "lo", DHCP: DHCPConfig{Mode: "authoritative",
+			Subnets: []SubnetConfig{{Prefix: "127.0.0.0/8", Range: "127.0.0.10-127.0.0.20", Reservations: []ReservationConfig{{MAC: "zz", IP: "127.0.0.5"}}}}}}, "reservation"},
+		{"unknown interface", Config{Interface: "nosuchif0"}, "nosuchif0"},
+		{"bad http addr", Config{ServerIP: "10.0.0.1", HTTPAddr: "8080", DHCP: DHCPConfig{Mode: "off"}}, "http addr"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := resolve(tt.cfg)
+			if tt.err == "" {
+				if err != nil {
+					t.Fatalf("resolve: %v", err)
+				}
+				if !r.serverIP.IsValid() || !strings.HasPrefix(r.baseURL, "http://") {
+					t.Errorf("resolved = %+v", r)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("resolve err = %v, want %q", err, tt.err)
+			}
+		})
+	}
+}
+
+func TestParseRange(t *testing.T) {
+	if f, l, err := ParseRange("10.0.0.5 - 10.0.0.9"); err != nil || f.String() != "10.0.0.5" || l.String() != "10.0.0.9" {
+		t.Errorf("ParseRange = %v %v %v", f, l, err)
+	}
+	for _, bad := range []string{"", "10.0.0.5", "10.0.0.9-10.0.0.5", "::1-::2", "a-b"} {
+		if _, _, err := ParseRange(bad); err == nil {
+			t.Errorf("ParseRange(%q) accepted", bad)
+		}
+	}
+}

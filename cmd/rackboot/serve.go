@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/rackboot/rackboot/appliance"
+)
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "YAML config file (flags override its fields)")
+	dataDir := fs.String("data-dir", "", "data dir: database, admin token, boot loaders, kernels (default ./data)")
+	iface := fs.String("interface", "", "network interface DHCP and TFTP serve on (required unless --dhcp-mode off and --server-ip given)")
+	serverIP := fs.String("server-ip", "", "address put in DHCP replies and boot URLs (default: the interface's IPv4 address)")
+	httpAddr := fs.String("http-addr", "", "listen address of boot-time HTTP and the API (default :8080)")
+	tftpAddr := fs.String("tftp-addr", "", "listen address of TFTP (default SERVER-IP:69)")
+	dhcpMode := fs.String("dhcp-mode", "", "authoritative, proxy (PXE answers only, beside an existing DHCP server; the default) or off")
+	dhcpRange := fs.String("dhcp-range", "", "FIRST-LAST: lease range on the interface's subnet (authoritative mode)")
+	secureBoot := fs.Bool("secure-boot", false, "send every x86-64 UEFI node down shim → GRUB instead of iPXE")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: rackboot serve [flags]\n\nRuns DHCP (ports 67 and 4011: needs root or CAP_NET_BIND_SERVICE and CAP_NET_RAW),\nTFTP (port 69), boot-time HTTP and the API.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("serve: unexpected argument %q", fs.Arg(0))}
+	}
+	var cfg appliance.Config
+	if *configPath != "" {
+		c, err := appliance.LoadConfig(*configPath)
+		if err != nil {
+			return err
+		}
+		cfg = c
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	override := func(name string, dst *string, v string) {
+		if set[name] {
+			*dst = v
+		}
+	}
+	override("data-dir", &cfg.DataDir, *dataDir)
+	override("interface", &cfg.Interface, *iface)
+	override("server-ip", &cfg.ServerIP, *serverIP)
+	override("http-addr", &cfg.HTTPAddr, *httpAddr)
+	override("tftp-addr", &cfg.TFTPAddr, *tftpAddr)
+	override("dhcp-mode", &cfg.DHCP.Mode, *dhcpMode)
+	override("log-level", &cfg.LogLevel, *logLevel)
+	if set["secure-boot"] {
+		cfg.SecureBoot = *secureBoot
+	}
+	if set["dhcp-range"] {
+		cfg.DHCP.Range = *dhcpRange
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(strings.ToUpper(orDefault(cfg.LogLevel, "info")))); err != nil {
+		return usageError{fmt.Sprintf("serve: --log-level %q: want debug, info, warn or error", cfg.LogLevel)}
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return appliance.Run(ctx, cfg, logger)
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}

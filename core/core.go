@@ -1,0 +1,264 @@
+// Package core decides what each machine boots. It implements the seams
+// the protocol servers ask through (boot.Booter for DHCP, the planner for
+// boot-time HTTP, generated TFTP files, boot.Recorder for all of them) on
+// top of the store: it enrolls every network-boot client as a node, picks
+// its loader from the firmware catalog, plans its kernel and initrd (or
+// local boot) from its state, and keeps its boot trace.
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/firmware"
+	"github.com/rackboot/rackboot/store"
+	"github.com/rackboot/rackboot/trace"
+)
+
+// Config is what the core needs to know of the appliance.
+type Config struct {
+	// BaseURL is the boot-time HTTP server as clients reach it,
+	// e.g. "http://10.0.0.1:8080" (no trailing slash).
+	BaseURL string
+	// SecureBoot sends every x86-64 UEFI node down the shim → GRUB path
+	// instead of iPXE; SecureBootSubnets does it for nodes on those
+	// subnets only. A node's own setting overrides both.
+	SecureBoot        bool
+	SecureBootSubnets []netip.Prefix
+	// Artifacts is the directory served under /artifacts/: the kernel of
+	// each architecture is <arch>/vmlinuz, its initrds <arch>/initrd*.
+	Artifacts string
+	// Cmdline is appended to every kernel command line; Console is the
+	// console= part per architecture (defaults: ttyS0, ttyAMA0).
+	Cmdline string
+	Console map[boot.Arch]string
+	// APIURL is what the agent is told to talk to (defaults to BaseURL).
+	APIURL string
+}
+
+// Core is the appliance's decision maker.
+type Core struct {
+	Store  store.Store
+	Config Config
+	Logger *slog.Logger
+	// Neighbors maps an address to a MAC when no lease knows it (proxy
+	// mode, where another server leases the addresses). Nil reads the
+	// kernel's neighbour table.
+	Neighbors func(ip netip.Addr) net.HardwareAddr
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Core) log() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}
+
+func (c *Core) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// BootOffer implements boot.Booter: it enrolls the client and names the
+// file its firmware (or iPXE) should fetch next.
+func (c *Core) BootOffer(ctx context.Context, cl boot.Client) (boot.Offer, error) {
+	n, created, err := c.Store.EnrollClient(ctx, cl, c.now())
+	if err != nil {
+		return boot.Offer{}, fmt.Errorf("boot offer for %s: %w", cl.MAC, err)
+	}
+	if created {
+		c.log().Info("node enrolled", "node", n.ID, "mac", cl.MAC.String(), "arch", cl.Arch.String())
+	}
+	if cl.IPXE {
+		// iPXE never gets a loader again: that is the chainload loop.
+		return boot.Offer{File: c.Config.BaseURL + "/boot.ipxe", Node: n.ID}, nil
+	}
+	loader, err := firmware.Loader(cl.Arch, c.secureBoot(n, cl))
+	if err != nil {
+		return boot.Offer{}, fmt.Errorf("boot offer for %s: %w", cl.MAC, err)
+	}
+	if cl.Arch.HTTP() {
+		return boot.Offer{File: c.Config.BaseURL + "/firmware/" + loader, HTTPClient: true, Node: n.ID}, nil
+	}
+	return boot.Offer{File: loader, Node: n.ID}, nil
+}
+
+func (c *Core) secureBoot(n store.Node, cl boot.Client) bool {
+	if n.SecureBoot != nil {
+		return *n.SecureBoot
+	}
+	if c.Config.SecureBoot {
+		return true
+	}
+	for _, p := range c.Config.SecureBootSubnets {
+		if cl.Network.IsValid() && p.Overlaps(cl.Network) {
+			return true
+		}
+	}
+	return false
+}
+
+// Plan says what the node owning mac boots now. A MAC never seen before
+// is enrolled (DHCP may be someone else's, as in Ironic's setup).
+func (c *Core) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch) (boot.Plan, error) {
+	n, err := c.Store.NodeByMAC(ctx, mac)
+	if errors.Is(err, store.ErrNotFound) {
+		n, _, err = c.Store.EnrollClient(ctx, boot.Client{MAC: mac, Arch: clientArchOf(arch)}, c.now())
+	}
+	if err != nil {
+		return boot.Plan{}, fmt.Errorf("plan boot of %s: %w", mac, err)
+	}
+	if arch == boot.ArchUnknown {
+		arch = n.Arch
+	}
+	p := boot.Plan{Node: n.ID, Hostname: n.Name, Arch: arch}
+	if p.Hostname == "" {
+		p.Hostname = n.ID
+	}
+	if n.State == store.StateActive {
+		p.Action = boot.ActionLocal
+	} else {
+		p.Action = boot.ActionNetboot
+		if err := c.netboot(&p, n); err != nil {
+			return boot.Plan{}, fmt.Errorf("plan boot of node %s: %w", n.ID, err)
+		}
+	}
+	c.recordPlan(ctx, n.ID, mac, p)
+	return p, nil
+}
+
+func clientArchOf(a boot.Arch) boot.ClientArch {
+	switch a {
+	case boot.ArchX86_64:
+		return boot.ClientX64UEFI
+	case boot.ArchAArch64:
+		return boot.ClientARM64UEFI
+	}
+	return 0xffff
+}
+
+func (c *Core) netboot(p *boot.Plan, n store.Node) error {
+	if p.Arch == boot.ArchUnknown {
+		return fmt.Errorf("architecture unknown")
+	}
+	dir := filepath.Join(c.Config.Artifacts, string(p.Arch))
+	if _, err := os.Stat(filepath.Join(dir, "vmlinuz")); err != nil {
+		return fmt.Errorf("no kernel for %s: %w", p.Arch, err)
+	}
+	initrds, err := filepath.Glob(filepath.Join(dir, "initrd*"))
+	if err != nil {
+		return err
+	}
+	sort.Strings(initrds)
+	base := c.Config.BaseURL + "/artifacts/" + string(p.Arch) + "/"
+	p.Kernel = base + "vmlinuz"
+	for _, f := range initrds {
+		p.Initrds = append(p.Initrds, base+url.PathEscape(filepath.Base(f)))
+	}
+	console := c.Config.Console[p.Arch]
+	if console == "" {
+		console = map[boot.Arch]string{boot.ArchX86_64: "ttyS0", boot.ArchAArch64: "ttyAMA0"}[p.Arch]
+	}
+	api := c.Config.APIURL
+	if api == "" {
+		api = c.Config.BaseURL
+	}
+	p.Cmdline = strings.TrimSpace(fmt.Sprintf("console=%s rackboot.api=%s rackboot.node=%s %s", console, api, n.ID, c.Config.Cmdline))
+	return nil
+}
+
+func (c *Core) recordPlan(ctx context.Context, nodeID string, mac net.HardwareAddr, p boot.Plan) {
+	e := boot.Event{Time: c.now(), MAC: mac, Proto: trace.ProtoCore, Kind: trace.KindPlan, Size: -1,
+		Options: map[string]string{trace.OptAction: string(p.Action)}}
+	if p.Action == boot.ActionNetboot {
+		e.Options[trace.OptKernel] = p.Kernel
+		e.Options[trace.OptInitrds] = strings.Join(p.Initrds, " ")
+	}
+	if err := c.Store.AddTrace(ctx, nodeID, e); err != nil {
+		c.log().Warn("record boot plan", "node", nodeID, "err", err)
+	}
+}
+
+// Record implements boot.Recorder: the event joins the trace of the node
+// it belongs to, found by MAC, else by the address's lease, else by the
+// neighbour table. Events of machines rackboot does not know are dropped.
+func (c *Core) Record(ctx context.Context, e boot.Event) {
+	mac := e.MAC
+	if len(mac) == 0 && e.IP.IsValid() {
+		mac = c.macOf(ctx, e.IP)
+	}
+	if len(mac) == 0 {
+		c.log().Debug("boot event of an unknown client", "peer", e.IP.String(), "file", e.File)
+		return
+	}
+	n, err := c.Store.NodeByMAC(ctx, mac)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			c.log().Warn("record boot event", "mac", mac.String(), "err", err)
+		}
+		return
+	}
+	if e.MAC == nil {
+		e.MAC = mac
+	}
+	if e.Time.IsZero() {
+		e.Time = c.now()
+	}
+	if err := c.Store.AddTrace(ctx, n.ID, e); err != nil {
+		c.log().Warn("record boot event", "node", n.ID, "err", err)
+	}
+}
+
+// MACOf finds the MAC behind a client address, by lease or neighbour table.
+func (c *Core) macOf(ctx context.Context, ip netip.Addr) net.HardwareAddr {
+	if l, err := c.Store.ByIP(ctx, ip); err == nil && len(l.MAC) > 0 {
+		return l.MAC
+	}
+	if c.Neighbors != nil {
+		return c.Neighbors(ip)
+	}
+	return kernelNeighbor(ip)
+}
+
+// kernelNeighbor reads /proc/net/arp: in proxy mode the client's address
+// comes from another DHCP server, but it has just talked to us, so the
+// kernel knows its MAC.
+func kernelNeighbor(ip netip.Addr) net.HardwareAddr {
+	b, err := os.ReadFile("/proc/net/arp")
+	if err != nil {
+		return nil
+	}
+	return parseARP(string(b), ip)
+}
+
+func parseARP(table string, ip netip.Addr) net.HardwareAddr {
+	for _, line := range strings.Split(table, "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || f[0] != ip.String() {
+			continue
+		}
+		if flags, err := strconv.ParseUint(strings.TrimPrefix(f[2], "0x"), 16, 32); err != nil || flags&0x2 == 0 {
+			continue // not a complete entry
+		}
+		if mac, err := net.ParseMAC(f[3]); err == nil {
+			return mac
+		}
+	}
+	return nil
+}

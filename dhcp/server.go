@@ -1,0 +1,471 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/rackboot/rackboot/boot"
+)
+
+// Mode is how the server takes part in the network's DHCP.
+type Mode string
+
+// Modes.
+const (
+	// ModeAuthoritative leases addresses from the subnets' pools.
+	ModeAuthoritative Mode = "authoritative"
+	// ModeProxy answers boot clients with boot options only (PXE
+	// proxyDHCP), beside the site's DHCP server that leases the addresses.
+	ModeProxy Mode = "proxy"
+	// ModeOff serves nothing.
+	ModeOff Mode = "off"
+)
+
+// Reservation pins an address to a MAC.
+type Reservation struct {
+	MAC      net.HardwareAddr
+	IP       netip.Addr
+	Hostname string
+}
+
+// Subnet is one network the server leases addresses on, directly or
+// through relays (giaddr).
+type Subnet struct {
+	Prefix       netip.Prefix
+	First, Last  netip.Addr // the pool; reservations may lie outside it
+	Router       netip.Addr
+	DNS          []netip.Addr
+	Domain       string
+	LeaseTime    time.Duration // 0 means one hour
+	Reservations []Reservation
+}
+
+// Stats counts what the server saw. Read it with Server.Stats.
+type Stats struct {
+	Received, Replied, Malformed, Ignored, NAKs uint64
+}
+
+// Server is a DHCPv4 server. Zero values of optional fields are defaults.
+type Server struct {
+	Mode Mode
+	// ServerIP is the server identifier (option 54) and, for boot
+	// clients, the TFTP server (siaddr).
+	ServerIP netip.Addr
+	Subnets  []Subnet
+	// ProxyPort marks the server behind port 4011, where PXE clients ask
+	// a proxy for their boot file after taking an address elsewhere.
+	ProxyPort bool
+	Booter    boot.Booter
+	Leases    Leases
+	Recorder  boot.Recorder
+	Logger    *slog.Logger
+	// OfferTime is how long an offered address is held for the client's
+	// REQUEST (default one minute); DeclineTime how long a declined
+	// address rests (default ten minutes).
+	OfferTime, DeclineTime time.Duration
+	Now                    func() time.Time
+
+	received, replied, malformed, ignored, naks atomic.Uint64
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() Stats {
+	return Stats{Received: s.received.Load(), Replied: s.replied.Load(), Malformed: s.malformed.Load(),
+		Ignored: s.ignored.Load(), NAKs: s.naks.Load()}
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+func (s *Server) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+// Serve answers requests on conn until ctx ends, then returns nil.
+func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	buf := make([]byte, 4096)
+	for {
+		n, peer, err := conn.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return fmt.Errorf("dhcp read: %w", err)
+		}
+		s.received.Add(1)
+		reply, dst := s.HandleBytes(ctx, buf[:n], peer)
+		if reply == nil {
+			continue
+		}
+		if _, err := conn.WriteTo(reply.ToBytes(), dst); err != nil {
+			s.log().Warn("dhcp send", "peer", dst.String(), "mac", reply.ClientHWAddr.String(), "err", err)
+			continue
+		}
+		s.replied.Add(1)
+	}
+}
+
+// HandleBytes parses one packet and handles it. Malformed packets are
+// dropped and counted.
+func (s *Server) HandleBytes(ctx context.Context, b []byte, peer net.Addr) (*dhcpv4.DHCPv4, net.Addr) {
+	req, err := dhcpv4.FromBytes(b)
+	if err != nil || req.OpCode != dhcpv4.OpcodeBootRequest || req.MessageType() == dhcpv4.MessageTypeNone ||
+		len(req.ClientHWAddr) != 6 {
+		s.malformed.Add(1)
+		s.log().Debug("dhcp dropped a malformed packet", "peer", fmt.Sprint(peer), "bytes", len(b))
+		return nil, nil
+	}
+	reply, dst := s.Handle(ctx, req, peer)
+	if reply == nil {
+		s.ignored.Add(1)
+	}
+	return reply, dst
+}
+
+// Handle decides the reply to one request and where it goes; nil means
+// no reply. It touches no socket.
+func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4, peer net.Addr) (*dhcpv4.DHCPv4, net.Addr) {
+	c, isBoot := Classify(req)
+	mt := req.MessageType()
+	log := s.log().With("mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "type", mt.String())
+	if isBoot {
+		s.record(ctx, boot.Event{MAC: req.ClientHWAddr, Proto: "dhcp", Kind: kind(mt), Options: options(req, c),
+			IP: addr(req.ClientIPAddr)})
+	}
+	var reply *dhcpv4.DHCPv4
+	var err error
+	switch s.Mode {
+	case ModeProxy:
+		reply, err = s.proxy(ctx, req, c, isBoot)
+	case ModeAuthoritative:
+		reply, err = s.authoritative(ctx, req, c, isBoot, log)
+	default:
+		return nil, nil
+	}
+	if err != nil {
+		log.Warn("dhcp", "err", err)
+	}
+	if reply == nil {
+		return nil, nil
+	}
+	if isBoot {
+		s.record(ctx, boot.Event{MAC: req.ClientHWAddr, Proto: "dhcp", Kind: kind(reply.MessageType()),
+			File: reply.BootFileNameOption(), IP: addr(reply.YourIPAddr), Options: options(req, c)})
+	}
+	log.Debug("dhcp reply", "reply", reply.MessageType().String(), "yiaddr", reply.YourIPAddr.String(), "file", reply.BootFileNameOption())
+	return reply, s.destination(req, reply, peer)
+}
+
+func kind(mt dhcpv4.MessageType) string {
+	return strings.ToLower(strings.TrimPrefix(mt.String(), "DHCP"))
+}
+
+func addr(ip net.IP) netip.Addr {
+	a, ok := netip.AddrFromSlice(ip.To4())
+	if !ok || a.IsUnspecified() {
+		return netip.Addr{}
+	}
+	return a
+}
+
+func ip(a netip.Addr) net.IP { return net.IP(a.AsSlice()) }
+
+func (s *Server) record(ctx context.Context, e boot.Event) {
+	if s.Recorder == nil {
+		return
+	}
+	e.Time, e.Size = s.now(), -1
+	s.Recorder.Record(ctx, e)
+}
+
+// destination follows RFC 2131 4.1: relays get the reply at giaddr, bound
+// clients at ciaddr, everyone else by broadcast (rackboot has no raw
+// socket to unicast to an address the client does not have yet).
+func (s *Server) destination(req, reply *dhcpv4.DHCPv4, peer net.Addr) net.Addr {
+	switch {
+	case !req.GatewayIPAddr.IsUnspecified() && req.GatewayIPAddr != nil:
+		return &net.UDPAddr{IP: req.GatewayIPAddr, Port: 67}
+	case s.ProxyPort:
+		return peer
+	case reply.MessageType() != dhcpv4.MessageTypeNak && req.ClientIPAddr != nil && !req.ClientIPAddr.IsUnspecified():
+		return &net.UDPAddr{IP: req.ClientIPAddr, Port: 68}
+	}
+	return &net.UDPAddr{IP: net.IPv4bcast, Port: 68}
+}
+
+// proxy answers boot clients only, never with an address.
+func (s *Server) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, isBoot bool) (*dhcpv4.DHCPv4, error) {
+	if !isBoot {
+		return nil, nil
+	}
+	mt := req.MessageType()
+	var rt dhcpv4.MessageType
+	switch {
+	case !s.ProxyPort && mt == dhcpv4.MessageTypeDiscover:
+		rt = dhcpv4.MessageTypeOffer
+	case s.ProxyPort && (mt == dhcpv4.MessageTypeRequest || mt == dhcpv4.MessageTypeInform):
+		rt = dhcpv4.MessageTypeAck
+	default:
+		return nil, nil
+	}
+	reply, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(rt),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ip(s.ServerIP))))
+	if err != nil {
+		return nil, fmt.Errorf("proxy reply: %w", err)
+	}
+	reply.YourIPAddr = net.IPv4zero
+	if !s.bootOptions(ctx, reply, c) {
+		return nil, nil // nothing to boot: a proxy has nothing else to say
+	}
+	return reply, nil
+}
+
+// bootOptions asks the Booter and writes its answer into reply. It
+// reports whether there was one.
+func (s *Server) bootOptions(ctx context.Context, reply *dhcpv4.DHCPv4, c boot.Client) bool {
+	if s.Booter == nil {
+		return false
+	}
+	o, err := s.Booter.BootOffer(ctx, c)
+	if err != nil {
+		s.log().Warn("no boot offer", "mac", c.MAC.String(), "arch", c.Arch.String(), "err", err)
+		return false
+	}
+	reply.ServerIPAddr = ip(s.ServerIP)
+	reply.BootFileName = o.File
+	reply.UpdateOption(dhcpv4.OptBootFileName(o.File))
+	reply.UpdateOption(dhcpv4.OptTFTPServerName(s.ServerIP.String()))
+	if o.HTTPClient {
+		reply.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient"))
+	} else {
+		reply.UpdateOption(dhcpv4.OptClassIdentifier("PXEClient"))
+	}
+	if !o.HTTPClient && !c.IPXE {
+		// PXE discovery control (sub-option 6) = 8: boot the file in
+		// this offer, without waiting for boot server discovery.
+		reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
+	}
+	return true
+}
+
+func (s *Server) subnetFor(req *dhcpv4.DHCPv4) (Subnet, bool) {
+	at := s.ServerIP
+	if g := addr(req.GatewayIPAddr); g.IsValid() {
+		at = g
+	}
+	for _, sn := range s.Subnets {
+		if sn.Prefix.Contains(at) {
+			return sn, true
+		}
+	}
+	return Subnet{}, false
+}
+
+func (sn Subnet) reservation(mac net.HardwareAddr) (Reservation, bool) {
+	for _, r := range sn.Reservations {
+		if r.MAC.String() == mac.String() {
+			return r, true
+		}
+	}
+	return Reservation{}, false
+}
+
+func (sn Subnet) reservedFor(a netip.Addr) (Reservation, bool) {
+	for _, r := range sn.Reservations {
+		if r.IP == a {
+			return r, true
+		}
+	}
+	return Reservation{}, false
+}
+
+func (sn Subnet) reservedIPs() []netip.Addr {
+	out := make([]netip.Addr, 0, len(sn.Reservations))
+	for _, r := range sn.Reservations {
+		out = append(out, r.IP)
+	}
+	return out
+}
+
+func (sn Subnet) leaseTime() time.Duration {
+	if sn.LeaseTime <= 0 {
+		return time.Hour
+	}
+	return sn.LeaseTime
+}
+
+func (sn Subnet) inPool(a netip.Addr) bool {
+	return sn.First.Compare(a) <= 0 && a.Compare(sn.Last) <= 0
+}
+
+func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, isBoot bool, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+	if s.Leases == nil {
+		return nil, errors.New("authoritative mode without a lease store")
+	}
+	sn, ok := s.subnetFor(req)
+	if !ok {
+		return nil, fmt.Errorf("no subnet for a request via %s", req.GatewayIPAddr)
+	}
+	c.Network = sn.Prefix
+	mac := req.ClientHWAddr
+	now := s.now()
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeDiscover:
+		var yi netip.Addr
+		if r, ok := sn.reservation(mac); ok {
+			yi = r.IP
+		} else {
+			offerTime := s.OfferTime
+			if offerTime <= 0 {
+				offerTime = time.Minute
+			}
+			l, err := s.Leases.Allocate(ctx, sn.Prefix, sn.First, sn.Last, mac, addr(req.RequestedIPAddress()), sn.reservedIPs(), now.Add(offerTime))
+			if err != nil {
+				return nil, err
+			}
+			yi = l.IP
+		}
+		return s.leaseReply(ctx, req, c, isBoot, sn, dhcpv4.MessageTypeOffer, yi, true)
+
+	case dhcpv4.MessageTypeRequest:
+		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(ip(s.ServerIP)) {
+			// The client took another server's offer: free ours.
+			if l, err := s.Leases.ByMAC(ctx, sn.Prefix, mac); err == nil && l.State == LeaseOffered {
+				s.Leases.Release(ctx, mac, l.IP)
+			}
+			return nil, nil
+		}
+		want := addr(req.RequestedIPAddress())
+		if !want.IsValid() {
+			want = addr(req.ClientIPAddr)
+		}
+		nak := func(why string) (*dhcpv4.DHCPv4, error) {
+			s.naks.Add(1)
+			log.Info("dhcp nak", "ip", want.String(), "why", why)
+			r, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
+				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ip(s.ServerIP))), dhcpv4.WithOption(dhcpv4.OptMessage(why)))
+			if err != nil {
+				return nil, err
+			}
+			r.YourIPAddr = net.IPv4zero
+			return r, nil
+		}
+		if !want.IsValid() {
+			return nak("no address requested")
+		}
+		if !sn.Prefix.Contains(want) {
+			return nak(fmt.Sprintf("%s is not on subnet %s", want, sn.Prefix))
+		}
+		r, reserved := sn.reservation(mac)
+		switch {
+		case reserved && r.IP != want:
+			return nak(fmt.Sprintf("%s is reserved %s", mac, r.IP))
+		case !reserved:
+			if other, ok := sn.reservedFor(want); ok {
+				return nak(fmt.Sprintf("%s is reserved for %s", want, other.MAC))
+			}
+			if !sn.inPool(want) {
+				return nak(fmt.Sprintf("%s is outside the pool", want))
+			}
+		}
+		hostname := req.HostName()
+		if reserved && r.Hostname != "" {
+			hostname = r.Hostname
+		}
+		if _, err := s.Leases.Bind(ctx, sn.Prefix, mac, want, hostname, now.Add(sn.leaseTime())); err != nil {
+			if errors.Is(err, ErrNoLease) {
+				return nak(fmt.Sprintf("%s is leased to another client", want))
+			}
+			return nil, err
+		}
+		return s.leaseReply(ctx, req, c, isBoot, sn, dhcpv4.MessageTypeAck, want, true)
+
+	case dhcpv4.MessageTypeDecline:
+		bad := addr(req.RequestedIPAddress())
+		if !bad.IsValid() {
+			return nil, nil
+		}
+		d := s.DeclineTime
+		if d <= 0 {
+			d = 10 * time.Minute
+		}
+		log.Warn("dhcp decline: the address is in use on the network", "ip", bad.String())
+		return nil, s.Leases.Decline(ctx, bad, now.Add(d))
+
+	case dhcpv4.MessageTypeRelease:
+		if a := addr(req.ClientIPAddr); a.IsValid() {
+			return nil, s.Leases.Release(ctx, mac, a)
+		}
+		return nil, nil
+
+	case dhcpv4.MessageTypeInform:
+		return s.leaseReply(ctx, req, c, isBoot, sn, dhcpv4.MessageTypeAck, netip.Addr{}, false)
+	}
+	return nil, nil
+}
+
+func (s *Server) leaseReply(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, isBoot bool, sn Subnet, mt dhcpv4.MessageType, yi netip.Addr, lease bool) (*dhcpv4.DHCPv4, error) {
+	mask := net.CIDRMask(sn.Prefix.Bits(), 32)
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithMessageType(mt),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ip(s.ServerIP))),
+		dhcpv4.WithOption(dhcpv4.OptSubnetMask(mask)),
+	}
+	if sn.Router.IsValid() {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRouter(ip(sn.Router))))
+	}
+	if len(sn.DNS) > 0 {
+		var d []net.IP
+		for _, a := range sn.DNS {
+			d = append(d, ip(a))
+		}
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDNS(d...)))
+	}
+	if sn.Domain != "" {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(sn.Domain)))
+	}
+	if lease {
+		lt := sn.leaseTime()
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptIPAddressLeaseTime(lt)),
+			dhcpv4.WithOption(dhcpv4.OptRenewTimeValue(lt/2)),
+			dhcpv4.WithOption(dhcpv4.OptRebindingTimeValue(lt*7/8)))
+		if r, ok := sn.reservation(req.ClientHWAddr); ok && r.Hostname != "" {
+			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(r.Hostname)))
+		}
+	}
+	reply, err := dhcpv4.NewReplyFromRequest(req, mods...)
+	if err != nil {
+		return nil, fmt.Errorf("build %s: %w", mt, err)
+	}
+	if yi.IsValid() {
+		reply.YourIPAddr = ip(yi)
+	} else {
+		reply.YourIPAddr = net.IPv4zero
+	}
+	if isBoot {
+		s.bootOptions(ctx, reply, c)
+	}
+	return reply, nil
+}
