@@ -31,15 +31,15 @@ type Stage int
 
 // Boot stages.
 const (
-	StageNone    Stage = iota
-	StageDHCP          // asked DHCP
-	StageOffer         // got a boot offer
-	StageLoader        // fetched the loader in full
-	StageConfig        // fetched its script or config
-	StageKernel        // fetched the kernel in full
-	StageInitrd        // fetched every initrd in full
-	StageLocal         // was told to boot from its disk
-	StageHandover      // fetched everything: the OS has it now
+	StageNone     Stage = iota
+	StageDHCP           // asked DHCP
+	StageOffer          // got a boot offer
+	StageLoader         // fetched the loader in full
+	StageConfig         // fetched its script or config
+	StageKernel         // fetched the kernel in full
+	StageInitrd         // fetched every initrd in full
+	StageLocal          // was told to boot from its disk
+	StageHandover       // fetched everything: the OS has it now
 )
 
 // Step is one event of a boot, as a person reads it.
