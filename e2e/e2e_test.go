@@ -1,0 +1,292 @@
+//go:build e2e
+
+// Package e2e boots real firmware in QEMU through a real rackboot: OVMF,
+// SeaBIOS and AAVMF PXE-boot on a bridge in a network namespace, fetch
+// Debian's iPXE or signed GRUB from rackboot, then the node's script, then
+// a Debian kernel and an initrd that prints a marker on the serial console.
+// Each test then asks rackboot's API (through its CLI) whether the node was
+// enrolled with the right architecture and fetched every file in full.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/lab"
+	"github.com/rackboot/rackboot/trace"
+)
+
+var (
+	repoRoot  string
+	binary    string
+	cacheDir  string
+	setupOnce sync.Once
+	setupErr  error
+)
+
+func TestMain(m *testing.M) {
+	wd, _ := os.Getwd()
+	repoRoot = filepath.Dir(wd)
+	binary = filepath.Join(repoRoot, "bin", "rackboot")
+	cacheDir = filepath.Join(repoRoot, ".cache", "e2e")
+	os.Exit(m.Run())
+}
+
+// setup fetches what every boot needs once: the loaders (through
+// rackboot's own firmware fetch) and the payload kernels and initrds.
+func setup(t *testing.T) {
+	t.Helper()
+	setupOnce.Do(func() {
+		if _, err := os.Stat(binary); err != nil {
+			setupErr = fmt.Errorf("%s missing: run make build first: %w", binary, err)
+			return
+		}
+		cmd := exec.Command(binary, "firmware", "fetch", "--data-dir", cacheDir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			setupErr = fmt.Errorf("firmware fetch: %v\n%s", err, out)
+		}
+	})
+	if setupErr != nil {
+		t.Fatal(setupErr)
+	}
+}
+
+// rig is one virtual rack: a namespace with a bridge, rackboot on it.
+type rig struct {
+	t       *testing.T
+	net     *lab.Net
+	dataDir string
+	server  netip.Addr
+	log     *bytes.Buffer
+	logMu   sync.Mutex
+	cmd     *exec.Cmd
+}
+
+type rigOptions struct {
+	name   string
+	prefix string // e.g. 10.77.1.0/24
+	mode   string // authoritative or proxy
+	extra  []string
+	arches []boot.Arch
+}
+
+func newRig(t *testing.T, o rigOptions) *rig {
+	t.Helper()
+	setup(t)
+	ctx := context.Background()
+	pfx := netip.MustParsePrefix(o.prefix)
+	n, err := lab.NewNet(ctx, o.name, pfx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	r := &rig{t: t, net: n, dataDir: t.TempDir(), server: n.ServerIP(), log: &bytes.Buffer{}}
+	if err := copyDir(filepath.Join(cacheDir, "firmware"), filepath.Join(r.dataDir, "firmware")); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range o.arches {
+		kernel, initrd, err := lab.Payload(ctx, a, filepath.Join(cacheDir, "payload"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(r.dataDir, "artifacts", string(a))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for src, dst := range map[string]string{kernel: "vmlinuz", initrd: "initrd"} {
+			if err := copyFile(src, filepath.Join(dir, dst)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	args := []string{"serve", "--data-dir", r.dataDir, "--interface", n.Bridge(), "--dhcp-mode", o.mode, "--log-level", "debug"}
+	if o.mode == "authoritative" {
+		first, last := pfx.Addr().Next().Next().Next().Next(), pfx.Addr()
+		for i := 0; i < 40; i++ {
+			last = last.Next()
+		}
+		args = append(args, "--dhcp-range", first.String()+"-"+last.String())
+	}
+	args = append(args, o.extra...)
+	r.cmd = n.Command(ctx, binary, args...)
+	w := &lockedWriter{mu: &r.logMu, buf: r.log}
+	r.cmd.Stdout, r.cmd.Stderr = w, w
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r.cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { r.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			r.cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("rackboot log:\n%s", r.Log())
+		}
+	})
+	r.waitLog("rackboot serving", 30*time.Second)
+	return r
+}
+
+type lockedWriter struct {
+	mu  *sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (r *rig) Log() string {
+	r.logMu.Lock()
+	defer r.logMu.Unlock()
+	return r.log.String()
+}
+
+func (r *rig) waitLog(s string, d time.Duration) {
+	r.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if strings.Contains(r.Log(), s) {
+			return
+		}
+		if r.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.t.Fatalf("rackboot never logged %q:\n%s", s, r.Log())
+}
+
+// cli runs the rackboot CLI inside the namespace against the rig's server.
+func (r *rig) cli(out any, args ...string) {
+	r.t.Helper()
+	args = append(args, "--server", "http://"+r.server.String()+":8080", "--data-dir", r.dataDir, "--output", "json")
+	cmd := r.net.Command(context.Background(), binary, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		r.t.Fatalf("rackboot %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	if err := json.Unmarshal(stdout.Bytes(), out); err != nil {
+		r.t.Fatalf("rackboot %s: %v\n%s", strings.Join(args, " "), err, stdout.String())
+	}
+}
+
+var payloadRE = regexp.MustCompile(`RACKBOOT-PAYLOAD arch=(\S+) cmdline=(.*)`)
+
+// bootVM powers on a VM and waits for the payload's marker on its console.
+func (r *rig) bootVM(vm *lab.VM, within time.Duration) string {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	start := time.Now()
+	if err := vm.Start(ctx, r.net, r.t.TempDir()); err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(vm.Stop)
+	line, err := vm.WaitFor(ctx, payloadRE)
+	if err != nil {
+		r.t.Fatalf("%s never booted the payload: %v\nrackboot log:\n%s", vm.Name, err, r.Log())
+	}
+	r.t.Logf("%s: payload up %.0f s after power-on: %s", vm.Name, time.Since(start).Seconds(), strings.TrimSpace(line))
+	return line
+}
+
+// checkNode asserts the node was enrolled with arch and its last boot
+// fetched every file it was given, in full, ending at want.
+func (r *rig) checkNode(mac net.HardwareAddr, arch boot.Arch, files []string, want trace.Stage) api.Trace {
+	r.t.Helper()
+	var n api.Node
+	r.cli(&n, "node", "show", mac.String())
+	if n.Arch != string(arch) {
+		r.t.Errorf("node %s enrolled as arch %q, want %q", mac, n.Arch, arch)
+	}
+	var tr api.Trace
+	r.cli(&tr, "node", "trace", mac.String())
+	if len(tr.Boots) == 0 {
+		r.t.Fatalf("no boots in the trace of %s", mac)
+	}
+	last := tr.Boots[len(tr.Boots)-1]
+	if last.Stage != want {
+		r.t.Errorf("last boot of %s: stage %d (%s), want %d", mac, last.Stage, last.Verdict, want)
+	}
+	for _, f := range files {
+		found := false
+		for _, e := range tr.Events {
+			if e.Kind == "file" && strings.HasSuffix(e.File, f) && e.Complete && e.Bytes == e.Size && e.Size > 0 {
+				found = true
+			}
+		}
+		if !found {
+			r.t.Errorf("trace of %s has no complete transfer of %s", mac, f)
+		}
+	}
+	if r.t.Failed() {
+		b, _ := json.MarshalIndent(tr, "", "  ")
+		r.t.Logf("trace:\n%s", b)
+	}
+	return tr
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func copyDir(src, dst string) error {
+	return filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if fi.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		return copyFile(p, filepath.Join(dst, rel))
+	})
+}
+
+func mustMAC(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
