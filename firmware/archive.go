@@ -1,8 +1,6 @@
 package firmware
 
 import (
-	"archive/tar"
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -11,141 +9,77 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
+	"time"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 )
 
-// ErrChecksum is returned when downloaded bytes do not match the hash or
-// size the archive's index promises.
+// ErrChecksum is returned when downloaded bytes do not match the size or
+// SHA256 that the Release file or a Packages index promises.
 var ErrChecksum = errors.New("checksum mismatch")
 
 // ErrNoPackage is returned when the archive has no such package.
 var ErrNoPackage = errors.New("package not in the archive")
 
-// Stanza is one paragraph of a Debian control file (Release, Packages).
-type Stanza map[string]string
+// maxRelease bounds the one download that no index vouches for.
+const maxRelease = 32 << 20
 
-// ParseStanzas parses RFC 822-style Debian control data. Continuation
-// lines are joined to their field with newlines; a malformed line is an
-// error, since these bytes come from the network.
-func ParseStanzas(r io.Reader) ([]Stanza, error) {
-	var out []Stanza
-	cur := Stanza{}
-	last := ""
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := sc.Text()
-		switch {
-		case strings.TrimSpace(line) == "":
-			if len(cur) > 0 {
-				out = append(out, cur)
-				cur, last = Stanza{}, ""
-			}
-		case line[0] == ' ' || line[0] == '\t':
-			if last == "" {
-				return nil, fmt.Errorf("control data line %d: continuation without a field", n)
-			}
-			cur[last] += "\n" + strings.TrimSpace(line)
-		default:
-			k, v, ok := strings.Cut(line, ":")
-			if !ok || k == "" || strings.ContainsAny(k, " \t") {
-				return nil, fmt.Errorf("control data line %d: not a field: %.40q", n, line)
-			}
-			last = k
-			cur[k] = strings.TrimSpace(v)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("control data: %w", err)
-	}
-	if len(cur) > 0 {
-		out = append(out, cur)
-	}
-	return out, nil
+// Archive is one suite of one Debian mirror whose Release file has been
+// read. It keeps the Packages indexes it has read, so several lookups cost
+// one download per architecture. It is not safe for concurrent use.
+type Archive struct {
+	mirror, suite string
+	client        *http.Client
+	log           *slog.Logger
+	release       Release
+	indexes       map[string][]Package // by Debian arch of the index
+	// Downloaded counts the bytes fetched from the mirror so far.
+	Downloaded int64
 }
 
-// FileSum is a file's expected SHA256 and size.
-type FileSum struct {
-	SHA256 string
-	Size   int64
-}
-
-// ReleaseSums returns the SHA256 section of a Release file, by path.
-func ReleaseSums(release []byte) (map[string]FileSum, error) {
-	st, err := ParseStanzas(bytes.NewReader(release))
+// Open reads the Release file of o's suite (after filling Mirror and Suite
+// from the host's apt configuration where empty) and checks that it is the
+// suite asked for.
+func Open(ctx context.Context, o Options) (*Archive, error) {
+	o, err := o.withSource()
 	if err != nil {
-		return nil, fmt.Errorf("release: %w", err)
+		return nil, err
 	}
-	if len(st) == 0 || st[0]["SHA256"] == "" {
-		return nil, errors.New("release: no SHA256 section")
-	}
-	sums := map[string]FileSum{}
-	for _, line := range strings.Split(st[0]["SHA256"], "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		if len(f) != 3 || len(f[0]) != 64 {
-			return nil, fmt.Errorf("release: bad SHA256 line %.80q", line)
-		}
-		size, err := strconv.ParseInt(f[1], 10, 64)
-		if err != nil || size < 0 {
-			return nil, fmt.Errorf("release: bad size in %.80q", line)
-		}
-		sums[f[2]] = FileSum{SHA256: strings.ToLower(f[0]), Size: size}
-	}
-	return sums, nil
-}
-
-// Package is one package of a Packages index.
-type Package struct {
-	Name, Version, Arch, Filename string
-	Depends                       string
-	Sum                           FileSum
-}
-
-// ParsePackages reads a Packages index.
-func ParsePackages(r io.Reader) ([]Package, error) {
-	st, err := ParseStanzas(r)
+	a := &Archive{mirror: strings.TrimRight(o.Mirror, "/"), suite: o.Suite, client: o.client(), log: o.log(),
+		indexes: map[string][]Package{}}
+	b, err := a.get(ctx, "dists/"+a.suite+"/Release", nil)
 	if err != nil {
-		return nil, fmt.Errorf("packages index: %w", err)
+		return nil, fmt.Errorf("open archive: %w", err)
 	}
-	out := make([]Package, 0, len(st))
-	for _, s := range st {
-		size, err := strconv.ParseInt(s["Size"], 10, 64)
-		if err != nil || s["Package"] == "" || s["Filename"] == "" || len(s["SHA256"]) != 64 {
-			continue // an entry rackboot could not verify is an entry it does not use
-		}
-		out = append(out, Package{Name: s["Package"], Version: s["Version"], Arch: s["Architecture"],
-			Filename: s["Filename"], Depends: s["Depends"], Sum: FileSum{SHA256: strings.ToLower(s["SHA256"]), Size: size}})
+	if a.release, err = ParseRelease(b); err != nil {
+		return nil, fmt.Errorf("open archive %s %s: %w", a.mirror, a.suite, err)
 	}
-	return out, nil
+	if a.release.Suite != a.suite && a.release.Codename != a.suite {
+		return nil, fmt.Errorf("open archive %s %s: Release is for suite %q, codename %q",
+			a.mirror, a.suite, a.release.Suite, a.release.Codename)
+	}
+	return a, nil
 }
 
-// archive is one suite of one Debian mirror.
-type archive struct {
-	o       Options
-	release map[string]FileSum
-	indexes map[string][]Package // by Debian arch
-}
+// Mirror is the archive's base URL.
+func (a *Archive) Mirror() string { return a.mirror }
 
-func (a *archive) get(ctx context.Context, path string, want *FileSum) ([]byte, error) {
-	url := strings.TrimRight(a.o.Mirror, "/") + "/" + path
+// Suite is the suite asked for when the archive was opened.
+func (a *Archive) Suite() string { return a.suite }
+
+// get downloads a path under the mirror. With want, the bytes must have
+// exactly its size and SHA256; a longer body is cut at size+1 bytes, so a
+// hostile mirror cannot fill memory.
+func (a *Archive) get(ctx context.Context, p string, want *FileSum) ([]byte, error) {
+	url := a.mirror + "/" + p
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", url, err)
 	}
-	resp, err := a.o.client().Do(req)
+	resp, err := a.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", url, err)
 	}
@@ -153,214 +87,146 @@ func (a *archive) get(ctx context.Context, path string, want *FileSum) ([]byte, 
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("get %s: %s", url, resp.Status)
 	}
-	limit := int64(1 << 30)
+	limit := int64(maxRelease)
 	if want != nil {
 		limit = want.Size + 1
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	a.Downloaded += int64(len(b))
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", url, err)
+		return nil, fmt.Errorf("get %s: after %d bytes: %w", url, len(b), err)
 	}
-	if want != nil {
-		sum := sha256.Sum256(b)
-		if int64(len(b)) != want.Size || hex.EncodeToString(sum[:]) != want.SHA256 {
-			return nil, fmt.Errorf("get %s: %d bytes with sha256 %x, the index says %d bytes with %s: %w",
-				url, len(b), sum, want.Size, want.SHA256, ErrChecksum)
+	if want == nil {
+		if int64(len(b)) == limit {
+			return nil, fmt.Errorf("get %s: larger than %d bytes", url, limit)
 		}
+		return b, nil
+	}
+	if int64(len(b)) != want.Size {
+		return nil, fmt.Errorf("get %s: %d bytes, the index says %d: %w", url, len(b), want.Size, ErrChecksum)
+	}
+	if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != want.SHA256 {
+		return nil, fmt.Errorf("get %s: sha256 %x, the index says %s: %w", url, sum, want.SHA256, ErrChecksum)
 	}
 	return b, nil
 }
 
-func openArchive(ctx context.Context, o Options) (*archive, error) {
-	a := &archive{o: o, indexes: map[string][]Package{}}
-	rel, err := a.get(ctx, "dists/"+o.Suite+"/Release", nil)
-	if err != nil {
-		return nil, err
-	}
-	if a.release, err = ReleaseSums(rel); err != nil {
-		return nil, fmt.Errorf("%s %s: %w", o.Mirror, o.Suite, err)
-	}
-	return a, nil
-}
-
-// packages returns the index for a Debian arch; arch "all" packages are in
-// every architecture's index.
-func (a *archive) packages(ctx context.Context, arch string) ([]Package, error) {
-	if arch == debianArchAll {
-		arch = "amd64"
-	}
+// index returns the Packages index of main for a Debian arch, verified
+// against the Release file. It prefers the xz-compressed index, the one
+// every Debian mirror carries.
+func (a *Archive) index(ctx context.Context, arch string) ([]Package, error) {
 	if p, ok := a.indexes[arch]; ok {
 		return p, nil
 	}
-	path := "main/binary-" + arch + "/Packages.xz"
-	sum, ok := a.release[path]
-	if !ok {
-		return nil, fmt.Errorf("%s %s: Release lists no %s", a.o.Mirror, a.o.Suite, path)
+	start := time.Now()
+	base := "main/binary-" + arch + "/Packages"
+	for _, ext := range []string{".xz", ".gz", ""} {
+		sum, ok := a.release.Sums[base+ext]
+		if !ok {
+			continue
+		}
+		b, err := a.get(ctx, "dists/"+a.suite+"/"+base+ext, &sum)
+		if err != nil {
+			return nil, fmt.Errorf("read index: %w", err)
+		}
+		var r io.Reader = bytes.NewReader(b)
+		switch ext {
+		case ".xz":
+			if r, err = xz.NewReader(r); err != nil {
+				return nil, fmt.Errorf("read index %s: %w", base+ext, err)
+			}
+		case ".gz":
+			if r, err = gzip.NewReader(r); err != nil {
+				return nil, fmt.Errorf("read index %s: %w", base+ext, err)
+			}
+		}
+		p, err := ParsePackages(r)
+		if err != nil {
+			return nil, fmt.Errorf("read index %s: %w", base+ext, err)
+		}
+		a.log.Debug("read index", "file", base+ext, "bytes", len(b), "packages", len(p),
+			"seconds", time.Since(start).Seconds())
+		a.indexes[arch] = p
+		return p, nil
 	}
-	b, err := a.get(ctx, "dists/"+a.o.Suite+"/"+path, &sum)
-	if err != nil {
-		return nil, err
-	}
-	xr, err := xz.NewReader(bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	p, err := ParsePackages(xr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	a.indexes[arch] = p
-	return p, nil
+	return nil, fmt.Errorf("read index: %s %s: the Release file lists no %s: %w", a.mirror, a.suite, base, ErrNoPackage)
 }
 
-// find returns the newest version of a package in an arch's index.
-func (a *archive) find(ctx context.Context, name, arch string) (Package, error) {
-	idx, err := a.packages(ctx, arch)
+// Find returns the newest version of a package built for a Debian arch
+// (amd64, arm64, ...; "all" for Architecture: all packages). An arch
+// index may also hold Architecture: all packages, which Find returns too.
+func (a *Archive) Find(ctx context.Context, arch, name string) (Package, error) {
+	var idxs []string
+	if arch == DebianArchAll {
+		// Where the arch indexes carry arch:all packages, one already read
+		// saves downloading binary-all.
+		if a.release.AllInArch {
+			for _, ix := range []string{"amd64", "arm64"} {
+				if _, ok := a.indexes[ix]; ok {
+					idxs = append(idxs, ix)
+					break
+				}
+			}
+			if len(idxs) == 0 {
+				idxs = append(idxs, "amd64")
+			}
+		}
+		if _, ok := a.release.Sums["main/binary-all/Packages.xz"]; ok || !a.release.AllInArch {
+			idxs = append(idxs, DebianArchAll)
+		}
+	} else {
+		idxs = []string{arch}
+	}
+	var best Package
+	found := false
+	for _, ix := range idxs {
+		pkgs, err := a.index(ctx, ix)
+		if err != nil {
+			return Package{}, fmt.Errorf("find %s (%s): %w", name, arch, err)
+		}
+		for _, p := range pkgs {
+			if p.Name != name || (p.Arch != arch && p.Arch != DebianArchAll) {
+				continue
+			}
+			if !found || CompareVersions(p.Version, best.Version) > 0 {
+				best, found = p, true
+			}
+		}
+		if found {
+			return best, nil
+		}
+	}
+	return Package{}, fmt.Errorf("find %s (%s) in %s %s: %w", name, arch, a.mirror, a.suite, ErrNoPackage)
+}
+
+// Resolve follows a metapackage (linux-image-cloud-amd64) to the package
+// it depends on whose name starts with prefix
+// (linux-image-6.1.0-NN-cloud-amd64). A package whose own name starts with
+// prefix and that depends on no such package is returned as it is.
+func (a *Archive) Resolve(ctx context.Context, arch, name, prefix string) (Package, error) {
+	p, err := a.Find(ctx, arch, name)
 	if err != nil {
 		return Package{}, err
 	}
-	var found []Package
-	for _, p := range idx {
-		if p.Name == name && (p.Arch == arch || p.Arch == debianArchAll) {
-			found = append(found, p)
+	for _, dep := range DependsOn(p.Depends) {
+		if strings.HasPrefix(dep, prefix) && dep != name {
+			return a.Find(ctx, arch, dep)
 		}
 	}
-	if len(found) == 0 {
-		return Package{}, fmt.Errorf("%s (%s) in %s %s: %w", name, arch, a.o.Mirror, a.o.Suite, ErrNoPackage)
+	if strings.HasPrefix(name, prefix) {
+		return p, nil
 	}
-	// The index rarely holds two versions; when it does, the last is the
-	// one apt would take from a single suite.
-	return found[len(found)-1], nil
+	return Package{}, fmt.Errorf("resolve %s (%s): it depends on no %s* package: %w", name, arch, prefix, ErrNoPackage)
 }
 
-// ResolveMeta follows a metapackage (linux-image-amd64) to the package it
-// depends on whose name starts with prefix (linux-image-6.1.0-NN-amd64).
-func (a *archive) resolveMeta(ctx context.Context, name, arch, prefix string) (Package, error) {
-	p, err := a.find(ctx, name, arch)
+// Download fetches a package's .deb and checks it against its index entry.
+func (a *Archive) Download(ctx context.Context, p Package) ([]byte, error) {
+	start := time.Now()
+	b, err := a.get(ctx, p.Filename, &p.Sum)
 	if err != nil {
-		return p, err
+		return nil, fmt.Errorf("download %s %s: %w", p.Name, p.Version, err)
 	}
-	for _, dep := range strings.Split(p.Depends, ",") {
-		dep = strings.TrimSpace(strings.Split(dep, "|")[0])
-		dep = strings.TrimSpace(strings.SplitN(dep, " ", 2)[0])
-		if strings.HasPrefix(dep, prefix) {
-			return a.find(ctx, dep, arch)
-		}
-	}
-	return p, fmt.Errorf("%s depends on no %s* package", name, prefix)
-}
-
-// debMembers extracts the wanted members (paths inside the package, no
-// leading "./") from a .deb: an ar archive whose data.tar is compressed
-// with xz, zstd or gzip.
-func debMembers(deb []byte, want map[string]bool) (map[string][]byte, error) {
-	data, name, err := arMember(deb, "data.tar")
-	if err != nil {
-		return nil, err
-	}
-	var r io.Reader
-	switch {
-	case strings.HasSuffix(name, ".xz"):
-		if r, err = xz.NewReader(bytes.NewReader(data)); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-	case strings.HasSuffix(name, ".zst"):
-		d, err := zstd.NewReader(bytes.NewReader(data))
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-		defer d.Close()
-		r = d
-	case strings.HasSuffix(name, ".gz"):
-		if r, err = gzip.NewReader(bytes.NewReader(data)); err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-	case name == "data.tar":
-		r = bytes.NewReader(data)
-	default:
-		return nil, fmt.Errorf("deb: unsupported %s", name)
-	}
-	out := map[string][]byte{}
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, fmt.Errorf("deb %s: %w", name, err)
-		}
-		p := strings.TrimPrefix(h.Name, "./")
-		if !want[p] || h.Typeflag != tar.TypeReg {
-			continue
-		}
-		b, err := io.ReadAll(io.LimitReader(tr, 1<<30))
-		if err != nil {
-			return nil, fmt.Errorf("deb %s: %s: %w", name, p, err)
-		}
-		out[p] = b
-	}
-	var missing []string
-	for p := range want {
-		if _, ok := out[p]; !ok {
-			missing = append(missing, p)
-		}
-	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		return nil, fmt.Errorf("deb: no %s inside", strings.Join(missing, ", "))
-	}
-	return out, nil
-}
-
-// arMember returns the first member of an ar archive whose name starts
-// with prefix, and its full name.
-func arMember(b []byte, prefix string) ([]byte, string, error) {
-	const magic = "!<arch>\n"
-	if !bytes.HasPrefix(b, []byte(magic)) {
-		return nil, "", errors.New("deb: not an ar archive")
-	}
-	off := len(magic)
-	for off+60 <= len(b) {
-		hdr := b[off : off+60]
-		name := strings.TrimRight(strings.TrimSpace(string(hdr[0:16])), "/")
-		size, err := strconv.ParseInt(strings.TrimSpace(string(hdr[48:58])), 10, 64)
-		if err != nil || size < 0 || string(hdr[58:60]) != "`\n" {
-			return nil, "", fmt.Errorf("deb: bad ar header at %d", off)
-		}
-		start := off + 60
-		if int64(len(b)-start) < size {
-			return nil, "", fmt.Errorf("deb: member %s truncated", name)
-		}
-		if strings.HasPrefix(name, prefix) {
-			return b[start : start+int(size)], name, nil
-		}
-		off = start + int(size) + int(size%2)
-	}
-	return nil, "", fmt.Errorf("deb: no %s* member", prefix)
-}
-
-// writeAtomic writes b to path through a temporary file and a rename, so a
-// reader never sees half a loader.
-func writeAtomic(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path))
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	a.log.Info("downloaded package", "package", p.Name, "version", p.Version, "arch", p.Arch,
+		"bytes", len(b), "seconds", time.Since(start).Round(time.Millisecond).Seconds())
+	return b, nil
 }

@@ -1,3 +1,9 @@
+// Package tftp is rackboot's read-only TFTP server. It serves boot loaders
+// from a directory and generated files (per-client GRUB configs) with the
+// blksize, tsize and timeout options (RFC 2347, 2348, 2349) and windowed
+// transfers (RFC 7440), since 512-byte lock-step transfers are what make
+// PXE slow. It refuses every write and every path that leaves its root, and
+// reports each transfer as a boot.Event.
 package tftp
 
 import (
@@ -5,100 +11,81 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
 )
 
-// Opcodes (RFC 1350, RFC 2347).
+// Defaults and limits of the negotiated options.
 const (
-	opRRQ   = 1
-	opWRQ   = 2
-	opDATA  = 3
-	opACK   = 4
-	opERROR = 5
-	opOACK  = 6
+	DefaultBlockSize  = 512   // RFC 1350, when the client asks for no blksize
+	MinBlockSize      = 8     // RFC 2348
+	MaxBlockSize      = 65464 // RFC 2348
+	DefaultMaxWindow  = 64
+	DefaultTimeout    = time.Second
+	DefaultRetries    = 5
+	maxRequestPacket  = 4096
+	maxNetasciiSource = 16 << 20
 )
 
-// Error codes.
-const (
-	errUndefined    = 0
-	errNotFound     = 1
-	errAccess       = 2
-	errIllegalOp    = 4
-	errOptionRefuse = 8
-)
-
-// Request is a parsed read or write request.
-type Request struct {
-	Op       uint16
-	Filename string
-	Mode     string
-	Options  map[string]string // lower-case names
-}
-
-// ParseRequest parses an RRQ or WRQ packet.
-func ParseRequest(b []byte) (Request, error) {
-	if len(b) < 4 {
-		return Request{}, errors.New("request too short")
-	}
-	r := Request{Op: binary.BigEndian.Uint16(b), Options: map[string]string{}}
-	if r.Op != opRRQ && r.Op != opWRQ {
-		return r, fmt.Errorf("opcode %d is not a request", r.Op)
-	}
-	fields := strings.Split(string(b[2:]), "\x00")
-	if len(fields) < 3 || fields[len(fields)-1] != "" {
-		return r, errors.New("request fields not NUL-terminated")
-	}
-	fields = fields[:len(fields)-1]
-	r.Filename, r.Mode = fields[0], strings.ToLower(fields[1])
-	if r.Filename == "" {
-		return r, errors.New("empty file name")
-	}
-	opts := fields[2:]
-	if len(opts)%2 != 0 {
-		return r, errors.New("option without a value")
-	}
-	for i := 0; i < len(opts); i += 2 {
-		r.Options[strings.ToLower(opts[i])] = opts[i+1]
-	}
-	return r, nil
-}
-
-// Stats counts what the server did.
-type Stats struct {
-	Requests, Completed, Bytes, Malformed, Errors uint64
-}
-
-// Server is a read-only TFTP server. Zero values are defaults.
+// Server is a read-only TFTP server. The zero value of every field but
+// Files means its default.
 type Server struct {
-	Files    Files
+	// Files answers read requests; it gets the path after CleanPath.
+	Files Files
+	// Recorder, when set, gets one event per request at its end:
+	// transfers, refusals and failures alike.
 	Recorder boot.Recorder
-	Logger   *slog.Logger
-	// MaxBlockSize caps the blksize a client may ask for (default 65464,
-	// RFC 2348's maximum); MaxWindowSize caps windowsize (default 64).
-	MaxBlockSize, MaxWindowSize int
-	// Timeout is the retransmission timeout unless the client asks for
-	// another (default 1s); Retries how many times a window is resent
-	// before the transfer is given up (default 5).
+	// Logger logs requests and transfers with keys peer and file; nil
+	// discards.
+	Logger *slog.Logger
+	// MaxBlockSize caps the blksize a client may negotiate (default and
+	// upper bound 65464, RFC 2348's maximum). Clients that ask for no
+	// blksize get 512-byte blocks regardless.
+	MaxBlockSize int
+	// MaxWindowSize caps the windowsize a client may negotiate (default
+	// 64): that many blocks are sent before waiting for an ACK.
+	MaxWindowSize int
+	// Timeout is how long to wait for an ACK before sending the window
+	// again (default 1s), unless the client negotiates its own timeout.
 	Timeout time.Duration
+	// Retries is how many times a window (or OACK) is sent again before
+	// the transfer is given up (default 5).
 	Retries int
 
-	requests, completed, bytes, malformed, errs atomic.Uint64
+	requests, completed, bytes, malformed, errs, retransmits atomic.Uint64
 }
 
-// Stats returns the counters.
+// Stats counts what a Server has done since it was created.
+type Stats struct {
+	Requests    uint64 // read and write requests received
+	Completed   uint64 // transfers whose last block the client acknowledged
+	Bytes       uint64 // file bytes the clients acknowledged
+	Malformed   uint64 // packets dropped because they could not be parsed
+	Errors      uint64 // ERROR packets sent
+	Retransmits uint64 // windows and OACKs sent again after a timeout
+}
+
+// Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	return Stats{Requests: s.requests.Load(), Completed: s.completed.Load(), Bytes: s.bytes.Load(),
-		Malformed: s.malformed.Load(), Errors: s.errs.Load()}
+	return Stats{
+		Requests:    s.requests.Load(),
+		Completed:   s.completed.Load(),
+		Bytes:       s.bytes.Load(),
+		Malformed:   s.malformed.Load(),
+		Errors:      s.errs.Load(),
+		Retransmits: s.retransmits.Load(),
+	}
 }
 
 func (s *Server) log() *slog.Logger {
@@ -108,307 +95,450 @@ func (s *Server) log() *slog.Logger {
 	return s.Logger
 }
 
-// Serve answers requests on conn until ctx ends, then waits for running
-// transfers to stop and returns nil. Each transfer runs on a socket of its
-// own on the same address (RFC 1350's transfer identifiers).
+// Serve answers requests arriving on conn, a UDP socket (port 69 in
+// production), until ctx ends; it then waits for running transfers to stop
+// and returns nil. Each transfer runs on a socket of its own, bound to
+// conn's local IP and an ephemeral port (RFC 1350's transfer identifier),
+// so conn should be bound to the address clients use rather than to the
+// unspecified address. Serve sets conn's read deadline to stop and does not
+// close conn.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	if s.Files == nil {
+		return errors.New("serve tftp: no Files")
+	}
+	local, ok := conn.LocalAddr().(*net.UDPAddr)
+	if !ok {
+		return fmt.Errorf("serve tftp: %T is not a UDP socket", conn.LocalAddr())
+	}
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	local, _ := conn.LocalAddr().(*net.UDPAddr)
+
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	buf := make([]byte, 2048)
+	// A client that resends its request before our first reply reaches it
+	// must not start a second transfer to the same port.
+	var mu sync.Mutex
+	active := map[netip.AddrPort]bool{}
+
+	buf := make([]byte, maxRequestPacket)
 	for {
-		n, peer, err := conn.ReadFrom(buf)
+		n, addr, err := conn.ReadFrom(buf)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
-			return fmt.Errorf("tftp read: %w", err)
+			return fmt.Errorf("read tftp request: %w", err)
 		}
-		pa, ok := peer.(*net.UDPAddr)
+		ua, ok := addr.(*net.UDPAddr)
 		if !ok {
 			continue
 		}
-		req, err := ParseRequest(buf[:n])
-		if err != nil {
-			s.malformed.Add(1)
-			s.log().Debug("tftp dropped a malformed packet", "peer", peer.String(), "err", err)
-			if n >= 2 && binary.BigEndian.Uint16(buf) > opOACK {
-				s.sendError(conn, peer, errIllegalOp, "illegal TFTP operation")
-			}
+		peer := ua.AddrPort()
+		req, ok := s.accept(ctx, conn, ua, buf[:n])
+		if !ok {
 			continue
 		}
-		s.requests.Add(1)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.transfer(ctx, local, pa, req)
-		}()
+		mu.Lock()
+		dup := active[peer]
+		active[peer] = true
+		mu.Unlock()
+		if dup {
+			s.log().Debug("tftp duplicate request", "peer", peer, "file", req.Filename)
+			continue
+		}
+		wg.Go(func() {
+			defer func() {
+				mu.Lock()
+				delete(active, peer)
+				mu.Unlock()
+			}()
+			s.transfer(ctx, local, ua, req)
+		})
 	}
 }
 
-func (s *Server) sendError(conn net.PacketConn, to net.Addr, code uint16, msg string) {
+// accept parses a packet from the listening socket and refuses, from that
+// socket, what needs no transfer: malformed packets (dropped), stray
+// opcodes, writes and unsupported modes. It reports whether req should be
+// served.
+func (s *Server) accept(ctx context.Context, conn net.PacketConn, peer *net.UDPAddr, b []byte) (Request, bool) {
+	log := s.log()
+	if len(b) < 2 {
+		s.malformed.Add(1)
+		log.Debug("tftp malformed packet dropped", "peer", peer, "len", len(b))
+		return Request{}, false
+	}
+	switch op := Opcode(binary.BigEndian.Uint16(b)); op {
+	case OpRRQ, OpWRQ:
+	case OpError:
+		// Never answer an ERROR: two confused peers would bounce errors.
+		return Request{}, false
+	default:
+		s.sendErrorTo(conn, peer, ErrCodeIllegalOp, fmt.Sprintf("illegal operation: opcode %d on the request port", op))
+		log.Debug("tftp unexpected opcode", "peer", peer, "opcode", op)
+		return Request{}, false
+	}
+	req, err := ParseRequest(b)
+	if err != nil {
+		s.malformed.Add(1)
+		log.Debug("tftp malformed request dropped", "peer", peer, "err", err)
+		return Request{}, false
+	}
+	s.requests.Add(1)
+	refuse := func(code ErrorCode, msg string) {
+		s.sendErrorTo(conn, peer, code, msg)
+		log.Info("tftp request refused", "peer", peer, "file", req.Filename, "err", msg)
+		s.record(ctx, boot.Event{IP: peer.AddrPort().Addr().Unmap(), File: req.Filename, Size: -1, Error: msg})
+	}
+	if req.Op == OpWRQ {
+		refuse(ErrCodeAccess, "access violation: read-only server")
+		return Request{}, false
+	}
+	if req.Mode != "octet" && req.Mode != "netascii" {
+		refuse(ErrCodeIllegalOp, fmt.Sprintf("illegal operation: mode %q not supported", req.Mode))
+		return Request{}, false
+	}
+	return req, true
+}
+
+func (s *Server) sendErrorTo(conn net.PacketConn, peer net.Addr, code ErrorCode, msg string) {
+	if _, err := conn.WriteTo(appendError(nil, code, msg), peer); err != nil {
+		s.log().Debug("tftp send error", "peer", peer, "err", err)
+		return
+	}
 	s.errs.Add(1)
-	b := make([]byte, 4, 5+len(msg))
-	binary.BigEndian.PutUint16(b, opERROR)
-	binary.BigEndian.PutUint16(b[2:], code)
-	b = append(append(b, msg...), 0)
-	conn.WriteTo(b, to)
 }
 
 func (s *Server) record(ctx context.Context, e boot.Event) {
-	if s.Recorder != nil {
-		e.Proto, e.Kind, e.Time = "tftp", "file", time.Now()
-		s.Recorder.Record(ctx, e)
+	if s.Recorder == nil {
+		return
 	}
+	e.Time = time.Now()
+	e.Proto = "tftp"
+	e.Kind = "file"
+	// The event describes what already happened; a server shutting down
+	// should still report it.
+	s.Recorder.Record(context.WithoutCancel(ctx), e)
 }
 
-// transfer is one read request from start to end.
-func (s *Server) transfer(ctx context.Context, local, peer *net.UDPAddr, req Request) {
-	laddr := &net.UDPAddr{IP: local.IP}
-	conn, err := net.ListenUDP("udp4", laddr)
-	if err != nil {
-		s.log().Warn("tftp transfer socket", "peer", peer.String(), "err", err)
-		return
-	}
-	defer conn.Close()
-	client := netip.AddrPortFrom(addrOf(peer.IP), uint16(peer.Port))
-	ev := boot.Event{IP: client.Addr(), File: req.Filename, Size: -1}
-	log := s.log().With("peer", peer.String(), "file", req.Filename)
-	fail := func(code uint16, msg string) {
-		s.sendError(conn, peer, code, msg)
-		ev.Error = msg
-		s.record(ctx, ev)
-		log.Info("tftp refused", "err", msg)
-	}
-	if req.Op == opWRQ {
-		fail(errAccess, "access violation: read-only server")
-		return
-	}
-	if req.Mode != "octet" && req.Mode != "netascii" {
-		fail(errIllegalOp, "unsupported mode "+req.Mode)
-		return
-	}
-	f, err := s.Files.Open(ctx, client, req.Filename)
-	if err != nil {
-		switch {
-		case errors.Is(err, ErrOutsideRoot):
-			fail(errAccess, "access violation: "+req.Filename)
-		case errors.Is(err, fs.ErrNotExist):
-			fail(errNotFound, "file not found: "+req.Filename)
-		default:
-			fail(errUndefined, err.Error())
-		}
-		return
-	}
-	defer f.Close()
-	ev.Size = f.Size()
+// transferError is why a transfer failed, and what to tell the client.
+type transferError struct {
+	code ErrorCode
+	msg  string // sent to the client and recorded
+	send bool   // whether an ERROR packet should go out
+	err  error  // the cause, for the log
+}
 
-	t := &tx{s: s, conn: conn, peer: peer, file: f, blksize: 512, window: 1, timeout: s.Timeout}
-	if t.timeout <= 0 {
-		t.timeout = time.Second
-	}
-	oack := t.negotiate(req.Options)
-	ev.BlockSize, ev.WindowSize = t.blksize, t.window
-	if len(oack) > 0 {
-		ok, probe := t.sendOACK(oack)
-		if probe {
-			log.Debug("tftp size probe", "size", f.Size())
-			return // firmware asks for tsize, then aborts and asks again
-		}
-		if !ok {
-			ev.Error = "no acknowledgement of the options"
-			s.record(ctx, ev)
-			return
-		}
-	}
+func (e *transferError) Error() string { return e.msg }
+
+// transfer serves one read request on a socket of its own.
+func (s *Server) transfer(ctx context.Context, local, peer *net.UDPAddr, req Request) {
 	start := time.Now()
-	sent, err := t.send(ctx)
-	ev.Bytes = sent
-	s.bytes.Add(uint64(sent))
+	log := s.log().With("peer", peer.AddrPort(), "file", req.Filename)
+	ev := boot.Event{IP: peer.AddrPort().Addr().Unmap(), File: req.Filename, Size: -1}
+
+	sock, err := net.DialUDP("udp", &net.UDPAddr{IP: local.IP, Zone: local.Zone}, peer)
 	if err != nil {
-		ev.Error = err.Error()
-		log.Info("tftp transfer failed", "bytes", sent, "err", err)
-	} else {
-		ev.Complete = true
-		s.completed.Add(1)
-		log.Info("tftp sent", "bytes", sent, "blksize", t.blksize, "windowsize", t.window, "seconds", time.Since(start).Seconds())
+		ev.Error = "cannot open transfer socket"
+		log.Error("tftp transfer socket", "err", err)
+		s.record(ctx, ev)
+		return
 	}
+	defer sock.Close()
+	stop := context.AfterFunc(ctx, func() { sock.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	t := &xfer{s: s, sock: sock, blksize: DefaultBlockSize, window: 1, timeout: s.Timeout, retries: s.Retries}
+	if t.timeout <= 0 {
+		t.timeout = DefaultTimeout
+	}
+	if t.retries <= 0 {
+		t.retries = DefaultRetries
+	}
+	terr := t.open(ctx, peer.AddrPort(), req)
+	if terr == nil {
+		defer t.f.Close()
+		ev.Size = t.size
+		oack := t.negotiate(req)
+		ev.BlockSize, ev.WindowSize = t.blksize, t.window
+		terr = t.run(ctx, oack)
+		ev.Bytes = t.ackedBytes()
+	}
+	s.bytes.Add(uint64(ev.Bytes))
+	if terr != nil {
+		if terr.send {
+			t.sendError(terr.code, terr.msg)
+		}
+		ev.Error = terr.msg
+		attrs := []any{"err", terr.msg, "bytes", ev.Bytes, "elapsed", time.Since(start)}
+		if terr.err != nil {
+			attrs = append(attrs, "cause", terr.err)
+		}
+		if terr.code == ErrCodeNotFound {
+			log.Info("tftp file not found", attrs...)
+		} else {
+			log.Warn("tftp transfer failed", attrs...)
+		}
+		s.record(ctx, ev)
+		return
+	}
+	ev.Complete = true
+	s.completed.Add(1)
+	log.Info("tftp transfer complete", "bytes", ev.Bytes, "blksize", t.blksize, "windowsize", t.window,
+		"elapsed", time.Since(start))
 	s.record(ctx, ev)
 }
 
-func addrOf(ip net.IP) netip.Addr {
-	a, _ := netip.AddrFromSlice(ip)
-	return a.Unmap()
-}
-
-type tx struct {
+// xfer is the state of one transfer.
+type xfer struct {
 	s       *Server
-	conn    *net.UDPConn
-	peer    *net.UDPAddr
-	file    File
+	sock    *net.UDPConn
+	f       File
+	size    int64
 	blksize int
 	window  int
 	timeout time.Duration
+	retries int
+
+	last  int64  // index of the final block: the first one shorter than blksize
+	acked int64  // highest block index the client acknowledged; -1 while the OACK is out
+	pkt   []byte // one DATA packet
 }
 
-func (t *tx) retries() int {
-	if t.s.Retries > 0 {
-		return t.s.Retries
+func (t *xfer) open(ctx context.Context, peer netip.AddrPort, req Request) *transferError {
+	p, err := CleanPath(req.Filename)
+	if err == nil {
+		t.f, err = t.s.Files.Open(ctx, peer, p)
 	}
-	return 5
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrOutsideRoot):
+		return &transferError{code: ErrCodeAccess, msg: "access violation: path outside root", send: true, err: err}
+	case errors.Is(err, ErrNotRegular):
+		return &transferError{code: ErrCodeAccess, msg: "access violation: not a regular file", send: true, err: err}
+	case errors.Is(err, fs.ErrPermission):
+		return &transferError{code: ErrCodeAccess, msg: "access violation", send: true, err: err}
+	case errors.Is(err, fs.ErrNotExist):
+		return &transferError{code: ErrCodeNotFound, msg: "file not found", send: true, err: err}
+	default:
+		return &transferError{code: ErrCodeUndefined, msg: "cannot open file", send: true, err: err}
+	}
+	if req.Mode == "netascii" {
+		f, err := netascii(t.f)
+		t.f.Close()
+		if err != nil {
+			return &transferError{code: ErrCodeUndefined, msg: "netascii: " + err.Error(), send: true, err: err}
+		}
+		t.f = f
+	}
+	t.size = t.f.Size()
+	return nil
 }
 
-// negotiate applies the options the client asked for and returns the
-// OACK's option list (empty: plain RFC 1350).
-func (t *tx) negotiate(opts map[string]string) []string {
-	var oack []string
-	if v, ok := opts["blksize"]; ok {
-		if n, err := strconv.Atoi(v); err == nil && n >= 8 {
-			max := t.s.MaxBlockSize
-			if max <= 0 || max > 65464 {
-				max = 65464
+// negotiate applies the client's options and returns the OACK to send,
+// empty when the client asked for no option the server knows. Options with
+// values out of range are left out of the OACK, which tells the client they
+// were not taken (RFC 2347).
+func (t *xfer) negotiate(req Request) []Option {
+	var oack []Option
+	for _, o := range req.Options {
+		v, err := strconv.ParseUint(o.Value, 10, 32)
+		if err != nil {
+			continue
+		}
+		switch o.Name {
+		case "blksize":
+			if v < MinBlockSize {
+				continue
 			}
-			t.blksize = min(n, max)
-			oack = append(oack, "blksize", strconv.Itoa(t.blksize))
-		}
-	}
-	if v, ok := opts["windowsize"]; ok {
-		if n, err := strconv.Atoi(v); err == nil && n >= 1 {
-			max := t.s.MaxWindowSize
-			if max <= 0 {
-				max = 64
+			limit := t.s.MaxBlockSize
+			if limit <= 0 || limit > MaxBlockSize {
+				limit = MaxBlockSize
 			}
-			t.window = min(n, max, 65535)
-			oack = append(oack, "windowsize", strconv.Itoa(t.window))
+			limit = max(limit, MinBlockSize)
+			t.blksize = int(min(v, uint64(limit)))
+			oack = append(oack, Option{o.Name, strconv.Itoa(t.blksize)})
+		case "windowsize":
+			if v < 1 {
+				continue
+			}
+			limit := t.s.MaxWindowSize
+			if limit <= 0 {
+				limit = DefaultMaxWindow
+			}
+			t.window = int(min(v, uint64(min(limit, 65535))))
+			oack = append(oack, Option{o.Name, strconv.Itoa(t.window)})
+		case "tsize":
+			oack = append(oack, Option{o.Name, strconv.FormatInt(t.size, 10)})
+		case "timeout":
+			if v < 1 || v > 255 {
+				continue
+			}
+			t.timeout = time.Duration(v) * time.Second
+			oack = append(oack, Option{o.Name, o.Value})
 		}
-	}
-	if v, ok := opts["timeout"]; ok {
-		if n, err := strconv.Atoi(v); err == nil && n >= 1 && n <= 255 {
-			t.timeout = time.Duration(n) * time.Second
-			oack = append(oack, "timeout", v)
-		}
-	}
-	if _, ok := opts["tsize"]; ok {
-		oack = append(oack, "tsize", strconv.FormatInt(t.file.Size(), 10))
 	}
 	return oack
 }
 
-// sendOACK sends the option acknowledgement until the client ACKs block
-// 0. probe reports a client that answered with an error instead: UEFI and
-// iPXE ask for tsize that way before the real request.
-func (t *tx) sendOACK(oack []string) (ok, probe bool) {
-	b := []byte{0, opOACK}
-	for _, o := range oack {
-		b = append(append(b, o...), 0)
-	}
-	buf := make([]byte, 1024)
-	for try := 0; try <= t.retries(); try++ {
-		if _, err := t.conn.WriteToUDP(b, t.peer); err != nil {
-			return false, false
+// run sends the file: a window of blocks, then wait for the ACK of its
+// last one. An ACK of an earlier block of the window means the client
+// missed the one after it, and the next window starts there (RFC 7440).
+// ACKs of blocks already acknowledged are duplicates, from the client's own
+// timeouts or from our retransmits, and are ignored: answering them would
+// double every packet from then on (the Sorcerer's Apprentice bug). Only
+// our timeout sends a window again.
+func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
+	t.last = t.size/int64(t.blksize) + 1
+	t.pkt = make([]byte, 4+t.blksize)
+	var sent int64 // highest block index sent
+	if len(oack) > 0 {
+		t.acked = -1
+		if terr := t.send(appendOACK(nil, oack)); terr != nil {
+			return terr
 		}
-		deadline := time.Now().Add(t.timeout)
-		for {
-			t.conn.SetReadDeadline(deadline)
-			n, from, err := t.conn.ReadFromUDP(buf)
-			if err != nil {
-				break // timeout: resend
-			}
-			if !from.IP.Equal(t.peer.IP) || from.Port != t.peer.Port || n < 4 {
-				continue
-			}
-			switch binary.BigEndian.Uint16(buf) {
-			case opACK:
-				if binary.BigEndian.Uint16(buf[2:]) == 0 {
-					return true, false
-				}
-			case opERROR:
-				return false, true
-			}
+	} else {
+		var terr *transferError
+		if sent, terr = t.sendWindow(1); terr != nil {
+			return terr
 		}
 	}
-	return false, false
-}
-
-// send streams the file in windows of blocks and returns the bytes the
-// client acknowledged.
-func (t *tx) send(ctx context.Context) (int64, error) {
-	size := t.file.Size()
-	last := uint64(size/int64(t.blksize)) + 1 // the final block is short, maybe empty
-	pkt := make([]byte, 4+t.blksize)
-	ackBuf := make([]byte, 1024)
-	var acked uint64 // blocks the client has
+	rbuf := make([]byte, 4+t.blksize)
 	tries := 0
-	for acked < last {
+	deadline := time.Now().Add(t.timeout)
+	for {
 		if ctx.Err() != nil {
-			return t.bytes(acked, size), ctx.Err()
+			return &transferError{code: ErrCodeUndefined, msg: "server shutting down", send: true}
 		}
-		end := min(acked+uint64(t.window), last)
-		for blk := acked + 1; blk <= end; blk++ {
-			off := int64(blk-1) * int64(t.blksize)
-			n, err := t.file.ReadAt(pkt[4:], off)
-			if n < t.blksize && err == nil && off+int64(n) < size {
-				return t.bytes(acked, size), fmt.Errorf("short read at %d", off)
-			}
-			binary.BigEndian.PutUint16(pkt, opDATA)
-			binary.BigEndian.PutUint16(pkt[2:], uint16(blk))
-			if _, err := t.conn.WriteToUDP(pkt[:4+n], t.peer); err != nil {
-				return t.bytes(acked, size), fmt.Errorf("send block %d: %w", blk, err)
-			}
-		}
-		progressed := false
-		deadline := time.Now().Add(t.timeout)
-		for !progressed {
-			t.conn.SetReadDeadline(deadline)
-			n, from, err := t.conn.ReadFromUDP(ackBuf)
-			if err != nil {
-				break
-			}
-			if !from.IP.Equal(t.peer.IP) || from.Port != t.peer.Port || n < 4 {
+		t.sock.SetReadDeadline(deadline)
+		n, err := t.sock.Read(rbuf)
+		if err != nil {
+			if ctx.Err() != nil {
 				continue
 			}
-			switch binary.BigEndian.Uint16(ackBuf) {
-			case opERROR:
-				msg := strings.TrimRight(string(ackBuf[4:n]), "\x00")
-				return t.bytes(acked, size), fmt.Errorf("client aborted: %s", msg)
-			case opACK:
-				got := binary.BigEndian.Uint16(ackBuf[2:])
-				// Unwrap the 16-bit block number against the window
-				// in flight; an ACK outside it is a stale duplicate.
-				for blk := acked; blk <= end; blk++ {
-					if uint16(blk) == got {
-						if blk > acked {
-							acked, progressed = blk, true
-						} else if blk == acked && end > acked {
-							// RFC 7440: an ACK of an earlier block
-							// means the rest of the window was lost.
-							progressed = true
-						}
-						break
-					}
-				}
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				return &transferError{msg: "client gone", err: err}
 			}
-		}
-		if progressed {
-			tries = 0
+			tries++
+			if tries > t.retries {
+				return &transferError{code: ErrCodeUndefined, msg: "timed out waiting for ack", send: true}
+			}
+			t.s.retransmits.Add(1)
+			var terr *transferError
+			if t.acked < 0 {
+				terr = t.send(appendOACK(nil, oack))
+			} else {
+				sent, terr = t.sendWindow(t.acked + 1)
+			}
+			if terr != nil {
+				return terr
+			}
+			deadline = time.Now().Add(t.timeout)
 			continue
 		}
-		tries++
-		if tries > t.retries() {
-			return t.bytes(acked, size), fmt.Errorf("no acknowledgement after block %d (%d tries)", acked, tries)
+		r, err := parseReply(rbuf[:n])
+		if err != nil {
+			t.s.malformed.Add(1)
+			continue
 		}
+		if r.op == OpError {
+			return &transferError{msg: fmt.Sprintf("client error %d: %s", r.code, r.msg)}
+		}
+		// How far past the last acknowledged block this ACK is, in
+		// 16-bit block numbers that wrap past 65535 to 0.
+		d := int64(r.block - uint16(t.acked))
+		if d == 0 || d > sent-t.acked {
+			continue
+		}
+		t.acked += d
+		tries = 0
+		if t.acked == t.last {
+			return nil
+		}
+		var terr *transferError
+		if sent, terr = t.sendWindow(t.acked + 1); terr != nil {
+			return terr
+		}
+		deadline = time.Now().Add(t.timeout)
 	}
-	return size, nil
 }
 
-func (t *tx) bytes(blocks uint64, size int64) int64 {
-	return min(int64(blocks)*int64(t.blksize), size)
+// sendWindow sends up to window blocks from first and returns the index of
+// the last one sent.
+func (t *xfer) sendWindow(first int64) (int64, *transferError) {
+	k := first
+	for ; k < first+int64(t.window) && k <= t.last; k++ {
+		off := (k - 1) * int64(t.blksize)
+		n := int(min(int64(t.blksize), max(t.size-off, 0)))
+		binary.BigEndian.PutUint16(t.pkt[0:], uint16(OpData))
+		binary.BigEndian.PutUint16(t.pkt[2:], uint16(k))
+		if n > 0 {
+			got, err := t.f.ReadAt(t.pkt[4:4+n], off)
+			if got < n {
+				if err == nil {
+					err = io.ErrUnexpectedEOF
+				}
+				return k - 1, &transferError{code: ErrCodeUndefined, msg: "read error", send: true, err: err}
+			}
+		}
+		if terr := t.send(t.pkt[:4+n]); terr != nil {
+			return k - 1, terr
+		}
+	}
+	return k - 1, nil
+}
+
+func (t *xfer) send(b []byte) *transferError {
+	for try := 0; ; try++ {
+		_, err := t.sock.Write(b)
+		if err == nil {
+			return nil
+		}
+		// A full socket buffer is a reason to wait a little, not to give up.
+		if errors.Is(err, syscall.ENOBUFS) && try < 1000 {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		return &transferError{msg: "client gone", err: err}
+	}
+}
+
+func (t *xfer) sendError(code ErrorCode, msg string) {
+	if _, err := t.sock.Write(appendError(nil, code, msg)); err == nil {
+		t.s.errs.Add(1)
+	}
+}
+
+// ackedBytes is how much of the file the client acknowledged.
+func (t *xfer) ackedBytes() int64 {
+	if t.acked <= 0 {
+		return 0
+	}
+	return min(t.acked*int64(t.blksize), t.size)
+}
+
+// netascii converts f to netascii (RFC 764: CR LF for a newline, CR NUL for
+// a bare CR) in memory. Boot files are binary and firmware asks for octet;
+// netascii is for people with an interactive client, whose default mode it
+// is, so a text-sized limit is enough.
+func netascii(f File) (File, error) {
+	if f.Size() > maxNetasciiSource {
+		return nil, fmt.Errorf("file larger than %d bytes; ask for octet mode", maxNetasciiSource)
+	}
+	src := make([]byte, f.Size())
+	if n, err := f.ReadAt(src, 0); n < len(src) {
+		return nil, fmt.Errorf("read file: %w", err)
+	}
+	out := make([]byte, 0, len(src)+len(src)/16)
+	for _, c := range src {
+		switch c {
+		case '\n':
+			out = append(out, '\r', '\n')
+		case '\r':
+			out = append(out, '\r', 0)
+		default:
+			out = append(out, c)
+		}
+	}
+	return Bytes(out), nil
 }

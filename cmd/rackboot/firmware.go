@@ -27,18 +27,18 @@ func firmwareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	dir := filepath.Join(*dataDir, appliance.FirmwareDir)
 	if args[0] == "verify" {
-		if err := firmware.Verify(dir, firmware.Loaders()); err != nil {
+		if err := firmware.VerifyWanted(dir, firmware.Loaders()); err != nil {
 			return err
 		}
 		fmt.Fprintln(stdout, "firmware verified:", dir)
 		return nil
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	m, err := firmware.Fetch(ctx, firmware.Options{Mirror: *mirror, Suite: *suite, Logger: log}, dir, firmware.Loaders())
+	m, err := firmware.Fetch(ctx, firmware.Options{Mirror: *mirror, Suite: *suite, Dest: dir, Logger: log})
 	if err != nil {
 		return err
 	}
-	if err := firmware.Verify(dir, firmware.Loaders()); err != nil {
+	if err := firmware.VerifyWanted(dir, firmware.Loaders()); err != nil {
 		return err
 	}
 	dests := make([]string, 0, len(m.Files))
