@@ -288,7 +288,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		IPXEScript:    ipxe.Script,
 		ChainScript:   ipxe.Chain(r.baseURL),
 		GRUBConfig:    grub.Config,
-		GRUBBootstrap: grub.Bootstrap(r.baseURL),
+		GRUBBootstrap: grub.Bootstrap(),
 		Firmware:      filepath.Join(r.DataDir, FirmwareDir),
 		Artifacts:     filepath.Join(r.DataDir, ArtifactsDir),
 		Recorder:      c,

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -15,10 +16,12 @@ import (
 // its prefix is /grub on the TFTP server it was loaded from.
 const grubConfigPath = "grub/grub.cfg"
 
-// tftpFiles serves the loaders, and generates grub/grub.cfg per client.
+// tftpFiles serves the loaders, the artifacts (GRUB fetches kernels and
+// initrds over TFTP), and generates GRUB configs.
 type tftpFiles struct {
-	c   *Core
-	dir *tftp.Dir
+	c         *Core
+	dir       *tftp.Dir
+	artifacts *tftp.Dir
 }
 
 // TFTPFiles returns what the TFTP server serves: the loaders in dir, and
@@ -30,7 +33,11 @@ func (c *Core) TFTPFiles(dir string) (tftp.Files, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tftpFiles{c: c, dir: d}, nil
+	a, err := tftp.NewDir(c.Config.Artifacts)
+	if err != nil {
+		return nil, err
+	}
+	return &tftpFiles{c: c, dir: d, artifacts: a}, nil
 }
 
 func (f *tftpFiles) Open(ctx context.Context, client netip.AddrPort, name string) (tftp.File, error) {
@@ -38,19 +45,32 @@ func (f *tftpFiles) Open(ctx context.Context, client netip.AddrPort, name string
 	if err != nil {
 		return nil, err
 	}
-	if p != grubConfigPath {
-		return f.dir.Open(ctx, client, p)
+	if rest, ok := strings.CutPrefix(p, "artifacts/"); ok {
+		return f.artifacts.Open(ctx, client, rest)
 	}
-	if mac := f.c.macOf(ctx, client.Addr()); len(mac) > 0 {
-		plan, err := f.c.Plan(ctx, mac, boot.ArchUnknown)
-		if err != nil {
-			return nil, fmt.Errorf("grub config for %s: %w", mac, err)
+	if p == grubConfigPath {
+		if mac := f.c.macOf(ctx, client.Addr()); len(mac) > 0 {
+			return f.grubConfig(ctx, mac)
 		}
-		b, err := grub.Config(plan)
-		if err != nil {
-			return nil, fmt.Errorf("grub config for %s: %w", mac, err)
-		}
-		return tftp.NewBytes(b), nil
+		return tftp.NewBytes(grub.Bootstrap()), nil
 	}
-	return tftp.NewBytes(grub.Bootstrap(strings.TrimRight(f.c.Config.BaseURL, "/"))), nil
+	// grub/<MAC>.cfg: what the bootstrap asks for.
+	if name, ok := strings.CutPrefix(p, "grub/"); ok && strings.HasSuffix(name, ".cfg") {
+		if mac, err := net.ParseMAC(strings.TrimSuffix(name, ".cfg")); err == nil {
+			return f.grubConfig(ctx, mac)
+		}
+	}
+	return f.dir.Open(ctx, client, p)
+}
+
+func (f *tftpFiles) grubConfig(ctx context.Context, mac net.HardwareAddr) (tftp.File, error) {
+	plan, err := f.c.Plan(ctx, mac, boot.ArchUnknown)
+	if err != nil {
+		return nil, fmt.Errorf("grub config for %s: %w", mac, err)
+	}
+	b, err := grub.Config(plan)
+	if err != nil {
+		return nil, fmt.Errorf("grub config for %s: %w", mac, err)
+	}
+	return tftp.NewBytes(b), nil
 }

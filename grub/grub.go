@@ -1,9 +1,12 @@
 // Package grub writes GRUB configs for Debian's signed network GRUB
 // (grubnetx64.efi, grubnetaa64.efi): the bootstrap it reads from its
 // prefix, grub/grub.cfg, and the per-node config that boots a kernel and
-// initrds over HTTP or exits to the firmware so it boots the local disk.
-// Values are single-quoted and anything that could end a quote or a line
-// is refused.
+// initrds or exits to the firmware so it boots the local disk.
+//
+// Everything is fetched over TFTP: Debian's signed network image has no
+// http module built in, and under Secure Boot it may load no module from
+// the network. Values are single-quoted and anything that could end a
+// quote or a line is refused.
 package grub
 
 import (
@@ -19,21 +22,17 @@ import (
 // ErrUnsafe is returned for a value that could change what a config does.
 var ErrUnsafe = errors.New("unsafe value for a GRUB config")
 
-// Bootstrap is the config for clients rackboot cannot yet tell apart by
-// address (proxy DHCP, no lease): it loads the node's own config over HTTP
-// by the MAC GRUB booted from.
-func Bootstrap(baseURL string) []byte {
-	dev, path, err := device(baseURL + "/grub/")
-	if err != nil {
-		dev, path = "(tftp)", "/grub/"
-	}
-	return []byte(fmt.Sprintf(`# rackboot: load this node's own config
+// Bootstrap is the config for clients rackboot cannot tell apart by
+// address (proxy DHCP, no lease): it loads the node's own config, named by
+// the MAC GRUB booted from, from the same place GRUB loaded this one.
+func Bootstrap() []byte {
+	return []byte(`# rackboot: load this node's own config
 set timeout=0
-configfile %s%s${net_default_mac}.cfg
+configfile ${prefix}/${net_default_mac}.cfg
 echo 'rackboot: could not load the node config; returning to the firmware in 10 seconds'
 sleep 10
 exit
-`, dev, path))
+`)
 }
 
 // Config writes the per-node config for a plan.
@@ -84,23 +83,21 @@ func Config(p boot.Plan) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// device turns an http URL into GRUB's (http,host:port)/path form.
+// device turns the http URL of a file rackboot serves into GRUB's
+// (tftp,host)/path form: rackboot's TFTP server serves the same tree.
 func device(raw string) (dev, path string, err error) {
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme != "http" || u.Host == "" || u.User != nil || u.RawQuery != "" {
 		return "", "", fmt.Errorf("%q is not a plain http URL: %w", raw, ErrUnsafe)
 	}
-	host := u.Host
-	if u.Port() == "80" {
-		host = u.Hostname()
-	}
+	host := u.Hostname()
 	path = u.EscapedPath()
 	for _, r := range host + path {
 		if r <= ' ' || r > '~' || strings.ContainsRune("'\"$;{}()\\`#|&<>", r) {
 			return "", "", fmt.Errorf("%q: %w", raw, ErrUnsafe)
 		}
 	}
-	return "(http," + host + ")", path, nil
+	return "(tftp," + host + ")", path, nil
 }
 
 // quote single-quotes a value; GRUB has no escape inside single quotes, so
