@@ -158,4 +158,3 @@ func tail(s string, n int) string {
 	}
 	return s
 }
-

@@ -128,4 +128,3 @@ func (c *CPIO) Close() error {
 	c.entry("TRAILER!!!", 0, 0, 0, nil)
 	return c.err
 }
-
