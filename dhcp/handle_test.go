@@ -1,0 +1,300 @@
+package dhcp
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/rackboot/rackboot/boot"
+)
+
+// archBooter offers a file named after the client type, as the core would.
+type archBooter struct{}
+
+func (archBooter) BootOffer(ctx context.Context, c boot.Client) (boot.Offer, error) {
+	switch {
+	case c.IPXE:
+		return boot.Offer{File: "http://10.0.0.1:8080/boot.ipxe"}, nil
+	case c.Arch.HTTP():
+		return boot.Offer{File: "http://10.0.0.1:8080/firmware/" + c.Arch.String(), HTTPClient: true}, nil
+	case c.Arch == boot.ClientIA32UEFI:
+		return boot.Offer{}, fmt.Errorf("no loader")
+	}
+	return boot.Offer{File: "loader/" + c.Arch.String()}, nil
+}
+
+var (
+	local  = netip.MustParsePrefix("10.0.0.0/24")
+	remote = netip.MustParsePrefix("10.5.0.0/24")
+	mac1   = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}
+	mac2   = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 2}
+	resMAC = net.HardwareAddr{0x52, 0x54, 0, 0, 0, 9}
+)
+
+func newServer(mode Mode) (*Server, *MemoryLeases) {
+	l := &MemoryLeases{}
+	return &Server{
+		Mode:     mode,
+		ServerIP: netip.MustParseAddr("10.0.0.1"),
+		Subnets: []Subnet{
+			{Prefix: local, First: netip.MustParseAddr("10.0.0.100"), Last: netip.MustParseAddr("10.0.0.101"),
+				Router: netip.MustParseAddr("10.0.0.254"), DNS: []netip.Addr{netip.MustParseAddr("10.0.0.53")}, Domain: "rack",
+				Reservations: []Reservation{{MAC: resMAC, IP: netip.MustParseAddr("10.0.0.9"), Hostname: "gpu-09"}}},
+			{Prefix: remote, First: netip.MustParseAddr("10.5.0.100"), Last: netip.MustParseAddr("10.5.0.200")},
+		},
+		Booter: archBooter{},
+		Leases: l,
+	}, l
+}
+
+func pxe(arch uint16) []dhcpv4.Modifier {
+	return []dhcpv4.Modifier{
+		dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientSystemArchitectureType, []byte{byte(arch >> 8), byte(arch)})),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier(fmt.Sprintf("PXEClient:Arch:%05d:UNDI:003000", arch))),
+	}
+}
+
+func discover(t *testing.T, mac net.HardwareAddr, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	t.Helper()
+	m, err := dhcpv4.NewDiscovery(mac, mods...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func request(t *testing.T, mac net.HardwareAddr, ip, server string, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	t.Helper()
+	mods = append(mods, dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(mac))
+	if ip != "" {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(ip))))
+	}
+	if server != "" {
+		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.ParseIP(server))))
+	}
+	m, err := dhcpv4.New(mods...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// summary is a stable text form of a reply: what a client acts on.
+func summary(m *dhcpv4.DHCPv4, dst net.Addr) string {
+	if m == nil {
+		return "no reply"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s yiaddr=%s siaddr=%s file=%q to=%v", m.MessageType(), m.YourIPAddr, m.ServerIPAddr, m.BootFileName, dst)
+	if vc := m.ClassIdentifier(); vc != "" {
+		fmt.Fprintf(&b, " class=%s", vc)
+	}
+	if o := m.GetOneOption(dhcpv4.OptionVendorSpecificInformation); o != nil {
+		fmt.Fprintf(&b, " pxe=%x", o)
+	}
+	if r := m.Router(); len(r) > 0 {
+		fmt.Fprintf(&b, " router=%s", r[0])
+	}
+	if h := m.HostName(); h != "" {
+		fmt.Fprintf(&b, " host=%s", h)
+	}
+	if msg := m.Message(); msg != "" {
+		fmt.Fprintf(&b, " msg=%q", msg)
+	}
+	return b.String()
+}
+
+func TestHandleBootClients(t *testing.T) {
+	bcast := "255.255.255.255:68"
+	tests := []struct {
+		name string
+		mods []dhcpv4.Modifier
+		want string
+	}{
+		{"x86 bios", pxe(0), `OFFER yiaddr=10.0.0.100 siaddr=10.0.0.1 file="loader/x86-bios" to=` + bcast + ` class=PXEClient pxe=060108ff router=10.0.0.254`},
+		{"x86-64 uefi", pxe(7), `OFFER yiaddr=10.0.0.100 siaddr=10.0.0.1 file="loader/x86_64-uefi" to=` + bcast + ` class=PXEClient pxe=060108ff router=10.0.0.254`},
+		{"x86-64 uefi 9", pxe(9), `OFFER yiaddr=10.0.0.100 siaddr=10.0.0.1 file="loader/x86_64-uefi" to=` + bcast + ` class=PXEClient pxe=060108ff router=10.0.0.254`},
+		{"aarch64 uefi", pxe(11), `OFFER yiaddr=10.0.0.100 siaddr=10.0.0.1 file="loader/aarch64-uefi" to=` + bcast + ` class=PXEClient pxe=060108ff router=10.0.0.254`},
+		{"x86-64 http", pxe(16), `OFFER yiaddr=10.0.0.100 siaddr=10.0.0.1 file="http://10.0.0.1:8080/firmware/x86_64-uefi-http" to=` + bcast + ` class=HTTPClient router=10.0.0.254`},
+		{"aarch64 http", pxe(19), `OFFER yiaddr=10.0.0.100 siaddr=10.0.0.1 file="http://10.0.0.1:8080/firmware/aarch64-uefi-http" to=` + bcast + ` class=HTTPClient router=10.0.0.254`},
+		{"ipxe", append(pxe(7), dhcpv4.WithOption(dhcpv4.OptUserClass("iPXE"))), `OFFER yiaddr=10.0.0.100 siaddr=10.0.0.1 file="http://10.0.0.1:8080/boot.ipxe" to=` + bcast + ` class=PXEClient router=10.0.0.254`},
+		{"no loader for ia32", pxe(6), `OFFER yiaddr=10.0.0.100 siaddr=0.0.0.0 file="" to=` + bcast + ` router=10.0.0.254`},
+		{"not a boot client", nil, `OFFER yiaddr=10.0.0.100 siaddr=0.0.0.0 file="" to=` + bcast + ` router=10.0.0.254`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, _ := newServer(ModeAuthoritative)
+			reply, dst := s.Handle(context.Background(), discover(t, mac1, tt.mods...), nil)
+			if got := summary(reply, dst); got != tt.want {
+				t.Errorf("\n got %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAuthoritativeExchanges(t *testing.T) {
+	ctx := context.Background()
+	s, leases := newServer(ModeAuthoritative)
+	check := func(name string, m *dhcpv4.DHCPv4, want string) {
+		t.Helper()
+		reply, dst := s.Handle(ctx, m, nil)
+		if got := summary(reply, dst); got != want {
+			t.Errorf("%s:\n got %s\nwant %s", name, got, want)
+		}
+	}
+	check("discover", discover(t, mac1), `OFFER yiaddr=10.0.0.100 siaddr=0.0.0.0 file="" to=255.255.255.255:68 router=10.0.0.254`)
+	check("request selecting", request(t, mac1, "10.0.0.100", "10.0.0.1"), `ACK yiaddr=10.0.0.100 siaddr=0.0.0.0 file="" to=255.255.255.255:68 router=10.0.0.254`)
+	check("another client", discover(t, mac2), `OFFER yiaddr=10.0.0.101 siaddr=0.0.0.0 file="" to=255.255.255.255:68 router=10.0.0.254`)
+	check("taken by another MAC", request(t, mac2, "10.0.0.100", ""), `NAK yiaddr=0.0.0.0 siaddr=0.0.0.0 file="" to=255.255.255.255:68 msg="10.0.0.100 is leased to another client"`)
+	check("wrong subnet", request(t, mac2, "192.168.1.5", ""), `NAK yiaddr=0.0.0.0 siaddr=0.0.0.0 file="" to=255.255.255.255:68 msg="192.168.1.5 is not on subnet 10.0.0.0/24"`)
+	check("someone's reservation", request(t, mac2, "10.0.0.9", ""), `NAK yiaddr=0.0.0.0 siaddr=0.0.0.0 file="" to=255.255.255.255:68 msg="10.0.0.9 is reserved for 52:54:00:00:00:09"`)
+	check("other server chosen", request(t, mac2, "10.0.0.101", "10.0.0.2"), "no reply")
+	if _, err := leases.ByMAC(ctx, local, mac2); err == nil {
+		t.Error("the offer to a client that chose another server was kept")
+	}
+	check("pool exhausted", discover(t, net.HardwareAddr{0x52, 0x54, 0, 0, 0, 3}), `OFFER yiaddr=10.0.0.101 siaddr=0.0.0.0 file="" to=255.255.255.255:68 router=10.0.0.254`)
+	check("now really exhausted", discover(t, net.HardwareAddr{0x52, 0x54, 0, 0, 0, 4}), "no reply")
+	check("reservation", discover(t, resMAC), `OFFER yiaddr=10.0.0.9 siaddr=0.0.0.0 file="" to=255.255.255.255:68 router=10.0.0.254 host=gpu-09`)
+	check("reservation request", request(t, resMAC, "10.0.0.9", "10.0.0.1"), `ACK yiaddr=10.0.0.9 siaddr=0.0.0.0 file="" to=255.255.255.255:68 router=10.0.0.254 host=gpu-09`)
+
+	// A restart loses the store: an INIT-REBOOT for a free address is ACKed.
+	s2, _ := newServer(ModeAuthoritative)
+	reply, _ := s2.Handle(ctx, request(t, mac1, "10.0.0.100", ""), nil)
+	if reply == nil || reply.MessageType() != dhcpv4.MessageTypeAck {
+		t.Errorf("init-reboot after a restart: %s", summary(reply, nil))
+	}
+
+	// RELEASE frees; DECLINE blocks the address for everyone.
+	rel, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease), dhcpv4.WithHwAddr(mac1), dhcpv4.WithClientIP(net.ParseIP("10.0.0.100")))
+	check("release", rel, "no reply")
+	if _, err := leases.ByIP(ctx, netip.MustParseAddr("10.0.0.100")); err == nil {
+		t.Error("release kept the lease")
+	}
+	dec, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline), dhcpv4.WithHwAddr(mac1),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.0.0.100"))))
+	check("decline", dec, "no reply")
+	check("declined address not offered", discover(t, mac1), "no reply")
+
+	inf, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithHwAddr(mac2), dhcpv4.WithClientIP(net.ParseIP("10.0.0.50")))
+	check("inform", inf, `ACK yiaddr=0.0.0.0 siaddr=0.0.0.0 file="" to=10.0.0.50:68 router=10.0.0.254`)
+	if st := s.Stats(); st.NAKs != 3 {
+		t.Errorf("stats %+v: want 3 NAKs", st)
+	}
+}
+
+func TestRelayed(t *testing.T) {
+	s, _ := newServer(ModeAuthoritative)
+	m := discover(t, mac1, append(pxe(7), dhcpv4.WithRelay(net.ParseIP("10.5.0.1")))...)
+	reply, dst := s.Handle(context.Background(), m, nil)
+	want := `OFFER yiaddr=10.5.0.100 siaddr=10.0.0.1 file="loader/x86_64-uefi" to=10.5.0.1:67 class=PXEClient pxe=060108ff`
+	if got := summary(reply, dst); got != want {
+		t.Errorf("\n got %s\nwant %s", got, want)
+	}
+	m = discover(t, mac1, dhcpv4.WithRelay(net.ParseIP("172.16.0.1")))
+	if reply, _ := s.Handle(context.Background(), m, nil); reply != nil {
+		t.Errorf("a relay from an unknown subnet got %s", summary(reply, nil))
+	}
+}
+
+func TestProxy(t *testing.T) {
+	ctx := context.Background()
+	s, leases := newServer(ModeProxy)
+	reply, dst := s.Handle(ctx, discover(t, mac1, pxe(7)...), nil)
+	want := `OFFER yiaddr=0.0.0.0 siaddr=10.0.0.1 file="loader/x86_64-uefi" to=255.255.255.255:68 class=PXEClient pxe=060108ff`
+	if got := summary(reply, dst); got != want {
+		t.Errorf("proxy offer:\n got %s\nwant %s", got, want)
+	}
+	if reply, _ := s.Handle(ctx, discover(t, mac2), nil); reply != nil {
+		t.Errorf("proxy answered a client without PXE options: %s", summary(reply, nil))
+	}
+	if reply, _ := s.Handle(ctx, request(t, mac1, "10.0.0.77", "10.0.0.99", pxe(7)...), nil); reply != nil {
+		t.Errorf("proxy answered a REQUEST on port 67: %s", summary(reply, nil))
+	}
+	p4011, _ := newServer(ModeProxy)
+	p4011.ProxyPort = true
+	peer := &net.UDPAddr{IP: net.ParseIP("10.0.0.77"), Port: 4011}
+	req := request(t, mac1, "", "", append(pxe(7), dhcpv4.WithClientIP(net.ParseIP("10.0.0.77")))...)
+	reply, dst = p4011.Handle(ctx, req, peer)
+	want = `ACK yiaddr=0.0.0.0 siaddr=10.0.0.1 file="loader/x86_64-uefi" to=10.0.0.77:4011 class=PXEClient pxe=060108ff`
+	if got := summary(reply, dst); got != want {
+		t.Errorf("proxy 4011 ack:\n got %s\nwant %s", got, want)
+	}
+	if _, err := leases.ByMAC(ctx, local, mac1); err == nil {
+		t.Error("proxy mode leased an address")
+	}
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		name string
+		mods []dhcpv4.Modifier
+		arch boot.ClientArch
+		ipxe bool
+		boot bool
+	}{
+		{"option 93", pxe(11), boot.ClientARM64UEFI, false, true},
+		{"vendor class only", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003000"))}, boot.ClientX64UEFI, false, true},
+		{"ipxe raw user class", append(pxe(0), dhcpv4.WithOption(dhcpv4.OptUserClass("iPXE"))), boot.ClientX86BIOS, true, true},
+		{"ipxe rfc3004 user class", append(pxe(0), dhcpv4.WithOption(dhcpv4.OptRFC3004UserClass([]string{"iPXE"}))), boot.ClientX86BIOS, true, true},
+		{"ipxe option 175", append(pxe(7), dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(175), []byte{1, 1, 1})), boot.ClientX64UEFI, true, true},
+		{"plain client", nil, 0xffff, false, false},
+		{"pxe without arch", []dhcpv4.Modifier{dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient"))}, 0xffff, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, ok := Classify(discover(t, mac1, tt.mods...))
+			if c.Arch != tt.arch || c.IPXE != tt.ipxe || ok != tt.boot {
+				t.Errorf("Classify = %+v, %v; want arch %d ipxe %v boot %v", c, ok, tt.arch, tt.ipxe, tt.boot)
+			}
+		})
+	}
+}
+
+func TestMalformedCounted(t *testing.T) {
+	s, _ := newServer(ModeAuthoritative)
+	good := discover(t, mac1).ToBytes()
+	reply := discover(t, mac1)
+	reply.OpCode = dhcpv4.OpcodeBootReply
+	for _, b := range [][]byte{nil, {1, 2, 3}, good[:100], reply.ToBytes()} {
+		if r, _ := s.HandleBytes(context.Background(), b, nil); r != nil {
+			t.Errorf("%d-byte packet got a reply", len(b))
+		}
+	}
+	if st := s.Stats(); st.Malformed != 4 {
+		t.Errorf("stats %+v: want 4 malformed", st)
+	}
+}
+
+func TestRecordsBootEvents(t *testing.T) {
+	s, _ := newServer(ModeAuthoritative)
+	var events []boot.Event
+	s.Recorder = boot.RecorderFunc(func(_ context.Context, e boot.Event) { events = append(events, e) })
+	m := discover(t, mac1, append(pxe(7), dhcpv4.WithOption(dhcpv4.OptUserClass("iPXE")))...)
+	s.Handle(context.Background(), m, nil)
+	s.Handle(context.Background(), discover(t, mac2), nil) // not a boot client: not traced
+	if len(events) != 2 || events[0].Kind != "discover" || events[1].Kind != "offer" ||
+		events[0].Options["93"] != "7" || events[0].Options["77"] != "iPXE" || events[1].File != "http://10.0.0.1:8080/boot.ipxe" {
+		t.Errorf("events = %+v", events)
+	}
+}
+
+func FuzzHandleBytes(f *testing.F) {
+	for _, arch := range []uint16{0, 7, 11, 16} {
+		m, _ := dhcpv4.NewDiscovery(mac1, pxe(arch)...)
+		f.Add(m.ToBytes())
+	}
+	r, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(mac1),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.0.0.100"))), dhcpv4.WithRelay(net.ParseIP("10.5.0.1")))
+	f.Add(r.ToBytes())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, mode := range []Mode{ModeAuthoritative, ModeProxy} {
+			s, _ := newServer(mode)
+			s.HandleBytes(context.Background(), b, &net.UDPAddr{IP: net.ParseIP("10.0.0.5"), Port: 68})
+		}
+	})
+}
