@@ -3,10 +3,14 @@
 // prefix, grub/grub.cfg, and the per-node config that boots a kernel and
 // initrds or exits to the firmware so it boots the local disk.
 //
-// Everything is fetched over TFTP: Debian's signed network image has no
-// http module built in, and under Secure Boot it may load no module from
-// the network. Values are single-quoted and anything that could end a
-// quote or a line is refused.
+// Everything is fetched over TFTP. Debian's signed network image (2.06,
+// bookworm) has tftp built in but no http module, and under Secure Boot it
+// may load no module from the network, so an http:// URL in a plan is
+// rewritten to the same path on the same host's TFTP server: rackboot's
+// TFTP and HTTP servers serve one tree.
+//
+// Every value is single-quoted; anything that could end a line is
+// refused.
 package grub
 
 import (
@@ -22,91 +26,160 @@ import (
 // ErrUnsafe is returned for a value that could change what a config does.
 var ErrUnsafe = errors.New("unsafe value for a GRUB config")
 
-// Bootstrap is the config for clients rackboot cannot tell apart by
-// address (proxy DHCP, no lease): it loads the node's own config, named by
-// the MAC GRUB booted from, from the same place GRUB loaded this one.
+// Bootstrap is the config at grub/grub.cfg. GRUB finds it under its
+// prefix, (tftp,SERVER)/grub, and it loads the node's own config from the
+// same place: grub/MAC.cfg, where MAC is ${net_default_mac}, the address
+// of the interface GRUB booted from, lower-case and colon-separated
+// (52:54:00:12:34:56). If that config is missing or returns, the node
+// waits a little and exits to the firmware, which goes on to its next boot
+// entry, instead of sitting at a GRUB prompt.
 func Bootstrap() []byte {
-	return []byte(`# rackboot: load this node's own config
+	return []byte(`# rackboot bootstrap: load this node's own config
 set timeout=0
-configfile ${prefix}/${net_default_mac}.cfg
-echo 'rackboot: could not load the node config; returning to the firmware in 10 seconds'
+echo "rackboot: loading ${prefix}/${net_default_mac}.cfg"
+configfile "${prefix}/${net_default_mac}.cfg"
+echo 'rackboot: no boot config for this node; returning to the firmware in 10 seconds'
 sleep 10
 exit
 `)
 }
 
-// Config writes the per-node config for a plan.
+// Config writes the per-node config for a plan. Kernel and initrds are
+// http:// URLs (served again over TFTP, see the package comment) or
+// absolute paths on the TFTP server GRUB booted from.
 func Config(p boot.Plan) ([]byte, error) {
 	var b bytes.Buffer
-	name, err := quote(p.Hostname)
-	if err != nil {
-		return nil, fmt.Errorf("grub config: hostname: %w", err)
-	}
-	b.WriteString("# rackboot node config\nset timeout=0\nset default=0\n")
+	b.WriteString("# rackboot node config\n")
 	switch p.Action {
 	case boot.ActionLocal:
-		fmt.Fprintf(&b, "echo 'rackboot: node '%s': booting from local disk'\nexit\n", name)
+		msg, err := quote("rackboot: node " + p.Node + " (" + p.Hostname + "): booting from local disk")
+		if err != nil {
+			return nil, fmt.Errorf("grub config: %w", err)
+		}
+		// UEFI GRUB's exit returns to the boot manager, which tries its
+		// next entry: the disk.
+		fmt.Fprintf(&b, "echo %s\nexit\n", msg)
 		return b.Bytes(), nil
 	case boot.ActionNetboot:
 	default:
 		return nil, fmt.Errorf("grub config: unknown action %q", p.Action)
 	}
-	kdev, kpath, err := device(p.Kernel)
+	title, err := quote("rackboot " + p.Node + " " + p.Hostname)
+	if err != nil {
+		return nil, fmt.Errorf("grub config: title: %w", err)
+	}
+	if p.Kernel == "" {
+		return nil, fmt.Errorf("grub config: netboot plan for node %q has no kernel", p.Node)
+	}
+	kernel, err := file(p.Kernel)
 	if err != nil {
 		return nil, fmt.Errorf("grub config: kernel: %w", err)
 	}
-	// One quoted word per kernel parameter: GRUB wraps an argument that
-	// holds spaces in double quotes, which the kernel reads as one value.
-	var words []string
-	for _, w := range strings.Fields(p.Cmdline) {
+	if strings.ContainsAny(p.Cmdline, "\n\r") {
+		return nil, fmt.Errorf("grub config: cmdline %q: %w", p.Cmdline, ErrUnsafe)
+	}
+	// One quoted word per kernel parameter: GRUB passes a word that holds
+	// a space to the kernel in double quotes, as one value.
+	words := []string{kernel}
+	for _, w := range kernelArgs(p.Cmdline) {
 		q, err := quote(w)
 		if err != nil {
 			return nil, fmt.Errorf("grub config: cmdline: %w", err)
 		}
 		words = append(words, q)
 	}
-	cmdline := strings.Join(words, " ")
-	fmt.Fprintf(&b, "menuentry %s {\n", name)
-	fmt.Fprintf(&b, "  echo 'rackboot: loading kernel'\n  linux %s%s %s\n", kdev, kpath, cmdline)
-	if len(p.Initrds) > 0 {
-		b.WriteString("  echo 'rackboot: loading initrd'\n  initrd")
-		for _, u := range p.Initrds {
-			dev, path, err := device(u)
-			if err != nil {
-				return nil, fmt.Errorf("grub config: initrd: %w", err)
-			}
-			fmt.Fprintf(&b, " %s%s", dev, path)
+	var initrds []string
+	for _, u := range p.Initrds {
+		f, err := file(u)
+		if err != nil {
+			return nil, fmt.Errorf("grub config: initrd: %w", err)
 		}
-		b.WriteString("\n")
+		initrds = append(initrds, f)
+	}
+	// Entry 0 boots; if it fails, GRUB runs the fallback entry, which
+	// leaves for the firmware rather than waiting at a menu.
+	b.WriteString("set timeout=0\nset default=0\nset fallback=1\n")
+	fmt.Fprintf(&b, "menuentry %s {\n", title)
+	b.WriteString("  echo 'rackboot: loading kernel'\n")
+	fmt.Fprintf(&b, "  linux %s\n", strings.Join(words, " "))
+	if len(initrds) > 0 {
+		b.WriteString("  echo 'rackboot: loading initrd'\n")
+		fmt.Fprintf(&b, "  initrd %s\n", strings.Join(initrds, " "))
 	}
 	b.WriteString("}\n")
+	b.WriteString("menuentry 'rackboot: netboot failed' {\n")
+	b.WriteString("  echo 'rackboot: netboot failed; returning to the firmware in 10 seconds'\n")
+	b.WriteString("  sleep 10\n  exit\n}\n")
 	return b.Bytes(), nil
 }
 
-// device turns the http URL of a file rackboot serves into GRUB's
-// (tftp,host)/path form: rackboot's TFTP server serves the same tree.
-func device(raw string) (dev, path string, err error) {
+// file turns a URL or path of a file rackboot serves into a quoted GRUB
+// file name: (tftp,HOST)/path for an http URL, /path as it is (GRUB reads
+// it from $root, the TFTP server it booted from).
+func file(raw string) (string, error) {
 	u, err := url.Parse(raw)
-	if err != nil || u.Scheme != "http" || u.Host == "" || u.User != nil || u.RawQuery != "" {
-		return "", "", fmt.Errorf("%q is not a plain http URL: %w", raw, ErrUnsafe)
+	if err != nil {
+		return "", fmt.Errorf("url %q: %w", raw, ErrUnsafe)
 	}
-	host := u.Hostname()
-	path = u.EscapedPath()
-	for _, r := range host + path {
-		if r <= ' ' || r > '~' || strings.ContainsRune("'\"$;{}()\\`#|&<>", r) {
-			return "", "", fmt.Errorf("%q: %w", raw, ErrUnsafe)
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil || !strings.HasPrefix(u.Path, "/") {
+		return "", fmt.Errorf("url %q is not a plain http URL or absolute path: %w", raw, ErrUnsafe)
+	}
+	var dev string
+	switch {
+	case u.Scheme == "http" && u.Host != "":
+		host := u.Hostname()
+		for _, r := range host {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == ':') {
+				return "", fmt.Errorf("url %q: host: %w", raw, ErrUnsafe)
+			}
 		}
+		// The TFTP port is GRUB's default, 69; GRUB 2.06 has no syntax for
+		// another one in a tftp device name.
+		dev = "(tftp," + host + ")"
+	case u.Scheme == "" && u.Host == "" && !strings.HasPrefix(u.Path, "//"):
+	default:
+		return "", fmt.Errorf("url %q is not a plain http URL or absolute path: %w", raw, ErrUnsafe)
 	}
-	return "(tftp," + host + ")", path, nil
+	// TFTP takes the name as it is: send the decoded path.
+	return quote(dev + u.Path)
 }
 
-// quote single-quotes a value; GRUB has no escape inside single quotes, so
-// a quote is closed, escaped and reopened. Line breaks are refused.
+// quote single-quotes a value. GRUB has no escape inside single quotes, so
+// a quote is closed, escaped and reopened. Control characters, line
+// breaks among them, are refused.
 func quote(s string) (string, error) {
 	for _, r := range s {
-		if r < ' ' || r == 0x7f {
+		if r < ' ' || r == 0x7f || r == '\u0085' || r == '\u2028' || r == '\u2029' {
 			return "", fmt.Errorf("%q: %w", s, ErrUnsafe)
 		}
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'", nil
+}
+
+// kernelArgs splits a command line as the kernel does: at spaces outside
+// double quotes. The double quotes go: GRUB puts them back around a
+// parameter that holds a space, and would escape any left in it.
+func kernelArgs(cmdline string) []string {
+	var args []string
+	var cur strings.Builder
+	quoted, started := false, false
+	for _, r := range cmdline {
+		switch {
+		case r == '"':
+			quoted, started = !quoted, true
+		case (r == ' ' || r == '\t') && !quoted:
+			if started {
+				args = append(args, cur.String())
+				cur.Reset()
+				started = false
+			}
+		default:
+			cur.WriteRune(r)
+			started = true
+		}
+	}
+	if started {
+		args = append(args, cur.String())
+	}
+	return args
 }

@@ -2,13 +2,16 @@
 // script and per-node scripts, GRUB configs, the loaders for UEFI HTTP
 // boot, and kernels and initrds with Range and ETag. It is unauthenticated,
 // as firmware needs, and serves nothing secret. What a node boots comes
-// from a Planner; the script text from generator functions.
+// from a Planner, the script text from generator functions the caller
+// passes in, so this package knows neither the store nor the script
+// syntax.
 package httpboot
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -23,25 +26,42 @@ import (
 )
 
 // Planner says what a node boots now. An unknown MAC is the planner's
-// business: it may enroll it.
+// business: it may enroll it. arch is ArchUnknown when the client did not
+// say.
 type Planner interface {
 	Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch) (boot.Plan, error)
 }
 
-// Server serves boot-time HTTP.
+// Server serves boot-time HTTP. The zero value serves nothing but 404s;
+// each field turns on the routes that need it.
 type Server struct {
+	// Planner decides what /ipxe/{mac} and /grub/{mac}.cfg boot. Without
+	// it those routes answer 404.
 	Planner Planner
-	// IPXEScript and GRUBConfig write a plan as a script or config.
+	// IPXEScript writes a plan as the iPXE script at /ipxe/{mac}
+	// (ipxe.Script); nil turns the route off.
 	IPXEScript func(boot.Plan) ([]byte, error)
+	// GRUBConfig writes a plan as the GRUB config at /grub/{mac}.cfg
+	// (grub.Config); nil turns the route off.
 	GRUBConfig func(boot.Plan) ([]byte, error)
-	// ChainScript is served at /boot.ipxe, GRUBBootstrap at /grub/grub.cfg.
+	// ChainScript is served at /boot.ipxe (ipxe.Chain), GRUBBootstrap at
+	// /grub/grub.cfg (grub.Bootstrap); nil answers 404.
 	ChainScript, GRUBBootstrap []byte
-	// Firmware and Artifacts are the directories served under
-	// /firmware/ (loaders) and /artifacts/ (kernels, initrds).
+	// Firmware is the directory served under /firmware/ (loaders, for UEFI
+	// HTTP boot); Artifacts the one under /artifacts/ (kernels, initrds,
+	// images). Empty turns the route off. Nothing outside either is ever
+	// served: not through "..", nor through a symlink.
 	Firmware, Artifacts string
-	Recorder            boot.Recorder
-	Logger              *slog.Logger
+	// Recorder gets an event for every script, config or file served or
+	// refused (HEAD requests and 304s, which send no body, are not
+	// recorded). Nil records nothing.
+	Recorder boot.Recorder
+	// Logger gets refused requests and failed plans; nil discards.
+	Logger *slog.Logger
 }
+
+// How long Serve waits for requests in flight once its context ends.
+const shutdownGrace = 5 * time.Second
 
 func (s *Server) log() *slog.Logger {
 	if s.Logger == nil {
@@ -50,22 +70,65 @@ func (s *Server) log() *slog.Logger {
 	return s.Logger
 }
 
-// Handler returns the routes.
+// Serve answers HTTP on ln until ctx ends, then lets requests in flight
+// finish for up to 5 seconds and returns nil. It closes ln.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(s.log().Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	done := make(chan error, 1)
+	go func() {
+		<-ctx.Done()
+		// The serving context is over; shutting down needs one of its own.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		if err != nil {
+			err = errors.Join(err, srv.Close())
+		}
+		done <- err
+	}()
+	err := srv.Serve(ln)
+	if !errors.Is(err, http.ErrServerClosed) {
+		// Serve failed on its own; release the shutdown goroutine.
+		_ = srv.Close()
+		return fmt.Errorf("serve http %s: %w", ln.Addr(), err)
+	}
+	if err := <-done; err != nil {
+		s.log().Warn("http shutdown", "err", err)
+	}
+	return nil
+}
+
+// Handler returns the routes. GET routes answer HEAD as well.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /boot.ipxe", func(w http.ResponseWriter, r *http.Request) {
 		s.text(w, r, nil, s.ChainScript)
 	})
 	mux.HandleFunc("GET /ipxe/{mac}", s.ipxe)
+	mux.HandleFunc("GET /grub/grub.cfg", func(w http.ResponseWriter, r *http.Request) {
+		s.text(w, r, nil, s.GRUBBootstrap)
+	})
 	mux.HandleFunc("GET /grub/{file}", s.grub)
-	mux.Handle("GET /firmware/", s.files("/firmware/", s.Firmware))
-	mux.Handle("GET /artifacts/", s.files("/artifacts/", s.Artifacts))
+	mux.HandleFunc("GET /firmware/{path...}", func(w http.ResponseWriter, r *http.Request) {
+		s.file(w, r, s.Firmware)
+	})
+	mux.HandleFunc("GET /artifacts/{path...}", func(w http.ResponseWriter, r *http.Request) {
+		s.file(w, r, s.Artifacts)
+	})
 	return mux
 }
 
-// ParseMAC reads a MAC in any of the forms firmware writes: colons,
-// hyphens or bare hex, any case.
+// ParseMAC reads a 6-byte MAC in any of the forms firmware and boot
+// loaders write: colons (GRUB), hyphens (iPXE's hexhyp), dots, or bare
+// hex (iPXE's hexraw), in any case.
 func ParseMAC(s string) (net.HardwareAddr, error) {
+	in := s
 	if len(s) == 12 && !strings.ContainsAny(s, ":-.") {
 		var b strings.Builder
 		for i := 0; i < 12; i += 2 {
@@ -77,64 +140,93 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 		s = b.String()
 	}
 	m, err := net.ParseMAC(s)
-	if err != nil || len(m) != 6 {
-		return nil, fmt.Errorf("bad MAC %q", s)
+	if err != nil {
+		return nil, fmt.Errorf("parse mac %q: %w", in, err)
+	}
+	if len(m) != 6 {
+		return nil, fmt.Errorf("parse mac %q: %d bytes, want 6", in, len(m))
 	}
 	return m, nil
 }
 
-// archOf maps iPXE's ${buildarch} to an architecture.
-func archOf(buildarch string) boot.Arch {
-	switch buildarch {
-	case "i386", "x86_64":
-		return boot.ArchX86_64
-	case "arm64":
-		return boot.ArchAArch64
+// ParseArch maps the architecture a boot loader names (iPXE's
+// ${buildarch}: i386, x86_64, arm64; GRUB's ${grub_cpu}: i386, x86_64,
+// arm64) to the CPU the kernel must be built for. An x86 iPXE reports
+// i386 when it is the BIOS build, on a 64-bit CPU all the same. Empty is
+// ArchUnknown, not an error: the planner decides.
+func ParseArch(s string) (boot.Arch, error) {
+	switch s {
+	case "":
+		return boot.ArchUnknown, nil
+	case "i386", "x86_64", "x86-64", "amd64":
+		return boot.ArchX86_64, nil
+	case "arm64", "aarch64":
+		return boot.ArchAArch64, nil
 	}
-	return boot.ArchUnknown
+	return boot.ArchUnknown, fmt.Errorf("parse arch %q: not one rackboot boots", s)
 }
 
 func (s *Server) ipxe(w http.ResponseWriter, r *http.Request) {
-	mac, err := ParseMAC(r.PathValue("mac"))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	s.plan(w, r, mac, archOf(r.URL.Query().Get("arch")), s.IPXEScript)
+	s.plan(w, r, r.PathValue("mac"), s.IPXEScript)
 }
 
 func (s *Server) grub(w http.ResponseWriter, r *http.Request) {
-	file := r.PathValue("file")
-	if file == "grub.cfg" {
-		s.text(w, r, nil, s.GRUBBootstrap)
+	name, ok := strings.CutSuffix(r.PathValue("file"), ".cfg")
+	if !ok {
+		s.refuse(w, r, nil, http.StatusNotFound, fmt.Sprintf("no GRUB file %q: want /grub/MAC.cfg", r.PathValue("file")))
 		return
 	}
-	mac, err := ParseMAC(strings.TrimSuffix(file, ".cfg"))
-	if err != nil || !strings.HasSuffix(file, ".cfg") {
-		http.Error(w, fmt.Sprintf("want /grub/MAC.cfg, not %q", file), http.StatusBadRequest)
-		return
-	}
-	s.plan(w, r, mac, boot.ArchUnknown, s.GRUBConfig)
+	s.plan(w, r, name, s.GRUBConfig)
 }
 
-func (s *Server) plan(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr, arch boot.Arch, gen func(boot.Plan) ([]byte, error)) {
+// plan serves the script or config gen writes for the node with MAC mac.
+func (s *Server) plan(w http.ResponseWriter, r *http.Request, rawMAC string, gen func(boot.Plan) ([]byte, error)) {
+	if s.Planner == nil || gen == nil {
+		s.refuse(w, r, nil, http.StatusNotFound, "not configured")
+		return
+	}
+	mac, err := ParseMAC(rawMAC)
+	if err != nil {
+		s.refuse(w, r, nil, http.StatusBadRequest, err.Error())
+		return
+	}
+	arch, err := ParseArch(r.URL.Query().Get("arch"))
+	if err != nil {
+		s.refuse(w, r, mac, http.StatusBadRequest, err.Error())
+		return
+	}
 	p, err := s.Planner.Plan(r.Context(), mac, arch)
-	if err == nil {
-		var b []byte
-		if b, err = gen(p); err == nil {
-			s.text(w, r, mac, b)
-			return
-		}
+	if err != nil {
+		err = fmt.Errorf("plan %s: %w", mac, err)
+	} else if b, gerr := gen(p); gerr != nil {
+		err = fmt.Errorf("write boot script for %s: %w", mac, gerr)
+	} else {
+		s.text(w, r, mac, b)
+		return
 	}
-	s.log().Warn("no boot script", "mac", mac.String(), "err", err)
-	s.record(r, boot.Event{MAC: mac, File: r.URL.Path, Size: -1, Error: err.Error()})
-	http.Error(w, "rackboot: "+err.Error(), http.StatusInternalServerError)
+	s.log().Warn("no boot script", "mac", mac.String(), "peer", r.RemoteAddr, "err", err)
+	s.refuse(w, r, mac, http.StatusInternalServerError, err.Error())
 }
 
+// refuse answers an error in plain text and records it.
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr, code int, msg string) {
+	http.Error(w, "rackboot: "+msg, code)
+	s.record(r, boot.Event{MAC: mac, File: r.URL.Path, Size: -1, Error: fmt.Sprintf("%d %s", code, msg)})
+}
+
+// text serves a generated script. Scripts change with the node's state,
+// so they are never cached.
 func (s *Server) text(w http.ResponseWriter, r *http.Request, mac net.HardwareAddr, b []byte) {
+	if b == nil {
+		s.refuse(w, r, mac, http.StatusNotFound, "not configured")
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	if r.Method == http.MethodHead {
+		return
+	}
 	n, err := w.Write(b)
 	e := boot.Event{MAC: mac, File: r.URL.Path, Bytes: int64(n), Size: int64(len(b)), Complete: err == nil && n == len(b)}
 	if err != nil {
@@ -151,10 +243,86 @@ func (s *Server) record(r *http.Request, e boot.Event) {
 		e.IP = ap.Addr().Unmap()
 	}
 	e.Proto, e.Kind, e.Time = "http", "file", time.Now()
-	s.Recorder.Record(r.Context(), e)
+	// The request's context ends when the client goes; the event of a
+	// download it broke off still has to be kept.
+	s.Recorder.Record(context.WithoutCancel(r.Context()), e)
 }
 
-// countingWriter counts the body bytes that reached the connection.
+// file serves a file under dir through os.Root, so that neither "..", nor
+// its encodings, nor a symlink can reach outside it.
+func (s *Server) file(w http.ResponseWriter, r *http.Request, dir string) {
+	if dir == "" {
+		s.refuse(w, r, nil, http.StatusNotFound, "not configured")
+		return
+	}
+	name := r.PathValue("path")
+	if !fs.ValidPath(name) || name == "." || strings.ContainsRune(name, '\\') {
+		s.log().Info("http path refused", "peer", r.RemoteAddr, "file", r.URL.Path)
+		s.refuse(w, r, nil, http.StatusNotFound, "not found")
+		return
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		s.log().Error("http root", "dir", dir, "err", err)
+		s.refuse(w, r, nil, http.StatusNotFound, "not found")
+		return
+	}
+	defer root.Close()
+	f, err := root.Open(name)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			// Most often a symlink that leads out of the root.
+			s.log().Info("http open refused", "peer", r.RemoteAddr, "file", r.URL.Path, "err", err)
+		}
+		s.refuse(w, r, nil, http.StatusNotFound, "not found")
+		return
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || !st.Mode().IsRegular() {
+		s.refuse(w, r, nil, http.StatusNotFound, "not found")
+		return
+	}
+	w.Header().Set("ETag", etag(st))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", st.ModTime(), f)
+	switch {
+	case cw.status == http.StatusNotModified || r.Method == http.MethodHead:
+		return
+	case cw.status >= 400:
+		s.record(r, boot.Event{File: r.URL.Path, Size: st.Size(), Error: fmt.Sprintf("%d %s", cw.status, http.StatusText(cw.status))})
+		return
+	}
+	// ServeContent sets the length of what it promised: the file, the
+	// range, or the multipart body of several ranges.
+	want, lerr := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64)
+	e := boot.Event{
+		File:     r.URL.Path,
+		Bytes:    cw.n,
+		Size:     st.Size(),
+		Complete: cw.err == nil && lerr == nil && cw.n == want,
+	}
+	if cw.status == http.StatusPartialContent {
+		e.Options = map[string]string{"range": r.Header.Get("Range")}
+	}
+	if cw.err != nil {
+		e.Error = cw.err.Error()
+	} else if !e.Complete {
+		e.Error = fmt.Sprintf("sent %d of %d bytes", cw.n, want)
+	}
+	s.record(r, e)
+}
+
+// etag is a strong validator: the same inode, size and modification time
+// mean the same bytes for files that are replaced, not edited in place,
+// which is how artifacts and loaders are installed.
+func etag(st fs.FileInfo) string {
+	return fmt.Sprintf(`"%x-%x-%x"`, inode(st), st.Size(), st.ModTime().UnixNano())
+}
+
+// countingWriter counts the body bytes that reached the connection, and
+// keeps the first write error: a client that went away.
 type countingWriter struct {
 	http.ResponseWriter
 	n      int64
@@ -163,7 +331,9 @@ type countingWriter struct {
 }
 
 func (c *countingWriter) WriteHeader(code int) {
-	c.status = code
+	if c.status == 0 {
+		c.status = code
+	}
 	c.ResponseWriter.WriteHeader(code)
 }
 
@@ -179,58 +349,25 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// files serves a directory through os.Root, so neither "..", nor its
-// encodings, nor a symlink can reach outside it.
-func (s *Server) files(prefix, dir string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		name := strings.TrimPrefix(r.URL.Path, prefix)
-		if dir == "" || name == "" || strings.Contains(name, "\x00") {
-			http.NotFound(w, r)
-			return
-		}
-		for _, el := range strings.Split(name, "/") {
-			if el == ".." || el == "" {
-				http.Error(w, "bad path", http.StatusBadRequest)
-				return
-			}
-		}
-		root, err := os.OpenRoot(dir)
-		if err != nil {
-			http.NotFound(w, r)
-			return
-		}
-		defer root.Close()
-		f, err := root.Open(name)
-		if err != nil {
-			if !errors.Is(err, fs.ErrNotExist) {
-				s.log().Info("http refused", "peer", r.RemoteAddr, "file", r.URL.Path, "err", err)
-			}
-			s.record(r, boot.Event{File: r.URL.Path, Size: -1, Error: "not found"})
-			http.NotFound(w, r)
-			return
-		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil || !st.Mode().IsRegular() {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("ETag", fmt.Sprintf(`"%x-%x"`, st.Size(), st.ModTime().UnixNano()))
-		w.Header().Set("Content-Type", "application/octet-stream")
-		cw := &countingWriter{ResponseWriter: w}
-		http.ServeContent(cw, r, "", st.ModTime(), f)
-		if cw.status == http.StatusNotModified || cw.status >= 400 {
-			return
-		}
-		want, _ := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64)
-		e := boot.Event{File: r.URL.Path, Bytes: cw.n, Size: st.Size(), Complete: cw.err == nil && cw.n == want}
-		if rg := r.Header.Get("Range"); rg != "" && cw.status == http.StatusPartialContent {
-			e.Options = map[string]string{"range": rg}
-			e.Complete = e.Complete && cw.n == st.Size()
-		}
-		if cw.err != nil {
-			e.Error = cw.err.Error()
-		}
-		s.record(r, e)
-	})
+// ReadFrom keeps the server's sendfile path, which a plain wrapper would
+// hide from io.Copy.
+func (c *countingWriter) ReadFrom(src io.Reader) (int64, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{c.ResponseWriter}, src)
+	}
+	c.n += n
+	if err != nil && c.err == nil {
+		c.err = err
+	}
+	return n, err
 }
+
+// Unwrap lets http.ResponseController reach the connection.
+func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }
