@@ -192,6 +192,20 @@ func TestClients(t *testing.T) {
 	}
 
 	t.Run("relayed", func(t *testing.T) { testRelay(t, r) })
+
+	// Leases live in the database: after a restart the same client gets
+	// the same address back, and the nodes are still there.
+	before := udhcpc(t, c, "52:54:00:66:00:07", "-x", "0x5d:0007", "-V", "PXEClient:Arch:00007:UNDI:003000")
+	r.stop()
+	r.start()
+	after := udhcpc(t, c, "52:54:00:66:00:07", "-x", "0x5d:0007", "-V", "PXEClient:Arch:00007:UNDI:003000")
+	if before["ip"] == "" || before["ip"] != after["ip"] {
+		t.Errorf("address before a restart %q, after %q", before["ip"], after["ip"])
+	}
+	r.cli(&nodes, "node", "list")
+	if len(nodes) != len(tests) { // the PXE clients above and the relayed one
+		t.Errorf("%d nodes after a restart, want %d", len(nodes), len(tests))
+	}
 }
 
 // testRelay puts a client behind a DHCP relay on another subnet: the relay

@@ -75,6 +75,9 @@ type rig struct {
 	log     *bytes.Buffer
 	logMu   sync.Mutex
 	cmd     *exec.Cmd
+	args    []string
+	// servingSeen counts the "serving" lines before the latest start.
+	servingSeen int
 }
 
 type rigOptions struct {
@@ -123,28 +126,54 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		args = append(args, "--dhcp-range", first.String()+"-"+last.String())
 	}
 	args = append(args, o.extra...)
-	r.cmd = n.Command(ctx, binary, args...)
-	w := &lockedWriter{mu: &r.logMu, buf: r.log}
-	r.cmd.Stdout, r.cmd.Stderr = w, w
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	r.args = args
+	r.start()
 	t.Cleanup(func() {
-		r.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { r.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			r.cmd.Process.Kill()
-			<-done
-		}
+		r.stop()
 		if t.Failed() {
 			t.Logf("rackboot log:\n%s", r.Log())
 		}
 	})
-	r.waitLog("rackboot serving", 30*time.Second)
 	return r
+}
+
+// start runs rackboot in the namespace and waits until it serves.
+func (r *rig) start() {
+	r.t.Helper()
+	r.cmd = r.net.Command(context.Background(), binary, r.args...)
+	w := &lockedWriter{mu: &r.logMu, buf: r.log}
+	r.cmd.Stdout, r.cmd.Stderr = w, w
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.servingSeen = strings.Count(r.Log(), "rackboot serving")
+	r.waitServing(30 * time.Second)
+}
+
+// stop stops rackboot as an operator would (SIGINT), killing it if it
+// does not stop within ten seconds.
+func (r *rig) stop() {
+	r.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { r.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		r.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func (r *rig) waitServing(d time.Duration) {
+	r.t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if strings.Count(r.Log(), "rackboot serving") > r.servingSeen {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r.t.Fatalf("rackboot did not start serving:\n%s", r.Log())
 }
 
 type lockedWriter struct {
@@ -162,21 +191,6 @@ func (r *rig) Log() string {
 	r.logMu.Lock()
 	defer r.logMu.Unlock()
 	return r.log.String()
-}
-
-func (r *rig) waitLog(s string, d time.Duration) {
-	r.t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if strings.Contains(r.Log(), s) {
-			return
-		}
-		if r.cmd.ProcessState != nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	r.t.Fatalf("rackboot never logged %q:\n%s", s, r.Log())
 }
 
 // cli runs the rackboot CLI inside the namespace against the rig's server.
