@@ -11,9 +11,9 @@ E2E_TIMEOUT ?= 40m
 .PHONY: help build run firmware test unit integration e2e deps fuzz bench clean
 
 help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/rackboot and bin/rackboot-agent
+build: ## build bin/rackboot
 	@mkdir -p bin
 	CGO_ENABLED=0 go build -ldflags '$(LDFLAGS)' -o bin/rackboot ./cmd/rackboot
 
