@@ -23,6 +23,7 @@ import (
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/trace"
 )
 
 // host is a network namespace wired to the rig's bridge by a veth pair.
@@ -145,6 +146,15 @@ func TestClients(t *testing.T) {
 			t.Errorf("%s: node enrolled as %q, want %q", tt.name, n.Arch, tt.arch)
 		}
 	}
+	// A client that took its offer and went away: the trace says where
+	// it stopped.
+	var tr api.Trace
+	r.cli(&tr, "node", "trace", "52:54:00:66:00:0b")
+	if len(tr.Boots) != 1 || tr.Boots[0].Stage != trace.StageOffer ||
+		tr.Boots[0].Verdict != "got a boot offer (efi/aa64/grubnetaa64.efi), never fetched the loader" {
+		t.Errorf("trace of a client that never fetched its loader: %+v", tr.Boots)
+	}
+
 	var nodes []api.Node
 	r.cli(&nodes, "node", "list")
 	if len(nodes) != len(tests)-1 {
