@@ -38,7 +38,7 @@ integration: deps ## tests with real clients in network namespaces (root)
 	go test -tags integration -count=1 -p 1 ./...
 
 e2e: deps build ## QEMU boots of real firmware through rackboot (root, slow)
-	go test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|\s+e2e_test)' ; exit $${PIPESTATUS[0]}
+	go test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|payload up|\.go:[0-9]+:' ; exit $${PIPESTATUS[0]}
 
 test: unit integration e2e ## the whole suite, as CI runs it
 
