@@ -78,43 +78,47 @@ func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last n
 		} else if !errors.Is(err, dhcp.ErrNoLease) {
 			return err
 		}
-		taken := map[netip.Addr]bool{}
+		reservedSet := map[netip.Addr]bool{}
 		for _, r := range reserved {
-			taken[r] = true
+			reservedSet[r] = true
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT ip FROM leases WHERE expires > ? AND mac != ?`, now, m)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var ip string
-			if err := rows.Scan(&ip); err != nil {
-				rows.Close()
-				return err
+		free := func(a netip.Addr) (bool, error) {
+			if !a.IsValid() || !subnet.Contains(a) || first.Compare(a) > 0 || a.Compare(last) > 0 || reservedSet[a] {
+				return false, nil
 			}
-			if a, err := netip.ParseAddr(ip); err == nil {
-				taken[a] = true
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		free := func(a netip.Addr) bool {
-			return a.IsValid() && subnet.Contains(a) && first.Compare(a) <= 0 && a.Compare(last) <= 0 && !taken[a]
+			var n int
+			err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM leases WHERE ip = ? AND expires > ? AND mac != ?`, a.String(), now, m).Scan(&n)
+			return n == 0, err
 		}
 		pick := netip.Addr{}
-		if free(want) {
+		if ok, err := free(want); err != nil {
+			return err
+		} else if ok {
 			pick = want
 		} else {
-			a := first
-			for i := 0; i < maxScan && a.IsValid() && a.Compare(last) <= 0; i++ {
-				if free(a) {
+			// Probe from where the last allocation in this subnet ended,
+			// wrapping once: one indexed lookup per address, so a new
+			// client costs the same with ten leases or ten thousand.
+			a := s.cursor(subnet, first, last)
+			for i := 0; i < maxScan; i++ {
+				ok, err := free(a)
+				if err != nil {
+					return err
+				}
+				if ok {
 					pick = a
 					break
 				}
-				a = a.Next()
+				if a = a.Next(); !a.IsValid() || a.Compare(last) > 0 {
+					a = first
+				}
+				if a == s.cursor(subnet, first, last) {
+					break
+				}
 			}
+		}
+		if pick.IsValid() {
+			s.setCursor(subnet, pick.Next())
 		}
 		if !pick.IsValid() {
 			return dhcp.ErrPoolExhausted
@@ -194,4 +198,27 @@ func (s *Store) ByIP(ctx context.Context, ip netip.Addr) (dhcp.Lease, error) {
 		return dhcp.Lease{}, fmt.Errorf("lease on %s: %w", ip, err)
 	}
 	return r.lease(), nil
+}
+
+// cursor is where the next search for a free address in subnet starts.
+// It lives in memory only: after a restart the first search walks the
+// taken addresses once, and every other server sharing the database keeps
+// its own; the transaction checks every candidate either way.
+func (s *Store) cursor(subnet netip.Prefix, first, last netip.Addr) netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.next[subnet]
+	if !ok || a.Compare(first) < 0 || a.Compare(last) > 0 {
+		return first
+	}
+	return a
+}
+
+func (s *Store) setCursor(subnet netip.Prefix, a netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.next == nil {
+		s.next = map[netip.Prefix]netip.Addr{}
+	}
+	s.next[subnet] = a
 }

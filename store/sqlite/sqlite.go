@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -75,6 +76,9 @@ var migrations = []string{
 // Store is a store.Store on one SQLite database file.
 type Store struct {
 	db *sql.DB
+
+	mu   sync.Mutex
+	next map[netip.Prefix]netip.Addr // allocation cursor per subnet
 }
 
 var _ store.Store = (*Store)(nil)
