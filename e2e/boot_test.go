@@ -30,11 +30,6 @@ func TestX86UEFIPXE(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, rigOptions{name: "rbe2e1", prefix: "10.77.1.0/24", mode: "authoritative", arches: []boot.Arch{boot.ArchX86_64}})
 	vm := &lab.VM{Name: "uefi-x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, MAC: mustMAC("52:54:00:77:01:10"), MemoryMB: 1024}
-	tap, err := r.net.AddTap("tap0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm.Tap = tap
 	line := r.bootVM(vm, bootWithin)
 	if !strings.Contains(line, "arch=x86_64") || !strings.Contains(line, "rackboot.node=") {
 		t.Errorf("payload line %q: want arch=x86_64 and rackboot.node= on the command line", line)
@@ -46,11 +41,6 @@ func TestX86BIOSPXE(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, rigOptions{name: "rbe2e2", prefix: "10.77.2.0/24", mode: "authoritative", arches: []boot.Arch{boot.ArchX86_64}})
 	vm := &lab.VM{Name: "bios-x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareBIOS, MAC: mustMAC("52:54:00:77:02:10"), MemoryMB: 1024}
-	tap, err := r.net.AddTap("tap0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm.Tap = tap
 	r.bootVM(vm, bootWithin)
 	tr := r.checkNode(vm.MAC, boot.ArchX86_64, []string{"/boot.ipxe", "/artifacts/x86_64/vmlinuz", "/artifacts/x86_64/initrd"}, trace.StageHandover)
 	if tr.Events[0].Options["93"] != "0" {
@@ -62,11 +52,6 @@ func TestAArch64UEFIPXE(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, rigOptions{name: "rbe2e3", prefix: "10.77.3.0/24", mode: "authoritative", arches: []boot.Arch{boot.ArchAArch64}})
 	vm := &lab.VM{Name: "uefi-arm", Arch: boot.ArchAArch64, Firmware: lab.FirmwareUEFI, MAC: mustMAC("52:54:00:77:03:10"), MemoryMB: 1024}
-	tap, err := r.net.AddTap("tap0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm.Tap = tap
 	line := r.bootVM(vm, bootWithin)
 	if !strings.Contains(line, "arch=aarch64") {
 		t.Errorf("payload line %q: want arch=aarch64", line)
@@ -78,11 +63,6 @@ func TestX86SecureBoot(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, rigOptions{name: "rbe2e4", prefix: "10.77.4.0/24", mode: "authoritative", arches: []boot.Arch{boot.ArchX86_64}, extra: []string{"--secure-boot"}})
 	vm := &lab.VM{Name: "sb-x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFISecureBoot, MAC: mustMAC("52:54:00:77:04:10"), MemoryMB: 1024}
-	tap, err := r.net.AddTap("tap0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm.Tap = tap
 	r.bootVM(vm, bootWithin)
 	if !regexp.MustCompile(`(?i)secure ?boot enabled`).MatchString(vm.Console()) {
 		t.Errorf("the kernel did not report Secure Boot enabled; console:\n%s", tail(vm.Console(), 3000))
@@ -97,11 +77,6 @@ func TestX86UEFIProxy(t *testing.T) {
 	r := newRig(t, rigOptions{name: "rbe2e5", prefix: "10.77.5.0/24", mode: "proxy", arches: []boot.Arch{boot.ArchX86_64}})
 	startSiteDHCP(t, r, "10.77.5.2/24", "10.77.5.100,10.77.5.150")
 	vm := &lab.VM{Name: "proxy-x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, MAC: mustMAC("52:54:00:77:05:10"), MemoryMB: 1024}
-	tap, err := r.net.AddTap("tap0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm.Tap = tap
 	r.bootVM(vm, bootWithin)
 	tr := r.checkNode(vm.MAC, boot.ArchX86_64, []string{"ipxe/snponly.efi", "/boot.ipxe", "/artifacts/x86_64/vmlinuz", "/artifacts/x86_64/initrd"}, trace.StageHandover)
 	for _, e := range tr.Events {

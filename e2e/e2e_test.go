@@ -13,7 +13,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -112,7 +111,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 			t.Fatal(err)
 		}
 		for src, dst := range map[string]string{kernel: "vmlinuz", initrd: "initrd"} {
-			if err := copyFile(src, filepath.Join(dir, dst)); err != nil {
+			if err := lab.CopyFile(src, filepath.Join(dir, dst)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -210,11 +209,19 @@ func (r *rig) cli(out any, args ...string) {
 
 var payloadRE = regexp.MustCompile(`RACKBOOT-PAYLOAD arch=(\S+) cmdline=(.*)`)
 
-// bootVM powers on a VM and waits for the payload's marker on its console.
+// bootVM powers on a VM, on a tap of its own unless it names one, and
+// waits for the payload's marker on its console.
 func (r *rig) bootVM(vm *lab.VM, within time.Duration) string {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
+	if vm.Tap == "" {
+		tap, err := r.net.AddTap("tap-" + vm.MAC.String()[12:14] + vm.MAC.String()[15:])
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		vm.Tap = tap
+	}
 	start := time.Now()
 	if err := vm.Start(ctx, r.net, r.t.TempDir()); err != nil {
 		r.t.Fatal(err)
@@ -264,26 +271,6 @@ func (r *rig) checkNode(mac net.HardwareAddr, arch boot.Arch, files []string, wa
 	return tr
 }
 
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
-}
-
 func copyDir(src, dst string) error {
 	return filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
@@ -293,7 +280,10 @@ func copyDir(src, dst string) error {
 		if fi.IsDir() {
 			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
 		}
-		return copyFile(p, filepath.Join(dst, rel))
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, rel)), 0o755); err != nil {
+			return err
+		}
+		return lab.CopyFile(p, filepath.Join(dst, rel))
 	})
 }
 

@@ -138,7 +138,7 @@ func (v *VM) Start(ctx context.Context, n *Net, dir string) error {
 		return err
 	}
 	if t := varsTemplate(v); t != "" {
-		if err := copyFile(t, filepath.Join(dir, v.Name+"-vars.fd")); err != nil {
+		if err := CopyFile(t, filepath.Join(dir, v.Name+"-vars.fd")); err != nil {
 			return fmt.Errorf("vm %s: firmware variables: %w", v.Name, err)
 		}
 	}
@@ -205,7 +205,8 @@ func tail(s string, n int) string {
 	return s
 }
 
-func copyFile(src, dst string) error {
+// CopyFile copies a file, for firmware variables and test fixtures.
+func CopyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
