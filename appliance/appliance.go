@@ -24,6 +24,7 @@ import (
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/core"
 	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/firmware"
 	"github.com/rackboot/rackboot/grub"
 	"github.com/rackboot/rackboot/httpboot"
 	"github.com/rackboot/rackboot/ipxe"
@@ -305,6 +306,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	g.Go(func() error { return tftpServer.Serve(ctx, tftpConn) })
 	g.Go(func() error { return serveHTTP(ctx, httpLn, mux) })
 
+	warnMissing(log, r.DataDir)
 	log.Info("rackboot serving", "dhcp", r.DHCP.Mode, "interface", r.Interface, "server_ip", r.serverIP.String(),
 		"tftp", r.TFTPAddr, "http", r.baseURL, "api", r.baseURL+"/api/v1", "token_file", filepath.Join(r.DataDir, TokenFile))
 	err = g.Wait()
@@ -328,4 +330,18 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 		return fmt.Errorf("http shutdown: %w", err)
 	}
 	return nil
+}
+
+// warnMissing says at start what nodes will not get: loaders that were
+// never fetched, kernels that were never put in place.
+func warnMissing(log *slog.Logger, dataDir string) {
+	if err := firmware.VerifyWanted(filepath.Join(dataDir, FirmwareDir), firmware.Loaders()); err != nil {
+		log.Warn("boot loaders missing or changed: run rackboot firmware fetch", "data_dir", dataDir, "err", err)
+	}
+	for _, a := range []string{"x86_64", "aarch64"} {
+		k := filepath.Join(dataDir, ArtifactsDir, a, "vmlinuz")
+		if _, err := os.Stat(k); err != nil {
+			log.Warn("no kernel for "+a+": its nodes get no boot script until one is in place", "file", k)
+		}
+	}
 }
