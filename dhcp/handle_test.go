@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -283,18 +285,77 @@ func TestRecordsBootEvents(t *testing.T) {
 	}
 }
 
-func FuzzHandleBytes(f *testing.F) {
-	for _, arch := range []uint16{0, 7, 11, 16} {
-		m, _ := dhcpv4.NewDiscovery(mac1, pxe(arch)...)
-		f.Add(m.ToBytes())
+// fuzzSeeds are the packets FuzzHandle starts from; TestFuzzSeeds
+// writes them to testdata/fuzz/FuzzHandle with -update.
+func fuzzSeeds() map[string][]byte {
+	seeds := map[string][]byte{}
+	// A fixed xid keeps the files stable across -update runs.
+	fixed := func(m *dhcpv4.DHCPv4) []byte {
+		m.TransactionID = dhcpv4.TransactionID{0x72, 0x62, 0x6f, 0x74}
+		return m.ToBytes()
 	}
+	for _, arch := range []uint16{0, 7, 11, 16, 19} {
+		m, _ := dhcpv4.NewDiscovery(mac1, pxe(arch)...)
+		seeds[fmt.Sprintf("discover-arch-%d", arch)] = fixed(m)
+	}
+	m, _ := dhcpv4.NewDiscovery(mac1, append(pxe(7), dhcpv4.WithOption(dhcpv4.OptUserClass("iPXE")),
+		dhcpv4.WithGeneric(dhcpv4.GenericOptionCode(175), []byte{0xb1, 1, 1}))...)
+	seeds["discover-ipxe"] = fixed(m)
 	r, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(mac1),
 		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.0.0.100"))), dhcpv4.WithRelay(net.ParseIP("10.5.0.1")))
-	f.Add(r.ToBytes())
+	seeds["request-relayed"] = fixed(r)
+	r, _ = dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(mac1),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.0.0.100"))),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.ParseIP("10.0.0.1"))))
+	seeds["request-selecting"] = fixed(r)
+	r, _ = dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline), dhcpv4.WithHwAddr(mac1),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.0.0.100"))))
+	seeds["decline"] = fixed(r)
+	seeds["truncated"] = seeds["discover-arch-7"][:240]
+	return seeds
+}
+
+func TestFuzzSeeds(t *testing.T) {
+	dir := filepath.Join("testdata", "fuzz", "FuzzHandle")
+	for name, b := range fuzzSeeds() {
+		path := filepath.Join(dir, name)
+		want := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
+		if *update {
+			if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (run with -update to create it)", err)
+		}
+		if string(got) != want {
+			t.Errorf("%s is stale; run with -update", path)
+		}
+	}
+}
+
+// FuzzHandle feeds arbitrary bytes to both modes: no input may panic, and
+// what is answered must be a reply to the same client.
+func FuzzHandle(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, mode := range []Mode{ModeAuthoritative, ModeProxy} {
 			s, _ := newServer(mode)
-			s.HandleBytes(context.Background(), b, &net.UDPAddr{IP: net.ParseIP("10.0.0.5"), Port: 68})
+			reply, dst := s.HandleBytes(context.Background(), b, &net.UDPAddr{IP: net.ParseIP("10.0.0.5"), Port: 68})
+			if reply == nil {
+				continue
+			}
+			req, err := dhcpv4.FromBytes(b)
+			if err != nil {
+				t.Fatalf("a reply to an unparsable packet: %v", err)
+			}
+			if dst == nil || reply.OpCode != dhcpv4.OpcodeBootReply || reply.TransactionID != req.TransactionID ||
+				reply.ClientHWAddr.String() != req.ClientHWAddr.String() {
+				t.Fatalf("bad reply %v to %v", reply, req)
+			}
+			if mode == ModeProxy && !reply.YourIPAddr.IsUnspecified() {
+				t.Fatalf("proxy handed out %s", reply.YourIPAddr)
+			}
 		}
 	})
 }

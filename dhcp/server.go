@@ -225,6 +225,11 @@ func (s *Server) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, i
 	switch {
 	case !s.ProxyPort && mt == dhcpv4.MessageTypeDiscover:
 		rt = dhcpv4.MessageTypeOffer
+	case !s.ProxyPort && mt == dhcpv4.MessageTypeRequest && req.ServerIdentifier().Equal(ip(s.ServerIP)):
+		// Some firmware sends its REQUEST for the proxy offer to port 67
+		// instead of 4011. A REQUEST naming another server belongs to the
+		// site's DHCP server and is none of a proxy's business.
+		rt = dhcpv4.MessageTypeAck
 	case s.ProxyPort && (mt == dhcpv4.MessageTypeRequest || mt == dhcpv4.MessageTypeInform):
 		rt = dhcpv4.MessageTypeAck
 	default:
@@ -236,6 +241,9 @@ func (s *Server) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, i
 		return nil, fmt.Errorf("proxy reply: %w", err)
 	}
 	reply.YourIPAddr = net.IPv4zero
+	if rt == dhcpv4.MessageTypeAck && req.ClientIPAddr != nil {
+		reply.ClientIPAddr = req.ClientIPAddr
+	}
 	if !s.bootOptions(ctx, reply, c) {
 		return nil, nil // nothing to boot: a proxy has nothing else to say
 	}
@@ -458,6 +466,9 @@ func (s *Server) leaseReply(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Clie
 	reply, err := dhcpv4.NewReplyFromRequest(req, mods...)
 	if err != nil {
 		return nil, fmt.Errorf("build %s: %w", mt, err)
+	}
+	if mt == dhcpv4.MessageTypeAck && req.ClientIPAddr != nil {
+		reply.ClientIPAddr = req.ClientIPAddr // RFC 2131 table 3
 	}
 	if yi.IsValid() {
 		reply.YourIPAddr = ip(yi)

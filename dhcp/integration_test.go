@@ -1,0 +1,282 @@
+//go:build integration
+
+package dhcp
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"golang.org/x/sys/unix"
+)
+
+// rig is two network namespaces joined by a veth pair: the server side
+// holds 10.77.0.1/24 on SIf, the client side CIf (no address unless a test
+// gives it one).
+type rig struct {
+	S, C     string // namespace names
+	SIf, CIf string
+}
+
+func need(t *testing.T, progs ...string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("integration tests need root (network namespaces)")
+	}
+	for _, p := range progs {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Fatalf("%s not found: apt-get install -y iproute2 busybox", p)
+		}
+	}
+}
+
+func run(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func newRig(t *testing.T) rig {
+	t.Helper()
+	need(t, "ip", "busybox")
+	b := make([]byte, 3)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	r := rig{S: "rbdhcp-s-" + id, C: "rbdhcp-c-" + id, SIf: "vs" + id, CIf: "vc" + id}
+	run(t, "ip", "netns", "add", r.S)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", r.S).Run() })
+	run(t, "ip", "netns", "add", r.C)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", r.C).Run() })
+	run(t, "ip", "link", "add", r.SIf, "netns", r.S, "type", "veth", "peer", "name", r.CIf, "netns", r.C)
+	run(t, "ip", "-n", r.S, "addr", "add", "10.77.0.1/24", "dev", r.SIf)
+	run(t, "ip", "-n", r.S, "link", "set", r.SIf, "up")
+	run(t, "ip", "-n", r.S, "link", "set", "lo", "up")
+	run(t, "ip", "-n", r.C, "link", "set", r.CIf, "up")
+	run(t, "ip", "-n", r.C, "link", "set", "lo", "up")
+	return r
+}
+
+// inNetns runs f on an OS thread moved into namespace ns. Sockets opened
+// there stay in ns. The thread is never unlocked, so it dies with the
+// goroutine instead of returning to the pool in the wrong namespace.
+func inNetns(ns string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		fd, err := unix.Open(filepath.Join("/var/run/netns", ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- fmt.Errorf("open netns %s: %w", ns, err)
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+func listenIn(t *testing.T, ns, ifname string, port int) net.PacketConn {
+	t.Helper()
+	var conn net.PacketConn
+	err := inNetns(ns, func() (err error) {
+		conn, err = ListenUDP(ifname, port)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func integServer(mode Mode) *Server {
+	return &Server{
+		Mode:     mode,
+		ServerIP: netip.MustParseAddr("10.77.0.1"),
+		Subnets: []Subnet{
+			{Prefix: netip.MustParsePrefix("10.77.0.0/24"), First: netip.MustParseAddr("10.77.0.100"),
+				Last: netip.MustParseAddr("10.77.0.150"), Router: netip.MustParseAddr("10.77.0.1")},
+			{Prefix: netip.MustParsePrefix("10.78.0.0/24"), First: netip.MustParseAddr("10.78.0.100"),
+				Last: netip.MustParseAddr("10.78.0.150"), Router: netip.MustParseAddr("10.78.0.1")},
+		},
+		Booter: archBooter{},
+		Leases: &MemoryLeases{},
+	}
+}
+
+// serve runs s on conn until the test ends.
+func serve(t *testing.T, s *Server, conn net.PacketConn) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, conn) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+}
+
+func TestIntegrationUdhcpc(t *testing.T) {
+	tests := []struct {
+		name, vendor, arch, userClass string
+		want                          string
+	}{
+		{"bios", "PXEClient:Arch:00000:UNDI:002001", "0000", "", "loader/x86-bios"},
+		{"x86-64 uefi", "PXEClient:Arch:00007:UNDI:003000", "0007", "", "loader/x86_64-uefi"},
+		{"aarch64 uefi", "PXEClient:Arch:00011:UNDI:003000", "000b", "", "loader/aarch64-uefi"},
+		{"x86-64 http", "HTTPClient:Arch:00016:UNDI:003000", "0010", "", "http://10.0.0.1:8080/firmware/x86_64-uefi-http"},
+		{"aarch64 http", "HTTPClient:Arch:00019:UNDI:003000", "0013", "", "http://10.0.0.1:8080/firmware/aarch64-uefi-http"},
+		{"ipxe", "PXEClient:Arch:00007:UNDI:003010", "0007", hex.EncodeToString([]byte("iPXE")), "http://10.0.0.1:8080/boot.ipxe"},
+		{"plain client", "", "", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t)
+			s := integServer(ModeAuthoritative)
+			serve(t, s, listenIn(t, r.S, r.SIf, 67))
+
+			dir := t.TempDir()
+			out := filepath.Join(dir, "lease")
+			script := filepath.Join(dir, "script")
+			os.WriteFile(script, []byte(`#!/bin/sh
+[ "$1" = bound ] && echo "ip=$ip bootfile=$bootfile serverid=$serverid" > `+out+"\nexit 0\n"), 0o755)
+			args := []string{"netns", "exec", r.C, "busybox", "udhcpc", "-i", r.CIf, "-f", "-q", "-n", "-t", "4", "-T", "1",
+				"-O", "bootfile", "-s", script}
+			if tt.vendor != "" {
+				args = append(args, "-V", tt.vendor, "-x", "0x5d:"+tt.arch)
+			}
+			if tt.userClass != "" {
+				args = append(args, "-x", "0x4d:"+tt.userClass)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if b, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
+				t.Fatalf("udhcpc: %v\n%s", err, b)
+			}
+			got, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatalf("udhcpc got no lease: %v", err)
+			}
+			want := fmt.Sprintf("ip=10.77.0.100 bootfile=%s serverid=10.77.0.1\n", tt.want)
+			if string(got) != want {
+				t.Errorf("lease\n got %s want %s", got, want)
+			}
+			if st := s.Stats(); st.Replied != 2 || st.Malformed != 0 {
+				t.Errorf("stats %+v, want 2 replies (OFFER, ACK)", st)
+			}
+		})
+	}
+}
+
+// exchange sends m to dst on conn and reads the first reply for m's xid.
+func exchange(t *testing.T, conn net.PacketConn, m *dhcpv4.DHCPv4, dst net.Addr) (*dhcpv4.DHCPv4, net.Addr) {
+	t.Helper()
+	if _, err := conn.WriteTo(m.ToBytes(), dst); err != nil {
+		t.Fatalf("send %s to %s: %v", m.MessageType(), dst, err)
+	}
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	for {
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no reply to %s: %v", m.MessageType(), err)
+		}
+		r, err := dhcpv4.FromBytes(buf[:n])
+		if err == nil && r.OpCode == dhcpv4.OpcodeBootReply && r.TransactionID == m.TransactionID {
+			return r, from
+		}
+	}
+}
+
+func TestIntegrationRelay(t *testing.T) {
+	r := newRig(t)
+	run(t, "ip", "-n", r.C, "addr", "add", "10.77.0.2/24", "dev", r.CIf)
+	run(t, "ip", "-n", r.C, "addr", "add", "10.78.0.1/24", "dev", r.CIf)
+	run(t, "ip", "-n", r.S, "route", "add", "10.78.0.0/24", "via", "10.77.0.2")
+	s := integServer(ModeAuthoritative)
+	serve(t, s, listenIn(t, r.S, r.SIf, 67))
+
+	var relay net.PacketConn
+	if err := inNetns(r.C, func() (err error) {
+		relay, err = net.ListenPacket("udp4", "10.78.0.1:67")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	d, err := dhcpv4.NewDiscovery(net.HardwareAddr{0x52, 0x54, 0, 0x77, 0, 1}, append(pxe(11), dhcpv4.WithRelay(net.ParseIP("10.78.0.1")))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer, from := exchange(t, relay, d, &net.UDPAddr{IP: net.ParseIP("10.77.0.1"), Port: 67})
+	got := fmt.Sprintf("%s yiaddr=%s file=%s from=%s", offer.MessageType(), offer.YourIPAddr, offer.BootFileName, from)
+	want := "OFFER yiaddr=10.78.0.100 file=loader/aarch64-uefi from=10.77.0.1:67"
+	if got != want {
+		t.Errorf("relayed\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestIntegrationProxy(t *testing.T) {
+	r := newRig(t)
+	// The site's DHCP server gave the client 10.77.0.2.
+	run(t, "ip", "-n", r.C, "addr", "add", "10.77.0.2/24", "dev", r.CIf)
+	s67 := integServer(ModeProxy)
+	serve(t, s67, listenIn(t, r.S, r.SIf, 67))
+	s4011 := integServer(ModeProxy)
+	s4011.ProxyPort = true
+	serve(t, s4011, listenIn(t, r.S, r.SIf, 4011))
+
+	client := listenIn(t, r.C, r.CIf, 68)
+	mac := net.HardwareAddr{0x52, 0x54, 0, 0x77, 0, 2}
+	d, err := dhcpv4.NewDiscovery(mac, pxe(7)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer, _ := exchange(t, client, d, &net.UDPAddr{IP: net.IPv4bcast, Port: 67})
+	got := fmt.Sprintf("%s yiaddr=%s siaddr=%s file=%s class=%s", offer.MessageType(), offer.YourIPAddr, offer.ServerIPAddr, offer.BootFileName, offer.ClassIdentifier())
+	if want := "OFFER yiaddr=0.0.0.0 siaddr=10.77.0.1 file=loader/x86_64-uefi class=PXEClient"; got != want {
+		t.Errorf("proxy offer\n got %s\nwant %s", got, want)
+	}
+
+	req, err := dhcpv4.New(append(pxe(7), dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest), dhcpv4.WithHwAddr(mac),
+		dhcpv4.WithClientIP(net.ParseIP("10.77.0.2")))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ack, from := exchange(t, client, req, &net.UDPAddr{IP: net.ParseIP("10.77.0.1"), Port: 4011})
+	got = fmt.Sprintf("%s yiaddr=%s file=%s from=%s", ack.MessageType(), ack.YourIPAddr, ack.BootFileName, from)
+	if want := "ACK yiaddr=0.0.0.0 file=loader/x86_64-uefi from=10.77.0.1:4011"; got != want {
+		t.Errorf("proxy 4011 ack\n got %s\nwant %s", got, want)
+	}
+
+	// A client that is not booting gets nothing from a proxy.
+	plain, _ := dhcpv4.NewDiscovery(net.HardwareAddr{0x52, 0x54, 0, 0x77, 0, 3})
+	client.WriteTo(plain.ToBytes(), &net.UDPAddr{IP: net.IPv4bcast, Port: 67})
+	client.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := client.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		if m, err := dhcpv4.FromBytes(buf[:n]); err == nil && m.OpCode == dhcpv4.OpcodeBootReply && m.TransactionID == plain.TransactionID {
+			t.Fatalf("proxy answered a non-boot client: %s", m.Summary())
+		}
+	}
+}
