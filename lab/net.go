@@ -1,48 +1,73 @@
 // Package lab builds virtual racks on one Linux machine: a network
 // namespace with a bridge that rackboot serves on, tap devices on it, and
-// QEMU machines with real firmware (OVMF, SeaBIOS, AAVMF) that network-boot
-// through it, their serial consoles captured. The end-to-end tests and
-// `make lab` both use it. Everything it creates, it removes on Close.
+// QEMU machines with real firmware (SeaBIOS, OVMF, AAVMF) that network-boot
+// through it, their serial consoles captured; and the payload (a Debian
+// kernel and a tiny initrd) that such a machine boots last. The end-to-end
+// tests and `make lab` both use it. Everything it creates, it removes on
+// Close. It needs root and iproute2.
 package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 )
 
-// Net is a network namespace holding a bridge, the rack's one segment.
+// Net is a network namespace holding a bridge: the rack's one segment.
+// Its address on the bridge is where rackboot serves.
 type Net struct {
 	name   string
 	prefix netip.Prefix
 	server netip.Addr
-	once   sync.Once
+
+	mu     sync.Mutex
+	closed bool
 }
 
+// bridge is the bridge's name inside every namespace; namespaces keep
+// their interface names apart, so one name suffices.
 const bridge = "br0"
+
+// maxIfName is the longest Linux interface name (IFNAMSIZ less the NUL).
+const maxIfName = 15
 
 func ip(ctx context.Context, args ...string) error {
 	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }
 
-// NewNet creates namespace name with a bridge whose address is the
-// prefix's first host: where rackboot serves. A leftover namespace of the
-// same name (a killed earlier run) is removed first.
+// NewNet creates namespace name with loopback up and a bridge whose
+// address is the prefix's first host. A leftover namespace of the same
+// name (from a killed earlier run) is removed first, so callers must pick
+// names no one else uses: tests derive them from t.Name().
 func NewNet(ctx context.Context, name string, prefix netip.Prefix) (*Net, error) {
-	n := &Net{name: name, prefix: prefix.Masked(), server: prefix.Masked().Addr().Next()}
-	exec.CommandContext(ctx, "ip", "netns", "del", name).Run()
+	if name == "" || strings.ContainsAny(name, "/ \t\n") || len(name) > 64 {
+		return nil, fmt.Errorf("lab network %q: not a usable namespace name", name)
+	}
+	if !prefix.Addr().Is4() || prefix.Bits() > 30 {
+		return nil, fmt.Errorf("lab network %s: need an IPv4 prefix of /30 or wider, not %s", name, prefix)
+	}
+	p := prefix.Masked()
+	n := &Net{name: name, prefix: p, server: p.Addr().Next()}
+	n.removeNamespace(ctx)
 	steps := [][]string{
 		{"netns", "add", name},
 		{"-n", name, "link", "set", "lo", "up"},
+		// No STP and no forwarding delay: a firmware's first DHCP
+		// request must not fall into a learning period.
 		{"-n", name, "link", "add", bridge, "type", "bridge", "forward_delay", "0", "stp_state", "0"},
-		{"-n", name, "addr", "add", fmt.Sprintf("%s/%d", n.server, prefix.Bits()), "dev", bridge},
+		{"-n", name, "addr", "add", fmt.Sprintf("%s/%d", n.server, p.Bits()), "dev", bridge},
 		{"-n", name, "link", "set", bridge, "up"},
 	}
 	for _, s := range steps {
@@ -57,7 +82,8 @@ func NewNet(ctx context.Context, name string, prefix netip.Prefix) (*Net, error)
 // Name is the namespace's name.
 func (n *Net) Name() string { return n.name }
 
-// Bridge is the bridge's interface name inside the namespace.
+// Bridge is the bridge's interface name inside the namespace: the
+// interface rackboot serves on.
 func (n *Net) Bridge() string { return bridge }
 
 // ServerIP is the bridge's address.
@@ -66,9 +92,14 @@ func (n *Net) ServerIP() netip.Addr { return n.server }
 // Prefix is the segment's prefix.
 func (n *Net) Prefix() netip.Prefix { return n.prefix }
 
-// AddTap creates a tap device on the bridge for a VM.
+// AddTap creates a tap device on the bridge, up, for one VM NIC. QEMU
+// opens it by name from inside the namespace.
 func (n *Net) AddTap(name string) (string, error) {
-	ctx := context.Background()
+	if name == "" || len(name) > maxIfName || strings.ContainsAny(name, "/ \t\n") {
+		return "", fmt.Errorf("lab tap %q: interface names are 1 to %d characters", name, maxIfName)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	if err := ip(ctx, "-n", n.name, "tuntap", "add", "dev", name, "mode", "tap"); err != nil {
 		return "", fmt.Errorf("lab tap %s: %w", name, err)
 	}
@@ -78,14 +109,44 @@ func (n *Net) AddTap(name string) (string, error) {
 	return name, nil
 }
 
-// Command runs a program inside the namespace.
+// Command returns a command that runs prog inside the namespace. `ip
+// netns exec` execs prog in place, so the process is prog itself and
+// signals reach it.
 func (n *Net) Command(ctx context.Context, prog string, args ...string) *exec.Cmd {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.name, prog}, args...)...)
 }
 
-// Close deletes the namespace and everything in it.
+// Close deletes the namespace with its bridge and taps. Programs still
+// running inside it are killed first: a namespace lives on while any
+// process holds it, and the next run would find its taps. Close is safe to
+// call more than once.
 func (n *Net) Close() error {
-	var err error
-	n.once.Do(func() { err = ip(context.Background(), "netns", "del", n.name) })
-	return err
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil
+	}
+	n.closed = true
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.removeNamespace(ctx); err != nil {
+		return fmt.Errorf("lab network %s: %w", n.name, err)
+	}
+	return nil
+}
+
+// removeNamespace kills what runs in the namespace and deletes it; a
+// namespace that does not exist is not an error.
+func (n *Net) removeNamespace(ctx context.Context) error {
+	if _, err := os.Stat("/run/netns/" + n.name); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if out, err := exec.CommandContext(ctx, "ip", "netns", "pids", n.name).Output(); err == nil {
+		for _, f := range strings.Fields(string(out)) {
+			if pid, err := strconv.Atoi(f); err == nil && pid > 1 {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+	return ip(ctx, "netns", "del", n.name)
 }

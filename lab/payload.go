@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/firmware"
@@ -38,6 +39,12 @@ func Payload(ctx context.Context, arch boot.Arch, dir string) (kernel, initrd st
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", "", fmt.Errorf("payload: %w", err)
 	}
+	// Parallel tests share the cache: one fetches, the others wait.
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return "", "", fmt.Errorf("payload: %w", err)
+	}
+	defer unlock()
 	kernel = filepath.Join(dir, "vmlinuz-"+string(arch))
 	if _, err := os.Stat(kernel); err != nil {
 		if _, err := firmware.FetchKernel(ctx, firmware.Options{}, pkg[0], pkg[1], kernel); err != nil {
@@ -51,32 +58,103 @@ func Payload(ctx context.Context, arch boot.Arch, dir string) (kernel, initrd st
 	return kernel, initrd, nil
 }
 
-// buildInitrd compiles testinit for goarch and packs it as /init.
+// lockDir takes an exclusive lock on dir, for processes as well as
+// goroutines.
+func lockDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil
+}
+
+// AptKernels fetches the payload's kernels with apt instead, through
+// scripts/fetch-test-kernels.sh, into dir, and returns them by
+// architecture. It needs apt-get and dpkg-deb, and root the first time
+// on a machine that does not know arm64 packages yet.
+func AptKernels(ctx context.Context, dir string) (map[boot.Arch]string, error) {
+	_, self, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(self), "..", "scripts", "fetch-test-kernels.sh")
+	out, err := exec.CommandContext(ctx, "bash", script, dir).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("fetch kernels with apt: %w: %s", err, strings.TrimSpace(string(out)))
+	}
+	kernels := map[boot.Arch]string{}
+	for arch := range kernelPackages {
+		k := filepath.Join(dir, "vmlinuz-"+string(arch))
+		if _, err := os.Stat(k); err != nil {
+			return nil, fmt.Errorf("fetch kernels with apt: %w", err)
+		}
+		kernels[arch] = k
+	}
+	return kernels, nil
+}
+
+// buildInitrd compiles testinit for goarch and packs it as /init. The
+// archive replaces out atomically: parallel tests may be booting the old
+// one.
 func buildInitrd(ctx context.Context, goarch, out string) error {
 	_, self, _, _ := runtime.Caller(0)
 	src := filepath.Join(filepath.Dir(self), "testinit")
-	bin := out + ".init"
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, ".")
+	bin, err := os.CreateTemp(filepath.Dir(out), ".init-*")
+	if err != nil {
+		return fmt.Errorf("build test init: %w", err)
+	}
+	bin.Close()
+	defer os.Remove(bin.Name())
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin.Name(), ".")
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build test init for %s: %v: %s", goarch, err, b)
+		return fmt.Errorf("build test init for %s: %w: %s", goarch, err, b)
 	}
-	defer os.Remove(bin)
-	init, err := os.ReadFile(bin)
+	init, err := os.ReadFile(bin.Name())
 	if err != nil {
-		return err
+		return fmt.Errorf("build test init: %w", err)
 	}
 	var buf bytes.Buffer
-	w := NewCPIO(&buf)
-	w.Dir("dev", 0o755)
-	w.CharDev("dev/console", 0o600, 5, 1)
-	w.Dir("proc", 0o555)
-	w.File("init", 0o755, init)
-	if err := w.Close(); err != nil {
-		return err
+	if err := writeInitrd(&buf, init); err != nil {
+		return fmt.Errorf("build initrd: %w", err)
 	}
-	return os.WriteFile(out, buf.Bytes(), 0o644)
+	if old, err := os.ReadFile(out); err == nil && bytes.Equal(old, buf.Bytes()) {
+		return nil
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(out), ".initrd-*")
+	if err != nil {
+		return fmt.Errorf("write initrd: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(buf.Bytes()); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write initrd: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write initrd: %w", err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return fmt.Errorf("write initrd: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return fmt.Errorf("write initrd: %w", err)
+	}
+	return nil
+}
+
+// writeInitrd writes the payload's initramfs: /init and the two things
+// it needs before anything is mounted, /dev/console and /proc.
+func writeInitrd(w io.Writer, init []byte) error {
+	c := NewCPIO(w)
+	c.Dir("dev", 0o755)
+	// The kernel opens /dev/console for init's standard streams before
+	// init runs; without the node init starts with none.
+	c.CharDev("dev/console", 0o600, 5, 1)
+	c.Dir("proc", 0o555)
+	c.File("init", 0o755, init)
+	return c.Close()
 }
 
 // CPIO writes a newc ("070701") archive, the format the kernel unpacks

@@ -3,7 +3,6 @@ package lab
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +11,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
@@ -20,12 +21,21 @@ import (
 
 // Firmware kinds a VM can have.
 const (
-	FirmwareBIOS           = "bios"            // SeaBIOS, PXE through the NIC's option ROM
-	FirmwareUEFI           = "uefi"            // OVMF or AAVMF with their own PXE
-	FirmwareUEFISecureBoot = "uefi-secureboot" // OVMF enforcing Secure Boot with Microsoft's keys
+	// FirmwareBIOS is SeaBIOS booting from the NIC's option ROM. Debian's
+	// ROMs (package ipxe-qemu) are iPXE, so the client rackboot sees first
+	// is iPXE, not a vendor PXE ROM: Debian ships no plain PXE ROM.
+	FirmwareBIOS = "bios"
+	// FirmwareUEFI is OVMF (x86-64) or AAVMF (AArch64) with its own PXE
+	// client, as on real servers: the NIC carries no option ROM.
+	FirmwareUEFI = "uefi"
+	// FirmwareUEFISecureBoot is OVMF enforcing Secure Boot with
+	// Microsoft's keys enrolled: only signed loaders (shim) start.
+	FirmwareUEFISecureBoot = "uefi-secureboot"
 )
 
-// Firmware images from Debian's ovmf and qemu-efi-aarch64 packages.
+// Firmware images from Debian's ovmf, qemu-efi-aarch64, seabios and
+// ipxe-qemu packages. AAVMF_CODE.fd is QEMU_EFI.fd already padded to the
+// 64 MiB that the virt machine's flash bank needs.
 const (
 	ovmfCode       = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 	ovmfVars       = "/usr/share/OVMF/OVMF_VARS_4M.fd"
@@ -33,24 +43,48 @@ const (
 	ovmfSecureVars = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 	aavmfCode      = "/usr/share/AAVMF/AAVMF_CODE.fd"
 	aavmfVars      = "/usr/share/AAVMF/AAVMF_VARS.fd"
+	seabios        = "/usr/share/seabios/bios-256k.bin"
+	ipxeROMDir     = "/usr/lib/ipxe/qemu"
 )
 
-// VM is a QEMU machine on a lab network. Zero values are defaults.
+// NIC is one network card of a VM.
+type NIC struct {
+	MAC net.HardwareAddr
+	Tap string // a tap from Net.AddTap
+	// Model is the QEMU device: "virtio-net-pci" (the default) or
+	// "e1000". It picks the iPXE option ROM SeaBIOS boots from.
+	Model string
+}
+
+// VM is a QEMU machine, on a lab network or on none. Zero values are
+// defaults. QEMU always runs under TCG: KVM guests die with emulation
+// failures on the machines this was built on.
 type VM struct {
 	Name     string
-	Arch     boot.Arch
-	Firmware string
+	Arch     boot.Arch // boot.ArchX86_64 or boot.ArchAArch64
+	Firmware string    // FirmwareBIOS, FirmwareUEFI or FirmwareUEFISecureBoot; "" for a direct kernel boot
 	MAC      net.HardwareAddr
-	Tap      string
-	MemoryMB int    // default 1024
-	Disk     string // optional raw or qcow2 image
+	Tap      string // the first NIC's tap; none means no network
+	NIC      string // the first NIC's model, as NIC.Model
+	// ExtraNICs come after the first and are not booted from.
+	ExtraNICs []NIC
+	MemoryMB  int    // default 1024
+	CPUs      int    // default 1
+	Disk      string // optional disk image; qcow2 when named *.qcow2, else raw
+	// Kernel, Initrd and Append make QEMU load a kernel itself, skipping
+	// firmware and network boot: Firmware must be "".
+	Kernel, Initrd, Append string
 
 	cmd     *exec.Cmd
 	console *consoleBuffer
+	logFile *os.File
 	done    chan struct{}
+	waitErr error
 	stop    sync.Once
 }
 
+// consoleBuffer keeps all the serial output; the tests' consoles are a
+// few hundred kilobytes at most.
 type consoleBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
@@ -68,95 +102,215 @@ func (c *consoleBuffer) String() string {
 	return c.buf.String()
 }
 
-// Args returns the QEMU program and arguments for the VM. dir holds the
-// VM's writable firmware variables.
+func (v *VM) nics() []NIC {
+	var all []NIC
+	if v.Tap != "" || v.MAC != nil {
+		all = append(all, NIC{MAC: v.MAC, Tap: v.Tap, Model: v.NIC})
+	}
+	return append(all, v.ExtraNICs...)
+}
+
+// program is the QEMU binary for the VM's architecture.
+func (v *VM) program() (string, error) {
+	switch v.Arch {
+	case boot.ArchX86_64:
+		return "qemu-system-x86_64", nil
+	case boot.ArchAArch64:
+		return "qemu-system-aarch64", nil
+	}
+	return "", fmt.Errorf("vm %s: no QEMU for architecture %q", v.Name, v.Arch)
+}
+
+// firmwareFiles returns the read-only code image and the template of the
+// writable variables for the VM's flash, or "" for neither.
+func (v *VM) firmwareFiles() (code, vars string, err error) {
+	switch {
+	case v.Kernel != "" && v.Firmware == "":
+		return "", "", nil
+	case v.Kernel != "":
+		return "", "", fmt.Errorf("vm %s: a direct kernel boot takes no firmware, not %q", v.Name, v.Firmware)
+	case v.Arch == boot.ArchX86_64 && v.Firmware == FirmwareBIOS:
+		return "", "", nil
+	case v.Arch == boot.ArchX86_64 && v.Firmware == FirmwareUEFI:
+		return ovmfCode, ovmfVars, nil
+	case v.Arch == boot.ArchX86_64 && v.Firmware == FirmwareUEFISecureBoot:
+		return ovmfSecureCode, ovmfSecureVars, nil
+	case v.Arch == boot.ArchAArch64 && v.Firmware == FirmwareUEFI:
+		return aavmfCode, aavmfVars, nil
+	}
+	return "", "", fmt.Errorf("vm %s: no %s machine with firmware %q", v.Name, v.Arch, v.Firmware)
+}
+
+// romFile is the option ROM QEMU loads for a NIC model by default; only
+// SeaBIOS machines use it.
+func romFile(model string) string {
+	if model == "" {
+		model = "virtio-net-pci"
+	}
+	return filepath.Join(ipxeROMDir, "efi-"+strings.TrimSuffix(model, "-net-pci")+".rom")
+}
+
+// Args returns the QEMU program and arguments that start the VM, its
+// firmware variables in dir. Its serial console is QEMU's standard output.
 func (v *VM) Args(dir string) (string, []string, error) {
-	mem := v.MemoryMB
+	prog, err := v.program()
+	if err != nil {
+		return "", nil, err
+	}
+	code, _, err := v.firmwareFiles()
+	if err != nil {
+		return "", nil, err
+	}
+	nics := v.nics()
+	if v.Kernel == "" && len(nics) == 0 {
+		return "", nil, fmt.Errorf("vm %s: a network boot needs a NIC (Tap and MAC)", v.Name)
+	}
+	mem, cpus := v.MemoryMB, v.CPUs
 	if mem == 0 {
 		mem = 1024
 	}
-	if len(v.MAC) != 6 || v.Tap == "" {
-		return "", nil, errors.New("vm needs a MAC and a tap")
+	if cpus == 0 {
+		cpus = 1
 	}
-	nic := fmt.Sprintf("virtio-net-pci,netdev=n0,mac=%s", v.MAC)
-	args := []string{"-accel", "tcg", "-m", strconv.Itoa(mem), "-smp", "1", "-display", "none", "-monitor", "none",
-		"-serial", "stdio", "-no-reboot", "-netdev", "tap,id=n0,ifname=" + v.Tap + ",script=no,downscript=no"}
-	var prog string
-	pflash := func(code, vars string) {
-		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file="+code,
-			"-drive", "if=pflash,format=raw,file="+vars)
-	}
-	vars := filepath.Join(dir, v.Name+"-vars.fd")
+	args := []string{"-name", v.Name, "-accel", "tcg", "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
+		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"}
 	switch {
-	case v.Arch == boot.ArchX86_64 && v.Firmware == FirmwareBIOS:
-		// SeaBIOS PXE-boots through the NIC's option ROM (Debian's
-		// ipxe-qemu): the client that reaches rackboot is iPXE itself.
-		prog = "qemu-system-x86_64"
-		args = append(args, "-M", "pc", "-device", nic, "-boot", "n")
-	case v.Arch == boot.ArchX86_64 && v.Firmware == FirmwareUEFI:
-		prog = "qemu-system-x86_64"
-		args = append(args, "-M", "q35")
-		pflash(ovmfCode, vars)
-		// No option ROM: OVMF's own PXE does the boot, as on real servers.
-		args = append(args, "-device", nic+",romfile=", "-boot", "n")
-	case v.Arch == boot.ArchX86_64 && v.Firmware == FirmwareUEFISecureBoot:
-		prog = "qemu-system-x86_64"
-		args = append(args, "-M", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on")
-		pflash(ovmfSecureCode, vars)
-		args = append(args, "-device", nic+",romfile=", "-boot", "n")
-	case v.Arch == boot.ArchAArch64 && v.Firmware == FirmwareUEFI:
-		prog = "qemu-system-aarch64"
+	case v.Arch == boot.ArchAArch64:
 		args = append(args, "-M", "virt", "-cpu", "cortex-a57")
-		pflash(aavmfCode, vars)
-		args = append(args, "-device", nic+",romfile=")
+	case v.Firmware == FirmwareUEFISecureBoot:
+		// SMM keeps the variable store out of the OS's reach; without it
+		// OVMF's Secure Boot build does not start.
+		args = append(args, "-M", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on")
+	case v.Firmware == FirmwareBIOS:
+		// graphics=off makes SeaBIOS (and the option ROM it runs) write
+		// to the serial port: there is no screen to read.
+		args = append(args, "-M", "pc,graphics=off")
 	default:
-		return "", nil, fmt.Errorf("vm %s: no %s machine with %s firmware", v.Name, v.Arch, v.Firmware)
+		args = append(args, "-M", "q35")
+	}
+	if code != "" {
+		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file="+code,
+			"-drive", "if=pflash,format=raw,file="+v.varsPath(dir))
+	}
+	if len(nics) == 0 {
+		args = append(args, "-nic", "none")
+	}
+	for i, nic := range nics {
+		if len(nic.MAC) != 6 || nic.Tap == "" {
+			return "", nil, fmt.Errorf("vm %s: NIC %d needs a MAC and a tap", v.Name, i)
+		}
+		model := nic.Model
+		if model == "" {
+			model = "virtio-net-pci"
+		}
+		id := "n" + strconv.Itoa(i)
+		dev := fmt.Sprintf("%s,netdev=%s,mac=%s", model, id, nic.MAC)
+		if v.Firmware != FirmwareBIOS || i > 0 {
+			// UEFI firmware brings its own network stack and PXE client;
+			// an iPXE ROM would take the boot away from it.
+			dev += ",romfile="
+		}
+		args = append(args, "-netdev", "tap,id="+id+",ifname="+nic.Tap+",script=no,downscript=no", "-device", dev)
 	}
 	if v.Disk != "" {
-		args = append(args, "-drive", "if=virtio,file="+v.Disk)
+		format := "raw"
+		if strings.HasSuffix(v.Disk, ".qcow2") {
+			format = "qcow2"
+		}
+		args = append(args, "-drive", "if=virtio,format="+format+",file="+v.Disk)
+	}
+	if v.Kernel != "" {
+		args = append(args, "-kernel", v.Kernel)
+		if v.Initrd != "" {
+			args = append(args, "-initrd", v.Initrd)
+		}
+		if v.Append != "" {
+			args = append(args, "-append", v.Append)
+		}
+	} else if v.Arch == boot.ArchX86_64 {
+		args = append(args, "-boot", "n")
 	}
 	return prog, args, nil
 }
 
-func varsTemplate(v *VM) string {
-	switch {
-	case v.Arch == boot.ArchAArch64:
-		return aavmfVars
-	case v.Firmware == FirmwareUEFISecureBoot:
-		return ovmfSecureVars
-	case v.Firmware == FirmwareUEFI:
-		return ovmfVars
+func (v *VM) varsPath(dir string) string { return filepath.Join(dir, v.Name+"-vars.fd") }
+
+// Needs lists the programs and firmware files the VM needs on the host,
+// for Require.
+func (v *VM) Needs() []string {
+	prog, err := v.program()
+	if err != nil {
+		return nil
 	}
-	return ""
+	needs := []string{prog}
+	if code, vars, err := v.firmwareFiles(); err == nil && code != "" {
+		needs = append(needs, code, vars)
+	}
+	if v.Firmware == FirmwareBIOS {
+		needs = append(needs, seabios)
+		if nics := v.nics(); len(nics) > 0 {
+			needs = append(needs, romFile(nics[0].Model))
+		}
+	}
+	if len(v.nics()) > 0 {
+		needs = append(needs, "ip")
+	}
+	return needs
 }
 
-// Start powers the VM on inside the lab network. dir receives its
-// firmware variables; ctx bounds its life.
+// Start powers the VM on inside network n (nil: no network, for direct
+// kernel boots). dir receives its firmware variables and a copy of its
+// console, NAME.console. ctx bounds the VM's life.
 func (v *VM) Start(ctx context.Context, n *Net, dir string) error {
+	if v.cmd != nil {
+		return fmt.Errorf("vm %s: already started", v.Name)
+	}
 	prog, args, err := v.Args(dir)
 	if err != nil {
 		return err
 	}
-	if t := varsTemplate(v); t != "" {
-		if err := CopyFile(t, filepath.Join(dir, v.Name+"-vars.fd")); err != nil {
-			return fmt.Errorf("vm %s: firmware variables: %w", v.Name, err)
-		}
+	if n == nil && len(v.nics()) > 0 {
+		return fmt.Errorf("vm %s: has NICs but no lab network", v.Name)
 	}
 	if _, err := exec.LookPath(prog); err != nil {
-		return fmt.Errorf("vm %s: %s missing (apt-get install qemu-system-x86 qemu-system-arm): %w", v.Name, prog, err)
+		return fmt.Errorf("vm %s: %w (%s)", v.Name, err, installHint([]string{prog}))
 	}
-	v.console = &consoleBuffer{}
-	v.cmd = n.Command(ctx, prog, args...)
-	v.cmd.Stdout, v.cmd.Stderr = v.console, v.console
-	v.done = make(chan struct{})
-	if err := v.cmd.Start(); err != nil {
+	if _, vars, _ := v.firmwareFiles(); vars != "" {
+		// Each machine writes its own boot entries and variables.
+		if err := CopyFile(vars, v.varsPath(dir)); err != nil {
+			return fmt.Errorf("vm %s: firmware variables: %w (%s)", v.Name, err, installHint([]string{vars}))
+		}
+	}
+	log, err := os.Create(filepath.Join(dir, v.Name+".console"))
+	if err != nil {
 		return fmt.Errorf("vm %s: %w", v.Name, err)
 	}
-	go func() { v.cmd.Wait(); close(v.done) }()
+	v.console = &consoleBuffer{}
+	if n != nil {
+		v.cmd = n.Command(ctx, prog, args...)
+	} else {
+		v.cmd = exec.CommandContext(ctx, prog, args...)
+	}
+	w := io.MultiWriter(v.console, log)
+	v.cmd.Stdout, v.cmd.Stderr = w, w
+	v.cmd.WaitDelay = 5 * time.Second
+	v.done = make(chan struct{})
+	if err := v.cmd.Start(); err != nil {
+		log.Close()
+		close(v.done)
+		return fmt.Errorf("vm %s: start %s: %w", v.Name, prog, err)
+	}
+	v.logFile = log
+	go func() {
+		v.waitErr = v.cmd.Wait()
+		v.logFile.Close()
+		close(v.done)
+	}()
 	return nil
 }
 
-// Console returns everything the VM printed so far.
+// Console returns everything the VM printed so far: firmware, loaders,
+// kernel, and QEMU's own complaints.
 func (v *VM) Console() string {
 	if v.console == nil {
 		return ""
@@ -164,11 +318,14 @@ func (v *VM) Console() string {
 	return v.console.String()
 }
 
-// WaitFor waits until the console shows a line matching re and returns
-// it. It fails when ctx ends or the VM exits first, with the console's
+// WaitFor waits until the console shows text matching re and returns the
+// match. It fails when ctx ends or the VM stops first, with the console's
 // tail in the error.
 func (v *VM) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
-	tick := time.NewTicker(200 * time.Millisecond)
+	if v.done == nil {
+		return "", fmt.Errorf("vm %s: not started", v.Name)
+	}
+	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		if m := re.FindString(v.Console()); m != "" {
@@ -176,27 +333,68 @@ func (v *VM) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("vm %s: waiting for %q: %w; console ends:\n%s", v.Name, re, ctx.Err(), tail(v.Console(), 2000))
+			return "", fmt.Errorf("vm %s: wait for %q: %w; console ends:\n%s", v.Name, re, ctx.Err(), tail(v.Console(), 3000))
 		case <-v.done:
 			if m := re.FindString(v.Console()); m != "" {
 				return m, nil
 			}
-			return "", fmt.Errorf("vm %s exited before %q; console ends:\n%s", v.Name, re, tail(v.Console(), 2000))
+			return "", fmt.Errorf("vm %s: wait for %q: QEMU exited (%v); console ends:\n%s", v.Name, re, v.waitErr, tail(v.Console(), 3000))
 		case <-tick.C:
 		}
 	}
 }
 
-// Kill cuts the VM's power at once.
-func (v *VM) Kill() {
-	if v.cmd != nil && v.cmd.Process != nil {
-		v.cmd.Process.Kill()
-		<-v.done
+// Wait waits for QEMU to exit, as it does when the guest powers off.
+func (v *VM) Wait(ctx context.Context) error {
+	if v.done == nil {
+		return fmt.Errorf("vm %s: not started", v.Name)
+	}
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("vm %s: wait for power-off: %w", v.Name, ctx.Err())
+	case <-v.done:
+		if v.waitErr != nil {
+			return fmt.Errorf("vm %s: %w", v.Name, v.waitErr)
+		}
+		return nil
 	}
 }
 
-// Stop powers the VM off; it is safe to call more than once.
-func (v *VM) Stop() { v.stop.Do(v.Kill) }
+// Kill cuts the VM's power at once and waits for QEMU to go.
+func (v *VM) Kill() {
+	if v.cmd == nil || v.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-v.done:
+		return
+	default:
+	}
+	v.cmd.Process.Kill()
+	<-v.done
+}
+
+// Stop shuts QEMU down (SIGTERM, then SIGKILL after five seconds) and
+// waits for it. It is safe to call more than once and on a VM that never
+// started, so tests can defer it.
+func (v *VM) Stop() {
+	v.stop.Do(func() {
+		if v.cmd == nil || v.cmd.Process == nil {
+			return
+		}
+		select {
+		case <-v.done:
+			return
+		default:
+		}
+		v.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-v.done:
+		case <-time.After(5 * time.Second):
+			v.Kill()
+		}
+	})
+}
 
 func tail(s string, n int) string {
 	if len(s) > n {
@@ -209,16 +407,19 @@ func tail(s string, n int) string {
 func CopyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
-		return err
+		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	defer in.Close()
 	out, err := os.Create(dst)
 	if err != nil {
-		return err
+		return fmt.Errorf("copy %s: %w", src, err)
 	}
 	if _, err := io.Copy(out, in); err != nil {
 		out.Close()
-		return err
+		return fmt.Errorf("copy %s: %w", src, err)
 	}
-	return out.Close()
+	if err := out.Close(); err != nil {
+		return fmt.Errorf("copy %s: %w", src, err)
+	}
+	return nil
 }

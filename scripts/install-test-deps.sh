@@ -1,28 +1,43 @@
 #!/usr/bin/env bash
-# Installs the Debian packages rackboot's tests use: QEMU with OVMF and
-# AAVMF firmware, the iPXE option ROMs SeaBIOS boots from, the real DHCP and
-# TFTP clients and servers the tests talk to or compare with, and curl.
-# Idempotent and quiet: it runs apt only for what is missing.
+# Installs the Debian packages rackboot's tests use: QEMU with SeaBIOS,
+# OVMF and AAVMF firmware, the iPXE option ROMs SeaBIOS boots from and
+# Debian's iPXE loaders, the real DHCP and TFTP clients and servers the
+# tests talk to or compare with, and curl; and lets apt fetch arm64
+# packages (the AArch64 test kernel and loaders). Idempotent and quiet:
+# it changes nothing when all is there.
 set -euo pipefail
-pkgs=(qemu-system-x86 qemu-system-arm ovmf qemu-efi-aarch64 ipxe-qemu busybox tftp-hpa atftp
-      dnsmasq-base curl iproute2 tftpd-hpa)
+# dnsmasq-base and not dnsmasq: the latter starts a system-wide daemon
+# that would hold port 53 and 67; the tests run their own.
+pkgs=(qemu-system-x86 qemu-system-arm seabios ovmf qemu-efi-aarch64 ipxe ipxe-qemu
+      busybox udhcpc tftp-hpa tftpd-hpa atftp dnsmasq-base curl iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
+need_arm64=0
+dpkg --print-foreign-architectures | grep -qx arm64 || need_arm64=1
+if [ ${#missing[@]} -eq 0 ] && [ $need_arm64 -eq 0 ]; then
 	exit 0
 fi
 if [ "$(id -u)" != 0 ]; then
-	echo "the tests need these Debian packages: ${missing[*]}; run as root (sudo make test) to install them" >&2
+	echo "the tests need: ${missing[*]}${missing[*]:+ }$([ $need_arm64 -eq 1 ] && echo 'dpkg --add-architecture arm64'); run as root (sudo make deps)" >&2
 	exit 1
 fi
-echo "installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-# tftpd-hpa's package starts a daemon on port 69: keep it from starting.
-printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d.rackboot
-chmod +x /usr/sbin/policy-rc.d.rackboot
-if [ ! -e /usr/sbin/policy-rc.d ]; then cp /usr/sbin/policy-rc.d.rackboot /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT; fi
-rm -f /usr/sbin/policy-rc.d.rackboot
+if [ $need_arm64 -eq 1 ]; then
+	echo "adding the arm64 architecture to dpkg" >&2
+	dpkg --add-architecture arm64
+fi
 apt-get update -qq
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+echo "installing ${missing[*]}" >&2
+# tftpd-hpa's package starts a daemon on port 69 unless policy-rc.d says
+# no; an existing policy is left alone.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+	chmod +x /usr/sbin/policy-rc.d
+	trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
