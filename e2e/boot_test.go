@@ -90,20 +90,7 @@ func TestX86UEFIProxy(t *testing.T) {
 // PXE) in a namespace of its own, wired to the rig's bridge by a veth pair.
 func startSiteDHCP(t *testing.T, r *rig, addr, dhcpRange string) {
 	t.Helper()
-	ns := r.net.Name() + "d"
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-	}
-	run("ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	run("ip", "-n", r.net.Name(), "link", "add", "sitedhcp", "type", "veth", "peer", "name", "eth0", "netns", ns)
-	run("ip", "-n", r.net.Name(), "link", "set", "sitedhcp", "master", r.net.Bridge(), "up")
-	run("ip", "-n", ns, "addr", "add", addr, "dev", "eth0")
-	run("ip", "-n", ns, "link", "set", "eth0", "up")
-	run("ip", "-n", ns, "link", "set", "lo", "up")
+	ns := addHost(t, r, "d", addr).ns
 	leases := filepath.Join(t.TempDir(), "leases")
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "dnsmasq", "--no-daemon", "--port=0", "--interface=eth0",
