@@ -28,7 +28,6 @@ import (
 	"github.com/rackboot/rackboot/grub"
 	"github.com/rackboot/rackboot/httpboot"
 	"github.com/rackboot/rackboot/ipxe"
-	"github.com/rackboot/rackboot/store/sqlite"
 	"github.com/rackboot/rackboot/tftp"
 )
 
@@ -232,7 +231,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	st, err := sqlite.Open(ctx, filepath.Join(r.DataDir, DBFile))
+	st, err := OpenStore(ctx, r.DB, r.DataDir)
 	if err != nil {
 		return err
 	}

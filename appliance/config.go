@@ -26,6 +26,9 @@ type Config struct {
 	// DataDir holds the database, the admin token, the fetched boot
 	// loaders (firmware/) and the kernels and initrds (artifacts/).
 	DataDir string `yaml:"data_dir"`
+	// DB is the database: empty for SQLite in the data dir, or a
+	// postgres:// URL shared by several rackboot servers.
+	DB string `yaml:"db"`
 	// Interface is where DHCP listens and whose IPv4 address goes into
 	// replies and URLs unless ServerIP says otherwise.
 	Interface string `yaml:"interface"`

@@ -1,11 +1,13 @@
-// Package store defines rackboot's state: nodes and their interfaces,
-// DHCP leases and the boot trace of every node. The Store interface is what
-// the core uses; implementations (SQLite now, PostgreSQL beside it) live in
-// sub-packages and pass one conformance suite (storetest).
+// Package store defines rackboot's state: nodes and their interfaces, DHCP
+// leases, the boot trace of every node, lifecycle events, images, tasks,
+// users and tokens. The Store interface is what the core, the lifecycle and
+// the API use; implementations (SQLite, PostgreSQL) live in sub-packages and
+// pass one conformance suite (storetest).
 package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"time"
@@ -16,6 +18,11 @@ import (
 
 // ErrNotFound is returned when a node, or whatever a call names, does not exist.
 var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when a write lost a race: a transition whose
+// node is no longer in the state it was asked to leave, or a name that is
+// already taken.
+var ErrConflict = errors.New("conflict")
 
 // State is a node's place in its lifecycle.
 type State string
@@ -49,6 +56,161 @@ type Node struct {
 	MACs       []string // lower-case, colon-separated
 	FirstSeen  time.Time
 	LastSeen   time.Time
+
+	// Kind is "metal" or "vm".
+	Kind string
+	// Rack and Position (the rack unit, 0 unknown) place the node.
+	Rack     string
+	Position int
+	Tags     []string
+	// Owner is who drives the node's lifecycle: "rackboot" or "ironic".
+	Owner string
+	// Inventory is the agent's last report, stored as it came
+	// (agent/inventory's JSON); nil before the first inspection.
+	Inventory json.RawMessage
+	// GPUModels are the accelerator model names from the inventory, kept
+	// beside it so lists can filter on them.
+	GPUModels []string
+	// LastError is the reason of the last failure, cleared by a
+	// successful transition out of failed.
+	LastError string
+	// StateChanged is when State last changed.
+	StateChanged time.Time
+}
+
+// NodeFilter selects nodes in a listing. Zero fields match everything.
+type NodeFilter struct {
+	State State
+	Arch  boot.Arch
+	Rack  string
+	Tag   string
+	// GPU matches nodes with an accelerator whose model name contains it
+	// (case-insensitive).
+	GPU string
+	// Query matches id, name, MAC, rack or a tag (case-insensitive substring).
+	Query string
+	// After is a pagination cursor: the id of the last node of the previous page.
+	After string
+	// Limit is the page size; 0 means no limit.
+	Limit int
+}
+
+// NodePatch changes a node's descriptive fields; nil fields stay.
+type NodePatch struct {
+	Name     *string
+	Rack     *string
+	Position *int
+	Tags     *[]string
+	Owner    *string
+}
+
+// Event is one entry of the audit log: a lifecycle transition, an action,
+// or any mutating call, with who did it and why.
+type Event struct {
+	Seq    int64
+	Time   time.Time
+	NodeID string // empty for events about no node (a token created, say)
+	// Actor is who caused it: "user:NAME", "token:ID", "agent:NODE", "system".
+	Actor string
+	// Kind names what happened: "transition", "action", "audit", "task".
+	Kind    string
+	From    State
+	To      State
+	Reason  string
+	Message string
+}
+
+// EventFilter selects events; zero fields match everything.
+type EventFilter struct {
+	NodeID string
+	// After returns only events with a higher Seq (for pagination and
+	// for catching up a live stream).
+	After int64
+	// Limit is the most events returned (oldest first); 0 means 1000.
+	Limit int
+}
+
+// Image is a disk image in the catalog.
+type Image struct {
+	Name    string
+	Arch    boot.Arch
+	Format  string // as stored and served: "raw", "raw.gz", "raw.zst", "raw.xz"
+	Size    int64  // bytes of the stored file
+	SHA256  string // of the stored file
+	Source  string // where it came from: a URL or "upload:FILENAME"
+	Created time.Time
+}
+
+// TaskState is where a task stands.
+type TaskState string
+
+// Task states.
+const (
+	TaskPending TaskState = "pending"
+	TaskRunning TaskState = "running"
+	TaskDone    TaskState = "done"
+	TaskFailed  TaskState = "failed"
+)
+
+// Task is work for a node's agent: inspect, deploy, wipe, burn-in.
+type Task struct {
+	ID      string
+	NodeID  string
+	Kind    string
+	State   TaskState
+	Params  json.RawMessage
+	Result  json.RawMessage
+	Error   string
+	Created time.Time
+	Updated time.Time
+}
+
+// TaskFilter selects tasks; zero fields match everything.
+type TaskFilter struct {
+	NodeID string
+	State  TaskState
+	Limit  int
+}
+
+// Role is what a token or user may do.
+type Role string
+
+// Roles, from most to least powerful. RoleAgent is a node's agent, limited
+// to its own node.
+const (
+	RoleAdmin    Role = "admin"
+	RoleTech     Role = "tech"
+	RoleReadonly Role = "readonly"
+	RoleAgent    Role = "agent"
+)
+
+// User is a person who logs in to the web UI.
+type User struct {
+	Name         string
+	Role         Role
+	PasswordHash string // bcrypt
+	Created      time.Time
+}
+
+// Token is a bearer credential: an API token, a web session, or an
+// agent's token. Only the SHA-256 of the secret is stored.
+type Token struct {
+	ID   string
+	Hash string // hex SHA-256 of the secret
+	// Kind is "api", "session" or "agent".
+	Kind string
+	Name string // what it is for, as its creator said
+	Role Role
+	// User is the user a session or token belongs to, if any.
+	User string
+	// NodeID is the node an agent token is bound to.
+	NodeID string
+	// NodeState is the state the node was in when an agent token was
+	// issued: the token dies when the node leaves it.
+	NodeState State
+	Created   time.Time
+	// Expires is zero for tokens that do not expire.
+	Expires time.Time
 }
 
 // TraceEvent is a boot event stored against a node.
@@ -72,11 +234,64 @@ type Store interface {
 	Node(ctx context.Context, ref string) (Node, error)
 	// Nodes lists every node, oldest first.
 	Nodes(ctx context.Context) ([]Node, error)
+	// ListNodes lists the nodes a filter selects, ordered by id.
+	ListNodes(ctx context.Context, f NodeFilter) ([]Node, error)
 	// SetState moves a node to state. Whether the move is allowed is the
 	// lifecycle's business, not the store's.
 	SetState(ctx context.Context, id string, s State) error
+	// Transition moves a node from state from to state to and appends e
+	// (with From, To and NodeID filled in) in one transaction. It returns
+	// ErrConflict, changing nothing, if the node is no longer in from.
+	// lastError is stored as the node's LastError. The node's agent tokens
+	// die with the move.
+	Transition(ctx context.Context, id string, from, to State, lastError string, e Event) (Node, Event, error)
 	// SetSecureBoot sets or (nil) clears a node's Secure Boot override.
 	SetSecureBoot(ctx context.Context, id string, on *bool) error
+	// UpdateNode applies a patch. A name taken by another node is ErrConflict.
+	UpdateNode(ctx context.Context, id string, p NodePatch) (Node, error)
+	// SetInventory stores an inventory and the GPU models found in it.
+	SetInventory(ctx context.Context, id string, inv json.RawMessage, gpuModels []string) error
+	// DeleteNode removes a node with its interfaces, trace, tasks and
+	// tokens; its events stay in the audit log.
+	DeleteNode(ctx context.Context, id string) error
+	// CountNodes returns the number of nodes in each state.
+	CountNodes(ctx context.Context) (map[State]int, error)
+
+	// AddEvent appends to the audit log and returns the event as stored.
+	AddEvent(ctx context.Context, e Event) (Event, error)
+	// Events returns events a filter selects, oldest first.
+	Events(ctx context.Context, f EventFilter) ([]Event, error)
+
+	// CreateImage adds an image; a name already taken is ErrConflict.
+	CreateImage(ctx context.Context, im Image) error
+	Image(ctx context.Context, name string) (Image, error)
+	Images(ctx context.Context) ([]Image, error)
+	DeleteImage(ctx context.Context, name string) error
+
+	// CreateTask adds a task (ID filled in when empty) and returns it.
+	CreateTask(ctx context.Context, t Task) (Task, error)
+	Task(ctx context.Context, id string) (Task, error)
+	Tasks(ctx context.Context, f TaskFilter) ([]Task, error)
+	// UpdateTask stores a task's state, result and error.
+	UpdateTask(ctx context.Context, t Task) error
+
+	// PutUser creates or replaces a user.
+	PutUser(ctx context.Context, u User) error
+	User(ctx context.Context, name string) (User, error)
+	Users(ctx context.Context) ([]User, error)
+	// DeleteUser removes a user and every token of theirs.
+	DeleteUser(ctx context.Context, name string) error
+
+	// CreateToken stores a token (ID filled in when empty) and returns it.
+	CreateToken(ctx context.Context, t Token) (Token, error)
+	// TokenByHash finds a token by the hash of its secret.
+	TokenByHash(ctx context.Context, hash string) (Token, error)
+	// Tokens lists every token but sessions and agent tokens.
+	Tokens(ctx context.Context) ([]Token, error)
+	DeleteToken(ctx context.Context, id string) error
+	// DeleteTokens removes every token of a kind bound to a node (or, with
+	// nodeID empty, of a user), e.g. an agent's token when its node moves.
+	DeleteTokens(ctx context.Context, kind, nodeID, user string) error
 
 	// AddTrace appends a boot event to a node's trace.
 	AddTrace(ctx context.Context, nodeID string, e boot.Event) error

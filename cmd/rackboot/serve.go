@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/rackboot/rackboot/appliance"
@@ -23,6 +24,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	dhcpMode := fs.String("dhcp-mode", "", "authoritative, proxy (PXE answers only, beside an existing DHCP server; the default) or off")
 	dhcpRange := fs.String("dhcp-range", "", "FIRST-LAST: lease range on the interface's subnet (authoritative mode)")
 	secureBoot := fs.Bool("secure-boot", false, "send every x86-64 UEFI node down shim → GRUB instead of iPXE")
+	db := fs.String("db", "", "database: a postgres:// URL shared by several servers (default: SQLite in the data dir; env RACKBOOT_DB)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: rackboot serve [flags]\n\nRuns DHCP (ports 67 and 4011: needs root or CAP_NET_BIND_SERVICE and CAP_NET_RAW),\nTFTP (port 69), boot-time HTTP and the API.\n\nFlags:")
@@ -56,6 +58,10 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	override("tftp-addr", &cfg.TFTPAddr, *tftpAddr)
 	override("dhcp-mode", &cfg.DHCP.Mode, *dhcpMode)
 	override("log-level", &cfg.LogLevel, *logLevel)
+	if v := os.Getenv("RACKBOOT_DB"); v != "" && !set["db"] {
+		cfg.DB = v
+	}
+	override("db", &cfg.DB, *db)
 	if set["secure-boot"] {
 		cfg.SecureBoot = *secureBoot
 	}

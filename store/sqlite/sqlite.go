@@ -71,6 +71,67 @@ var migrations = []string{
 		options     TEXT NOT NULL
 	);
 	CREATE INDEX boot_events_node ON boot_events(node_id, seq);`,
+	`ALTER TABLE nodes ADD COLUMN kind TEXT NOT NULL DEFAULT 'metal';
+	ALTER TABLE nodes ADD COLUMN rack TEXT NOT NULL DEFAULT '';
+	ALTER TABLE nodes ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nodes ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+	ALTER TABLE nodes ADD COLUMN owner TEXT NOT NULL DEFAULT 'rackboot';
+	ALTER TABLE nodes ADD COLUMN inventory BLOB;
+	ALTER TABLE nodes ADD COLUMN gpu_models TEXT NOT NULL DEFAULT '[]';
+	ALTER TABLE nodes ADD COLUMN last_error TEXT NOT NULL DEFAULT '';
+	ALTER TABLE nodes ADD COLUMN state_changed INTEGER NOT NULL DEFAULT 0;
+	CREATE TABLE events (
+		seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+		time    INTEGER NOT NULL,
+		node_id TEXT NOT NULL,
+		actor   TEXT NOT NULL,
+		kind    TEXT NOT NULL,
+		from_state TEXT NOT NULL,
+		to_state   TEXT NOT NULL,
+		reason  TEXT NOT NULL,
+		message TEXT NOT NULL
+	);
+	CREATE INDEX events_node ON events(node_id, seq);
+	CREATE TABLE images (
+		name    TEXT PRIMARY KEY,
+		arch    TEXT NOT NULL,
+		format  TEXT NOT NULL,
+		size    INTEGER NOT NULL,
+		sha256  TEXT NOT NULL,
+		source  TEXT NOT NULL,
+		created INTEGER NOT NULL
+	);
+	CREATE TABLE tasks (
+		id      TEXT PRIMARY KEY,
+		node_id TEXT NOT NULL REFERENCES nodes(id) ON DELETE CASCADE,
+		kind    TEXT NOT NULL,
+		state   TEXT NOT NULL,
+		params  BLOB,
+		result  BLOB,
+		error   TEXT NOT NULL,
+		created INTEGER NOT NULL,
+		updated INTEGER NOT NULL
+	);
+	CREATE INDEX tasks_node ON tasks(node_id, created);
+	CREATE TABLE users (
+		name          TEXT PRIMARY KEY,
+		role          TEXT NOT NULL,
+		password_hash TEXT NOT NULL,
+		created       INTEGER NOT NULL
+	);
+	CREATE TABLE tokens (
+		id         TEXT PRIMARY KEY,
+		hash       TEXT NOT NULL UNIQUE,
+		kind       TEXT NOT NULL,
+		name       TEXT NOT NULL,
+		role       TEXT NOT NULL,
+		user_name  TEXT NOT NULL,
+		node_id    TEXT NOT NULL,
+		node_state TEXT NOT NULL,
+		created    INTEGER NOT NULL,
+		expires    INTEGER NOT NULL
+	);
+	CREATE INDEX tokens_node ON tokens(node_id);`,
 }
 
 // Store is a store.Store on one SQLite database file.
@@ -162,8 +223,8 @@ func (s *Store) EnrollClient(ctx context.Context, c boot.Client, now time.Time) 
 		case errors.Is(err, sql.ErrNoRows):
 			id = uuid.NewString()
 			created = true
-			if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (id, state, first_seen, last_seen) VALUES (?, ?, ?, ?)`,
-				id, store.StateDiscovered, now.UnixNano(), now.UnixNano()); err != nil {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO nodes (id, state, first_seen, last_seen, state_changed) VALUES (?, ?, ?, ?, ?)`,
+				id, store.StateDiscovered, now.UnixNano(), now.UnixNano(), now.UnixNano()); err != nil {
 				return err
 			}
 			if _, err := tx.ExecContext(ctx, `INSERT INTO interfaces (mac, node_id) VALUES (?, ?)`, mac, id); err != nil {
@@ -193,36 +254,62 @@ func (s *Store) EnrollClient(ctx context.Context, c boot.Client, now time.Time) 
 	return n, created, err
 }
 
-const nodeColumns = `id, name, arch, firmware, client_arch, state, secure_boot, uuid, first_seen, last_seen`
+const nodeColumns = `id, name, arch, firmware, client_arch, state, secure_boot, uuid, first_seen, last_seen,
+	kind, rack, position, tags, owner, inventory, gpu_models, last_error, state_changed`
 
 func (s *Store) scanNode(ctx context.Context, row interface{ Scan(...any) error }) (store.Node, error) {
-	var n store.Node
-	var arch, fw, state string
-	var ca int
-	var sb sql.NullInt64
-	var first, last int64
-	if err := row.Scan(&n.ID, &n.Name, &arch, &fw, &ca, &state, &sb, &n.UUID, &first, &last); err != nil {
+	n, err := scanNodeRow(row)
+	if err != nil {
 		return n, err
 	}
+	return n, s.fillMACs(ctx, &n)
+}
+
+func scanNodeRow(row interface{ Scan(...any) error }) (store.Node, error) {
+	var n store.Node
+	var arch, fw, state, tags, gpus string
+	var ca int
+	var sb sql.NullInt64
+	var first, last, changed int64
+	var inv []byte
+	if err := row.Scan(&n.ID, &n.Name, &arch, &fw, &ca, &state, &sb, &n.UUID, &first, &last,
+		&n.Kind, &n.Rack, &n.Position, &tags, &n.Owner, &inv, &gpus, &n.LastError, &changed); err != nil {
+		return n, err
+	}
+	if err := json.Unmarshal([]byte(tags), &n.Tags); err != nil {
+		return n, fmt.Errorf("tags: %w", err)
+	}
+	if err := json.Unmarshal([]byte(gpus), &n.GPUModels); err != nil {
+		return n, fmt.Errorf("gpu models: %w", err)
+	}
+	if len(inv) > 0 {
+		n.Inventory = json.RawMessage(inv)
+	}
+	n.StateChanged = time.Unix(0, changed).UTC()
 	n.Arch, n.Firmware, n.ClientArch, n.State = boot.Arch(arch), boot.Firmware(fw), boot.ClientArch(ca), store.State(state)
 	if sb.Valid {
 		on := sb.Int64 != 0
 		n.SecureBoot = &on
 	}
 	n.FirstSeen, n.LastSeen = time.Unix(0, first).UTC(), time.Unix(0, last).UTC()
+	return n, nil
+}
+
+func (s *Store) fillMACs(ctx context.Context, n *store.Node) error {
+	n.MACs = nil
 	rows, err := s.db.QueryContext(ctx, `SELECT mac FROM interfaces WHERE node_id = ? ORDER BY mac`, n.ID)
 	if err != nil {
-		return n, err
+		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var m string
 		if err := rows.Scan(&m); err != nil {
-			return n, err
+			return err
 		}
 		n.MACs = append(n.MACs, m)
 	}
-	return n, rows.Err()
+	return rows.Err()
 }
 
 // NodeByMAC implements store.Store.
@@ -289,7 +376,14 @@ func (s *Store) updateNode(ctx context.Context, op, id, set string, arg any) err
 
 // SetState implements store.Store.
 func (s *Store) SetState(ctx context.Context, id string, st store.State) error {
-	return s.updateNode(ctx, "set state of node", id, "state", string(st))
+	res, err := s.db.ExecContext(ctx, `UPDATE nodes SET state = ?, state_changed = ? WHERE id = ?`, string(st), time.Now().UnixNano(), id)
+	if err != nil {
+		return fmt.Errorf("set state of node %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("set state of node %s: %w", id, store.ErrNotFound)
+	}
+	return nil
 }
 
 // SetSecureBoot implements store.Store.

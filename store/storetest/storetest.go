@@ -33,6 +33,15 @@ func Run(t *testing.T, open Opener) {
 	t.Run("Trace", func(t *testing.T) { testTrace(t, open) })
 	t.Run("Leases", func(t *testing.T) { testLeases(t, open) })
 	t.Run("ConcurrentAllocate", func(t *testing.T) { testConcurrentAllocate(t, open) })
+	t.Run("ListNodes", func(t *testing.T) { testListNodes(t, open) })
+	t.Run("UpdateNode", func(t *testing.T) { testUpdateNode(t, open) })
+	t.Run("Transition", func(t *testing.T) { testTransition(t, open) })
+	t.Run("ConcurrentTransition", func(t *testing.T) { testConcurrentTransition(t, open) })
+	t.Run("DeleteNode", func(t *testing.T) { testDeleteNode(t, open) })
+	t.Run("Events", func(t *testing.T) { testEvents(t, open) })
+	t.Run("Images", func(t *testing.T) { testImages(t, open) })
+	t.Run("Tasks", func(t *testing.T) { testTasks(t, open) })
+	t.Run("UsersAndTokens", func(t *testing.T) { testUsersAndTokens(t, open) })
 }
 
 func testEnroll(t *testing.T, open Opener) {

@@ -1,0 +1,431 @@
+package storetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/store"
+)
+
+func enroll(t *testing.T, s store.Store, i int, arch boot.ClientArch) store.Node {
+	t.Helper()
+	n, _, err := s.EnrollClient(context.Background(), boot.Client{MAC: mac(i), Arch: arch}, time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func ids(nodes []store.Node) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.ID)
+	}
+	return out
+}
+
+func testListNodes(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	a := enroll(t, s, 1, boot.ClientX64UEFI)
+	b := enroll(t, s, 2, boot.ClientARM64UEFI)
+	c := enroll(t, s, 3, boot.ClientX86BIOS)
+	if _, err := s.UpdateNode(ctx, a.ID, store.NodePatch{Name: ptr("gpu-01"), Rack: ptr("R1"), Position: ptr(10), Tags: ptr([]string{"gpu", "hv"})}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateNode(ctx, b.ID, store.NodePatch{Rack: ptr("R2"), Tags: ptr([]string{"gpux"})}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetInventory(ctx, a.ID, json.RawMessage(`{"version":1}`), []string{"NVIDIA A100-SXM4-40GB"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetInventory(ctx, b.ID, json.RawMessage(`{"version":1}`), []string{"NVIDIA T4"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetState(ctx, c.ID, store.StateAvailable); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.ListNodes(ctx, store.NodeFilter{})
+	if err != nil || len(all) != 3 {
+		t.Fatalf("list all: %d nodes, %v", len(all), err)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i-1].ID >= all[i].ID {
+			t.Fatalf("list not ordered by id: %v", ids(all))
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		f    store.NodeFilter
+		want []string
+	}{
+		{"state", store.NodeFilter{State: store.StateAvailable}, []string{c.ID}},
+		{"arch", store.NodeFilter{Arch: boot.ArchAArch64}, []string{b.ID}},
+		{"rack", store.NodeFilter{Rack: "R1"}, []string{a.ID}},
+		{"tag is exact", store.NodeFilter{Tag: "gpu"}, []string{a.ID}},
+		{"gpu substring, any case", store.NodeFilter{GPU: "a100"}, []string{a.ID}},
+		{"gpu t4", store.NodeFilter{GPU: "T4"}, []string{b.ID}},
+		{"query name", store.NodeFilter{Query: "GPU-01"}, []string{a.ID}},
+		{"query mac", store.NodeFilter{Query: "52:54:00:00:00:03"}, []string{c.ID}},
+		{"query rack", store.NodeFilter{Query: "r2"}, []string{b.ID}},
+		{"nothing", store.NodeFilter{State: store.StateActive}, nil},
+		{"two filters", store.NodeFilter{Rack: "R1", Arch: boot.ArchAArch64}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.ListNodes(ctx, tc.f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, ids(got)); d != "" {
+				t.Errorf("ids (-want +got):\n%s", d)
+			}
+		})
+	}
+	// Pages of two, following the cursor, give every node once.
+	var paged []string
+	after := ""
+	for i := 0; i < 5; i++ {
+		page, err := s.ListNodes(ctx, store.NodeFilter{After: after, Limit: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		paged = append(paged, ids(page)...)
+		after = page[len(page)-1].ID
+	}
+	if d := cmp.Diff(ids(all), paged); d != "" {
+		t.Errorf("pages (-all +paged):\n%s", d)
+	}
+	got, err := s.Node(ctx, a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Inventory) != `{"version":1}` || !cmp.Equal(got.GPUModels, []string{"NVIDIA A100-SXM4-40GB"}) || got.Rack != "R1" || got.Position != 10 {
+		t.Errorf("node after patch and inventory: %+v", got)
+	}
+	if got.Kind != "metal" || got.Owner != "rackboot" {
+		t.Errorf("defaults: kind %q owner %q, want metal, rackboot", got.Kind, got.Owner)
+	}
+	counts, err := s.CountNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(map[store.State]int{store.StateDiscovered: 2, store.StateAvailable: 1}, counts); d != "" {
+		t.Errorf("counts (-want +got):\n%s", d)
+	}
+	if err := s.SetInventory(ctx, "nope", nil, nil); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("inventory of unknown node: %v, want ErrNotFound", err)
+	}
+}
+
+func testUpdateNode(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, reopen := open(t)
+	a := enroll(t, s, 1, boot.ClientX64UEFI)
+	b := enroll(t, s, 2, boot.ClientX64UEFI)
+	if _, err := s.UpdateNode(ctx, a.ID, store.NodePatch{Name: ptr("n1"), Owner: ptr("ironic")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateNode(ctx, b.ID, store.NodePatch{Name: ptr("n1")}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("second node named n1: %v, want ErrConflict", err)
+	}
+	// Renaming a node to its own name is no conflict.
+	if _, err := s.UpdateNode(ctx, a.ID, store.NodePatch{Name: ptr("n1")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateNode(ctx, "nope", store.NodePatch{Rack: ptr("R")}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown node: %v, want ErrNotFound", err)
+	}
+	n, err := s.UpdateNode(ctx, a.ID, store.NodePatch{Tags: ptr([]string{})})
+	if err != nil || len(n.Tags) != 0 || n.Name != "n1" || n.Owner != "ironic" {
+		t.Fatalf("empty tags patch: %+v, %v", n, err)
+	}
+	if reopen != nil {
+		s = reopen()
+	}
+	n, err = s.Node(ctx, "n1")
+	if err != nil || n.ID != a.ID || n.Owner != "ironic" {
+		t.Fatalf("after reopen: %+v %v", n, err)
+	}
+}
+
+func testTransition(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	a := enroll(t, s, 1, boot.ClientX64UEFI)
+	tok, err := s.CreateToken(ctx, store.Token{Hash: "agenthash", Kind: "agent", Role: store.RoleAgent, NodeID: a.ID, NodeState: store.StateDiscovered})
+	if err != nil {
+		t.Fatal(err)
+	}
+	when := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	n, e, err := s.Transition(ctx, a.ID, store.StateDiscovered, store.StateInspecting, "", store.Event{Time: when, Actor: "user:ann", Reason: "new node"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.State != store.StateInspecting || !n.StateChanged.Equal(when) {
+		t.Errorf("node after transition: state %s changed %v", n.State, n.StateChanged)
+	}
+	if e.Seq == 0 || e.NodeID != a.ID || e.From != store.StateDiscovered || e.To != store.StateInspecting || e.Kind != "transition" {
+		t.Errorf("event = %+v", e)
+	}
+	if _, err := s.TokenByHash(ctx, tok.Hash); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("agent token after its node moved: %v, want ErrNotFound", err)
+	}
+	// A transition from a state the node has left changes nothing.
+	if _, _, err := s.Transition(ctx, a.ID, store.StateDiscovered, store.StateAvailable, "", store.Event{Actor: "x"}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale transition: %v, want ErrConflict", err)
+	}
+	if _, _, err := s.Transition(ctx, "nope", store.StateDiscovered, store.StateAvailable, "", store.Event{}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown node: %v, want ErrNotFound", err)
+	}
+	n, _, err = s.Transition(ctx, a.ID, store.StateInspecting, store.StateFailed, "agent vanished", store.Event{Actor: "system"})
+	if err != nil || n.LastError != "agent vanished" {
+		t.Fatalf("to failed: %+v %v", n, err)
+	}
+	evs, err := s.Events(ctx, store.EventFilter{NodeID: a.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || evs[0].Reason != "new node" || evs[0].Actor != "user:ann" || !evs[0].Time.Equal(when) || evs[1].To != store.StateFailed {
+		t.Errorf("events = %+v", evs)
+	}
+}
+
+// testConcurrentTransition shows a transition is a compare-and-swap: of
+// many callers moving one node out of one state, exactly one wins.
+func testConcurrentTransition(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	a := enroll(t, s, 1, boot.ClientX64UEFI)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	won, lost := 0, 0
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, _, err := s.Transition(ctx, a.ID, store.StateDiscovered, store.StateInspecting, "", store.Event{Actor: fmt.Sprint("caller ", i)})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				won++
+			case errors.Is(err, store.ErrConflict):
+				lost++
+			default:
+				t.Errorf("caller %d: %v", i, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if won != 1 || lost != 15 {
+		t.Fatalf("won %d, lost %d; want 1 and 15", won, lost)
+	}
+	evs, _ := s.Events(ctx, store.EventFilter{NodeID: a.ID})
+	if len(evs) != 1 {
+		t.Fatalf("%d events, want 1", len(evs))
+	}
+}
+
+func testDeleteNode(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	a := enroll(t, s, 1, boot.ClientX64UEFI)
+	if _, _, err := s.Transition(ctx, a.ID, store.StateDiscovered, store.StateInspecting, "", store.Event{Actor: "system"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateTask(ctx, store.Task{NodeID: a.ID, Kind: "inspect"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddTrace(ctx, a.ID, boot.Event{Time: time.Now(), Proto: "dhcp", Kind: "discover"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteNode(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Node(ctx, a.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted node: %v", err)
+	}
+	if _, err := s.NodeByMAC(ctx, mac(1)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted node's MAC: %v", err)
+	}
+	if ts, _ := s.Tasks(ctx, store.TaskFilter{NodeID: a.ID}); len(ts) != 0 {
+		t.Fatalf("deleted node's tasks: %v", ts)
+	}
+	if evs, _ := s.Events(ctx, store.EventFilter{NodeID: a.ID}); len(evs) != 1 {
+		t.Fatalf("audit log lost the deleted node's events: %v", evs)
+	}
+	if err := s.DeleteNode(ctx, a.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	// The MAC enrolls afresh.
+	if n, created, err := s.EnrollClient(ctx, boot.Client{MAC: mac(1)}, time.Now()); err != nil || !created || n.ID == a.ID {
+		t.Fatalf("re-enroll: %+v %v %v", n, created, err)
+	}
+}
+
+func testEvents(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	var seqs []int64
+	for i := 0; i < 5; i++ {
+		node := "n1"
+		if i%2 == 1 {
+			node = "n2"
+		}
+		e, err := s.AddEvent(ctx, store.Event{NodeID: node, Actor: "user:a", Kind: "audit", Message: fmt.Sprint("m", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Time.IsZero() {
+			t.Fatal("event time not filled in")
+		}
+		if len(seqs) > 0 && e.Seq <= seqs[len(seqs)-1] {
+			t.Fatalf("seq %d after %d", e.Seq, seqs[len(seqs)-1])
+		}
+		seqs = append(seqs, e.Seq)
+	}
+	all, _ := s.Events(ctx, store.EventFilter{})
+	if len(all) != 5 || all[0].Message != "m0" || all[4].Message != "m4" {
+		t.Fatalf("all events: %+v", all)
+	}
+	n2, _ := s.Events(ctx, store.EventFilter{NodeID: "n2"})
+	if len(n2) != 2 || n2[0].Message != "m1" || n2[1].Message != "m3" {
+		t.Fatalf("n2 events: %+v", n2)
+	}
+	after, _ := s.Events(ctx, store.EventFilter{After: seqs[2], Limit: 1})
+	if len(after) != 1 || after[0].Message != "m3" {
+		t.Fatalf("after %d limit 1: %+v", seqs[2], after)
+	}
+}
+
+func testImages(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, reopen := open(t)
+	im := store.Image{Name: "debian-13", Arch: boot.ArchAArch64, Format: "raw.zst", Size: 1 << 30, SHA256: "ab12", Source: "https://example.invalid/d.raw.zst",
+		Created: time.Date(2026, 2, 2, 0, 0, 0, 0, time.UTC)}
+	if err := s.CreateImage(ctx, im); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateImage(ctx, im); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("same name twice: %v, want ErrConflict", err)
+	}
+	if reopen != nil {
+		s = reopen()
+	}
+	got, err := s.Image(ctx, "debian-13")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(im, got); d != "" {
+		t.Errorf("image (-want +got):\n%s", d)
+	}
+	if list, _ := s.Images(ctx); len(list) != 1 {
+		t.Errorf("images: %v", list)
+	}
+	if err := s.DeleteImage(ctx, "debian-13"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Image(ctx, "debian-13"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted image: %v", err)
+	}
+	if err := s.DeleteImage(ctx, "debian-13"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted twice: %v", err)
+	}
+}
+
+func testTasks(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	a := enroll(t, s, 1, boot.ClientX64UEFI)
+	t1, err := s.CreateTask(ctx, store.Task{NodeID: a.ID, Kind: "deploy", Params: json.RawMessage(`{"image":"x"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if t1.ID == "" || t1.State != store.TaskPending {
+		t.Fatalf("created task: %+v", t1)
+	}
+	t1.State, t1.Result = store.TaskDone, json.RawMessage(`{"bytes":10}`)
+	if err := s.UpdateTask(ctx, t1); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Task(ctx, t1.ID)
+	if err != nil || got.State != store.TaskDone || string(got.Result) != `{"bytes":10}` || string(got.Params) != `{"image":"x"}` {
+		t.Fatalf("task after update: %+v %v", got, err)
+	}
+	if _, err := s.CreateTask(ctx, store.Task{NodeID: a.ID, Kind: "wipe"}); err != nil {
+		t.Fatal(err)
+	}
+	pending, _ := s.Tasks(ctx, store.TaskFilter{NodeID: a.ID, State: store.TaskPending})
+	if len(pending) != 1 || pending[0].Kind != "wipe" {
+		t.Fatalf("pending tasks: %+v", pending)
+	}
+	if err := s.UpdateTask(ctx, store.Task{ID: "nope", State: store.TaskDone}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown task: %v", err)
+	}
+}
+
+func testUsersAndTokens(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	if err := s.PutUser(ctx, store.User{Name: "ann", Role: store.RoleTech, PasswordHash: "h1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutUser(ctx, store.User{Name: "ann", Role: store.RoleAdmin, PasswordHash: "h2"}); err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.User(ctx, "ann")
+	if err != nil || u.Role != store.RoleAdmin || u.PasswordHash != "h2" {
+		t.Fatalf("user: %+v %v", u, err)
+	}
+	exp := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	api, err := s.CreateToken(ctx, store.Token{Hash: "h-api", Kind: "api", Name: "ci", Role: store.RoleReadonly, User: "ann"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := s.CreateToken(ctx, store.Token{Hash: "h-sess", Kind: "session", Role: store.RoleAdmin, User: "ann", Expires: exp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateToken(ctx, store.Token{Hash: "h-api", Kind: "api"}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate hash: %v, want ErrConflict", err)
+	}
+	got, err := s.TokenByHash(ctx, "h-sess")
+	if err != nil || got.ID != sess.ID || !got.Expires.Equal(exp) || got.User != "ann" || got.Kind != "session" {
+		t.Fatalf("session by hash: %+v %v", got, err)
+	}
+	list, _ := s.Tokens(ctx)
+	if len(list) != 1 || list[0].ID != api.ID || !list[0].Expires.IsZero() {
+		t.Fatalf("tokens list (api only): %+v", list)
+	}
+	if err := s.DeleteTokens(ctx, "session", "", "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TokenByHash(ctx, "h-sess"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("session after logout: %v", err)
+	}
+	if err := s.DeleteUser(ctx, "ann"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TokenByHash(ctx, "h-api"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("token of deleted user: %v", err)
+	}
+	if _, err := s.User(ctx, "ann"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted user: %v", err)
+	}
+	if err := s.DeleteToken(ctx, api.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("delete gone token: %v", err)
+	}
+}
