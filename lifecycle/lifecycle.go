@@ -1,0 +1,319 @@
+// Package lifecycle is the node state machine, enforced in one place: the
+// actions people ask for (inspect, deploy, release, wipe, burn-in,
+// maintenance, reboot) and the outcomes agents report move a node between
+// states only along the edges below, each move recorded as an event with
+// its actor and reason, and each action that needs the agent queued as a
+// task for it.
+package lifecycle
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/rackboot/rackboot/store"
+)
+
+// Action is something a person or script asks of a node.
+type Action string
+
+// Actions.
+const (
+	Inspect     Action = "inspect"
+	Deploy      Action = "deploy"
+	Release     Action = "release"
+	Wipe        Action = "wipe"
+	Burnin      Action = "burnin"
+	Maintenance Action = "maintenance"
+	Reboot      Action = "reboot"
+)
+
+// Actions lists every action, in the order people meet them.
+var Actions = []Action{Inspect, Deploy, Release, Wipe, Burnin, Maintenance, Reboot}
+
+// edge is where an action may start and where it takes the node.
+type edge struct {
+	from []store.State
+	to   store.State
+	// task is the agent task the action queues ("" for none).
+	task string
+}
+
+// agentStates are the states in which the node runs the agent and takes
+// tasks from it.
+var agentStates = []store.State{store.StateInspecting, store.StateAvailable, store.StateDeploying,
+	store.StateCleaning, store.StateBurnin, store.StateFailed}
+
+var edges = map[Action]edge{
+	Inspect: {from: []store.State{store.StateDiscovered, store.StateAvailable, store.StateFailed}, to: store.StateInspecting, task: "inspect"},
+	Deploy:  {from: []store.State{store.StateAvailable}, to: store.StateDeploying, task: "deploy"},
+	Release: {from: []store.State{store.StateActive}, to: store.StateCleaning, task: "wipe"},
+	Wipe:    {from: []store.State{store.StateAvailable, store.StateFailed}, to: store.StateCleaning, task: "wipe"},
+	Burnin:  {from: []store.State{store.StateAvailable, store.StateFailed}, to: store.StateBurnin, task: "burnin"},
+	// Reboot changes no state: it asks the agent to restart the node.
+	Reboot: {from: agentStates, task: "reboot"},
+}
+
+// Params are an action's arguments, as the API's request body spells them.
+type Params struct {
+	Image    string `json:"image,omitempty"`    // deploy
+	Method   string `json:"method,omitempty"`   // wipe and release: quick or full
+	Duration string `json:"duration,omitempty"` // burnin, e.g. "30m"
+	On       *bool  `json:"on,omitempty"`       // maintenance
+	Reason   string `json:"reason,omitempty"`   // every action
+}
+
+// RefusedError is an action the node's state, or its arguments, do not
+// allow. The API answers it with 409.
+type RefusedError struct {
+	Action Action
+	State  store.State
+	Reason string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("%s refused: node is %s: %s", e.Action, e.State, e.Reason)
+}
+
+// InvalidError is an action with arguments that make no sense whatever the
+// state (an unknown action, a bad duration). The API answers it with 400.
+type InvalidError struct{ Msg string }
+
+func (e *InvalidError) Error() string { return e.Msg }
+
+// Machine applies actions and outcomes to nodes in a store.
+type Machine struct {
+	Store store.Store
+	// Notify, when set, is called with every event written, so live
+	// views hear of it at once.
+	Notify func(store.Event)
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+func (m *Machine) now() time.Time {
+	if m.Now != nil {
+		return m.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (m *Machine) notify(e store.Event) {
+	if m.Notify != nil {
+		m.Notify(e)
+	}
+}
+
+func names(states []store.State) string {
+	var s []string
+	for _, st := range states {
+		s = append(s, string(st))
+	}
+	if len(s) > 1 {
+		return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+	}
+	return strings.Join(s, "")
+}
+
+// Allowed reports the actions a node in state st may be asked for.
+func Allowed(st store.State) []Action {
+	var out []Action
+	for _, a := range Actions {
+		if a == Maintenance || slices.Contains(edges[a].from, st) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Do applies action a to the node ref names, on behalf of actor. It
+// returns the node as it now is and the event written.
+func (m *Machine) Do(ctx context.Context, ref string, a Action, p Params, actor string) (store.Node, store.Event, error) {
+	n, err := m.Store.Node(ctx, ref)
+	if err != nil {
+		return n, store.Event{}, fmt.Errorf("%s: %w", a, err)
+	}
+	if a == Maintenance {
+		return m.maintenance(ctx, n, p, actor)
+	}
+	e, ok := edges[a]
+	if !ok {
+		return n, store.Event{}, &InvalidError{fmt.Sprintf("unknown action %q: want one of %v", a, Actions)}
+	}
+	if !slices.Contains(e.from, n.State) {
+		return n, store.Event{}, &RefusedError{Action: a, State: n.State, Reason: fmt.Sprintf("%s needs the node %s", a, names(e.from))}
+	}
+	params, err := m.check(ctx, n, a, p)
+	if err != nil {
+		return n, store.Event{}, err
+	}
+	ev := store.Event{Time: m.now(), Actor: actor, Kind: "action", Reason: p.Reason, Message: string(a)}
+	if e.to == "" {
+		ev.NodeID, ev.From, ev.To = n.ID, n.State, n.State
+		if ev, err = m.Store.AddEvent(ctx, ev); err != nil {
+			return n, ev, fmt.Errorf("%s: %w", a, err)
+		}
+	} else {
+		n, ev, err = m.Store.Transition(ctx, n.ID, n.State, e.to, "", ev)
+		if errors.Is(err, store.ErrConflict) {
+			// Someone else moved the node between our read and write.
+			cur, _ := m.Store.Node(ctx, n.ID)
+			return cur, store.Event{}, &RefusedError{Action: a, State: cur.State, Reason: "the node changed state while the action was being applied"}
+		}
+		if err != nil {
+			return n, ev, fmt.Errorf("%s: %w", a, err)
+		}
+	}
+	m.notify(ev)
+	if e.task != "" {
+		if _, err := m.Store.CreateTask(ctx, store.Task{NodeID: n.ID, Kind: e.task, Params: params, Created: ev.Time}); err != nil {
+			return n, ev, fmt.Errorf("%s: queue %s task: %w", a, e.task, err)
+		}
+	}
+	return n, ev, nil
+}
+
+// check validates an action's arguments against the node and returns the
+// task's parameters.
+func (m *Machine) check(ctx context.Context, n store.Node, a Action, p Params) (json.RawMessage, error) {
+	task := map[string]any{}
+	switch a {
+	case Deploy:
+		if p.Image == "" {
+			return nil, &InvalidError{"deploy needs an image"}
+		}
+		im, err := m.Store.Image(ctx, p.Image)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, &RefusedError{Action: a, State: n.State, Reason: fmt.Sprintf("no image named %q", p.Image)}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("deploy: %w", err)
+		}
+		if n.Arch != "" && im.Arch != n.Arch {
+			return nil, &RefusedError{Action: a, State: n.State, Reason: fmt.Sprintf("image %s is %s, the node is %s", im.Name, im.Arch, n.Arch)}
+		}
+		task["image"], task["sha256"], task["format"], task["size"] = im.Name, im.SHA256, im.Format, im.Size
+	case Wipe, Release:
+		switch p.Method {
+		case "":
+			task["method"] = "quick"
+		case "quick", "full":
+			task["method"] = p.Method
+		default:
+			return nil, &InvalidError{fmt.Sprintf("wipe method %q: want quick or full", p.Method)}
+		}
+	case Burnin:
+		d := 30 * time.Minute
+		if p.Duration != "" {
+			var err error
+			if d, err = time.ParseDuration(p.Duration); err != nil || d <= 0 {
+				return nil, &InvalidError{fmt.Sprintf("burn-in duration %q: want a positive duration such as 30m", p.Duration)}
+			}
+		}
+		task["duration"] = d.String()
+	}
+	b, err := json.Marshal(task)
+	return b, err
+}
+
+// maintenance takes a node out of service, from any state, or puts it
+// back in the state it was taken from.
+func (m *Machine) maintenance(ctx context.Context, n store.Node, p Params, actor string) (store.Node, store.Event, error) {
+	if p.On == nil {
+		return n, store.Event{}, &InvalidError{`maintenance needs "on": true or false`}
+	}
+	ev := store.Event{Time: m.now(), Actor: actor, Kind: "action", Reason: p.Reason, Message: string(Maintenance)}
+	var to store.State
+	if *p.On {
+		if n.State == store.StateMaintenance {
+			return n, store.Event{}, &RefusedError{Action: Maintenance, State: n.State, Reason: "the node is already in maintenance"}
+		}
+		to = store.StateMaintenance
+		ev.Message = "maintenance on"
+	} else {
+		if n.State != store.StateMaintenance {
+			return n, store.Event{}, &RefusedError{Action: Maintenance, State: n.State, Reason: "the node is not in maintenance"}
+		}
+		prev, err := m.before(ctx, n.ID)
+		if err != nil {
+			return n, store.Event{}, fmt.Errorf("maintenance off: %w", err)
+		}
+		to = prev
+		ev.Message = "maintenance off"
+	}
+	n, ev, err := m.Store.Transition(ctx, n.ID, n.State, to, n.LastError, ev)
+	if errors.Is(err, store.ErrConflict) {
+		cur, _ := m.Store.Node(ctx, n.ID)
+		return cur, store.Event{}, &RefusedError{Action: Maintenance, State: cur.State, Reason: "the node changed state while the action was being applied"}
+	}
+	if err != nil {
+		return n, ev, err
+	}
+	m.notify(ev)
+	return n, ev, nil
+}
+
+// before finds the state a node entered maintenance from. A node whose
+// work was interrupted goes back to failed: its agent may be gone.
+func (m *Machine) before(ctx context.Context, id string) (store.State, error) {
+	var last store.Event
+	after := int64(0)
+	for {
+		evs, err := m.Store.Events(ctx, store.EventFilter{NodeID: id, After: after, Limit: 1000})
+		if err != nil {
+			return "", err
+		}
+		for _, e := range evs {
+			if e.To == store.StateMaintenance && e.From != store.StateMaintenance {
+				last = e
+			}
+		}
+		if len(evs) < 1000 {
+			break
+		}
+		after = evs[len(evs)-1].Seq
+	}
+	switch last.From {
+	case "":
+		return store.StateDiscovered, nil
+	case store.StateInspecting, store.StateDeploying, store.StateCleaning, store.StateBurnin:
+		return store.StateFailed, nil
+	}
+	return last.From, nil
+}
+
+// outcomes are the moves agents and the system make when work ends.
+var outcomes = map[store.State][]store.State{
+	store.StateInspecting: {store.StateAvailable, store.StateFailed},
+	store.StateDeploying:  {store.StateActive, store.StateFailed},
+	store.StateCleaning:   {store.StateAvailable, store.StateFailed},
+	store.StateBurnin:     {store.StateAvailable, store.StateFailed},
+}
+
+// Finish records the end of a node's work: from the busy state it is in
+// to the state the work leads to (available, active) or to failed with
+// reason as the node's last error.
+func (m *Machine) Finish(ctx context.Context, id string, from, to store.State, actor, reason string) (store.Node, error) {
+	if !slices.Contains(outcomes[from], to) {
+		n, _ := m.Store.Node(ctx, id)
+		return n, &RefusedError{Action: Action("finish"), State: from, Reason: fmt.Sprintf("work in state %s cannot end in %s", from, to)}
+	}
+	lastErr := ""
+	if to == store.StateFailed {
+		lastErr = reason
+	}
+	n, ev, err := m.Store.Transition(ctx, id, from, to, lastErr, store.Event{Time: m.now(), Actor: actor, Kind: "transition", Reason: reason})
+	if errors.Is(err, store.ErrConflict) {
+		cur, _ := m.Store.Node(ctx, id)
+		return cur, &RefusedError{Action: Action("finish"), State: cur.State, Reason: fmt.Sprintf("the node is no longer %s", from)}
+	}
+	if err != nil {
+		return n, err
+	}
+	m.notify(ev)
+	return n, nil
+}

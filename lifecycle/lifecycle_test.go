@@ -1,0 +1,209 @@
+package lifecycle
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/store"
+	"github.com/rackboot/rackboot/store/sqlite"
+)
+
+var allStates = []store.State{store.StateDiscovered, store.StateInspecting, store.StateAvailable, store.StateDeploying,
+	store.StateActive, store.StateCleaning, store.StateBurnin, store.StateFailed, store.StateMaintenance}
+
+func newMachine(t *testing.T) (*Machine, store.Store, *[]store.Event) {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	var heard []store.Event
+	return &Machine{Store: st, Notify: func(e store.Event) { heard = append(heard, e) }}, st, &heard
+}
+
+func node(t *testing.T, st store.Store, i int, arch boot.ClientArch, s store.State) store.Node {
+	t.Helper()
+	ctx := context.Background()
+	n, _, err := st.EnrollClient(ctx, boot.Client{MAC: net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)}, Arch: arch}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetState(ctx, n.ID, s); err != nil {
+		t.Fatal(err)
+	}
+	n.State = s
+	return n
+}
+
+// TestMatrix tries every action in every state: exactly the edges of the
+// state machine succeed, everything else is refused and changes nothing.
+func TestMatrix(t *testing.T) {
+	m, st, heard := newMachine(t)
+	ctx := context.Background()
+	if err := st.CreateImage(ctx, store.Image{Name: "img", Arch: boot.ArchX86_64, Format: "raw"}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[Action]map[store.State]store.State{
+		Inspect: {store.StateDiscovered: store.StateInspecting, store.StateAvailable: store.StateInspecting, store.StateFailed: store.StateInspecting},
+		Deploy:  {store.StateAvailable: store.StateDeploying},
+		Release: {store.StateActive: store.StateCleaning},
+		Wipe:    {store.StateAvailable: store.StateCleaning, store.StateFailed: store.StateCleaning},
+		Burnin:  {store.StateAvailable: store.StateBurnin, store.StateFailed: store.StateBurnin},
+		Reboot: {store.StateInspecting: store.StateInspecting, store.StateAvailable: store.StateAvailable, store.StateDeploying: store.StateDeploying,
+			store.StateCleaning: store.StateCleaning, store.StateBurnin: store.StateBurnin, store.StateFailed: store.StateFailed},
+	}
+	wantTask := map[Action]string{Inspect: "inspect", Deploy: "deploy", Release: "wipe", Wipe: "wipe", Burnin: "burnin", Reboot: "reboot"}
+	i := 0
+	for a, edges := range want {
+		for _, s := range allStates {
+			i++
+			n := node(t, st, i, boot.ClientX64UEFI, s)
+			t.Run(string(a)+"/"+string(s), func(t *testing.T) {
+				before := len(*heard)
+				got, ev, err := m.Do(ctx, n.ID, a, Params{Image: "img", Reason: "test"}, "user:t")
+				to, ok := edges[s]
+				tasks, _ := st.Tasks(ctx, store.TaskFilter{NodeID: n.ID})
+				if !ok {
+					var refused *RefusedError
+					if !errors.As(err, &refused) {
+						t.Fatalf("err = %v, want RefusedError", err)
+					}
+					cur, _ := st.Node(ctx, n.ID)
+					if cur.State != s || len(tasks) != 0 || len(*heard) != before {
+						t.Fatalf("a refused action changed things: state %s, %d tasks, %d events", cur.State, len(tasks), len(*heard)-before)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.State != to || ev.From != s || ev.To != to || ev.Actor != "user:t" || ev.Reason != "test" || ev.Seq == 0 {
+					t.Fatalf("node %s, event %+v; want %s", got.State, ev, to)
+				}
+				if len(*heard) != before+1 {
+					t.Fatalf("notified %d times, want once", len(*heard)-before)
+				}
+				if len(tasks) != 1 || tasks[0].Kind != wantTask[a] || tasks[0].State != store.TaskPending {
+					t.Fatalf("tasks = %+v, want one %s", tasks, wantTask[a])
+				}
+				if slices.Index(Allowed(s), a) < 0 {
+					t.Fatalf("Allowed(%s) = %v lacks %s", s, Allowed(s), a)
+				}
+			})
+		}
+	}
+}
+
+func TestDeployChecksImage(t *testing.T) {
+	m, st, _ := newMachine(t)
+	ctx := context.Background()
+	st.CreateImage(ctx, store.Image{Name: "arm", Arch: boot.ArchAArch64, Format: "raw.zst", SHA256: "aa", Size: 5})
+	st.CreateImage(ctx, store.Image{Name: "x86", Arch: boot.ArchX86_64, Format: "raw", SHA256: "bb", Size: 7})
+	n := node(t, st, 1, boot.ClientX64UEFI, store.StateAvailable)
+	for _, tc := range []struct {
+		image   string
+		refused bool
+		invalid bool
+	}{{"", false, true}, {"missing", true, false}, {"arm", true, false}} {
+		_, _, err := m.Do(ctx, n.ID, Deploy, Params{Image: tc.image}, "u")
+		var r *RefusedError
+		var inv *InvalidError
+		if errors.As(err, &r) != tc.refused || errors.As(err, &inv) != tc.invalid {
+			t.Errorf("image %q: err = %v", tc.image, err)
+		}
+	}
+	if cur, _ := st.Node(ctx, n.ID); cur.State != store.StateAvailable {
+		t.Fatalf("refused deploys moved the node to %s", cur.State)
+	}
+	if _, _, err := m.Do(ctx, n.ID, Deploy, Params{Image: "x86"}, "u"); err != nil {
+		t.Fatal(err)
+	}
+	tasks, _ := st.Tasks(ctx, store.TaskFilter{NodeID: n.ID})
+	var p map[string]any
+	json.Unmarshal(tasks[0].Params, &p)
+	if p["image"] != "x86" || p["sha256"] != "bb" || p["format"] != "raw" {
+		t.Fatalf("deploy task params = %s", tasks[0].Params)
+	}
+}
+
+func TestBadParams(t *testing.T) {
+	m, st, _ := newMachine(t)
+	ctx := context.Background()
+	n := node(t, st, 1, boot.ClientX64UEFI, store.StateAvailable)
+	for _, tc := range []struct {
+		a Action
+		p Params
+	}{
+		{Burnin, Params{Duration: "forever"}},
+		{Burnin, Params{Duration: "-5m"}},
+		{Wipe, Params{Method: "shred"}},
+		{Maintenance, Params{}},
+		{Action("explode"), Params{}},
+	} {
+		var inv *InvalidError
+		if _, _, err := m.Do(ctx, n.ID, tc.a, tc.p, "u"); !errors.As(err, &inv) {
+			t.Errorf("%s %+v: err = %v, want InvalidError", tc.a, tc.p, err)
+		}
+	}
+	if _, _, err := m.Do(ctx, "no-such-node", Inspect, Params{}, "u"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown node: %v", err)
+	}
+}
+
+func TestMaintenanceReturns(t *testing.T) {
+	m, st, _ := newMachine(t)
+	ctx := context.Background()
+	on, off := true, false
+	for _, tc := range []struct{ from, back store.State }{
+		{store.StateActive, store.StateActive},
+		{store.StateAvailable, store.StateAvailable},
+		// Work cut short by maintenance is not resumed: its agent may be gone.
+		{store.StateDeploying, store.StateFailed},
+	} {
+		n := node(t, st, int(time.Now().UnixNano()%60000), boot.ClientX64UEFI, tc.from)
+		if _, _, err := m.Do(ctx, n.ID, Maintenance, Params{On: &on, Reason: "fan"}, "u"); err != nil {
+			t.Fatal(err)
+		}
+		var r *RefusedError
+		if _, _, err := m.Do(ctx, n.ID, Maintenance, Params{On: &on}, "u"); !errors.As(err, &r) {
+			t.Fatalf("maintenance twice: %v", err)
+		}
+		if _, _, err := m.Do(ctx, n.ID, Deploy, Params{Image: "x"}, "u"); !errors.As(err, &r) {
+			t.Fatalf("deploy in maintenance: %v", err)
+		}
+		got, _, err := m.Do(ctx, n.ID, Maintenance, Params{On: &off}, "u")
+		if err != nil || got.State != tc.back {
+			t.Fatalf("from %s: back in %s (%v), want %s", tc.from, got.State, err, tc.back)
+		}
+	}
+}
+
+func TestFinish(t *testing.T) {
+	m, st, _ := newMachine(t)
+	ctx := context.Background()
+	n := node(t, st, 1, boot.ClientX64UEFI, store.StateDeploying)
+	var r *RefusedError
+	if _, err := m.Finish(ctx, n.ID, store.StateDeploying, store.StateAvailable, "agent", ""); !errors.As(err, &r) {
+		t.Fatalf("deploying → available: %v, want refused", err)
+	}
+	got, err := m.Finish(ctx, n.ID, store.StateDeploying, store.StateFailed, "agent:"+n.ID, "sha256 mismatch")
+	if err != nil || got.State != store.StateFailed || got.LastError != "sha256 mismatch" {
+		t.Fatalf("to failed: %+v %v", got, err)
+	}
+	// A second report of the same outcome finds the node moved on.
+	if _, err := m.Finish(ctx, n.ID, store.StateDeploying, store.StateActive, "agent", ""); !errors.As(err, &r) {
+		t.Fatalf("stale finish: %v", err)
+	}
+	got, err = m.Finish(ctx, node(t, st, 2, boot.ClientX64UEFI, store.StateInspecting).ID, store.StateInspecting, store.StateAvailable, "agent", "inventory in")
+	if err != nil || got.State != store.StateAvailable || got.LastError != "" {
+		t.Fatalf("inspect done: %+v %v", got, err)
+	}
+}
