@@ -1,232 +1,169 @@
-// Package api is rackboot's JSON HTTP API under /api/v1: nodes and their
-// boot traces. Every route needs a bearer token.
+// Package api is rackboot's JSON HTTP API under /api/v1: nodes, their
+// actions, boot traces and audit events (also live, as server-sent
+// events), images, tasks, users and tokens, with role-based access for
+// tokens and web sessions, an OpenAPI document generated from the same
+// route table that serves the requests, and Prometheus metrics.
 package api
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
-	"github.com/rackboot/rackboot/trace"
 )
 
-// Server serves the API.
+// Server serves the API. Set the fields, then call Handler once.
 type Server struct {
 	Store store.Store
-	// Token is the admin token every request must carry as
-	// "Authorization: Bearer <token>".
-	Token  string
-	Logger *slog.Logger
+	// BootstrapToken is an admin token that needs no database row (the
+	// one in the data dir), so a fresh install can be reached at all.
+	BootstrapToken string
+	Logger         *slog.Logger
+	// SecureCookies marks the session cookie Secure, for servers behind
+	// TLS.
+	SecureCookies bool
+	// SessionTTL is how long a web session lives (default 12 hours).
+	SessionTTL time.Duration
+	// Metrics, when set, writes more Prometheus metrics (DHCP, TFTP,
+	// HTTP counters) after the API's own.
+	Metrics func(w io.Writer)
+	// Version is reported by /api/v1/version.
+	Version string
+
+	once     sync.Once
+	machine  *lifecycle.Machine
+	broker   *Broker
+	handler  http.Handler
+	routes   []route
+	requests requestCounter
 }
 
-// Node is a node as the API shows it.
-type Node struct {
-	ID         string    `json:"id"`
-	Name       string    `json:"name"`
-	State      string    `json:"state"`
-	Arch       string    `json:"arch"`
-	Firmware   string    `json:"firmware"`
-	ClientArch string    `json:"client_arch"`
-	SecureBoot *bool     `json:"secure_boot"`
-	UUID       string    `json:"uuid,omitempty"`
-	MACs       []string  `json:"macs"`
-	FirstSeen  time.Time `json:"first_seen"`
-	LastSeen   time.Time `json:"last_seen"`
+// Machine returns the lifecycle the API applies actions with, so other
+// parts of the appliance (the agent endpoints) share its notifications.
+func (s *Server) Machine() *lifecycle.Machine {
+	s.init()
+	return s.machine
 }
 
-// Event is one stored boot event.
-type Event struct {
-	Seq        int64             `json:"seq"`
-	Time       time.Time         `json:"time"`
-	MAC        string            `json:"mac,omitempty"`
-	IP         string            `json:"ip,omitempty"`
-	Proto      string            `json:"proto"`
-	Kind       string            `json:"kind"`
-	File       string            `json:"file,omitempty"`
-	Bytes      int64             `json:"bytes"`
-	Size       int64             `json:"size"`
-	BlockSize  int               `json:"block_size,omitempty"`
-	WindowSize int               `json:"window_size,omitempty"`
-	Complete   bool              `json:"complete"`
-	Error      string            `json:"error,omitempty"`
-	Options    map[string]string `json:"options,omitempty"`
+// Broker returns the wake-up channel of the live event streams.
+func (s *Server) Broker() *Broker {
+	s.init()
+	return s.broker
 }
 
-// Trace is a node's boot trace: the boots with their verdicts, and the raw events.
-type Trace struct {
-	Node   string       `json:"node"`
-	Boots  []trace.Boot `json:"boots"`
-	Events []Event      `json:"events"`
+func (s *Server) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
 }
 
-// Error is the shape of every error response.
-type Error struct {
-	Error string `json:"error"`
-}
-
-// NodeFrom converts a stored node.
-func NodeFrom(n store.Node) Node {
-	return Node{ID: n.ID, Name: n.Name, State: string(n.State), Arch: string(n.Arch), Firmware: string(n.Firmware),
-		ClientArch: n.ClientArch.String(), SecureBoot: n.SecureBoot, UUID: n.UUID, MACs: n.MACs,
-		FirstSeen: n.FirstSeen, LastSeen: n.LastSeen}
-}
-
-// Handler returns the API's routes.
+// Handler returns the API's routes and /metrics.
 func (s *Server) Handler() http.Handler {
-	r := chi.NewRouter()
-	r.Use(s.auth)
-	r.Get("/api/v1/nodes", s.listNodes)
-	r.Get("/api/v1/nodes/{ref}", s.getNode)
-	r.Patch("/api/v1/nodes/{ref}", s.patchNode)
-	r.Get("/api/v1/nodes/{ref}/trace", s.getTrace)
-	r.NotFound(func(w http.ResponseWriter, r *http.Request) { writeError(w, http.StatusNotFound, "no such route") })
-	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
-	})
-	return r
+	s.init()
+	return s.handler
 }
 
-func (s *Server) auth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || s.Token == "" || subtle.ConstantTimeCompare([]byte(got), []byte(s.Token)) != 1 {
-			writeError(w, http.StatusUnauthorized, "missing or bad token")
-			return
+func (s *Server) init() {
+	s.once.Do(func() {
+		if s.SessionTTL == 0 {
+			s.SessionTTL = 12 * time.Hour
 		}
-		next.ServeHTTP(w, r)
+		s.broker = NewBroker()
+		s.machine = &lifecycle.Machine{Store: s.Store, Notify: func(store.Event) { s.broker.Publish() }}
+		s.routes = s.table()
+		r := chi.NewRouter()
+		r.Use(s.count)
+		for _, rt := range s.routes {
+			r.Method(rt.method, rt.pattern, s.wrap(rt))
+		}
+		r.Get("/metrics", s.metrics)
+		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusNotFound, "not_found", "no such route: "+r.URL.Path)
+		})
+		r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
+		})
+		s.handler = r
 	})
+}
+
+// ErrorBody is the shape of every error response.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail says what went wrong: Code is stable for programs, Message
+// is for people.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, Error{Error: msg})
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, ErrorBody{Error: ErrorDetail{Code: code, Message: msg}})
 }
 
-func (s *Server) storeError(w http.ResponseWriter, err error) {
-	if errors.Is(err, store.ErrNotFound) {
-		writeError(w, http.StatusNotFound, err.Error())
-		return
+// fail answers an error from the store or the lifecycle with its status.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var refused *lifecycle.RefusedError
+	var invalid *lifecycle.InvalidError
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", err.Error())
+	case errors.As(err, &refused):
+		writeError(w, http.StatusConflict, "conflict", refused.Error())
+	case errors.As(err, &invalid):
+		writeError(w, http.StatusBadRequest, "bad_request", invalid.Error())
+	case errors.Is(err, store.ErrConflict):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
+	default:
+		s.log().Error("api", "method", r.Method, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
 	}
-	if s.Logger != nil {
-		s.Logger.Error("api", "err", err)
-	}
-	writeError(w, http.StatusInternalServerError, err.Error())
 }
 
-func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
-	nodes, err := s.Store.Nodes(r.Context())
-	if err != nil {
-		s.storeError(w, err)
-		return
-	}
-	out := []Node{}
-	for _, n := range nodes {
-		out = append(out, NodeFrom(n))
-	}
-	writeJSON(w, http.StatusOK, out)
-}
-
-func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
-	n, err := s.Store.Node(r.Context(), chi.URLParam(r, "ref"))
-	if err != nil {
-		s.storeError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, NodeFrom(n))
-}
-
-// NodePatch is the body of PATCH /api/v1/nodes/{ref}. SecureBoot is "on",
-// "off" or "inherit" (take the subnet's setting).
-type NodePatch struct {
-	SecureBoot *string `json:"secure_boot,omitempty"`
-}
-
-func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {
-	var p NodePatch
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+// decode reads a JSON body of at most 1 MiB into v, refusing unknown
+// fields, so a typo is an error and not a silent no-op.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		writeError(w, http.StatusBadRequest, "bad JSON: "+err.Error())
-		return
-	}
-	n, err := s.Store.Node(r.Context(), chi.URLParam(r, "ref"))
-	if err != nil {
-		s.storeError(w, err)
-		return
-	}
-	if p.SecureBoot != nil {
-		var on *bool
-		switch *p.SecureBoot {
-		case "on", "off":
-			v := *p.SecureBoot == "on"
-			on = &v
-		case "inherit":
-		default:
-			writeError(w, http.StatusBadRequest, `secure_boot must be "on", "off" or "inherit"`)
-			return
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			writeError(w, http.StatusBadRequest, "bad_request", "the request needs a JSON body")
+			return false
 		}
-		if err := s.Store.SetSecureBoot(r.Context(), n.ID, on); err != nil {
-			s.storeError(w, err)
-			return
-		}
+		writeError(w, http.StatusBadRequest, "bad_request", "bad JSON: "+err.Error())
+		return false
 	}
-	if n, err = s.Store.Node(r.Context(), n.ID); err != nil {
-		s.storeError(w, err)
-		return
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, "bad_request", "bad JSON: more than one value in the body")
+		return false
 	}
-	writeJSON(w, http.StatusOK, NodeFrom(n))
+	return true
 }
 
-func (s *Server) getTrace(w http.ResponseWriter, r *http.Request) {
-	n, err := s.Store.Node(r.Context(), chi.URLParam(r, "ref"))
-	if err != nil {
-		s.storeError(w, err)
-		return
+// decodeOptional is decode for bodies that may be empty.
+func decodeOptional(w http.ResponseWriter, r *http.Request, v any) bool {
+	if r.ContentLength == 0 && r.Header.Get("Transfer-Encoding") == "" {
+		return true
 	}
-	limit := 1000
-	if v := r.URL.Query().Get("limit"); v != "" {
-		if limit, err = strconv.Atoi(v); err != nil || limit <= 0 {
-			writeError(w, http.StatusBadRequest, "limit must be a positive number")
-			return
-		}
-	}
-	events, err := s.Store.Trace(r.Context(), n.ID, limit)
-	if err != nil {
-		s.storeError(w, err)
-		return
-	}
-	out := Trace{Node: n.ID, Events: []Event{}, Boots: []trace.Boot{}}
-	raw := make([]boot.Event, 0, len(events))
-	for _, e := range events {
-		raw = append(raw, e.Event)
-		ae := Event{Seq: e.Seq, Time: e.Time, Proto: e.Proto, Kind: e.Kind, File: e.File, Bytes: e.Bytes, Size: e.Size,
-			BlockSize: e.BlockSize, WindowSize: e.WindowSize, Complete: e.Complete, Error: e.Error, Options: e.Options}
-		if len(e.MAC) > 0 {
-			ae.MAC = e.MAC.String()
-		}
-		if e.IP.IsValid() {
-			ae.IP = e.IP.String()
-		}
-		out.Events = append(out.Events, ae)
-	}
-	if b := trace.Summarize(raw); b != nil {
-		out.Boots = b
-	}
-	writeJSON(w, http.StatusOK, out)
+	return decode(w, r, v)
 }

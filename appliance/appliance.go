@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -294,9 +295,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Recorder:      c,
 		Logger:        log.With("proto", "http"),
 	}
+	if err := ensureAdminUser(ctx, st, r.DataDir, log); err != nil {
+		return err
+	}
+	var bootHTTP httpCounter
+	apiServer := &api.Server{Store: st, BootstrapToken: token, Logger: log.With("proto", "api"), Version: r.Version,
+		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}
 	mux := http.NewServeMux()
-	mux.Handle("/api/", (&api.Server{Store: st, Token: token, Logger: log}).Handler())
-	mux.Handle("/", hb.Handler())
+	mux.Handle("/api/", apiServer.Handler())
+	mux.Handle("/metrics", apiServer.Handler())
+	mux.Handle("/", bootHTTP.wrap(hb.Handler()))
 
 	for i := range dhcpServers {
 		s, conn := dhcpServers[i], dhcpConns[i]
@@ -307,7 +315,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 	warnMissing(log, r.DataDir)
 	log.Info("rackboot serving", "dhcp", r.DHCP.Mode, "interface", r.Interface, "server_ip", r.serverIP.String(),
-		"tftp", r.TFTPAddr, "http", r.baseURL, "api", r.baseURL+"/api/v1", "token_file", filepath.Join(r.DataDir, TokenFile))
+		"tftp", r.TFTPAddr, "http", r.baseURL, "ui", r.baseURL+"/ui/", "api", r.baseURL+"/api/v1",
+		"token_file", filepath.Join(r.DataDir, TokenFile), "password_file", filepath.Join(r.DataDir, PasswordFile))
 	err = g.Wait()
 	log.Info("rackboot stopped")
 	return err

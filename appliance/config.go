@@ -44,6 +44,8 @@ type Config struct {
 	// Cmdline is appended to every kernel command line rackboot hands out.
 	Cmdline  string `yaml:"kernel_cmdline"`
 	LogLevel string `yaml:"log_level"`
+	// Version is the binary's version, reported by the API.
+	Version string `yaml:"-"`
 }
 
 // DHCPConfig configures the DHCP server.

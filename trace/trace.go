@@ -42,6 +42,29 @@ const (
 	StageHandover       // fetched everything: the OS has it now
 )
 
+var stageNames = []string{"none", "dhcp", "offer", "loader", "config", "kernel", "initrd", "local", "handover"}
+
+func (s Stage) String() string {
+	if int(s) >= 0 && int(s) < len(stageNames) {
+		return stageNames[s]
+	}
+	return fmt.Sprintf("stage(%d)", int(s))
+}
+
+// MarshalText spells a stage as its name, as the API and UI show it.
+func (s Stage) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a stage's name.
+func (s *Stage) UnmarshalText(b []byte) error {
+	for i, n := range stageNames {
+		if n == string(b) {
+			*s = Stage(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown boot stage %q", b)
+}
+
 // Step is one event of a boot, as a person reads it.
 type Step struct {
 	Time   time.Time `json:"time"`

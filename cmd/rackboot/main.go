@@ -17,22 +17,35 @@ import (
 // version is stamped by the Makefile with -ldflags.
 var version = "dev"
 
-const usage = `rackboot: network boot and provisioning for x86-64 and AArch64 servers
+var usage = `rackboot: network boot and provisioning for x86-64 and AArch64 servers
 
 Usage:
   rackboot serve [flags]              run DHCP, TFTP, boot-time HTTP and the API
   rackboot firmware fetch [flags]     download and verify the boot loaders from Debian's archive
   rackboot firmware verify [flags]    check fetched boot loaders against their manifest
-  rackboot node list                  list nodes
+  rackboot node list [--state S --arch A --gpu MODEL --rack R --tag T --q TEXT]
+                                      list nodes
   rackboot node show NODE             show one node (id, name or MAC)
   rackboot node trace NODE            show a node's boots and where each one stopped
-  rackboot node set NODE --secure-boot on|off|inherit
-                                      choose the shim → GRUB path for an x86-64 UEFI node
+  rackboot node events NODE           show a node's audit log
+  rackboot node set NODE [--name N --rack R --position U --tags a,b --owner rackboot|ironic
+                         --secure-boot on|off|inherit]
+  rackboot node inspect|release|reboot NODE [--reason TEXT]
+  rackboot node deploy NODE --image NAME
+  rackboot node wipe NODE [--method quick|full]
+  rackboot node burnin NODE [--duration 30m]
+  rackboot node maintenance NODE on|off [--reason TEXT]
+  rackboot node delete NODE           forget a node (admin)
+  rackboot image list|show|delete     the image catalog
+  rackboot token create --name N --role admin|tech|readonly [--ttl 720h]
+                                      print a new API token (shown once)
+  rackboot token list|delete          API tokens (admin)
+  rackboot user add NAME --role R [--password-file F]
+                                      add a web UI user or reset their password
+  rackboot user list|delete           web UI users (admin)
   rackboot version                    print the version
 
-Client commands take --server URL and --token TOKEN (or RACKBOOT_SERVER and
-RACKBOOT_TOKEN; the token defaults to DATA_DIR/admin.token when readable) and
---output table|json.
+` + clientHelp + `
 
 Run "rackboot COMMAND -h" for a command's flags.
 `
@@ -70,6 +83,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return firmwareCmd(ctx, args[1:], stdout, stderr)
 	case "node":
 		return nodeCmd(ctx, args[1:], stdout, stderr)
+	case "image":
+		return imageCmd(ctx, args[1:], stdout, stderr)
+	case "token":
+		return tokenCmd(ctx, args[1:], stdout, stderr)
+	case "user":
+		return userCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rackboot", version)
 		return nil

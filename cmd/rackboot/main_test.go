@@ -30,7 +30,7 @@ func TestUsage(t *testing.T) {
 		{args: []string{"serve", "--log-level", "loud", "--server-ip", "10.0.0.1", "--dhcp-mode", "off"}, usage: true, errText: "--log-level"},
 		{args: []string{"serve", "--dhcp-mode", "rogue", "--server-ip", "10.0.0.1"}, errText: "want authoritative, proxy or off"},
 		{args: []string{"firmware"}, usage: true, errText: "want fetch or verify"},
-		{args: []string{"node"}, usage: true, errText: "want list, show, trace or set"},
+		{args: []string{"node"}, usage: true, errText: "want list, show, trace, events, set, delete"},
 		{args: []string{"node", "show"}, usage: true, errText: "which node?"},
 		{args: []string{"node", "set", "n1"}, usage: true, errText: "nothing to set"},
 		{args: []string{"node", "wobble", "n1", "--server", "http://127.0.0.1:1"}, usage: true, errText: "unknown command"},
@@ -73,16 +73,24 @@ func TestClientToken(t *testing.T) {
 		got = r.Header.Get("Authorization")
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusNotFound)
-		w.Write([]byte(`{"error":"node \"x\": not found"}`))
+		w.Write([]byte(`{"error":{"code":"not_found","message":"node \"x\": not found"}}`))
 	}))
 	defer srv.Close()
 	t.Setenv("RACKBOOT_TOKEN", "")
+	t.Setenv("RACKBOOT_SERVER", "")
+	t.Setenv("RACKBOOT_CONFIG", filepath.Join(dir, "none.yaml"))
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), []string{"node", "show", "x", "--server", srv.URL, "--data-dir", dir}, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), `client config`) {
+		t.Errorf("a missing RACKBOOT_CONFIG file: err %v", err)
+	}
+	t.Setenv("RACKBOOT_CONFIG", "")
+	t.Setenv("HOME", dir)
+	err = run(context.Background(), []string{"node", "show", "x", "--server", srv.URL, "--data-dir", dir}, &stdout, &stderr)
 	if got != "Bearer tok123" {
 		t.Errorf("Authorization %q", got)
 	}
-	if err == nil || !strings.Contains(err.Error(), `node "x": not found (404)`) {
+	if err == nil || !strings.Contains(err.Error(), `node "x": not found (404 not_found)`) {
 		t.Errorf("err %v", err)
 	}
 }

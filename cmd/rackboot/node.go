@@ -1,163 +1,198 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/lifecycle"
 )
-
-// client talks to a running rackboot's API.
-type client struct {
-	server, token, output string
-	tokenFile             func() string
-	http                  *http.Client
-}
-
-func clientFlags(fs *flag.FlagSet) *client {
-	c := &client{http: &http.Client{Timeout: 30 * time.Second}}
-	fs.StringVar(&c.server, "server", envOr("RACKBOOT_SERVER", "http://127.0.0.1:8080"), "rackboot server URL (env RACKBOOT_SERVER)")
-	fs.StringVar(&c.token, "token", os.Getenv("RACKBOOT_TOKEN"), "API token (env RACKBOOT_TOKEN; default: the admin token in --data-dir)")
-	fs.StringVar(&c.output, "output", "table", "output format: table or json")
-	dataDir := fs.String("data-dir", envOr("RACKBOOT_DATA_DIR", "data"), "data dir to read admin.token from when no token is given")
-	c.tokenFile = func() string { return filepath.Join(*dataDir, "admin.token") }
-	return c
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-func (c *client) do(ctx context.Context, method, path string, body, out any) error {
-	if c.token == "" {
-		if b, err := os.ReadFile(c.tokenFile()); err == nil {
-			c.token = strings.TrimSpace(string(b))
-		}
-	}
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.server, "/")+path, rd)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
-		var e api.Error
-		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("%s %s: %s (%d)", method, path, e.Error, resp.StatusCode)
-		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
-	}
-	return json.Unmarshal(b, out)
-}
-
-func (c *client) print(w io.Writer, v any, table func(*tabwriter.Writer)) error {
-	switch c.output {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(v)
-	case "table":
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		table(tw)
-		return tw.Flush()
-	}
-	return usageError{fmt.Sprintf("--output %q: want table or json", c.output)}
-}
 
 func nodeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"node: want list, show, trace or set"}
+		return usageError{"node: want list, show, trace, events, set, delete or an action (inspect, deploy, release, wipe, burnin, maintenance, reboot)"}
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("node "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := clientFlags(fs)
-	secureBoot := ""
-	if sub == "set" {
-		fs.StringVar(&secureBoot, "secure-boot", "", "on, off or inherit (the subnet's setting)")
+	var f struct {
+		state, arch, gpu, rack, tag, q                        string
+		name, setRack, tags, owner, secureBoot, image, method string
+		duration, reason                                      string
+		position                                              int
 	}
-	// Let the node reference come before or after the flags.
-	var ref string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		ref, args = args[0], args[1:]
+	set := map[string]bool{}
+	switch sub {
+	case "list":
+		fs.StringVar(&f.state, "state", "", "only nodes in this state")
+		fs.StringVar(&f.arch, "arch", "", "only x86_64 or aarch64 nodes")
+		fs.StringVar(&f.gpu, "gpu", "", "only nodes with a GPU whose model contains this")
+		fs.StringVar(&f.rack, "rack", "", "only nodes in this rack")
+		fs.StringVar(&f.tag, "tag", "", "only nodes with this tag")
+		fs.StringVar(&f.q, "q", "", "search id, name, MAC, rack, tags and GPU models")
+	case "set":
+		fs.StringVar(&f.name, "name", "", "the node's name")
+		fs.StringVar(&f.setRack, "rack", "", "the rack it is in")
+		fs.IntVar(&f.position, "position", 0, "its rack unit")
+		fs.StringVar(&f.tags, "tags", "", "comma-separated tags (replaces them all)")
+		fs.StringVar(&f.owner, "owner", "", "rackboot or ironic")
+		fs.StringVar(&f.secureBoot, "secure-boot", "", "on, off or inherit (the subnet's setting)")
+	case "deploy":
+		fs.StringVar(&f.image, "image", "", "the image to write (required)")
+	case "wipe", "release":
+		fs.StringVar(&f.method, "method", "quick", "quick (signatures and partition tables) or full (every block)")
+	case "burnin":
+		fs.StringVar(&f.duration, "duration", "30m", "how long to run")
 	}
-	if err := fs.Parse(args); err != nil {
+	if lifecycle.Action(sub) == lifecycle.Maintenance || isAction(sub) {
+		fs.StringVar(&f.reason, "reason", "", "why, for the audit log")
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if ref == "" && fs.NArg() > 0 {
-		ref = fs.Arg(0)
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	ref := ""
+	if len(pos) > 0 {
+		ref = pos[0]
 	}
 	if sub != "list" && ref == "" {
 		return usageError{"node " + sub + ": which node? (id, name or MAC)"}
 	}
+	path := "/api/v1/nodes/" + url.PathEscape(ref)
 	switch sub {
 	case "list":
-		var nodes []api.Node
-		if err := c.do(ctx, "GET", "/api/v1/nodes", nil, &nodes); err != nil {
-			return err
+		q := url.Values{}
+		for k, v := range map[string]string{"state": f.state, "arch": f.arch, "gpu": f.gpu, "rack": f.rack, "tag": f.tag, "q": f.q} {
+			if v != "" {
+				q.Set(k, v)
+			}
 		}
-		return c.print(stdout, nodes, func(tw *tabwriter.Writer) {
-			fmt.Fprintln(tw, "ID\tNAME\tSTATE\tARCH\tFIRMWARE\tMACS\tLAST SEEN")
-			for _, n := range nodes {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, n.Name, n.State, n.Arch, n.Firmware, strings.Join(n.MACs, ","), n.LastSeen.Format(time.RFC3339))
+		var all []api.Node
+		for {
+			var page api.NodeList
+			if err := c.do(ctx, "GET", "/api/v1/nodes?"+q.Encode(), nil, &page); err != nil {
+				return err
+			}
+			all = append(all, page.Items...)
+			if page.NextCursor == "" {
+				break
+			}
+			q.Set("cursor", page.NextCursor)
+		}
+		if all == nil {
+			all = []api.Node{}
+		}
+		return c.print(stdout, all, func(tw *tabwriter.Writer) {
+			fmt.Fprintln(tw, "ID\tNAME\tSTATE\tARCH\tRACK\tGPUS\tMACS\tLAST SEEN")
+			for _, n := range all {
+				place := orDash(n.Rack)
+				if n.Position > 0 {
+					place += fmt.Sprintf(" U%d", n.Position)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, orDash(n.Name), n.State, orDash(n.Arch), place,
+					orDash(strings.Join(n.GPUModels, ",")), strings.Join(n.MACs, ","), ts(n.LastSeen))
 			}
 		})
 	case "show":
 		var n api.Node
-		if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(ref), nil, &n); err != nil {
+		if err := c.do(ctx, "GET", path, nil, &n); err != nil {
 			return err
 		}
 		return c.print(stdout, n, func(tw *tabwriter.Writer) { showNode(tw, n) })
 	case "trace":
 		var tr api.Trace
-		if err := c.do(ctx, "GET", "/api/v1/nodes/"+url.PathEscape(ref)+"/trace", nil, &tr); err != nil {
+		if err := c.do(ctx, "GET", path+"/trace", nil, &tr); err != nil {
 			return err
 		}
 		return c.print(stdout, tr, func(tw *tabwriter.Writer) { showTrace(tw, tr) })
+	case "events":
+		var evs api.EventList
+		if err := c.do(ctx, "GET", "/api/v1/events?limit=1000&node="+url.QueryEscape(ref), nil, &evs); err != nil {
+			return err
+		}
+		return c.print(stdout, evs.Items, func(tw *tabwriter.Writer) { showEvents(tw, evs.Items) })
 	case "set":
-		if secureBoot == "" {
-			return usageError{"node set: nothing to set (--secure-boot on|off|inherit)"}
+		var p api.NodePatch
+		if set["name"] {
+			p.Name = &f.name
+		}
+		if set["rack"] {
+			p.Rack = &f.setRack
+		}
+		if set["position"] {
+			p.Position = &f.position
+		}
+		if set["tags"] {
+			tags := []string{}
+			for _, t := range strings.Split(f.tags, ",") {
+				if t = strings.TrimSpace(t); t != "" {
+					tags = append(tags, t)
+				}
+			}
+			p.Tags = &tags
+		}
+		if set["owner"] {
+			p.Owner = &f.owner
+		}
+		if set["secure-boot"] {
+			p.SecureBoot = &f.secureBoot
+		}
+		if len(set) == 0 || (len(set) == 1 && (set["server"] || set["token"])) {
+			return usageError{"node set: nothing to set (--name, --rack, --position, --tags, --owner, --secure-boot)"}
 		}
 		var n api.Node
-		if err := c.do(ctx, "PATCH", "/api/v1/nodes/"+url.PathEscape(ref), api.NodePatch{SecureBoot: &secureBoot}, &n); err != nil {
+		if err := c.do(ctx, "PATCH", path, p, &n); err != nil {
 			return err
 		}
 		return c.print(stdout, n, func(tw *tabwriter.Writer) { showNode(tw, n) })
+	case "delete":
+		if err := c.do(ctx, "DELETE", path, nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "deleted node %s\n", ref)
+		return nil
 	}
-	return usageError{fmt.Sprintf("node: unknown command %q", sub)}
+	if !isAction(sub) {
+		return usageError{fmt.Sprintf("node: unknown command %q", sub)}
+	}
+	p := lifecycle.Params{Image: f.image, Duration: f.duration, Reason: f.reason}
+	if set["method"] || sub == "wipe" || sub == "release" {
+		p.Method = f.method
+	}
+	if sub == "deploy" && f.image == "" {
+		return usageError{"node deploy: which image? (--image NAME)"}
+	}
+	if sub == "maintenance" {
+		if len(pos) != 2 || (pos[1] != "on" && pos[1] != "off") {
+			return usageError{"node maintenance NODE on|off [--reason TEXT]"}
+		}
+		on := pos[1] == "on"
+		p.On = &on
+	}
+	var res api.ActionResult
+	if err := c.do(ctx, "POST", path+"/actions/"+sub, p, &res); err != nil {
+		return err
+	}
+	return c.print(stdout, res, func(tw *tabwriter.Writer) {
+		fmt.Fprintf(tw, "%s: %s → %s\n", res.Node.ID, res.Event.From, res.Event.To)
+	})
+}
+
+func isAction(s string) bool {
+	for _, a := range lifecycle.Actions {
+		if string(a) == s {
+			return true
+		}
+	}
+	return false
 }
 
 func showNode(tw *tabwriter.Writer, n api.Node) {
@@ -165,12 +200,33 @@ func showNode(tw *tabwriter.Writer, n api.Node) {
 	if n.SecureBoot != nil {
 		sb = map[bool]string{true: "on", false: "off"}[*n.SecureBoot]
 	}
+	place := orDash(n.Rack)
+	if n.Position > 0 {
+		place += fmt.Sprintf(", unit %d", n.Position)
+	}
 	for _, kv := range [][2]string{
-		{"ID", n.ID}, {"Name", n.Name}, {"State", n.State}, {"Arch", n.Arch}, {"Firmware", n.Firmware},
-		{"Last client type", n.ClientArch}, {"Secure Boot path", sb}, {"UUID", n.UUID},
-		{"MACs", strings.Join(n.MACs, ", ")}, {"First seen", n.FirstSeen.Format(time.RFC3339)}, {"Last seen", n.LastSeen.Format(time.RFC3339)},
+		{"ID", n.ID}, {"Name", orDash(n.Name)}, {"State", n.State}, {"Since", ts(n.StateChanged)}, {"Last error", orDash(n.LastError)},
+		{"Arch", orDash(n.Arch)}, {"Firmware", orDash(n.Firmware)}, {"Last client type", n.ClientArch}, {"Secure Boot path", sb},
+		{"UUID", orDash(n.UUID)}, {"MACs", strings.Join(n.MACs, ", ")}, {"Rack", place}, {"Tags", orDash(strings.Join(n.Tags, ", "))},
+		{"Owner", n.Owner}, {"GPUs", orDash(strings.Join(n.GPUModels, ", "))}, {"Actions", strings.Join(n.Actions, ", ")},
+		{"First seen", ts(n.FirstSeen)}, {"Last seen", ts(n.LastSeen)},
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+	}
+}
+
+func showEvents(tw *tabwriter.Writer, evs []api.Event) {
+	fmt.Fprintln(tw, "SEQ\tTIME\tACTOR\tKIND\tCHANGE\tREASON / MESSAGE")
+	for _, e := range evs {
+		change := "-"
+		if e.From != "" || e.To != "" {
+			change = e.From + " → " + e.To
+		}
+		msg := e.Reason
+		if e.Message != "" {
+			msg = strings.TrimSpace(e.Message + " " + e.Reason)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", e.Seq, ts(e.Time), e.Actor, e.Kind, change, orDash(msg))
 	}
 }
 

@@ -73,6 +73,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return usageError{fmt.Sprintf("serve: --log-level %q: want debug, info, warn or error", cfg.LogLevel)}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Version = version
 	return appliance.Run(ctx, cfg, logger)
 }
 

@@ -1,0 +1,272 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/lifecycle"
+	"github.com/rackboot/rackboot/store"
+	"github.com/rackboot/rackboot/trace"
+)
+
+// Node is a node as the API shows it. Inventory is only in single-node
+// answers, not in lists.
+type Node struct {
+	ID           string          `json:"id"`
+	Name         string          `json:"name"`
+	Kind         string          `json:"kind"`
+	State        string          `json:"state"`
+	Arch         string          `json:"arch"`
+	Firmware     string          `json:"firmware"`
+	ClientArch   string          `json:"client_arch"`
+	SecureBoot   *bool           `json:"secure_boot"`
+	UUID         string          `json:"uuid,omitempty"`
+	MACs         []string        `json:"macs"`
+	Rack         string          `json:"rack"`
+	Position     int             `json:"position"`
+	Tags         []string        `json:"tags"`
+	Owner        string          `json:"owner"`
+	GPUModels    []string        `json:"gpu_models"`
+	LastError    string          `json:"last_error"`
+	Actions      []string        `json:"actions"`
+	StateChanged time.Time       `json:"state_changed"`
+	FirstSeen    time.Time       `json:"first_seen"`
+	LastSeen     time.Time       `json:"last_seen"`
+	Inventory    json.RawMessage `json:"inventory,omitempty"`
+}
+
+// NodeFrom converts a stored node, without its inventory.
+func NodeFrom(n store.Node) Node {
+	out := Node{ID: n.ID, Name: n.Name, Kind: n.Kind, State: string(n.State), Arch: string(n.Arch), Firmware: string(n.Firmware),
+		ClientArch: n.ClientArch.String(), SecureBoot: n.SecureBoot, UUID: n.UUID, MACs: n.MACs,
+		Rack: n.Rack, Position: n.Position, Tags: n.Tags, Owner: n.Owner, GPUModels: n.GPUModels, LastError: n.LastError,
+		Actions: []string{}, StateChanged: n.StateChanged, FirstSeen: n.FirstSeen, LastSeen: n.LastSeen}
+	for _, a := range lifecycle.Allowed(n.State) {
+		out.Actions = append(out.Actions, string(a))
+	}
+	for _, p := range []*[]string{&out.MACs, &out.Tags, &out.GPUModels} {
+		if *p == nil {
+			*p = []string{}
+		}
+	}
+	return out
+}
+
+// NodeList is a page of nodes. NextCursor, when not empty, fetches the
+// next page as ?cursor=.
+type NodeList struct {
+	Items      []Node `json:"items"`
+	NextCursor string `json:"next_cursor"`
+}
+
+// limit reads ?limit= (default def, at most 1000).
+func limit(w http.ResponseWriter, r *http.Request, def int) (int, bool) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 || n > 1000 {
+		writeError(w, http.StatusBadRequest, "bad_request", "limit must be a number from 1 to 1000")
+		return 0, false
+	}
+	return n, true
+}
+
+func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	n, ok := limit(w, r, 100)
+	if !ok {
+		return
+	}
+	f := store.NodeFilter{State: store.State(q.Get("state")), Arch: boot.Arch(q.Get("arch")), Rack: q.Get("rack"),
+		Tag: q.Get("tag"), GPU: q.Get("gpu"), Query: q.Get("q"), After: q.Get("cursor"), Limit: n + 1}
+	nodes, err := s.Store.ListNodes(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := NodeList{Items: []Node{}}
+	if len(nodes) > n {
+		nodes = nodes[:n]
+		out.NextCursor = nodes[n-1].ID
+	}
+	for _, nd := range nodes {
+		out.Items = append(out.Items, NodeFrom(nd))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) node(w http.ResponseWriter, r *http.Request) (store.Node, bool) {
+	n, err := s.Store.Node(r.Context(), chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return n, false
+	}
+	return n, true
+}
+
+func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	out := NodeFrom(n)
+	out.Inventory = n.Inventory
+	writeJSON(w, http.StatusOK, out)
+}
+
+// NodePatch is the body of PATCH /api/v1/nodes/{id}: each field present
+// is set. SecureBoot is "on", "off" or "inherit" (the subnet's setting).
+type NodePatch struct {
+	Name       *string   `json:"name,omitempty"`
+	Rack       *string   `json:"rack,omitempty"`
+	Position   *int      `json:"position,omitempty"`
+	Tags       *[]string `json:"tags,omitempty"`
+	Owner      *string   `json:"owner,omitempty"`
+	SecureBoot *string   `json:"secure_boot,omitempty"`
+}
+
+func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {
+	var p NodePatch
+	if !decode(w, r, &p) {
+		return
+	}
+	if p.Owner != nil && *p.Owner != "rackboot" && *p.Owner != "ironic" {
+		writeError(w, http.StatusBadRequest, "bad_request", `owner must be "rackboot" or "ironic"`)
+		return
+	}
+	if p.Position != nil && (*p.Position < 0 || *p.Position > 100) {
+		writeError(w, http.StatusBadRequest, "bad_request", "position is a rack unit from 0 (unknown) to 100")
+		return
+	}
+	var sb *bool
+	if p.SecureBoot != nil {
+		switch *p.SecureBoot {
+		case "on", "off":
+			v := *p.SecureBoot == "on"
+			sb = &v
+		case "inherit":
+		default:
+			writeError(w, http.StatusBadRequest, "bad_request", `secure_boot must be "on", "off" or "inherit"`)
+			return
+		}
+	}
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	n, err := s.Store.UpdateNode(r.Context(), n.ID, store.NodePatch{Name: p.Name, Rack: p.Rack, Position: p.Position, Tags: p.Tags, Owner: p.Owner})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if p.SecureBoot != nil {
+		if err := s.Store.SetSecureBoot(r.Context(), n.ID, sb); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if n, err = s.Store.Node(r.Context(), n.ID); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, NodeFrom(n))
+}
+
+func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	if err := s.Store.DeleteNode(r.Context(), n.ID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ActionResult is the answer to a node action.
+type ActionResult struct {
+	Node  Node  `json:"node"`
+	Event Event `json:"event"`
+}
+
+func (s *Server) action(w http.ResponseWriter, r *http.Request) {
+	var p lifecycle.Params
+	if !decodeOptional(w, r, &p) {
+		return
+	}
+	a := lifecycle.Action(chi.URLParam(r, "action"))
+	n, ev, err := s.machine.Do(r.Context(), chi.URLParam(r, "id"), a, p, principal(r).Actor)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ActionResult{Node: NodeFrom(n), Event: EventFrom(ev)})
+}
+
+// BootEvent is one stored boot event.
+type BootEvent struct {
+	Seq        int64             `json:"seq"`
+	Time       time.Time         `json:"time"`
+	MAC        string            `json:"mac,omitempty"`
+	IP         string            `json:"ip,omitempty"`
+	Proto      string            `json:"proto"`
+	Kind       string            `json:"kind"`
+	File       string            `json:"file,omitempty"`
+	Bytes      int64             `json:"bytes"`
+	Size       int64             `json:"size"`
+	BlockSize  int               `json:"block_size,omitempty"`
+	WindowSize int               `json:"window_size,omitempty"`
+	Complete   bool              `json:"complete"`
+	Error      string            `json:"error,omitempty"`
+	Options    map[string]string `json:"options,omitempty"`
+}
+
+// Trace is a node's boot trace: the boots with their verdicts, and the
+// raw events.
+type Trace struct {
+	Node   string       `json:"node"`
+	Boots  []trace.Boot `json:"boots"`
+	Events []BootEvent  `json:"events"`
+}
+
+func (s *Server) getTrace(w http.ResponseWriter, r *http.Request) {
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	lim, ok := limit(w, r, 1000)
+	if !ok {
+		return
+	}
+	events, err := s.Store.Trace(r.Context(), n.ID, lim)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := Trace{Node: n.ID, Events: []BootEvent{}, Boots: []trace.Boot{}}
+	raw := make([]boot.Event, 0, len(events))
+	for _, e := range events {
+		raw = append(raw, e.Event)
+		be := BootEvent{Seq: e.Seq, Time: e.Time, Proto: e.Proto, Kind: e.Kind, File: e.File, Bytes: e.Bytes, Size: e.Size,
+			BlockSize: e.BlockSize, WindowSize: e.WindowSize, Complete: e.Complete, Error: e.Error, Options: e.Options}
+		if len(e.MAC) > 0 {
+			be.MAC = e.MAC.String()
+		}
+		if e.IP.IsValid() {
+			be.IP = e.IP.String()
+		}
+		out.Events = append(out.Events, be)
+	}
+	if b := trace.Summarize(raw); b != nil {
+		out.Boots = b
+	}
+	writeJSON(w, http.StatusOK, out)
+}

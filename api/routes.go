@@ -1,0 +1,74 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/rackboot/rackboot/lifecycle"
+	"github.com/rackboot/rackboot/store"
+)
+
+// route is one API operation. The same table serves requests and writes
+// the OpenAPI document, so the two cannot drift apart.
+type route struct {
+	method, pattern string
+	// role is the least role allowed; "" needs no credentials.
+	role    store.Role
+	summary string
+	// query lists the query parameters the route reads.
+	query []string
+	// in and out are the request and response body types (nil: none).
+	in, out any
+	status  int
+	// audited routes write their own events (node actions, login).
+	audited bool
+	h       http.HandlerFunc
+}
+
+func (s *Server) table() []route {
+	ro, tech, admin := store.RoleReadonly, store.RoleTech, store.RoleAdmin
+	return []route{
+		{method: "POST", pattern: "/api/v1/login", summary: "Log in to the web UI: sets the session cookie", in: Login{}, out: WhoAmI{}, status: 200, audited: true, h: s.login},
+		{method: "POST", pattern: "/api/v1/logout", role: ro, summary: "End the web session", status: 204, audited: true, h: s.logout},
+		{method: "GET", pattern: "/api/v1/whoami", role: ro, summary: "Who the caller is, with the CSRF token of a web session", out: WhoAmI{}, status: 200, h: s.whoami},
+		{method: "GET", pattern: "/api/v1/version", role: ro, summary: "The server's version", out: Version{}, status: 200, h: s.version},
+		{method: "GET", pattern: "/api/v1/openapi.json", summary: "This document", out: map[string]any{}, status: 200, h: s.openapi},
+
+		{method: "GET", pattern: "/api/v1/nodes", role: ro, summary: "List nodes, filtered and paginated",
+			query: []string{"state", "arch", "gpu", "rack", "tag", "q", "limit", "cursor"}, out: NodeList{}, status: 200, h: s.listNodes},
+		{method: "GET", pattern: "/api/v1/nodes/{id}", role: ro, summary: "A node with its inventory (id, name or MAC)", out: Node{}, status: 200, h: s.getNode},
+		{method: "PATCH", pattern: "/api/v1/nodes/{id}", role: tech, summary: "Set a node's name, rack place, tags, owner or Secure Boot path", in: NodePatch{}, out: Node{}, status: 200, h: s.patchNode},
+		{method: "DELETE", pattern: "/api/v1/nodes/{id}", role: admin, summary: "Forget a node (its events stay in the audit log)", status: 204, h: s.deleteNode},
+		{method: "POST", pattern: "/api/v1/nodes/{id}/actions/{action}", role: tech, summary: "Act on a node: " + actionNames() + "; 409 when its state does not allow it",
+			in: lifecycle.Params{}, out: ActionResult{}, status: 200, audited: true, h: s.action},
+		{method: "GET", pattern: "/api/v1/nodes/{id}/trace", role: ro, summary: "The node's boot trace: boots with verdicts, and raw events", query: []string{"limit"}, out: Trace{}, status: 200, h: s.getTrace},
+
+		{method: "GET", pattern: "/api/v1/events", role: ro, summary: "The audit log, oldest first", query: []string{"node", "after", "limit"}, out: EventList{}, status: 200, h: s.listEvents},
+		{method: "GET", pattern: "/api/v1/events/stream", role: ro, summary: "The audit log live, as server-sent events (event: event, id: seq)", query: []string{"node", "after"}, out: Event{}, status: 200, h: s.streamEvents},
+
+		{method: "GET", pattern: "/api/v1/images", role: ro, summary: "List images", out: ImageList{}, status: 200, h: s.listImages},
+		{method: "GET", pattern: "/api/v1/images/{name}", role: ro, summary: "An image", out: Image{}, status: 200, h: s.getImage},
+		{method: "DELETE", pattern: "/api/v1/images/{name}", role: admin, summary: "Delete an image", status: 204, h: s.deleteImage},
+
+		{method: "GET", pattern: "/api/v1/tasks", role: ro, summary: "List agent tasks", query: []string{"node", "state", "limit"}, out: TaskList{}, status: 200, h: s.listTasks},
+		{method: "GET", pattern: "/api/v1/tasks/{tid}", role: ro, summary: "An agent task", out: Task{}, status: 200, h: s.getTask},
+
+		{method: "GET", pattern: "/api/v1/tokens", role: admin, summary: "List API tokens (never their secrets)", out: TokenList{}, status: 200, h: s.listTokens},
+		{method: "POST", pattern: "/api/v1/tokens", role: admin, summary: "Create an API token: the answer is the only time its secret is shown", in: NewToken{}, out: CreatedToken{}, status: 201, h: s.createToken},
+		{method: "DELETE", pattern: "/api/v1/tokens/{tid}", role: admin, summary: "Revoke an API token", status: 204, h: s.deleteToken},
+
+		{method: "GET", pattern: "/api/v1/users", role: admin, summary: "List web UI users", out: UserList{}, status: 200, h: s.listUsers},
+		{method: "POST", pattern: "/api/v1/users", role: admin, summary: "Add a user, or set an existing user's role and password (ending their sessions)", in: NewUser{}, out: User{}, status: 201, h: s.putUser},
+		{method: "DELETE", pattern: "/api/v1/users/{name}", role: admin, summary: "Delete a user and their tokens", status: 204, h: s.deleteUser},
+	}
+}
+
+func actionNames() string {
+	var s string
+	for i, a := range lifecycle.Actions {
+		if i > 0 {
+			s += ", "
+		}
+		s += string(a)
+	}
+	return s
+}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/rackboot/rackboot/api"
+)
+
+func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"image: want list, show or delete"}
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("image "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := clientFlags(fs)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if sub != "list" && len(pos) != 1 {
+		return usageError{"image " + sub + ": which image?"}
+	}
+	switch sub {
+	case "list":
+		var l api.ImageList
+		if err := c.do(ctx, "GET", "/api/v1/images", nil, &l); err != nil {
+			return err
+		}
+		return c.print(stdout, l.Items, func(tw *tabwriter.Writer) {
+			fmt.Fprintln(tw, "NAME\tARCH\tFORMAT\tSIZE\tSHA256\tCREATED")
+			for _, im := range l.Items {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%.12s\t%s\n", im.Name, im.Arch, im.Format, im.Size, im.SHA256, ts(im.Created))
+			}
+		})
+	case "show":
+		var im api.Image
+		if err := c.do(ctx, "GET", "/api/v1/images/"+url.PathEscape(pos[0]), nil, &im); err != nil {
+			return err
+		}
+		return c.print(stdout, im, func(tw *tabwriter.Writer) {
+			for _, kv := range [][2]string{{"Name", im.Name}, {"Arch", im.Arch}, {"Format", im.Format}, {"Size", fmt.Sprint(im.Size)},
+				{"SHA256", im.SHA256}, {"Source", im.Source}, {"Created", ts(im.Created)}} {
+				fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
+			}
+		})
+	case "delete":
+		if err := c.do(ctx, "DELETE", "/api/v1/images/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "deleted image %s\n", pos[0])
+		return nil
+	}
+	return usageError{fmt.Sprintf("image: unknown command %q", sub)}
+}
+
+func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"token: want create, list or delete"}
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := clientFlags(fs)
+	var nt api.NewToken
+	if sub == "create" {
+		fs.StringVar(&nt.Role, "role", "", "admin, tech or readonly (required)")
+		fs.StringVar(&nt.Name, "name", "", "what the token is for (required)")
+		fs.StringVar(&nt.TTL, "ttl", "", "lifetime such as 720h (default: no expiry)")
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "create":
+		if nt.Name == "" && len(pos) == 1 {
+			nt.Name = pos[0]
+		}
+		if nt.Role == "" || nt.Name == "" {
+			return usageError{"token create --name NAME --role admin|tech|readonly [--ttl 720h]"}
+		}
+		var ct api.CreatedToken
+		if err := c.do(ctx, "POST", "/api/v1/tokens", nt, &ct); err != nil {
+			return err
+		}
+		if c.output == "json" {
+			return c.print(stdout, ct, nil)
+		}
+		// The secret alone on stdout, so scripts can capture it; the
+		// rest on stderr.
+		fmt.Fprintf(stderr, "token %s (%s, role %s): shown once, keep it safe\n", ct.Token.ID, ct.Token.Name, ct.Token.Role)
+		fmt.Fprintln(stdout, ct.Secret)
+		return nil
+	case "list":
+		var l api.TokenList
+		if err := c.do(ctx, "GET", "/api/v1/tokens", nil, &l); err != nil {
+			return err
+		}
+		return c.print(stdout, l.Items, func(tw *tabwriter.Writer) {
+			fmt.Fprintln(tw, "ID\tNAME\tROLE\tUSER\tCREATED\tEXPIRES")
+			for _, t := range l.Items {
+				exp := "never"
+				if t.Expires != nil {
+					exp = ts(*t.Expires)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, orDash(t.User), ts(t.Created), exp)
+			}
+		})
+	case "delete":
+		if len(pos) != 1 {
+			return usageError{"token delete ID"}
+		}
+		if err := c.do(ctx, "DELETE", "/api/v1/tokens/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked token %s\n", pos[0])
+		return nil
+	}
+	return usageError{fmt.Sprintf("token: unknown command %q", sub)}
+}
+
+func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"user: want add, list or delete"}
+	}
+	sub, args := args[0], args[1:]
+	fs := flag.NewFlagSet("user "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	c := clientFlags(fs)
+	var role, pwFile string
+	if sub == "add" {
+		fs.StringVar(&role, "role", "", "admin, tech or readonly (required)")
+		fs.StringVar(&pwFile, "password-file", "", "read the password from this file (default: the first line of stdin)")
+	}
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	switch sub {
+	case "add":
+		if len(pos) != 1 || role == "" {
+			return usageError{"user add NAME --role admin|tech|readonly [--password-file FILE]"}
+		}
+		var pw string
+		if pwFile != "" {
+			b, err := os.ReadFile(pwFile)
+			if err != nil {
+				return fmt.Errorf("user add: %w", err)
+			}
+			pw = strings.TrimRight(string(b), "\r\n")
+		} else {
+			fmt.Fprintf(stderr, "password for %s: ", pos[0])
+			line, err := bufio.NewReader(stdin).ReadString('\n')
+			if err != nil && line == "" {
+				return fmt.Errorf("user add: reading the password: %w", err)
+			}
+			pw = strings.TrimRight(line, "\r\n")
+			fmt.Fprintln(stderr)
+		}
+		var u api.User
+		if err := c.do(ctx, "POST", "/api/v1/users", api.NewUser{Name: pos[0], Password: pw, Role: role}, &u); err != nil {
+			return err
+		}
+		return c.print(stdout, u, func(tw *tabwriter.Writer) { fmt.Fprintf(tw, "user %s has role %s\n", u.Name, u.Role) })
+	case "list":
+		var l api.UserList
+		if err := c.do(ctx, "GET", "/api/v1/users", nil, &l); err != nil {
+			return err
+		}
+		return c.print(stdout, l.Items, func(tw *tabwriter.Writer) {
+			fmt.Fprintln(tw, "NAME\tROLE\tCREATED")
+			for _, u := range l.Items {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Name, u.Role, ts(u.Created))
+			}
+		})
+	case "delete":
+		if len(pos) != 1 {
+			return usageError{"user delete NAME"}
+		}
+		if err := c.do(ctx, "DELETE", "/api/v1/users/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "deleted user %s\n", pos[0])
+		return nil
+	}
+	return usageError{fmt.Sprintf("user: unknown command %q", sub)}
+}
