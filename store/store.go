@@ -274,6 +274,10 @@ type Store interface {
 	Tasks(ctx context.Context, f TaskFilter) ([]Task, error)
 	// UpdateTask stores a task's state, result and error.
 	UpdateTask(ctx context.Context, t Task) error
+	// ClaimTask hands out a node's oldest pending task, moving it to
+	// running in the same transaction, so no task is handed out twice.
+	// It returns ErrNotFound when the node has none pending.
+	ClaimTask(ctx context.Context, nodeID string, now time.Time) (Task, error)
 
 	// PutUser creates or replaces a user.
 	PutUser(ctx context.Context, u User) error
@@ -282,7 +286,8 @@ type Store interface {
 	// DeleteUser removes a user and every token of theirs.
 	DeleteUser(ctx context.Context, name string) error
 
-	// CreateToken stores a token (ID filled in when empty) and returns it.
+	// CreateToken stores a token (ID filled in when empty) and returns it;
+	// an ID or hash already taken is ErrConflict.
 	CreateToken(ctx context.Context, t Token) (Token, error)
 	// TokenByHash finds a token by the hash of its secret.
 	TokenByHash(ctx context.Context, hash string) (Token, error)

@@ -622,3 +622,26 @@ func (s *Store) DeleteTokens(ctx context.Context, kind, nodeID, user string) err
 	}
 	return nil
 }
+
+// ClaimTask implements store.Store.
+func (s *Store) ClaimTask(ctx context.Context, nodeID string, now time.Time) (store.Task, error) {
+	var t store.Task
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		var err error
+		t, err = scanTask(tx.QueryRowContext(ctx, `SELECT `+taskColumns+` FROM tasks WHERE node_id = ? AND state = ? ORDER BY created, id LIMIT 1`,
+			nodeID, string(store.TaskPending)))
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		t.State, t.Updated = store.TaskRunning, now.UTC()
+		_, err = tx.ExecContext(ctx, `UPDATE tasks SET state = ?, updated = ? WHERE id = ?`, string(t.State), now.UnixNano(), t.ID)
+		return err
+	})
+	if err != nil {
+		return t, fmt.Errorf("claim task of node %s: %w", nodeID, err)
+	}
+	return t, nil
+}

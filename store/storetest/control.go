@@ -375,6 +375,50 @@ func testTasks(t *testing.T, open Opener) {
 	if err := s.UpdateTask(ctx, store.Task{ID: "nope", State: store.TaskDone}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown task: %v", err)
 	}
+	now := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
+	claimed, err := s.ClaimTask(ctx, a.ID, now)
+	if err != nil || claimed.Kind != "wipe" || claimed.State != store.TaskRunning || !claimed.Updated.Equal(now) {
+		t.Fatalf("claim: %+v %v", claimed, err)
+	}
+	if _, err := s.ClaimTask(ctx, a.ID, now); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second claim: %v, want ErrNotFound", err)
+	}
+	// Of many agents claiming at once, one gets each task.
+	b := enroll(t, s, 2, boot.ClientX64UEFI)
+	for i := 0; i < 3; i++ {
+		if _, err := s.CreateTask(ctx, store.Task{NodeID: b.ID, Kind: fmt.Sprint("k", i), Created: now.Add(time.Duration(i) * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	claims := map[string]int{}
+	var wg sync.WaitGroup
+	for i := 0; i < 12; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			task, err := s.ClaimTask(ctx, b.ID, now)
+			if errors.Is(err, store.ErrNotFound) {
+				return
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			claims[task.ID]++
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(claims) != 3 {
+		t.Fatalf("claimed %d distinct tasks, want 3", len(claims))
+	}
+	for id, n := range claims {
+		if n != 1 {
+			t.Errorf("task %s handed out %d times", id, n)
+		}
+	}
 }
 
 func testUsersAndTokens(t *testing.T, open Opener) {
@@ -401,6 +445,9 @@ func testUsersAndTokens(t *testing.T, open Opener) {
 	}
 	if _, err := s.CreateToken(ctx, store.Token{Hash: "h-api", Kind: "api"}); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("duplicate hash: %v, want ErrConflict", err)
+	}
+	if _, err := s.CreateToken(ctx, store.Token{ID: api.ID, Hash: "h-other", Kind: "api"}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("duplicate id: %v, want ErrConflict", err)
 	}
 	got, err := s.TokenByHash(ctx, "h-sess")
 	if err != nil || got.ID != sess.ID || !got.Expires.Equal(exp) || got.User != "ann" || got.Kind != "session" {
