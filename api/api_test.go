@@ -206,13 +206,32 @@ func (f *fixture) testPath(pattern string) string {
 
 // TestAuthorization walks every route with every role, no token and a bad
 // token: 401 without valid credentials, 403 below the route's role, and
-// anything but those with enough.
+// anything but those with enough. Agent routes open to the node's own
+// agent token only, and that token opens nothing else.
 func TestAuthorization(t *testing.T) {
 	f := newFixture(t)
+	ctx := context.Background()
+	agentTokens := map[string]string{}
+	for who, node := range map[string]string{"agent": f.node.ID, "other-agent": "some-other-node"} {
+		secret, hash := NewSecret()
+		if _, err := f.st.CreateToken(ctx, store.Token{Hash: hash, Kind: "agent", Role: store.RoleAgent, NodeID: node}); err != nil {
+			t.Fatal(err)
+		}
+		agentTokens[who] = secret
+	}
 	for _, rt := range f.api.routes {
-		for _, who := range []string{"none", "bad", "readonly", "tech", "admin", "bootstrap"} {
+		for _, who := range []string{"none", "bad", "readonly", "tech", "admin", "bootstrap", "agent", "other-agent"} {
 			tok := map[string]string{"none": "", "bad": "rbt_nope", "readonly": f.tokens[store.RoleReadonly], "tech": f.tokens[store.RoleTech],
-				"admin": f.tokens[store.RoleAdmin], "bootstrap": bootstrap}[who]
+				"admin": f.tokens[store.RoleAdmin], "bootstrap": bootstrap, "agent": agentTokens["agent"], "other-agent": agentTokens["other-agent"]}[who]
+			if who == "agent" {
+				// Actions on the node kill its agent token: issue a fresh one.
+				f.st.DeleteTokens(ctx, "agent", f.node.ID, "")
+				secret, hash := NewSecret()
+				if _, err := f.st.CreateToken(ctx, store.Token{Hash: hash, Kind: "agent", Role: store.RoleAgent, NodeID: f.node.ID}); err != nil {
+					t.Fatal(err)
+				}
+				tok = secret
+			}
 			role := store.Role(who)
 			if who == "bootstrap" {
 				role = store.RoleAdmin
@@ -236,6 +255,12 @@ func TestAuthorization(t *testing.T) {
 				continue
 			case who == "none" || who == "bad":
 				want = "401"
+			case rt.role == store.RoleAgent:
+				if who != "agent" {
+					want = "403"
+				}
+			case who == "agent" || who == "other-agent":
+				want = "403"
 			case rank(role) < rank(rt.role):
 				want = "403"
 			}
@@ -284,12 +309,12 @@ func TestExpiredAndRevokedTokens(t *testing.T) {
 	if code, _ := f.call(t, nil, "GET", "/api/v1/nodes", secret, ""); code != 401 {
 		t.Errorf("expired token: %d, want 401", code)
 	}
-	// A session secret is no bearer token, nor an agent's.
-	for _, kind := range []string{"session", "agent"} {
+	// A session secret is no bearer token; an agent's opens no people's route.
+	for kind, want := range map[string]int{"session": 401, "agent": 403} {
 		secret, hash := NewSecret()
-		f.st.CreateToken(ctx, store.Token{Hash: hash, Kind: kind, Role: store.RoleAdmin, User: "ann"})
-		if code, _ := f.call(t, nil, "GET", "/api/v1/nodes", secret, ""); code != 401 {
-			t.Errorf("%s secret as bearer token: %d, want 401", kind, code)
+		f.st.CreateToken(ctx, store.Token{Hash: hash, Kind: kind, Role: store.RoleAdmin, User: "ann", NodeID: f.node.ID})
+		if code, _ := f.call(t, nil, "GET", "/api/v1/nodes", secret, ""); code != want {
+			t.Errorf("%s secret as bearer token: %d, want %d", kind, code, want)
 		}
 	}
 	code, body := f.call(t, nil, "POST", "/api/v1/tokens", f.tokens[store.RoleAdmin], `{"name":"ci","role":"readonly"}`)

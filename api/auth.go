@@ -48,6 +48,8 @@ type Principal struct {
 	// session is the secret of a web session: CSRF tokens derive from it.
 	session string
 	tokenID string
+	// NodeID is the node an agent's token is bound to.
+	NodeID string
 }
 
 type ctxKey struct{}
@@ -98,10 +100,16 @@ func (s *Server) authenticate(r *http.Request) (p Principal, present, ok bool, e
 		if err != nil {
 			return p, true, false, err
 		}
-		if t.Kind != "api" || (!t.Expires.IsZero() && time.Now().After(t.Expires)) {
+		if !t.Expires.IsZero() && time.Now().After(t.Expires) {
 			return p, true, false, nil
 		}
-		return Principal{Actor: "token:" + t.ID, Role: t.Role, User: t.User, tokenID: t.ID}, true, true, nil
+		switch t.Kind {
+		case "api":
+			return Principal{Actor: "token:" + t.ID, Role: t.Role, User: t.User, tokenID: t.ID}, true, true, nil
+		case "agent":
+			return Principal{Actor: "agent:" + t.NodeID, Role: store.RoleAgent, NodeID: t.NodeID, tokenID: t.ID}, true, true, nil
+		}
+		return p, true, false, nil
 	}
 	c, err := r.Cookie(SessionCookie)
 	if err != nil || c.Value == "" {
@@ -151,7 +159,14 @@ func (s *Server) wrap(rt route) http.Handler {
 			writeError(w, http.StatusUnauthorized, "unauthorized", msg)
 			return
 		}
-		if rank(p.Role) < rank(rt.role) {
+		if rt.role == store.RoleAgent {
+			// An agent's token opens its own node's agent routes, and
+			// nothing else does.
+			if p.Role != store.RoleAgent || p.NodeID != chi.URLParam(r, "id") {
+				writeError(w, http.StatusForbidden, "forbidden", "this route takes the agent token of node "+chi.URLParam(r, "id"))
+				return
+			}
+		} else if rank(p.Role) < rank(rt.role) {
 			writeError(w, http.StatusForbidden, "forbidden", string(p.Role)+" may not "+rt.method+" "+rt.pattern+": it needs "+string(rt.role))
 			return
 		}

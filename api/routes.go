@@ -1,8 +1,10 @@
 package api
 
 import (
+	"fmt"
 	"net/http"
 
+	"github.com/rackboot/rackboot/agent/protocol"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
 )
@@ -25,7 +27,7 @@ type route struct {
 }
 
 func (s *Server) table() []route {
-	ro, tech, admin := store.RoleReadonly, store.RoleTech, store.RoleAdmin
+	ro, tech, admin, agent := store.RoleReadonly, store.RoleTech, store.RoleAdmin, store.RoleAgent
 	return []route{
 		{method: "POST", pattern: "/api/v1/login", summary: "Log in to the web UI: sets the session cookie", in: Login{}, out: WhoAmI{}, status: 200, audited: true, h: s.login},
 		{method: "POST", pattern: "/api/v1/logout", role: ro, summary: "End the web session", status: 204, audited: true, h: s.logout},
@@ -59,6 +61,11 @@ func (s *Server) table() []route {
 		{method: "GET", pattern: "/api/v1/users", role: admin, summary: "List web UI users", out: UserList{}, status: 200, h: s.listUsers},
 		{method: "POST", pattern: "/api/v1/users", role: admin, summary: "Add a user, or set an existing user's role and password (ending their sessions)", in: NewUser{}, out: User{}, status: 201, h: s.putUser},
 		{method: "DELETE", pattern: "/api/v1/users/{name}", role: admin, summary: "Delete a user and their tokens", status: 204, h: s.deleteUser},
+
+		{method: "POST", pattern: "/api/v1" + protocol.LookupPath, summary: "Agent: look the node up by MAC and get its one-time agent token", in: protocol.Lookup{}, out: protocol.LookupResult{}, status: 200, audited: true, h: s.agentLookup},
+		{method: "POST", pattern: "/api/v1" + fmt.Sprintf(protocol.InventoryPath, "{id}"), role: agent, summary: "Agent: post the node's inventory", in: map[string]any{}, status: 204, audited: true, h: s.agentInventory},
+		{method: "POST", pattern: "/api/v1" + fmt.Sprintf(protocol.HeartbeatPath, "{id}"), role: agent, summary: "Agent: call in, and take the next task when idle", in: protocol.Heartbeat{}, out: protocol.HeartbeatResult{}, status: 200, audited: true, h: s.agentHeartbeat},
+		{method: "POST", pattern: "/api/v1" + fmt.Sprintf(protocol.TaskPath, "{id}", "{tid}"), role: agent, summary: "Agent: report a task's end", in: protocol.TaskReport{}, out: protocol.HeartbeatResult{}, status: 200, audited: true, h: s.agentTask},
 	}
 }
 

@@ -301,6 +301,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	var bootHTTP httpCounter
 	apiServer := &api.Server{Store: st, BootstrapToken: token, Logger: log.With("proto", "api"), Version: r.Version,
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}
+	c.Lifecycle = apiServer.Machine()
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer.Handler())
 	mux.Handle("/metrics", apiServer.Handler())

@@ -59,6 +59,14 @@ type Core struct {
 	Neighbors func(ip netip.Addr) net.HardwareAddr
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Lifecycle, when set, fails the work a node's agent was doing when
+	// the node network-boots again (its agent is gone).
+	Lifecycle Finisher
+}
+
+// Finisher ends a node's work; lifecycle.Machine implements it.
+type Finisher interface {
+	Finish(ctx context.Context, id string, from, to store.State, actor, reason string) (store.Node, error)
 }
 
 func (c *Core) log() *slog.Logger {
@@ -138,9 +146,41 @@ func (c *Core) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch) (
 		if err := c.netboot(&p, n); err != nil {
 			return boot.Plan{}, fmt.Errorf("plan boot of node %s: %w", n.ID, err)
 		}
+		c.newAgent(ctx, n)
 	}
 	c.recordPlan(ctx, n.ID, mac, p)
 	return p, nil
+}
+
+// newAgent closes the previous agent's life when a node boots into a new
+// one: its token dies, so the new agent can look the node up; a reboot it
+// was asked for is done; any other work it was doing failed.
+func (c *Core) newAgent(ctx context.Context, n store.Node) {
+	if err := c.Store.DeleteTokens(ctx, "agent", n.ID, ""); err != nil {
+		c.log().Warn("revoke agent token", "node", n.ID, "err", err)
+	}
+	running, err := c.Store.Tasks(ctx, store.TaskFilter{NodeID: n.ID, State: store.TaskRunning})
+	if err != nil {
+		c.log().Warn("tasks of rebooted node", "node", n.ID, "err", err)
+		return
+	}
+	for _, t := range running {
+		t.State, t.Updated = store.TaskFailed, c.now()
+		reason := t.Kind + " interrupted: the node network-booted again before its agent reported"
+		if t.Kind == "reboot" {
+			t.State, reason = store.TaskDone, ""
+		} else {
+			t.Error = reason
+		}
+		if err := c.Store.UpdateTask(ctx, t); err != nil {
+			c.log().Warn("close task of rebooted node", "node", n.ID, "task", t.ID, "err", err)
+			continue
+		}
+		if reason != "" && c.Lifecycle != nil {
+			// Refused when the node is not in a busy state: nothing to fail.
+			c.Lifecycle.Finish(ctx, n.ID, n.State, store.StateFailed, "system", reason)
+		}
+	}
 }
 
 func clientArchOf(a boot.Arch) boot.ClientArch {

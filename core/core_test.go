@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/store/sqlite"
 	"github.com/rackboot/rackboot/trace"
@@ -180,5 +182,53 @@ func TestParseARP(t *testing.T) {
 	}
 	if got := parseARP(table, netip.MustParseAddr("10.0.0.7")); got != nil {
 		t.Errorf("absent entry gave %v", got)
+	}
+}
+
+// TestNewBootEndsTheOldAgent: a node that network-boots again has a new
+// agent coming; the old one's token dies and its unfinished work fails.
+func TestNewBootEndsTheOldAgent(t *testing.T) {
+	c := newCore(t)
+	st := c.Store
+	ctx := context.Background()
+	mac, _ := net.ParseMAC("52:54:00:00:00:42")
+	p, err := c.Plan(ctx, mac, boot.ArchX86_64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &lifecycle.Machine{Store: st}
+	c.Lifecycle = m
+	if _, _, err := m.Do(ctx, p.Node, lifecycle.Inspect, lifecycle.Params{}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateTask(ctx, store.Task{NodeID: p.Node, Kind: "reboot"}); err != nil {
+		t.Fatal(err)
+	}
+	// Both tasks handed out, so both running.
+	for i := 0; i < 2; i++ {
+		if _, err := st.ClaimTask(ctx, p.Node, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.CreateToken(ctx, store.Token{Hash: "h", Kind: "agent", NodeID: p.Node}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Plan(ctx, mac, boot.ArchX86_64); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.TokenByHash(ctx, "h"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("old agent token: %v, want gone", err)
+	}
+	tasks, _ := st.Tasks(ctx, store.TaskFilter{NodeID: p.Node})
+	states := map[string]store.TaskState{}
+	for _, tk := range tasks {
+		states[tk.Kind] = tk.State
+	}
+	if states["inspect"] != store.TaskFailed || states["reboot"] != store.TaskDone {
+		t.Errorf("tasks after the new boot: %v", states)
+	}
+	n, _ := st.Node(ctx, p.Node)
+	if n.State != store.StateFailed || !strings.Contains(n.LastError, "inspect interrupted") {
+		t.Errorf("node after its agent vanished: %s %q", n.State, n.LastError)
 	}
 }

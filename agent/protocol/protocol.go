@@ -1,0 +1,99 @@
+// Package protocol is what the agent and the server say to each other
+// over /api/v1/agent: the message types and the paths, and nothing else,
+// so the agent's binary carries no server code and the server no agent
+// code.
+//
+// The exchange follows Ironic's agent_token model. The agent looks its
+// node up by MAC and gets a token that is issued once: a second lookup
+// while the token lives is refused. Every later call carries the token
+// and names the node; a token of another node is refused. The token dies
+// when the node changes state or network-boots again, and the agent then
+// looks up again.
+package protocol
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Paths, relative to the API base URL (http://S:8080/api/v1).
+const (
+	LookupPath = "/agent/lookup"
+	// The node paths take the node id: fmt.Sprintf(InventoryPath, id).
+	InventoryPath = "/agent/nodes/%s/inventory"
+	HeartbeatPath = "/agent/nodes/%s/heartbeat"
+	TaskPath      = "/agent/nodes/%s/tasks/%s"
+)
+
+// Lookup asks for the node owning one of the agent's MACs. NodeID is the
+// id from the kernel command line, when the boot script put one there:
+// it must match the node the MACs name.
+type Lookup struct {
+	MACs   []string `json:"macs"`
+	NodeID string   `json:"node_id,omitempty"`
+}
+
+// LookupResult hands out the node's agent token.
+type LookupResult struct {
+	NodeID string `json:"node_id"`
+	State  string `json:"state"`
+	Token  string `json:"token"`
+	// Heartbeat is how often the server wants to hear from the agent.
+	Heartbeat Duration `json:"heartbeat"`
+}
+
+// Heartbeat says the agent is alive and what it is doing.
+type Heartbeat struct {
+	// Running is the id of the task the agent is working on, if any.
+	Running string `json:"running,omitempty"`
+}
+
+// HeartbeatResult tells the agent the node's state and, when the agent is
+// idle, its next task (already marked running: it is handed out once).
+type HeartbeatResult struct {
+	State string `json:"state"`
+	Task  *Task  `json:"task,omitempty"`
+}
+
+// Task kinds.
+const (
+	TaskInspect = "inspect"
+	TaskDeploy  = "deploy"
+	TaskWipe    = "wipe"
+	TaskBurnin  = "burnin"
+	TaskReboot  = "reboot"
+)
+
+// Task is work for the agent.
+type Task struct {
+	ID     string          `json:"id"`
+	Kind   string          `json:"kind"`
+	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// Task outcomes.
+const (
+	Done   = "done"
+	Failed = "failed"
+)
+
+// TaskReport ends a task: State is Done or Failed, Error says why it
+// failed, Result carries figures (bytes written, throughput).
+type TaskReport struct {
+	State  string          `json:"state"`
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes as "30s".
+type Duration time.Duration
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	*d = Duration(v)
+	return err
+}

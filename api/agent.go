@@ -1,0 +1,220 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/lifecycle"
+	"github.com/rackboot/rackboot/store"
+)
+
+// AgentHeartbeat is how often agents are asked to call in.
+const AgentHeartbeat = 10 * time.Second
+
+// agentTokenID makes a node's agent token id fixed, so two lookups racing
+// each other cannot both be issued one: the second insert conflicts.
+func agentTokenID(node string) string { return "agent-" + node }
+
+// agentStates are the states a node may run the agent in.
+var agentStates = map[store.State]bool{store.StateInspecting: true, store.StateAvailable: true, store.StateDeploying: true,
+	store.StateCleaning: true, store.StateBurnin: true, store.StateFailed: true}
+
+func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
+	var l protocol.Lookup
+	if !decode(w, r, &l) {
+		return
+	}
+	if len(l.MACs) == 0 {
+		writeError(w, http.StatusBadRequest, "bad_request", "a lookup needs the agent's MACs")
+		return
+	}
+	var n store.Node
+	found := false
+	for _, m := range l.MACs {
+		nd, err := s.Store.Node(r.Context(), m)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		n, found = nd, true
+		break
+	}
+	if !found {
+		writeError(w, http.StatusNotFound, "not_found", "no node owns any of "+strings.Join(l.MACs, ", ")+": a node is enrolled when it network-boots through rackboot")
+		return
+	}
+	if l.NodeID != "" && l.NodeID != n.ID {
+		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("these MACs belong to node %s, not %s", n.ID, l.NodeID))
+		return
+	}
+	actor := "agent:" + n.ID
+	if n.State == store.StateDiscovered {
+		// A new node's agent is its inspection: nobody has to ask.
+		var err error
+		if n, _, err = s.machine.Do(r.Context(), n.ID, lifecycle.Inspect, lifecycle.Params{Reason: "the agent came up on a new node"}, "system"); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	if !agentStates[n.State] {
+		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("node %s is %s: it has no work for an agent", n.ID, n.State))
+		return
+	}
+	secret, hash := NewSecret()
+	_, err := s.Store.CreateToken(r.Context(), store.Token{ID: agentTokenID(n.ID), Hash: hash, Kind: "agent", Role: store.RoleAgent,
+		Name: "agent of " + n.ID, NodeID: n.ID, NodeState: n.State})
+	if errors.Is(err, store.ErrConflict) {
+		s.log().Warn("second agent lookup refused", "node", n.ID, "peer", r.RemoteAddr)
+		writeError(w, http.StatusConflict, "conflict", "an agent token was already issued for this node; a new one is issued after the node changes state or network-boots again")
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.audit(r, Principal{Actor: actor}, n.ID, "agent token issued to "+r.RemoteAddr)
+	writeJSON(w, http.StatusOK, protocol.LookupResult{NodeID: n.ID, State: string(n.State), Token: secret, Heartbeat: protocol.Duration(AgentHeartbeat)})
+}
+
+// gpuModels picks the accelerator model names out of an inventory, so
+// lists can filter on them without knowing the whole inventory.
+func gpuModels(inv json.RawMessage) []string {
+	var doc struct {
+		GPUs []struct {
+			Model     string `json:"model"`
+			ModelName string `json:"model_name"`
+			Name      string `json:"name"`
+		} `json:"gpus"`
+	}
+	json.Unmarshal(inv, &doc)
+	out := []string{}
+	for _, g := range doc.GPUs {
+		for _, m := range []string{g.Model, g.ModelName, g.Name} {
+			if m != "" {
+				out = append(out, m)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func (s *Server) agentInventory(w http.ResponseWriter, r *http.Request) {
+	var inv json.RawMessage
+	if !decode(w, r, &inv) {
+		return
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(inv, &obj) != nil || obj["version"] == nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "an inventory is a JSON object with a version")
+		return
+	}
+	id := principal(r).NodeID
+	if err := s.Store.SetInventory(r.Context(), id, inv, gpuModels(inv)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) {
+	var hb protocol.Heartbeat
+	if !decodeOptional(w, r, &hb) {
+		return
+	}
+	n, err := s.Store.Node(r.Context(), principal(r).NodeID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := protocol.HeartbeatResult{State: string(n.State)}
+	if hb.Running == "" {
+		t, err := s.Store.ClaimTask(r.Context(), n.ID, time.Now())
+		switch {
+		case err == nil:
+			out.Task = &protocol.Task{ID: t.ID, Kind: t.Kind, Params: t.Params}
+			s.Store.AddEvent(r.Context(), store.Event{NodeID: n.ID, Actor: "agent:" + n.ID, Kind: "task", Message: t.Kind + " started (task " + t.ID + ")"})
+			s.broker.Publish()
+		case !errors.Is(err, store.ErrNotFound):
+			s.fail(w, r, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// taskOutcome is the state a successful task leads its node to, from the
+// state the task runs in.
+var taskOutcome = map[string][2]store.State{
+	protocol.TaskInspect: {store.StateInspecting, store.StateAvailable},
+	protocol.TaskDeploy:  {store.StateDeploying, store.StateActive},
+	protocol.TaskWipe:    {store.StateCleaning, store.StateAvailable},
+	protocol.TaskBurnin:  {store.StateBurnin, store.StateAvailable},
+}
+
+func (s *Server) agentTask(w http.ResponseWriter, r *http.Request) {
+	var rep protocol.TaskReport
+	if !decode(w, r, &rep) {
+		return
+	}
+	if rep.State != protocol.Done && rep.State != protocol.Failed {
+		writeError(w, http.StatusBadRequest, "bad_request", `state must be "done" or "failed"`)
+		return
+	}
+	ctx := r.Context()
+	id := principal(r).NodeID
+	t, err := s.Store.Task(ctx, chi.URLParam(r, "tid"))
+	if err != nil || t.NodeID != id {
+		writeError(w, http.StatusNotFound, "not_found", "no such task for this node")
+		return
+	}
+	if t.State != store.TaskRunning {
+		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("task %s is %s, not running", t.ID, t.State))
+		return
+	}
+	n, err := s.Store.Node(ctx, id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if rep.State == protocol.Done && t.Kind == protocol.TaskInspect && len(n.Inventory) == 0 {
+		rep.State, rep.Error = protocol.Failed, "the inspection ended without an inventory"
+	}
+	t.State, t.Result, t.Error = store.TaskState(rep.State), rep.Result, rep.Error
+	if err := s.Store.UpdateTask(ctx, t); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	actor := "agent:" + id
+	msg := t.Kind + " " + rep.State + " (task " + t.ID + ")"
+	if rep.Error != "" {
+		msg += ": " + rep.Error
+	}
+	s.Store.AddEvent(ctx, store.Event{NodeID: id, Actor: actor, Kind: "task", Message: msg})
+	s.broker.Publish()
+	edge, moves := taskOutcome[t.Kind]
+	if moves && n.State == edge[0] {
+		to, reason := edge[1], t.Kind+" done"
+		if rep.State == protocol.Failed {
+			to, reason = store.StateFailed, t.Kind+" failed: "+rep.Error
+		}
+		if n, err = s.machine.Finish(ctx, id, edge[0], to, actor, reason); err != nil {
+			var refused *lifecycle.RefusedError
+			if !errors.As(err, &refused) {
+				s.fail(w, r, err)
+				return
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, protocol.HeartbeatResult{State: string(n.State)})
+}
