@@ -1,0 +1,304 @@
+// Package agent is the in-memory agent's side of rackboot: it finds its
+// node through the API, keeps calling in, runs the tasks it is handed and
+// reports them, and rides out a restarting server or a flapping network
+// by retrying with backoff. Inventory and task work live in sub-packages
+// and come in as functions, so this package carries only the protocol.
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/rackboot/rackboot/agent/protocol"
+)
+
+// TaskFunc does one task and returns its result (figures for the report)
+// or why it failed.
+type TaskFunc func(ctx context.Context, t protocol.Task) (result any, err error)
+
+// Agent talks to one rackboot API for one node.
+type Agent struct {
+	// API is the API base URL, e.g. http://10.0.0.1:8080/api/v1.
+	API string
+	// NodeID is the id from the kernel command line ("" when unknown).
+	NodeID string
+	// MACs are the node's interfaces, for the lookup.
+	MACs []string
+	// Inventory reads the machine; an inspect task posts it.
+	Inventory func(ctx context.Context) (json.RawMessage, error)
+	// Tasks does the work of each kind other than inspect. A kind with
+	// no function fails with "not supported by this agent".
+	Tasks  map[string]TaskFunc
+	HTTP   *http.Client
+	Logger *slog.Logger
+	// MinBackoff and MaxBackoff bound the wait between failed calls
+	// (defaults 1 s and 30 s).
+	MinBackoff, MaxBackoff time.Duration
+
+	token     string
+	heartbeat time.Duration
+	// done remembers the tasks this agent finished, so a task handed out
+	// again by mistake is reported, not run twice.
+	done map[string]protocol.TaskReport
+}
+
+// statusError is an answer the server gave, as opposed to no answer.
+type statusError struct {
+	Code int
+	Msg  string
+}
+
+func (e *statusError) Error() string { return fmt.Sprintf("%d: %s", e.Code, e.Msg) }
+
+func (a *Agent) log() *slog.Logger {
+	if a.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.Logger
+}
+
+func (a *Agent) call(ctx context.Context, path string, body, out any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(a.API, "/")+path, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if a.token != "" {
+		req.Header.Set("Authorization", "Bearer "+a.token)
+	}
+	c := a.HTTP
+	if c == nil {
+		c = &http.Client{Timeout: 30 * time.Second}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error struct{ Message string } `json:"error"`
+		}
+		json.Unmarshal(data, &e)
+		return &statusError{Code: resp.StatusCode, Msg: e.Error.Message}
+	}
+	if out != nil && len(data) > 0 {
+		return json.Unmarshal(data, out)
+	}
+	return nil
+}
+
+// retryable is an error worth waiting out: no answer, or a server error.
+// A refusal (4xx) is an answer, and waiting does not change it, except a
+// dead token (401), which a new lookup cures.
+func retryable(err error) bool {
+	var se *statusError
+	if errors.As(err, &se) {
+		return se.Code >= 500
+	}
+	return true
+}
+
+func (a *Agent) sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// backoff doubles a wait, within the agent's bounds.
+func (a *Agent) backoff(d time.Duration) time.Duration {
+	lo, hi := a.MinBackoff, a.MaxBackoff
+	if lo == 0 {
+		lo = time.Second
+	}
+	if hi == 0 {
+		hi = 30 * time.Second
+	}
+	if d < lo {
+		return lo
+	}
+	if d *= 2; d > hi {
+		return hi
+	}
+	return d
+}
+
+// lookup gets the node's token, waiting out a server that is not there
+// and a token that is still alive from a previous life of the agent.
+func (a *Agent) lookup(ctx context.Context) error {
+	var wait time.Duration
+	for {
+		var res protocol.LookupResult
+		a.token = ""
+		err := a.call(ctx, "/agent/lookup", protocol.Lookup{MACs: a.MACs, NodeID: a.NodeID}, &res)
+		if err == nil {
+			a.token, a.NodeID, a.heartbeat = res.Token, res.NodeID, time.Duration(res.Heartbeat)
+			if a.heartbeat <= 0 {
+				a.heartbeat = 10 * time.Second
+			}
+			a.log().Info("agent token issued", "node", a.NodeID, "state", res.State)
+			return nil
+		}
+		var se *statusError
+		if errors.As(err, &se) && se.Code == http.StatusBadRequest {
+			return fmt.Errorf("lookup: %w", err)
+		}
+		// 404 (not enrolled yet), 409 (token alive, node in a state
+		// with no work) and no answer all may change: keep asking.
+		wait = a.backoff(wait)
+		a.log().Warn("lookup failed, retrying", "err", err, "in", wait)
+		if err := a.sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+// Run serves the node until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.done == nil {
+		a.done = map[string]protocol.TaskReport{}
+	}
+	if err := a.lookup(ctx); err != nil {
+		return err
+	}
+	var wait time.Duration
+	for {
+		var hb protocol.HeartbeatResult
+		err := a.call(ctx, fmt.Sprintf(protocol.HeartbeatPath, a.NodeID), protocol.Heartbeat{}, &hb)
+		var se *statusError
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.As(err, &se) && (se.Code == http.StatusUnauthorized || se.Code == http.StatusForbidden):
+			a.log().Info("agent token no longer valid, looking up again", "err", err)
+			if err := a.lookup(ctx); err != nil {
+				return err
+			}
+			continue
+		case err != nil:
+			wait = a.backoff(wait)
+			a.log().Warn("heartbeat failed, retrying", "err", err, "in", wait)
+			if a.sleep(ctx, wait) != nil {
+				return nil
+			}
+			continue
+		}
+		wait = 0
+		if hb.Task != nil {
+			a.runTask(ctx, *hb.Task)
+			continue
+		}
+		if a.sleep(ctx, a.heartbeat) != nil {
+			return nil
+		}
+	}
+}
+
+func (a *Agent) runTask(ctx context.Context, t protocol.Task) {
+	rep, seen := a.done[t.ID]
+	if !seen {
+		a.log().Info("task started", "task", t.ID, "kind", t.Kind)
+		result, err := a.do(ctx, t)
+		rep = protocol.TaskReport{State: protocol.Done}
+		if err != nil {
+			rep = protocol.TaskReport{State: protocol.Failed, Error: err.Error()}
+		}
+		if result != nil {
+			rep.Result, _ = json.Marshal(result)
+		}
+		a.done[t.ID] = rep
+		a.log().Info("task ended", "task", t.ID, "kind", t.Kind, "state", rep.State, "err", rep.Error)
+	} else {
+		a.log().Warn("task handed out again: reporting, not running it twice", "task", t.ID)
+	}
+	a.report(ctx, t, rep)
+}
+
+// report delivers a task's end, through restarts of the server. The token
+// may die with the report itself (the node changes state): that is the
+// report arriving, not failing.
+func (a *Agent) report(ctx context.Context, t protocol.Task, rep protocol.TaskReport) {
+	var wait time.Duration
+	for {
+		err := a.call(ctx, fmt.Sprintf(protocol.TaskPath, a.NodeID, t.ID), rep, nil)
+		var se *statusError
+		switch {
+		case err == nil, ctx.Err() != nil:
+			return
+		case errors.As(err, &se) && se.Code == http.StatusConflict:
+			// Already reported (a retry whose first try arrived).
+			return
+		case errors.As(err, &se) && se.Code == http.StatusUnauthorized:
+			if a.lookup(ctx) != nil {
+				return
+			}
+			continue
+		case !retryable(err):
+			a.log().Error("task report refused", "task", t.ID, "err", err)
+			return
+		}
+		wait = a.backoff(wait)
+		a.log().Warn("task report failed, retrying", "task", t.ID, "err", err, "in", wait)
+		if a.sleep(ctx, wait) != nil {
+			return
+		}
+	}
+}
+
+func (a *Agent) do(ctx context.Context, t protocol.Task) (any, error) {
+	if t.Kind == protocol.TaskInspect {
+		return a.inspect(ctx)
+	}
+	f := a.Tasks[t.Kind]
+	if f == nil {
+		return nil, fmt.Errorf("%s is not supported by this agent", t.Kind)
+	}
+	return f(ctx, t)
+}
+
+func (a *Agent) inspect(ctx context.Context) (any, error) {
+	if a.Inventory == nil {
+		return nil, errors.New("this agent cannot read an inventory")
+	}
+	start := time.Now()
+	inv, err := a.Inventory(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read inventory: %w", err)
+	}
+	var wait time.Duration
+	for {
+		err = a.call(ctx, fmt.Sprintf(protocol.InventoryPath, a.NodeID), inv, nil)
+		if err == nil || !retryable(err) || ctx.Err() != nil {
+			break
+		}
+		wait = a.backoff(wait)
+		if a.sleep(ctx, wait) != nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("post inventory: %w", err)
+	}
+	return map[string]any{"seconds": time.Since(start).Seconds(), "bytes": len(inv)}, nil
+}

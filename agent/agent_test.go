@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/store"
+	"github.com/rackboot/rackboot/store/sqlite"
+)
+
+// server is a real API on a real store that can be stopped and started
+// again on the same address, as a restarted rackboot would be.
+type server struct {
+	t    *testing.T
+	db   string
+	addr string
+	mu   sync.Mutex
+	srv  *http.Server
+	st   store.Store
+}
+
+func (s *server) start() {
+	s.t.Helper()
+	st, err := sqlite.Open(context.Background(), s.db)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var ln net.Listener
+	for i := 0; i < 50; i++ {
+		if ln, err = net.Listen("tcp", s.addr); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	srv := &http.Server{Handler: (&api.Server{Store: st}).Handler()}
+	go srv.Serve(ln)
+	s.mu.Lock()
+	s.srv, s.st = srv, st
+	s.mu.Unlock()
+}
+
+func (s *server) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.srv.Close()
+	s.st.Close()
+}
+
+func (s *server) store() store.Store {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.st
+}
+
+func TestInspectionThroughAServerRestart(t *testing.T) {
+	s := &server{t: t, db: filepath.Join(t.TempDir(), "db"), addr: "127.0.0.1:0"}
+	s.start()
+	defer func() { s.stop() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	mac, _ := net.ParseMAC("52:54:00:ab:00:01")
+	n, _, err := s.store().EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientX64UEFI}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reads atomic.Int32
+	a := &Agent{
+		API: "http://" + s.addr + "/api/v1", NodeID: n.ID, MACs: []string{"52:54:00:ab:00:02", mac.String()},
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Inventory: func(ctx context.Context) (json.RawMessage, error) {
+			// The server goes away while the agent reads the machine,
+			// and comes back a moment later.
+			if reads.Add(1) == 1 {
+				s.stop()
+				go func() { time.Sleep(500 * time.Millisecond); s.start() }()
+			}
+			return json.RawMessage(`{"version":1,"gpus":[{"model":"NVIDIA H100 80GB HBM3"}]}`), nil
+		},
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- a.Run(ctx) }()
+	for {
+		got, err := s.store().Node(ctx, n.ID)
+		if err == nil && got.State == store.StateAvailable {
+			if len(got.GPUModels) != 1 || got.GPUModels[0] != "NVIDIA H100 80GB HBM3" {
+				t.Errorf("GPU models: %v", got.GPUModels)
+			}
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("node never became available (state %s)", got.State)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// The agent looks its node up again after the token died with the
+	// move to available, and waits there for work.
+	for {
+		issued := 0
+		evs, _ := s.store().Events(ctx, store.EventFilter{NodeID: n.ID})
+		for _, e := range evs {
+			if strings.HasPrefix(e.Message, "agent token issued") {
+				issued++
+			}
+		}
+		if issued == 2 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("agent did not look its node up again in available")
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if reads.Load() != 1 {
+		t.Errorf("inventory read %d times, want once", reads.Load())
+	}
+	tasks, _ := s.store().Tasks(ctx, store.TaskFilter{NodeID: n.ID})
+	if len(tasks) != 1 || tasks[0].State != store.TaskDone {
+		t.Errorf("tasks: %+v", tasks)
+	}
+	cancel()
+	if err := <-runErr; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+}
+
+// TestTaskNeverRunsTwice: a server that hands the same task out twice gets
+// its report twice, and the work is done once.
+func TestTaskNeverRunsTwice(t *testing.T) {
+	var heartbeats, reports atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/lookup"):
+			json.NewEncoder(w).Encode(protocol.LookupResult{NodeID: "n1", Token: "t", Heartbeat: protocol.Duration(10 * time.Millisecond)})
+		case strings.HasSuffix(r.URL.Path, "/heartbeat"):
+			res := protocol.HeartbeatResult{State: "burnin"}
+			if heartbeats.Add(1) <= 2 {
+				res.Task = &protocol.Task{ID: "task-1", Kind: protocol.TaskBurnin}
+			}
+			json.NewEncoder(w).Encode(res)
+		case strings.Contains(r.URL.Path, "/tasks/"):
+			reports.Add(1)
+			w.WriteHeader(http.StatusOK)
+			w.Write([]byte(`{"state":"burnin"}`))
+		}
+	}))
+	defer srv.Close()
+	var runs atomic.Int32
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Agent{API: srv.URL, MACs: []string{"52:54:00:00:00:01"}, Tasks: map[string]TaskFunc{
+		protocol.TaskBurnin: func(context.Context, protocol.Task) (any, error) { runs.Add(1); return map[string]int{"gflops": 1}, nil },
+	}}
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	for heartbeats.Load() < 4 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if runs.Load() != 1 || reports.Load() != 2 {
+		t.Fatalf("ran %d times, reported %d times; want 1 and 2", runs.Load(), reports.Load())
+	}
+}
+
+// TestRefusals: a second lookup while a token lives is refused by the
+// server, and the agent waits it out instead of giving up; a task kind the
+// agent does not know is reported failed, not dropped.
+func TestRefusals(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := &server{t: t, db: filepath.Join(t.TempDir(), "db"), addr: "127.0.0.1:0"}
+	s.start()
+	defer func() { s.stop() }()
+	mac, _ := net.ParseMAC("52:54:00:ab:00:09")
+	n, _, _ := s.store().EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientX64UEFI}, time.Now())
+	s.store().SetState(ctx, n.ID, store.StateAvailable)
+	// Another agent holds the node's token.
+	first := &Agent{API: "http://" + s.addr + "/api/v1", MACs: []string{mac.String()}}
+	if err := first.lookup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second := &Agent{API: first.API, MACs: first.MACs, MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	lctx, lcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	err := second.lookup(lctx)
+	lcancel()
+	if err == nil || second.token != "" {
+		t.Fatalf("second lookup while a token lives: err %v token %q", err, second.token)
+	}
+	// A reboot task this agent cannot do is reported as failed.
+	s.store().CreateTask(ctx, store.Task{NodeID: n.ID, Kind: "firmware-flash"})
+	first.done = map[string]protocol.TaskReport{}
+	var hb protocol.HeartbeatResult
+	if err := first.call(ctx, "/agent/nodes/"+n.ID+"/heartbeat", protocol.Heartbeat{}, &hb); err != nil || hb.Task == nil {
+		t.Fatalf("heartbeat: %+v %v", hb, err)
+	}
+	first.runTask(ctx, *hb.Task)
+	task, _ := s.store().Task(ctx, hb.Task.ID)
+	if task.State != store.TaskFailed || !strings.Contains(task.Error, "not supported") {
+		t.Fatalf("unknown task kind: %+v", task)
+	}
+}
