@@ -74,6 +74,9 @@ type VM struct {
 	// Kernel, Initrd and Append make QEMU load a kernel itself, skipping
 	// firmware and network boot: Firmware must be "".
 	Kernel, Initrd, Append string
+	// Reboot lets the guest reboot; by default a reboot ends QEMU, so a
+	// test sees a node that would loop.
+	Reboot bool
 
 	cmd     *exec.Cmd
 	console *consoleBuffer
@@ -173,7 +176,10 @@ func (v *VM) Args(dir string) (string, []string, error) {
 		cpus = 1
 	}
 	args := []string{"-name", v.Name, "-accel", "tcg", "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
-		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"}
+		"-display", "none", "-monitor", "none", "-serial", "stdio"}
+	if !v.Reboot {
+		args = append(args, "-no-reboot")
+	}
 	switch {
 	case v.Arch == boot.ArchAArch64:
 		args = append(args, "-M", "virt", "-cpu", "cortex-a57")

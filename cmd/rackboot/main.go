@@ -43,6 +43,7 @@ Usage:
   rackboot user add NAME --role R [--password-file F]
                                       add a web UI user or reset their password
   rackboot user list|delete           web UI users (admin)
+  rackboot lab [flags]                a virtual rack of QEMU nodes booting through rackboot (root)
   rackboot version                    print the version
 
 ` + clientHelp + `
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tokenCmd(ctx, args[1:], stdout, stderr)
 	case "user":
 		return userCmd(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "lab":
+		return labCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rackboot", version)
 		return nil
