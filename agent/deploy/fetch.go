@@ -1,0 +1,157 @@
+// Package deploy writes a disk image to a node's disk: it downloads the
+// image over HTTP, resuming with Range where the connection breaks,
+// decompresses it, hashes what it reads and what it writes, and writes in
+// large aligned blocks, so a disk either holds the image whole and
+// verified or the task fails.
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// resumable is an HTTP body that survives broken connections: when a read
+// fails it asks again for the bytes from where it stopped, and checks the
+// server still has the same file (ETag), so a resumed download never
+// stitches two versions together.
+type resumable struct {
+	ctx    context.Context
+	client *http.Client
+	url    string
+	// size is the length the first answer announced (-1 unknown).
+	size int64
+	etag string
+	off  int64
+	body io.ReadCloser
+	// retries is how many broken connections are survived in a row.
+	retries, failed int
+	backoff         time.Duration
+	// resumes counts the Range requests made, for the task's report.
+	resumes int
+}
+
+func openResumable(ctx context.Context, c *http.Client, url string, retries int) (*resumable, error) {
+	r := &resumable{ctx: ctx, client: c, url: url, size: -1, retries: retries, backoff: 500 * time.Millisecond}
+	if err := r.open(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *resumable) open() error {
+	req, err := http.NewRequestWithContext(r.ctx, http.MethodGet, r.url, nil)
+	if err != nil {
+		return fmt.Errorf("download %s: %w", r.url, err)
+	}
+	if r.off > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", r.off))
+		if r.etag != "" {
+			req.Header.Set("If-Range", r.etag)
+		}
+	}
+	resp, err := r.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("download %s: %w", r.url, err)
+	}
+	switch {
+	case r.off == 0 && resp.StatusCode == http.StatusOK:
+		r.size, r.etag = resp.ContentLength, resp.Header.Get("ETag")
+	case r.off > 0 && resp.StatusCode == http.StatusPartialContent:
+		start, total, ok := contentRange(resp.Header.Get("Content-Range"))
+		if !ok || start != r.off || (r.size >= 0 && total != r.size) {
+			resp.Body.Close()
+			return fmt.Errorf("download %s: resumed at %d, the server answered %q", r.url, r.off, resp.Header.Get("Content-Range"))
+		}
+		if et := resp.Header.Get("ETag"); r.etag != "" && et != "" && et != r.etag {
+			resp.Body.Close()
+			return fmt.Errorf("download %s: the image changed on the server while it was being written (ETag %s, was %s)", r.url, et, r.etag)
+		}
+	case r.off > 0 && resp.StatusCode == http.StatusOK:
+		// The server ignored the Range (or If-Range failed): it would
+		// send the whole file again, which cannot be spliced in.
+		resp.Body.Close()
+		return fmt.Errorf("download %s: the server cannot resume at byte %d (it sent the whole file, perhaps a changed one)", r.url, r.off)
+	default:
+		resp.Body.Close()
+		return fmt.Errorf("download %s: %s", r.url, resp.Status)
+	}
+	r.body = resp.Body
+	return nil
+}
+
+// contentRange parses "bytes START-END/TOTAL".
+func contentRange(h string) (start, total int64, ok bool) {
+	rest, found := strings.CutPrefix(h, "bytes ")
+	if !found {
+		return 0, 0, false
+	}
+	span, tot, found := strings.Cut(rest, "/")
+	if !found {
+		return 0, 0, false
+	}
+	s, _, found := strings.Cut(span, "-")
+	if !found {
+		return 0, 0, false
+	}
+	start, err1 := strconv.ParseInt(s, 10, 64)
+	total, err2 := strconv.ParseInt(tot, 10, 64)
+	return start, total, err1 == nil && err2 == nil && start >= 0
+}
+
+func (r *resumable) Read(p []byte) (int, error) {
+	for {
+		if r.body == nil {
+			if err := r.open(); err != nil {
+				if r.ctx.Err() != nil {
+					return 0, r.ctx.Err()
+				}
+				if r.failed++; r.failed > r.retries {
+					return 0, err
+				}
+				select {
+				case <-r.ctx.Done():
+					return 0, r.ctx.Err()
+				case <-time.After(r.backoff):
+				}
+				if r.backoff < 10*time.Second {
+					r.backoff *= 2
+				}
+				continue
+			}
+			r.resumes++
+		}
+		n, err := r.body.Read(p)
+		r.off += int64(n)
+		if n > 0 {
+			r.failed = 0
+		}
+		switch {
+		case err == nil:
+			return n, nil
+		case errors.Is(err, io.EOF) && (r.size < 0 || r.off == r.size):
+			return n, io.EOF
+		}
+		// A short body or a broken connection: resume from r.off.
+		r.body.Close()
+		r.body = nil
+		if r.ctx.Err() != nil {
+			return n, r.ctx.Err()
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+func (r *resumable) Close() error {
+	if r.body != nil {
+		return r.body.Close()
+	}
+	return nil
+}

@@ -1,0 +1,278 @@
+package deploy
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+	"golang.org/x/sys/unix"
+)
+
+// Image is what to write.
+type Image struct {
+	URL string
+	// Format is how the file is served: raw, raw.gz, raw.zst or raw.xz.
+	Format string
+	// SHA256 is the hash of the file as served; required.
+	SHA256 string
+	// RawSHA256 and RawSize describe the decompressed image, when known;
+	// what was written is checked against them.
+	RawSHA256 string
+	RawSize   int64
+	// Retries is how many failed attempts in a row to resume the
+	// download survives (default 8, with a backoff up to 10 s).
+	Retries int
+}
+
+// Progress is reported while an image is written.
+type Progress struct {
+	Written    int64   // bytes written to the disk
+	Downloaded int64   // bytes read from the server
+	Total      int64   // the image's raw size, -1 when unknown
+	Rate       float64 // bytes written per second so far
+}
+
+// Result says what a write did.
+type Result struct {
+	Device     string  `json:"device"`
+	Written    int64   `json:"written"`
+	Downloaded int64   `json:"downloaded"`
+	SHA256     string  `json:"sha256"`
+	RawSHA256  string  `json:"raw_sha256"`
+	Seconds    float64 `json:"seconds"`
+	MBps       float64 `json:"mb_per_s"`
+	Resumes    int     `json:"resumes"`
+	Verified   bool    `json:"verified"`
+}
+
+// BlockSize is the unit of writes: large, and a multiple of every sector
+// and page size in use, so writes are aligned.
+const BlockSize = 4 << 20
+
+// ErrTooLarge is an image that does not fit the disk.
+var ErrTooLarge = errors.New("image larger than the disk")
+
+func decompressor(format string, r io.Reader) (io.Reader, func(), error) {
+	switch format {
+	case "raw":
+		return r, func() {}, nil
+	case "raw.gz":
+		z, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gzip: %w", err)
+		}
+		return z, func() { z.Close() }, nil
+	case "raw.zst":
+		z, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(1<<30))
+		if err != nil {
+			return nil, nil, fmt.Errorf("zstd: %w", err)
+		}
+		return z, z.Close, nil
+	case "raw.xz":
+		z, err := xz.NewReader(r)
+		if err != nil {
+			return nil, nil, fmt.Errorf("xz: %w", err)
+		}
+		return z, func() {}, nil
+	}
+	return nil, nil, fmt.Errorf("image format %q: want raw, raw.gz, raw.zst or raw.xz", format)
+}
+
+// countingHash hashes and counts what passes through it.
+type countingHash struct {
+	r io.Reader
+	h hash.Hash
+	n int64
+}
+
+func (c *countingHash) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	return n, err
+}
+
+// deviceSize is the size of a block device or a regular file.
+func deviceSize(f *os.File) (int64, error) {
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, err
+	}
+	_, err = f.Seek(0, io.SeekStart)
+	return n, err
+}
+
+// Write writes im to the disk at path dev. On any failure after writing
+// began, the disk's partition tables are destroyed, so a half-written
+// disk can never boot as if it were good.
+func Write(ctx context.Context, c *http.Client, im Image, dev string, progress func(Progress)) (res Result, err error) {
+	start := time.Now()
+	res.Device = dev
+	if c == nil {
+		c = http.DefaultClient
+	}
+	if im.SHA256 == "" {
+		return res, errors.New("write image: no sha256 to check it against")
+	}
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		return res, fmt.Errorf("write image: %w", err)
+	}
+	defer f.Close()
+	size, err := deviceSize(f)
+	if err != nil {
+		return res, fmt.Errorf("write image: size of %s: %w", dev, err)
+	}
+	if im.RawSize > size {
+		return res, fmt.Errorf("write image: %w: %d bytes onto %s of %d", ErrTooLarge, im.RawSize, dev, size)
+	}
+	if im.Retries == 0 {
+		im.Retries = 8
+	}
+	body, err := openResumable(ctx, c, im.URL, im.Retries)
+	if err != nil {
+		return res, fmt.Errorf("write image: %w", err)
+	}
+	defer body.Close()
+	started := false
+	defer func() {
+		if err != nil && started {
+			if serr := spoil(f, size); serr != nil {
+				err = fmt.Errorf("%w (and clearing the partial image failed: %v)", err, serr)
+			}
+		}
+	}()
+	down := &countingHash{r: bufio.NewReaderSize(body, 1<<20), h: sha256.New()}
+	raw, closeRaw, err := decompressor(im.Format, down)
+	if err != nil {
+		return res, fmt.Errorf("write image: %w", err)
+	}
+	defer closeRaw()
+	rawHash := sha256.New()
+	buf := alignedBuffer(BlockSize)
+	total := im.RawSize
+	if total == 0 {
+		total = -1
+	}
+	var off int64
+	lastReport := time.Now()
+	for {
+		n, rerr := io.ReadFull(raw, buf)
+		if n > 0 {
+			if off+int64(n) > size {
+				started = true
+				return res, fmt.Errorf("write image: %w: it goes on past byte %d of %s", ErrTooLarge, size, dev)
+			}
+			rawHash.Write(buf[:n])
+			started = true
+			if _, err := f.WriteAt(buf[:n], off); err != nil {
+				return res, fmt.Errorf("write image: at byte %d of %s: %w", off, dev, err)
+			}
+			off += int64(n)
+			if progress != nil && time.Since(lastReport) > time.Second {
+				lastReport = time.Now()
+				progress(Progress{Written: off, Downloaded: down.n, Total: total, Rate: float64(off) / time.Since(start).Seconds()})
+			}
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			break
+		}
+		if rerr != nil {
+			return res, fmt.Errorf("write image: reading %s: %w", im.URL, rerr)
+		}
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+	}
+	// The decompressor may stop before the file does (trailing bytes):
+	// the whole file counts for its hash.
+	if _, err := io.Copy(io.Discard, down); err != nil {
+		return res, fmt.Errorf("write image: reading %s: %w", im.URL, err)
+	}
+	res.Written, res.Downloaded, res.Resumes = off, down.n, body.resumes
+	res.SHA256 = hex.EncodeToString(down.h.Sum(nil))
+	res.RawSHA256 = hex.EncodeToString(rawHash.Sum(nil))
+	if res.SHA256 != im.SHA256 {
+		return res, fmt.Errorf("write image: sha256 of the download is %s, the catalog says %s", res.SHA256, im.SHA256)
+	}
+	if im.RawSHA256 != "" && res.RawSHA256 != im.RawSHA256 {
+		return res, fmt.Errorf("write image: sha256 of the decompressed image is %s, the catalog says %s", res.RawSHA256, im.RawSHA256)
+	}
+	if im.RawSize > 0 && off != im.RawSize {
+		return res, fmt.Errorf("write image: %d bytes decompressed, the catalog says %d", off, im.RawSize)
+	}
+	if err := f.Sync(); err != nil {
+		return res, fmt.Errorf("write image: fsync %s: %w", dev, err)
+	}
+	// Read back from the disk, not from the page cache.
+	unix.Fadvise(int(f.Fd()), 0, off, unix.FADV_DONTNEED)
+	back, err := readBack(f, off, buf)
+	if err != nil {
+		return res, fmt.Errorf("write image: verify %s: %w", dev, err)
+	}
+	if back != res.RawSHA256 {
+		return res, fmt.Errorf("write image: %s reads back with sha256 %s, %s was written", dev, back, res.RawSHA256)
+	}
+	res.Verified = true
+	rereadPartitions(f)
+	res.Seconds = time.Since(start).Seconds()
+	res.MBps = float64(off) / 1e6 / res.Seconds
+	if progress != nil {
+		progress(Progress{Written: off, Downloaded: down.n, Total: total, Rate: float64(off) / res.Seconds})
+	}
+	return res, nil
+}
+
+func readBack(f *os.File, n int64, buf []byte) (string, error) {
+	h := sha256.New()
+	if _, err := io.CopyBuffer(h, io.NewSectionReader(f, 0, n), buf); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// alignedBuffer returns n bytes starting on a 4096-byte boundary, as
+// direct I/O and some RAID controllers want.
+func alignedBuffer(n int) []byte {
+	b := make([]byte, n+4096)
+	off := 0
+	if r := int(uintptrOf(b) % 4096); r != 0 {
+		off = 4096 - r
+	}
+	return b[off : off+n]
+}
+
+// rereadPartitions asks the kernel to read the new partition table; a
+// regular file (in tests) has none to read.
+func rereadPartitions(f *os.File) {
+	if st, err := f.Stat(); err == nil && st.Mode()&os.ModeDevice != 0 {
+		unix.IoctlSetInt(int(f.Fd()), unix.BLKRRPART, 0)
+	}
+}
+
+// spoil zeroes the first and last MiB of a disk: the MBR, the primary GPT
+// and the backup GPT, so firmware finds nothing to boot.
+func spoil(f *os.File, size int64) error {
+	z := make([]byte, 1<<20)
+	head := min(int64(len(z)), size)
+	if _, err := f.WriteAt(z[:head], 0); err != nil {
+		return err
+	}
+	if tail := max(size-int64(len(z)), head); size > tail {
+		if _, err := f.WriteAt(z[:size-tail], tail); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}

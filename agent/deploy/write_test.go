@@ -1,0 +1,247 @@
+package deploy
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+func sum(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
+
+// testImage is a raw image: a recognisable partition-table-like head,
+// random middle and a tail, so a wrong offset shows.
+func testImage(size int) []byte {
+	b := make([]byte, size)
+	r := rand.New(rand.NewPCG(1, 2))
+	// Random where it matters for offsets, repetitive elsewhere (as
+	// real images' empty space is), which keeps the compressors quick.
+	for i := range b {
+		if i < 256<<10 || i%(1<<20) < 4096 {
+			b[i] = byte(r.Uint32())
+		} else {
+			b[i] = byte(i / 4096)
+		}
+	}
+	copy(b, "EFI PART image head")
+	return b
+}
+
+func compress(t *testing.T, format string, raw []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	switch format {
+	case "raw":
+		return raw
+	case "raw.gz":
+		w := gzip.NewWriter(&buf)
+		w.Write(raw)
+		w.Close()
+	case "raw.zst":
+		w, _ := zstd.NewWriter(&buf)
+		w.Write(raw)
+		w.Close()
+	case "raw.xz":
+		w, _ := xz.NewWriter(&buf)
+		w.Write(raw)
+		w.Close()
+	}
+	return buf.Bytes()
+}
+
+func disk(t *testing.T, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "disk")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A disk that held something before: the old contents must go.
+	f.Write(bytes.Repeat([]byte("OLD!"), 1<<18))
+	f.Truncate(size)
+	f.Close()
+	return p
+}
+
+// serve serves file with Range and ETag, as rackboot's image server does.
+func serve(t *testing.T, file []byte) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"`+sum(file)[:16]+`"`)
+		http.ServeContent(w, r, "image", time.Time{}, bytes.NewReader(file))
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestFormats(t *testing.T) {
+	raw := testImage(9<<20 + 123) // not a multiple of the block size
+	for _, format := range []string{"raw", "raw.gz", "raw.zst", "raw.xz"} {
+		t.Run(format, func(t *testing.T) {
+			file := compress(t, format, raw)
+			srv := serve(t, file)
+			dev := disk(t, 16<<20)
+			var reports int
+			res, err := Write(context.Background(), nil, Image{URL: srv.URL, Format: format, SHA256: sum(file), RawSHA256: sum(raw), RawSize: int64(len(raw))},
+				dev, func(Progress) { reports++ })
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := os.ReadFile(dev)
+			if !bytes.Equal(got[:len(raw)], raw) || !res.Verified || res.Written != int64(len(raw)) || res.Downloaded != int64(len(file)) || reports == 0 {
+				t.Fatalf("result %+v, reports %d, image intact %v", res, reports, bytes.Equal(got[:len(raw)], raw))
+			}
+		})
+	}
+}
+
+// flaky cuts the connection after cut bytes, the first n times.
+func flaky(t *testing.T, file []byte, n int32, cut int) (*httptest.Server, *atomic.Int32) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"v1"`)
+		if requests.Add(1) <= n {
+			hj := w.(http.Hijacker)
+			conn, buf, _ := hj.Hijack()
+			start := 0
+			if rg := r.Header.Get("Range"); rg != "" {
+				var s int
+				if _, err := fmtSscanf(rg, &s); err == nil {
+					start = s
+				}
+				buf.WriteString("HTTP/1.1 206 Partial Content\r\nETag: \"v1\"\r\n")
+				buf.WriteString("Content-Range: bytes " + itoa(start) + "-" + itoa(len(file)-1) + "/" + itoa(len(file)) + "\r\n")
+			} else {
+				buf.WriteString("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\n")
+			}
+			buf.WriteString("Content-Length: " + itoa(len(file)-start) + "\r\n\r\n")
+			end := min(start+cut, len(file))
+			buf.Write(file[start:end])
+			buf.Flush()
+			conn.Close()
+			return
+		}
+		http.ServeContent(w, r, "image", time.Time{}, bytes.NewReader(file))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &requests
+}
+
+// truncating announces the whole file and never sends past byte at.
+func truncating(t *testing.T, file []byte, at int) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hj := w.(http.Hijacker)
+		conn, buf, _ := hj.Hijack()
+		start := 0
+		if _, err := fmtSscanf(r.Header.Get("Range"), &start); err == nil {
+			buf.WriteString("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\n\r\n")
+		} else {
+			buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: " + itoa(len(file)) + "\r\n\r\n")
+			buf.Write(file[:at])
+		}
+		buf.Flush()
+		conn.Close()
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestResumesBrokenDownloads(t *testing.T) {
+	raw := testImage(6 << 20)
+	file := compress(t, "raw.zst", raw)
+	srv, requests := flaky(t, file, 3, len(file)/5)
+	dev := disk(t, 8<<20)
+	res, err := Write(context.Background(), nil, Image{URL: srv.URL, Format: "raw.zst", SHA256: sum(file)}, dev, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resumes != 3 || requests.Load() != 4 || !res.Verified {
+		t.Fatalf("resumes %d, requests %d, result %+v", res.Resumes, requests.Load(), res)
+	}
+	got, _ := os.ReadFile(dev)
+	if !bytes.Equal(got[:len(raw)], raw) {
+		t.Fatal("resumed image differs")
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	raw := testImage(3 << 20)
+	file := compress(t, "raw.gz", raw)
+	good := Image{Format: "raw.gz", SHA256: sum(file), RawSHA256: sum(raw), RawSize: int64(len(raw))}
+	for _, tc := range []struct {
+		name   string
+		im     func(url string) Image
+		size   int64
+		srv    func() *httptest.Server
+		want   string
+		spoilt bool // the disk was written, so its head must be zero
+	}{
+		{"checksum mismatch", func(u string) Image { im := good; im.URL, im.SHA256 = u, strings.Repeat("0", 64); return im }, 8 << 20, nil, "sha256 of the download", true},
+		{"raw checksum mismatch", func(u string) Image { im := good; im.URL, im.RawSHA256 = u, strings.Repeat("1", 64); return im }, 8 << 20, nil, "decompressed image", true},
+		{"larger than the disk, known", func(u string) Image { im := good; im.URL = u; return im }, 2 << 20, nil, "larger than the disk", false},
+		{"larger than the disk, found writing", func(u string) Image { im := good; im.URL, im.RawSize = u, 0; return im }, 2 << 20, nil, "larger than the disk", true},
+		{"no checksum", func(u string) Image { im := good; im.URL, im.SHA256 = u, ""; return im }, 8 << 20, nil, "no sha256", false},
+		{"unknown format", func(u string) Image { im := good; im.URL, im.Format = u, "qcow2"; return im }, 8 << 20, nil, "qcow2", false},
+		{"wrong format", func(u string) Image { im := good; im.URL, im.Format = u, "raw.zst"; return im }, 8 << 20, nil, "magic number", false},
+		{"not found", func(u string) Image { im := good; im.URL = u + "/nope"; return im }, 8 << 20, func() *httptest.Server {
+			return httptest.NewServer(http.NotFoundHandler())
+		}, "404", false},
+		{"truncated for good", func(u string) Image { im := good; im.URL, im.Retries = u, 2; return im }, 8 << 20, func() *httptest.Server {
+			return truncating(t, file, len(file)/2)
+		}, "416", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var srv *httptest.Server
+			if tc.srv != nil {
+				srv = tc.srv()
+			} else {
+				srv = serve(t, file)
+			}
+			dev := disk(t, tc.size)
+			_, err := Write(context.Background(), nil, tc.im(srv.URL), dev, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			got, _ := os.ReadFile(dev)
+			head := got[:512]
+			if tc.spoilt != bytes.Equal(head, make([]byte, 512)) {
+				t.Fatalf("disk head after failure: %q (spoilt wanted: %v)", head[:16], tc.spoilt)
+			}
+			if !tc.spoilt && !bytes.HasPrefix(got, []byte("OLD!")) {
+				t.Fatalf("a refusal before writing changed the disk: %q", got[:16])
+			}
+			if tc.spoilt && !bytes.Equal(got[len(got)-512:], make([]byte, 512)) {
+				t.Fatal("the backup partition table area survived a failed write")
+			}
+		})
+	}
+	if !errors.Is(ErrTooLarge, ErrTooLarge) {
+		t.Fatal()
+	}
+}
+
+func TestContentRange(t *testing.T) {
+	for _, tc := range []struct {
+		in           string
+		start, total int64
+		ok           bool
+	}{{"bytes 10-99/100", 10, 100, true}, {"bytes */100", 0, 0, false}, {"items 1-2/3", 0, 0, false}, {"bytes 5-/9", 5, 9, true}, {"bytes -1-5/9", 0, 0, false}} {
+		s, tot, ok := contentRange(tc.in)
+		if ok != tc.ok || (ok && (s != tc.start || tot != tc.total)) {
+			t.Errorf("%q: %d %d %v", tc.in, s, tot, ok)
+		}
+	}
+}
