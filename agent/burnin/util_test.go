@@ -1,0 +1,5 @@
+package burnin
+
+import "strconv"
+
+func fmtInt(n int) string { return strconv.Itoa(n) }
