@@ -279,7 +279,7 @@ func TestArgs(t *testing.T) {
 		{name: "aarch64 secure boot", vm: &VM{Name: "x", Arch: boot.ArchAArch64, Firmware: FirmwareUEFISecureBoot, MAC: mac("52:54:00:00:00:06"), Tap: "t"}, wantErr: "no aarch64 machine"},
 		{name: "unknown arch", vm: &VM{Name: "x", Arch: "riscv64", Firmware: FirmwareUEFI}, wantErr: "no QEMU for architecture"},
 		{name: "unknown firmware", vm: &VM{Name: "x", Arch: boot.ArchX86_64, Firmware: "coreboot", MAC: mac("52:54:00:00:00:06"), Tap: "t"}, wantErr: `firmware "coreboot"`},
-		{name: "network boot without NIC", vm: &VM{Name: "x", Arch: boot.ArchX86_64, Firmware: FirmwareUEFI}, wantErr: "needs a NIC"},
+		{name: "network boot without NIC", vm: &VM{Name: "x", Arch: boot.ArchX86_64, Firmware: FirmwareUEFI}, wantErr: "nothing to boot"},
 		{name: "NIC without tap", vm: &VM{Name: "x", Arch: boot.ArchX86_64, Firmware: FirmwareUEFI, MAC: mac("52:54:00:00:00:06")}, wantErr: "needs a MAC and a tap"},
 		{name: "NIC without MAC", vm: &VM{Name: "x", Arch: boot.ArchX86_64, Firmware: FirmwareUEFI, Tap: "t"}, wantErr: "needs a MAC and a tap"},
 		{name: "kernel with firmware", vm: &VM{Name: "x", Arch: boot.ArchX86_64, Firmware: FirmwareUEFI, Kernel: "/k"}, wantErr: "direct kernel boot takes no firmware"},

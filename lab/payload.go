@@ -14,6 +14,7 @@ import (
 
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/firmware"
+	"github.com/rackboot/rackboot/internal/cpio"
 )
 
 // kernelPackages are the Debian kernels the payload boots: amd64's is the
@@ -157,52 +158,9 @@ func writeInitrd(w io.Writer, init []byte) error {
 	return c.Close()
 }
 
-// CPIO writes a newc ("070701") archive, the format the kernel unpacks
-// as an initramfs.
-type CPIO struct {
-	w   io.Writer
-	ino uint32
-	err error
-}
+// CPIO writes a newc archive, the format the kernel unpacks as an
+// initramfs.
+type CPIO = cpio.Writer
 
 // NewCPIO starts an archive on w.
-func NewCPIO(w io.Writer) *CPIO { return &CPIO{w: w, ino: 1} }
-
-func (c *CPIO) entry(name string, mode uint32, rdevMajor, rdevMinor uint32, data []byte) {
-	if c.err != nil {
-		return
-	}
-	c.ino++
-	name = strings.TrimPrefix(name, "/")
-	hdr := fmt.Sprintf("070701%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x",
-		c.ino, mode, 0, 0, 1, 0, len(data), 0, 0, rdevMajor, rdevMinor, len(name)+1, 0)
-	var b bytes.Buffer
-	b.WriteString(hdr)
-	b.WriteString(name)
-	b.WriteByte(0)
-	for b.Len()%4 != 0 {
-		b.WriteByte(0)
-	}
-	b.Write(data)
-	for b.Len()%4 != 0 {
-		b.WriteByte(0)
-	}
-	_, c.err = c.w.Write(b.Bytes())
-}
-
-// Dir adds a directory.
-func (c *CPIO) Dir(name string, perm uint32) { c.entry(name, 0o040000|perm, 0, 0, nil) }
-
-// File adds a regular file.
-func (c *CPIO) File(name string, perm uint32, data []byte) { c.entry(name, 0o100000|perm, 0, 0, data) }
-
-// CharDev adds a character device node.
-func (c *CPIO) CharDev(name string, perm, major, minor uint32) {
-	c.entry(name, 0o020000|perm, major, minor, nil)
-}
-
-// Close writes the trailer.
-func (c *CPIO) Close() error {
-	c.entry("TRAILER!!!", 0, 0, 0, nil)
-	return c.err
-}
+func NewCPIO(w io.Writer) *CPIO { return cpio.New(w) }

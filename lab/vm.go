@@ -165,8 +165,8 @@ func (v *VM) Args(dir string) (string, []string, error) {
 		return "", nil, err
 	}
 	nics := v.nics()
-	if v.Kernel == "" && len(nics) == 0 {
-		return "", nil, fmt.Errorf("vm %s: a network boot needs a NIC (Tap and MAC)", v.Name)
+	if v.Kernel == "" && len(nics) == 0 && v.Disk == "" {
+		return "", nil, fmt.Errorf("vm %s: nothing to boot: no NIC (Tap and MAC), disk or kernel", v.Name)
 	}
 	mem, cpus := v.MemoryMB, v.CPUs
 	if mem == 0 {
@@ -233,7 +233,7 @@ func (v *VM) Args(dir string) (string, []string, error) {
 		if v.Append != "" {
 			args = append(args, "-append", v.Append)
 		}
-	} else if v.Arch == boot.ArchX86_64 {
+	} else if v.Arch == boot.ArchX86_64 && len(nics) > 0 {
 		args = append(args, "-boot", "n")
 	}
 	return prog, args, nil

@@ -16,9 +16,12 @@ import (
 
 func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"image: want list, show or delete"}
+		return usageError{"image: want list, show, delete or build"}
 	}
 	sub, args := args[0], args[1:]
+	if sub == "build" {
+		return imageBuildCmd(ctx, args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("image "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := clientFlags(fs)

@@ -37,6 +37,8 @@ Usage:
   rackboot node maintenance NODE on|off [--reason TEXT]
   rackboot node delete NODE           forget a node (admin)
   rackboot image list|show|delete     the image catalog
+  rackboot image build --arch x86_64|aarch64 --output FILE
+                                      write a small bootable GPT disk image
   rackboot token create --name N --role admin|tech|readonly [--ttl 720h]
                                       print a new API token (shown once)
   rackboot token list|delete          API tokens (admin)
