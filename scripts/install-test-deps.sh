@@ -9,7 +9,7 @@ set -euo pipefail
 # dnsmasq-base and not dnsmasq: the latter starts a system-wide daemon
 # that would hold port 53 and 67; the tests run their own.
 pkgs=(qemu-system-x86 qemu-system-arm seabios ovmf qemu-efi-aarch64 ipxe ipxe-qemu
-      busybox udhcpc tftp-hpa tftpd-hpa atftp dnsmasq-base curl iproute2)
+      busybox udhcpc tftp-hpa tftpd-hpa atftp dnsmasq-base curl iproute2 qemu-utils util-linux)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

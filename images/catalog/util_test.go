@@ -1,0 +1,5 @@
+package catalog
+
+import "strconv"
+
+func jsonInt(n int) (string, error) { return strconv.Itoa(n), nil }
