@@ -13,13 +13,15 @@ import (
 
 // Image is a catalog image as the API shows it.
 type Image struct {
-	Name    string    `json:"name"`
-	Arch    string    `json:"arch"`
-	Format  string    `json:"format"`
-	Size    int64     `json:"size"`
-	SHA256  string    `json:"sha256"`
-	Source  string    `json:"source"`
-	Created time.Time `json:"created"`
+	Name      string    `json:"name"`
+	Arch      string    `json:"arch"`
+	Format    string    `json:"format"`
+	Size      int64     `json:"size"`
+	SHA256    string    `json:"sha256"`
+	RawSize   int64     `json:"raw_size"`
+	RawSHA256 string    `json:"raw_sha256"`
+	Source    string    `json:"source"`
+	Created   time.Time `json:"created"`
 }
 
 // ImageList lists images.
@@ -28,7 +30,8 @@ type ImageList struct {
 }
 
 func imageFrom(im store.Image) Image {
-	return Image{Name: im.Name, Arch: string(im.Arch), Format: im.Format, Size: im.Size, SHA256: im.SHA256, Source: im.Source, Created: im.Created}
+	return Image{Name: im.Name, Arch: string(im.Arch), Format: im.Format, Size: im.Size, SHA256: im.SHA256, RawSize: im.RawSize, RawSHA256: im.RawSHA256,
+		Source: im.Source, Created: im.Created}
 }
 
 func (s *Server) listImages(w http.ResponseWriter, r *http.Request) {
@@ -51,14 +54,6 @@ func (s *Server) getImage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, imageFrom(im))
-}
-
-func (s *Server) deleteImage(w http.ResponseWriter, r *http.Request) {
-	if err := s.Store.DeleteImage(r.Context(), chi.URLParam(r, "name")); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // Task is agent work as the API shows it.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
 )
@@ -37,6 +38,8 @@ type Server struct {
 	Metrics func(w io.Writer)
 	// Version is reported by /api/v1/version.
 	Version string
+	// Catalog keeps the image files; nil refuses imports.
+	Catalog *catalog.Catalog
 
 	once     sync.Once
 	machine  *lifecycle.Machine

@@ -49,7 +49,9 @@ func (s *Server) table() []route {
 
 		{method: "GET", pattern: "/api/v1/images", role: ro, summary: "List images", out: ImageList{}, status: 200, h: s.listImages},
 		{method: "GET", pattern: "/api/v1/images/{name}", role: ro, summary: "An image", out: Image{}, status: 200, h: s.getImage},
-		{method: "DELETE", pattern: "/api/v1/images/{name}", role: admin, summary: "Delete an image", status: 204, h: s.deleteImage},
+		{method: "POST", pattern: "/api/v1/images", role: tech, summary: "Import an image: JSON {name, arch, url, sha256} downloads it; application/octet-stream with ?name=&arch=&sha256=&filename= uploads it",
+			in: NewImage{}, out: Image{}, status: 201, h: s.createImage},
+		{method: "DELETE", pattern: "/api/v1/images/{name}", role: admin, summary: "Delete an image and its file", status: 204, h: s.deleteImageFile},
 
 		{method: "GET", pattern: "/api/v1/tasks", role: ro, summary: "List agent tasks", query: []string{"node", "state", "limit"}, out: TaskList{}, status: 200, h: s.listTasks},
 		{method: "GET", pattern: "/api/v1/tasks/{tid}", role: ro, summary: "An agent task", out: Task{}, status: 200, h: s.getTask},

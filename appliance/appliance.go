@@ -28,6 +28,7 @@ import (
 	"github.com/rackboot/rackboot/firmware"
 	"github.com/rackboot/rackboot/grub"
 	"github.com/rackboot/rackboot/httpboot"
+	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/ipxe"
 	"github.com/rackboot/rackboot/tftp"
 )
@@ -36,6 +37,7 @@ import (
 const (
 	DBFile       = "rackboot.db"
 	TokenFile    = "admin.token"
+	ImagesDir    = "images"
 	FirmwareDir  = "firmware"
 	ArtifactsDir = "artifacts"
 )
@@ -300,11 +302,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	var bootHTTP httpCounter
 	apiServer := &api.Server{Store: st, BootstrapToken: token, Logger: log.With("proto", "api"), Version: r.Version,
+		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images")},
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}
 	c.Lifecycle = apiServer.Machine()
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer.Handler())
 	mux.Handle("/metrics", apiServer.Handler())
+	mux.Handle("/images/", bootHTTP.wrap(apiServer.ImageFiles()))
 	mux.Handle("/", bootHTTP.wrap(hb.Handler()))
 
 	for i := range dhcpServers {

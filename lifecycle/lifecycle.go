@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -197,6 +198,9 @@ func (m *Machine) check(ctx context.Context, n store.Node, a Action, p Params) (
 			return nil, &RefusedError{Action: a, State: n.State, Reason: fmt.Sprintf("image %s is %s, the node is %s", im.Name, im.Arch, n.Arch)}
 		}
 		task["image"], task["sha256"], task["format"], task["size"] = im.Name, im.SHA256, im.Format, im.Size
+		task["raw_sha256"], task["raw_size"] = im.RawSHA256, im.RawSize
+		// Relative to the server's base URL, which the agent knows.
+		task["path"] = "/images/" + url.PathEscape(im.Name)
 	case Wipe, Release:
 		switch p.Method {
 		case "":

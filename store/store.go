@@ -132,13 +132,17 @@ type EventFilter struct {
 
 // Image is a disk image in the catalog.
 type Image struct {
-	Name    string
-	Arch    boot.Arch
-	Format  string // as stored and served: "raw", "raw.gz", "raw.zst", "raw.xz"
-	Size    int64  // bytes of the stored file
-	SHA256  string // of the stored file
-	Source  string // where it came from: a URL or "upload:FILENAME"
-	Created time.Time
+	Name   string
+	Arch   boot.Arch
+	Format string // as stored and served: "raw", "raw.gz", "raw.zst", "raw.xz"
+	Size   int64  // bytes of the stored file
+	SHA256 string // of the stored file
+	// RawSize and RawSHA256 describe the disk image the file holds,
+	// decompressed: what a deploy writes, and checks, on the disk.
+	RawSize   int64
+	RawSHA256 string
+	Source    string // where it came from: a URL or "upload:FILENAME"
+	Created   time.Time
 }
 
 // TaskState is where a task stands.

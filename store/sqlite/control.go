@@ -304,8 +304,8 @@ func (s *Store) CreateImage(ctx context.Context, im store.Image) error {
 		if n > 0 {
 			return store.ErrConflict
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO images (name, arch, format, size, sha256, source, created) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			im.Name, string(im.Arch), im.Format, im.Size, im.SHA256, im.Source, im.Created.UnixNano())
+		_, err := tx.ExecContext(ctx, `INSERT INTO images (name, arch, format, size, sha256, raw_size, raw_sha256, source, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			im.Name, string(im.Arch), im.Format, im.Size, im.SHA256, im.RawSize, im.RawSHA256, im.Source, im.Created.UnixNano())
 		return err
 	})
 	if err != nil {
@@ -314,13 +314,13 @@ func (s *Store) CreateImage(ctx context.Context, im store.Image) error {
 	return nil
 }
 
-const imageColumns = `name, arch, format, size, sha256, source, created`
+const imageColumns = `name, arch, format, size, sha256, raw_size, raw_sha256, source, created`
 
 func scanImage(row interface{ Scan(...any) error }) (store.Image, error) {
 	var im store.Image
 	var arch string
 	var created int64
-	err := row.Scan(&im.Name, &arch, &im.Format, &im.Size, &im.SHA256, &im.Source, &created)
+	err := row.Scan(&im.Name, &arch, &im.Format, &im.Size, &im.SHA256, &im.RawSize, &im.RawSHA256, &im.Source, &created)
 	im.Arch, im.Created = boot.Arch(arch), time.Unix(0, created).UTC()
 	return im, err
 }

@@ -132,6 +132,8 @@ var migrations = []string{
 		expires    INTEGER NOT NULL
 	);
 	CREATE INDEX tokens_node ON tokens(node_id);`,
+	`ALTER TABLE images ADD COLUMN raw_size INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE images ADD COLUMN raw_sha256 TEXT NOT NULL DEFAULT '';`,
 }
 
 // Store is a store.Store on one SQLite database file.

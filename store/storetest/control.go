@@ -314,7 +314,8 @@ func testEvents(t *testing.T, open Opener) {
 func testImages(t *testing.T, open Opener) {
 	ctx := context.Background()
 	s, reopen := open(t)
-	im := store.Image{Name: "debian-13", Arch: boot.ArchAArch64, Format: "raw.zst", Size: 1 << 30, SHA256: "ab12", Source: "https://example.invalid/d.raw.zst",
+	im := store.Image{Name: "debian-13", Arch: boot.ArchAArch64, Format: "raw.zst", Size: 1 << 30, SHA256: "ab12", RawSize: 4 << 30, RawSHA256: "cd34",
+		Source:  "https://example.invalid/d.raw.zst",
 		Created: time.Date(2026, 2, 2, 0, 0, 0, 0, time.UTC)}
 	if err := s.CreateImage(ctx, im); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,170 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/images/catalog"
+	"github.com/rackboot/rackboot/store"
+)
+
+// NewImage is the JSON body of POST /api/v1/images for an import from a
+// URL. An upload sends the file itself as application/octet-stream with
+// the same fields as query parameters (and filename= for the format).
+type NewImage struct {
+	Name   string `json:"name"`
+	Arch   string `json:"arch"`
+	URL    string `json:"url"`
+	SHA256 string `json:"sha256,omitempty"`
+	// Format overrides the one the URL's file name says.
+	Format string `json:"format,omitempty"`
+}
+
+func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
+	if s.Catalog == nil {
+		writeError(w, http.StatusNotImplemented, "not_implemented", "this server keeps no image catalog")
+		return
+	}
+	ctx := r.Context()
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	var nim NewImage
+	var imported catalog.Imported
+	var err error
+	switch ct {
+	case "application/json":
+		if !decode(w, r, &nim) {
+			return
+		}
+		if err := s.checkNewImage(ctx, nim.Name); err != nil {
+			s.failImport(w, r, err)
+			return
+		}
+		imported, err = s.Catalog.ImportURL(ctx, nim.Name, boot.Arch(nim.Arch), nim.Format, nim.URL, nim.SHA256)
+	case "application/octet-stream":
+		q := r.URL.Query()
+		nim = NewImage{Name: q.Get("name"), Arch: q.Get("arch"), SHA256: q.Get("sha256"), Format: q.Get("format")}
+		if nim.Format == "" {
+			if nim.Format, err = catalog.FormatOf(q.Get("filename")); err != nil {
+				s.failImport(w, r, err)
+				return
+			}
+		}
+		if err := s.checkNewImage(ctx, nim.Name); err != nil {
+			s.failImport(w, r, err)
+			return
+		}
+		imported, err = s.Catalog.Import(ctx, nim.Name, boot.Arch(nim.Arch), nim.Format, r.Body, nim.SHA256, "upload:"+q.Get("filename"))
+	default:
+		writeError(w, http.StatusUnsupportedMediaType, "bad_request", "send application/json (an import from a URL) or application/octet-stream (the file)")
+		return
+	}
+	if err != nil {
+		s.failImport(w, r, err)
+		return
+	}
+	im := store.Image{Name: imported.Name, Arch: imported.Arch, Format: imported.Format, Size: imported.Size, SHA256: imported.SHA256,
+		RawSize: imported.RawSize, RawSHA256: imported.RawSHA256, Source: imported.Source}
+	if err := s.Store.CreateImage(ctx, im); err != nil {
+		s.Catalog.Remove(imported.Name, imported.Format)
+		s.fail(w, r, err)
+		return
+	}
+	im, err = s.Store.Image(ctx, im.Name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, imageFrom(im))
+}
+
+// checkNewImage refuses a name already in the catalog before a long
+// upload or download, not after.
+func (s *Server) checkNewImage(ctx context.Context, name string) error {
+	if _, err := s.Store.Image(ctx, name); err == nil {
+		return fmt.Errorf("image %q exists: %w", name, store.ErrConflict)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) failImport(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, catalog.ErrRefused):
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+	case errors.Is(err, os.ErrExist):
+		writeError(w, http.StatusConflict, "conflict", err.Error())
+	default:
+		s.fail(w, r, err)
+	}
+}
+
+// ImageFiles serves the catalog's files at /images/{name}, with Range
+// and an ETag of their sha256, for agents writing them to disks. Like
+// the other boot-time paths it takes no credentials.
+func (s *Server) ImageFiles() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name := strings.TrimPrefix(r.URL.Path, "/images/")
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "GET or HEAD")
+			return
+		}
+		if s.Catalog == nil || !catalog.ValidName(name) {
+			http.NotFound(w, r)
+			return
+		}
+		im, err := s.Store.Image(r.Context(), name)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		path, err := s.Catalog.Path(im.Name, im.Format)
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			s.log().Error("image file", "image", name, "err", err)
+			http.NotFound(w, r)
+			return
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("ETag", `"`+im.SHA256+`"`)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		http.ServeContent(w, r, "", st.ModTime(), f)
+	})
+}
+
+func (s *Server) deleteImageFile(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	name := chi.URLParam(r, "name")
+	im, err := s.Store.Image(ctx, name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if err := s.Store.DeleteImage(ctx, name); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if s.Catalog != nil {
+		if err := s.Catalog.Remove(im.Name, im.Format); err != nil {
+			s.log().Error("remove image file", "image", name, "err", err)
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}

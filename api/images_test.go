@@ -1,0 +1,114 @@
+package api
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rackboot/rackboot/images/catalog"
+	"github.com/rackboot/rackboot/store"
+)
+
+func TestImages(t *testing.T) {
+	f := newFixture(t)
+	dir := t.TempDir()
+	f.api.Catalog = &catalog.Catalog{Dir: dir}
+	files := httptest.NewServer(f.api.ImageFiles())
+	defer files.Close()
+	raw := bytes.Repeat([]byte("a disk image "), 100000)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(raw)
+	zw.Close()
+	h := sha256.Sum256(gz.Bytes())
+	sum := hex.EncodeToString(h[:])
+	tech, ro := f.tokens[store.RoleTech], f.tokens[store.RoleReadonly]
+
+	upload := func(token, query string, body []byte, ct string) (int, string) {
+		req, _ := http.NewRequest("POST", f.srv.URL+"/api/v1/images?"+query, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Content-Type", ct)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, b := upload(ro, "name=x&arch=x86_64&filename=x.raw.gz", gz.Bytes(), "application/octet-stream"); code != 403 {
+		t.Fatalf("readonly upload: %d %s", code, b)
+	}
+	if code, b := upload(tech, "name=bad&arch=x86_64&filename=x.raw.gz&sha256="+strings.Repeat("0", 64), gz.Bytes(), "application/octet-stream"); code != 400 || !strings.Contains(b, "sha256") {
+		t.Fatalf("checksum mismatch: %d %s", code, b)
+	}
+	if code, b := upload(tech, "name=qc&arch=x86_64&filename=x.raw", []byte("QFI\xfb...."), "application/octet-stream"); code != 400 || !strings.Contains(b, "qcow2") {
+		t.Fatalf("qcow2 named raw: %d %s", code, b)
+	}
+	if code, b := upload(tech, "name=x&arch=x86_64&filename=x.iso", gz.Bytes(), "application/octet-stream"); code != 400 {
+		t.Fatalf("unknown extension: %d %s", code, b)
+	}
+	if code, b := upload(tech, "", gz.Bytes(), "text/plain"); code != 415 {
+		t.Fatalf("text/plain: %d %s", code, b)
+	}
+	code, b := upload(tech, "name=deb-13&arch=aarch64&filename=deb.raw.gz&sha256="+sum, gz.Bytes(), "application/octet-stream")
+	var im Image
+	if json.Unmarshal([]byte(b), &im); code != 201 || im.SHA256 != sum || im.Format != "raw.gz" || im.RawSize != int64(len(raw)) || im.Source != "upload:deb.raw.gz" {
+		t.Fatalf("upload: %d %s", code, b)
+	}
+	if code, b := upload(tech, "name=deb-13&arch=aarch64&filename=deb.raw.gz", gz.Bytes(), "application/octet-stream"); code != 409 {
+		t.Fatalf("same name again: %d %s", code, b)
+	}
+	// From a URL: this server's own file of the image.
+	body, _ := json.Marshal(NewImage{Name: "copy", Arch: "aarch64", URL: files.URL + "/images/deb-13", Format: "raw.gz", SHA256: sum})
+	if code, b := upload(tech, "", body, "application/json"); code != 201 {
+		t.Fatalf("URL import: %d %s", code, b)
+	}
+	body, _ = json.Marshal(NewImage{Name: "local", Arch: "x86_64", URL: "file:///etc/shadow.raw"})
+	if code, b := upload(tech, "", body, "application/json"); code != 400 || !strings.Contains(b, "only http") {
+		t.Fatalf("file:// import: %d %s", code, b)
+	}
+
+	// Served with Range and the sha256 as ETag.
+	req, _ := http.NewRequest("GET", files.URL+"/images/deb-13", nil)
+	req.Header.Set("Range", "bytes=10-19")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 206 || !bytes.Equal(part, gz.Bytes()[10:20]) || resp.Header.Get("ETag") != `"`+sum+`"` {
+		t.Fatalf("ranged GET: %d %q %s", resp.StatusCode, part, resp.Header.Get("ETag"))
+	}
+	for _, p := range []string{"/images/nope", "/images/..%2fdb", "/images/.upload-1"} {
+		if resp, err := http.Get(files.URL + p); err != nil || resp.StatusCode != 404 {
+			t.Errorf("GET %s: %v %v", p, resp.StatusCode, err)
+		}
+	}
+
+	// A deploy of the aarch64 image to the x86_64 node is refused; the
+	// deploy task of a matching one says where to fetch and what to check.
+	if code, b := f.call(t, nil, "POST", "/api/v1/nodes/"+f.node.ID+"/actions/deploy", tech, `{"image":"deb-13"}`); code != 409 {
+		t.Fatalf("wrong-arch deploy: %d %s", code, b)
+	}
+
+	if code, _ := f.call(t, nil, "DELETE", "/api/v1/images/deb-13", f.tokens[store.RoleAdmin], ""); code != 204 {
+		t.Fatalf("delete: %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "deb-13.raw.gz")); !os.IsNotExist(err) {
+		t.Fatalf("image file after delete: %v", err)
+	}
+	if resp, _ := http.Get(files.URL + "/images/deb-13"); resp.StatusCode != 404 {
+		t.Fatalf("deleted image still served: %d", resp.StatusCode)
+	}
+}
