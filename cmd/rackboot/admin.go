@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -16,7 +17,7 @@ import (
 
 func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"image: want list, show, delete or build"}
+		return usageError{"image: want add, list, show, delete or build"}
 	}
 	sub, args := args[0], args[1:]
 	if sub == "build" {
@@ -25,6 +26,14 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("image "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := clientFlags(fs)
+	var arch, file, src, sum, format string
+	if sub == "add" {
+		fs.StringVar(&arch, "arch", "", "x86_64 or aarch64 (required)")
+		fs.StringVar(&file, "file", "", "upload this file (.raw, .img, .raw.gz, .raw.zst, .raw.xz or .qcow2)")
+		fs.StringVar(&src, "url", "", "or have the server download this http(s) URL")
+		fs.StringVar(&sum, "sha256", "", "the file's sha256, checked on arrival")
+		fs.StringVar(&format, "format", "", "the format, when the file name does not say it")
+	}
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -33,6 +42,30 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{"image " + sub + ": which image?"}
 	}
 	switch sub {
+	case "add":
+		if arch == "" || (file == "") == (src == "") {
+			return usageError{"image add NAME --arch x86_64|aarch64 (--file PATH | --url URL) [--sha256 HEX]"}
+		}
+		var im api.Image
+		if src != "" {
+			err = c.do(ctx, "POST", "/api/v1/images", api.NewImage{Name: pos[0], Arch: arch, URL: src, SHA256: sum, Format: format}, &im)
+		} else {
+			f, ferr := os.Open(file)
+			if ferr != nil {
+				return fmt.Errorf("image add: %w", ferr)
+			}
+			defer f.Close()
+			q := url.Values{"name": {pos[0]}, "arch": {arch}, "sha256": {sum}, "filename": {filepath.Base(file)}, "format": {format}}
+			// Uploads take as long as they take.
+			c.http.Timeout = 0
+			err = c.send(ctx, "POST", "/api/v1/images?"+q.Encode(), "application/octet-stream", f, &im)
+		}
+		if err != nil {
+			return err
+		}
+		return c.print(stdout, im, func(tw *tabwriter.Writer) {
+			fmt.Fprintf(tw, "image %s: %s, %s, %d bytes (%d raw), sha256 %s\n", im.Name, im.Arch, im.Format, im.Size, im.RawSize, im.SHA256)
+		})
 	case "list":
 		var l api.ImageList
 		if err := c.do(ctx, "GET", "/api/v1/images", nil, &l); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/store/sqlite"
 )
@@ -33,7 +34,7 @@ func TestCLIAgainstServer(t *testing.T) {
 	st.SetState(ctx, n.ID, store.StateAvailable)
 	st.SetInventory(ctx, n.ID, json.RawMessage(`{}`), []string{"NVIDIA T4"})
 	st.CreateImage(ctx, store.Image{Name: "x86img", Arch: boot.ArchX86_64, Format: "raw"})
-	srv := httptest.NewServer((&api.Server{Store: st, BootstrapToken: "boot-tok"}).Handler())
+	srv := httptest.NewServer((&api.Server{Store: st, BootstrapToken: "boot-tok", Catalog: &catalog.Catalog{Dir: filepath.Join(dir, "images")}}).Handler())
 	defer srv.Close()
 	t.Setenv("HOME", dir)
 	t.Setenv("RACKBOOT_CONFIG", "")
@@ -120,7 +121,15 @@ func TestCLIAgainstServer(t *testing.T) {
 		t.Errorf("user list:\n%s", out)
 	}
 	must("user", "delete", "tess")
-	if out := must("image", "list"); !strings.Contains(out, "x86img") {
+	imgFile := filepath.Join(dir, "tiny.raw")
+	os.WriteFile(imgFile, bytes.Repeat([]byte("disk"), 1<<16), 0o644)
+	if out := must("image", "add", "tiny", "--arch", "aarch64", "--file", imgFile); !strings.Contains(out, "image tiny: aarch64, raw, 262144 bytes") {
+		t.Errorf("image add:\n%s", out)
+	}
+	if _, _, err := cli("", "image", "add", "tiny2", "--arch", "aarch64", "--url", "file:///etc/passwd.raw"); err == nil || !strings.Contains(err.Error(), "only http") {
+		t.Errorf("image add file://: %v", err)
+	}
+	if out := must("image", "list"); !strings.Contains(out, "x86img") || !strings.Contains(out, "tiny") {
 		t.Errorf("image list:\n%s", out)
 	}
 	must("node", "delete", "arm-07")

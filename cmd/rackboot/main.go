@@ -36,6 +36,8 @@ Usage:
   rackboot node burnin NODE [--duration 30m]
   rackboot node maintenance NODE on|off [--reason TEXT]
   rackboot node delete NODE           forget a node (admin)
+  rackboot image add NAME --arch x86_64|aarch64 (--file PATH | --url URL) [--sha256 HEX]
+                                      add an image (raw, .gz, .zst, .xz; qcow2 is converted)
   rackboot image list|show|delete     the image catalog
   rackboot image build --arch x86_64|aarch64 --output FILE
                                       write a small bootable GPT disk image
