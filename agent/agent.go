@@ -36,7 +36,10 @@ type Agent struct {
 	Inventory func(ctx context.Context) (json.RawMessage, error)
 	// Tasks does the work of each kind other than inspect. A kind with
 	// no function fails with "not supported by this agent".
-	Tasks  map[string]TaskFunc
+	Tasks map[string]TaskFunc
+	// After runs once a task's report has reached the server (e.g. a
+	// reboot into the disk after a deploy).
+	After  func(t protocol.Task, rep protocol.TaskReport)
 	HTTP   *http.Client
 	Logger *slog.Logger
 	// MinBackoff and MaxBackoff bound the wait between failed calls
@@ -232,36 +235,41 @@ func (a *Agent) runTask(ctx context.Context, t protocol.Task) {
 	} else {
 		a.log().Warn("task handed out again: reporting, not running it twice", "task", t.ID)
 	}
-	a.report(ctx, t, rep)
+	if a.report(ctx, t, rep) && !seen && a.After != nil {
+		a.After(t, rep)
+	}
 }
 
 // report delivers a task's end, through restarts of the server. The token
 // may die with the report itself (the node changes state): that is the
 // report arriving, not failing.
-func (a *Agent) report(ctx context.Context, t protocol.Task, rep protocol.TaskReport) {
+// It says whether the server has the report.
+func (a *Agent) report(ctx context.Context, t protocol.Task, rep protocol.TaskReport) bool {
 	var wait time.Duration
 	for {
 		err := a.call(ctx, fmt.Sprintf(protocol.TaskPath, a.NodeID, t.ID), rep, nil)
 		var se *statusError
 		switch {
-		case err == nil, ctx.Err() != nil:
-			return
+		case err == nil:
+			return true
+		case ctx.Err() != nil:
+			return false
 		case errors.As(err, &se) && se.Code == http.StatusConflict:
 			// Already reported (a retry whose first try arrived).
-			return
+			return true
 		case errors.As(err, &se) && se.Code == http.StatusUnauthorized:
 			if a.lookup(ctx) != nil {
-				return
+				return false
 			}
 			continue
 		case !retryable(err):
 			a.log().Error("task report refused", "task", t.ID, "err", err)
-			return
+			return false
 		}
 		wait = a.backoff(wait)
 		a.log().Warn("task report failed, retrying", "task", t.ID, "err", err, "in", wait)
 		if a.sleep(ctx, wait) != nil {
-			return
+			return false
 		}
 	}
 }

@@ -162,10 +162,17 @@ func TestTaskNeverRunsTwice(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	var runs atomic.Int32
+	var runs, afters atomic.Int32
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &Agent{API: srv.URL, MACs: []string{"52:54:00:00:00:01"}, Tasks: map[string]TaskFunc{
-		protocol.TaskBurnin: func(context.Context, protocol.Task) (any, error) { runs.Add(1); return map[string]int{"gflops": 1}, nil },
+		protocol.TaskBurnin: func(context.Context, protocol.Task) (any, error) {
+			runs.Add(1)
+			return map[string]int{"gflops": 1}, nil
+		},
+	}, After: func(t protocol.Task, rep protocol.TaskReport) {
+		if rep.State == protocol.Done {
+			afters.Add(1)
+		}
 	}}
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
@@ -174,8 +181,8 @@ func TestTaskNeverRunsTwice(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if runs.Load() != 1 || reports.Load() != 2 {
-		t.Fatalf("ran %d times, reported %d times; want 1 and 2", runs.Load(), reports.Load())
+	if runs.Load() != 1 || reports.Load() != 2 || afters.Load() != 1 {
+		t.Fatalf("ran %d times, reported %d times, after-hook %d times; want 1, 2 and 1", runs.Load(), reports.Load(), afters.Load())
 	}
 }
 

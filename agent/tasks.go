@@ -1,0 +1,164 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rackboot/rackboot/agent/burnin"
+	"github.com/rackboot/rackboot/agent/deploy"
+	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/agent/wipe"
+)
+
+// Work holds what the disk tasks need from the machine.
+type Work struct {
+	// Base is the server's base URL (the API URL without /api/v1):
+	// images and the network test file are fetched from it.
+	Base string
+	// Disks lists the node's disks, from the inventory.
+	Disks func() ([]deploy.Disk, error)
+	// Arch names the agent ramdisk's directory (x86_64, aarch64), whose
+	// initrd the network burn-in downloads.
+	Arch string
+	// Reboot restarts the node (unix.Reboot in the ramdisk).
+	Reboot func() error
+	HTTP   *http.Client
+}
+
+// Funcs are the task functions this Work provides.
+func (w *Work) Funcs() map[string]TaskFunc {
+	return map[string]TaskFunc{
+		protocol.TaskDeploy: w.deploy,
+		protocol.TaskWipe:   w.wipe,
+		protocol.TaskBurnin: w.burnin,
+		protocol.TaskReboot: w.reboot,
+	}
+}
+
+// deployParams is what the server's deploy task carries.
+type deployParams struct {
+	Image     string        `json:"image"`
+	Path      string        `json:"path"`
+	Format    string        `json:"format"`
+	SHA256    string        `json:"sha256"`
+	RawSHA256 string        `json:"raw_sha256"`
+	RawSize   int64         `json:"raw_size"`
+	Hints     *deploy.Hints `json:"root_device,omitempty"`
+	// Grow makes the last partition take the rest of the disk.
+	Grow bool `json:"grow,omitempty"`
+}
+
+func (w *Work) deploy(ctx context.Context, t protocol.Task) (any, error) {
+	var p deployParams
+	if err := json.Unmarshal(t.Params, &p); err != nil {
+		return nil, fmt.Errorf("deploy parameters: %w", err)
+	}
+	if p.Path == "" || p.SHA256 == "" {
+		return nil, errors.New("deploy parameters: no image path or sha256")
+	}
+	disks, err := w.Disks()
+	if err != nil {
+		return nil, err
+	}
+	hints := deploy.Hints{}
+	if p.Hints != nil {
+		hints = *p.Hints
+	}
+	d, err := deploy.Choose(disks, hints)
+	if err != nil {
+		return nil, err
+	}
+	if p.RawSize > d.Size {
+		return nil, fmt.Errorf("image %s (%d bytes) does not fit %s (%d bytes): %w", p.Image, p.RawSize, d.Name, d.Size, deploy.ErrTooLarge)
+	}
+	res, err := deploy.Write(ctx, w.HTTP, deploy.Image{URL: strings.TrimRight(w.Base, "/") + p.Path, Format: p.Format, SHA256: p.SHA256,
+		RawSHA256: p.RawSHA256, RawSize: p.RawSize}, d.Name, nil)
+	if err != nil {
+		return res, err
+	}
+	if p.Grow {
+		f, err := os.OpenFile(d.Name, os.O_RDWR, 0)
+		if err != nil {
+			return res, fmt.Errorf("grow: %w", err)
+		}
+		_, err = deploy.GrowLast(f, 512)
+		f.Close()
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+type wipeParams struct {
+	Method string `json:"method"`
+}
+
+func (w *Work) wipe(ctx context.Context, t protocol.Task) (any, error) {
+	var p wipeParams
+	if err := json.Unmarshal(t.Params, &p); err != nil {
+		return nil, fmt.Errorf("wipe parameters: %w", err)
+	}
+	if p.Method == "" {
+		p.Method = wipe.Quick
+	}
+	disks, err := w.Disks()
+	if err != nil {
+		return nil, err
+	}
+	var records []wipe.Record
+	for _, d := range disks {
+		rec, err := wipe.Disk(ctx, d.Name, d.Serial, p.Method, nil)
+		records = append(records, rec)
+		if err != nil {
+			return map[string]any{"disks": records}, err
+		}
+	}
+	return map[string]any{"disks": records}, nil
+}
+
+type burninParams struct {
+	Duration string `json:"duration"`
+}
+
+func (w *Work) burnin(ctx context.Context, t protocol.Task) (any, error) {
+	var p burninParams
+	if err := json.Unmarshal(t.Params, &p); err != nil {
+		return nil, fmt.Errorf("burn-in parameters: %w", err)
+	}
+	d, err := time.ParseDuration(p.Duration)
+	if err != nil || d <= 0 {
+		return nil, fmt.Errorf("burn-in duration %q: %v", p.Duration, err)
+	}
+	disks, err := w.Disks()
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, dk := range disks {
+		names = append(names, dk.Name)
+	}
+	bp := burnin.Params{Duration: d, Disks: names}
+	if w.Arch != "" {
+		bp.NetURL = strings.TrimRight(w.Base, "/") + "/artifacts/" + w.Arch + "/initrd"
+	}
+	return burnin.Run(ctx, bp)
+}
+
+func (w *Work) reboot(ctx context.Context, t protocol.Task) (any, error) {
+	if w.Reboot == nil {
+		return nil, errors.New("this agent cannot reboot the node")
+	}
+	// The report goes out first; the reboot follows a moment later.
+	go func() {
+		time.Sleep(2 * time.Second)
+		w.Reboot()
+	}()
+	return map[string]string{"rebooting": "in 2s"}, nil
+}
