@@ -52,6 +52,8 @@ type deployParams struct {
 	Hints     *deploy.Hints `json:"root_device,omitempty"`
 	// Grow makes the last partition take the rest of the disk.
 	Grow bool `json:"grow,omitempty"`
+	// CloudInit, when present, is written as a NoCloud seed.
+	CloudInit *deploy.Seed `json:"cloud_init,omitempty"`
 }
 
 func (w *Work) deploy(ctx context.Context, t protocol.Task) (any, error) {
@@ -82,13 +84,20 @@ func (w *Work) deploy(ctx context.Context, t protocol.Task) (any, error) {
 	if err != nil {
 		return res, err
 	}
-	if p.Grow {
+	if p.Grow || p.CloudInit != nil {
 		f, err := os.OpenFile(d.Name, os.O_RDWR, 0)
 		if err != nil {
-			return res, fmt.Errorf("grow: %w", err)
+			return res, fmt.Errorf("after the image: %w", err)
 		}
-		_, err = deploy.GrowLast(f, 512)
-		f.Close()
+		defer f.Close()
+		if p.CloudInit != nil {
+			if p.CloudInit.InstanceID == "" {
+				p.CloudInit.InstanceID = t.ID
+			}
+			err = deploy.WriteSeed(f, 512, *p.CloudInit, p.Grow)
+		} else {
+			_, err = deploy.GrowLast(f, 512)
+		}
 		if err != nil {
 			return res, err
 		}

@@ -61,11 +61,17 @@ var edges = map[Action]edge{
 
 // Params are an action's arguments, as the API's request body spells them.
 type Params struct {
-	Image    string `json:"image,omitempty"`    // deploy
-	Method   string `json:"method,omitempty"`   // wipe and release: quick or full
-	Duration string `json:"duration,omitempty"` // burnin, e.g. "30m"
-	On       *bool  `json:"on,omitempty"`       // maintenance
-	Reason   string `json:"reason,omitempty"`   // every action
+	Image string `json:"image,omitempty"` // deploy
+	// RootDevice (hints: serial, wwn, model, size, min_size, by_path,
+	// name, rotational), CloudInit (hostname, ssh_keys, network,
+	// user_data) and Grow are passed to the agent with a deploy.
+	RootDevice json.RawMessage `json:"root_device,omitempty"`
+	CloudInit  json.RawMessage `json:"cloud_init,omitempty"`
+	Grow       bool            `json:"grow,omitempty"`
+	Method     string          `json:"method,omitempty"`   // wipe and release: quick or full
+	Duration   string          `json:"duration,omitempty"` // burnin, e.g. "30m"
+	On         *bool           `json:"on,omitempty"`       // maintenance
+	Reason     string          `json:"reason,omitempty"`   // every action
 }
 
 // RefusedError is an action the node's state, or its arguments, do not
@@ -201,6 +207,16 @@ func (m *Machine) check(ctx context.Context, n store.Node, a Action, p Params) (
 		task["raw_sha256"], task["raw_size"] = im.RawSHA256, im.RawSize
 		// Relative to the server's base URL, which the agent knows.
 		task["path"] = "/images/" + url.PathEscape(im.Name)
+		for k, v := range map[string]json.RawMessage{"root_device": p.RootDevice, "cloud_init": p.CloudInit} {
+			if len(v) > 0 {
+				var obj map[string]any
+				if json.Unmarshal(v, &obj) != nil {
+					return nil, &InvalidError{k + " must be a JSON object"}
+				}
+				task[k] = obj
+			}
+		}
+		task["grow"] = p.Grow
 	case Wipe, Release:
 		switch p.Method {
 		case "":

@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,13 +124,21 @@ func TestDeployChecksImage(t *testing.T) {
 	if cur, _ := st.Node(ctx, n.ID); cur.State != store.StateAvailable {
 		t.Fatalf("refused deploys moved the node to %s", cur.State)
 	}
-	if _, _, err := m.Do(ctx, n.ID, Deploy, Params{Image: "x86"}, "u"); err != nil {
+	var inv *InvalidError
+	if _, _, err := m.Do(ctx, n.ID, Deploy, Params{Image: "x86", CloudInit: json.RawMessage(`"text"`)}, "u"); !errors.As(err, &inv) {
+		t.Fatalf("cloud_init that is not an object: %v", err)
+	}
+	if _, _, err := m.Do(ctx, n.ID, Deploy, Params{Image: "x86", Grow: true, RootDevice: json.RawMessage(`{"serial":"S1"}`),
+		CloudInit: json.RawMessage(`{"hostname":"gpu-01","ssh_keys":["ssh-ed25519 AAAA"]}`)}, "u"); err != nil {
 		t.Fatal(err)
 	}
 	tasks, _ := st.Tasks(ctx, store.TaskFilter{NodeID: n.ID})
 	var p map[string]any
 	json.Unmarshal(tasks[0].Params, &p)
-	if p["image"] != "x86" || p["sha256"] != "bb" || p["format"] != "raw" {
+	if p["image"] != "x86" || p["sha256"] != "bb" || p["format"] != "raw" || p["path"] != "/images/x86" || p["grow"] != true {
+		t.Fatalf("deploy task params = %s", tasks[0].Params)
+	}
+	if !strings.Contains(string(tasks[0].Params), `"root_device":{"serial":"S1"}`) || !strings.Contains(string(tasks[0].Params), `"hostname":"gpu-01"`) {
 		t.Fatalf("deploy task params = %s", tasks[0].Params)
 	}
 }

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,6 +28,9 @@ func nodeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		state, arch, gpu, rack, tag, q                        string
 		name, setRack, tags, owner, secureBoot, image, method string
 		duration, reason                                      string
+		hostname, sshKeys, rootSerial                         string
+		rootMin                                               int64
+		grow                                                  bool
 		position                                              int
 	}
 	set := map[string]bool{}
@@ -46,6 +51,11 @@ func nodeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.StringVar(&f.secureBoot, "secure-boot", "", "on, off or inherit (the subnet's setting)")
 	case "deploy":
 		fs.StringVar(&f.image, "image", "", "the image to write (required)")
+		fs.StringVar(&f.hostname, "hostname", "", "write a cloud-init seed with this hostname")
+		fs.StringVar(&f.sshKeys, "ssh-keys", "", "authorized_keys file for the seed")
+		fs.StringVar(&f.rootSerial, "root-serial", "", "write to the disk with this serial")
+		fs.Int64Var(&f.rootMin, "root-min-size", 0, "write to the smallest disk of at least this many GiB")
+		fs.BoolVar(&f.grow, "grow", false, "grow the image's last partition to the end of the disk")
 	case "wipe", "release":
 		fs.StringVar(&f.method, "method", "quick", "quick (signatures and partition tables) or full (every block)")
 	case "burnin":
@@ -169,6 +179,29 @@ func nodeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if sub == "deploy" && f.image == "" {
 		return usageError{"node deploy: which image? (--image NAME)"}
+	}
+	if sub == "deploy" {
+		p.Grow = f.grow
+		if f.rootSerial != "" || f.rootMin > 0 {
+			p.RootDevice, _ = json.Marshal(map[string]any{"serial": f.rootSerial, "min_size": f.rootMin})
+		}
+		if f.hostname != "" {
+			seed := map[string]any{"hostname": f.hostname}
+			if f.sshKeys != "" {
+				b, err := os.ReadFile(f.sshKeys)
+				if err != nil {
+					return fmt.Errorf("node deploy: %w", err)
+				}
+				var keys []string
+				for _, l := range strings.Split(string(b), "\n") {
+					if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+						keys = append(keys, l)
+					}
+				}
+				seed["ssh_keys"] = keys
+			}
+			p.CloudInit, _ = json.Marshal(seed)
+		}
 	}
 	if sub == "maintenance" {
 		if len(pos) != 2 || (pos[1] != "on" && pos[1] != "off") {
