@@ -160,41 +160,74 @@ func Write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 	}
 	defer closeRaw()
 	rawHash := sha256.New()
-	buf := alignedBuffer(BlockSize)
 	total := im.RawSize
 	if total == 0 {
 		total = -1
 	}
+	// Decompressing and writing overlap: this goroutine reads into one
+	// buffer while the writer hashes and writes the one before.
+	type block struct {
+		buf []byte
+		n   int
+		off int64
+	}
+	free := make(chan []byte, 3)
+	for i := 0; i < cap(free); i++ {
+		free <- alignedBuffer(BlockSize)
+	}
+	full := make(chan block, cap(free))
+	werr := make(chan error, 1)
+	go func() {
+		var err error
+		for b := range full {
+			if err == nil {
+				rawHash.Write(b.buf[:b.n])
+				if _, werr := f.WriteAt(b.buf[:b.n], b.off); werr != nil {
+					err = fmt.Errorf("write image: at byte %d of %s: %w", b.off, dev, werr)
+				}
+			}
+			free <- b.buf
+		}
+		werr <- err
+	}()
+	finish := func() error { close(full); return <-werr }
 	var off int64
 	lastReport := time.Now()
 	for {
+		buf := <-free
 		n, rerr := io.ReadFull(raw, buf)
 		if n > 0 {
 			if off+int64(n) > size {
 				started = true
+				finish()
 				return res, fmt.Errorf("write image: %w: it goes on past byte %d of %s", ErrTooLarge, size, dev)
 			}
-			rawHash.Write(buf[:n])
 			started = true
-			if _, err := f.WriteAt(buf[:n], off); err != nil {
-				return res, fmt.Errorf("write image: at byte %d of %s: %w", off, dev, err)
-			}
+			full <- block{buf, n, off}
 			off += int64(n)
 			if progress != nil && time.Since(lastReport) > time.Second {
 				lastReport = time.Now()
 				progress(Progress{Written: off, Downloaded: down.n, Total: total, Rate: float64(off) / time.Since(start).Seconds()})
 			}
+		} else {
+			free <- buf
 		}
 		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
 			break
 		}
 		if rerr != nil {
+			finish()
 			return res, fmt.Errorf("write image: reading %s: %w", im.URL, rerr)
 		}
 		if ctx.Err() != nil {
+			finish()
 			return res, ctx.Err()
 		}
 	}
+	if err := finish(); err != nil {
+		return res, err
+	}
+	buf := <-free
 	// The decompressor may stop before the file does (trailing bytes):
 	// the whole file counts for its hash.
 	if _, err := io.Copy(io.Discard, down); err != nil {
