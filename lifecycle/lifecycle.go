@@ -51,7 +51,9 @@ var agentStates = []store.State{store.StateInspecting, store.StateAvailable, sto
 
 var edges = map[Action]edge{
 	Inspect: {from: []store.State{store.StateDiscovered, store.StateAvailable, store.StateFailed}, to: store.StateInspecting, task: "inspect"},
-	Deploy:  {from: []store.State{store.StateAvailable}, to: store.StateDeploying, task: "deploy"},
+	// From failed too: a deploy that failed is tried again without a
+	// round through inspection.
+	Deploy:  {from: []store.State{store.StateAvailable, store.StateFailed}, to: store.StateDeploying, task: "deploy"},
 	Release: {from: []store.State{store.StateActive}, to: store.StateCleaning, task: "wipe"},
 	Wipe:    {from: []store.State{store.StateAvailable, store.StateFailed}, to: store.StateCleaning, task: "wipe"},
 	Burnin:  {from: []store.State{store.StateAvailable, store.StateFailed}, to: store.StateBurnin, task: "burnin"},

@@ -54,7 +54,7 @@ func TestMatrix(t *testing.T) {
 	}
 	want := map[Action]map[store.State]store.State{
 		Inspect: {store.StateDiscovered: store.StateInspecting, store.StateAvailable: store.StateInspecting, store.StateFailed: store.StateInspecting},
-		Deploy:  {store.StateAvailable: store.StateDeploying},
+		Deploy:  {store.StateAvailable: store.StateDeploying, store.StateFailed: store.StateDeploying},
 		Release: {store.StateActive: store.StateCleaning},
 		Wipe:    {store.StateAvailable: store.StateCleaning, store.StateFailed: store.StateCleaning},
 		Burnin:  {store.StateAvailable: store.StateBurnin, store.StateFailed: store.StateBurnin},
