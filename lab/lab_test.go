@@ -246,9 +246,9 @@ func TestArgs(t *testing.T) {
 				[]string{"-M", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
 					"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
 					"-drive", "if=pflash,format=raw,file=/d/s-vars.fd"}, tap0,
-				[]string{"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:04,romfile=",
+				[]string{"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:04,bootindex=1,romfile=",
 					"-netdev", "tap,id=n1,ifname=tap1,script=no,downscript=no", "-device", "e1000,netdev=n1,mac=52:54:00:00:01:04,romfile=",
-					"-drive", "if=virtio,format=qcow2,file=/d/disk.qcow2", "-boot", "n"}),
+					"-drive", "if=none,id=d0,format=qcow2,file=/d/disk.qcow2", "-device", "virtio-blk-pci,drive=d0,bootindex=2"}),
 		},
 		{
 			name:     "aarch64 uefi",
@@ -258,8 +258,8 @@ func TestArgs(t *testing.T) {
 				[]string{"-M", "virt", "-cpu", "cortex-a57",
 					"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd",
 					"-drive", "if=pflash,format=raw,file=/d/a-vars.fd"}, tap0,
-				[]string{"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:05,romfile=",
-					"-drive", "if=virtio,format=raw,file=/d/disk.img"}),
+				[]string{"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:05,bootindex=1,romfile=",
+					"-drive", "if=none,id=d0,format=raw,file=/d/disk.img", "-device", "virtio-blk-pci,drive=d0,bootindex=2"}),
 		},
 		{
 			name:     "x86 direct kernel",

@@ -211,6 +211,11 @@ func (v *VM) Args(dir string) (string, []string, error) {
 		}
 		id := "n" + strconv.Itoa(i)
 		dev := fmt.Sprintf("%s,netdev=%s,mac=%s", model, id, nic.MAC)
+		if i == 0 && v.Disk != "" {
+			// Network first, then the disk: the firmware asks rackboot
+			// every time, and boots the disk when told to.
+			dev += ",bootindex=1"
+		}
 		if v.Firmware != FirmwareBIOS || i > 0 {
 			// UEFI firmware brings its own network stack and PXE client;
 			// an iPXE ROM would take the boot away from it.
@@ -223,7 +228,11 @@ func (v *VM) Args(dir string) (string, []string, error) {
 		if strings.HasSuffix(v.Disk, ".qcow2") {
 			format = "qcow2"
 		}
-		args = append(args, "-drive", "if=virtio,format="+format+",file="+v.Disk)
+		if len(nics) > 0 {
+			args = append(args, "-drive", "if=none,id=d0,format="+format+",file="+v.Disk, "-device", "virtio-blk-pci,drive=d0,bootindex=2")
+		} else {
+			args = append(args, "-drive", "if=virtio,format="+format+",file="+v.Disk)
+		}
 	}
 	if v.Kernel != "" {
 		args = append(args, "-kernel", v.Kernel)
@@ -233,7 +242,7 @@ func (v *VM) Args(dir string) (string, []string, error) {
 		if v.Append != "" {
 			args = append(args, "-append", v.Append)
 		}
-	} else if v.Arch == boot.ArchX86_64 && len(nics) > 0 {
+	} else if v.Arch == boot.ArchX86_64 && len(nics) > 0 && v.Disk == "" {
 		args = append(args, "-boot", "n")
 	}
 	return prog, args, nil
