@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/rackboot/rackboot/store"
+	"github.com/rackboot/rackboot/store/postgres"
 	"github.com/rackboot/rackboot/store/sqlite"
 )
 
@@ -17,7 +18,7 @@ func OpenStore(ctx context.Context, dsn, dataDir string) (store.Store, error) {
 	case dsn == "":
 		return sqlite.Open(ctx, filepath.Join(dataDir, DBFile))
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return nil, fmt.Errorf("open database: PostgreSQL is not built in yet")
+		return postgres.Open(ctx, dsn)
 	default:
 		return nil, fmt.Errorf("open database %q: want empty (SQLite in the data dir) or a postgres:// URL", dsn)
 	}

@@ -164,7 +164,7 @@ func TestGolden(t *testing.T) {
 		s, _ := newServer(ModeAuthoritative)
 		return []step{
 			{"discover", s, discover(t, mac1), nil},
-			{"request naming another server", s, request(t, mac1, "10.0.0.100", "10.0.0.2"), nil},
+			{"request naming another server", s, request(t, mac1, "10.0.0.150", "10.0.0.2"), nil},
 			{"the offer was released: another client gets it", s, discover(t, mac2), nil},
 		}
 	})

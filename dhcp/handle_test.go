@@ -155,7 +155,13 @@ func TestAuthoritativeExchanges(t *testing.T) {
 	check("taken by another MAC", request(t, mac2, "10.0.0.100", ""), `NAK yiaddr=0.0.0.0 siaddr=0.0.0.0 file="" to=255.255.255.255:68 msg="10.0.0.100 is leased to another client"`)
 	check("wrong subnet", request(t, mac2, "192.168.1.5", ""), `NAK yiaddr=0.0.0.0 siaddr=0.0.0.0 file="" to=255.255.255.255:68 msg="192.168.1.5 is not on subnet 10.0.0.0/24"`)
 	check("someone's reservation", request(t, mac2, "10.0.0.9", ""), `NAK yiaddr=0.0.0.0 siaddr=0.0.0.0 file="" to=255.255.255.255:68 msg="10.0.0.9 is reserved for 52:54:00:00:00:09"`)
-	check("other server chosen", request(t, mac2, "10.0.0.101", "10.0.0.2"), "no reply")
+	// The same address from another server: a server sharing our
+	// database, binding our very lease. It stays.
+	check("other server, same address", request(t, mac2, "10.0.0.101", "10.0.0.2"), "no reply")
+	if _, err := leases.ByMAC(ctx, local, mac2); err != nil {
+		t.Error("the offer the other server is binding was freed")
+	}
+	check("other server chosen", request(t, mac2, "10.0.0.150", "10.0.0.2"), "no reply")
 	if _, err := leases.ByMAC(ctx, local, mac2); err == nil {
 		t.Error("the offer to a client that chose another server was kept")
 	}

@@ -52,6 +52,12 @@ type Leases interface {
 	// Release frees the lease of mac on ip. Releasing a lease that is not
 	// there is not an error.
 	Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr) error
+	// ReleaseOffer frees the lease of mac in subnet only if it is still
+	// offered and not on keep, in one step: a client that took another
+	// server's offer frees ours. With a database shared with that server,
+	// the address the client asks for is the very lease the other server
+	// is binding, so it is kept, whether bound yet or not.
+	ReleaseOffer(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, keep netip.Addr) error
 	// Decline marks ip unusable until expires, whoever held it.
 	Decline(ctx context.Context, ip netip.Addr, expires time.Time) error
 	// ByMAC returns the live lease of mac in subnet, or ErrNoLease.

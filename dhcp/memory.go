@@ -105,6 +105,18 @@ func (m *MemoryLeases) Release(ctx context.Context, mac net.HardwareAddr, ip net
 	return nil
 }
 
+// ReleaseOffer implements Leases.
+func (m *MemoryLeases) ReleaseOffer(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, keep netip.Addr) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for ip, l := range m.leases {
+		if l.State == LeaseOffered && l.Subnet == subnet && l.MAC.String() == mac.String() && ip != keep {
+			delete(m.leases, ip)
+		}
+	}
+	return nil
+}
+
 // Decline implements Leases.
 func (m *MemoryLeases) Decline(ctx context.Context, ip netip.Addr, expires time.Time) error {
 	m.mu.Lock()

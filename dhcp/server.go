@@ -360,8 +360,8 @@ func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.C
 	case dhcpv4.MessageTypeRequest:
 		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(ip(s.ServerIP)) {
 			// The client took another server's offer: free ours.
-			if l, err := s.Leases.ByMAC(ctx, sn.Prefix, mac); err == nil && l.State == LeaseOffered {
-				s.Leases.Release(ctx, mac, l.IP)
+			if err := s.Leases.ReleaseOffer(ctx, sn.Prefix, mac, addr(req.RequestedIPAddress())); err != nil {
+				s.log().Warn("free offer", "mac", mac, "err", err)
 			}
 			return nil, nil
 		}

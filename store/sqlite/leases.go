@@ -166,6 +166,15 @@ func (s *Store) Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr
 	return nil
 }
 
+// ReleaseOffer implements dhcp.Leases.
+func (s *Store) ReleaseOffer(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, keep netip.Addr) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM leases WHERE subnet = ? AND mac = ? AND state = ? AND ip != ?`,
+		subnet.String(), macText(mac), string(dhcp.LeaseOffered), addrText(keep)); err != nil {
+		return fmt.Errorf("release offer to %s: %w", macText(mac), err)
+	}
+	return nil
+}
+
 // Decline implements dhcp.Leases.
 func (s *Store) Decline(ctx context.Context, ip netip.Addr, expires time.Time) error {
 	err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -221,4 +230,12 @@ func (s *Store) setCursor(subnet netip.Prefix, a netip.Addr) {
 		s.next = map[netip.Prefix]netip.Addr{}
 	}
 	s.next[subnet] = a
+}
+
+// addrText is an address as stored, "" for none.
+func addrText(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }

@@ -156,6 +156,31 @@ func testLeases(t *testing.T, open Opener) {
 	if err != nil || b.State != dhcp.LeaseBound || b.Hostname != "node1" {
 		t.Fatalf("bind = %+v, %v", b, err)
 	}
+	// Freeing an offer leaves a bound lease alone (another server may have
+	// just bound it), and frees an offered one.
+	if err := s.ReleaseOffer(ctx, sub, mac(1), netip.Addr{}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := s.ByMAC(ctx, sub, mac(1)); err != nil || l.State != dhcp.LeaseBound {
+		t.Fatalf("bound lease after ReleaseOffer: %+v %v", l, err)
+	}
+	// The address the client asks another server for is kept: with a
+	// shared database, it is the lease that server is binding.
+	if err := s.ReleaseOffer(ctx, sub, mac(2), l2.IP); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := s.ByMAC(ctx, sub, mac(2)); err != nil || l.IP != l2.IP {
+		t.Fatalf("offer of the address asked for: %+v %v", l, err)
+	}
+	if err := s.ReleaseOffer(ctx, sub, mac(2), netip.MustParseAddr("10.1.0.99")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ByMAC(ctx, sub, mac(2)); !errors.Is(err, dhcp.ErrNoLease) {
+		t.Fatalf("offered lease after ReleaseOffer: %v", err)
+	}
+	if l2, err = s.Allocate(ctx, sub, first, last, mac(2), l2.IP, reserved, exp); err != nil || l2.IP.String() != "10.1.0.12" {
+		t.Fatalf("allocate 2 again = %+v, %v", l2, err)
+	}
 	if err := s.Release(ctx, mac(2), l2.IP); err != nil {
 		t.Fatal(err)
 	}

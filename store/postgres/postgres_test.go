@@ -1,0 +1,47 @@
+package postgres
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseDSN(t *testing.T) {
+	for _, tc := range []struct {
+		dsn  string
+		want string // a substring of the error; empty means valid
+	}{
+		{"postgres://rackboot:secret@db.example:5432/rackboot?sslmode=disable", ""},
+		{"postgresql://db.example/rackboot", ""},
+		{"postgres://postgres@/postgres?host=/tmp/pg&port=5433", ""},
+		{"mysql://root@localhost/rackboot", `scheme "mysql"`},
+		{"host=localhost dbname=rackboot", "want postgres://"},
+		{"postgres://u:secret@db.example:notaport/x", "database url"},
+		{"postgres://u:secret@db.example/x?sslmode=bogus", "database url"},
+	} {
+		t.Run(tc.dsn, func(t *testing.T) {
+			_, err := ParseDSN(tc.dsn)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("ParseDSN: %v", err)
+			case tc.want != "" && err == nil:
+				t.Fatalf("ParseDSN accepted it, want an error with %q", tc.want)
+			case tc.want != "" && !strings.Contains(err.Error(), tc.want):
+				t.Fatalf("ParseDSN: %v, want an error with %q", err, tc.want)
+			}
+			if err != nil && strings.Contains(err.Error(), "secret") {
+				t.Errorf("error shows the password: %v", err)
+			}
+		})
+	}
+}
+
+func TestLockKeyStable(t *testing.T) {
+	// Every server computes the same key for a subnet, or the lock
+	// serialises nothing.
+	if a, b := lockKey("lease 10.0.0.0/24"), lockKey("lease 10.0.0.0/24"); a != b {
+		t.Fatalf("lock keys differ: %d, %d", a, b)
+	}
+	if lockKey("lease 10.0.0.0/24") == lockKey("lease 10.0.1.0/24") {
+		t.Fatal("two subnets share a lock key")
+	}
+}
