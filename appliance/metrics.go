@@ -51,7 +51,13 @@ func ensureAdminUser(ctx context.Context, st store.Store, dataDir string, log *s
 	if err != nil {
 		return fmt.Errorf("admin user: %w", err)
 	}
-	if err := st.PutUser(ctx, store.User{Name: "admin", Role: store.RoleAdmin, PasswordHash: hash}); err != nil {
+	// Servers sharing a database may start together: the first to
+	// create admin wins, and the others' password files are removed.
+	if err := st.CreateUser(ctx, store.User{Name: "admin", Role: store.RoleAdmin, PasswordHash: hash}); errors.Is(err, store.ErrConflict) {
+		os.Remove(path)
+		log.Info("web UI user admin was created by another server sharing the database")
+		return nil
+	} else if err != nil {
 		return fmt.Errorf("admin user: %w", err)
 	}
 	log.Info("created web UI user admin", "password_file", path)

@@ -285,6 +285,8 @@ type Store interface {
 
 	// PutUser creates or replaces a user.
 	PutUser(ctx context.Context, u User) error
+	// CreateUser creates a user; a name already taken is ErrConflict.
+	CreateUser(ctx context.Context, u User) error
 	User(ctx context.Context, name string) (User, error)
 	Users(ctx context.Context) ([]User, error)
 	// DeleteUser removes a user and every token of theirs.

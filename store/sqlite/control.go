@@ -479,6 +479,22 @@ func (s *Store) PutUser(ctx context.Context, u store.User) error {
 	return nil
 }
 
+// CreateUser implements store.Store.
+func (s *Store) CreateUser(ctx context.Context, u store.User) error {
+	if u.Created.IsZero() {
+		u.Created = time.Now().UTC()
+	}
+	res, err := s.db.ExecContext(ctx, `INSERT INTO users (name, role, password_hash, created) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING`,
+		u.Name, string(u.Role), u.PasswordHash, u.Created.UnixNano())
+	if err != nil {
+		return fmt.Errorf("create user %s: %w", u.Name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("create user %s: %w", u.Name, store.ErrConflict)
+	}
+	return nil
+}
+
 func scanUser(row interface{ Scan(...any) error }) (store.User, error) {
 	var u store.User
 	var role string

@@ -425,8 +425,14 @@ func testTasks(t *testing.T, open Opener) {
 func testUsersAndTokens(t *testing.T, open Opener) {
 	ctx := context.Background()
 	s, _ := open(t)
-	if err := s.PutUser(ctx, store.User{Name: "ann", Role: store.RoleTech, PasswordHash: "h1"}); err != nil {
+	if err := s.CreateUser(ctx, store.User{Name: "ann", Role: store.RoleTech, PasswordHash: "h1"}); err != nil {
 		t.Fatal(err)
+	}
+	if err := s.CreateUser(ctx, store.User{Name: "ann", Role: store.RoleAdmin, PasswordHash: "h0"}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("second create of one user: %v, want ErrConflict", err)
+	}
+	if u, _ := s.User(ctx, "ann"); u.PasswordHash != "h1" {
+		t.Fatalf("a refused create changed the user: %+v", u)
 	}
 	if err := s.PutUser(ctx, store.User{Name: "ann", Role: store.RoleAdmin, PasswordHash: "h2"}); err != nil {
 		t.Fatal(err)
