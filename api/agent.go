@@ -137,6 +137,10 @@ func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if err := s.Store.TouchNode(r.Context(), n.ID, time.Now()); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	out := protocol.HeartbeatResult{State: string(n.State)}
 	if hb.Running == "" {
 		t, err := s.Store.ClaimTask(r.Context(), n.ID, time.Now())

@@ -30,6 +30,7 @@ import (
 	"github.com/rackboot/rackboot/httpboot"
 	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/ipxe"
+	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/tftp"
 )
 
@@ -317,6 +318,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	g.Go(func() error { return tftpServer.Serve(ctx, tftpConn) })
 	g.Go(func() error { return serveHTTP(ctx, httpLn, mux) })
+	timeout := r.AgentTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Minute
+	}
+	g.Go(func() error {
+		return apiServer.Machine().RunReaper(ctx, timeout, time.Minute, func(n store.Node) {
+			apiServer.Broker().Publish()
+			log.Warn("node failed: its agent went quiet", "node", n.ID, "reason", n.LastError)
+		})
+	})
 
 	warnMissing(log, r.DataDir)
 	log.Info("rackboot serving", "dhcp", r.DHCP.Mode, "interface", r.Interface, "server_ip", r.serverIP.String(),

@@ -44,6 +44,10 @@ type Config struct {
 	// Cmdline is appended to every kernel command line rackboot hands out.
 	Cmdline  string `yaml:"kernel_cmdline"`
 	LogLevel string `yaml:"log_level"`
+	// AgentTimeout fails a node whose agent has not called in (and that
+	// has not network-booted) for this long while it should be working
+	// (default 30 minutes).
+	AgentTimeout time.Duration `yaml:"agent_timeout"`
 	// Version is the binary's version, reported by the API.
 	Version string `yaml:"-"`
 }

@@ -339,3 +339,75 @@ func (m *Machine) Finish(ctx context.Context, id string, from, to store.State, a
 	m.notify(ev)
 	return n, nil
 }
+
+// busy are the states in which a node's agent is at work and must keep
+// calling in.
+var busy = []store.State{store.StateInspecting, store.StateDeploying, store.StateCleaning, store.StateBurnin}
+
+// Reap fails the busy nodes nobody has heard from for timeout: no
+// heartbeat of their agent, no network boot. Their unfinished tasks fail
+// with them. It returns the nodes it failed.
+func (m *Machine) Reap(ctx context.Context, timeout time.Duration) ([]store.Node, error) {
+	now := m.now()
+	var reaped []store.Node
+	for _, st := range busy {
+		nodes, err := m.Store.ListNodes(ctx, store.NodeFilter{State: st})
+		if err != nil {
+			return reaped, fmt.Errorf("reap: %w", err)
+		}
+		for _, n := range nodes {
+			last := n.LastSeen
+			if n.StateChanged.After(last) {
+				last = n.StateChanged
+			}
+			if now.Sub(last) < timeout {
+				continue
+			}
+			reason := fmt.Sprintf("no word from the node's agent for %s (last at %s)", now.Sub(last).Round(time.Second), last.Format(time.RFC3339))
+			tasks, err := m.Store.Tasks(ctx, store.TaskFilter{NodeID: n.ID})
+			if err != nil {
+				return reaped, fmt.Errorf("reap: %w", err)
+			}
+			for _, t := range tasks {
+				if t.State == store.TaskPending || t.State == store.TaskRunning {
+					t.State, t.Error, t.Updated = store.TaskFailed, reason, now
+					if err := m.Store.UpdateTask(ctx, t); err != nil {
+						return reaped, fmt.Errorf("reap: %w", err)
+					}
+				}
+			}
+			failed, err := m.Finish(ctx, n.ID, st, store.StateFailed, "system", reason)
+			var refused *RefusedError
+			if errors.As(err, &refused) {
+				continue // it moved on meanwhile
+			}
+			if err != nil {
+				return reaped, fmt.Errorf("reap: %w", err)
+			}
+			reaped = append(reaped, failed)
+		}
+	}
+	return reaped, nil
+}
+
+// RunReaper reaps every interval until ctx ends.
+func (m *Machine) RunReaper(ctx context.Context, timeout, interval time.Duration, log func(store.Node)) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		nodes, err := m.Reap(ctx, timeout)
+		if err != nil && ctx.Err() == nil {
+			return err
+		}
+		for _, n := range nodes {
+			if log != nil {
+				log(n)
+			}
+		}
+	}
+}

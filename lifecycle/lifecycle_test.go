@@ -216,3 +216,42 @@ func TestFinish(t *testing.T) {
 		t.Fatalf("inspect done: %+v %v", got, err)
 	}
 }
+
+func TestReap(t *testing.T) {
+	m, st, _ := newMachine(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	m.Now = func() time.Time { return now }
+	quiet := node(t, st, 1, boot.ClientX64UEFI, store.StateAvailable)
+	if _, _, err := m.Do(ctx, quiet.ID, Deploy, Params{Image: "img"}, "u"); err == nil {
+		t.Fatal("deploy without an image worked")
+	}
+	st.CreateImage(ctx, store.Image{Name: "img", Arch: boot.ArchX86_64})
+	if _, _, err := m.Do(ctx, quiet.ID, Deploy, Params{Image: "img"}, "u"); err != nil {
+		t.Fatal(err)
+	}
+	talking := node(t, st, 2, boot.ClientX64UEFI, store.StateAvailable)
+	if _, _, err := m.Do(ctx, talking.ID, Burnin, Params{}, "u"); err != nil {
+		t.Fatal(err)
+	}
+	idle := node(t, st, 3, boot.ClientX64UEFI, store.StateAvailable)
+	// Half an hour on: one agent called in a minute ago, one never did.
+	now = now.Add(30 * time.Minute)
+	st.TouchNode(ctx, talking.ID, now.Add(-time.Minute))
+	reaped, err := m.Reap(ctx, 20*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reaped) != 1 || reaped[0].ID != quiet.ID || reaped[0].State != store.StateFailed || !strings.Contains(reaped[0].LastError, "no word") {
+		t.Fatalf("reaped %+v", reaped)
+	}
+	tasks, _ := st.Tasks(ctx, store.TaskFilter{NodeID: quiet.ID})
+	if len(tasks) != 1 || tasks[0].State != store.TaskFailed {
+		t.Fatalf("the quiet node's task: %+v", tasks)
+	}
+	for _, id := range []string{talking.ID, idle.ID} {
+		if n, _ := st.Node(ctx, id); n.State == store.StateFailed {
+			t.Errorf("node %s reaped though it talks or idles", id)
+		}
+	}
+}

@@ -251,6 +251,8 @@ type Store interface {
 	Transition(ctx context.Context, id string, from, to State, lastError string, e Event) (Node, Event, error)
 	// SetSecureBoot sets or (nil) clears a node's Secure Boot override.
 	SetSecureBoot(ctx context.Context, id string, on *bool) error
+	// TouchNode records that the node (its agent) was heard from at now.
+	TouchNode(ctx context.Context, id string, now time.Time) error
 	// UpdateNode applies a patch. A name taken by another node is ErrConflict.
 	UpdateNode(ctx context.Context, id string, p NodePatch) (Node, error)
 	// SetInventory stores an inventory and the GPU models found in it.

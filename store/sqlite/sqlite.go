@@ -397,6 +397,11 @@ func (s *Store) SetSecureBoot(ctx context.Context, id string, on *bool) error {
 	return s.updateNode(ctx, "set secure boot of node", id, "secure_boot", v)
 }
 
+// TouchNode implements store.Store.
+func (s *Store) TouchNode(ctx context.Context, id string, now time.Time) error {
+	return s.updateNode(ctx, "touch node", id, "last_seen", now.UnixNano())
+}
+
 // AddTrace implements store.Store.
 func (s *Store) AddTrace(ctx context.Context, nodeID string, e boot.Event) error {
 	opts, err := json.Marshal(e.Options)

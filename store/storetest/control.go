@@ -125,6 +125,16 @@ func testListNodes(t *testing.T, open Opener) {
 	if d := cmp.Diff(map[store.State]int{store.StateDiscovered: 2, store.StateAvailable: 1}, counts); d != "" {
 		t.Errorf("counts (-want +got):\n%s", d)
 	}
+	heard := time.Date(2026, 5, 5, 5, 5, 5, 0, time.UTC)
+	if err := s.TouchNode(ctx, c.ID, heard); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Node(ctx, c.ID); !got.LastSeen.Equal(heard) {
+		t.Errorf("last seen after touch: %v", got.LastSeen)
+	}
+	if err := s.TouchNode(ctx, "nope", heard); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("touch of unknown node: %v", err)
+	}
 	if err := s.SetInventory(ctx, "nope", nil, nil); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("inventory of unknown node: %v, want ErrNotFound", err)
 	}
