@@ -32,6 +32,7 @@ import (
 	"github.com/rackboot/rackboot/ipxe"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/tftp"
+	"github.com/rackboot/rackboot/web"
 )
 
 // Paths inside the data dir.
@@ -310,6 +311,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	mux.Handle("/api/", apiServer.Handler())
 	mux.Handle("/metrics", apiServer.Handler())
 	mux.Handle("/images/", bootHTTP.wrap(apiServer.ImageFiles()))
+	mux.Handle(web.Prefix, web.Handler())
+	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
 	mux.Handle("/", bootHTTP.wrap(hb.Handler()))
 
 	for i := range dhcpServers {
