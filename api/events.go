@@ -30,8 +30,9 @@ func EventFrom(e store.Event) Event {
 		Reason: e.Reason, Message: e.Message}
 }
 
-// EventList is a page of events, oldest first. NextCursor, when not
-// empty, fetches the next page as ?after=.
+// EventList is a page of events, oldest first (or newest first with
+// ?order=desc). NextCursor, when not empty, fetches the next page as
+// ?after= (or ?before= with order=desc).
 type EventList struct {
 	Items      []Event `json:"items"`
 	NextCursor string  `json:"next_cursor"`
@@ -95,6 +96,23 @@ func (s *Server) listEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f.Limit, ok = limit(w, r, 100); !ok {
+		return
+	}
+	q := r.URL.Query()
+	switch q.Get("order") {
+	case "", "asc":
+	case "desc":
+		f.Newest = true
+		if b := q.Get("before"); b != "" {
+			v, err := strconv.ParseInt(b, 10, 64)
+			if err != nil || v <= 0 {
+				writeError(w, http.StatusBadRequest, "bad_request", "before must be an event sequence number")
+				return
+			}
+			f.Before = v
+		}
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", `order must be "asc" (oldest first, page with after=) or "desc" (newest first, page with before=)`)
 		return
 	}
 	evs, err := s.Store.Events(r.Context(), f)

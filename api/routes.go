@@ -44,7 +44,7 @@ func (s *Server) table() []route {
 			in: lifecycle.Params{}, out: ActionResult{}, status: 200, audited: true, h: s.action},
 		{method: "GET", pattern: "/api/v1/nodes/{id}/trace", role: ro, summary: "The node's boot trace: boots with verdicts, and raw events", query: []string{"limit"}, out: Trace{}, status: 200, h: s.getTrace},
 
-		{method: "GET", pattern: "/api/v1/events", role: ro, summary: "The audit log, oldest first", query: []string{"node", "after", "limit"}, out: EventList{}, status: 200, h: s.listEvents},
+		{method: "GET", pattern: "/api/v1/events", role: ro, summary: "The audit log, oldest first; order=desc gives the newest first", query: []string{"node", "after", "before", "order", "limit"}, out: EventList{}, status: 200, h: s.listEvents},
 		{method: "GET", pattern: "/api/v1/events/stream", role: ro, summary: "The audit log live, as server-sent events (event: event, id: seq)", query: []string{"node", "after"}, out: Event{}, status: 200, h: s.streamEvents},
 
 		{method: "GET", pattern: "/api/v1/images", role: ro, summary: "List images", out: ImageList{}, status: 200, h: s.listImages},

@@ -126,8 +126,12 @@ type EventFilter struct {
 	// After returns only events with a higher Seq (for pagination and
 	// for catching up a live stream).
 	After int64
-	// Limit is the most events returned (oldest first); 0 means 1000.
+	// Limit is the most events returned; 0 means 1000.
 	Limit int
+	// Newest returns the newest events first; Before, when not 0, then
+	// starts below that sequence number (the next page back).
+	Newest bool
+	Before int64
 }
 
 // Image is a disk image in the catalog.
@@ -265,7 +269,8 @@ type Store interface {
 
 	// AddEvent appends to the audit log and returns the event as stored.
 	AddEvent(ctx context.Context, e Event) (Event, error)
-	// Events returns events a filter selects, oldest first.
+	// Events returns events a filter selects, oldest first unless the
+	// filter asks for the newest first.
 	Events(ctx context.Context, f EventFilter) ([]Event, error)
 
 	// CreateImage adds an image; a name already taken is ErrConflict.

@@ -255,10 +255,19 @@ func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event,
 	q := `SELECT seq, time, node_id, actor, kind, from_state, to_state, reason, message FROM events WHERE seq > $1`
 	args := []any{f.After}
 	if f.NodeID != "" {
-		q, args = q+` AND node_id = $2`, append(args, f.NodeID)
+		args = append(args, f.NodeID)
+		q += fmt.Sprintf(` AND node_id = $%d`, len(args))
+	}
+	if f.Before > 0 {
+		args = append(args, f.Before)
+		q += fmt.Sprintf(` AND seq < $%d`, len(args))
+	}
+	order := ` ORDER BY seq`
+	if f.Newest {
+		order = ` ORDER BY seq DESC`
 	}
 	args = append(args, f.Limit)
-	rows, err := s.pool.Query(ctx, q+fmt.Sprintf(` ORDER BY seq LIMIT $%d`, len(args)), args...)
+	rows, err := s.pool.Query(ctx, q+order+fmt.Sprintf(` LIMIT $%d`, len(args)), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}

@@ -272,7 +272,14 @@ func (s *Store) Events(ctx context.Context, f store.EventFilter) ([]store.Event,
 	if f.NodeID != "" {
 		q, args = q+` AND node_id = ?`, append(args, f.NodeID)
 	}
-	rows, err := s.db.QueryContext(ctx, q+` ORDER BY seq LIMIT ?`, append(args, f.Limit)...)
+	if f.Before > 0 {
+		q, args = q+` AND seq < ?`, append(args, f.Before)
+	}
+	order := ` ORDER BY seq`
+	if f.Newest {
+		order = ` ORDER BY seq DESC`
+	}
+	rows, err := s.db.QueryContext(ctx, q+order+` LIMIT ?`, append(args, f.Limit)...)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}

@@ -319,6 +319,14 @@ func testEvents(t *testing.T, open Opener) {
 	if len(after) != 1 || after[0].Message != "m3" {
 		t.Fatalf("after %d limit 1: %+v", seqs[2], after)
 	}
+	newest, _ := s.Events(ctx, store.EventFilter{Newest: true, Limit: 2})
+	if len(newest) != 2 || newest[0].Message != "m4" || newest[1].Message != "m3" {
+		t.Fatalf("newest 2: %+v", newest)
+	}
+	back, _ := s.Events(ctx, store.EventFilter{Newest: true, Before: newest[1].Seq, NodeID: "n1"})
+	if len(back) != 2 || back[0].Message != "m2" || back[1].Message != "m0" {
+		t.Fatalf("n1 before %d, newest first: %+v", newest[1].Seq, back)
+	}
 }
 
 func testImages(t *testing.T, open Opener) {

@@ -1,7 +1,7 @@
 // The images catalog, the audit log, and administration (users, tokens).
 
 import { h, clear, timeEl, fmtTime, bytes, field, select, card, empty } from './dom.js';
-import { get, getAll, post, del, enc } from './api.js';
+import { get, getAll, post, del, enc, query } from './api.js';
 import { can, toast, confirmDialog } from './ui.js';
 
 function errorBox(e) {
@@ -100,13 +100,13 @@ export function eventsPage(root) {
   (async () => {
     try {
       const [evs, nodes] = await Promise.all([
-        getAll('/events', { limit: 1000 }, { cursorParam: 'after', max: 100 }),
+        get('/events' + query({ order: 'desc', limit: 500 })).then((p) => (p.items || []).reverse()),
         getAll('/nodes', { limit: 1000 }).catch(() => []),
       ]);
       if (!alive) return;
       for (const n of nodes) if (n.name) names.set(n.id, n.name);
       for (const ev of evs.slice(-500)) add(ev, false);
-      status.textContent = `newest ${Math.min(evs.length, 500)} of ${evs.length}, live`;
+      status.textContent = `newest ${evs.length}, live`;
     } catch (e) {
       root.append(errorBox(e));
     }

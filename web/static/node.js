@@ -2,7 +2,7 @@
 // trace, tasks, and the lifecycle actions behind a confirmation.
 
 import { h, clear, $, $$, timeEl, fmtTime, stateBadge, chip, mono, field, select, card, empty, debounce } from './dom.js';
-import { get, getAll, post, patch, del, enc, APIError } from './api.js';
+import { get, post, patch, del, enc, query, APIError } from './api.js';
 import { can, toast, confirmDialog } from './ui.js';
 import { inventoryView } from './inventory.js';
 import { nodeLabel } from './nodes.js';
@@ -296,7 +296,8 @@ export function nodePage(root, id) {
 
   async function loadTimeline() {
     try {
-      const evs = await getAll('/events', { node: node.id, limit: 1000 }, { cursorParam: 'after', max: 50 });
+      const page = await get('/events' + query({ node: node.id, order: 'desc', limit: 300 }));
+      const evs = (page.items || []).reverse();
       if (!alive) return;
       for (const ev of evs.slice(-300)) addEvent(ev, false);
       if (!timeline.children.length) timeline.parentNode.append(empty('No events yet.'));
