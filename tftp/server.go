@@ -202,11 +202,13 @@ func (s *Server) accept(ctx context.Context, conn net.PacketConn, peer *net.UDPA
 }
 
 func (s *Server) sendErrorTo(conn net.PacketConn, peer net.Addr, code ErrorCode, msg string) {
+	// Counted before it leaves, so whoever reads the error reads the count.
+	s.errs.Add(1)
 	if _, err := conn.WriteTo(appendError(nil, code, msg), peer); err != nil {
+		s.errs.Add(^uint64(0))
 		s.log().Debug("tftp send error", "peer", peer, "err", err)
 		return
 	}
-	s.errs.Add(1)
 }
 
 func (s *Server) record(ctx context.Context, e boot.Event) {
@@ -504,8 +506,9 @@ func (t *xfer) send(b []byte) *transferError {
 }
 
 func (t *xfer) sendError(code ErrorCode, msg string) {
-	if _, err := t.sock.Write(appendError(nil, code, msg)); err == nil {
-		t.s.errs.Add(1)
+	t.s.errs.Add(1)
+	if _, err := t.sock.Write(appendError(nil, code, msg)); err != nil {
+		t.s.errs.Add(^uint64(0))
 	}
 }
 
