@@ -8,7 +8,7 @@ IFACE ?= $(shell ip -4 route show default 2>/dev/null | awk '{for (i=1;i<NF;i++)
 DHCP_MODE ?= proxy
 E2E_TIMEOUT ?= 40m
 
-.PHONY: help build run firmware test unit integration e2e deps fuzz bench clean
+.PHONY: help build run firmware ramdisks lab test unit integration e2e deps fuzz bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,6 +24,12 @@ run: firmware ## run rackboot on IFACE (DHCP_MODE=proxy by default; needs root)
 	@if [ "$$(id -u)" != 0 ]; then echo "rackboot serves DHCP (67, 4011) and TFTP (69): run as root (sudo make run)"; exit 1; fi
 	@if [ -z "$(IFACE)" ]; then echo "no default route: say which interface, e.g. make run IFACE=eth0"; exit 1; fi
 	bin/rackboot serve --data-dir $(DATA_DIR) --interface $(IFACE) --dhcp-mode $(DHCP_MODE) $(ARGS)
+
+ramdisks: build ## build the agent ramdisks (amd64, arm64) into DATA_DIR/artifacts
+	bin/rackboot ramdisk build --arch all --data-dir $(DATA_DIR)
+
+lab: deps firmware ramdisks ## a virtual rack of QEMU nodes booting through rackboot (root; Ctrl-C ends it)
+	bin/rackboot lab --data-dir $(DATA_DIR)
 
 deps: ## install the Debian packages the tests use (QEMU, firmware, DHCP/TFTP clients)
 	bash scripts/install-test-deps.sh

@@ -47,6 +47,8 @@ Usage:
   rackboot user add NAME --role R [--password-file F]
                                       add a web UI user or reset their password
   rackboot user list|delete           web UI users (admin)
+  rackboot ramdisk build [--arch amd64|arm64|all] [--data-dir DIR] [--mirror URL]
+                                      build the agent ramdisks (Debian kernel + u-root initrd) into DATA_DIR/artifacts
   rackboot lab [flags]                a virtual rack of QEMU nodes booting through rackboot (root)
   rackboot version                    print the version
 
@@ -96,6 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return userCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "lab":
 		return labCmd(ctx, args[1:], stdout, stderr)
+	case "ramdisk":
+		return ramdiskCmd(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "rackboot", version)
 		return nil

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/firmware"
+	"github.com/rackboot/rackboot/images/ramdisk"
+)
+
+const ramdiskUsage = `Usage: rackboot ramdisk build [--arch amd64|arm64|all] [--data-dir DIR] [--mirror URL] [flags]
+
+Builds the agent ramdisk for each architecture: Debian's kernel (linux-image-amd64,
+linux-image-arm64) fetched from the archive and checked against its index, and an initrd
+that u-root's builder packs with init, a shell (gosh), ls, cat, dmesg, ip, ps and the agent,
+cross-compiled, plus the kernel modules for virtio, NVMe, SATA, SAS/RAID HBAs and common
+server NICs with their modules.dep and modules.alias. They go to
+DATA_DIR/artifacts/<x86_64|aarch64>/vmlinuz and initrd, where rackboot serve boots them
+from, with ramdisk.json listing what they were built from. When none of that changed,
+the build does nothing and says so.
+
+It runs the go command: run it in the rackboot source tree, or name it with --source.
+
+Flags:
+`
+
+func ramdiskCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "build" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+			fmt.Fprint(stdout, ramdiskUsage[:strings.Index(ramdiskUsage, "\nFlags:")+1])
+			fmt.Fprintln(stdout, `Run "rackboot ramdisk build -h" for its flags.`)
+			return nil
+		}
+		return usageError{"ramdisk: usage: rackboot ramdisk build [--arch amd64|arm64|all] [--data-dir DIR] [--mirror URL]"}
+	}
+	fs := flag.NewFlagSet("ramdisk build", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	arch := fs.String("arch", "all", "amd64 (x86_64), arm64 (aarch64) or all")
+	dataDir := fs.String("data-dir", envOr("RACKBOOT_DATA_DIR", "data"), "data dir: the ramdisks go to DATA_DIR/artifacts/<arch>/, downloads to DATA_DIR/cache/ramdisk")
+	cacheDir := fs.String("cache-dir", "", "where kernel packages and the u-root builder are kept (default DATA_DIR/cache/ramdisk)")
+	mirror := fs.String("mirror", "", "Debian mirror URL (default: the host's apt configuration)")
+	suite := fs.String("suite", "", "Debian suite, e.g. bookworm (default: the host's apt configuration)")
+	source := fs.String("source", ".", "the rackboot source tree (its go.mod pins u-root)")
+	agent := fs.String("agent", ramdisk.DefaultAgent, "the agent's main package, relative to --source")
+	uinit := fs.String("uinit", "", "the command line init starts (default: the agent's command name)")
+	update := fs.Bool("update", false, "ask the archive for a newer kernel even when one is cached")
+	force := fs.Bool("force", false, "rebuild even when nothing changed")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), ramdiskUsage)
+		fs.PrintDefaults()
+	}
+	if _, err := parseArgs(fs, args[1:]); err != nil {
+		return err
+	}
+	var archs []boot.Arch
+	if *arch == "all" {
+		archs = []boot.Arch{boot.ArchX86_64, boot.ArchAArch64}
+	} else {
+		a, err := ramdisk.ParseArch(*arch)
+		if err != nil {
+			return usageError{"ramdisk build: --arch amd64, arm64 or all"}
+		}
+		archs = []boot.Arch{a}
+	}
+	if _, err := os.Stat(filepath.Join(*source, "go.mod")); err != nil {
+		return fmt.Errorf("ramdisk build: %s is not the rackboot source tree (no go.mod); run it there or pass --source", *source)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	for _, a := range archs {
+		res, err := ramdisk.Build(ctx, ramdisk.Options{
+			Arch: a, DataDir: *dataDir, CacheDir: *cacheDir, SourceDir: *source, Agent: *agent, UInit: *uinit,
+			Firmware: firmware.Options{Mirror: *mirror, Suite: *suite},
+			Update:   *update, Force: *force, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		state := fmt.Sprintf("built in %.1f s", res.Took.Seconds())
+		if res.UpToDate {
+			state = "up to date, nothing built"
+		}
+		m := res.Manifest
+		fmt.Fprintf(stdout, "%s: %s\n  kernel  %s %s (%s), vmlinuz %s\n  initrd  %s, %d modules\n  in      %s\n",
+			a, state, res.Kernel.Package, res.Kernel.Version, res.Release, mib(m.Vmlinuz.Size), mib(m.Initrd.Size), len(m.Modules), res.Dir)
+		if len(m.Missing) > 0 {
+			fmt.Fprintf(stdout, "  missing %s (neither in the kernel package nor built in)\n", strings.Join(m.Missing, " "))
+		}
+	}
+	return nil
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -1,0 +1,217 @@
+//go:build e2e && agent_e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/lab"
+)
+
+var (
+	ramdiskOnce sync.Once
+	ramdiskErr  error
+)
+
+// agentArtifacts builds the agent ramdisks once per run (the builder
+// itself skips a build whose inputs did not change) and copies them into
+// dataDir's artifacts, where the boot scripts point.
+func agentArtifacts(t *testing.T, dataDir string) {
+	t.Helper()
+	shared := filepath.Join(cacheDir, "agent")
+	ramdiskOnce.Do(func() {
+		cmd := exec.Command(binary, "ramdisk", "build", "--arch", "all", "--data-dir", shared)
+		cmd.Dir = repoRoot
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			ramdiskErr = fmt.Errorf("ramdisk build: %v\n%s", err, out)
+			return
+		}
+		t.Logf("ramdisk build:\n%s", strings.TrimSpace(string(out)))
+	})
+	if ramdiskErr != nil {
+		t.Fatal(ramdiskErr)
+	}
+	if err := copyDir(filepath.Join(shared, "artifacts"), filepath.Join(dataDir, "artifacts")); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyDir(filepath.Join(cacheDir, "firmware"), filepath.Join(dataDir, "firmware")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// client is the API as a program sees it.
+type client struct {
+	url, token string
+}
+
+func (c client) get(path string, out any) error {
+	req, _ := http.NewRequest("GET", c.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// waitState polls the node owning mac until it reaches want, failing
+// early when it lands in failed.
+func (c client) waitState(ctx context.Context, mac, want string) (api.Node, error) {
+	var n api.Node
+	for {
+		err := c.get("/api/v1/nodes/"+mac, &n)
+		if err == nil && n.State == want {
+			return n, nil
+		}
+		if err == nil && n.State == "failed" && want != "failed" {
+			return n, fmt.Errorf("node %s failed: %s", mac, n.LastError)
+		}
+		select {
+		case <-ctx.Done():
+			return n, fmt.Errorf("node %s: still %q, want %q: %w", mac, n.State, want, ctx.Err())
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// path walks a decoded JSON document.
+func path(v any, keys ...string) any {
+	for _, k := range keys {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+// TestInspect powers on an x86-64 UEFI and an AArch64 UEFI node, each
+// with an empty disk and two NICs; both PXE-boot through rackboot into the
+// agent, which inventories them, and they must reach available with an
+// inventory that matches the VM.
+func TestInspect(t *testing.T) {
+	setup(t)
+	dir := t.TempDir()
+	dataDir := filepath.Join(dir, "data")
+	agentArtifacts(t, dataDir)
+	specs := []lab.NodeSpec{
+		{Name: "x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1536, DiskGiB: 3, NICs: 2},
+		{Name: "arm", Arch: boot.ArchAArch64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1024, DiskGiB: 2, NICs: 2},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	r, err := lab.StartRack(ctx, lab.RackOptions{Name: fmt.Sprintf("rbinsp%d", os.Getpid()), Binary: binary, DataDir: dataDir, Dir: filepath.Join(dir, "lab"),
+		Prefix: mustPrefix("10.77.40.0/24"), HostLink: mustPrefix("10.77.41.0/30"), Nodes: specs, ServeArgs: []string{"--log-level", "debug"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	token, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client{url: r.URL, token: strings.TrimSpace(string(token))}
+	var wg sync.WaitGroup
+	for i, spec := range specs {
+		wg.Add(1)
+		go func(i int, spec lab.NodeSpec) {
+			defer wg.Done()
+			start := time.Now()
+			if err := r.PowerOn(ctx, i); err != nil {
+				t.Error(err)
+				return
+			}
+			mac := lab.MAC(i, 0).String()
+			n, err := c.waitState(ctx, mac, "available")
+			if err != nil {
+				t.Errorf("%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 4000))
+				return
+			}
+			t.Logf("%s (%s): power-on to available in %.0f s", spec.Name, spec.Arch, time.Since(start).Seconds())
+			checkInventory(t, c, n.ID, i, spec)
+		}(i, spec)
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.Logf("rackboot log:\n%s", lab.Tail(r.ServerLog(), 6000))
+	}
+}
+
+func checkInventory(t *testing.T, c client, id string, i int, spec lab.NodeSpec) {
+	var n api.Node
+	if err := c.get("/api/v1/nodes/"+id, &n); err != nil {
+		t.Error(err)
+		return
+	}
+	var inv map[string]any
+	if err := json.Unmarshal(n.Inventory, &inv); err != nil {
+		t.Errorf("%s: inventory: %v", spec.Name, err)
+		return
+	}
+	if got := path(inv, "cpu", "count"); got != float64(spec.CPUs) {
+		t.Errorf("%s: cpu.count = %v, want %d", spec.Name, got, spec.CPUs)
+	}
+	if got := path(inv, "cpu", "architecture"); got != string(spec.Arch) {
+		t.Errorf("%s: cpu.architecture = %v, want %s", spec.Name, got, spec.Arch)
+	}
+	// The guest sees a little less than it was given (firmware, kernel).
+	if mb, _ := path(inv, "memory", "physical_mb").(float64); mb < float64(spec.MemoryMB)*0.85 || mb > float64(spec.MemoryMB) {
+		t.Errorf("%s: memory.physical_mb = %v, want about %d", spec.Name, mb, spec.MemoryMB)
+	}
+	disks, _ := inv["disks"].([]any)
+	found := false
+	for _, d := range disks {
+		if path(d, "size") == float64(int64(spec.DiskGiB)<<30) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("%s: no disk of %d GiB in %v", spec.Name, spec.DiskGiB, disks)
+	}
+	macs := map[string]bool{}
+	for _, nic := range inv["interfaces"].([]any) {
+		if m, ok := path(nic, "mac_address").(string); ok {
+			macs[strings.ToLower(m)] = true
+		}
+	}
+	for nic := 0; nic < spec.NICs; nic++ {
+		if !macs[lab.MAC(i, nic).String()] {
+			t.Errorf("%s: NIC %s missing from the inventory (%v)", spec.Name, lab.MAC(i, nic), macs)
+		}
+	}
+	// QEMU's virtio devices: the NICs and the disk, vendor 1af4.
+	virtio := 0
+	pci, _ := inv["pci_devices"].([]any)
+	for _, d := range pci {
+		if b, _ := json.Marshal(d); strings.Contains(strings.ToLower(string(b)), "1af4") {
+			virtio++
+		}
+	}
+	if virtio < spec.NICs+1 {
+		t.Errorf("%s: %d virtio PCI devices in the inventory, want at least %d", spec.Name, virtio, spec.NICs+1)
+	}
+	if got := path(inv, "boot", "current_boot_mode"); got != "uefi" {
+		t.Errorf("%s: boot.current_boot_mode = %v", spec.Name, got)
+	}
+}
+
+func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

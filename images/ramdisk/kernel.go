@@ -1,0 +1,451 @@
+package ramdisk
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/rackboot/rackboot/agent/kmod"
+	"github.com/rackboot/rackboot/firmware"
+	"github.com/ulikunitz/xz"
+)
+
+// Kernel is the Debian kernel package a ramdisk boots on.
+type Kernel struct {
+	Meta      string `json:"meta"`       // the metapackage asked for: linux-image-amd64
+	Package   string `json:"package"`    // what it resolved to: linux-image-6.1.0-56-amd64
+	Version   string `json:"version"`    // the package version: 6.1.192-2
+	DebSHA256 string `json:"deb_sha256"` // of the .deb, as the archive's index lists it
+	Filename  string `json:"filename"`   // pool path under the mirror
+	Size      int64  `json:"size"`       // of the .deb
+}
+
+// Release is the kernel release the package installs (uname -r):
+// linux-image-6.1.0-56-amd64 gives 6.1.0-56-amd64.
+func (k Kernel) Release() string { return strings.TrimPrefix(k.Package, "linux-image-") }
+
+// fetchKernel returns the kernel package for a Debian arch and its .deb,
+// from dir when a verified copy is there (no network at all), else from
+// the archive (checked against its index) into dir. update asks the
+// archive for the newest version even when a copy is there.
+func fetchKernel(ctx context.Context, o firmware.Options, meta, debArch, dir string, update bool) (Kernel, []byte, error) {
+	rec := filepath.Join(dir, "kernel.json")
+	if !update {
+		if b, err := os.ReadFile(rec); err == nil {
+			var k Kernel
+			if json.Unmarshal(b, &k) == nil && k.Meta == meta {
+				deb, err := os.ReadFile(filepath.Join(dir, debName(k)))
+				if err == nil && sha(deb) == k.DebSHA256 {
+					return k, deb, nil
+				}
+			}
+		}
+	}
+	a, err := firmware.Open(ctx, o)
+	if err != nil {
+		return Kernel{}, nil, fmt.Errorf("kernel %s: %w", meta, err)
+	}
+	p, err := a.Resolve(ctx, debArch, meta, "linux-image-")
+	if err != nil {
+		return Kernel{}, nil, fmt.Errorf("kernel %s: %w", meta, err)
+	}
+	k := Kernel{Meta: meta, Package: p.Name, Version: p.Version, DebSHA256: p.Sum.SHA256, Filename: p.Filename, Size: p.Sum.Size}
+	deb, err := os.ReadFile(filepath.Join(dir, debName(k)))
+	if err != nil || sha(deb) != k.DebSHA256 {
+		if deb, err = a.Download(ctx, p); err != nil { // checked against the index
+			return Kernel{}, nil, fmt.Errorf("kernel %s: %w", meta, err)
+		}
+		if err := writeAtomic(filepath.Join(dir, debName(k)), deb); err != nil {
+			return Kernel{}, nil, fmt.Errorf("kernel %s: cache: %w", meta, err)
+		}
+	}
+	// Older kernels of this flavour are not needed any more.
+	if old, _ := filepath.Glob(filepath.Join(dir, "linux-image-*.deb")); len(old) > 0 {
+		for _, f := range old {
+			if filepath.Base(f) != debName(k) {
+				os.Remove(f)
+			}
+		}
+	}
+	b, _ := json.MarshalIndent(k, "", "  ")
+	if err := writeAtomic(rec, append(b, '\n')); err != nil {
+		return Kernel{}, nil, fmt.Errorf("kernel %s: cache: %w", meta, err)
+	}
+	return k, deb, nil
+}
+
+func debName(k Kernel) string {
+	return k.Package + "_" + strings.ReplaceAll(k.Version, ":", "%3a") + ".deb"
+}
+
+func sha(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// debTar returns a function that opens the data.tar of a .deb,
+// decompressed, for one pass over it.
+func debTar(deb []byte) (func() (io.ReadCloser, error), error) {
+	const magic = "!<arch>\n"
+	if !bytes.HasPrefix(deb, []byte(magic)) {
+		return nil, errors.New("read deb: not an ar archive")
+	}
+	for off := len(magic); off+60 <= len(deb); {
+		h := deb[off : off+60]
+		name := strings.TrimSuffix(strings.TrimRight(string(h[:16]), " "), "/")
+		size, err := strconv.ParseInt(strings.TrimSpace(string(h[48:58])), 10, 64)
+		if err != nil || size < 0 || int64(len(deb)-off-60) < size {
+			return nil, fmt.Errorf("read deb: bad ar member header at %d", off)
+		}
+		data := deb[off+60 : off+60+int(size)]
+		off += 60 + int(size) + int(size%2)
+		switch name {
+		case "data.tar.xz":
+			return func() (io.ReadCloser, error) {
+				r, err := xz.NewReader(bytes.NewReader(data))
+				return io.NopCloser(r), err
+			}, nil
+		case "data.tar.zst":
+			return func() (io.ReadCloser, error) {
+				r, err := zstd.NewReader(bytes.NewReader(data), zstd.WithDecoderConcurrency(1))
+				if err != nil {
+					return nil, err
+				}
+				return r.IOReadCloser(), nil
+			}, nil
+		case "data.tar.gz":
+			return func() (io.ReadCloser, error) { return gzip.NewReader(bytes.NewReader(data)) }, nil
+		case "data.tar":
+			return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }, nil
+		}
+	}
+	return nil, errors.New("read deb: no data.tar member")
+}
+
+// module is one module file of the kernel package.
+type module struct {
+	Path string // under lib/modules/<release>/: kernel/drivers/...ko
+	Info kmod.ModInfo
+	Data []byte // the file as packaged; nil when not kept
+}
+
+// kernelFiles is what a ramdisk needs from a kernel package.
+type kernelFiles struct {
+	Release string
+	Vmlinuz []byte
+	Builtin []byte // modules.builtin
+	Modules map[string]*module
+}
+
+// maxFile bounds one file read from the package.
+const maxFile = 256 << 20
+
+// moduleDir returns the release and the path under lib/modules/<release>/
+// of a package member, or ok false for files elsewhere. Newer Debian
+// kernels ship their modules under usr/lib/modules.
+func moduleDir(member string) (release, rel string, ok bool) {
+	p := strings.TrimPrefix(path.Clean("/"+member), "/")
+	p = strings.TrimPrefix(p, "usr/")
+	rest, ok := strings.CutPrefix(p, "lib/modules/")
+	if !ok {
+		return "", "", false
+	}
+	release, rel, ok = strings.Cut(rest, "/")
+	return release, rel, ok && release != "" && rel != ""
+}
+
+// unpackModule decompresses a module file for reading its .modinfo.
+func unpackModule(name string, b []byte) ([]byte, error) {
+	var r io.Reader
+	switch {
+	case strings.HasSuffix(name, ".ko"):
+		return b, nil
+	case strings.HasSuffix(name, ".ko.xz"):
+		xr, err := xz.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return nil, err
+		}
+		r = xr
+	case strings.HasSuffix(name, ".ko.zst"):
+		zr, err := zstd.NewReader(bytes.NewReader(b), zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, err
+		}
+		defer zr.Close()
+		r = zr
+	case strings.HasSuffix(name, ".ko.gz"):
+		gr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			return nil, err
+		}
+		r = gr
+	default:
+		return nil, fmt.Errorf("%s: not a module", name)
+	}
+	return io.ReadAll(io.LimitReader(r, maxFile))
+}
+
+func isModule(name string) bool {
+	for _, ext := range []string{".ko", ".ko.xz", ".ko.zst", ".ko.gz"} {
+		if strings.HasSuffix(name, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// readKernel reads the kernel image, modules.builtin and the .modinfo of
+// every module from a kernel package, keeping the bytes of the modules
+// that want names and everything they need. The package is read once, or
+// twice when a needed module came before the module that needs it.
+func readKernel(deb []byte, want []string) (*kernelFiles, []string, error) {
+	open, err := debTar(deb)
+	if err != nil {
+		return nil, nil, err
+	}
+	kf := &kernelFiles{Modules: map[string]*module{}}
+	keep := map[string]bool{}
+	for _, w := range want {
+		keep[w] = true
+	}
+	pass := func(first bool) error {
+		rc, err := open()
+		if err != nil {
+			return fmt.Errorf("read deb: %w", err)
+		}
+		defer rc.Close()
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read deb data: %w", err)
+			}
+			if h.Typeflag != tar.TypeReg || h.Size > maxFile {
+				continue
+			}
+			name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
+			if first && strings.HasPrefix(name, "boot/vmlinuz-") {
+				if kf.Vmlinuz, err = io.ReadAll(tr); err != nil {
+					return fmt.Errorf("read deb %s: %w", name, err)
+				}
+				continue
+			}
+			release, rel, ok := moduleDir(name)
+			if !ok {
+				continue
+			}
+			if kf.Release != "" && release != kf.Release {
+				return fmt.Errorf("read deb: modules of two releases, %s and %s", kf.Release, release)
+			}
+			kf.Release = release
+			if rel == "modules.builtin" && first {
+				if kf.Builtin, err = io.ReadAll(tr); err != nil {
+					return fmt.Errorf("read deb %s: %w", name, err)
+				}
+				continue
+			}
+			if !isModule(rel) {
+				continue
+			}
+			mn := kmod.ModuleName(rel)
+			if !first && (!keep[mn] || kf.Modules[mn] == nil || kf.Modules[mn].Data != nil) {
+				continue
+			}
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				return fmt.Errorf("read deb %s: %w", name, err)
+			}
+			if first {
+				raw, err := unpackModule(rel, b)
+				if err != nil {
+					return fmt.Errorf("read deb %s: %w", name, err)
+				}
+				info, err := kmod.ParseModInfo(raw)
+				if err != nil {
+					return fmt.Errorf("read deb %s: %w", name, err)
+				}
+				if info.Name == "" {
+					info.Name = mn
+				}
+				kf.Modules[mn] = &module{Path: rel, Info: info}
+				if keep[mn] {
+					for _, d := range info.Depends {
+						keep[d] = true
+					}
+				}
+			}
+			if keep[mn] {
+				kf.Modules[mn].Data = b
+			}
+		}
+	}
+	if err := pass(true); err != nil {
+		return nil, nil, err
+	}
+	if kf.Vmlinuz == nil {
+		return nil, nil, errors.New("read deb: no boot/vmlinuz-* inside")
+	}
+	if kf.Release == "" {
+		return nil, nil, errors.New("read deb: no lib/modules/<release> inside")
+	}
+	builtin := map[string]bool{}
+	if kf.Builtin != nil {
+		names, err := kmod.ParseBuiltin(bytes.NewReader(kf.Builtin))
+		if err != nil {
+			return nil, nil, fmt.Errorf("read deb: %w", err)
+		}
+		for _, n := range names {
+			builtin[n] = true
+		}
+	}
+	// The closure over the modules' own "depends=" lists.
+	var missing []string
+	keep = map[string]bool{}
+	var visit func(n string) error
+	visit = func(n string) error {
+		if keep[n] {
+			return nil
+		}
+		m := kf.Modules[n]
+		if m == nil {
+			return fmt.Errorf("read deb: a module needs %s, which the package lacks: %w", n, kmod.ErrNotFound)
+		}
+		keep[n] = true
+		for _, d := range m.Info.Depends {
+			if !builtin[d] {
+				if err := visit(d); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for _, w := range want {
+		switch {
+		case kf.Modules[w] != nil:
+			if err := visit(w); err != nil {
+				return nil, nil, err
+			}
+		case !builtin[w]:
+			missing = append(missing, w)
+		}
+	}
+	again := false
+	for n := range keep {
+		if kf.Modules[n].Data == nil {
+			again = true
+		}
+	}
+	if again {
+		if err := pass(false); err != nil {
+			return nil, nil, err
+		}
+	}
+	// Only the closure stays.
+	for n, m := range kf.Modules {
+		if !keep[n] {
+			delete(kf.Modules, n)
+		} else if m.Data == nil {
+			return nil, nil, fmt.Errorf("read deb: %s not found on the second pass", n)
+		}
+	}
+	sort.Strings(missing)
+	return kf, missing, nil
+}
+
+// modulesArchive writes lib/modules/<release>/ for the kept modules: the
+// files as packaged, and modules.dep, modules.alias and modules.builtin
+// for them, as depmod would write them.
+func modulesArchive(w io.Writer, kf *kernelFiles) ([]string, error) {
+	paths := map[string]string{}
+	depends := map[string][]string{}
+	names := make([]string, 0, len(kf.Modules))
+	for n, m := range kf.Modules {
+		paths[n] = m.Path
+		depends[n] = m.Info.Depends
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	builtin := map[string]bool{}
+	if kf.Builtin != nil {
+		bn, err := kmod.ParseBuiltin(bytes.NewReader(kf.Builtin))
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range bn {
+			builtin[n] = true
+		}
+	}
+	deps, err := kmod.Depmod(paths, depends, builtin)
+	if err != nil {
+		return nil, err
+	}
+	var aliases []kmod.Alias
+	for _, n := range names {
+		for _, a := range kf.Modules[n].Info.Aliases {
+			aliases = append(aliases, kmod.Alias{Pattern: a, Module: n})
+		}
+	}
+	var dep, alias bytes.Buffer
+	kmod.WriteDep(&dep, deps)
+	kmod.WriteAlias(&alias, aliases)
+	base := "lib/modules/" + kf.Release + "/"
+	files := []file{{base + "modules.dep", dep.Bytes()}, {base + "modules.alias", alias.Bytes()}}
+	if kf.Builtin != nil {
+		files = append(files, file{base + "modules.builtin", kf.Builtin})
+	}
+	byPath := make([]string, 0, len(names))
+	for _, n := range names {
+		byPath = append(byPath, n)
+	}
+	sort.Slice(byPath, func(i, j int) bool { return kf.Modules[byPath[i]].Path < kf.Modules[byPath[j]].Path })
+	for _, n := range byPath {
+		files = append(files, file{base + kf.Modules[n].Path, kf.Modules[n].Data})
+	}
+	if err := writeTree(w, files); err != nil {
+		return nil, err
+	}
+	return names, nil
+}
+
+// writeAtomic writes b to p through a temporary file and a rename, so a
+// server reading p never sees half a file.
+func writeAtomic(p string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-"+filepath.Base(p)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), p)
+}

@@ -1,0 +1,480 @@
+// Package ramdisk builds the agent ramdisks: for each architecture a
+// Debian kernel and an initramfs that u-root's builder packs with init, a
+// shell, a few debugging commands and the agent (cross-compiled, no
+// emulator), with the kernel modules for common server hardware appended
+// under /lib/modules/<release>/ along with the modules.dep and
+// modules.alias that agent/kmod reads. The results land where the boot
+// core serves them, DATA_DIR/artifacts/<arch>/{vmlinuz,initrd}, beside a
+// manifest of their inputs, so a build whose inputs did not change does
+// nothing.
+package ramdisk
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/firmware"
+)
+
+// DefaultModules are the modules a ramdisk carries (with everything they
+// depend on) when Options.Modules is nil: virtual machines' devices, and
+// the storage and network controllers of common servers.
+var DefaultModules = []string{
+	// QEMU and other hypervisors.
+	"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi",
+	// Storage: NVMe, SATA, SAS HBAs and RAID controllers.
+	"nvme", "ahci", "libahci", "sd_mod", "mpt3sas", "megaraid_sas",
+	// NICs: Mellanox ConnectX, Intel, Broadcom NetXtreme.
+	"mlx5_core", "ixgbe", "i40e", "ice", "e1000e", "igb", "bnxt_en",
+	// UEFI variables, for the Secure Boot state in the inventory.
+	"efivarfs",
+}
+
+// DefaultCommands are the u-root commands packed beside the agent: init,
+// a shell and a few for a technician on the console.
+var DefaultCommands = []string{
+	"github.com/u-root/u-root/cmds/core/init",
+	"github.com/u-root/u-root/cmds/core/gosh",
+	"github.com/u-root/u-root/cmds/core/ls",
+	"github.com/u-root/u-root/cmds/core/cat",
+	"github.com/u-root/u-root/cmds/core/dmesg",
+	"github.com/u-root/u-root/cmds/core/ip",
+	"github.com/u-root/u-root/cmds/core/ps",
+}
+
+// DefaultAgent is the agent's main package, relative to the module root.
+const DefaultAgent = "./cmd/rackboot-agent"
+
+// ManifestFile is the manifest's name in the artifacts directory. Its name
+// does not start with "initrd": the boot core serves every initrd* there.
+const ManifestFile = "ramdisk.json"
+
+// format changes whenever the build would produce different output from
+// the same inputs; it is an input itself.
+const format = 1
+
+// archInfo is what differs between architectures.
+type archInfo struct {
+	goarch, debArch, kernel string
+}
+
+// arches: amd64 boots Debian's generic kernel, which Debian signs (Secure
+// Boot nodes get it through shim and GRUB) and which has the drivers of
+// real servers; arm64 the generic kernel too, for the same drivers on
+// Ampere servers (the cloud flavour lacks most of them).
+var arches = map[boot.Arch]archInfo{
+	boot.ArchX86_64:  {"amd64", "amd64", "linux-image-amd64"},
+	boot.ArchAArch64: {"arm64", "arm64", "linux-image-arm64"},
+}
+
+// ParseArch accepts an architecture as rackboot names it (x86_64,
+// aarch64) or as Go and Debian do (amd64, arm64).
+func ParseArch(s string) (boot.Arch, error) {
+	switch s {
+	case "x86_64", "amd64":
+		return boot.ArchX86_64, nil
+	case "aarch64", "arm64":
+		return boot.ArchAArch64, nil
+	}
+	return boot.ArchUnknown, fmt.Errorf("architecture %q: want amd64 (x86_64) or arm64 (aarch64)", s)
+}
+
+// Options says what to build. Zero values are defaults.
+type Options struct {
+	// Arch is boot.ArchX86_64 or boot.ArchAArch64.
+	Arch boot.Arch
+	// DataDir is rackboot's data dir: the ramdisk goes to
+	// DataDir/artifacts/<arch>/.
+	DataDir string
+	// CacheDir keeps downloaded kernel packages, the extracted modules and
+	// the u-root builder; "" means DataDir/cache/ramdisk.
+	CacheDir string
+	// SourceDir is the root of the rackboot module, whose go.mod pins
+	// u-root and whose packages are built; "" means the current dir.
+	SourceDir string
+	// Agent is the agent's main package; "" means DefaultAgent.
+	Agent string
+	// UInit is the command line init runs (/bin/uinit); "" means the
+	// agent's command name.
+	UInit string
+	// Commands are Go main packages packed besides the agent and
+	// DefaultCommands.
+	Commands []string
+	// Modules are the kernel modules to carry; nil means DefaultModules.
+	Modules []string
+	// Kernel is the Debian kernel metapackage; "" means linux-image-amd64
+	// or linux-image-arm64.
+	Kernel string
+	// Firmware says which Debian mirror and suite to fetch the kernel
+	// from (Mirror, Suite, AptDir, Client); the rest is ignored.
+	Firmware firmware.Options
+	// Update asks the archive for a newer kernel even when one is cached.
+	Update bool
+	// Force rebuilds even when the inputs did not change.
+	Force bool
+	// Logger receives progress; nil means discard.
+	Logger *slog.Logger
+}
+
+// Inputs is everything a ramdisk is built from; a build whose inputs equal
+// the manifest's, with the outputs intact, does nothing.
+type Inputs struct {
+	Format   int      `json:"format"`
+	Arch     string   `json:"arch"`
+	Kernel   Kernel   `json:"kernel"`
+	Source   string   `json:"source_sha256"` // sourceHash of the Go programs
+	URoot    string   `json:"uroot"`         // u-root version from go.mod
+	Commands []string `json:"commands"`      // Go packages packed, agent included
+	UInit    string   `json:"uinit"`
+	Modules  []string `json:"modules"` // asked for, sorted
+}
+
+// Output is one file a build wrote.
+type Output struct {
+	SHA256 string `json:"sha256"`
+	Size   int64  `json:"size"`
+}
+
+// Manifest is DataDir/artifacts/<arch>/ramdisk.json.
+type Manifest struct {
+	Inputs  Inputs    `json:"inputs"`
+	Release string    `json:"release"` // uname -r of the kernel
+	Modules []string  `json:"modules"` // the modules in the initrd, dependencies included
+	Missing []string  `json:"missing,omitempty"`
+	Vmlinuz Output    `json:"vmlinuz"`
+	Initrd  Output    `json:"initrd"`
+	Built   time.Time `json:"built"`
+}
+
+// Result says what a build did.
+type Result struct {
+	Arch     boot.Arch
+	Dir      string // the artifacts directory
+	Kernel   Kernel
+	Release  string
+	Vmlinuz  string // paths
+	Initrd   string
+	Manifest Manifest
+	// UpToDate is true when nothing was built: the inputs had not
+	// changed and the outputs were intact.
+	UpToDate bool
+	// Reason says why it built: "no earlier build", "kernel changed: ...".
+	Reason string
+	Took   time.Duration
+}
+
+func (o Options) log() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// ReadManifest reads the manifest in an artifacts directory.
+func ReadManifest(dir string) (Manifest, error) {
+	var m Manifest
+	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return m, fmt.Errorf("read ramdisk manifest: %w", err)
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("read ramdisk manifest %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// checkOutput reports whether file holds exactly what out records.
+func checkOutput(file string, out Output) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	if int64(len(b)) != out.Size || sha(b) != out.SHA256 {
+		return fmt.Errorf("%s: %d bytes with sha256 %s, the manifest says %d bytes with %s", file, len(b), sha(b), out.Size, out.SHA256)
+	}
+	return nil
+}
+
+// upToDate says why a build in dir with these inputs has work to do, or
+// "" when it has none.
+func upToDate(dir string, in Inputs) string {
+	m, err := ReadManifest(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "no earlier build"
+		}
+		return err.Error()
+	}
+	if d := diffInputs(m.Inputs, in); d != "" {
+		return d
+	}
+	if err := checkOutput(filepath.Join(dir, "vmlinuz"), m.Vmlinuz); err != nil {
+		return "kernel changed: " + err.Error()
+	}
+	if err := checkOutput(filepath.Join(dir, "initrd"), m.Initrd); err != nil {
+		return "initrd changed: " + err.Error()
+	}
+	return ""
+}
+
+// diffInputs names the first input that differs, or "" when none does.
+func diffInputs(old, new Inputs) string {
+	switch {
+	case old.Format != new.Format:
+		return "new build format"
+	case old.Arch != new.Arch:
+		return "architecture changed"
+	case old.Kernel != new.Kernel:
+		return fmt.Sprintf("kernel changed: %s %s → %s %s", old.Kernel.Package, old.Kernel.Version, new.Kernel.Package, new.Kernel.Version)
+	case old.Source != new.Source:
+		return "agent sources changed"
+	case old.URoot != new.URoot:
+		return fmt.Sprintf("u-root changed: %s → %s", old.URoot, new.URoot)
+	case !slices.Equal(old.Commands, new.Commands):
+		return "commands changed"
+	case old.UInit != new.UInit:
+		return "uinit changed"
+	case !slices.Equal(old.Modules, new.Modules):
+		return "module list changed"
+	}
+	return ""
+}
+
+// lockFile takes an exclusive lock on the file dir/name, between
+// processes as well as goroutines; parallel builds of one architecture
+// wait for each other.
+func lockFile(dir, name string) (func(), error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// kernelCache is the extracted part of a kernel package for one module
+// list: the kernel image and the modules archive.
+type kernelCache struct {
+	Release string   `json:"release"`
+	Modules []string `json:"modules"`
+	Missing []string `json:"missing"`
+	Vmlinuz string   `json:"vmlinuz_sha256"`
+	Archive string   `json:"archive_sha256"`
+}
+
+// kernelParts returns the kernel image and the modules archive for k and
+// the wanted modules, from the cache or extracted from the package.
+func kernelParts(deb []byte, k Kernel, want []string, dir string, log *slog.Logger) (kc kernelCache, vmlinuz, archive []byte, err error) {
+	key := sha([]byte(fmt.Sprintf("%d %s %s", format, k.DebSHA256, strings.Join(want, ","))))[:16]
+	rec := filepath.Join(dir, "parts-"+key+".json")
+	if b, err := os.ReadFile(rec); err == nil && json.Unmarshal(b, &kc) == nil {
+		v, err1 := os.ReadFile(filepath.Join(dir, "parts-"+key+".vmlinuz"))
+		a, err2 := os.ReadFile(filepath.Join(dir, "parts-"+key+".cpio"))
+		if err1 == nil && err2 == nil && sha(v) == kc.Vmlinuz && sha(a) == kc.Archive {
+			return kc, v, a, nil
+		}
+	}
+	start := time.Now()
+	kf, missing, err := readKernel(deb, want)
+	if err != nil {
+		return kc, nil, nil, fmt.Errorf("kernel %s %s: %w", k.Package, k.Version, err)
+	}
+	var buf bytes.Buffer
+	names, err := modulesArchive(&buf, kf)
+	if err != nil {
+		return kc, nil, nil, fmt.Errorf("kernel %s %s: modules: %w", k.Package, k.Version, err)
+	}
+	log.Info("extracted kernel and modules", "package", k.Package, "modules", len(names), "seconds", time.Since(start).Round(time.Millisecond).Seconds())
+	kc = kernelCache{Release: kf.Release, Modules: names, Missing: missing, Vmlinuz: sha(kf.Vmlinuz), Archive: sha(buf.Bytes())}
+	// Drop parts of other kernels or module lists.
+	old, _ := filepath.Glob(filepath.Join(dir, "parts-*"))
+	for _, f := range old {
+		os.Remove(f)
+	}
+	b, _ := json.MarshalIndent(kc, "", "  ")
+	for name, data := range map[string][]byte{".vmlinuz": kf.Vmlinuz, ".cpio": buf.Bytes(), ".json": append(b, '\n')} {
+		if err := writeAtomic(filepath.Join(dir, "parts-"+key+name), data); err != nil {
+			return kc, nil, nil, fmt.Errorf("cache kernel parts: %w", err)
+		}
+	}
+	return kc, kf.Vmlinuz, buf.Bytes(), nil
+}
+
+// commandName is the name u-root gives a Go main package: its last path
+// element.
+func commandName(pkg string) string {
+	return filepath.Base(strings.TrimRight(pkg, "/"))
+}
+
+// Build builds the ramdisk for o.Arch, or finds it up to date.
+func Build(ctx context.Context, o Options) (Result, error) {
+	start := time.Now()
+	res := Result{Arch: o.Arch}
+	ai, ok := arches[o.Arch]
+	if !ok {
+		return res, fmt.Errorf("build ramdisk: architecture %q: want %s or %s", o.Arch, boot.ArchX86_64, boot.ArchAArch64)
+	}
+	if o.DataDir == "" {
+		return res, errors.New("build ramdisk: no data dir")
+	}
+	var err error
+	if o.SourceDir == "" {
+		o.SourceDir = "."
+	}
+	if o.SourceDir, err = filepath.Abs(o.SourceDir); err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	if o.CacheDir == "" {
+		o.CacheDir = filepath.Join(o.DataDir, "cache", "ramdisk")
+	}
+	if o.Agent == "" {
+		o.Agent = DefaultAgent
+	}
+	if o.UInit == "" {
+		o.UInit = commandName(o.Agent)
+	}
+	if o.Kernel == "" {
+		o.Kernel = ai.kernel
+	}
+	want := o.Modules
+	if want == nil {
+		want = DefaultModules
+	}
+	mods := make([]string, 0, len(want))
+	for _, m := range want {
+		m = strings.ReplaceAll(m, "-", "_")
+		if !slices.Contains(mods, m) {
+			mods = append(mods, m)
+		}
+	}
+	sort.Strings(mods)
+	cmds := append(append(slices.Clone(DefaultCommands), o.Agent), o.Commands...)
+	log := o.log().With("arch", string(o.Arch))
+	res.Dir = filepath.Join(o.DataDir, "artifacts", string(o.Arch))
+	res.Vmlinuz = filepath.Join(res.Dir, "vmlinuz")
+	res.Initrd = filepath.Join(res.Dir, "initrd")
+
+	cache := filepath.Join(o.CacheDir, ai.debArch)
+	unlock, err := lockFile(cache, ".lock")
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	defer unlock()
+	// The output's lock is not in the artifacts dir, which is served.
+	unlockOut, err := lockFile(filepath.Join(o.DataDir, "cache"), "ramdisk-"+string(o.Arch)+".lock")
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	defer unlockOut()
+
+	fo := o.Firmware
+	fo.Logger = log
+	k, deb, err := fetchKernel(ctx, fo, o.Kernel, ai.debArch, cache, o.Update)
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	res.Kernel = k
+	uver, err := urootVersion(ctx, o.SourceDir)
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	src, err := sourceHash(ctx, o.SourceDir, ai.goarch, cmds)
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	in := Inputs{Format: format, Arch: string(o.Arch), Kernel: k, Source: src, URoot: uver, Commands: cmds, UInit: o.UInit, Modules: mods}
+	why := upToDate(res.Dir, in)
+	if why == "" && !o.Force {
+		m, _ := ReadManifest(res.Dir)
+		res.Manifest, res.Release, res.UpToDate = m, m.Release, true
+		res.Took = time.Since(start)
+		log.Info("ramdisk up to date", "dir", res.Dir)
+		return res, nil
+	}
+	if o.Force && why == "" {
+		why = "forced"
+	}
+	res.Reason = why
+	log.Info("building ramdisk", "why", why, "kernel", k.Package+" "+k.Version)
+
+	kc, vmlinuz, modArchive, err := kernelParts(deb, k, mods, cache, log)
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	deb = nil
+	if len(kc.Missing) > 0 {
+		log.Warn("modules neither in the kernel package nor built in", "modules", strings.Join(kc.Missing, ","))
+	}
+	bin, err := builder(ctx, o.SourceDir, filepath.Join(o.CacheDir, "bin"), uver)
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	ustart := time.Now()
+	base, err := buildUroot(ctx, bin, o.SourceDir, ai.goarch, o.UInit, cmds, func(s string) { log.Debug("u-root", "output", s) })
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	log.Info("u-root archive built", "bytes", len(base), "seconds", time.Since(ustart).Round(time.Millisecond).Seconds())
+	initrd, err := compress(base, modArchive)
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	m := Manifest{Inputs: in, Release: kc.Release, Modules: kc.Modules, Missing: kc.Missing,
+		Vmlinuz: Output{sha(vmlinuz), int64(len(vmlinuz))}, Initrd: Output{sha(initrd), int64(len(initrd))}, Built: time.Now().UTC()}
+	// The manifest goes last: a build cut short leaves one that does not
+	// match, so the next build redoes it.
+	os.Remove(filepath.Join(res.Dir, ManifestFile))
+	if err := writeAtomic(res.Vmlinuz, vmlinuz); err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	if err := writeAtomic(res.Initrd, initrd); err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	b, _ := json.MarshalIndent(m, "", "  ")
+	if err := writeAtomic(filepath.Join(res.Dir, ManifestFile), append(b, '\n')); err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	res.Manifest, res.Release = m, kc.Release
+	res.Took = time.Since(start)
+	log.Info("ramdisk built", "dir", res.Dir, "vmlinuz_bytes", len(vmlinuz), "initrd_bytes", len(initrd),
+		"modules", len(kc.Modules), "seconds", res.Took.Round(time.Millisecond).Seconds())
+	return res, nil
+}
+
+// compress joins newc archives into one zstd-compressed initramfs; every
+// Debian kernel unpacks zstd (CONFIG_RD_ZSTD) and concatenated archives.
+func compress(archives ...[]byte) ([]byte, error) {
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range archives {
+		if _, err := zw.Write(a); err != nil {
+			return nil, err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
