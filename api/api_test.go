@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -268,7 +269,7 @@ func TestAuthorization(t *testing.T) {
 				want = "403"
 			}
 			got := http.StatusText(code)
-			if want != "" && itoa(code) != want {
+			if want != "" && strconv.Itoa(code) != want {
 				t.Errorf("%s %s as %s: %d %s, want %s", rt.method, rt.pattern, who, code, resp, want)
 			}
 			if want == "" && (code == 401 || code == 403) && !(rt.pattern == "/api/v1/logout") {
@@ -277,8 +278,6 @@ func TestAuthorization(t *testing.T) {
 		}
 	}
 }
-
-func itoa(n int) string { b, _ := json.Marshal(n); return string(b) }
 
 // callTimeout is call for routes that may stream: it reads the status
 // and at most a little of the body.

@@ -112,7 +112,7 @@ func bootDirect(ctx context.Context, t *testing.T, arch boot.Arch, console, kern
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := vm.Wait(wctx); err != nil {
-		t.Errorf("after the marker: %v; console ends:\n%s", err, tail(vm.Console(), 1500))
+		t.Errorf("after the marker: %v; console ends:\n%s", err, Tail(vm.Console(), 1500))
 	}
 	t.Logf("%s payload marker %.1f s after power-on, powered off at %.1f s", arch, up.Seconds(), time.Since(start).Seconds())
 }
@@ -291,7 +291,7 @@ func TestHarnessPXE(t *testing.T) {
 				}
 			}
 			if t.Failed() {
-				t.Logf("dnsmasq log:\n%s\nconsole ends:\n%s", log, tail(vm.Console(), 3000))
+				t.Logf("dnsmasq log:\n%s\nconsole ends:\n%s", log, Tail(vm.Console(), 3000))
 			}
 		})
 	}

@@ -268,10 +268,11 @@ func (r *Rack) Close() {
 	}
 }
 
-// Tail is the end of s, for error messages.
+// Tail is the last n bytes of s, for error messages that quote a
+// console or a log.
 func Tail(s string, n int) string {
-	if len(s) <= n {
-		return s
+	if len(s) > n {
+		return s[len(s)-n:]
 	}
-	return "…" + s[len(s)-n:]
+	return s
 }

@@ -348,12 +348,12 @@ func (v *VM) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("vm %s: wait for %q: %w; console ends:\n%s", v.Name, re, ctx.Err(), tail(v.Console(), 3000))
+			return "", fmt.Errorf("vm %s: wait for %q: %w; console ends:\n%s", v.Name, re, ctx.Err(), Tail(v.Console(), 3000))
 		case <-v.done:
 			if m := re.FindString(v.Console()); m != "" {
 				return m, nil
 			}
-			return "", fmt.Errorf("vm %s: wait for %q: QEMU exited (%v); console ends:\n%s", v.Name, re, v.waitErr, tail(v.Console(), 3000))
+			return "", fmt.Errorf("vm %s: wait for %q: QEMU exited (%v); console ends:\n%s", v.Name, re, v.waitErr, Tail(v.Console(), 3000))
 		case <-tick.C:
 		}
 	}
@@ -409,13 +409,6 @@ func (v *VM) Stop() {
 			v.Kill()
 		}
 	})
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
 }
 
 // CopyFile copies a file, for firmware variables and test fixtures.

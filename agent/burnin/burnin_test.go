@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,11 +16,9 @@ import (
 func fakeRoot(t *testing.T, availKB int) string {
 	root := t.TempDir()
 	os.MkdirAll(filepath.Join(root, "proc"), 0o755)
-	os.WriteFile(filepath.Join(root, "proc", "meminfo"), []byte("MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:   "+itoa(availKB)+" kB\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "proc", "meminfo"), []byte("MemTotal:       16000000 kB\nMemFree:  100 kB\nMemAvailable:   "+strconv.Itoa(availKB)+" kB\n"), 0o644)
 	return root
 }
-
-func itoa(n int) string { return fmtInt(n) }
 
 func TestRun(t *testing.T) {
 	disk := filepath.Join(t.TempDir(), "disk")

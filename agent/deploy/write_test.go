@@ -7,11 +7,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -119,15 +121,15 @@ func flaky(t *testing.T, file []byte, n int32, cut int) (*httptest.Server, *atom
 			start := 0
 			if rg := r.Header.Get("Range"); rg != "" {
 				var s int
-				if _, err := fmtSscanf(rg, &s); err == nil {
+				if _, err := fmt.Sscanf(rg, "bytes=%d-", &s); err == nil {
 					start = s
 				}
 				buf.WriteString("HTTP/1.1 206 Partial Content\r\nETag: \"v1\"\r\n")
-				buf.WriteString("Content-Range: bytes " + itoa(start) + "-" + itoa(len(file)-1) + "/" + itoa(len(file)) + "\r\n")
+				buf.WriteString("Content-Range: bytes " + strconv.Itoa(start) + "-" + strconv.Itoa(len(file)-1) + "/" + strconv.Itoa(len(file)) + "\r\n")
 			} else {
 				buf.WriteString("HTTP/1.1 200 OK\r\nETag: \"v1\"\r\n")
 			}
-			buf.WriteString("Content-Length: " + itoa(len(file)-start) + "\r\n\r\n")
+			buf.WriteString("Content-Length: " + strconv.Itoa(len(file)-start) + "\r\n\r\n")
 			end := min(start+cut, len(file))
 			buf.Write(file[start:end])
 			buf.Flush()
@@ -146,10 +148,10 @@ func truncating(t *testing.T, file []byte, at int) *httptest.Server {
 		hj := w.(http.Hijacker)
 		conn, buf, _ := hj.Hijack()
 		start := 0
-		if _, err := fmtSscanf(r.Header.Get("Range"), &start); err == nil {
+		if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-", &start); err == nil {
 			buf.WriteString("HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\n\r\n")
 		} else {
-			buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: " + itoa(len(file)) + "\r\n\r\n")
+			buf.WriteString("HTTP/1.1 200 OK\r\nContent-Length: " + strconv.Itoa(len(file)) + "\r\n\r\n")
 			buf.Write(file[:at])
 		}
 		buf.Flush()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -122,7 +123,7 @@ func TestImportURL(t *testing.T) {
 		case "/img.raw.zst":
 			w.Write(file)
 		case "/short.raw.zst":
-			w.Header().Set("Content-Length", itoa(len(file)))
+			w.Header().Set("Content-Length", strconv.Itoa(len(file)))
 			w.Write(file[:len(file)/2])
 		default:
 			http.NotFound(w, r)
@@ -148,5 +149,3 @@ func TestImportURL(t *testing.T) {
 		}
 	}
 }
-
-func itoa(n int) string { s, _ := jsonInt(n); return s }

@@ -2,6 +2,7 @@ package cpio
 
 import (
 	"bytes"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -29,8 +30,8 @@ func TestLayout(t *testing.T) {
 			t.Fatalf("bad magic at %d", off)
 		}
 		var size, nsize int
-		fmtSscan(h[54:62], &size)
-		fmtSscan(h[94:102], &nsize)
+		fmt.Sscanf(h[54:62], "%x", &size)
+		fmt.Sscanf(h[94:102], "%x", &nsize)
 		name := string(b[off+110 : off+110+nsize-1])
 		names = append(names, name)
 		off += (110 + nsize + 3) &^ 3

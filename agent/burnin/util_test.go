@@ -1,5 +1,0 @@
-package burnin
-
-import "strconv"
-
-func fmtInt(n int) string { return strconv.Itoa(n) }

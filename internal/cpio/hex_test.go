@@ -1,5 +1,0 @@
-package cpio
-
-import "fmt"
-
-func fmtSscan(s string, v *int) { fmt.Sscanf(s, "%x", v) }
