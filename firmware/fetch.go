@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/rackboot/rackboot/internal/atomicfile"
 )
 
 // ErrMismatch is returned by Verify when a file is missing or differs from
@@ -127,7 +129,7 @@ func writeManifest(dir string, m Manifest) error {
 	if err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
-	if err := writeAtomic(filepath.Join(dir, ManifestFile), append(b, '\n')); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, ManifestFile), append(b, '\n')); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
 	return nil
@@ -391,7 +393,7 @@ func fetch(ctx context.Context, o Options, a *Archive) (Manifest, error) {
 
 	m.Mirror, m.Suite = a.Mirror(), a.Suite()
 	for _, in := range todo {
-		if err := writeAtomic(filepath.Join(o.Dest, filepath.FromSlash(in.w.Dest)), in.b); err != nil {
+		if err := atomicfile.Write(filepath.Join(o.Dest, filepath.FromSlash(in.w.Dest)), in.b); err != nil {
 			// Record what is already in place, so the next run redoes only
 			// the rest.
 			if werr := writeManifest(o.Dest, m); werr != nil {
@@ -408,34 +410,4 @@ func fetch(ctx context.Context, o Options, a *Archive) (Manifest, error) {
 		return m, err
 	}
 	return m, nil
-}
-
-// writeAtomic writes b to path through a temporary file in the same
-// directory and a rename, so a TFTP or HTTP reader never sees half a
-// loader.
-func writeAtomic(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/rackboot/rackboot/internal/atomicfile"
 )
 
 // readTree returns every regular file under dir by slash path, leaving
@@ -351,7 +353,7 @@ func TestVerify(t *testing.T) {
 				}
 			}
 			for p, body := range tt.files {
-				if err := writeAtomic(filepath.Join(dir, filepath.FromSlash(p)), []byte(body)); err != nil {
+				if err := atomicfile.Write(filepath.Join(dir, filepath.FromSlash(p)), []byte(body)); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -21,6 +21,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/rackboot/rackboot/agent/kmod"
 	"github.com/rackboot/rackboot/firmware"
+	"github.com/rackboot/rackboot/internal/atomicfile"
 	"github.com/ulikunitz/xz"
 )
 
@@ -69,7 +70,7 @@ func fetchKernel(ctx context.Context, o firmware.Options, meta, debArch, dir str
 		if deb, err = a.Download(ctx, p); err != nil { // checked against the index
 			return Kernel{}, nil, fmt.Errorf("kernel %s: %w", meta, err)
 		}
-		if err := writeAtomic(filepath.Join(dir, debName(k)), deb); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, debName(k)), deb); err != nil {
 			return Kernel{}, nil, fmt.Errorf("kernel %s: cache: %w", meta, err)
 		}
 	}
@@ -82,7 +83,7 @@ func fetchKernel(ctx context.Context, o firmware.Options, meta, debArch, dir str
 		}
 	}
 	b, _ := json.MarshalIndent(k, "", "  ")
-	if err := writeAtomic(rec, append(b, '\n')); err != nil {
+	if err := atomicfile.Write(rec, append(b, '\n')); err != nil {
 		return Kernel{}, nil, fmt.Errorf("kernel %s: cache: %w", meta, err)
 	}
 	return k, deb, nil
@@ -423,29 +424,4 @@ func modulesArchive(w io.Writer, kf *kernelFiles) ([]string, error) {
 		return nil, err
 	}
 	return names, nil
-}
-
-// writeAtomic writes b to p through a temporary file and a rename, so a
-// server reading p never sees half a file.
-func writeAtomic(p string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-"+filepath.Base(p)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), p)
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/firmware"
+	"github.com/rackboot/rackboot/internal/atomicfile"
 )
 
 // DefaultModules are the modules a ramdisk carries (with everything they
@@ -312,7 +313,7 @@ func kernelParts(deb []byte, k Kernel, want []string, dir string, log *slog.Logg
 	}
 	b, _ := json.MarshalIndent(kc, "", "  ")
 	for name, data := range map[string][]byte{".vmlinuz": kf.Vmlinuz, ".cpio": buf.Bytes(), ".json": append(b, '\n')} {
-		if err := writeAtomic(filepath.Join(dir, "parts-"+key+name), data); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, "parts-"+key+name), data); err != nil {
 			return kc, nil, nil, fmt.Errorf("cache kernel parts: %w", err)
 		}
 	}
@@ -443,14 +444,14 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	// The manifest goes last: a build cut short leaves one that does not
 	// match, so the next build redoes it.
 	os.Remove(filepath.Join(res.Dir, ManifestFile))
-	if err := writeAtomic(res.Vmlinuz, vmlinuz); err != nil {
+	if err := atomicfile.Write(res.Vmlinuz, vmlinuz); err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
-	if err := writeAtomic(res.Initrd, initrd); err != nil {
+	if err := atomicfile.Write(res.Initrd, initrd); err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
 	b, _ := json.MarshalIndent(m, "", "  ")
-	if err := writeAtomic(filepath.Join(res.Dir, ManifestFile), append(b, '\n')); err != nil {
+	if err := atomicfile.Write(filepath.Join(res.Dir, ManifestFile), append(b, '\n')); err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
 	res.Manifest, res.Release = m, kc.Release
