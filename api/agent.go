@@ -22,10 +22,6 @@ const AgentHeartbeat = 10 * time.Second
 // each other cannot both be issued one: the second insert conflicts.
 func agentTokenID(node string) string { return "agent-" + node }
 
-// agentStates are the states a node may run the agent in.
-var agentStates = map[store.State]bool{store.StateInspecting: true, store.StateAvailable: true, store.StateDeploying: true,
-	store.StateCleaning: true, store.StateBurnin: true, store.StateFailed: true}
-
 func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 	var l protocol.Lookup
 	if !decode(w, r, &l) {
@@ -66,7 +62,7 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if !agentStates[n.State] {
+	if !lifecycle.RunsAgent(n.State) {
 		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("node %s is %s: it has no work for an agent", n.ID, n.State))
 		return
 	}
@@ -157,15 +153,6 @@ func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// taskOutcome is the state a successful task leads its node to, from the
-// state the task runs in.
-var taskOutcome = map[string][2]store.State{
-	protocol.TaskInspect: {store.StateInspecting, store.StateAvailable},
-	protocol.TaskDeploy:  {store.StateDeploying, store.StateActive},
-	protocol.TaskWipe:    {store.StateCleaning, store.StateAvailable},
-	protocol.TaskBurnin:  {store.StateBurnin, store.StateAvailable},
-}
-
 func (s *Server) agentTask(w http.ResponseWriter, r *http.Request) {
 	var rep protocol.TaskReport
 	if !decode(w, r, &rep) {
@@ -206,19 +193,9 @@ func (s *Server) agentTask(w http.ResponseWriter, r *http.Request) {
 	}
 	s.Store.AddEvent(ctx, store.Event{NodeID: id, Actor: actor, Kind: "task", Message: msg})
 	s.broker.Publish()
-	edge, moves := taskOutcome[t.Kind]
-	if moves && n.State == edge[0] {
-		to, reason := edge[1], t.Kind+" done"
-		if rep.State == protocol.Failed {
-			to, reason = store.StateFailed, t.Kind+" failed: "+rep.Error
-		}
-		if n, err = s.machine.Finish(ctx, id, edge[0], to, actor, reason); err != nil {
-			var refused *lifecycle.RefusedError
-			if !errors.As(err, &refused) {
-				s.fail(w, r, err)
-				return
-			}
-		}
+	if n, err = s.machine.TaskEnded(ctx, id, t.Kind, rep.State == protocol.Done, actor, rep.Error); err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	writeJSON(w, http.StatusOK, protocol.HeartbeatResult{State: string(n.State)})
 }

@@ -308,6 +308,44 @@ func (m *Machine) before(ctx context.Context, id string) (store.State, error) {
 	return last.From, nil
 }
 
+// RunsAgent reports whether a node in state st runs the agent, which may
+// then look it up and take its tasks.
+func RunsAgent(st store.State) bool { return slices.Contains(agentStates, st) }
+
+// taskStates are, per agent task, the state the node is in while the
+// task runs and the state its success leads to.
+var taskStates = map[string][2]store.State{
+	"inspect": {store.StateInspecting, store.StateAvailable},
+	"deploy":  {store.StateDeploying, store.StateActive},
+	"wipe":    {store.StateCleaning, store.StateAvailable},
+	"burnin":  {store.StateBurnin, store.StateAvailable},
+}
+
+// TaskEnded moves a node whose agent task of kind ended: to where the
+// task leads when ok, else to failed with detail as the reason. A task
+// that moves no state (reboot), or a node that has already left the
+// task's state, changes nothing; the node is returned as it is.
+func (m *Machine) TaskEnded(ctx context.Context, id, kind string, ok bool, actor, detail string) (store.Node, error) {
+	n, err := m.Store.Node(ctx, id)
+	if err != nil {
+		return n, err
+	}
+	st, moves := taskStates[kind]
+	if !moves || n.State != st[0] {
+		return n, nil
+	}
+	to, reason := st[1], kind+" done"
+	if !ok {
+		to, reason = store.StateFailed, kind+" failed: "+detail
+	}
+	moved, err := m.Finish(ctx, id, st[0], to, actor, reason)
+	var refused *RefusedError
+	if errors.As(err, &refused) {
+		return moved, nil
+	}
+	return moved, err
+}
+
 // outcomes are the moves agents and the system make when work ends.
 var outcomes = map[store.State][]store.State{
 	store.StateInspecting: {store.StateAvailable, store.StateFailed},

@@ -255,3 +255,31 @@ func TestReap(t *testing.T) {
 		}
 	}
 }
+
+func TestTaskEnded(t *testing.T) {
+	m, st, _ := newMachine(t)
+	ctx := context.Background()
+	for i, tc := range []struct {
+		kind string
+		from store.State
+		ok   bool
+		want store.State
+	}{
+		{"inspect", store.StateInspecting, true, store.StateAvailable},
+		{"deploy", store.StateDeploying, true, store.StateActive},
+		{"wipe", store.StateCleaning, false, store.StateFailed},
+		{"burnin", store.StateBurnin, true, store.StateAvailable},
+		// Nothing moves: a reboot, or a node that left the task's state.
+		{"reboot", store.StateAvailable, true, store.StateAvailable},
+		{"deploy", store.StateMaintenance, true, store.StateMaintenance},
+	} {
+		n := node(t, st, 100+i, boot.ClientX64UEFI, tc.from)
+		got, err := m.TaskEnded(ctx, n.ID, tc.kind, tc.ok, "agent", "disk gone")
+		if err != nil || got.State != tc.want {
+			t.Errorf("%s from %s (ok %v): %s, %v; want %s", tc.kind, tc.from, tc.ok, got.State, err, tc.want)
+		}
+		if tc.want == store.StateFailed && got.LastError != "wipe failed: disk gone" {
+			t.Errorf("last error %q", got.LastError)
+		}
+	}
+}
