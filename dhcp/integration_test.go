@@ -12,13 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"golang.org/x/sys/unix"
+	"github.com/rackboot/rackboot/lab"
 )
 
 // rig is two network namespaces joined by a veth pair: the server side
@@ -68,32 +67,10 @@ func newRig(t *testing.T) rig {
 	return r
 }
 
-// inNetns runs f on an OS thread moved into namespace ns. Sockets opened
-// there stay in ns. The thread is never unlocked, so it dies with the
-// goroutine instead of returning to the pool in the wrong namespace.
-func inNetns(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(filepath.Join("/var/run/netns", ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", ns, err)
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
-}
-
 func listenIn(t *testing.T, ns, ifname string, port int) net.PacketConn {
 	t.Helper()
 	var conn net.PacketConn
-	err := inNetns(ns, func() (err error) {
+	err := lab.InNamespace(ns, func() (err error) {
 		conn, err = ListenUDP(ifname, port)
 		return err
 	})
@@ -213,7 +190,7 @@ func TestIntegrationRelay(t *testing.T) {
 	serve(t, s, listenIn(t, r.S, r.SIf, 67))
 
 	var relay net.PacketConn
-	if err := inNetns(r.C, func() (err error) {
+	if err := lab.InNamespace(r.C, func() (err error) {
 		relay, err = net.ListenPacket("udp4", "10.78.0.1:67")
 		return err
 	}); err != nil {

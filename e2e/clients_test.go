@@ -11,11 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sys/unix"
@@ -23,6 +21,7 @@ import (
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/lab"
 	"github.com/rackboot/rackboot/trace"
 )
 
@@ -232,7 +231,7 @@ func testRelay(t *testing.T, r *rig) {
 	sh(t, "ip", "-n", r.net.Name(), "route", "add", "10.88.0.0/24", "via", "10.77.6.3")
 
 	var down, up net.PacketConn
-	err := inNetns(rl.ns, func() error {
+	err := lab.InNamespace(rl.ns, func() error {
 		var err error
 		if down, err = dhcp.ListenUDP("down0", 67); err != nil {
 			return err
@@ -285,33 +284,5 @@ func relay(ctx context.Context, down, up net.PacketConn, giaddr net.IP, server n
 		m.GatewayIPAddr = giaddr
 		m.HopCount++
 		up.WriteTo(m.ToBytes(), server)
-	}
-}
-
-// inNetns runs f with the calling thread in a network namespace, so the
-// sockets f opens live there.
-func inNetns(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread is left locked and dies with the goroutine: it may
-		// not go back to the pool in another namespace.
-		target, err := unix.Open("/var/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", ns, err)
-			return
-		}
-		defer unix.Close(target)
-		if err := unix.Setns(target, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", ns, err)
-			return
-		}
-		errc <- f()
-	}()
-	select {
-	case err := <-errc:
-		return err
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("enter netns %s: timed out", ns)
 	}
 }

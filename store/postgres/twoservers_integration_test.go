@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -21,9 +20,9 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/jackc/pgx/v5"
-	"golang.org/x/sys/unix"
 
 	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/lab"
 )
 
 // TestTwoServers runs two real rackboot servers, authoritative for one
@@ -300,32 +299,10 @@ func (s *server) waitServing(t *testing.T, d time.Duration) {
 	t.Fatalf("rackboot on %s did not start serving:\n%s", s.ip, s.log())
 }
 
-// inNetns runs f on an OS thread moved into namespace ns. Sockets opened
-// there stay in ns. The thread is never unlocked, so it dies with the
-// goroutine instead of returning to the pool in the wrong namespace.
-func inNetns(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(filepath.Join("/var/run/netns", ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", ns, err)
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
-}
-
 func listenIn(t *testing.T, ns, ifname string, port int) net.PacketConn {
 	t.Helper()
 	var conn net.PacketConn
-	if err := inNetns(ns, func() (err error) {
+	if err := lab.InNamespace(ns, func() (err error) {
 		conn, err = dhcp.ListenUDP(ifname, port)
 		return err
 	}); err != nil {
