@@ -1,4 +1,4 @@
-//go:build e2e && agent_e2e
+//go:build e2e
 
 package e2e
 
@@ -88,6 +88,26 @@ func (c client) waitState(ctx context.Context, mac, want string) (api.Node, erro
 		case <-ctx.Done():
 			return n, fmt.Errorf("node %s: still %q, want %q: %w", mac, n.State, want, ctx.Err())
 		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// waitTask polls the node's tasks until one of kind reaches state.
+func (c client) waitTask(ctx context.Context, node, kind, state string) (api.Task, error) {
+	for {
+		var list api.TaskList
+		if err := c.get("/api/v1/tasks?node="+node, &list); err != nil {
+			return api.Task{}, err
+		}
+		for _, k := range list.Items {
+			if k.Kind == kind && k.State == state {
+				return k, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return api.Task{}, fmt.Errorf("no %s task %s on node %s: %w", kind, state, node, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }

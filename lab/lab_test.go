@@ -204,7 +204,8 @@ func TestArgs(t *testing.T) {
 		}
 		return out
 	}
-	tap0 := []string{"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+	// Every machine has a hardware RNG, then its NICs.
+	tap0 := []string{"-device", "virtio-rng-pci", "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"}
 	for _, tc := range []struct {
 		name     string
 		vm       *VM
@@ -267,13 +268,13 @@ func TestArgs(t *testing.T) {
 			wantProg: "qemu-system-x86_64",
 			want: []string{"-name", "k", "-accel", "tcg", "-m", "512", "-smp", "2",
 				"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
-				"-M", "q35", "-nic", "none", "-kernel", "/k", "-initrd", "/i", "-append", "console=ttyS0"},
+				"-M", "q35", "-device", "virtio-rng-pci", "-nic", "none", "-kernel", "/k", "-initrd", "/i", "-append", "console=ttyS0"},
 		},
 		{
 			name:     "aarch64 direct kernel",
 			vm:       &VM{Name: "k", Arch: boot.ArchAArch64, Kernel: "/k"},
 			wantProg: "qemu-system-aarch64",
-			want:     join(common("k"), []string{"-M", "virt", "-cpu", "cortex-a57", "-nic", "none", "-kernel", "/k"}),
+			want:     join(common("k"), []string{"-M", "virt", "-cpu", "cortex-a57", "-device", "virtio-rng-pci", "-nic", "none", "-kernel", "/k"}),
 		},
 		{name: "aarch64 bios", vm: &VM{Name: "x", Arch: boot.ArchAArch64, Firmware: FirmwareBIOS, MAC: mac("52:54:00:00:00:06"), Tap: "t"}, wantErr: "no aarch64 machine with firmware"},
 		{name: "aarch64 secure boot", vm: &VM{Name: "x", Arch: boot.ArchAArch64, Firmware: FirmwareUEFISecureBoot, MAC: mac("52:54:00:00:00:06"), Tap: "t"}, wantErr: "no aarch64 machine"},

@@ -198,6 +198,10 @@ func (v *VM) Args(dir string) (string, []string, error) {
 		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file="+code,
 			"-drive", "if=pflash,format=raw,file="+v.varsPath(dir))
 	}
+	// A hardware RNG, as servers have (RDRAND, a TPM): without one a
+	// TCG guest's kernel takes minutes to seed its random pool, and every
+	// getrandom(2), the DHCP client's transaction id among them, waits.
+	args = append(args, "-device", "virtio-rng-pci")
 	if len(nics) == 0 {
 		args = append(args, "-nic", "none")
 	}

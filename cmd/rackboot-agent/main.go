@@ -1,6 +1,9 @@
-// Command rackboot-agent runs in the node's ramdisk: it reads the
-// machine's hardware and, in later subcommands, talks to the rackboot API.
+// Command rackboot-agent runs in the node's ramdisk: it loads the drivers
+// for the machine's hardware, brings its network up, and serves the node
+// for the rackboot API (inspect, deploy, wipe, burn-in). Its inventory
+// subcommand is also a hardware report for any Linux machine.
 //
+//	rackboot-agent run [--api URL] [--node ID]
 //	rackboot-agent inventory [--root DIR] [--pci-ids FILE]
 package main
 
@@ -26,6 +29,7 @@ type command struct {
 
 func commands() []command {
 	return []command{
+		{"run", "serve this node: load drivers, bring the network up, take tasks from the API", runAgent},
 		{"inventory", "print this machine's hardware inventory as JSON", runInventory},
 	}
 }

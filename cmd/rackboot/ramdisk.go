@@ -49,7 +49,7 @@ func ramdiskCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	suite := fs.String("suite", "", "Debian suite, e.g. bookworm (default: the host's apt configuration)")
 	source := fs.String("source", ".", "the rackboot source tree (its go.mod pins u-root)")
 	agent := fs.String("agent", ramdisk.DefaultAgent, "the agent's main package, relative to --source")
-	uinit := fs.String("uinit", "", "the command line init starts (default: the agent's command name)")
+	uinit := fs.String("uinit", "", "the command line init starts (default: \"rackboot-agent run\")")
 	update := fs.Bool("update", false, "ask the archive for a newer kernel even when one is cached")
 	force := fs.Bool("force", false, "rebuild even when nothing changed")
 	fs.Usage = func() {

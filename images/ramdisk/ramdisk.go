@@ -35,7 +35,7 @@ import (
 // the storage and network controllers of common servers.
 var DefaultModules = []string{
 	// QEMU and other hypervisors.
-	"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi",
+	"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "virtio_rng",
 	// Storage: NVMe, SATA, SAS HBAs and RAID controllers.
 	"nvme", "ahci", "libahci", "sd_mod", "mpt3sas", "megaraid_sas",
 	// NICs: Mellanox ConnectX, Intel, Broadcom NetXtreme.
@@ -109,7 +109,7 @@ type Options struct {
 	// Agent is the agent's main package; "" means DefaultAgent.
 	Agent string
 	// UInit is the command line init runs (/bin/uinit); "" means the
-	// agent's command name.
+	// agent's command name, with "run" for the default agent.
 	UInit string
 	// Commands are Go main packages packed besides the agent and
 	// DefaultCommands.
@@ -141,6 +141,7 @@ type Inputs struct {
 	Commands []string `json:"commands"`      // Go packages packed, agent included
 	UInit    string   `json:"uinit"`
 	Modules  []string `json:"modules"` // asked for, sorted
+	PCIIDs   PCIIDs   `json:"pci_ids"`
 }
 
 // Output is one file a build wrote.
@@ -250,6 +251,8 @@ func diffInputs(old, new Inputs) string {
 		return "uinit changed"
 	case !slices.Equal(old.Modules, new.Modules):
 		return "module list changed"
+	case old.PCIIDs != new.PCIIDs:
+		return fmt.Sprintf("pci.ids changed: %s → %s", old.PCIIDs.Version, new.PCIIDs.Version)
 	}
 	return ""
 }
@@ -352,6 +355,9 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	}
 	if o.UInit == "" {
 		o.UInit = commandName(o.Agent)
+		if o.Agent == DefaultAgent {
+			o.UInit += " run"
+		}
 	}
 	if o.Kernel == "" {
 		o.Kernel = ai.kernel
@@ -394,6 +400,10 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
 	res.Kernel = k
+	pids, ids, err := fetchPCIIDs(ctx, fo, filepath.Join(o.CacheDir, "all"), o.Update)
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
 	uver, err := urootVersion(ctx, o.SourceDir)
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
@@ -402,7 +412,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
-	in := Inputs{Format: format, Arch: string(o.Arch), Kernel: k, Source: src, URoot: uver, Commands: cmds, UInit: o.UInit, Modules: mods}
+	in := Inputs{Format: format, Arch: string(o.Arch), Kernel: k, Source: src, URoot: uver, Commands: cmds, UInit: o.UInit, Modules: mods, PCIIDs: pids}
 	why := upToDate(res.Dir, in)
 	if why == "" && !o.Force {
 		m, _ := ReadManifest(res.Dir)
@@ -435,7 +445,11 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
 	log.Info("u-root archive built", "bytes", len(base), "seconds", time.Since(ustart).Round(time.Millisecond).Seconds())
-	initrd, err := compress(base, modArchive)
+	idsArchive, err := pciIDsArchive(ids)
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	initrd, err := compress(base, modArchive, idsArchive)
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}

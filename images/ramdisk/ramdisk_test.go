@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -52,20 +53,27 @@ func elfModule(modinfo ...string) []byte {
 // modules given by path, in tar order.
 func fakeDeb(t *testing.T, release string, modules [][2]string, builtin string) []byte {
 	t.Helper()
+	return packDeb(t, func(add func(name string, b []byte)) {
+		add("boot/vmlinuz-"+release, []byte("KERNEL "+release))
+		add("lib/modules/"+release+"/modules.builtin", []byte(builtin))
+		for _, m := range modules {
+			add("lib/modules/"+release+"/"+m[0], elfModule(strings.Split(m[1], "|")...))
+		}
+		add("usr/share/doc/x/changelog.gz", []byte("x"))
+	})
+}
+
+// packDeb builds a .deb whose data.tar.gz holds the files fill adds.
+func packDeb(t *testing.T, fill func(add func(name string, b []byte))) []byte {
+	t.Helper()
 	var data bytes.Buffer
 	gz := gzip.NewWriter(&data)
 	tw := tar.NewWriter(gz)
-	add := func(name string, b []byte) {
+	tw.WriteHeader(&tar.Header{Name: "./boot/", Mode: 0o755, Typeflag: tar.TypeDir})
+	fill(func(name string, b []byte) {
 		tw.WriteHeader(&tar.Header{Name: "./" + name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg})
 		tw.Write(b)
-	}
-	tw.WriteHeader(&tar.Header{Name: "./boot/", Mode: 0o755, Typeflag: tar.TypeDir})
-	add("boot/vmlinuz-"+release, []byte("KERNEL "+release))
-	add("lib/modules/"+release+"/modules.builtin", []byte(builtin))
-	for _, m := range modules {
-		add("lib/modules/"+release+"/"+m[0], elfModule(strings.Split(m[1], "|")...))
-	}
-	add("usr/share/doc/x/changelog.gz", []byte("x"))
+	})
 	tw.Close()
 	gz.Close()
 	var deb bytes.Buffer
@@ -237,6 +245,7 @@ func TestUpToDate(t *testing.T) {
 		{func(i *Inputs) { i.Commands = []string{"a"} }, "commands changed"},
 		{func(i *Inputs) { i.UInit = "agent -v" }, "uinit changed"},
 		{func(i *Inputs) { i.Format++ }, "new build format"},
+		{func(i *Inputs) { i.PCIIDs.Version = "0.0~2026.11.01-1" }, "pci.ids changed"},
 	} {
 		in2 := in
 		in2.Commands = append([]string(nil), in.Commands...)
@@ -291,5 +300,63 @@ func TestParseArch(t *testing.T) {
 	}
 	if _, err := ParseArch("riscv64"); err == nil {
 		t.Error("riscv64 accepted")
+	}
+}
+
+// TestPCIIDs: the database comes out of the package, plain or gzipped,
+// and lands where the inventory looks; a package without it is an error.
+func TestPCIIDs(t *testing.T) {
+	ids := []byte("10de  NVIDIA Corporation\n\t2330  GH100 [H100 SXM5 80GB]\n")
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(ids)
+	zw.Close()
+	for name, deb := range map[string][]byte{
+		"plain":   packDeb(t, func(add func(string, []byte)) { add("usr/share/misc/pci.ids", ids) }),
+		"gzipped": packDeb(t, func(add func(string, []byte)) { add("usr/share/misc/pci.ids.gz", gz.Bytes()) }),
+	} {
+		got, err := pciIDsFromDeb(deb)
+		if err != nil || !bytes.Equal(got, ids) {
+			t.Errorf("%s: %q, %v", name, got, err)
+		}
+	}
+	if _, err := pciIDsFromDeb(packDeb(t, func(add func(string, []byte)) { add("usr/share/doc/pci.ids/README", ids) })); err == nil {
+		t.Error("a package without the database was accepted")
+	}
+	a, err := pciIDsArchive(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := List(bytes.NewReader(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name)
+	}
+	if want := []string{"usr", "usr/share", "usr/share/misc", "usr/share/misc/pci.ids"}; !slices.Equal(names, want) {
+		t.Errorf("archive holds %v, want %v", names, want)
+	}
+}
+
+// TestFetchPCIIDsCached: an intact cached package needs no archive; a
+// damaged one is fetched again (here: fails, the mirror does not exist).
+func TestFetchPCIIDsCached(t *testing.T) {
+	dir := t.TempDir()
+	ids := []byte("8086  Intel Corporation\n")
+	deb := packDeb(t, func(add func(string, []byte)) { add("usr/share/misc/pci.ids", ids) })
+	p := PCIIDs{Version: "0.0~2025.06.01-1", DebSHA256: sha(deb)}
+	os.WriteFile(filepath.Join(dir, pciIDsDeb(p)), deb, 0o644)
+	b, _ := json.Marshal(p)
+	os.WriteFile(filepath.Join(dir, "pci.ids.json"), b, 0o644)
+	o := firmware.Options{Mirror: "http://127.0.0.1:1/debian", Suite: "bookworm"}
+	got, gotIDs, err := fetchPCIIDs(context.Background(), o, dir, false)
+	if err != nil || got != p || !bytes.Equal(gotIDs, ids) {
+		t.Fatalf("cached: %+v %q %v", got, gotIDs, err)
+	}
+	os.WriteFile(filepath.Join(dir, pciIDsDeb(p)), append(deb, 'x'), 0o644)
+	if _, _, err := fetchPCIIDs(context.Background(), o, dir, false); err == nil {
+		t.Error("a damaged cached package was used")
 	}
 }

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/rackboot/rackboot/agent"
+	"github.com/rackboot/rackboot/agent/deploy"
+	"github.com/rackboot/rackboot/agent/inventory"
+	"github.com/rackboot/rackboot/agent/kmod"
+	"github.com/rackboot/rackboot/agent/netup"
+	"github.com/rackboot/rackboot/agent/protocol"
+	"golang.org/x/sys/unix"
+)
+
+// Banner starts the console line the agent prints once it knows where
+// its API is; the lab and the end-to-end tests watch for it.
+const Banner = "rackboot-agent: serving node"
+
+// runOptions is what the run subcommand reads from its flags.
+type runOptions struct {
+	cmdline  string
+	api      string
+	node     string
+	modules  bool
+	network  bool
+	reboot   bool
+	logLevel slog.Level
+}
+
+func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o runOptions
+	fs.StringVar(&o.cmdline, "cmdline", "/proc/cmdline", "file holding the kernel command line (rackboot.api=URL rackboot.node=ID)")
+	fs.StringVar(&o.api, "api", "", "the API URL, instead of rackboot.api= from the command line")
+	fs.StringVar(&o.node, "node", "", "the node id, instead of rackboot.node= from the command line")
+	fs.BoolVar(&o.modules, "modules", true, "load the kernel modules for the hardware found in /sys")
+	fs.BoolVar(&o.network, "network", true, "bring up every physical NIC and run DHCP on them")
+	fs.BoolVar(&o.reboot, "reboot", true, "reboot the machine after a successful deploy (into its disk)")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: rackboot-agent run [flags]\n\nThe ramdisk's init program: loads drivers, brings the network up and serves the node's tasks.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	return serve(ctx, o, log, stdout)
+}
+
+// serve is the agent's life in the ramdisk. Nothing here gives up: a
+// node with no console must keep trying until someone fixes the network
+// or the server, so each step retries rather than returning.
+func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer) error {
+	start := time.Now()
+	if o.modules {
+		res, err := (&kmod.Loader{Logger: log.With("part", "kmod")}).Hardware()
+		if err != nil {
+			// Built-in drivers may still be enough to reach the server.
+			log.Warn("load kernel modules", "err", err)
+		}
+		log.Info("kernel modules", "loaded", len(res.Loaded), "failed", len(res.Failed))
+		for _, f := range res.Failed {
+			log.Warn("module failed", "module", f.Module, "reason", f.Reason)
+		}
+	}
+	var nics []netup.NIC
+	if o.network {
+		for wait := 5 * time.Second; ; wait = min(wait*2, time.Minute) {
+			var err error
+			nics, err = netup.Up(ctx, log.With("part", "net"), 10*time.Second, 30*time.Second)
+			if err == nil {
+				break
+			}
+			log.Warn("network not up, trying again", "err", err, "in", wait)
+			if sleep(ctx, wait) != nil {
+				return nil
+			}
+		}
+	} else {
+		var err error
+		if nics, err = netup.Physical("/"); err != nil {
+			return err
+		}
+	}
+	cl, err := readCmdline(o)
+	if err != nil {
+		return err
+	}
+	var macs []string
+	for _, n := range nics {
+		macs = append(macs, n.MAC)
+	}
+	fmt.Fprintf(stdout, "%s %s via %s (macs %s) after %.1f s\n", Banner, cl.Node, cl.API, strings.Join(macs, ","), time.Since(start).Seconds())
+
+	base := strings.TrimSuffix(cl.API, "/api/v1")
+	work := &agent.Work{Base: base, Arch: archName(), Disks: disks}
+	a := &agent.Agent{
+		API: cl.API, NodeID: cl.Node, MACs: macs, Logger: log.With("part", "agent"),
+		Inventory: func(context.Context) (json.RawMessage, error) {
+			inv, err := inventory.Read("/")
+			if err != nil {
+				return nil, err
+			}
+			return json.Marshal(inv)
+		},
+		Tasks: work.Funcs(),
+	}
+	if o.reboot {
+		work.Reboot = reboot
+		a.After = func(t protocol.Task, rep protocol.TaskReport) {
+			if t.Kind == protocol.TaskDeploy && rep.State == protocol.Done {
+				log.Info("deployed: rebooting into the disk")
+				if err := reboot(); err != nil {
+					log.Error("reboot", "err", err)
+				}
+			}
+		}
+	}
+	for {
+		err := a.Run(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		// Only a refused lookup ends Run; the server may be fixed.
+		log.Error("agent stopped, starting again in a minute", "err", err)
+		if sleep(ctx, time.Minute) != nil {
+			return nil
+		}
+	}
+}
+
+func readCmdline(o runOptions) (agent.Cmdline, error) {
+	var text string
+	if o.cmdline != "" {
+		b, err := os.ReadFile(o.cmdline)
+		if err != nil && o.api == "" {
+			return agent.Cmdline{}, fmt.Errorf("read kernel command line: %w", err)
+		}
+		text = string(b)
+	}
+	if o.api != "" {
+		text += " rackboot.api=" + o.api
+	}
+	if o.node != "" {
+		text += " rackboot.node=" + o.node
+	}
+	return agent.ParseCmdline(text)
+}
+
+// disks reads the disks afresh for each task: a disk may have come (a
+// late driver) or gone since the inspection.
+func disks() ([]deploy.Disk, error) {
+	inv, err := inventory.Read("/")
+	if err != nil {
+		return nil, fmt.Errorf("list disks: %w", err)
+	}
+	var out []deploy.Disk
+	for _, d := range inv.Disks {
+		out = append(out, deploy.Disk{Name: d.Name, Size: d.Size, Model: d.Model, Vendor: d.Vendor, Serial: d.Serial,
+			WWN: d.WWN, ByPath: d.ByPath, Rotational: d.Rotational})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("list disks: this node has no disk")
+	}
+	return out, nil
+}
+
+// archName is the artifacts directory of this agent's architecture.
+func archName() string {
+	switch runtime.GOARCH {
+	case "amd64":
+		return "x86_64"
+	case "arm64":
+		return "aarch64"
+	}
+	return runtime.GOARCH
+}
+
+func reboot() error {
+	unix.Sync()
+	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
