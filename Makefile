@@ -20,7 +20,7 @@ build: ## build bin/rackboot
 firmware: build ## fetch and verify the boot loaders from Debian's archive into DATA_DIR
 	bin/rackboot firmware fetch --data-dir $(DATA_DIR)
 
-run: firmware ## run rackboot on IFACE (DHCP_MODE=proxy by default; needs root)
+run: firmware ramdisks ## run rackboot on IFACE (DHCP_MODE=proxy by default; needs root)
 	@if [ "$$(id -u)" != 0 ]; then echo "rackboot serves DHCP (67, 4011) and TFTP (69): run as root (sudo make run)"; exit 1; fi
 	@if [ -z "$(IFACE)" ]; then echo "no default route: say which interface, e.g. make run IFACE=eth0"; exit 1; fi
 	bin/rackboot serve --data-dir $(DATA_DIR) --interface $(IFACE) --dhcp-mode $(DHCP_MODE) $(ARGS)

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rackboot/rackboot/agent/protocol"
@@ -218,11 +219,75 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// progressBox holds a running task's latest progress for the heartbeats.
+type progressBox struct {
+	mu   sync.Mutex
+	last *protocol.Progress
+}
+
+type progressKey struct{}
+
+// ReportProgress records how far the task running under ctx has got; the
+// agent's next heartbeat carries it to the server. Outside a task it does
+// nothing.
+func ReportProgress(ctx context.Context, p protocol.Progress) {
+	if b, ok := ctx.Value(progressKey{}).(*progressBox); ok {
+		b.mu.Lock()
+		b.last = &p
+		b.mu.Unlock()
+	}
+}
+
+// beat keeps heartbeating while a task runs, so a long deploy or wipe is
+// not taken for a dead agent, and carries the task's progress.
+func (a *Agent) beat(ctx context.Context, id string, box *progressBox) {
+	tick := time.NewTicker(a.heartbeat)
+	defer tick.Stop()
+	var sent *protocol.Progress
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		box.mu.Lock()
+		hb := protocol.Heartbeat{Running: id}
+		if box.last != sent {
+			hb.Progress = box.last
+		}
+		box.mu.Unlock()
+		// A failed beat is not the task's business: the next one, or
+		// the report, tries again.
+		if err := a.call(ctx, fmt.Sprintf(protocol.HeartbeatPath, a.NodeID), hb, nil); err != nil {
+			if ctx.Err() == nil {
+				a.log().Warn("heartbeat during a task failed", "task", id, "err", err)
+			}
+			continue
+		}
+		sent = hb.Progress
+	}
+}
+
+// work runs a task with heartbeats beside it.
+func (a *Agent) work(ctx context.Context, t protocol.Task) (any, error) {
+	box := &progressBox{}
+	tctx, cancel := context.WithCancel(context.WithValue(ctx, progressKey{}, box))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.beat(tctx, t.ID, box)
+	}()
+	defer wg.Wait()
+	defer cancel()
+	return a.do(tctx, t)
+}
+
 func (a *Agent) runTask(ctx context.Context, t protocol.Task) {
 	rep, seen := a.done[t.ID]
 	if !seen {
 		a.log().Info("task started", "task", t.ID, "kind", t.Kind)
-		result, err := a.do(ctx, t)
+		result, err := a.work(ctx, t)
 		rep = protocol.TaskReport{State: protocol.Done}
 		if err != nil {
 			rep = protocol.TaskReport{State: protocol.Failed, Error: err.Error()}

@@ -80,7 +80,9 @@ func (w *Work) deploy(ctx context.Context, t protocol.Task) (any, error) {
 		return nil, fmt.Errorf("image %s (%d bytes) does not fit %s (%d bytes): %w", p.Image, p.RawSize, d.Name, d.Size, deploy.ErrTooLarge)
 	}
 	res, err := deploy.Write(ctx, w.HTTP, deploy.Image{URL: strings.TrimRight(w.Base, "/") + p.Path, Format: p.Format, SHA256: p.SHA256,
-		RawSHA256: p.RawSHA256, RawSize: p.RawSize}, d.Name, nil)
+		RawSHA256: p.RawSHA256, RawSize: p.RawSize}, d.Name, func(pr deploy.Progress) {
+		ReportProgress(ctx, protocol.Progress{Phase: "writing " + d.Name, Done: pr.Written, Total: max(pr.Total, 0), Rate: pr.Rate})
+	})
 	if err != nil {
 		return res, err
 	}
@@ -123,7 +125,11 @@ func (w *Work) wipe(ctx context.Context, t protocol.Task) (any, error) {
 	}
 	var records []wipe.Record
 	for _, d := range disks {
-		rec, err := wipe.Disk(ctx, d.Name, d.Serial, p.Method, nil)
+		start := time.Now()
+		rec, err := wipe.Disk(ctx, d.Name, d.Serial, p.Method, func(done, total int64) {
+			ReportProgress(ctx, protocol.Progress{Phase: p.Method + " wipe of " + d.Name, Done: done, Total: total,
+				Rate: float64(done) / max(time.Since(start).Seconds(), 1e-3)})
+		})
 		records = append(records, rec)
 		if err != nil {
 			return map[string]any{"disks": records}, err

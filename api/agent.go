@@ -138,6 +138,19 @@ func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := protocol.HeartbeatResult{State: string(n.State)}
+	if hb.Running != "" && hb.Progress != nil {
+		t, err := s.Store.Task(r.Context(), hb.Running)
+		if err != nil || t.NodeID != n.ID {
+			writeError(w, http.StatusNotFound, "not_found", "no such task for this node")
+			return
+		}
+		b, _ := json.Marshal(hb.Progress)
+		// A task that ended meanwhile keeps its end: the progress is late.
+		if err := s.Store.TaskProgress(r.Context(), t.ID, b, time.Now()); err != nil && !errors.Is(err, store.ErrConflict) {
+			s.fail(w, r, err)
+			return
+		}
+	}
 	if hb.Running == "" {
 		t, err := s.Store.ClaimTask(r.Context(), n.ID, time.Now())
 		switch {

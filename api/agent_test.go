@@ -115,7 +115,29 @@ func TestAgentProtocol(t *testing.T) {
 	if hb.Task == nil || hb.Task.Kind != protocol.TaskBurnin || !strings.Contains(string(hb.Task.Params), `"1m0s"`) {
 		t.Fatalf("burnin task: %s", b2)
 	}
+	// A running task's progress is its result until it ends, for the
+	// UI; progress for a task of another node is refused.
+	prog := fmt.Sprintf(`{"running":%q,"progress":{"phase":"memory","done":512,"total":1024,"rate":64}}`, hb.Task.ID)
+	if code, b := f.call(t, nil, "POST", base+"/heartbeat", res.Token, prog); code != 200 || strings.Contains(string(b), `"task"`) {
+		t.Fatalf("heartbeat with progress: %d %s", code, b)
+	}
+	code, b2 = f.call(t, nil, "GET", "/api/v1/tasks/"+hb.Task.ID, f.tokens[store.RoleReadonly], "")
+	var running struct {
+		State  string            `json:"state"`
+		Result protocol.Progress `json:"result"`
+	}
+	json.Unmarshal(b2, &running)
+	p := running.Result
+	if code != 200 || running.State != "running" || p.Phase != "memory" || p.Done != 512 {
+		t.Fatalf("task with progress: %d %s", code, b2)
+	}
+	if code, _ := f.call(t, nil, "POST", base+"/heartbeat", res.Token, `{"running":"nope","progress":{"done":1}}`); code != 404 {
+		t.Fatalf("progress of an unknown task: %d", code)
+	}
 	f.call(t, nil, "POST", base+"/tasks/"+hb.Task.ID, res.Token, `{"state":"failed","error":"memory pattern mismatch at 0x3f000000"}`)
+	if task, _ := f.st.Task(ctx, hb.Task.ID); task.State != store.TaskFailed || strings.Contains(string(task.Result), "memory") {
+		t.Fatalf("the task's end kept its progress: %+v", task)
+	}
 	got, _ = f.st.Node(ctx, n.ID)
 	if got.State != store.StateFailed || !strings.Contains(got.LastError, "memory pattern mismatch") {
 		t.Fatalf("after failed burn-in: %s %q", got.State, got.LastError)

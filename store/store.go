@@ -285,6 +285,10 @@ type Store interface {
 	Tasks(ctx context.Context, f TaskFilter) ([]Task, error)
 	// UpdateTask stores a task's state, result and error.
 	UpdateTask(ctx context.Context, t Task) error
+	// TaskProgress stores a running task's progress as its result. A task
+	// that is not running (it ended meanwhile) is left alone and gives
+	// ErrConflict, so a late heartbeat never overwrites a task's end.
+	TaskProgress(ctx context.Context, id string, progress json.RawMessage, now time.Time) error
 	// ClaimTask hands out a node's oldest pending task, moving it to
 	// running in the same transaction, so no task is handed out twice.
 	// It returns ErrNotFound when the node has none pending.

@@ -467,6 +467,16 @@ func TestBrowser(t *testing.T) {
 		if err != nil || n.State != store.StateInspecting {
 			t.Fatalf("node in the store: %v %v, want inspecting", n.State, err)
 		}
+		// The agent takes the task and reports progress with its
+		// heartbeats; the tasks card shows it without an event.
+		task, err := s.st.ClaimTask(ctx, s.a100.ID, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.st.TaskProgress(ctx, task.ID, json.RawMessage(`{"phase":"writing /dev/nvme0n1","done":1073741824,"total":4294967296,"rate":157286400}`), time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		b.wait("the task's progress", `document.querySelector("#tasks .task-progress")?.textContent.includes("25% · writing /dev/nvme0n1 · 1.0 GiB of 4.0 GiB · 150 MiB/s")`)
 
 		// The agent finishes: an event written behind the browser's back
 		// reaches the page over the live stream.

@@ -39,6 +39,30 @@ const gib = 1 << 30
 
 func (h Hints) empty() bool { return h == Hints{} }
 
+// String names the hints given, as an operator wrote them.
+func (h Hints) String() string {
+	if h.empty() {
+		return "no hints: the smallest disk of at least 4 GiB"
+	}
+	var parts []string
+	for _, f := range []struct{ k, v string }{{"name", h.Name}, {"model", h.Model}, {"vendor", h.Vendor},
+		{"serial", h.Serial}, {"wwn", h.WWN}, {"by_path", h.ByPath}} {
+		if f.v != "" {
+			parts = append(parts, fmt.Sprintf("%s=%q", f.k, f.v))
+		}
+	}
+	if h.Size > 0 {
+		parts = append(parts, fmt.Sprintf("size=%d GiB", h.Size))
+	}
+	if h.MinSizeGiB > 0 {
+		parts = append(parts, fmt.Sprintf("min_size=%d GiB", h.MinSizeGiB))
+	}
+	if h.Rotational != nil {
+		parts = append(parts, fmt.Sprintf("rotational=%t", *h.Rotational))
+	}
+	return strings.Join(parts, " ")
+}
+
 func eq(hint, v string) bool {
 	return hint == "" || strings.EqualFold(strings.TrimSpace(hint), strings.TrimSpace(v))
 }
@@ -70,7 +94,7 @@ func Choose(disks []Disk, h Hints) (Disk, error) {
 		for _, d := range disks {
 			have = append(have, fmt.Sprintf("%s (%d GiB, %s, serial %s)", d.Name, d.Size/gib, d.Model, d.Serial))
 		}
-		return Disk{}, fmt.Errorf("root device: no disk matches %+v; the node has %s", h, strings.Join(have, "; "))
+		return Disk{}, fmt.Errorf("root device: no disk matches %s; the node has %s", h, strings.Join(have, "; "))
 	}
 	sort.SliceStable(fit, func(i, j int) bool {
 		if min > 0 && fit[i].Size != fit[j].Size {

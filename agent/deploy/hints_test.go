@@ -28,12 +28,12 @@ func TestChoose(t *testing.T) {
 		{"smallest of at least 1 GiB", Hints{MinSizeGiB: 1}, "/dev/sdb"},
 		{"rotational", Hints{Rotational: &hdd}, "/dev/sda"},
 		{"solid state, at least 100 GiB", Hints{Rotational: &ssd, MinSizeGiB: 100}, "/dev/nvme1n1"},
-		{"model and serial disagree", Hints{Model: "ST4000NM000A", Serial: "S1"}, "!no disk matches"},
-		{"too big", Hints{MinSizeGiB: 5000}, "!no disk matches"},
+		{"model and serial disagree", Hints{Model: "ST4000NM000A", Serial: "S1"}, `!no disk matches model="ST4000NM000A" serial="S1";`},
+		{"too big", Hints{MinSizeGiB: 5000}, "!no disk matches min_size=5000 GiB;"},
 	} {
 		d, err := Choose(disks, tc.h)
 		if strings.HasPrefix(tc.want, "!") {
-			if err == nil || !strings.Contains(err.Error(), tc.want[1:]) || !strings.Contains(err.Error(), "/dev/nvme0n1") {
+			if err == nil || !strings.Contains(err.Error(), tc.want[1:]) || !strings.Contains(err.Error(), "/dev/nvme0n1 (960 GiB") {
 				t.Errorf("%s: %v, %v", tc.name, d.Name, err)
 			}
 			continue
@@ -44,5 +44,9 @@ func TestChoose(t *testing.T) {
 	}
 	if _, err := Choose(nil, Hints{}); err == nil {
 		t.Error("no disks: no error")
+	}
+	_, err := Choose(disks[3:], Hints{})
+	if err == nil || !strings.Contains(err.Error(), "no disk matches no hints: the smallest disk of at least 4 GiB; the node has /dev/sdb (2 GiB, USB DISK, serial U1)") {
+		t.Errorf("only a small disk: %v", err)
 	}
 }

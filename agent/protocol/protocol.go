@@ -46,6 +46,20 @@ type LookupResult struct {
 type Heartbeat struct {
 	// Running is the id of the task the agent is working on, if any.
 	Running string `json:"running,omitempty"`
+	// Progress is how far Running has got, when the task measures it.
+	Progress *Progress `json:"progress,omitempty"`
+}
+
+// Progress is a running task's latest figures: the server keeps them as
+// the task's result until the task ends, and the UI shows them.
+type Progress struct {
+	// Phase names the step: "writing", "verifying", "wiping /dev/sda".
+	Phase string `json:"phase"`
+	// Done and Total are bytes; Total is 0 when unknown.
+	Done  int64 `json:"done"`
+	Total int64 `json:"total,omitempty"`
+	// Rate is bytes per second over the phase so far.
+	Rate float64 `json:"rate,omitempty"`
 }
 
 // HeartbeatResult tells the agent the node's state and, when the agent is

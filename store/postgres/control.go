@@ -464,6 +464,22 @@ func (s *Store) UpdateTask(ctx context.Context, t store.Task) error {
 	return nil
 }
 
+// TaskProgress implements store.Store.
+func (s *Store) TaskProgress(ctx context.Context, id string, progress json.RawMessage, now time.Time) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE tasks SET result = $1, updated = $2 WHERE id = $3 AND state = $4`,
+		[]byte(progress), now.UnixNano(), id, string(store.TaskRunning))
+	if err != nil {
+		return fmt.Errorf("task %s progress: %w", id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		if _, err := s.Task(ctx, id); err != nil {
+			return fmt.Errorf("task %s progress: %w", id, err)
+		}
+		return fmt.Errorf("task %s progress: not running: %w", id, store.ErrConflict)
+	}
+	return nil
+}
+
 // ClaimTask implements store.Store. The pending task is picked and moved
 // in one statement; SKIP LOCKED lets concurrent claimers pass a task that
 // another is taking instead of waiting for it and then finding it gone.

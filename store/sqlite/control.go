@@ -646,6 +646,22 @@ func (s *Store) DeleteTokens(ctx context.Context, kind, nodeID, user string) err
 	return nil
 }
 
+// TaskProgress implements store.Store.
+func (s *Store) TaskProgress(ctx context.Context, id string, progress json.RawMessage, now time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE tasks SET result = ?, updated = ? WHERE id = ? AND state = ?`,
+		[]byte(progress), now.UnixNano(), id, string(store.TaskRunning))
+	if err != nil {
+		return fmt.Errorf("task %s progress: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		if _, err := s.Task(ctx, id); err != nil {
+			return fmt.Errorf("task %s progress: %w", id, err)
+		}
+		return fmt.Errorf("task %s progress: not running: %w", id, store.ErrConflict)
+	}
+	return nil
+}
+
 // ClaimTask implements store.Store.
 func (s *Store) ClaimTask(ctx context.Context, nodeID string, now time.Time) (store.Task, error) {
 	var t store.Task

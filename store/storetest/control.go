@@ -402,6 +402,28 @@ func testTasks(t *testing.T, open Opener) {
 	if _, err := s.ClaimTask(ctx, a.ID, now); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("second claim: %v, want ErrNotFound", err)
 	}
+	// Progress lands on a running task as its result, and never on one
+	// that has ended.
+	later := now.Add(time.Minute)
+	if err := s.TaskProgress(ctx, claimed.ID, json.RawMessage(`{"done":5}`), later); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Task(ctx, claimed.ID); got.State != store.TaskRunning || string(got.Result) != `{"done":5}` || !got.Updated.Equal(later) {
+		t.Fatalf("after progress: %+v", got)
+	}
+	claimed.State, claimed.Result = store.TaskDone, json.RawMessage(`{"written":10}`)
+	if err := s.UpdateTask(ctx, claimed); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.TaskProgress(ctx, claimed.ID, json.RawMessage(`{"done":6}`), later); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("progress on an ended task: %v, want ErrConflict", err)
+	}
+	if got, _ := s.Task(ctx, claimed.ID); got.State != store.TaskDone || string(got.Result) != `{"written":10}` {
+		t.Fatalf("a late progress changed an ended task: %+v", got)
+	}
+	if err := s.TaskProgress(ctx, "nope", nil, later); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("progress of an unknown task: %v", err)
+	}
 	// Of many agents claiming at once, one gets each task.
 	b := enroll(t, s, 2, boot.ClientX64UEFI)
 	for i := 0; i < 3; i++ {

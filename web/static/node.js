@@ -1,7 +1,7 @@
 // A node's page: summary and editing, inventory, live timeline, boot
 // trace, tasks, and the lifecycle actions behind a confirmation.
 
-import { h, clear, $, $$, timeEl, fmtTime, stateBadge, chip, mono, field, select, card, empty, debounce } from './dom.js';
+import { h, clear, $, $$, timeEl, fmtTime, stateBadge, chip, mono, field, select, card, empty, debounce, bytes } from './dom.js';
 import { get, post, patch, del, enc, query, APIError } from './api.js';
 import { can, toast, confirmDialog } from './ui.js';
 import { inventoryView } from './inventory.js';
@@ -61,6 +61,18 @@ function bootView(b, i) {
           h('td', { class: 'mono', text: s.proto || '' }),
           h('td', { text: s.what || '' }),
           h('td', { class: 'small', text: s.detail || '' }))))))) : null);
+}
+
+// progressView shows a running task's latest progress: the agent sends it
+// with its heartbeats and the server keeps it as the task's result.
+export function progressView(p) {
+  if (!p || typeof p.done !== 'number') return null;
+  const pct = p.total > 0 ? Math.min(100, Math.floor((100 * p.done) / p.total)) : null;
+  const parts = [p.phase || 'working', p.total > 0 ? `${bytes(p.done)} of ${bytes(p.total)}` : bytes(p.done)];
+  if (p.rate > 0) parts.push(`${bytes(p.rate)}/s`);
+  return h('div', { class: 'task-progress' },
+    pct === null ? null : h('progress', { max: '100', value: String(pct), 'aria-label': `${pct}%` }),
+    h('div', { class: 'sub', text: (pct === null ? '' : `${pct}% · `) + parts.join(' · ') }));
 }
 
 export function nodePage(root, id) {
@@ -317,15 +329,20 @@ export function nodePage(root, id) {
     }
   }
 
+  // While a task waits or runs its progress changes with no event: poll.
+  let taskPoll = null;
   async function loadTasks() {
+    clearTimeout(taskPoll);
     try {
       const t = await get(`/tasks?node=${enc(node.id)}`);
       if (!alive) return;
       const items = (t.items || []).slice(-10).reverse();
+      if (items.some((k) => k.state === 'running' || k.state === 'pending')) taskPoll = setTimeout(loadTasks, 3000);
       clear(tasksBody, items.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'grid grid-compact' },
         h('thead', {}, h('tr', {}, ['Task', 'State', 'Updated'].map((c) => h('th', { scope: 'col', text: c })))),
         h('tbody', {}, items.map((k) => h('tr', {},
-          h('td', {}, k.kind, k.error ? h('div', { class: 'sub error-text', text: k.error }) : null),
+          h('td', {}, k.kind, k.error ? h('div', { class: 'sub error-text', text: k.error }) : null,
+            k.state === 'running' ? progressView(k.result) : null),
           h('td', {}, h('span', { class: `badge task task-${k.state}`, text: k.state })),
           h('td', { class: 'nowrap' }, timeEl(k.updated || k.created))))))) : empty('No tasks.'));
     } catch (e) {
@@ -356,7 +373,7 @@ export function nodePage(root, id) {
   const later = debounce(() => { refresh(); loadTasks(); }, 150);
   const traceLater = debounce(loadTrace, 1000);
   return {
-    dispose() { alive = false; },
+    dispose() { alive = false; clearTimeout(taskPoll); },
     onEvent(ev) {
       if (!node || ev.node_id !== node.id) return;
       addEvent(ev, true);
