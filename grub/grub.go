@@ -56,9 +56,23 @@ func Config(p boot.Plan) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("grub config: %w", err)
 		}
-		// UEFI GRUB's exit returns to the boot manager, which tries its
-		// next entry: the disk.
-		fmt.Fprintf(&b, "echo %s\nexit\n", msg)
+		// GRUB starts the disk's loader itself: the firmware's boot
+		// order after the network entry is not to be trusted (AAVMF
+		// falls to its setup menu, not to the disk). The removable-media
+		// path comes first, as a whole-disk image carries no NVRAM entry
+		// and that is the path its firmware would use.
+		suffix := "x64"
+		if p.Arch == boot.ArchAArch64 {
+			suffix = "aa64"
+		}
+		b.WriteString("echo " + msg + "\n")
+		b.WriteString("for f in /EFI/BOOT/BOOT" + strings.ToUpper(suffix) + ".EFI")
+		for _, d := range []string{"debian", "ubuntu", "redhat", "centos", "rocky", "sles"} {
+			fmt.Fprintf(&b, " /EFI/%s/shim%s.efi /EFI/%s/grub%s.efi", d, suffix, d, suffix)
+		}
+		b.WriteString("; do\n  if search --no-floppy --set=root --file $f; then\n    chainloader $f\n    boot\n  fi\ndone\n")
+		// Else the boot manager tries its next entry.
+		b.WriteString("echo 'rackboot: no boot loader found on the local disks; returning to the firmware'\nexit\n")
 		return b.Bytes(), nil
 	case boot.ActionNetboot:
 	default:

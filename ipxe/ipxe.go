@@ -26,7 +26,11 @@ var ErrUnsafe = errors.New("unsafe value for an iPXE script")
 // per-node script, named by the MAC of the interface iPXE booted from
 // (${netX}, not ${net0}: a machine may boot from its second port) in
 // hyphen form, which needs no escaping in a URL, and by iPXE's build
-// architecture (i386, x86_64, arm64). A failed fetch is retried rather
+// architecture (i386, x86_64, arm64). A node script that returns is a
+// local boot: iPXE then exits with a failure status, as UEFI's boot
+// manager moves on to its next boot option (the disk) only after a
+// failed one; after a success it stops at its setup menu. A failed
+// fetch is retried rather
 // than left at a prompt no one watches. baseURL is http://host[:port],
 // without a trailing slash.
 func Chain(baseURL string) []byte {
@@ -34,6 +38,8 @@ func Chain(baseURL string) []byte {
 	return []byte(`#!ipxe
 :retry
 chain --autofree ` + base + `/ipxe/${netX/mac:hexhyp}?arch=${buildarch} || goto failed
+isset ${rackboot_local} && exit 1 ||
+exit
 :failed
 echo rackboot: could not fetch the node script, retrying in 5 seconds
 sleep 5
@@ -51,9 +57,10 @@ func Script(p boot.Plan) ([]byte, error) {
 	fmt.Fprintf(&b, "echo rackboot: node %s host %s\n", showable(p.Node), showable(p.Hostname))
 	switch p.Action {
 	case boot.ActionLocal:
-		// exit hands control back to the firmware, which tries its next
-		// boot device: the local disk.
-		b.WriteString("echo rackboot: booting from local disk\nexit\n")
+		// The chain script that fetched this one ends iPXE with a
+		// failure status when it sees rackboot_local, so the firmware
+		// tries its next boot device, the local disk.
+		b.WriteString("echo rackboot: booting from local disk\nset rackboot_local 1\nexit\n")
 		return b.Bytes(), nil
 	case boot.ActionNetboot:
 	default:
