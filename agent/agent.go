@@ -119,7 +119,11 @@ func retryable(err error) bool {
 	return true
 }
 
-func (a *Agent) sleep(ctx context.Context, d time.Duration) error {
+func (a *Agent) sleep(ctx context.Context, d time.Duration) error { return Sleep(ctx, d) }
+
+// Sleep waits for d, or less when ctx ends first (then it returns
+// ctx's error).
+func Sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -241,7 +245,11 @@ func ReportProgress(ctx context.Context, p protocol.Progress) {
 // beat keeps heartbeating while a task runs, so a long deploy or wipe is
 // not taken for a dead agent, and carries the task's progress.
 func (a *Agent) beat(ctx context.Context, id string, box *progressBox) {
-	tick := time.NewTicker(a.heartbeat)
+	every := a.heartbeat
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var sent *protocol.Progress
 	for {

@@ -223,3 +223,59 @@ func TestRefusals(t *testing.T) {
 		t.Fatalf("unknown task kind: %+v", task)
 	}
 }
+
+// TestProgressRidesHeartbeats: while a task runs the agent keeps calling
+// in, naming the task and carrying the progress the task reported, so a
+// long deploy is neither taken for a dead agent nor silent.
+func TestProgressRidesHeartbeats(t *testing.T) {
+	got := make(chan protocol.Heartbeat, 100)
+	var handed atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/lookup"):
+			json.NewEncoder(w).Encode(protocol.LookupResult{NodeID: "n1", Token: "t", Heartbeat: protocol.Duration(10 * time.Millisecond)})
+		case strings.HasSuffix(r.URL.Path, "/heartbeat"):
+			var hb protocol.Heartbeat
+			json.NewDecoder(r.Body).Decode(&hb)
+			res := protocol.HeartbeatResult{State: "deploying"}
+			if hb.Running == "" && !handed.Swap(true) {
+				res.Task = &protocol.Task{ID: "task-1", Kind: protocol.TaskDeploy}
+			}
+			if hb.Running != "" {
+				got <- hb
+			}
+			json.NewEncoder(w).Encode(res)
+		case strings.Contains(r.URL.Path, "/tasks/"):
+			w.Write([]byte(`{"state":"active"}`))
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a := &Agent{API: srv.URL, MACs: []string{"52:54:00:00:00:01"}, Tasks: map[string]TaskFunc{
+		protocol.TaskDeploy: func(ctx context.Context, _ protocol.Task) (any, error) {
+			ReportProgress(ctx, protocol.Progress{Phase: "writing /dev/vda", Done: 42, Total: 100, Rate: 7})
+			// The task goes on until the server has heard of it.
+			for {
+				select {
+				case hb := <-got:
+					if hb.Running == "task-1" && hb.Progress != nil && hb.Progress.Done == 42 && hb.Progress.Phase == "writing /dev/vda" {
+						return nil, nil
+					}
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+		},
+	}}
+	done := make(chan struct{})
+	var reported protocol.TaskReport
+	a.After = func(_ protocol.Task, rep protocol.TaskReport) { reported = rep; cancel() }
+	go func() { a.Run(ctx); close(done) }()
+	<-done
+	if reported.State != protocol.Done {
+		t.Fatalf("the task never saw its progress reach the server: %+v", reported)
+	}
+	// Outside a task, progress goes nowhere and harms nothing.
+	ReportProgress(context.Background(), protocol.Progress{Done: 1})
+}

@@ -1,4 +1,4 @@
-//go:build e2e && agent_e2e
+//go:build e2e
 
 package e2e
 
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/images/diskimage"
 	"github.com/rackboot/rackboot/lab"
@@ -33,15 +34,16 @@ func cliAt(t *testing.T, c client, args ...string) string {
 // TestDeploy takes an x86-64 and an AArch64 node through their life:
 // inspect, deploy a built image, reboot into it from the disk (rackboot
 // answers "boot local"), release, wipe, available again with a disk that
-// holds no partition table.
+// holds no partition table. The x86-64 node is first killed in the middle
+// of a deploy, and deployed again after.
 func TestDeploy(t *testing.T) {
 	setup(t)
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "data")
 	agentArtifacts(t, dataDir)
 	specs := []lab.NodeSpec{
-		{Name: "x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1536, DiskGiB: 2, NICs: 2, Reboot: true},
-		{Name: "arm", Arch: boot.ArchAArch64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1024, DiskGiB: 2, NICs: 2, Reboot: true},
+		{Name: "x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1536, DiskGiB: 4, NICs: 2, Reboot: true},
+		{Name: "arm", Arch: boot.ArchAArch64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1024, DiskGiB: 4, NICs: 2, Reboot: true},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
 	defer cancel()
@@ -67,7 +69,8 @@ func TestDeploy(t *testing.T) {
 		wg.Add(1)
 		go func(i int, spec lab.NodeSpec) {
 			defer wg.Done()
-			if err := lifeOf(ctx, t, r, c, i, spec); err != nil {
+			// The x86 node also lives through a deploy cut short.
+			if err := lifeOf(ctx, t, r, c, i, spec, spec.Arch == boot.ArchX86_64); err != nil {
 				t.Errorf("%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 5000))
 			}
 		}(i, spec)
@@ -78,7 +81,54 @@ func TestDeploy(t *testing.T) {
 	}
 }
 
-func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spec lab.NodeSpec) error {
+// interruptedDeploy kills the node while its agent writes the image: the
+// node must never show active. Powered on again it network-boots, which
+// fails the unfinished deploy, and its agent serves the failed node.
+func interruptedDeploy(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spec lab.NodeSpec) error {
+	mac := lab.MAC(i, 0).String()
+	cliAt(t, c, "node", "deploy", mac, "--image", "e2e-"+string(spec.Arch))
+	var n api.Node
+	if err := c.get("/api/v1/nodes/"+mac, &n); err != nil {
+		return err
+	}
+	task, err := c.waitTask(ctx, n.ID, "deploy", "running")
+	if err != nil {
+		return err
+	}
+	r.VMs[i].Stop()
+	t.Logf("%s: killed the node %s into its deploy", spec.Name, time.Since(task.Updated).Round(time.Millisecond))
+	if err := c.get("/api/v1/tasks/"+task.ID, &task); err != nil {
+		return err
+	}
+	if task.State != "running" {
+		return fmt.Errorf("the deploy ended (%s) before the node was killed: the test proves nothing", task.State)
+	}
+	// A dead agent changes nothing until the node boots again (or the
+	// agent timeout passes): never active.
+	for range 5 {
+		if err := c.get("/api/v1/nodes/"+mac, &n); err != nil {
+			return err
+		}
+		if n.State != "deploying" {
+			return fmt.Errorf("node killed mid-deploy is %s, want deploying", n.State)
+		}
+		time.Sleep(time.Second)
+	}
+	if err := restart(ctx, r, i); err != nil {
+		return err
+	}
+	n, err = c.waitState(ctx, mac, "failed")
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(n.LastError, "interrupted") {
+		return fmt.Errorf("failed node's reason %q does not say the deploy was interrupted", n.LastError)
+	}
+	t.Logf("%s: after the kill the node is failed: %s", spec.Name, n.LastError)
+	return nil
+}
+
+func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spec lab.NodeSpec, interrupt bool) error {
 	mac := lab.MAC(i, 0).String()
 	vm := r.VMs[i]
 	start := time.Now()
@@ -89,6 +139,12 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 		return err
 	}
 	t.Logf("%s: available after %.0f s", spec.Name, time.Since(start).Seconds())
+	if interrupt {
+		if err := interruptedDeploy(ctx, t, r, c, i, spec); err != nil {
+			return err
+		}
+		vm = r.VMs[i]
+	}
 	step := time.Now()
 	cliAt(t, c, "node", "deploy", mac, "--image", "e2e-"+string(spec.Arch))
 	if _, err := c.waitState(ctx, mac, "active"); err != nil {
@@ -124,11 +180,20 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 	}
 	t.Logf("%s: released and wiped in %.0f s", spec.Name, time.Since(step).Seconds())
 	r.VMs[i].Stop()
-	disk, err := os.ReadFile(r.VMs[i].Disk)
+	// GPT headers sit in LBA 1 and in the last LBA.
+	f, err := os.Open(r.VMs[i].Disk)
 	if err != nil {
 		return err
 	}
-	if strings.Contains(string(disk[512:520]), "EFI PART") || strings.Contains(string(disk[len(disk)-512:]), "EFI PART") {
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	head, tail := make([]byte, 512), make([]byte, 512)
+	f.ReadAt(head, 512)
+	f.ReadAt(tail, st.Size()-512)
+	if strings.HasPrefix(string(head), "EFI PART") || strings.HasPrefix(string(tail), "EFI PART") {
 		return fmt.Errorf("the disk still has a partition table after the wipe")
 	}
 	return nil
@@ -139,7 +204,7 @@ func restart(ctx context.Context, r *lab.Rack, i int) error {
 	old := r.VMs[i]
 	old.Stop()
 	vm := &lab.VM{Name: old.Name + "-again", Arch: old.Arch, Firmware: old.Firmware, MAC: old.MAC, Tap: old.Tap, ExtraNICs: old.ExtraNICs,
-		MemoryMB: old.MemoryMB, CPUs: old.CPUs, Disk: old.Disk, Reboot: old.Reboot}
+		MemoryMB: old.MemoryMB, CPUs: old.CPUs, Disk: old.Disk, NVMe: old.NVMe, Reboot: old.Reboot}
 	r.VMs[i] = vm
 	return r.PowerOn(ctx, i)
 }

@@ -234,7 +234,7 @@ func TestArgs(t *testing.T) {
 			wantProg: "qemu-system-x86_64",
 			want: join([]string{"-name", "u", "-accel", "tcg", "-m", "2048", "-smp", "1",
 				"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot"},
-				[]string{"-M", "q35",
+				[]string{"-M", "q35", "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
 					"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
 					"-drive", "if=pflash,format=raw,file=/d/u-vars.fd"}, tap0,
 				[]string{"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:03,romfile=", "-boot", "n"}),
@@ -245,6 +245,7 @@ func TestArgs(t *testing.T) {
 			wantProg: "qemu-system-x86_64",
 			want: join(common("s"),
 				[]string{"-M", "q35,smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on",
+					"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n",
 					"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
 					"-drive", "if=pflash,format=raw,file=/d/s-vars.fd"}, tap0,
 				[]string{"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:04,bootindex=1,romfile=",
@@ -261,6 +262,18 @@ func TestArgs(t *testing.T) {
 					"-drive", "if=pflash,format=raw,file=/d/a-vars.fd"}, tap0,
 				[]string{"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:05,bootindex=1,romfile=",
 					"-drive", "if=none,id=d0,format=raw,file=/d/disk.img", "-device", "virtio-blk-pci,drive=d0,bootindex=2"}),
+		},
+		{
+			name:     "aarch64 uefi with an NVMe drive",
+			vm:       &VM{Name: "n", Arch: boot.ArchAArch64, Firmware: FirmwareUEFI, MAC: mac("52:54:00:00:00:07"), Tap: "tap0", Disk: "/d/disk.img", NVMe: "/d/nvme.img"},
+			wantProg: "qemu-system-aarch64",
+			want: join(common("n"),
+				[]string{"-M", "virt", "-cpu", "cortex-a57",
+					"-drive", "if=pflash,format=raw,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd",
+					"-drive", "if=pflash,format=raw,file=/d/n-vars.fd"}, tap0,
+				[]string{"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:07,bootindex=1,romfile=",
+					"-drive", "if=none,id=d0,format=raw,file=/d/disk.img", "-device", "virtio-blk-pci,drive=d0,bootindex=2",
+					"-drive", "if=none,id=nv0,format=raw,file=/d/nvme.img", "-device", "nvme,serial=rackboot-nvme,drive=nv0"}),
 		},
 		{
 			name:     "x86 direct kernel",
@@ -404,5 +417,17 @@ func TestVMNotStarted(t *testing.T) {
 	}
 	if _, err := v.WaitFor(context.Background(), nil); err == nil {
 		t.Error("WaitFor on a VM that never started: no error")
+	}
+}
+
+// A host link whose addresses the host already has is refused up front:
+// loopback's 127.0.0.1 stands in for a link a killed lab left behind.
+func TestLinkFree(t *testing.T) {
+	err := linkFree(netip.MustParsePrefix("127.0.0.0/30"))
+	if err == nil || !strings.Contains(err.Error(), "already has 127.0.0.1") {
+		t.Errorf("taken link: %v", err)
+	}
+	if err := linkFree(netip.MustParsePrefix("192.0.2.252/30")); err != nil {
+		t.Errorf("free link: %v", err)
 	}
 }

@@ -25,8 +25,11 @@ type NodeSpec struct {
 	Firmware string // FirmwareUEFI, FirmwareBIOS or FirmwareUEFISecureBoot
 	NICs     int    // default 2; the first one boots
 	DiskGiB  int    // an empty sparse disk of this size; default 8, -1 for none
-	MemoryMB int    // default 1024
-	CPUs     int    // default 1
+	// NVMeMiB adds an empty NVMe drive of this size (serial
+	// "rackboot-nvme"), beside the virtio disk.
+	NVMeMiB  int
+	MemoryMB int // default 1024
+	CPUs     int // default 1
 	// Reboot lets the node reboot instead of powering off.
 	Reboot bool
 }
@@ -96,6 +99,29 @@ func MAC(i, nic int) net.HardwareAddr {
 	return net.HardwareAddr{0x52, 0x54, 0x00, 0x1a, byte(i), byte(nic)}
 }
 
+// linkFree refuses a host link whose addresses the host already has: the
+// rack would start and then not be reachable, which says nothing about
+// why. A killed lab leaves its link behind under another name.
+func linkFree(p netip.Prefix) error {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return fmt.Errorf("lab rack: list interfaces: %w", err)
+	}
+	for _, ifc := range ifs {
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			if ad, ok := netip.AddrFromSlice(ipn.IP); ok && p.Contains(ad.Unmap()) {
+				return fmt.Errorf("lab rack: host link %s: %s already has %s (a lab left behind? ip link del %s)", p, ifc.Name, ipn, ifc.Name)
+			}
+		}
+	}
+	return nil
+}
+
 // StartRack builds the rack and starts rackboot in it; the nodes stay off
 // until PowerOn.
 func StartRack(ctx context.Context, o RackOptions) (r *Rack, err error) {
@@ -108,6 +134,9 @@ func StartRack(ctx context.Context, o RackOptions) (r *Rack, err error) {
 	}
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("lab rack: %w", err)
+	}
+	if err := linkFree(o.HostLink); err != nil {
+		return nil, err
 	}
 	n, err := NewNet(ctx, o.Name, o.Prefix)
 	if err != nil {
@@ -209,16 +238,28 @@ func (r *Rack) vm(i int, spec NodeSpec) (*VM, error) {
 	if spec.DiskGiB == 0 {
 		spec.DiskGiB = 8
 	}
-	if spec.DiskGiB > 0 {
-		vm.Disk = filepath.Join(r.opts.Dir, spec.Name+".img")
-		f, err := os.Create(vm.Disk)
+	sparse := func(name string, size int64) (string, error) {
+		p := filepath.Join(r.opts.Dir, name)
+		f, err := os.Create(p)
 		if err != nil {
-			return nil, fmt.Errorf("lab rack: disk of %s: %w", spec.Name, err)
+			return "", fmt.Errorf("lab rack: disk of %s: %w", spec.Name, err)
 		}
-		err = f.Truncate(int64(spec.DiskGiB) << 30)
+		err = f.Truncate(size)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("lab rack: disk of %s: %w", spec.Name, err)
+			return "", fmt.Errorf("lab rack: disk of %s: %w", spec.Name, err)
+		}
+		return p, nil
+	}
+	var err error
+	if spec.DiskGiB > 0 {
+		if vm.Disk, err = sparse(spec.Name+".img", int64(spec.DiskGiB)<<30); err != nil {
+			return nil, err
+		}
+	}
+	if spec.NVMeMiB > 0 {
+		if vm.NVMe, err = sparse(spec.Name+"-nvme.img", int64(spec.NVMeMiB)<<20); err != nil {
+			return nil, err
 		}
 	}
 	if err := Check(vm.Needs()...); err != nil {

@@ -71,6 +71,9 @@ type VM struct {
 	MemoryMB  int    // default 1024
 	CPUs      int    // default 1
 	Disk      string // optional disk image; qcow2 when named *.qcow2, else raw
+	// NVMe is an optional raw image behind an emulated NVMe controller
+	// (serial "rackboot-nvme"), never booted from.
+	NVMe string
 	// Kernel, Initrd and Append make QEMU load a kernel itself, skipping
 	// firmware and network boot: Firmware must be "".
 	Kernel, Initrd, Append string
@@ -194,6 +197,12 @@ func (v *VM) Args(dir string) (string, []string, error) {
 	default:
 		args = append(args, "-M", "q35")
 	}
+	if v.Arch == boot.ArchX86_64 && v.Firmware != FirmwareBIOS && v.Kernel == "" {
+		// As most racks have it: no IPv6 PXE. With it, a node told to
+		// boot locally waits out a DHCPv6 timeout (about 100 s under
+		// TCG) before its firmware tries the disk.
+		args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+	}
 	if code != "" {
 		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file="+code,
 			"-drive", "if=pflash,format=raw,file="+v.varsPath(dir))
@@ -237,6 +246,9 @@ func (v *VM) Args(dir string) (string, []string, error) {
 		} else {
 			args = append(args, "-drive", "if=virtio,format="+format+",file="+v.Disk)
 		}
+	}
+	if v.NVMe != "" {
+		args = append(args, "-drive", "if=none,id=nv0,format=raw,file="+v.NVMe, "-device", "nvme,serial=rackboot-nvme,drive=nv0")
 	}
 	if v.Kernel != "" {
 		args = append(args, "-kernel", v.Kernel)

@@ -172,6 +172,17 @@ func seed(t *testing.T) *seeded {
 			t.Fatal(err)
 		}
 	}
+	// A burn-in that ended: its figures show on the node page.
+	burn, err := st.CreateTask(ctx, store.Task{NodeID: s.a100.ID, Kind: "burnin", Created: now.Add(-3 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	burn.State, burn.Updated = store.TaskDone, now.Add(-150*time.Minute)
+	burn.Result = json.RawMessage(`{"passed":true,"tests":[{"name":"memory","outcome":"passed","seconds":900,"figures":{"mb_per_s":10240.5,"bytes":429496729600}},
+		{"name":"gpu","outcome":"not run","reason":"nvidia-smi is not in the ramdisk"}]}`)
+	if err := st.UpdateTask(ctx, burn); err != nil {
+		t.Fatal(err)
+	}
 	if err := st.CreateImage(ctx, store.Image{Name: "debian-12-x86_64", Arch: boot.ArchX86_64, Format: "raw.zst", Size: 712 << 20,
 		SHA256: strings.Repeat("ab", 32), Source: "https://cloud.debian.org/images/cloud/bookworm/latest/debian-12-generic-amd64.qcow2", Created: now}); err != nil {
 		t.Fatal(err)
@@ -494,6 +505,10 @@ func TestBrowser(t *testing.T) {
 		}
 		if got := eval[int](b, `performance.getEntriesByType("navigation").length`); got != 1 {
 			t.Errorf("%d navigations, want 1", got)
+		}
+		b.wait("the burn-in's figures", `[...document.querySelectorAll("#tasks .task-result .sub")].some(d => d.textContent === "memory: passed · mb_per_s 10240.5 · bytes 429496729600")`)
+		if got := b.text("#tasks"); !strings.Contains(got, "gpu: not run (nvidia-smi is not in the ramdisk)") {
+			t.Errorf("tasks card lacks the GPU test's outcome: %q", got)
 		}
 		b.screenshot("node-page.png")
 

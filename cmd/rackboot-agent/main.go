@@ -78,15 +78,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return errUsage
 }
 
-func runInventory(_ context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("inventory", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	root := fs.String("root", "/", "directory holding the machine's /sys, /proc and /dev (a recorded tree in tests)")
-	ids := fs.String("pci-ids", "", "pci.ids file for device names (default: usr/share/misc/pci.ids under --root, then on this machine)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: rackboot-agent inventory [--root DIR] [--pci-ids FILE]")
-		fs.PrintDefaults()
-	}
+// parseFlags parses a subcommand's flags, which take no arguments after
+// them: help goes to stdout, a mistake to the usage on stderr.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stdout)
@@ -98,6 +92,21 @@ func runInventory(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return errUsage
+	}
+	return nil
+}
+
+func runInventory(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("inventory", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	root := fs.String("root", "/", "directory holding the machine's /sys, /proc and /dev (a recorded tree in tests)")
+	ids := fs.String("pci-ids", "", "pci.ids file for device names (default: usr/share/misc/pci.ids under --root, then on this machine)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: rackboot-agent inventory [--root DIR] [--pci-ids FILE]")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
 	}
 	inv, err := inventory.Reader{Root: *root, PCIIDs: *ids}.Read()
 	if err != nil {

@@ -52,17 +52,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintln(fs.Output(), "usage: rackboot-agent run [flags]\n\nThe ramdisk's init program: loads drivers, brings the network up and serves the node's tasks.")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return err
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return errUsage
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
 	}
 	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
@@ -96,7 +87,7 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 				break
 			}
 			log.Warn("network not up, trying again", "err", err, "in", wait)
-			if sleep(ctx, wait) != nil {
+			if agent.Sleep(ctx, wait) != nil {
 				return nil
 			}
 		}
@@ -147,7 +138,7 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 		}
 		// Only a refused lookup ends Run; the server may be fixed.
 		log.Error("agent stopped, starting again in a minute", "err", err)
-		if sleep(ctx, time.Minute) != nil {
+		if agent.Sleep(ctx, time.Minute) != nil {
 			return nil
 		}
 	}
@@ -205,13 +196,3 @@ func reboot() error {
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}

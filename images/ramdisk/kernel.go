@@ -75,18 +75,22 @@ func fetchKernel(ctx context.Context, o firmware.Options, meta, debArch, dir str
 		}
 	}
 	// Older kernels of this flavour are not needed any more.
-	if old, _ := filepath.Glob(filepath.Join(dir, "linux-image-*.deb")); len(old) > 0 {
-		for _, f := range old {
-			if filepath.Base(f) != debName(k) {
-				os.Remove(f)
-			}
-		}
-	}
+	prune(dir, "linux-image-*.deb", debName(k))
 	b, _ := json.MarshalIndent(k, "", "  ")
 	if err := atomicfile.Write(rec, append(b, '\n')); err != nil {
 		return Kernel{}, nil, fmt.Errorf("kernel %s: cache: %w", meta, err)
 	}
 	return k, deb, nil
+}
+
+// prune removes the files in dir matching pattern but keep.
+func prune(dir, pattern, keep string) {
+	old, _ := filepath.Glob(filepath.Join(dir, pattern))
+	for _, f := range old {
+		if filepath.Base(f) != keep {
+			os.Remove(f)
+		}
+	}
 }
 
 func debName(k Kernel) string {

@@ -67,13 +67,7 @@ func fetchPCIIDs(ctx context.Context, o firmware.Options, dir string, update boo
 	if err != nil {
 		return PCIIDs{}, nil, err
 	}
-	if old, _ := filepath.Glob(filepath.Join(dir, "pci.ids_*.deb")); len(old) > 0 {
-		for _, f := range old {
-			if filepath.Base(f) != pciIDsDeb(p) {
-				os.Remove(f)
-			}
-		}
-	}
+	prune(dir, "pci.ids_*.deb", pciIDsDeb(p))
 	b, _ := json.MarshalIndent(p, "", "  ")
 	if err := atomicfile.Write(rec, append(b, '\n')); err != nil {
 		return PCIIDs{}, nil, fmt.Errorf("pci.ids: cache: %w", err)

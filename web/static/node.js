@@ -75,6 +75,25 @@ export function progressView(p) {
     h('div', { class: 'sub', text: (pct === null ? '' : `${pct}% · `) + parts.join(' · ') }));
 }
 
+// resultView sums up what an ended task measured: a deploy's write, each
+// disk's wipe, each burn-in test's outcome and figures.
+export function resultView(k) {
+  const r = k.result;
+  if (!r || typeof r !== 'object' || k.state === 'running') return null;
+  const lines = [];
+  if (k.kind === 'deploy' && r.written) {
+    lines.push(`${bytes(r.written)} to ${r.device || 'disk'} at ${Math.round(r.mb_per_s || 0)} MB/s${r.verified ? ', verified' : ''}`);
+  } else if (k.kind === 'wipe' && Array.isArray(r.disks)) {
+    for (const d of r.disks) lines.push(`${d.disk}: ${d.method}, ${bytes(d.bytes)}, ${d.samples_verified || 0} samples zero`);
+  } else if (k.kind === 'burnin' && Array.isArray(r.tests)) {
+    for (const t of r.tests) {
+      const figs = Object.entries(t.figures || {}).map(([name, v]) => `${name} ${Number.isInteger(v) ? v : v.toFixed(1)}`);
+      lines.push(`${t.name}: ${t.outcome}${t.reason ? ` (${t.reason})` : ''}${figs.length ? ' · ' + figs.join(' · ') : ''}`);
+    }
+  }
+  return lines.length ? h('div', { class: 'task-result' }, lines.map((l) => h('div', { class: 'sub', text: l }))) : null;
+}
+
 export function nodePage(root, id) {
   let alive = true;
   let node = null;
@@ -342,7 +361,7 @@ export function nodePage(root, id) {
         h('thead', {}, h('tr', {}, ['Task', 'State', 'Updated'].map((c) => h('th', { scope: 'col', text: c })))),
         h('tbody', {}, items.map((k) => h('tr', {},
           h('td', {}, k.kind, k.error ? h('div', { class: 'sub error-text', text: k.error }) : null,
-            k.state === 'running' ? progressView(k.result) : null),
+            k.state === 'running' ? progressView(k.result) : resultView(k)),
           h('td', {}, h('span', { class: `badge task task-${k.state}`, text: k.state })),
           h('td', { class: 'nowrap' }, timeEl(k.updated || k.created))))))) : empty('No tasks.'));
     } catch (e) {
