@@ -205,10 +205,47 @@ func (s *Server) agentTask(w http.ResponseWriter, r *http.Request) {
 		msg += ": " + rep.Error
 	}
 	s.Store.AddEvent(ctx, store.Event{NodeID: id, Actor: actor, Kind: "task", Message: msg})
+	if t.Kind == protocol.TaskWipe {
+		for _, m := range wipeRecords(rep.Result) {
+			s.Store.AddEvent(ctx, store.Event{NodeID: id, Actor: actor, Kind: "wipe", Message: m})
+		}
+	}
 	s.broker.Publish()
 	if n, err = s.machine.TaskEnded(ctx, id, t.Kind, rep.State == protocol.Done, actor, rep.Error); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, protocol.HeartbeatResult{State: string(n.State)})
+}
+
+// wipeRecords turns a wipe's per-disk records into audit log lines: which
+// disk (by serial, which outlives device names), how, how much, and how
+// many sampled blocks read back as zero.
+func wipeRecords(result json.RawMessage) []string {
+	var r struct {
+		Disks []struct {
+			Disk    string   `json:"disk"`
+			Serial  string   `json:"serial"`
+			Method  string   `json:"method"`
+			Bytes   int64    `json:"bytes"`
+			Samples int      `json:"samples_verified"`
+			Tried   []string `json:"tried"`
+		} `json:"disks"`
+	}
+	if json.Unmarshal(result, &r) != nil {
+		return nil
+	}
+	var out []string
+	for _, d := range r.Disks {
+		serial := d.Serial
+		if serial == "" {
+			serial = "none"
+		}
+		m := fmt.Sprintf("wipe of %s (serial %s): %s, %d bytes, %d sampled blocks read back zero", d.Disk, serial, d.Method, d.Bytes, d.Samples)
+		if len(d.Tried) > 0 {
+			m += "; not used: " + strings.Join(d.Tried, "; ")
+		}
+		out = append(out, m)
+	}
+	return out
 }

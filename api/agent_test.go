@@ -163,3 +163,45 @@ func TestAgentLookupRefusedForActiveNode(t *testing.T) {
 		t.Fatalf("lookup of an active node: %d %s", code, b)
 	}
 }
+
+// A wipe leaves one audit event per disk: serial, method, bytes and the
+// verification, and the erase methods that were tried and not used.
+func TestWipeAuditRecords(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.st.SetState(ctx, f.node.ID, store.StateAvailable)
+	if code, b := f.call(t, nil, "POST", "/api/v1/nodes/"+f.node.ID+"/actions/wipe", f.tokens[store.RoleTech], `{"method":"full"}`); code != 200 {
+		t.Fatalf("wipe: %d %s", code, b)
+	}
+	code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", `{"macs":["52:54:00:12:34:56"]}`)
+	var res protocol.LookupResult
+	if json.Unmarshal(b, &res); code != 200 {
+		t.Fatalf("lookup: %d %s", code, b)
+	}
+	base := "/api/v1/agent/nodes/" + f.node.ID
+	_, b = f.call(t, nil, "POST", base+"/heartbeat", res.Token, `{}`)
+	var hb protocol.HeartbeatResult
+	if json.Unmarshal(b, &hb); hb.Task == nil || hb.Task.Kind != protocol.TaskWipe {
+		t.Fatalf("wipe task: %s", b)
+	}
+	report := `{"state":"done","result":{"disks":[
+		{"disk":"/dev/nvme0n1","serial":"S5GXNF0R","method":"nvme-format-crypto","bytes":960197124096,"samples_verified":256},
+		{"disk":"/dev/sda","serial":"","method":"zeroout","bytes":4000787030016,"samples_verified":258,"tried":["nvme-format: not an NVMe namespace: inappropriate ioctl for device"]}]}}`
+	if code, b := f.call(t, nil, "POST", base+"/tasks/"+hb.Task.ID, res.Token, report); code != 200 {
+		t.Fatalf("report: %d %s", code, b)
+	}
+	evs, _ := f.st.Events(ctx, store.EventFilter{NodeID: f.node.ID})
+	var wipes []string
+	for _, e := range evs {
+		if e.Kind == "wipe" {
+			wipes = append(wipes, e.Message)
+		}
+	}
+	want := []string{
+		"wipe of /dev/nvme0n1 (serial S5GXNF0R): nvme-format-crypto, 960197124096 bytes, 256 sampled blocks read back zero",
+		"wipe of /dev/sda (serial none): zeroout, 4000787030016 bytes, 258 sampled blocks read back zero; not used: nvme-format: not an NVMe namespace: inappropriate ioctl for device",
+	}
+	if strings.Join(wipes, "\n") != strings.Join(want, "\n") {
+		t.Errorf("wipe events:\n%s\nwant:\n%s", strings.Join(wipes, "\n"), strings.Join(want, "\n"))
+	}
+}

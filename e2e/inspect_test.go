@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -134,7 +135,7 @@ func TestInspect(t *testing.T) {
 	dataDir := filepath.Join(dir, "data")
 	agentArtifacts(t, dataDir)
 	specs := []lab.NodeSpec{
-		{Name: "x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1536, DiskGiB: 3, NICs: 2},
+		{Name: "x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1536, DiskGiB: 3, NICs: 2, NVMeMiB: 512},
 		{Name: "arm", Arch: boot.ArchAArch64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1024, DiskGiB: 2, NICs: 2},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
@@ -155,6 +156,12 @@ func TestInspect(t *testing.T) {
 		wg.Add(1)
 		go func(i int, spec lab.NodeSpec) {
 			defer wg.Done()
+			if spec.NVMeMiB > 0 {
+				if err := scribble(r.VMs[i].NVMe, true); err != nil {
+					t.Error(err)
+					return
+				}
+			}
 			start := time.Now()
 			if err := r.PowerOn(ctx, i); err != nil {
 				t.Error(err)
@@ -168,12 +175,104 @@ func TestInspect(t *testing.T) {
 			}
 			t.Logf("%s (%s): power-on to available in %.0f s", spec.Name, spec.Arch, time.Since(start).Seconds())
 			checkInventory(t, c, n.ID, i, spec)
+			if spec.NVMeMiB > 0 {
+				err := fullWipe(ctx, t, c, n.ID, spec)
+				if err == nil {
+					err = scribble(r.VMs[i].NVMe, false)
+				}
+				if err != nil {
+					t.Errorf("%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 4000))
+				}
+			}
 		}(i, spec)
 	}
 	wg.Wait()
 	if t.Failed() {
 		t.Logf("rackboot log:\n%s", lab.Tail(r.ServerLog(), 6000))
 	}
+}
+
+// scribble writes a pattern at the start, middle and end of a drive
+// image, or with write false checks that none of it is left.
+func scribble(img string, write bool) error {
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	pattern := bytes.Repeat([]byte{0xa5}, 1<<20)
+	for _, off := range []int64{0, st.Size() / 2, st.Size() - 1<<20} {
+		if write {
+			if _, err := f.WriteAt(pattern, off); err != nil {
+				return err
+			}
+			continue
+		}
+		got := make([]byte, len(pattern))
+		if _, err := f.ReadAt(got, off); err != nil {
+			return err
+		}
+		if !bytes.Equal(got, make([]byte, len(got))) {
+			return fmt.Errorf("%s: data left at %d after the full wipe", img, off)
+		}
+	}
+	return nil
+}
+
+// fullWipe erases every disk of an available node: the NVMe drive by
+// its controller's Format NVM, the virtio disk by discard or zeroes, each
+// verified by the agent, and the node is available again.
+func fullWipe(ctx context.Context, t *testing.T, c client, id string, spec lab.NodeSpec) error {
+	start := time.Now()
+	cliAt(t, c, "node", "wipe", id, "--method", "full")
+	if _, err := c.waitState(ctx, id, "available"); err != nil {
+		return err
+	}
+	var list struct {
+		Items []struct {
+			Kind, State string
+			Result      struct {
+				Disks []struct {
+					Disk, Serial, Method string
+					Bytes                int64
+					Samples              int `json:"samples_verified"`
+				} `json:"disks"`
+			} `json:"result"`
+		} `json:"items"`
+	}
+	if err := c.get("/api/v1/tasks?node="+id, &list); err != nil {
+		return err
+	}
+	var methods []string
+	nvme := 0
+	for _, k := range list.Items {
+		if k.Kind != "wipe" || k.State != "done" {
+			continue
+		}
+		for _, d := range k.Result.Disks {
+			methods = append(methods, d.Disk+"="+d.Method)
+			if d.Serial == "rackboot-nvme" {
+				nvme++
+			}
+			switch {
+			case d.Samples == 0:
+				return fmt.Errorf("%s: wipe verified no samples", d.Disk)
+			case d.Serial == "rackboot-nvme" && !strings.HasPrefix(d.Method, "nvme-format"):
+				return fmt.Errorf("the NVMe drive was wiped by %s, not by Format NVM", d.Method)
+			case d.Serial == "rackboot-nvme" && d.Bytes != int64(spec.NVMeMiB)<<20:
+				return fmt.Errorf("the NVMe wipe covered %d bytes, want %d", d.Bytes, int64(spec.NVMeMiB)<<20)
+			}
+		}
+	}
+	if len(methods) != 2 || nvme != 1 {
+		return fmt.Errorf("full wipe records %v, want the NVMe drive and the virtio disk", methods)
+	}
+	t.Logf("%s: full wipe (%s) in %.0f s", spec.Name, strings.Join(methods, ", "), time.Since(start).Seconds())
+	return nil
 }
 
 func checkInventory(t *testing.T, c client, id string, i int, spec lab.NodeSpec) {

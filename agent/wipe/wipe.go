@@ -1,7 +1,8 @@
 // Package wipe erases disks for the agent: quick (every partition table
 // and the signatures filesystems, RAID and LVM leave at the ends of the
-// disk and of each partition) or full (discard where the device returns
-// zeroes after it, else zeroes written over every block). Each wipe is
+// disk and of each partition) or full (an NVMe Format with secure erase,
+// else discard where the device returns zeroes after it, else zeroes
+// written over every block). Each wipe is
 // checked by reading back what it erased; a method that did not erase is
 // an error, never a success.
 package wipe
@@ -31,13 +32,17 @@ const (
 type Record struct {
 	Disk   string `json:"disk"`
 	Serial string `json:"serial,omitempty"`
-	// Method is how it was erased: "signatures" (quick), "discard",
-	// "zeroout" (the kernel wrote zeroes) or "overwrite".
-	Method  string  `json:"method"`
-	Bytes   int64   `json:"bytes"`
-	Regions int     `json:"regions"`
-	Samples int     `json:"samples_verified"`
-	Seconds float64 `json:"seconds"`
+	// Method is how it was erased: "signatures" (quick),
+	// "nvme-format-crypto" or "nvme-format" (Format NVM with a secure
+	// erase), "discard", "zeroout" (the kernel wrote zeroes) or
+	// "overwrite".
+	Method string `json:"method"`
+	// Tried says why the device's own erase was not used.
+	Tried   []string `json:"tried,omitempty"`
+	Bytes   int64    `json:"bytes"`
+	Regions int      `json:"regions"`
+	Samples int      `json:"samples_verified"`
+	Seconds float64  `json:"seconds"`
 }
 
 // region is a byte range to erase.
@@ -159,6 +164,20 @@ func Disk(ctx context.Context, path, serial, method string, progress func(done, 
 	case Full:
 		rs = []region{{0, size}}
 		rec.Method, rec.Bytes = "", size
+		// The device's own erase first: it reaches blocks the host
+		// cannot (spare and remapped ones), and is quick.
+		if block {
+			if m, err := nvmeSecureFormat(f); err != nil {
+				rec.Tried = append(rec.Tried, "nvme-format: "+err.Error())
+			} else if err := sampledZero(f, size, 64); err != nil {
+				rec.Tried = append(rec.Tried, m+": did not read back zero: "+err.Error())
+			} else {
+				rec.Method = m
+			}
+		}
+		if rec.Method != "" {
+			break
+		}
 		if block && discard(f, size) == nil && sampledZero(f, size, 64) == nil {
 			rec.Method = "discard"
 		} else {
