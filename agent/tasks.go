@@ -14,6 +14,7 @@ import (
 	"github.com/rackboot/rackboot/agent/deploy"
 	"github.com/rackboot/rackboot/agent/protocol"
 	"github.com/rackboot/rackboot/agent/wipe"
+	"golang.org/x/sys/unix"
 )
 
 // Work holds what the disk tasks need from the machine.
@@ -86,25 +87,40 @@ func (w *Work) deploy(ctx context.Context, t protocol.Task) (any, error) {
 	if err != nil {
 		return res, err
 	}
-	if p.Grow || p.CloudInit != nil {
-		f, err := os.OpenFile(d.Name, os.O_RDWR, 0)
-		if err != nil {
-			return res, fmt.Errorf("after the image: %w", err)
+	f, err := os.OpenFile(d.Name, os.O_RDWR, 0)
+	if err != nil {
+		return res, fmt.Errorf("after the image: %w", err)
+	}
+	defer f.Close()
+	sector := sectorSize(f)
+	if !p.Grow && p.CloudInit == nil {
+		// Even unchanged, the table belongs at the disk's end.
+		if _, err := deploy.RelocateBackup(f, sector); err != nil && !errors.Is(err, deploy.ErrNoGPT) {
+			return res, err
 		}
-		defer f.Close()
+	} else {
 		if p.CloudInit != nil {
 			if p.CloudInit.InstanceID == "" {
 				p.CloudInit.InstanceID = t.ID
 			}
-			err = deploy.WriteSeed(f, 512, *p.CloudInit, p.Grow)
+			err = deploy.WriteSeed(f, sector, *p.CloudInit, p.Grow)
 		} else {
-			_, err = deploy.GrowLast(f, 512)
+			_, err = deploy.GrowLast(f, sector)
 		}
 		if err != nil {
 			return res, err
 		}
 	}
 	return res, nil
+}
+
+// sectorSize is the disk's logical sector size, in which its GPT counts:
+// 4096 on 4Kn drives, 512 elsewhere and for image files.
+func sectorSize(f *os.File) int64 {
+	if n, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET); err == nil && (n == 512 || n == 4096) {
+		return int64(n)
+	}
+	return 512
 }
 
 type wipeParams struct {

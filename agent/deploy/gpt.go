@@ -10,6 +10,10 @@ import (
 	"os"
 )
 
+// ErrNoGPT is an image without a GPT (an MBR image, or a bare
+// filesystem): there is no table to move or grow.
+var ErrNoGPT = errors.New("the image has no GPT")
+
 // table is a GPT read from a disk, to be changed and written back at
 // the disk's end.
 type table struct {
@@ -35,7 +39,7 @@ func readTable(f *os.File, sector int64) (*table, error) {
 		return nil, fmt.Errorf("read GPT header: %w", err)
 	}
 	if string(hdr[:8]) != "EFI PART" {
-		return nil, errors.New("the image has no GPT")
+		return nil, ErrNoGPT
 	}
 	hsize := binary.LittleEndian.Uint32(hdr[12:])
 	if hsize < 92 || int64(hsize) > sector {
@@ -120,6 +124,30 @@ func GrowLast(f *os.File, sector int64) (grown bool, err error) {
 		return false, fmt.Errorf("grow partition: %w", err)
 	}
 	return t.growTo(t.lastUsable)
+}
+
+// RelocateBackup moves the backup GPT of an image written to a bigger disk
+// from the image's end to the disk's, where firmware and kernels look for
+// it, leaving the partitions as they are (GrowLast does this too). The
+// old backup header is zeroed, so no tool takes it for the live one.
+func RelocateBackup(f *os.File, sector int64) (moved bool, err error) {
+	t, err := readTable(f, sector)
+	if err != nil {
+		return false, fmt.Errorf("relocate backup GPT: %w", err)
+	}
+	old := int64(binary.LittleEndian.Uint64(t.header[32:]))
+	if old == t.backupLBA {
+		return false, nil
+	}
+	if err := t.write(); err != nil {
+		return false, fmt.Errorf("relocate backup GPT: %w", err)
+	}
+	if old > 1 && old < t.backupLBA {
+		if _, err := f.WriteAt(make([]byte, sector), old*sector); err != nil {
+			return true, fmt.Errorf("relocate backup GPT: clear the old one: %w", err)
+		}
+	}
+	return true, f.Sync()
 }
 
 func (t *table) growTo(end int64) (bool, error) {

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -60,5 +61,64 @@ func TestGrowLast(t *testing.T) {
 	defer f.Close()
 	if _, err := GrowLast(f, 512); err == nil {
 		t.Error("no GPT: no error")
+	}
+}
+
+// TestRelocateBackup: a 256 MiB image on a 1 GiB disk gets its backup GPT
+// at the disk's end, its partitions untouched, and no stale backup left
+// at the image's end; an MBR image is left alone with ErrNoGPT.
+func TestRelocateBackup(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	if err := diskimage.Build(diskimage.Options{Name: "r", Arch: boot.ArchAArch64, Output: img, Loader: []byte("l"), Kernel: []byte("k"), Initrd: []byte("i")}); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "disk")
+	src, _ := os.Open(img)
+	dst, _ := os.OpenFile(disk, os.O_RDWR|os.O_CREATE, 0o644)
+	io.Copy(dst, src)
+	src.Close()
+	dst.Truncate(1 << 30)
+	defer dst.Close()
+	before, _ := readTable(dst, 512)
+	_, lastBefore := before.last()
+	moved, err := RelocateBackup(dst, 512)
+	if err != nil || !moved {
+		t.Fatalf("relocate: %v %v", moved, err)
+	}
+	if again, err := RelocateBackup(dst, 512); err != nil || again {
+		t.Fatalf("second relocate: %v %v", again, err)
+	}
+	oldBackup := make([]byte, 8)
+	dst.ReadAt(oldBackup, 256<<20-512)
+	if string(oldBackup) == "EFI PART" {
+		t.Error("a stale backup header is left at the image's end")
+	}
+	newBackup := make([]byte, 8)
+	dst.ReadAt(newBackup, 1<<30-512)
+	if string(newBackup) != "EFI PART" {
+		t.Error("no backup header at the disk's end")
+	}
+	d, err := diskfs.Open(disk, diskfs.WithOpenMode(diskfs.ReadOnly))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	tab, err := d.GetPartitionTable()
+	if err != nil {
+		t.Fatalf("the relocated table does not read back: %v", err)
+	}
+	parts := tab.(*gpt.Table).Partitions
+	if got := parts[len(parts)-1].End; got != lastBefore {
+		t.Errorf("the last partition ends at %d, was %d", got, lastBefore)
+	}
+	mbr := filepath.Join(dir, "mbr")
+	b := make([]byte, 1<<20)
+	b[510], b[511] = 0x55, 0xaa
+	os.WriteFile(mbr, b, 0o644)
+	f, _ := os.OpenFile(mbr, os.O_RDWR, 0)
+	defer f.Close()
+	if _, err := RelocateBackup(f, 512); !errors.Is(err, ErrNoGPT) {
+		t.Errorf("MBR image: %v, want ErrNoGPT", err)
 	}
 }

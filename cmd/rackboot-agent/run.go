@@ -195,4 +195,3 @@ func reboot() error {
 	unix.Sync()
 	return unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 }
-
