@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,8 +16,9 @@ import (
 	"github.com/rackboot/rackboot/store"
 )
 
-// AgentHeartbeat is how often agents are asked to call in.
-const AgentHeartbeat = 10 * time.Second
+// DefaultAgentHeartbeat is how often agents are asked to call in when
+// Server.AgentHeartbeat is not set.
+const DefaultAgentHeartbeat = 10 * time.Second
 
 // agentTokenID makes a node's agent token id fixed, so two lookups racing
 // each other cannot both be issued one: the second insert conflicts.
@@ -79,7 +81,7 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.audit(r, Principal{Actor: actor}, n.ID, "agent token issued to "+r.RemoteAddr)
-	writeJSON(w, http.StatusOK, protocol.LookupResult{NodeID: n.ID, State: string(n.State), Token: secret, Heartbeat: protocol.Duration(AgentHeartbeat)})
+	writeJSON(w, http.StatusOK, protocol.LookupResult{NodeID: n.ID, State: string(n.State), Token: secret, Heartbeat: protocol.Duration(cmp.Or(s.AgentHeartbeat, DefaultAgentHeartbeat))})
 }
 
 // gpuModels picks the accelerator model names out of an inventory, so

@@ -42,7 +42,7 @@ func TestAgentProtocol(t *testing.T) {
 	}
 	// The second MAC is unknown, the first is the node's: the node is found.
 	code, res, b := lookup(fmt.Sprintf(`{"macs":[%q,%q],"node_id":%q}`, mac2, mac, n.ID))
-	if code != 200 || res.NodeID != n.ID || res.State != "inspecting" || !strings.HasPrefix(res.Token, TokenPrefix) || res.Heartbeat == 0 {
+	if code != 200 || res.NodeID != n.ID || res.State != "inspecting" || !strings.HasPrefix(res.Token, TokenPrefix) || time.Duration(res.Heartbeat) != DefaultAgentHeartbeat {
 		t.Fatalf("lookup: %d %s", code, b)
 	}
 	tok := res.Token
@@ -173,10 +173,11 @@ func TestWipeAuditRecords(t *testing.T) {
 	if code, b := f.call(t, nil, "POST", "/api/v1/nodes/"+f.node.ID+"/actions/wipe", f.tokens[store.RoleTech], `{"method":"full"}`); code != 200 {
 		t.Fatalf("wipe: %d %s", code, b)
 	}
+	f.api.AgentHeartbeat = 3 * time.Second
 	code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", `{"macs":["52:54:00:12:34:56"]}`)
 	var res protocol.LookupResult
-	if json.Unmarshal(b, &res); code != 200 {
-		t.Fatalf("lookup: %d %s", code, b)
+	if json.Unmarshal(b, &res); code != 200 || time.Duration(res.Heartbeat) != 3*time.Second {
+		t.Fatalf("lookup: %d %s, want a 3s heartbeat", code, b)
 	}
 	base := "/api/v1/agent/nodes/" + f.node.ID
 	_, b = f.call(t, nil, "POST", base+"/heartbeat", res.Token, `{}`)

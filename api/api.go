@@ -40,6 +40,9 @@ type Server struct {
 	Version string
 	// Catalog keeps the image files; nil refuses imports.
 	Catalog *catalog.Catalog
+	// AgentHeartbeat is how often agents are asked to call in (default
+	// DefaultAgentHeartbeat).
+	AgentHeartbeat time.Duration
 
 	once     sync.Once
 	machine  *lifecycle.Machine

@@ -303,7 +303,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	var bootHTTP httpCounter
-	apiServer := &api.Server{Store: st, BootstrapToken: token, Logger: log.With("proto", "api"), Version: r.Version,
+	apiServer := &api.Server{Store: st, BootstrapToken: token, Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
 		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images")},
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}
 	c.Lifecycle = apiServer.Machine()

@@ -48,6 +48,9 @@ type Config struct {
 	// has not network-booted) for this long while it should be working
 	// (default 30 minutes).
 	AgentTimeout time.Duration `yaml:"agent_timeout"`
+	// AgentHeartbeat is how often agents call in, idle or busy: the
+	// longest a new task waits for its agent (default 10 seconds).
+	AgentHeartbeat time.Duration `yaml:"agent_heartbeat"`
 	// Version is the binary's version, reported by the API.
 	Version string `yaml:"-"`
 }

@@ -48,7 +48,7 @@ func TestDeploy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
 	defer cancel()
 	r, err := lab.StartRack(ctx, lab.RackOptions{Name: fmt.Sprintf("rbdepl%d", os.Getpid()), Binary: binary, DataDir: dataDir, Dir: filepath.Join(dir, "lab"),
-		Prefix: mustPrefix("10.77.42.0/24"), HostLink: mustPrefix("10.77.43.0/30"), Nodes: specs, ServeArgs: []string{"--log-level", "debug"}})
+		Prefix: mustPrefix("10.77.42.0/24"), HostLink: mustPrefix("10.77.43.0/30"), Nodes: specs, ServeArgs: []string{"--log-level", "debug", "--agent-heartbeat", "2s"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,8 +95,22 @@ func interruptedDeploy(ctx context.Context, t *testing.T, r *lab.Rack, c client,
 	if err != nil {
 		return err
 	}
+	// Kill it once the agent has reported bytes on the disk.
+	var written float64
+	for written == 0 {
+		if err := c.get("/api/v1/tasks/"+task.ID, &task); err != nil {
+			return err
+		}
+		if task.State != "running" {
+			return fmt.Errorf("the deploy ended (%s) before it reported progress: the test proves nothing", task.State)
+		}
+		if p, ok := task.Result.(map[string]any); ok {
+			written, _ = p["done"].(float64)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	r.VMs[i].Stop()
-	t.Logf("%s: killed the node %s into its deploy", spec.Name, time.Since(task.Updated).Round(time.Millisecond))
+	t.Logf("%s: killed the node with %.0f MiB of the image on its disk", spec.Name, written/(1<<20))
 	if err := c.get("/api/v1/tasks/"+task.ID, &task); err != nil {
 		return err
 	}

@@ -141,7 +141,7 @@ func TestInspect(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	r, err := lab.StartRack(ctx, lab.RackOptions{Name: fmt.Sprintf("rbinsp%d", os.Getpid()), Binary: binary, DataDir: dataDir, Dir: filepath.Join(dir, "lab"),
-		Prefix: mustPrefix("10.77.40.0/24"), HostLink: mustPrefix("10.77.41.0/30"), Nodes: specs, ServeArgs: []string{"--log-level", "debug"}})
+		Prefix: mustPrefix("10.77.40.0/24"), HostLink: mustPrefix("10.77.41.0/30"), Nodes: specs, ServeArgs: []string{"--log-level", "debug", "--agent-heartbeat", "2s"}})
 	if err != nil {
 		t.Fatal(err)
 	}

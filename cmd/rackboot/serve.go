@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/rackboot/rackboot/appliance"
 )
@@ -26,6 +27,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	secureBoot := fs.Bool("secure-boot", false, "send every x86-64 UEFI node down shim → GRUB instead of iPXE")
 	db := fs.String("db", "", "database: a postgres:// URL shared by several servers (default: SQLite in the data dir; env RACKBOOT_DB)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	heartbeat := fs.Duration("agent-heartbeat", 0, "how often agents call in, which is how long a new task can wait for one (default 10s)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: rackboot serve [flags]\n\nRuns DHCP (ports 67 and 4011: needs root or CAP_NET_BIND_SERVICE and CAP_NET_RAW),\nTFTP (port 69), boot-time HTTP and the API.\n\nFlags:")
 		fs.PrintDefaults()
@@ -64,6 +66,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	override("db", &cfg.DB, *db)
 	if set["secure-boot"] {
 		cfg.SecureBoot = *secureBoot
+	}
+	if set["agent-heartbeat"] {
+		if *heartbeat < time.Second {
+			return usageError{fmt.Sprintf("serve: --agent-heartbeat %s: want at least 1s", *heartbeat)}
+		}
+		cfg.AgentHeartbeat = *heartbeat
 	}
 	if set["dhcp-range"] {
 		cfg.DHCP.Range = *dhcpRange
