@@ -30,6 +30,10 @@ type Net struct {
 
 	mu     sync.Mutex
 	closed bool
+	// cmds are the commands Command made, killed by Close: one started
+	// a moment before may not have entered the namespace yet, where
+	// "ip netns pids" would find it.
+	cmds []*exec.Cmd
 }
 
 // bridge is the bridge's name inside every namespace; namespaces keep
@@ -113,7 +117,11 @@ func (n *Net) AddTap(name string) (string, error) {
 // netns exec` execs prog in place, so the process is prog itself and
 // signals reach it.
 func (n *Net) Command(ctx context.Context, prog string, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.name, prog}, args...)...)
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.name, prog}, args...)...)
+	n.mu.Lock()
+	n.cmds = append(n.cmds, cmd)
+	n.mu.Unlock()
+	return cmd
 }
 
 // Close deletes the namespace with its bridge and taps. Programs still
@@ -127,6 +135,13 @@ func (n *Net) Close() error {
 		return nil
 	}
 	n.closed = true
+	for _, c := range n.cmds {
+		// "ip netns exec" becomes the program: the same process.
+		if c.Process != nil {
+			c.Process.Kill()
+		}
+	}
+	n.cmds = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := n.removeNamespace(ctx); err != nil {
