@@ -65,9 +65,9 @@ func readAr(b []byte) ([]arEntry, error) {
 	return out, nil
 }
 
-// debData returns the data.tar member of a .deb, decompressed on the fly;
+// DebData returns the data.tar member of a .deb, decompressed on the fly;
 // open may be called again for another pass over it.
-func debData(deb []byte) (open func() (io.ReadCloser, error), err error) {
+func DebData(deb []byte) (open func() (io.ReadCloser, error), err error) {
 	members, err := readAr(deb)
 	if err != nil {
 		return nil, err
@@ -113,9 +113,9 @@ func debData(deb []byte) (open func() (io.ReadCloser, error), err error) {
 	return nil, fmt.Errorf("read deb: no data.tar member: %w", ErrNotDeb)
 }
 
-// memberPath is a tar entry's name as rackboot names package members:
+// MemberPath is a tar entry's name as rackboot names package members:
 // relative, cleaned, without the leading "./" dpkg-deb writes.
-func memberPath(name string) string {
+func MemberPath(name string) string {
 	return strings.TrimPrefix(path.Clean("/"+name), "/")
 }
 
@@ -124,14 +124,14 @@ func memberPath(name string) string {
 // (ipxe's usr/lib/ipxe/ipxe.efi → /boot/ipxe.efi) yields its target's
 // bytes.
 func debFiles(deb []byte, want []string) (map[string][]byte, error) {
-	open, err := debData(deb)
+	open, err := DebData(deb)
 	if err != nil {
 		return nil, err
 	}
 	// alias maps a path still to be found to the wanted paths it serves.
 	alias := map[string][]string{}
 	for _, w := range want {
-		alias[memberPath(w)] = append(alias[memberPath(w)], w)
+		alias[MemberPath(w)] = append(alias[MemberPath(w)], w)
 	}
 	out := map[string][]byte{}
 	for hop := 0; len(alias) > 0; hop++ {
@@ -139,8 +139,8 @@ func debFiles(deb []byte, want []string) (map[string][]byte, error) {
 			break // a link loop, or a chain no package needs
 		}
 		next := map[string][]string{}
-		if err := scanTar(open, func(h *tar.Header, r io.Reader) error {
-			p := memberPath(h.Name)
+		if err := ScanTar(open, func(h *tar.Header, r io.Reader) error {
+			p := MemberPath(h.Name)
 			ws, ok := alias[p]
 			if !ok {
 				return nil
@@ -163,9 +163,9 @@ func debFiles(deb []byte, want []string) (map[string][]byte, error) {
 				if !path.IsAbs(t) {
 					t = path.Join(path.Dir(p), t)
 				}
-				next[memberPath(t)] = append(next[memberPath(t)], ws...)
+				next[MemberPath(t)] = append(next[MemberPath(t)], ws...)
 			case tar.TypeLink:
-				next[memberPath(h.Linkname)] = append(next[memberPath(h.Linkname)], ws...)
+				next[MemberPath(h.Linkname)] = append(next[MemberPath(h.Linkname)], ws...)
 			default:
 				return fmt.Errorf("read deb: %s is not a file", p)
 			}
@@ -193,7 +193,9 @@ func debFiles(deb []byte, want []string) (map[string][]byte, error) {
 	return out, nil
 }
 
-func scanTar(open func() (io.ReadCloser, error), fn func(*tar.Header, io.Reader) error) error {
+// ScanTar makes one pass over the tar that open returns (DebData's),
+// calling fn for every entry; an error from fn ends the pass with it.
+func ScanTar(open func() (io.ReadCloser, error), fn func(*tar.Header, io.Reader) error) error {
 	rc, err := open()
 	if err != nil {
 		return err

@@ -12,10 +12,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -102,45 +100,6 @@ func sha(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// debTar returns a function that opens the data.tar of a .deb,
-// decompressed, for one pass over it.
-func debTar(deb []byte) (func() (io.ReadCloser, error), error) {
-	const magic = "!<arch>\n"
-	if !bytes.HasPrefix(deb, []byte(magic)) {
-		return nil, errors.New("read deb: not an ar archive")
-	}
-	for off := len(magic); off+60 <= len(deb); {
-		h := deb[off : off+60]
-		name := strings.TrimSuffix(strings.TrimRight(string(h[:16]), " "), "/")
-		size, err := strconv.ParseInt(strings.TrimSpace(string(h[48:58])), 10, 64)
-		if err != nil || size < 0 || int64(len(deb)-off-60) < size {
-			return nil, fmt.Errorf("read deb: bad ar member header at %d", off)
-		}
-		data := deb[off+60 : off+60+int(size)]
-		off += 60 + int(size) + int(size%2)
-		switch name {
-		case "data.tar.xz":
-			return func() (io.ReadCloser, error) {
-				r, err := xz.NewReader(bytes.NewReader(data))
-				return io.NopCloser(r), err
-			}, nil
-		case "data.tar.zst":
-			return func() (io.ReadCloser, error) {
-				r, err := zstd.NewReader(bytes.NewReader(data), zstd.WithDecoderConcurrency(1))
-				if err != nil {
-					return nil, err
-				}
-				return r.IOReadCloser(), nil
-			}, nil
-		case "data.tar.gz":
-			return func() (io.ReadCloser, error) { return gzip.NewReader(bytes.NewReader(data)) }, nil
-		case "data.tar":
-			return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(data)), nil }, nil
-		}
-	}
-	return nil, errors.New("read deb: no data.tar member")
-}
-
 // module is one module file of the kernel package.
 type module struct {
 	Path string // under lib/modules/<release>/: kernel/drivers/...ko
@@ -163,8 +122,7 @@ const maxFile = 256 << 20
 // of a package member, or ok false for files elsewhere. Newer Debian
 // kernels ship their modules under usr/lib/modules.
 func moduleDir(member string) (release, rel string, ok bool) {
-	p := strings.TrimPrefix(path.Clean("/"+member), "/")
-	p = strings.TrimPrefix(p, "usr/")
+	p := strings.TrimPrefix(firmware.MemberPath(member), "usr/")
 	rest, ok := strings.CutPrefix(p, "lib/modules/")
 	if !ok {
 		return "", "", false
@@ -218,7 +176,7 @@ func isModule(name string) bool {
 // that want names and everything they need. The package is read once, or
 // twice when a needed module came before the module that needs it.
 func readKernel(deb []byte, want []string) (*kernelFiles, []string, error) {
-	open, err := debTar(deb)
+	open, err := firmware.DebData(deb)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -228,33 +186,20 @@ func readKernel(deb []byte, want []string) (*kernelFiles, []string, error) {
 		keep[w] = true
 	}
 	pass := func(first bool) error {
-		rc, err := open()
-		if err != nil {
-			return fmt.Errorf("read deb: %w", err)
-		}
-		defer rc.Close()
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
+		return firmware.ScanTar(open, func(h *tar.Header, tr io.Reader) (err error) {
+			if h.Typeflag != tar.TypeReg || h.Size > maxFile {
 				return nil
 			}
-			if err != nil {
-				return fmt.Errorf("read deb data: %w", err)
-			}
-			if h.Typeflag != tar.TypeReg || h.Size > maxFile {
-				continue
-			}
-			name := strings.TrimPrefix(path.Clean("/"+h.Name), "/")
+			name := firmware.MemberPath(h.Name)
 			if first && strings.HasPrefix(name, "boot/vmlinuz-") {
 				if kf.Vmlinuz, err = io.ReadAll(tr); err != nil {
 					return fmt.Errorf("read deb %s: %w", name, err)
 				}
-				continue
+				return nil
 			}
 			release, rel, ok := moduleDir(name)
 			if !ok {
-				continue
+				return nil
 			}
 			if kf.Release != "" && release != kf.Release {
 				return fmt.Errorf("read deb: modules of two releases, %s and %s", kf.Release, release)
@@ -264,14 +209,14 @@ func readKernel(deb []byte, want []string) (*kernelFiles, []string, error) {
 				if kf.Builtin, err = io.ReadAll(tr); err != nil {
 					return fmt.Errorf("read deb %s: %w", name, err)
 				}
-				continue
+				return nil
 			}
 			if !isModule(rel) {
-				continue
+				return nil
 			}
 			mn := kmod.ModuleName(rel)
 			if !first && (!keep[mn] || kf.Modules[mn] == nil || kf.Modules[mn].Data != nil) {
-				continue
+				return nil
 			}
 			b, err := io.ReadAll(tr)
 			if err != nil {
@@ -299,7 +244,8 @@ func readKernel(deb []byte, want []string) (*kernelFiles, []string, error) {
 			if keep[mn] {
 				kf.Modules[mn].Data = b
 			}
-		}
+			return nil
+		})
 	}
 	if err := pass(true); err != nil {
 		return nil, nil, err

@@ -82,43 +82,37 @@ func pciIDsDeb(p PCIIDs) string {
 // pciIDsFromDeb reads the database out of the package; some releases
 // ship it gzipped.
 func pciIDsFromDeb(deb []byte) ([]byte, error) {
-	open, err := debTar(deb)
+	open, err := firmware.DebData(deb)
 	if err != nil {
 		return nil, fmt.Errorf("pci.ids: %w", err)
 	}
-	rc, err := open()
-	if err != nil {
-		return nil, fmt.Errorf("pci.ids: %w", err)
-	}
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			return nil, errors.New("pci.ids: the package holds no usr/share/misc/pci.ids")
-		}
-		if err != nil {
-			return nil, fmt.Errorf("pci.ids: read package: %w", err)
-		}
-		name := strings.TrimPrefix(h.Name, "./")
+	var ids []byte
+	errFound := errors.New("found")
+	err = firmware.ScanTar(open, func(h *tar.Header, r io.Reader) error {
+		name := firmware.MemberPath(h.Name)
 		if h.Typeflag != tar.TypeReg || (name != PCIIDsPath && name != PCIIDsPath+".gz") {
-			continue
-		}
-		b, err := io.ReadAll(io.LimitReader(tr, maxFile))
-		if err != nil {
-			return nil, fmt.Errorf("pci.ids: read package: %w", err)
+			return nil
 		}
 		if strings.HasSuffix(name, ".gz") {
-			zr, err := gzip.NewReader(bytes.NewReader(b))
+			zr, err := gzip.NewReader(r)
 			if err != nil {
-				return nil, fmt.Errorf("pci.ids: %w", err)
+				return err
 			}
-			if b, err = io.ReadAll(io.LimitReader(zr, maxFile)); err != nil {
-				return nil, fmt.Errorf("pci.ids: %w", err)
-			}
+			r = zr
 		}
-		return b, nil
+		var err error
+		if ids, err = io.ReadAll(io.LimitReader(r, maxFile)); err != nil {
+			return err
+		}
+		return errFound
+	})
+	switch {
+	case errors.Is(err, errFound):
+		return ids, nil
+	case err != nil:
+		return nil, fmt.Errorf("pci.ids: read package: %w", err)
 	}
+	return nil, errors.New("pci.ids: the package holds no usr/share/misc/pci.ids")
 }
 
 // pciIDsArchive is the newc archive that puts the database in place.
