@@ -37,24 +37,13 @@ func cliAt(t *testing.T, c client, args ...string) string {
 // holds no partition table. The x86-64 node is first killed in the middle
 // of a deploy, and deployed again after.
 func TestDeploy(t *testing.T) {
-	setup(t)
-	dir := t.TempDir()
-	dataDir := filepath.Join(dir, "data")
-	agentArtifacts(t, dataDir)
 	specs := []lab.NodeSpec{
 		{Name: "x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1536, DiskGiB: 4, NICs: 2, Reboot: true},
 		{Name: "arm", Arch: boot.ArchAArch64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1024, DiskGiB: 4, NICs: 2, Reboot: true},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
 	defer cancel()
-	r, err := lab.StartRack(ctx, lab.RackOptions{Name: fmt.Sprintf("rbdepl%d", os.Getpid()), Binary: binary, DataDir: dataDir, Dir: filepath.Join(dir, "lab"),
-		Prefix: mustPrefix("10.77.42.0/24"), HostLink: mustPrefix("10.77.43.0/30"), Nodes: specs, ServeArgs: []string{"--log-level", "debug", "--agent-heartbeat", "2s"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	token, _ := os.ReadFile(filepath.Join(dataDir, "admin.token"))
-	c := client{url: r.URL, token: strings.TrimSpace(string(token))}
+	r, c, dir := agentRack(ctx, t, "rbdepl", "10.77.42.0/24", "10.77.43.0/30", specs)
 	for _, spec := range specs {
 		img := filepath.Join(dir, "img-"+string(spec.Arch)+".raw")
 		out, err := exec.Command(binary, "image", "build", "--arch", string(spec.Arch), "--output", img, "--name", "e2e-"+string(spec.Arch),
@@ -128,7 +117,7 @@ func interruptedDeploy(ctx context.Context, t *testing.T, r *lab.Rack, c client,
 		}
 		time.Sleep(time.Second)
 	}
-	if err := restart(ctx, r, i); err != nil {
+	if err := r.PowerCycle(ctx, i); err != nil {
 		return err
 	}
 	n, err = c.waitState(ctx, mac, "failed")
@@ -186,7 +175,7 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 	vm.Wait(ctx)
 	cliAt(t, c, "node", "release", mac)
 	step = time.Now()
-	if err := restart(ctx, r, i); err != nil {
+	if err := r.PowerCycle(ctx, i); err != nil {
 		return err
 	}
 	if _, err := c.waitState(ctx, mac, "available"); err != nil {
@@ -211,14 +200,4 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 		return fmt.Errorf("the disk still has a partition table after the wipe")
 	}
 	return nil
-}
-
-// restart powers node i on again with a fresh QEMU process.
-func restart(ctx context.Context, r *lab.Rack, i int) error {
-	old := r.VMs[i]
-	old.Stop()
-	vm := &lab.VM{Name: old.Name + "-again", Arch: old.Arch, Firmware: old.Firmware, MAC: old.MAC, Tap: old.Tap, ExtraNICs: old.ExtraNICs,
-		MemoryMB: old.MemoryMB, CPUs: old.CPUs, Disk: old.Disk, NVMe: old.NVMe, Reboot: old.Reboot}
-	r.VMs[i] = vm
-	return r.PowerOn(ctx, i)
 }

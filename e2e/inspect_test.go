@@ -54,6 +54,29 @@ func agentArtifacts(t *testing.T, dataDir string) {
 	}
 }
 
+// agentRack starts a virtual rack of specs on the segment prefix, joined
+// to the host by hostLink, with the agent ramdisks in place and agents
+// calling in every 2 s. It returns the rack (closed when the test ends),
+// an admin client of its API, and the test's scratch dir.
+func agentRack(ctx context.Context, t *testing.T, name, prefix, hostLink string, specs []lab.NodeSpec) (*lab.Rack, client, string) {
+	t.Helper()
+	setup(t)
+	dir := t.TempDir()
+	dataDir := filepath.Join(dir, "data")
+	agentArtifacts(t, dataDir)
+	r, err := lab.StartRack(ctx, lab.RackOptions{Name: fmt.Sprintf("%s%d", name, os.Getpid()), Binary: binary, DataDir: dataDir, Dir: filepath.Join(dir, "lab"),
+		Prefix: mustPrefix(prefix), HostLink: mustPrefix(hostLink), Nodes: specs, ServeArgs: []string{"--log-level", "debug", "--agent-heartbeat", "2s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	token, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, client{url: r.URL, token: strings.TrimSpace(string(token))}, dir
+}
+
 // client is the API as a program sees it.
 type client struct {
 	url, token string
@@ -130,27 +153,13 @@ func path(v any, keys ...string) any {
 // agent, which inventories them, and they must reach available with an
 // inventory that matches the VM.
 func TestInspect(t *testing.T) {
-	setup(t)
-	dir := t.TempDir()
-	dataDir := filepath.Join(dir, "data")
-	agentArtifacts(t, dataDir)
 	specs := []lab.NodeSpec{
 		{Name: "x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1536, DiskGiB: 3, NICs: 2, NVMeMiB: 512},
 		{Name: "arm", Arch: boot.ArchAArch64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1024, DiskGiB: 2, NICs: 2},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	r, err := lab.StartRack(ctx, lab.RackOptions{Name: fmt.Sprintf("rbinsp%d", os.Getpid()), Binary: binary, DataDir: dataDir, Dir: filepath.Join(dir, "lab"),
-		Prefix: mustPrefix("10.77.40.0/24"), HostLink: mustPrefix("10.77.41.0/30"), Nodes: specs, ServeArgs: []string{"--log-level", "debug", "--agent-heartbeat", "2s"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	token, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := client{url: r.URL, token: strings.TrimSpace(string(token))}
+	r, c, _ := agentRack(ctx, t, "rbinsp", "10.77.40.0/24", "10.77.41.0/30", specs)
 	var wg sync.WaitGroup
 	for i, spec := range specs {
 		wg.Add(1)

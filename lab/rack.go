@@ -282,6 +282,18 @@ func (r *Rack) ServerLog() string {
 	return string(b)
 }
 
+// PowerCycle stops node i, if it still runs, and powers it on again as a
+// new QEMU process with the same hardware and disks, as a cold boot
+// would: its console (Console, NAME-again.console) starts empty.
+func (r *Rack) PowerCycle(ctx context.Context, i int) error {
+	old := r.VMs[i]
+	old.Stop()
+	r.VMs[i] = &VM{Name: old.Name + "-again", Arch: old.Arch, Firmware: old.Firmware, MAC: old.MAC, Tap: old.Tap, NIC: old.NIC,
+		ExtraNICs: old.ExtraNICs, MemoryMB: old.MemoryMB, CPUs: old.CPUs, Disk: old.Disk, NVMe: old.NVMe,
+		Kernel: old.Kernel, Initrd: old.Initrd, Append: old.Append, Reboot: old.Reboot}
+	return r.PowerOn(ctx, i)
+}
+
 // Close powers the nodes off, stops rackboot and removes the namespace
 // and the host link. It is safe to call more than once.
 func (r *Rack) Close() {

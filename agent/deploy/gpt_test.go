@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"errors"
-	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,20 +13,39 @@ import (
 	"github.com/rackboot/rackboot/images/diskimage"
 )
 
-// TestGrowLast writes a 256 MiB image onto a 1 GiB disk and grows it; an
-// independent GPT reader must accept the result.
-func TestGrowLast(t *testing.T) {
+// imageOnDisk builds a 256 MiB test image for arch and writes it at the
+// start of a 1 GiB disk file, as a deploy would; it returns the disk's
+// path and the disk opened for writing (closed when the test ends).
+func imageOnDisk(t *testing.T, arch boot.Arch) (string, *os.File) {
+	t.Helper()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "img")
-	if err := diskimage.Build(diskimage.Options{Name: "g", Arch: boot.ArchX86_64, Output: img, Loader: []byte("l"), Kernel: []byte("k"), Initrd: []byte("i")}); err != nil {
+	if err := diskimage.Build(diskimage.Options{Name: "t", Arch: arch, Output: img, Loader: []byte("l"), Kernel: []byte("k"), Initrd: []byte("i")}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(img)
+	if err != nil {
 		t.Fatal(err)
 	}
 	disk := filepath.Join(dir, "disk")
-	src, _ := os.Open(img)
-	dst, _ := os.Create(disk)
-	io.Copy(dst, src)
-	src.Close()
-	dst.Truncate(1 << 30)
+	if err := os.WriteFile(disk, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(disk, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if err := f.Truncate(1 << 30); err != nil {
+		t.Fatal(err)
+	}
+	return disk, f
+}
+
+// TestGrowLast writes a 256 MiB image onto a 1 GiB disk and grows it; an
+// independent GPT reader must accept the result.
+func TestGrowLast(t *testing.T) {
+	disk, dst := imageOnDisk(t, boot.ArchX86_64)
 	grown, err := GrowLast(dst, 512)
 	if err != nil || !grown {
 		t.Fatalf("grow: %v %v", grown, err)
@@ -36,7 +54,6 @@ func TestGrowLast(t *testing.T) {
 	if err != nil || again {
 		t.Fatalf("second grow: %v %v", again, err)
 	}
-	dst.Close()
 	d, err := diskfs.Open(disk, diskfs.WithOpenMode(diskfs.ReadOnly))
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +72,7 @@ func TestGrowLast(t *testing.T) {
 		t.Errorf("the first partition moved: %+v", parts[0])
 	}
 	// A disk without a GPT is an error, not a silent no-op.
-	plain := filepath.Join(dir, "plain")
+	plain := filepath.Join(t.TempDir(), "plain")
 	os.WriteFile(plain, make([]byte, 1<<20), 0o644)
 	f, _ := os.OpenFile(plain, os.O_RDWR, 0)
 	defer f.Close()
@@ -68,18 +85,7 @@ func TestGrowLast(t *testing.T) {
 // at the disk's end, its partitions untouched, and no stale backup left
 // at the image's end; an MBR image is left alone with ErrNoGPT.
 func TestRelocateBackup(t *testing.T) {
-	dir := t.TempDir()
-	img := filepath.Join(dir, "img")
-	if err := diskimage.Build(diskimage.Options{Name: "r", Arch: boot.ArchAArch64, Output: img, Loader: []byte("l"), Kernel: []byte("k"), Initrd: []byte("i")}); err != nil {
-		t.Fatal(err)
-	}
-	disk := filepath.Join(dir, "disk")
-	src, _ := os.Open(img)
-	dst, _ := os.OpenFile(disk, os.O_RDWR|os.O_CREATE, 0o644)
-	io.Copy(dst, src)
-	src.Close()
-	dst.Truncate(1 << 30)
-	defer dst.Close()
+	disk, dst := imageOnDisk(t, boot.ArchAArch64)
 	before, _ := readTable(dst, 512)
 	_, lastBefore := before.last()
 	moved, err := RelocateBackup(dst, 512)
@@ -112,7 +118,7 @@ func TestRelocateBackup(t *testing.T) {
 	if got := parts[len(parts)-1].End; got != lastBefore {
 		t.Errorf("the last partition ends at %d, was %d", got, lastBefore)
 	}
-	mbr := filepath.Join(dir, "mbr")
+	mbr := filepath.Join(t.TempDir(), "mbr")
 	b := make([]byte, 1<<20)
 	b[510], b[511] = 0x55, 0xaa
 	os.WriteFile(mbr, b, 0o644)

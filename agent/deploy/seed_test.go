@@ -15,19 +15,7 @@ import (
 )
 
 func TestWriteSeed(t *testing.T) {
-	dir := t.TempDir()
-	img := filepath.Join(dir, "img")
-	if err := diskimage.Build(diskimage.Options{Name: "s", Arch: boot.ArchX86_64, Output: img, Loader: []byte("l"), Kernel: []byte("k"), Initrd: []byte("i")}); err != nil {
-		t.Fatal(err)
-	}
-	disk := filepath.Join(dir, "disk")
-	b, _ := os.ReadFile(img)
-	os.WriteFile(disk, b, 0o644)
-	os.Truncate(disk, 1<<30)
-	f, err := os.OpenFile(disk, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	disk, f := imageOnDisk(t, boot.ArchX86_64)
 	seed := Seed{Hostname: "gpu-01", SSHKeys: []string{"ssh-ed25519 AAAAC3Nza ann@laptop"}, InstanceID: "deploy-7",
 		Network: []byte(`{"version":2,"ethernets":{"eth0":{"dhcp4":true}}}`)}
 	if err := WriteSeed(f, 512, seed, true); err != nil {
