@@ -97,8 +97,14 @@ func Build(o Options) error {
 	if o.Size < espSize+64<<20 {
 		return fmt.Errorf("build image: %d MiB is too small: the EFI partition takes %d MiB and the root at least 64", o.Size>>20, espSize>>20)
 	}
-	tmp := o.Output + ".tmp"
-	os.Remove(tmp)
+	// A name of its own: two builds of one output must not share a file.
+	tf, err := os.CreateTemp(filepath.Dir(o.Output), ".tmp-"+filepath.Base(o.Output)+"-*")
+	if err != nil {
+		return fmt.Errorf("build image: %w", err)
+	}
+	tmp := tf.Name()
+	tf.Close()
+	os.Remove(tmp) // diskfs.Create refuses a file that exists
 	d, err := diskfs.Create(tmp, o.Size, diskfs.SectorSizeDefault)
 	if err != nil {
 		return fmt.Errorf("build image: %w", err)

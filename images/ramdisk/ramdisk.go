@@ -400,7 +400,15 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
 	res.Kernel = k
-	pids, ids, err := fetchPCIIDs(ctx, fo, filepath.Join(o.CacheDir, "all"), o.Update)
+	// pci.ids is shared by every architecture: builds of two arches take
+	// turns at its cache, which prunes old versions.
+	allCache := filepath.Join(o.CacheDir, "all")
+	unlockAll, err := lockFile(allCache, ".lock")
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	pids, ids, err := fetchPCIIDs(ctx, fo, allCache, o.Update)
+	unlockAll()
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}

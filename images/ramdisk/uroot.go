@@ -96,18 +96,39 @@ func sourceHash(ctx context.Context, dir, goarch string, pkgs []string) (string,
 // cache from the version go.mod requires.
 func builder(ctx context.Context, dir, cache, version string) (string, error) {
 	bin := filepath.Join(cache, "u-root-"+version)
-	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() {
-		return bin, nil
-	}
-	if err := os.MkdirAll(cache, 0o755); err != nil {
-		return "", err
-	}
-	tmp := bin + ".tmp"
 	env := []string{"GOOS=" + runtime.GOOS, "GOARCH=" + runtime.GOARCH, "CGO_ENABLED=0"}
-	if _, err := goCmd(ctx, dir, env, "build", "-o", tmp, urootModule); err != nil {
+	err := buildOnce(bin, func(tmp string) error {
+		_, err := goCmd(ctx, dir, env, "build", "-o", tmp, urootModule)
+		return err
+	})
+	if err != nil {
 		return "", fmt.Errorf("build the u-root builder: %w", err)
 	}
-	return bin, os.Rename(tmp, bin)
+	return bin, nil
+}
+
+// buildOnce makes the executable bin with build, unless it is there.
+// Builds for two architectures (two processes, two tests) may ask for
+// the same file at once: each builds to a temporary name of its own in
+// the same directory and renames it into place, so neither ever finds
+// the other's half-written file or loses its own to the other's rename.
+func buildOnce(bin string, build func(tmp string) error) error {
+	if fi, err := os.Stat(bin); err == nil && fi.Mode().IsRegular() {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(bin), 0o755); err != nil {
+		return err
+	}
+	tmpDir, err := os.MkdirTemp(filepath.Dir(bin), ".build-"+filepath.Base(bin)+"-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmpDir)
+	tmp := filepath.Join(tmpDir, filepath.Base(bin))
+	if err := build(tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, bin)
 }
 
 // buildUroot packs the commands into a newc archive with u-root's
