@@ -177,6 +177,21 @@ func subnet(sc SubnetConfig) (dhcp.Subnet, error) {
 		s.DNS = append(s.DNS, a)
 	}
 	s.Domain = sc.Domain
+	for _, rl := range sc.Relays {
+		if rl == "any" {
+			s.AnyRelay = true
+			continue
+		}
+		rp, err := netip.ParsePrefix(rl)
+		if err != nil {
+			a, aerr := netip.ParseAddr(rl)
+			if aerr != nil || !a.Is4() {
+				return s, fmt.Errorf("subnet %s: relay %q: want an IPv4 address, a prefix or any", p, rl)
+			}
+			rp = netip.PrefixFrom(a, 32)
+		}
+		s.Relays = append(s.Relays, rp.Masked())
+	}
 	s.LeaseTime = sc.LeaseTime
 	if s.LeaseTime <= 0 {
 		s.LeaseTime = DefaultLeaseTime
@@ -269,7 +284,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			dhcpConns = append(dhcpConns, conn)
 			dhcpServers = append(dhcpServers, &dhcp.Server{
 				Mode: dhcp.Mode(r.DHCP.Mode), ServerIP: r.serverIP, Subnets: r.subnets, ProxyPort: port == 4011,
-				Booter: c, Leases: st, Recorder: c, Logger: log.With("proto", "dhcp"),
+				Booter: c, Leases: st, Recorder: c, Logger: log.With("proto", "dhcp"), DeclineTime: r.DHCP.DeclineTime,
 			})
 		}
 	}

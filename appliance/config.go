@@ -64,6 +64,9 @@ type DHCPConfig struct {
 	// interface's own subnet, which needs no subnets entry then.
 	Range   string         `yaml:"range"`
 	Subnets []SubnetConfig `yaml:"subnets"`
+	// DeclineTime is how long an address a client DECLINEd (found in use
+	// on the network) rests before it is offered again; default 10m.
+	DeclineTime time.Duration `yaml:"decline_time"`
 }
 
 // SubnetConfig is one subnet rackboot leases addresses on.
@@ -77,6 +80,10 @@ type SubnetConfig struct {
 	// SecureBoot sends this subnet's x86-64 UEFI nodes down shim → GRUB.
 	SecureBoot   bool                `yaml:"secure_boot"`
 	Reservations []ReservationConfig `yaml:"reservations"`
+	// Relays lists the DHCP relay agents (addresses or prefixes) that may
+	// forward this subnet's requests; "any" admits every sender (a lab).
+	// A relayed request from anyone else is dropped and counted.
+	Relays []string `yaml:"relays"`
 }
 
 // ReservationConfig pins an address to a MAC.

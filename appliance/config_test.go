@@ -1,6 +1,7 @@
 package appliance
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,6 +66,10 @@ func TestResolve(t *testing.T) {
 			Subnets: []SubnetConfig{{Prefix: "10.9.0.0/24", Range: "10.9.0.10-10.9.0.20"}}}}, "no dhcp subnet contains"},
 		{"bad reservation", Config{Interface: "lo", DHCP: DHCPConfig{Mode: "authoritative",
 			Subnets: []SubnetConfig{{Prefix: "127.0.0.0/8", Range: "127.0.0.10-127.0.0.20", Reservations: []ReservationConfig{{MAC: "zz", IP: "127.0.0.5"}}}}}}, "reservation"},
+		{"bad relay", Config{Interface: "lo", DHCP: DHCPConfig{Mode: "authoritative",
+			Subnets: []SubnetConfig{{Prefix: "127.0.0.0/8", Range: "127.0.0.10-127.0.0.20", Relays: []string{"10.0.0.1", "somewhere"}}}}}, `relay "somewhere"`},
+		{"relays", Config{Interface: "lo", DHCP: DHCPConfig{Mode: "authoritative",
+			Subnets: []SubnetConfig{{Prefix: "127.0.0.0/8", Range: "127.0.0.10-127.0.0.20", Relays: []string{"10.0.0.1", "10.1.0.0/16", "any"}}}}}, ""},
 		{"unknown interface", Config{Interface: "nosuchif0"}, "nosuchif0"},
 		{"bad http addr", Config{ServerIP: "10.0.0.1", HTTPAddr: "8080", DHCP: DHCPConfig{Mode: "off"}}, "http addr"},
 	}
@@ -95,5 +100,18 @@ func TestParseRange(t *testing.T) {
 		if _, _, err := ParseRange(bad); err == nil {
 			t.Errorf("ParseRange(%q) accepted", bad)
 		}
+	}
+}
+
+func TestSubnetRelays(t *testing.T) {
+	s, err := subnet(SubnetConfig{Prefix: "10.30.0.0/24", Range: "10.30.0.10-10.30.0.20", Relays: []string{"10.0.0.1", "10.1.0.0/16"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(s.Relays, s.AnyRelay); got != "[10.0.0.1/32 10.1.0.0/16] false" {
+		t.Errorf("relays = %s", got)
+	}
+	if s, err = subnet(SubnetConfig{Prefix: "10.30.0.0/24", Range: "10.30.0.10-10.30.0.20", Relays: []string{"any"}}); err != nil || !s.AnyRelay {
+		t.Errorf("relays: any = %+v, %v", s, err)
 	}
 }

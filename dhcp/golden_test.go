@@ -91,10 +91,12 @@ func TestGolden(t *testing.T) {
 	add("relayed-second-subnet", func(t *testing.T) []step {
 		s, _ := newServer(ModeAuthoritative)
 		relay := dhcpv4.WithRelay(net.ParseIP("10.5.0.1"))
+		from := &net.UDPAddr{IP: net.ParseIP("10.5.0.1"), Port: 67}
 		return []step{
-			{"relayed discover", s, discover(t, mac1, append(pxe(7), relay)...), nil},
-			{"relayed request", s, request(t, mac1, "10.5.0.100", "10.0.0.1", append(pxe(7), relay)...), nil},
-			{"relay on an unknown subnet", s, discover(t, mac2, dhcpv4.WithRelay(net.ParseIP("172.16.0.1"))), nil},
+			{"relayed discover", s, discover(t, mac1, append(pxe(7), relay)...), from},
+			{"relayed request", s, request(t, mac1, "10.5.0.100", "10.0.0.1", append(pxe(7), relay)...), from},
+			{"relay on an unknown subnet", s, discover(t, mac2, dhcpv4.WithRelay(net.ParseIP("172.16.0.1"))), &net.UDPAddr{IP: net.ParseIP("172.16.0.1"), Port: 67}},
+			{"forged relay from a host that is not a relay", s, discover(t, mac2, append(pxe(7), relay)...), &net.UDPAddr{IP: net.ParseIP("10.0.0.66"), Port: 68}},
 		}
 	})
 	add("reservation", func(t *testing.T) []step {

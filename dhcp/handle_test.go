@@ -47,7 +47,8 @@ func newServer(mode Mode) (*Server, *MemoryLeases) {
 			{Prefix: local, First: netip.MustParseAddr("10.0.0.100"), Last: netip.MustParseAddr("10.0.0.101"),
 				Router: netip.MustParseAddr("10.0.0.254"), DNS: []netip.Addr{netip.MustParseAddr("10.0.0.53")}, Domain: "rack",
 				Reservations: []Reservation{{MAC: resMAC, IP: netip.MustParseAddr("10.0.0.9"), Hostname: "gpu-09"}}},
-			{Prefix: remote, First: netip.MustParseAddr("10.5.0.100"), Last: netip.MustParseAddr("10.5.0.200")},
+			{Prefix: remote, First: netip.MustParseAddr("10.5.0.100"), Last: netip.MustParseAddr("10.5.0.200"),
+				Relays: []netip.Prefix{netip.MustParsePrefix("10.5.0.1/32"), netip.MustParsePrefix("10.9.9.9/32")}},
 		},
 		Booter: archBooter{},
 		Leases: l,
@@ -177,15 +178,30 @@ func TestAuthoritativeExchanges(t *testing.T) {
 		t.Errorf("init-reboot after a restart: %s", summary(reply, nil))
 	}
 
-	// RELEASE frees; DECLINE blocks the address for everyone.
+	// RELEASE frees; a DECLINE from the address's holder blocks it for
+	// everyone, a DECLINE from anyone else changes nothing.
 	rel, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRelease), dhcpv4.WithHwAddr(mac1), dhcpv4.WithClientIP(net.ParseIP("10.0.0.100")))
 	check("release", rel, "no reply")
 	if _, err := leases.ByIP(ctx, netip.MustParseAddr("10.0.0.100")); err == nil {
 		t.Error("release kept the lease")
 	}
-	dec, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline), dhcpv4.WithHwAddr(mac1),
-		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP("10.0.0.100"))))
-	check("decline", dec, "no reply")
+	decline := func(mac net.HardwareAddr, a string) *dhcpv4.DHCPv4 {
+		d, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeDecline), dhcpv4.WithHwAddr(mac),
+			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.ParseIP(a))))
+		return d
+	}
+	check("decline of a free address", decline(mac1, "10.0.0.100"), "no reply")
+	check("a free address stays free", discover(t, mac1), `OFFER yiaddr=10.0.0.100 siaddr=0.0.0.0 file="" to=255.255.255.255:68 router=10.0.0.254`)
+	check("decline of another client's offer", decline(mac2, "10.0.0.100"), "no reply")
+	check("bound after a stranger's decline", request(t, mac1, "10.0.0.100", "10.0.0.1"), `ACK yiaddr=10.0.0.100 siaddr=0.0.0.0 file="" to=255.255.255.255:68 router=10.0.0.254`)
+	check("decline of another client's lease", decline(mac2, "10.0.0.100"), "no reply")
+	if l, err := leases.ByIP(ctx, netip.MustParseAddr("10.0.0.100")); err != nil || l.State != LeaseBound || l.MAC.String() != mac1.String() {
+		t.Errorf("a stranger's decline took the lease: %+v %v", l, err)
+	}
+	check("decline of someone's reservation", decline(mac2, "10.0.0.9"), "no reply")
+	check("decline of one's own reservation", decline(resMAC, "10.0.0.9"), "no reply")
+	check("the reservation is kept", discover(t, resMAC), `OFFER yiaddr=10.0.0.9 siaddr=0.0.0.0 file="" to=255.255.255.255:68 router=10.0.0.254 host=gpu-09`)
+	check("decline by the holder", decline(mac1, "10.0.0.100"), "no reply")
 	check("declined address not offered", discover(t, mac1), "no reply")
 
 	inf, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithHwAddr(mac2), dhcpv4.WithClientIP(net.ParseIP("10.0.0.50")))
@@ -196,17 +212,82 @@ func TestAuthoritativeExchanges(t *testing.T) {
 }
 
 func TestRelayed(t *testing.T) {
+	ctx := context.Background()
 	s, _ := newServer(ModeAuthoritative)
+	relay := &net.UDPAddr{IP: net.ParseIP("10.5.0.1"), Port: 67}
 	m := discover(t, mac1, append(pxe(7), dhcpv4.WithRelay(net.ParseIP("10.5.0.1")))...)
-	reply, dst := s.Handle(context.Background(), m, nil)
+	reply, dst := s.Handle(ctx, m, relay)
 	want := `OFFER yiaddr=10.5.0.100 siaddr=10.0.0.1 file="loader/x86_64-uefi" to=10.5.0.1:67 class=PXEClient pxe=060108ff`
 	if got := summary(reply, dst); got != want {
 		t.Errorf("\n got %s\nwant %s", got, want)
 	}
+	// A relay that sends from another of its addresses than giaddr.
+	other := &net.UDPAddr{IP: net.ParseIP("10.9.9.9"), Port: 67}
+	if reply, _ := s.Handle(ctx, discover(t, mac2, dhcpv4.WithRelay(net.ParseIP("10.5.0.1"))), other); reply == nil {
+		t.Error("a listed relay sending from another listed address got no reply")
+	}
 	m = discover(t, mac1, dhcpv4.WithRelay(net.ParseIP("172.16.0.1")))
-	if reply, _ := s.Handle(context.Background(), m, nil); reply != nil {
+	if reply, _ := s.Handle(ctx, m, &net.UDPAddr{IP: net.ParseIP("172.16.0.1"), Port: 67}); reply != nil {
 		t.Errorf("a relay from an unknown subnet got %s", summary(reply, nil))
 	}
+	// Anyone can write a giaddr: a host that is not a relay of the
+	// subnet draws nothing from its pool and aims no reply anywhere.
+	for _, peer := range []net.Addr{nil, &net.UDPAddr{IP: net.ParseIP("10.0.0.66"), Port: 68}, &net.UDPAddr{IP: net.ParseIP("10.5.0.7"), Port: 67}} {
+		before := s.Stats().RelayRefused
+		m := discover(t, net.HardwareAddr{0x52, 0x54, 0, 0, 0x66, 1}, append(pxe(7), dhcpv4.WithRelay(net.ParseIP("10.5.0.1")))...)
+		if reply, dst := s.Handle(ctx, m, peer); reply != nil {
+			t.Errorf("forged relay from %v got %s", peer, summary(reply, dst))
+		}
+		if s.Stats().RelayRefused != before+1 {
+			t.Errorf("forged relay from %v not counted: %+v", peer, s.Stats())
+		}
+	}
+	any, _ := newServer(ModeAuthoritative)
+	any.Subnets[1].Relays, any.Subnets[1].AnyRelay = nil, true
+	if reply, _ := any.Handle(ctx, discover(t, mac1, dhcpv4.WithRelay(net.ParseIP("10.5.0.1"))), nil); reply == nil {
+		t.Error("relays: any refused a relayed request")
+	}
+}
+
+// A ciaddr is only the client's word: replies go there only for a client
+// renewing a lease it holds, or an INFORM from a served subnet.
+func TestCiaddrReflection(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newServer(ModeAuthoritative)
+	victim := net.ParseIP("192.0.2.77")
+	bcast := "255.255.255.255:68"
+	withCI := func(a net.IP) dhcpv4.Modifier { return dhcpv4.WithClientIP(a) }
+	cases := []struct {
+		name string
+		req  *dhcpv4.DHCPv4
+		want string // destination, or "" for no reply
+	}{
+		{"discover naming a victim", discover(t, mac1, withCI(victim)), bcast},
+		{"request naming a victim", request(t, mac1, "10.0.0.100", "10.0.0.1", withCI(victim)), bcast},
+		{"inform from outside the served subnets", mustNew(t, dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithHwAddr(mac2), withCI(victim)), ""},
+		{"renewal of another client's lease", request(t, mac2, "", "", withCI(net.ParseIP("10.0.0.100"))), bcast},
+		{"renewal of one's own lease", request(t, mac1, "", "", withCI(net.ParseIP("10.0.0.100"))), "10.0.0.100:68"},
+		{"inform from a served subnet", mustNew(t, dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithHwAddr(mac2), withCI(net.ParseIP("10.0.0.50"))), "10.0.0.50:68"},
+	}
+	for _, c := range cases {
+		reply, dst := s.Handle(ctx, c.req, &net.UDPAddr{IP: net.ParseIP("10.0.0.66"), Port: 68})
+		got := ""
+		if reply != nil {
+			got = dst.String()
+		}
+		if got != c.want {
+			t.Errorf("%s: reply to %q, want %q (%s)", c.name, got, c.want, summary(reply, dst))
+		}
+	}
+}
+
+func mustNew(t *testing.T, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	t.Helper()
+	m, err := dhcpv4.New(mods...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func TestProxy(t *testing.T) {

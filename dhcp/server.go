@@ -47,11 +47,22 @@ type Subnet struct {
 	Domain       string
 	LeaseTime    time.Duration // 0 means one hour
 	Reservations []Reservation
+	// Relays are the relay agents that may forward requests for this
+	// subnet: a relayed request (giaddr set) is answered only when the
+	// packet comes from an address in Relays and its giaddr is in the
+	// subnet or in Relays. Anyone can write a giaddr, so without this any
+	// host could draw from the pool, or have replies sent to the address
+	// it names. AnyRelay admits every sender (a lab).
+	Relays   []netip.Prefix
+	AnyRelay bool
 }
 
 // Stats counts what the server saw. Read it with Server.Stats.
 type Stats struct {
 	Received, Replied, Malformed, Ignored, NAKs uint64
+	// RelayRefused counts relayed requests from a sender that is not a
+	// relay of the subnet; they get no reply.
+	RelayRefused uint64
 }
 
 // Server is a DHCPv4 server. Zero values of optional fields are defaults.
@@ -74,13 +85,13 @@ type Server struct {
 	OfferTime, DeclineTime time.Duration
 	Now                    func() time.Time
 
-	received, replied, malformed, ignored, naks atomic.Uint64
+	received, replied, malformed, ignored, naks, relayRefused atomic.Uint64
 }
 
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
 	return Stats{Received: s.received.Load(), Replied: s.replied.Load(), Malformed: s.malformed.Load(),
-		Ignored: s.ignored.Load(), NAKs: s.naks.Load()}
+		Ignored: s.ignored.Load(), NAKs: s.naks.Load(), RelayRefused: s.relayRefused.Load()}
 }
 
 func (s *Server) log() *slog.Logger {
@@ -150,17 +161,23 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4, peer net.Addr) 
 	c, isBoot := Classify(req)
 	mt := req.MessageType()
 	log := s.log().With("mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "type", mt.String())
+	if g := addr(req.GatewayIPAddr); g.IsValid() && !s.relayAllowed(g, peer) {
+		s.relayRefused.Add(1)
+		log.Warn("dhcp dropped a relayed request from a sender that is not a relay of the subnet", "giaddr", g.String(), "peer", fmt.Sprint(peer))
+		return nil, nil
+	}
 	if isBoot {
 		s.record(ctx, boot.Event{MAC: req.ClientHWAddr, Proto: "dhcp", Kind: kind(mt), Options: options(req, c),
 			IP: addr(req.ClientIPAddr)})
 	}
 	var reply *dhcpv4.DHCPv4
+	var toClient bool
 	var err error
 	switch s.Mode {
 	case ModeProxy:
 		reply, err = s.proxy(ctx, req, c, isBoot)
 	case ModeAuthoritative:
-		reply, err = s.authoritative(ctx, req, c, isBoot, log)
+		reply, toClient, err = s.authoritative(ctx, req, c, isBoot, log)
 	default:
 		return nil, nil
 	}
@@ -175,7 +192,34 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4, peer net.Addr) 
 			File: reply.BootFileNameOption(), IP: addr(reply.YourIPAddr), Options: options(req, c)})
 	}
 	log.Debug("dhcp reply", "reply", reply.MessageType().String(), "yiaddr", reply.YourIPAddr.String(), "file", reply.BootFileNameOption())
-	return reply, s.destination(req, reply, peer)
+	return reply, s.destination(req, peer, toClient)
+}
+
+// relayAllowed says whether a request with giaddr g, arriving from peer,
+// comes from a relay agent of the subnet g is on.
+func (s *Server) relayAllowed(g netip.Addr, peer net.Addr) bool {
+	src := netip.Addr{}
+	if u, ok := peer.(*net.UDPAddr); ok && u != nil {
+		src = addr(u.IP)
+	}
+	for _, sn := range s.Subnets {
+		if !sn.Prefix.Contains(g) && !listed(sn.Relays, g) {
+			continue
+		}
+		if sn.AnyRelay || (src.IsValid() && listed(sn.Relays, src)) {
+			return true
+		}
+	}
+	return false
+}
+
+func listed(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 func kind(mt dhcpv4.MessageType) string {
@@ -200,16 +244,20 @@ func (s *Server) record(ctx context.Context, e boot.Event) {
 	s.Recorder.Record(ctx, e)
 }
 
-// destination follows RFC 2131 4.1: relays get the reply at giaddr, bound
-// clients at ciaddr, everyone else by broadcast (rackboot has no raw
-// socket to unicast to an address the client does not have yet).
-func (s *Server) destination(req, reply *dhcpv4.DHCPv4, peer net.Addr) net.Addr {
+// destination follows RFC 2131 4.1: relays get the reply at giaddr (a
+// relay already checked by relayAllowed), a client at its ciaddr only
+// when toClient says the address is its own (a renewal of a lease it
+// holds, an INFORM from a served subnet), everyone else by broadcast
+// (rackboot has no raw socket to unicast to an address the client does
+// not have yet). A ciaddr is the client's word: unicasting to any ciaddr
+// would let anyone aim replies at a host of their choosing.
+func (s *Server) destination(req *dhcpv4.DHCPv4, peer net.Addr, toClient bool) net.Addr {
 	switch {
-	case !req.GatewayIPAddr.IsUnspecified() && req.GatewayIPAddr != nil:
+	case addr(req.GatewayIPAddr).IsValid():
 		return &net.UDPAddr{IP: req.GatewayIPAddr, Port: 67}
 	case s.ProxyPort:
 		return peer
-	case reply.MessageType() != dhcpv4.MessageTypeNak && req.ClientIPAddr != nil && !req.ClientIPAddr.IsUnspecified():
+	case toClient:
 		return &net.UDPAddr{IP: req.ClientIPAddr, Port: 68}
 	}
 	return &net.UDPAddr{IP: net.IPv4bcast, Port: 68}
@@ -328,14 +376,17 @@ func (sn Subnet) inPool(a netip.Addr) bool {
 	return sn.First.Compare(a) <= 0 && a.Compare(sn.Last) <= 0
 }
 
-func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, isBoot bool, log *slog.Logger) (*dhcpv4.DHCPv4, error) {
+// authoritative answers a request from the pools. toClient says the
+// reply may go to the client's ciaddr (see destination).
+func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, isBoot bool, log *slog.Logger) (reply *dhcpv4.DHCPv4, toClient bool, err error) {
 	if s.Leases == nil {
-		return nil, errors.New("authoritative mode without a lease store")
+		return nil, false, errors.New("authoritative mode without a lease store")
 	}
 	sn, ok := s.subnetFor(req)
 	if !ok {
-		return nil, fmt.Errorf("no subnet for a request via %s", req.GatewayIPAddr)
+		return nil, false, fmt.Errorf("no subnet for a request via %s", req.GatewayIPAddr)
 	}
+	ciaddr := addr(req.ClientIPAddr)
 	c.Network = sn.Prefix
 	mac := req.ClientHWAddr
 	now := s.now()
@@ -351,11 +402,12 @@ func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.C
 			}
 			l, err := s.Leases.Allocate(ctx, sn.Prefix, sn.First, sn.Last, mac, addr(req.RequestedIPAddress()), sn.reservedIPs(), now.Add(offerTime))
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			yi = l.IP
 		}
-		return s.leaseReply(ctx, req, c, isBoot, sn, dhcpv4.MessageTypeOffer, yi, true)
+		reply, err := s.leaseReply(ctx, req, c, isBoot, sn, dhcpv4.MessageTypeOffer, yi, true)
+		return reply, false, err
 
 	case dhcpv4.MessageTypeRequest:
 		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(ip(s.ServerIP)) {
@@ -363,22 +415,22 @@ func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.C
 			if err := s.Leases.ReleaseOffer(ctx, sn.Prefix, mac, addr(req.RequestedIPAddress())); err != nil {
 				s.log().Warn("free offer", "mac", mac, "err", err)
 			}
-			return nil, nil
+			return nil, false, nil
 		}
 		want := addr(req.RequestedIPAddress())
 		if !want.IsValid() {
 			want = addr(req.ClientIPAddr)
 		}
-		nak := func(why string) (*dhcpv4.DHCPv4, error) {
+		nak := func(why string) (*dhcpv4.DHCPv4, bool, error) {
 			s.naks.Add(1)
 			log.Info("dhcp nak", "ip", want.String(), "why", why)
 			r, err := dhcpv4.NewReplyFromRequest(req, dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 				dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ip(s.ServerIP))), dhcpv4.WithOption(dhcpv4.OptMessage(why)))
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			r.YourIPAddr = net.IPv4zero
-			return r, nil
+			return r, false, nil // a NAK is broadcast (RFC 2131 4.3.2)
 		}
 		if !want.IsValid() {
 			return nak("no address requested")
@@ -402,36 +454,95 @@ func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.C
 		if reserved && r.Hostname != "" {
 			hostname = r.Hostname
 		}
+		// A renewing client (RFC 2131 4.3.2: ciaddr filled in) is answered
+		// at its ciaddr only if that is a lease it holds already.
+		renewing := false
+		if ciaddr.IsValid() && ciaddr == want {
+			if l, err := s.Leases.ByIP(ctx, ciaddr); err == nil && l.State == LeaseBound && sameMAC(l.MAC, mac) {
+				renewing = true
+			}
+		}
 		if _, err := s.Leases.Bind(ctx, sn.Prefix, mac, want, hostname, now.Add(sn.leaseTime())); err != nil {
 			if errors.Is(err, ErrNoLease) {
 				return nak(fmt.Sprintf("%s is leased to another client", want))
 			}
-			return nil, err
+			return nil, false, err
 		}
-		return s.leaseReply(ctx, req, c, isBoot, sn, dhcpv4.MessageTypeAck, want, true)
+		reply, err := s.leaseReply(ctx, req, c, isBoot, sn, dhcpv4.MessageTypeAck, want, true)
+		return reply, renewing, err
 
 	case dhcpv4.MessageTypeDecline:
-		bad := addr(req.RequestedIPAddress())
-		if !bad.IsValid() {
-			return nil, nil
-		}
-		d := s.DeclineTime
-		if d <= 0 {
-			d = 10 * time.Minute
-		}
-		log.Warn("dhcp decline: the address is in use on the network", "ip", bad.String())
-		return nil, s.Leases.Decline(ctx, bad, now.Add(d))
+		return nil, false, s.decline(ctx, req, log)
 
 	case dhcpv4.MessageTypeRelease:
-		if a := addr(req.ClientIPAddr); a.IsValid() {
-			return nil, s.Leases.Release(ctx, mac, a)
+		if ciaddr.IsValid() {
+			return nil, false, s.Leases.Release(ctx, mac, ciaddr)
 		}
-		return nil, nil
+		return nil, false, nil
 
 	case dhcpv4.MessageTypeInform:
-		return s.leaseReply(ctx, req, c, isBoot, sn, dhcpv4.MessageTypeAck, netip.Addr{}, false)
+		// RFC 2131 3.4: the client has its address and asks for the rest;
+		// the answer goes to ciaddr, so only to an address of a subnet
+		// rackboot serves.
+		if !s.served(ciaddr) {
+			log.Debug("dhcp inform from an address outside the served subnets", "ciaddr", ciaddr.String())
+			return nil, false, nil
+		}
+		reply, err := s.leaseReply(ctx, req, c, isBoot, sn, dhcpv4.MessageTypeAck, netip.Addr{}, false)
+		return reply, true, err
 	}
-	return nil, nil
+	return nil, false, nil
+}
+
+// decline rests an address a client found in use, but only when the
+// address is that client's: held by it or offered to it. Anyone else's
+// DECLINE would take addresses away from their owners (a few hundred
+// packets empty a /24). A reserved address is never taken away: a
+// conflict on it is logged for an operator to resolve.
+func (s *Server) decline(ctx context.Context, req *dhcpv4.DHCPv4, log *slog.Logger) error {
+	bad := addr(req.RequestedIPAddress())
+	if !bad.IsValid() {
+		return nil
+	}
+	mac := req.ClientHWAddr
+	for _, sn := range s.Subnets {
+		if r, ok := sn.reservedFor(bad); ok {
+			if sameMAC(r.MAC, mac) {
+				log.Warn("dhcp decline of a reserved address: another machine uses it; it stays reserved", "ip", bad.String())
+			} else {
+				log.Warn("dhcp decline ignored: the address is reserved for another MAC", "ip", bad.String(), "reserved_for", r.MAC.String())
+			}
+			return nil
+		}
+	}
+	l, err := s.Leases.ByIP(ctx, bad)
+	if err != nil || !sameMAC(l.MAC, mac) || (l.State != LeaseBound && l.State != LeaseOffered) {
+		log.Warn("dhcp decline ignored: the address is not this client's", "ip", bad.String())
+		return nil
+	}
+	d := s.DeclineTime
+	if d <= 0 {
+		d = 10 * time.Minute
+	}
+	log.Warn("dhcp decline: the address is in use on the network", "ip", bad.String(), "rests", d.String())
+	return s.Leases.Decline(ctx, bad, s.now().Add(d))
+}
+
+// served says whether a is inside a subnet the server leases on.
+func (s *Server) served(a netip.Addr) bool {
+	if !a.IsValid() {
+		return false
+	}
+	for _, sn := range s.Subnets {
+		if sn.Prefix.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func sameMAC(a, b net.HardwareAddr) bool {
+	return len(a) > 0 && string(a) == string(b)
 }
 
 func (s *Server) leaseReply(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, isBoot bool, sn Subnet, mt dhcpv4.MessageType, yi netip.Addr, lease bool) (*dhcpv4.DHCPv4, error) {

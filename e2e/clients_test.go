@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sys/unix"
@@ -110,6 +111,7 @@ func TestClients(t *testing.T) {
     - prefix: 10.88.0.0/24
       range: 10.88.0.100-10.88.0.110
       router: 10.88.0.1
+      relays: [10.88.0.1]
 `), 0o644)
 	r := newRig(t, rigOptions{name: "rbcli", prefix: "10.77.6.0/24", mode: "authoritative", arches: []boot.Arch{boot.ArchX86_64},
 		extra: []string{"--config", cfg}})
@@ -254,6 +256,50 @@ func testRelay(t *testing.T, r *rig) {
 	got := udhcpc(t, host{ns: rl.ns + "c", dev: "eth0"}, "52:54:00:88:00:07", "-x", "0x5d:0007", "-V", "PXEClient:Arch:00007:UNDI:003000")
 	if !strings.HasPrefix(got["ip"], "10.88.0.1") || got["bootfile"] != "ipxe/snponly.efi" {
 		t.Errorf("relayed client got %v, want an address in 10.88.0.100-110 and ipxe/snponly.efi", got)
+	}
+
+	// A host on the server's segment that is not the subnet's relay
+	// writes the relay's giaddr: it draws nothing from the pool, and its
+	// client is never enrolled.
+	forged := net.HardwareAddr{0x52, 0x54, 0, 0x88, 0, 0x66}
+	err = lab.InNamespace(rl.ns, func() error {
+		c, err := net.ListenPacket("udp4", "10.77.6.3:0")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		m, err := dhcpv4.NewDiscovery(forged, dhcpv4.WithRelay(net.ParseIP("10.88.0.1")),
+			dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientSystemArchitectureType, []byte{0, 7})),
+			dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003000")))
+		if err != nil {
+			return err
+		}
+		for range 3 {
+			if _, err := c.WriteTo(m.ToBytes(), &net.UDPAddr{IP: net.ParseIP("10.77.6.1"), Port: 67}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n api.Node
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(500 * time.Millisecond)
+		var nodes []api.Node
+		r.cli(&nodes, "node", "list")
+		for _, nd := range nodes {
+			for _, mac := range nd.MACs {
+				if mac == forged.String() {
+					n = nd
+				}
+			}
+		}
+	}
+	if n.ID != "" {
+		t.Errorf("a forged relayed DISCOVER from a host that is not the relay enrolled node %s", n.ID)
 	}
 }
 
