@@ -297,7 +297,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	tftpServer := &tftp.Server{Files: files, Recorder: c, Logger: log.With("proto", "tftp"),
-		MaxBlockSize: r.TFTP.MaxBlockSize, MaxWindowSize: r.TFTP.MaxWindowSize}
+		MaxBlockSize: r.TFTP.MaxBlockSize, MaxWindowSize: r.TFTP.MaxWindowSize,
+		MaxTransfers: r.TFTP.MaxTransfers, MaxPerSource: r.TFTP.MaxPerSource}
 	httpLn, err := net.Listen("tcp", r.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)

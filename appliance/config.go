@@ -97,6 +97,10 @@ type ReservationConfig struct {
 type TFTPConfig struct {
 	MaxBlockSize  int `yaml:"max_block_size"`
 	MaxWindowSize int `yaml:"max_window_size"`
+	// MaxTransfers and MaxPerSource cap the transfers running at once,
+	// overall (default 1024) and from one address (default 16).
+	MaxTransfers int `yaml:"max_transfers"`
+	MaxPerSource int `yaml:"max_per_source"`
 }
 
 // LoadConfig reads a YAML config file; unknown keys are an error so a typo

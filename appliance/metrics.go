@@ -127,6 +127,7 @@ func writeMetrics(w io.Writer, dhcps []*dhcp.Server, t *tftp.Server, h *httpCoun
 		{"rackboot_tftp_malformed_total", "TFTP packets dropped as unparseable.", ts.Malformed},
 		{"rackboot_tftp_errors_total", "TFTP ERROR packets sent.", ts.Errors},
 		{"rackboot_tftp_retransmits_total", "TFTP windows and OACKs sent again after a timeout.", ts.Retransmits},
+		{"rackboot_tftp_busy_total", "TFTP requests dropped because a transfer cap was reached.", ts.Busy},
 	} {
 		counter(m.name, m.help)
 		fmt.Fprintf(w, "%s %d\n", m.name, m.v)

@@ -34,8 +34,12 @@ const (
 	DefaultMaxWindow  = 64
 	DefaultTimeout    = time.Second
 	DefaultRetries    = 5
-	maxRequestPacket  = 4096
-	maxNetasciiSource = 16 << 20
+	DefaultMaxTimeout = 5 * time.Second
+	// DefaultMaxTransfers and DefaultMaxPerSource bound the transfers
+	// running at once, overall and from one IP address.
+	DefaultMaxTransfers = 1024
+	DefaultMaxPerSource = 16
+	maxRequestPacket    = 4096
 )
 
 // Server is a read-only TFTP server. The zero value of every field but
@@ -60,10 +64,22 @@ type Server struct {
 	// again (default 1s), unless the client negotiates its own timeout.
 	Timeout time.Duration
 	// Retries is how many times a window (or OACK) is sent again before
-	// the transfer is given up (default 5).
+	// the transfer is given up (default 5). Until the client has
+	// acknowledged something, once: a request from a spoofed source
+	// never answers, and each retransmit is traffic aimed at whoever the
+	// source names.
 	Retries int
+	// MaxTimeout is the longest timeout option a client may negotiate
+	// (default 5s; RFC 2349 allows 255s); a longer one is left out of the
+	// OACK and the server's Timeout holds. It bounds how long a silent
+	// transfer lives: Timeout (or the client's) times Retries+1.
+	MaxTimeout time.Duration
+	// MaxTransfers and MaxPerSource cap the transfers running at once,
+	// overall (default 1024) and from one IP address (default 16).
+	// Requests over a cap are dropped and counted; the client retries.
+	MaxTransfers, MaxPerSource int
 
-	requests, completed, bytes, malformed, errs, retransmits atomic.Uint64
+	requests, completed, bytes, malformed, errs, retransmits, busy atomic.Uint64
 }
 
 // Stats counts what a Server has done since it was created.
@@ -74,6 +90,7 @@ type Stats struct {
 	Malformed   uint64 // packets dropped because they could not be parsed
 	Errors      uint64 // ERROR packets sent
 	Retransmits uint64 // windows and OACKs sent again after a timeout
+	Busy        uint64 // requests dropped because a transfer cap was reached
 }
 
 // Stats returns the server's counters.
@@ -85,6 +102,7 @@ func (s *Server) Stats() Stats {
 		Malformed:   s.malformed.Load(),
 		Errors:      s.errs.Load(),
 		Retransmits: s.retransmits.Load(),
+		Busy:        s.busy.Load(),
 	}
 }
 
@@ -119,6 +137,14 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	// must not start a second transfer to the same port.
 	var mu sync.Mutex
 	active := map[netip.AddrPort]bool{}
+	perSource := map[netip.Addr]int{}
+	maxAll, maxSrc := s.MaxTransfers, s.MaxPerSource
+	if maxAll <= 0 {
+		maxAll = DefaultMaxTransfers
+	}
+	if maxSrc <= 0 {
+		maxSrc = DefaultMaxPerSource
+	}
 
 	buf := make([]byte, maxRequestPacket)
 	for {
@@ -138,18 +164,31 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		if !ok {
 			continue
 		}
+		src := peer.Addr().Unmap()
 		mu.Lock()
 		dup := active[peer]
-		active[peer] = true
+		full := !dup && (len(active) >= maxAll || perSource[src] >= maxSrc)
+		if !dup && !full {
+			active[peer] = true
+			perSource[src]++
+		}
 		mu.Unlock()
 		if dup {
 			s.log().Debug("tftp duplicate request", "peer", peer, "file", req.Filename)
+			continue
+		}
+		if full {
+			s.busy.Add(1)
+			s.log().Debug("tftp request dropped: too many transfers", "peer", peer, "file", req.Filename)
 			continue
 		}
 		wg.Go(func() {
 			defer func() {
 				mu.Lock()
 				delete(active, peer)
+				if perSource[src]--; perSource[src] <= 0 {
+					delete(perSource, src)
+				}
 				mu.Unlock()
 			}()
 			s.transfer(ctx, local, ua, req)
@@ -268,7 +307,9 @@ func (s *Server) transfer(ctx context.Context, local, peer *net.UDPAddr, req Req
 	}
 	s.bytes.Add(uint64(ev.Bytes))
 	if terr != nil {
-		if terr.send {
+		// A source that never answered may be spoofed: it gets no ERROR
+		// either, as it got no more than one retransmit.
+		if terr.send && (t.heard || !t.started) {
 			t.sendError(terr.code, terr.msg)
 		}
 		ev.Error = terr.msg
@@ -302,9 +343,11 @@ type xfer struct {
 	timeout time.Duration
 	retries int
 
-	last  int64  // index of the final block: the first one shorter than blksize
-	acked int64  // highest block index the client acknowledged; -1 while the OACK is out
-	pkt   []byte // one DATA packet
+	started bool   // the first window or OACK went out
+	heard   bool   // the client has answered at all: its address is real
+	last    int64  // index of the final block: the first one shorter than blksize
+	acked   int64  // highest block index the client acknowledged; -1 while the OACK is out
+	pkt     []byte // one DATA packet
 }
 
 func (t *xfer) open(ctx context.Context, peer netip.AddrPort, req Request) *transferError {
@@ -326,9 +369,9 @@ func (t *xfer) open(ctx context.Context, peer netip.AddrPort, req Request) *tran
 		return &transferError{code: ErrCodeUndefined, msg: "cannot open file", send: true, err: err}
 	}
 	if req.Mode == "netascii" {
-		f, err := netascii(t.f)
-		t.f.Close()
+		f, err := netascii(t.f) // f closes t.f
 		if err != nil {
+			t.f.Close()
 			return &transferError{code: ErrCodeUndefined, msg: "netascii: " + err.Error(), send: true, err: err}
 		}
 		t.f = f
@@ -373,7 +416,11 @@ func (t *xfer) negotiate(req Request) []Option {
 		case "tsize":
 			oack = append(oack, Option{o.Name, strconv.FormatInt(t.size, 10)})
 		case "timeout":
-			if v < 1 || v > 255 {
+			limit := t.s.MaxTimeout
+			if limit <= 0 {
+				limit = DefaultMaxTimeout
+			}
+			if v < 1 || v > 255 || time.Duration(v)*time.Second > limit {
 				continue
 			}
 			t.timeout = time.Duration(v) * time.Second
@@ -393,6 +440,7 @@ func (t *xfer) negotiate(req Request) []Option {
 func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 	t.last = t.size/int64(t.blksize) + 1
 	t.pkt = make([]byte, 4+t.blksize)
+	t.started = true
 	var sent int64 // highest block index sent
 	if len(oack) > 0 {
 		t.acked = -1
@@ -422,7 +470,7 @@ func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 				return &transferError{msg: "client gone", err: err}
 			}
 			tries++
-			if tries > t.retries {
+			if tries > t.retries || (!t.heard && tries > 1) {
 				return &transferError{code: ErrCodeUndefined, msg: "timed out waiting for ack", send: true}
 			}
 			t.s.retransmits.Add(1)
@@ -443,6 +491,7 @@ func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 			t.s.malformed.Add(1)
 			continue
 		}
+		t.heard = true
 		if r.op == OpError {
 			return &transferError{msg: fmt.Sprintf("client error %d: %s", r.code, r.msg)}
 		}
@@ -518,30 +567,4 @@ func (t *xfer) ackedBytes() int64 {
 		return 0
 	}
 	return min(t.acked*int64(t.blksize), t.size)
-}
-
-// netascii converts f to netascii (RFC 764: CR LF for a newline, CR NUL for
-// a bare CR) in memory. Boot files are binary and firmware asks for octet;
-// netascii is for people with an interactive client, whose default mode it
-// is, so a text-sized limit is enough.
-func netascii(f File) (File, error) {
-	if f.Size() > maxNetasciiSource {
-		return nil, fmt.Errorf("file larger than %d bytes; ask for octet mode", maxNetasciiSource)
-	}
-	src := make([]byte, f.Size())
-	if n, err := f.ReadAt(src, 0); n < len(src) {
-		return nil, fmt.Errorf("read file: %w", err)
-	}
-	out := make([]byte, 0, len(src)+len(src)/16)
-	for _, c := range src {
-		switch c {
-		case '\n':
-			out = append(out, '\r', '\n')
-		case '\r':
-			out = append(out, '\r', 0)
-		default:
-			out = append(out, c)
-		}
-	}
-	return Bytes(out), nil
 }
