@@ -19,7 +19,9 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -58,9 +60,15 @@ type Catalog struct {
 	ConvertTime   time.Duration
 	// MaxSize bounds an upload or download (default 64 GiB).
 	MaxSize int64
-	// Client fetches URL imports (default: 30 minute timeout).
-	Client *http.Client
-	Logger *slog.Logger
+	// AllowNetworks are the private networks (RFC 1918, RFC 4193,
+	// 100.64.0.0/10) URL imports may fetch from; loopback, link-local,
+	// multicast and the appliance's own addresses are refused always.
+	AllowNetworks []netip.Prefix
+	Logger        *slog.Logger
+
+	// permit lets this package's tests serve imports from a loopback
+	// address and port.
+	permit func(netip.AddrPort) bool
 }
 
 // Imported is an image as stored: the file and what it holds.
@@ -400,17 +408,25 @@ func (c *Catalog) ImportURL(ctx context.Context, name string, arch boot.Arch, fo
 		}
 		format = f
 	}
-	cl := c.Client
-	if cl == nil {
-		cl = &http.Client{Timeout: 30 * time.Minute}
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
 	if err != nil {
 		return Imported{}, refuse("URL %q: %v", src, err)
 	}
-	resp, err := cl.Do(req)
+	resp, err := c.client().Do(req)
 	if err != nil {
-		return Imported{}, fmt.Errorf("import %s: download: %w", name, err)
+		var be *blockedError
+		if errors.As(err, &be) {
+			return Imported{}, refuse("download %s: the source (or a redirect) is %s", src, be.rule)
+		}
+		var ue *url.Error
+		if errors.As(err, &ue) && ue.Err != nil && !isNetError(ue.Err) {
+			return Imported{}, refuse("download %s: %v", src, ue.Err) // a redirect rule
+		}
+		// What a socket error says (refused, timed out, reset) would make
+		// imports a port scanner of the provisioning network: the caller
+		// learns the source was not reached, the log says why.
+		c.log().Warn("image download failed", "image", name, "url", src, "err", err)
+		return Imported{}, fmt.Errorf("import %s: download %s: the source could not be reached (the server's log says why)", name, src)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -424,6 +440,12 @@ func (c *Catalog) ImportURL(ctx context.Context, name string, arch boot.Arch, fo
 		return Imported{}, refuse("download %s: got %d of %d bytes", src, im.Size, resp.ContentLength)
 	}
 	return im, err
+}
+
+// isNetError tells socket and protocol errors from the redirect rules.
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // Remove deletes an image's file.

@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -130,7 +132,7 @@ func TestImportURL(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	c := &Catalog{Dir: t.TempDir()}
+	c := &Catalog{Dir: t.TempDir(), permit: servedBy(srv)}
 	im, err := c.ImportURL(context.Background(), "web", boot.ArchAArch64, "", srv.URL+"/img.raw.zst", sum(file))
 	if err != nil || im.Format != "raw.zst" || im.RawSHA256 != sum(rawImage) || im.Source != srv.URL+"/img.raw.zst" {
 		t.Fatalf("%+v %v", im, err)
@@ -146,6 +148,107 @@ func TestImportURL(t *testing.T) {
 	} {
 		if _, err := c.ImportURL(context.Background(), "u", boot.ArchX86_64, "", tc.url, ""); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.url, err, tc.want)
+		}
+	}
+}
+
+// servedBy permits the loopback address and port of one test server, as
+// if it were a source outside the appliance.
+func servedBy(srv *httptest.Server) func(netip.AddrPort) bool {
+	ap := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	return func(a netip.AddrPort) bool { return a == ap }
+}
+
+// A URL import is a request the appliance makes for its caller: it must
+// not reach the appliance itself, loopback, link-local metadata or
+// private networks not listed, neither directly nor through a redirect,
+// and its errors must not tell a refused port from a silent one.
+func TestImportURLSources(t *testing.T) {
+	file := packed(t, "raw.zst", rawImage)
+	// The appliance's own API on loopback, which the import must not reach.
+	victim := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the import reached a loopback service: %s", r.URL)
+		w.Write(file)
+	}))
+	defer victim.Close()
+	source := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/img.raw.zst":
+			w.Write(file)
+		case "/to-loopback.raw.zst":
+			http.Redirect(w, r, victim.URL+"/img.raw.zst", http.StatusFound)
+		case "/to-metadata.raw.zst":
+			http.Redirect(w, r, "http://169.254.169.254/latest/img.raw.zst", http.StatusFound)
+		case "/to-file.raw.zst":
+			http.Redirect(w, r, "file:///etc/shadow", http.StatusFound)
+		case "/loop.raw.zst":
+			http.Redirect(w, r, "/loop.raw.zst", http.StatusFound)
+		}
+	}))
+	defer source.Close()
+	ctx := context.Background()
+	c := &Catalog{Dir: t.TempDir(), permit: servedBy(source)}
+	if _, err := c.ImportURL(ctx, "ok", boot.ArchX86_64, "", source.URL+"/img.raw.zst", ""); err != nil {
+		t.Fatalf("import from a permitted source: %v", err)
+	}
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedURL := closed.URL
+	closed.Close()
+	for _, tc := range []struct{ url, want string }{
+		{victim.URL + "/img.raw.zst", "is a loopback address"},
+		{"http://localhost:1/img.raw.zst", "is a loopback address"},
+		{"http://[::1]:1/img.raw.zst", "is a loopback address"},
+		{source.URL + "/to-loopback.raw.zst", "(or a redirect) is a loopback address"},
+		{source.URL + "/to-metadata.raw.zst", "is a link-local address"},
+		{source.URL + "/to-file.raw.zst", "only http and https"},
+		{source.URL + "/loop.raw.zst", "more than 5 redirects"},
+		{"http://169.254.169.254/img.raw.zst", "is a link-local address"},
+		{"http://0.0.0.0:1/img.raw.zst", "is the unspecified address"},
+		{"http://224.0.0.1/img.raw.zst", "is a multicast address"},
+		{"http://10.255.0.1:9/img.raw.zst", "is a private address: list its network in images.allow_networks"},
+		{"http://[fd00::1]:9/img.raw.zst", "is a private address"},
+		{"http://192.168.77.1:9/img.raw.zst", "is a private address"},
+		{"http://100.64.0.1:9/img.raw.zst", "is a private address"},
+	} {
+		_, err := c.ImportURL(ctx, "u", boot.ArchX86_64, "", tc.url, "")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.url, err, tc.want)
+		}
+		if err != nil && !errors.Is(err, ErrRefused) {
+			t.Errorf("%s: %v is not a refusal", tc.url, err)
+		}
+	}
+	// A permitted source whose port is closed: the error says it was not
+	// reached, never "connection refused".
+	c.permit = func(netip.AddrPort) bool { return true }
+	_, err := c.ImportURL(ctx, "u", boot.ArchX86_64, "", closedURL+"/img.raw.zst", "")
+	if err == nil || strings.Contains(err.Error(), "refused") || !strings.Contains(err.Error(), "could not be reached") {
+		t.Errorf("closed port: %v", err)
+	}
+	// A listed private network passes the rules (checked without
+	// connecting: the test sends nothing to addresses it does not own).
+	c.permit = nil
+	c.AllowNetworks = []netip.Prefix{netip.MustParsePrefix("10.255.0.0/16")}
+	if err := c.checkSource(netip.MustParseAddrPort("10.255.0.1:9")); err != nil {
+		t.Errorf("an allowed private network was refused: %v", err)
+	}
+	if err := c.checkSource(netip.MustParseAddrPort("10.254.0.1:9")); err == nil {
+		t.Error("a private network outside the allowed one passed")
+	}
+	// The appliance's own addresses are refused even when their network
+	// is allowed.
+	if addrs, _ := net.InterfaceAddrs(); len(addrs) > 0 {
+		for _, ia := range addrs {
+			p, err := netip.ParsePrefix(ia.String())
+			if err != nil || p.Addr().IsLoopback() || !p.Addr().Is4() || p.Addr().IsLinkLocalUnicast() {
+				continue
+			}
+			c.AllowNetworks = []netip.Prefix{p.Masked()}
+			_, err = c.ImportURL(ctx, "u", boot.ArchX86_64, "", "http://"+p.Addr().String()+":9/img.raw.zst", "")
+			if err == nil || !strings.Contains(err.Error(), "one of this appliance's own addresses") {
+				t.Errorf("own address %s: %v", p.Addr(), err)
+			}
+			break
 		}
 	}
 }
