@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -68,10 +69,14 @@ func TestImages(t *testing.T) {
 	if code, b := upload(tech, "name=deb-13&arch=aarch64&filename=deb.raw.gz", gz.Bytes(), "application/octet-stream"); code != 409 {
 		t.Fatalf("same name again: %d %s", code, b)
 	}
-	// From a URL: this server's own file of the image.
+	// From a URL on the appliance itself (its own files, its API): a
+	// request forgery, refused by rule before any connection.
 	body, _ := json.Marshal(NewImage{Name: "copy", Arch: "aarch64", URL: files.URL + "/images/deb-13", Format: "raw.gz", SHA256: sum})
-	if code, b := upload(tech, "", body, "application/json"); code != 201 {
-		t.Fatalf("URL import: %d %s", code, b)
+	if code, b := upload(tech, "", body, "application/json"); code != 400 || !strings.Contains(b, "is a loopback address") {
+		t.Fatalf("URL import from the appliance's loopback: %d %s", code, b)
+	}
+	if _, err := f.st.Image(context.Background(), "copy"); err == nil {
+		t.Fatal("a refused URL import left an image")
 	}
 	body, _ = json.Marshal(NewImage{Name: "local", Arch: "x86_64", URL: "file:///etc/shadow.raw"})
 	if code, b := upload(tech, "", body, "application/json"); code != 400 || !strings.Contains(b, "only http") {
