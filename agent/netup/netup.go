@@ -11,9 +11,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
-	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/u-root/u-root/pkg/dhclient"
 	"github.com/vishvananda/netlink"
 )
@@ -84,28 +85,31 @@ func Up(ctx context.Context, log *slog.Logger, linkWait, dhcpWait time.Duration)
 	}
 	ctx, cancel := context.WithTimeout(ctx, linkWait+dhcpWait)
 	defer cancel()
-	cfg := dhclient.Config{Timeout: 5 * time.Second, Retries: int(dhcpWait / (5 * time.Second)),
-		Modifiers4: []dhcpv4.Modifier{dhcpv4.WithUserClass(UserClass, false)}}
+	if !CRNGReady() {
+		log.Warn("the kernel's random pool is not seeded: this machine has no hardware RNG; DHCP goes ahead without it")
+	}
+	type result struct {
+		name, addr string
+		err        error
+	}
+	results := make(chan result, len(links))
+	var wg sync.WaitGroup
+	for _, l := range links {
+		wg.Go(func() {
+			name := l.Attrs().Name
+			addr, err := lease(ctx, name, linkWait, dhcpWait)
+			results <- result{name, addr, err}
+		})
+	}
+	go func() { wg.Wait(); close(results) }()
 	got := map[string]string{}
-	for r := range dhclient.SendRequests(ctx, links, true, false, cfg, linkWait) {
-		name := r.Interface.Attrs().Name
-		if r.Err != nil {
-			log.Info("no DHCP lease", "iface", name, "err", r.Err)
+	for r := range results {
+		if r.err != nil {
+			log.Info("no DHCP lease", "iface", r.name, "err", r.err)
 			continue
 		}
-		if err := r.Lease.Configure(); err != nil {
-			log.Warn("configure lease", "iface", name, "err", err)
-			continue
-		}
-		addr := r.Lease.String()
-		if p, ok := r.Lease.(*dhclient.Packet4); ok {
-			if m, _ := p.Message(); m != nil {
-				ones, _ := m.SubnetMask().Size()
-				addr = fmt.Sprintf("%s/%d", m.YourIPAddr, ones)
-			}
-		}
-		got[name] = addr
-		log.Info("network up", "iface", name, "addr", addr)
+		got[r.name] = r.addr
+		log.Info("network up", "iface", r.name, "addr", r.addr)
 	}
 	ok := false
 	for i := range nics {
@@ -117,4 +121,28 @@ func Up(ctx context.Context, log *slog.Logger, linkWait, dhcpWait time.Duration)
 		return nics, fmt.Errorf("bring network up: no interface got a DHCP lease (%d tried)", len(links))
 	}
 	return nics, nil
+}
+
+// lease waits for the link of one interface, gets a DHCPv4 lease on it
+// and configures it, returning the address with its prefix length.
+func lease(ctx context.Context, name string, linkWait, dhcpWait time.Duration) (string, error) {
+	link, err := dhclient.IfUp(name, linkWait)
+	if err != nil {
+		return "", err
+	}
+	const try = 5 * time.Second
+	c, err := nclient4.New(name, nclient4.WithTimeout(try), nclient4.WithRetry(max(1, int(dhcpWait/try))))
+	if err != nil {
+		return "", fmt.Errorf("dhcp on %s: %w", name, err)
+	}
+	defer c.Close()
+	ack, err := dora(ctx, c, link.Attrs().HardwareAddr, nonblockingRandom)
+	if err != nil {
+		return "", fmt.Errorf("dhcp on %s: %w", name, err)
+	}
+	if err := dhclient.NewPacket4(link, ack).Configure(); err != nil {
+		return "", fmt.Errorf("configure the lease on %s: %w", name, err)
+	}
+	ones, _ := ack.SubnetMask().Size()
+	return fmt.Sprintf("%s/%d", ack.YourIPAddr, ones), nil
 }

@@ -1,0 +1,122 @@
+package netup
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/insomniacslk/dhcp/iana"
+	"golang.org/x/sys/unix"
+)
+
+// A DHCP transaction id only pairs replies with requests; it is no
+// secret. The library draws it from the kernel's CRNG and blocks until
+// that is seeded, which on a machine without a hardware RNG (a VM without
+// virtio-rng) takes minutes before the first packet leaves. The agent
+// builds its packets itself, with an id that never waits.
+
+// nonblockingRandom fills b without waiting for the kernel's random
+// pool; it fails with EAGAIN while the pool is not seeded.
+func nonblockingRandom(b []byte) error {
+	n, err := unix.Getrandom(b, unix.GRND_NONBLOCK)
+	if err == nil && n != len(b) {
+		err = unix.EAGAIN
+	}
+	return err
+}
+
+// transactionID returns an id from the random pool when it is ready, and
+// from the clock and the MAC when it is not: distinct across NICs and
+// boots, which is all an id needs.
+func transactionID(mac net.HardwareAddr, now time.Time, random func([]byte) error) dhcpv4.TransactionID {
+	var xid dhcpv4.TransactionID
+	if random(xid[:]) == nil {
+		return xid
+	}
+	h := fnv.New32a()
+	h.Write(mac)
+	var t [8]byte
+	binary.BigEndian.PutUint64(t[:], uint64(now.UnixNano()))
+	h.Write(t[:])
+	binary.BigEndian.PutUint32(xid[:], h.Sum32())
+	return xid
+}
+
+// CRNGReady reports whether the kernel's random pool is seeded, so that
+// reading it (TLS, secrets) will not wait.
+func CRNGReady() bool {
+	return nonblockingRandom(make([]byte, 1)) == nil
+}
+
+// message is dhcpv4.New without its blocking transaction id.
+func message(xid dhcpv4.TransactionID, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	m := &dhcpv4.DHCPv4{
+		OpCode:        dhcpv4.OpcodeBootRequest,
+		HWType:        iana.HWTypeEthernet,
+		ClientHWAddr:  make(net.HardwareAddr, 6),
+		TransactionID: xid,
+		ClientIPAddr:  net.IPv4zero,
+		YourIPAddr:    net.IPv4zero,
+		ServerIPAddr:  net.IPv4zero,
+		GatewayIPAddr: net.IPv4zero,
+		Options:       make(dhcpv4.Options),
+	}
+	for _, mod := range mods {
+		mod(m)
+	}
+	return m
+}
+
+// requestOptions are what every agent packet asks for and says: as
+// u-root's client did, plus the agent's user class.
+func requestOptions(mac net.HardwareAddr) []dhcpv4.Modifier {
+	return []dhcpv4.Modifier{
+		dhcpv4.WithHwAddr(mac),
+		dhcpv4.WithBroadcast(true),
+		dhcpv4.WithOption(dhcpv4.OptMaxMessageSize(nclient4.MaxMessageSize)),
+		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXE UROOT")),
+		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainName, dhcpv4.OptionDomainNameServer),
+		dhcpv4.WithNetboot,
+		dhcpv4.WithUserClass(UserClass, false),
+	}
+}
+
+// discoverPacket is the agent's DISCOVER from mac.
+func discoverPacket(mac net.HardwareAddr, xid dhcpv4.TransactionID) *dhcpv4.DHCPv4 {
+	return message(xid, append(requestOptions(mac), dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover))...)
+}
+
+// requestPacket is the agent's REQUEST for an offer (RFC 2131 4.3.2,
+// SELECTING: the offered address and the offering server named).
+func requestPacket(offer *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
+	return message(offer.TransactionID, append(requestOptions(offer.ClientHWAddr),
+		dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr)),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offer.ServerIdentifier())))...)
+}
+
+// dora runs one DISCOVER, OFFER, REQUEST, ACK exchange on c and returns
+// the ACK; random is where the transaction id comes from when it can.
+func dora(ctx context.Context, c *nclient4.Client, mac net.HardwareAddr, random func([]byte) error) (*dhcpv4.DHCPv4, error) {
+	offer, err := c.SendAndRead(ctx, c.RemoteAddr(), discoverPacket(mac, transactionID(mac, time.Now(), random)),
+		nclient4.IsMessageType(dhcpv4.MessageTypeOffer))
+	if err != nil {
+		return nil, fmt.Errorf("no offer: %w", err)
+	}
+	ack, err := c.SendAndRead(ctx, c.RemoteAddr(), requestPacket(offer), nclient4.IsAll(
+		nclient4.IsCorrectServer(offer.ServerIdentifier()),
+		nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)))
+	if err != nil {
+		return nil, fmt.Errorf("no answer to the request for %s: %w", offer.YourIPAddr, err)
+	}
+	if ack.MessageType() == dhcpv4.MessageTypeNak {
+		return nil, errors.New("the server refused the offered address: " + ack.Message())
+	}
+	return ack, nil
+}
