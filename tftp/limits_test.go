@@ -240,3 +240,41 @@ func TestTransferCaps(t *testing.T) {
 		return ok
 	})
 }
+
+// FuzzNetascii checks the streamed conversion against the whole-file
+// one, read in blocks of any size with a step back now and then.
+func FuzzNetascii(f *testing.F) {
+	f.Add([]byte("set timeout=5\nmenuentry x {\r\n}\n"), uint16(7), uint8(2))
+	f.Add([]byte("\r\r\n\n\r"), uint16(1), uint8(1))
+	f.Fuzz(func(t *testing.T, src []byte, blk uint16, back uint8) {
+		if blk == 0 {
+			blk = 1
+		}
+		want := netasciiRef(src)
+		n, err := netascii(NewBytes(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Size() != int64(len(want)) {
+			t.Fatalf("size %d, want %d", n.Size(), len(want))
+		}
+		got := make([]byte, 0, len(want))
+		buf := make([]byte, blk)
+		furthest := 0
+		for off := 0; off < len(want); {
+			k, err := n.ReadAt(buf, int64(off))
+			if k == 0 {
+				t.Fatalf("ReadAt(%d) read nothing: %v", off, err)
+			}
+			got = append(got[:off], buf[:k]...)
+			off += k
+			if b := int(back) * int(blk); back > 0 && off > furthest && off%(3*int(blk)) == 0 && b <= off {
+				furthest = off
+				off -= b // read a window again, as a retransmit does
+			}
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("streamed %q, want %q", got, want)
+		}
+	})
+}
