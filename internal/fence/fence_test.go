@@ -1,0 +1,67 @@
+package fence
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/rackboot/rackboot/"
+
+// protocol are the protocol libraries at the bottom of the layers.
+var protocol = []string{"boot", "dhcp", "tftp", "httpboot", "ipxe", "grub", "firmware"}
+
+// above are the packages that sit on top of the protocol libraries and
+// that none of them may reach.
+var above = []string{"store", "api", "lifecycle", "core", "appliance", "web", "images", "agent", "lab", "cmd"}
+
+// TestFences checks the non-test dependencies of each fenced package: a
+// banned entry matches that package and everything under it.
+func TestFences(t *testing.T) {
+	type fence struct {
+		pkg    string
+		why    string
+		banned []string
+	}
+	var fences []fence
+	for _, p := range protocol {
+		var banned []string
+		for _, a := range above {
+			banned = append(banned, mod+a)
+		}
+		// Protocol servers are libraries of their own: none imports
+		// another (boot, the shared types, is beneath them all).
+		for _, q := range []string{"dhcp", "tftp", "httpboot", "ipxe", "grub"} {
+			if q != p {
+				banned = append(banned, mod+q)
+			}
+		}
+		fences = append(fences, fence{mod + p, "protocol libraries ask small interfaces; they know no store, API or wiring", banned})
+	}
+	fences = append(fences,
+		fence{mod + "cmd/rackboot-agent", "the ramdisk stays small: the agent shares types with the server but none of its router, drivers or store",
+			[]string{"github.com/go-chi/", "modernc.org/sqlite", "github.com/jackc/pgx", "github.com/mattn/go-sqlite3", mod + "store", mod + "api"}},
+		fence{mod + "cmd/rackboot", "no test code in the product: rackboot lab runs the lab without the testing package",
+			[]string{"testing"}},
+	)
+	for _, f := range fences {
+		t.Run(strings.TrimPrefix(f.pkg, mod), func(t *testing.T) {
+			t.Parallel()
+			out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", f.pkg).CombinedOutput()
+			if err != nil {
+				t.Fatalf("go list: %v\n%s", err, out)
+			}
+			deps := strings.Fields(string(out))
+			if len(deps) < 2 {
+				t.Fatalf("go list -deps %s listed %q: too few to mean anything", f.pkg, deps)
+			}
+			for _, d := range deps {
+				for _, b := range f.banned {
+					if d == b || strings.HasPrefix(d, strings.TrimSuffix(b, "/")+"/") {
+						t.Errorf("%s depends on %s (%s)", f.pkg, d, f.why)
+					}
+				}
+			}
+		})
+	}
+}
