@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/dhcp"
 	"github.com/rackboot/rackboot/firmware"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/trace"
@@ -50,7 +51,7 @@ type Config struct {
 
 // Core is the appliance's decision maker.
 type Core struct {
-	Store  store.Store
+	Store  Store
 	Config Config
 	Logger *slog.Logger
 	// Neighbors maps an address to a MAC when no lease knows it (proxy
@@ -67,6 +68,21 @@ type Core struct {
 // Finisher ends a node's work; lifecycle.Machine implements it.
 type Finisher interface {
 	Finish(ctx context.Context, id string, from, to store.State, actor, reason string) (store.Node, error)
+}
+
+// Store is what the core reads and writes; store.Store implements it.
+type Store interface {
+	// EnrollClient and NodeByMAC find (or create) the node of a client.
+	EnrollClient(ctx context.Context, c boot.Client, now time.Time) (n store.Node, created bool, err error)
+	NodeByMAC(ctx context.Context, mac net.HardwareAddr) (store.Node, error)
+	// ByIP finds the lease, and so the MAC, behind a client's address.
+	ByIP(ctx context.Context, ip netip.Addr) (dhcp.Lease, error)
+	// AddTrace keeps a node's boot trace.
+	AddTrace(ctx context.Context, nodeID string, e boot.Event) error
+	// DeleteTokens, Tasks and UpdateTask close a rebooted node's agent.
+	DeleteTokens(ctx context.Context, kind, nodeID, user string) error
+	Tasks(ctx context.Context, f store.TaskFilter) ([]store.Task, error)
+	UpdateTask(ctx context.Context, t store.Task) error
 }
 
 func (c *Core) log() *slog.Logger {
