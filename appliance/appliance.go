@@ -30,6 +30,7 @@ import (
 	"github.com/rackboot/rackboot/httpboot"
 	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/ipxe"
+	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/tftp"
 	"github.com/rackboot/rackboot/web"
@@ -242,7 +243,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer st.Close()
 
-	c := &core.Core{Store: st, Logger: log, Config: core.Config{
+	// The parts that several servers share: the broker wakes the API's
+	// live event streams whenever the lifecycle (on behalf of the API,
+	// the core or the reaper) writes an event.
+	broker := api.NewBroker()
+	machine := &lifecycle.Machine{Store: st, Notify: func(store.Event) { broker.Publish() }}
+	c := &core.Core{Store: st, Logger: log, Lifecycle: machine, Config: core.Config{
 		BaseURL:           r.baseURL,
 		SecureBoot:        r.SecureBoot,
 		SecureBootSubnets: r.sbNets,
@@ -303,13 +309,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	var bootHTTP httpCounter
-	apiServer := &api.Server{Store: st, BootstrapToken: token, Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
+	apiServer := &api.Server{Store: st, Lifecycle: machine, Broker: broker,
+		BootstrapToken: token, Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
 		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images")},
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}
-	c.Lifecycle = apiServer.Machine()
+	apiHandler := apiServer.Handler()
 	mux := http.NewServeMux()
-	mux.Handle("/api/", apiServer.Handler())
-	mux.Handle("/metrics", apiServer.Handler())
+	mux.Handle("/api/", apiHandler)
+	mux.Handle("/metrics", apiHandler)
 	mux.Handle("/images/", bootHTTP.wrap(apiServer.ImageFiles()))
 	mux.Handle(web.Prefix, web.Handler())
 	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
@@ -326,8 +333,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		timeout = 30 * time.Minute
 	}
 	g.Go(func() error {
-		return apiServer.Machine().RunReaper(ctx, timeout, time.Minute, func(n store.Node) {
-			apiServer.Broker().Publish()
+		return machine.RunReaper(ctx, timeout, time.Minute, func(n store.Node) {
+			broker.Publish()
 			log.Warn("node failed: its agent went quiet", "node", n.ID, "reason", n.LastError)
 		})
 	})
