@@ -29,6 +29,7 @@ import (
 	"github.com/rackboot/rackboot/grub"
 	"github.com/rackboot/rackboot/httpboot"
 	"github.com/rackboot/rackboot/images/catalog"
+	"github.com/rackboot/rackboot/internal/httpserve"
 	"github.com/rackboot/rackboot/ipxe"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
@@ -221,6 +222,12 @@ func adminToken(dir string, log *slog.Logger) (string, error) {
 // Run runs the appliance until ctx ends. It returns nil after a clean
 // shutdown, or the first error of any server.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	return run(ctx, cfg, log, nil)
+}
+
+// run is Run; serving, when set, is told the address the HTTP server
+// listens on (the port chosen, for 127.0.0.1:0) once every socket is open.
+func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(http net.Addr)) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -327,7 +334,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		g.Go(func() error { return s.Serve(ctx, conn) })
 	}
 	g.Go(func() error { return tftpServer.Serve(ctx, tftpConn) })
-	g.Go(func() error { return serveHTTP(ctx, httpLn, mux) })
+	g.Go(func() error { return httpserve.Serve(ctx, httpLn, mux, log.With("proto", "http")) })
 	timeout := r.AgentTimeout
 	if timeout == 0 {
 		timeout = 30 * time.Minute
@@ -340,30 +347,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	})
 
 	warnMissing(log, r.DataDir)
+	if serving != nil {
+		serving(httpLn.Addr())
+	}
 	log.Info("rackboot serving", "dhcp", r.DHCP.Mode, "interface", r.Interface, "server_ip", r.serverIP.String(),
 		"tftp", r.TFTPAddr, "http", r.baseURL, "ui", r.baseURL+"/ui/", "api", r.baseURL+"/api/v1",
 		"token_file", filepath.Join(r.DataDir, TokenFile), "password_file", filepath.Join(r.DataDir, PasswordFile))
 	err = g.Wait()
 	log.Info("rackboot stopped")
 	return err
-}
-
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("http: %w", err)
-	case <-ctx.Done():
-	}
-	// The serving context is gone: shutdown gets a fresh deadline of its own.
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("http shutdown: %w", err)
-	}
-	return nil
 }
 
 // warnMissing says at start what nodes will not get: loaders that were

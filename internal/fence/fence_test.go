@@ -9,7 +9,9 @@ import (
 const mod = "github.com/rackboot/rackboot/"
 
 // protocol are the protocol libraries at the bottom of the layers.
-var protocol = []string{"boot", "dhcp", "tftp", "httpboot", "ipxe", "grub", "firmware"}
+// internal/httpserve, the HTTP server setup and file sending that
+// httpboot and the appliance share, sits with them.
+var protocol = []string{"boot", "dhcp", "tftp", "httpboot", "ipxe", "grub", "firmware", "internal/httpserve"}
 
 // above are the packages that sit on top of the protocol libraries and
 // that none of them may reach.
