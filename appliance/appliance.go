@@ -290,10 +290,18 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(http ne
 	if err != nil {
 		return fmt.Errorf("tftp: %w", err)
 	}
-	files, err := c.TFTPFiles(filepath.Join(r.DataDir, FirmwareDir))
+	loaders, err := tftp.NewDir(filepath.Join(r.DataDir, FirmwareDir))
 	if err != nil {
 		return err
 	}
+	artifacts, err := tftp.NewDir(filepath.Join(r.DataDir, ArtifactsDir))
+	if err != nil {
+		return err
+	}
+	// TFTP and boot-time HTTP get the same planner (the core) and the
+	// same GRUB generators; neither they nor the core know each other.
+	files := &tftp.BootFiles{Loaders: loaders, Artifacts: artifacts, Planner: c, ClientMAC: c.MACOf,
+		GRUBConfig: grub.Config, GRUBBootstrap: grub.Bootstrap()}
 	tftpServer := &tftp.Server{Files: files, Recorder: c, Logger: log.With("proto", "tftp"),
 		MaxBlockSize: r.TFTP.MaxBlockSize, MaxWindowSize: r.TFTP.MaxWindowSize}
 	httpLn, err := net.Listen("tcp", r.HTTPAddr)

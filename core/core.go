@@ -1,9 +1,11 @@
 // Package core decides what each machine boots. It implements the seams
 // the protocol servers ask through (boot.Booter for DHCP, the planner for
-// boot-time HTTP, generated TFTP files, boot.Recorder for all of them) on
-// top of the store: it enrolls every network-boot client as a node, picks
-// its loader from the firmware catalog, plans its kernel and initrd (or
-// local boot) from its state, and keeps its boot trace.
+// boot-time HTTP and TFTP's GRUB configs, the MAC behind a client's
+// address, boot.Recorder for all of them) on top of the store: it enrolls
+// every network-boot client as a node, picks its loader from the firmware
+// catalog, plans its kernel and initrd (or local boot) from its state, and
+// keeps its boot trace. Script and config syntax (ipxe, grub) is not its
+// business: the appliance hands those generators to the servers.
 package core
 
 import (
@@ -257,7 +259,7 @@ func (c *Core) recordPlan(ctx context.Context, nodeID string, mac net.HardwareAd
 func (c *Core) Record(ctx context.Context, e boot.Event) {
 	mac := e.MAC
 	if len(mac) == 0 && e.IP.IsValid() {
-		mac = c.macOf(ctx, e.IP)
+		mac = c.MACOf(ctx, e.IP)
 	}
 	if len(mac) == 0 {
 		c.log().Debug("boot event of an unknown client", "peer", e.IP.String(), "file", e.File)
@@ -281,8 +283,9 @@ func (c *Core) Record(ctx context.Context, e boot.Event) {
 	}
 }
 
-// MACOf finds the MAC behind a client address, by lease or neighbour table.
-func (c *Core) macOf(ctx context.Context, ip netip.Addr) net.HardwareAddr {
+// MACOf finds the MAC behind a client address, by lease or neighbour table;
+// nil when neither knows it. TFTP asks it whose GRUB config to send.
+func (c *Core) MACOf(ctx context.Context, ip netip.Addr) net.HardwareAddr {
 	if l, err := c.Store.ByIP(ctx, ip); err == nil && len(l.MAC) > 0 {
 		return l.MAC
 	}

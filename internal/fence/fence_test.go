@@ -43,6 +43,8 @@ func TestFences(t *testing.T) {
 	fences = append(fences,
 		fence{mod + "cmd/rackboot-agent", "the ramdisk stays small: the agent shares types with the server but none of its router, drivers or store",
 			[]string{"github.com/go-chi/", "modernc.org/sqlite", "github.com/jackc/pgx", "github.com/mattn/go-sqlite3", mod + "store", mod + "api"}},
+		fence{mod + "core", "the core decides what a node boots; the appliance hands the protocol servers its answers and the script and config generators",
+			[]string{mod + "grub", mod + "ipxe", mod + "tftp", mod + "httpboot", mod + "api", mod + "appliance"}},
 		fence{mod + "cmd/rackboot", "no test code in the product: rackboot lab runs the lab without the testing package",
 			[]string{"testing"}},
 	)
