@@ -43,8 +43,16 @@ func TestFences(t *testing.T) {
 	fences = append(fences,
 		fence{mod + "cmd/rackboot-agent", "the ramdisk stays small: the agent shares types with the server but none of its router, drivers or store",
 			[]string{"github.com/go-chi/", "modernc.org/sqlite", "github.com/jackc/pgx", "github.com/mattn/go-sqlite3", mod + "store", mod + "api"}},
+		fence{mod + "store", "the store keeps the data; the rules and servers above it are not its business",
+			pkgs("lifecycle", "core", "api", "appliance", "web", "cmd")},
+		fence{mod + "lifecycle", "the lifecycle is the state machine over the store, whoever asks",
+			pkgs("core", "api", "appliance", "web", "httpboot", "tftp", "cmd")},
+		fence{mod + "api", "the API serves the store and the lifecycle; booting is the core's, wiring the appliance's",
+			pkgs("core", "appliance", "web", "httpboot", "tftp", "ipxe", "grub", "cmd")},
+		fence{mod + "web", "the UI is static files that talk to the API over HTTP", pkgs("store", "api", "lifecycle", "core", "appliance")},
+		fence{mod + "images/...", "images are built and kept apart from the servers", pkgs("store", "api", "lifecycle", "core", "appliance", "web", "cmd")},
 		fence{mod + "core", "the core decides what a node boots; the appliance hands the protocol servers its answers and the script and config generators",
-			[]string{mod + "grub", mod + "ipxe", mod + "tftp", mod + "httpboot", mod + "api", mod + "appliance"}},
+			pkgs("grub", "ipxe", "tftp", "httpboot", "api", "appliance", "web", "cmd")},
 		fence{mod + "cmd/rackboot", "no test code in the product: rackboot lab runs the lab without the testing package",
 			[]string{"testing"}},
 	)
@@ -68,4 +76,13 @@ func TestFences(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pkgs names packages of this module.
+func pkgs(names ...string) []string {
+	var out []string
+	for _, n := range names {
+		out = append(out, mod+n)
+	}
+	return out
 }
