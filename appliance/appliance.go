@@ -1,7 +1,9 @@
 // Package appliance puts rackboot together: from a Config it opens the
-// store, builds the core, and runs DHCP, TFTP and the HTTP server (boot
-// files and the API) until its context ends. cmd/rackboot and the
-// end-to-end tests both start rackboot through Run.
+// store, builds the parts (the event broker, the lifecycle machine, the
+// core, the reaper, the servers), hands each the others it needs, and
+// runs DHCP, TFTP and the HTTP server (boot files and the API) until its
+// context ends. cmd/rackboot and the end-to-end tests both start rackboot
+// through Run.
 package appliance
 
 import (
@@ -227,7 +229,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // run is Run; serving, when set, is told the address the HTTP server
 // listens on (the port chosen, for 127.0.0.1:0) once every socket is open.
-func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(http net.Addr)) error {
+func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAddr net.Addr)) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
