@@ -48,7 +48,7 @@ func (s *server) start() {
 		s.t.Fatal(err)
 	}
 	s.addr = ln.Addr().String()
-	srv := &http.Server{Handler: (&api.Server{Store: st}).Handler()}
+	srv := &http.Server{Handler: api.New(st).Handler()}
 	go srv.Serve(ln)
 	s.mu.Lock()
 	s.srv, s.st = srv, st

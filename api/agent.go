@@ -59,7 +59,7 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 	if n.State == store.StateDiscovered {
 		// A new node's agent is its inspection: nobody has to ask.
 		var err error
-		if n, _, err = s.machine.Do(r.Context(), n.ID, lifecycle.Inspect, lifecycle.Params{Reason: "the agent came up on a new node"}, "system"); err != nil {
+		if n, _, err = s.Lifecycle.Do(r.Context(), n.ID, lifecycle.Inspect, lifecycle.Params{Reason: "the agent came up on a new node"}, "system"); err != nil {
 			s.fail(w, r, err)
 			return
 		}
@@ -159,7 +159,7 @@ func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) {
 		case err == nil:
 			out.Task = &protocol.Task{ID: t.ID, Kind: t.Kind, Params: t.Params}
 			s.Store.AddEvent(r.Context(), store.Event{NodeID: n.ID, Actor: "agent:" + n.ID, Kind: "task", Message: t.Kind + " started (task " + t.ID + ")"})
-			s.broker.Publish()
+			s.Broker.Publish()
 		case !errors.Is(err, store.ErrNotFound):
 			s.fail(w, r, err)
 			return
@@ -212,8 +212,8 @@ func (s *Server) agentTask(w http.ResponseWriter, r *http.Request) {
 			s.Store.AddEvent(ctx, store.Event{NodeID: id, Actor: actor, Kind: "wipe", Message: m})
 		}
 	}
-	s.broker.Publish()
-	if n, err = s.machine.TaskEnded(ctx, id, t.Kind, rep.State == protocol.Done, actor, rep.Error); err != nil {
+	s.Broker.Publish()
+	if n, err = s.Lifecycle.TaskEnded(ctx, id, t.Kind, rep.State == protocol.Done, actor, rep.Error); err != nil {
 		s.fail(w, r, err)
 		return
 	}

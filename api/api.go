@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -21,9 +20,16 @@ import (
 	"github.com/rackboot/rackboot/store"
 )
 
-// Server serves the API. Set the fields, then call Handler once.
+// Server serves the API. Set the fields (New sets the parts a server on
+// its own needs), then call Handler once.
 type Server struct {
-	Store store.Store
+	Store Store
+	// Lifecycle applies node actions and agent outcomes; it must be set.
+	Lifecycle Lifecycle
+	// Broker wakes the live event streams; it must be set. Whatever
+	// writes events elsewhere (the lifecycle's notifications, the reaper)
+	// publishes on the same broker.
+	Broker *Broker
 	// BootstrapToken is an admin token that needs no database row (the
 	// one in the data dir), so a fresh install can be reached at all.
 	BootstrapToken string
@@ -44,25 +50,7 @@ type Server struct {
 	// DefaultAgentHeartbeat).
 	AgentHeartbeat time.Duration
 
-	once     sync.Once
-	machine  *lifecycle.Machine
-	broker   *Broker
-	handler  http.Handler
-	routes   []route
 	requests requestCounter
-}
-
-// Machine returns the lifecycle the API applies actions with, so other
-// parts of the appliance (the agent endpoints) share its notifications.
-func (s *Server) Machine() *lifecycle.Machine {
-	s.init()
-	return s.machine
-}
-
-// Broker returns the wake-up channel of the live event streams.
-func (s *Server) Broker() *Broker {
-	s.init()
-	return s.broker
 }
 
 func (s *Server) log() *slog.Logger {
@@ -72,34 +60,32 @@ func (s *Server) log() *slog.Logger {
 	return s.Logger
 }
 
-// Handler returns the API's routes and /metrics.
-func (s *Server) Handler() http.Handler {
-	s.init()
-	return s.handler
+func (s *Server) sessionTTL() time.Duration {
+	if s.SessionTTL == 0 {
+		return 12 * time.Hour
+	}
+	return s.SessionTTL
 }
 
-func (s *Server) init() {
-	s.once.Do(func() {
-		if s.SessionTTL == 0 {
-			s.SessionTTL = 12 * time.Hour
-		}
-		s.broker = NewBroker()
-		s.machine = &lifecycle.Machine{Store: s.Store, Notify: func(store.Event) { s.broker.Publish() }}
-		s.routes = s.table()
-		r := chi.NewRouter()
-		r.Use(s.count)
-		for _, rt := range s.routes {
-			r.Method(rt.method, rt.pattern, s.wrap(rt))
-		}
-		r.Get("/metrics", s.metrics)
-		r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, http.StatusNotFound, "not_found", "no such route: "+r.URL.Path)
-		})
-		r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
-		})
-		s.handler = r
+// Handler returns the API's routes and /metrics. It panics when Store,
+// Lifecycle or Broker is missing: a server without them cannot answer.
+func (s *Server) Handler() http.Handler {
+	if s.Store == nil || s.Lifecycle == nil || s.Broker == nil {
+		panic("api: Server needs Store, Lifecycle and Broker (api.New sets them)")
+	}
+	r := chi.NewRouter()
+	r.Use(s.count)
+	for _, rt := range s.table() {
+		r.Method(rt.method, rt.pattern, s.wrap(rt))
+	}
+	r.Get("/metrics", s.metrics)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such route: "+r.URL.Path)
 	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path)
+	})
+	return r
 }
 
 // ErrorBody is the shape of every error response.

@@ -71,7 +71,8 @@ func newFixture(t *testing.T) *fixture {
 	}
 	hash, _ := HashPassword("correct horse battery")
 	st.PutUser(ctx, store.User{Name: "ann", Role: store.RoleTech, PasswordHash: hash})
-	f.api = &Server{Store: st, BootstrapToken: bootstrap, Version: "test"}
+	f.api = New(st)
+	f.api.BootstrapToken, f.api.Version = bootstrap, "test"
 	f.srv = httptest.NewServer(f.api.Handler())
 	t.Cleanup(f.srv.Close)
 	return f
@@ -223,7 +224,7 @@ func TestAuthorization(t *testing.T) {
 		}
 		agentTokens[who] = secret
 	}
-	for _, rt := range f.api.routes {
+	for _, rt := range f.api.table() {
 		for _, who := range []string{"none", "bad", "readonly", "tech", "admin", "bootstrap", "agent", "other-agent"} {
 			tok := map[string]string{"none": "", "bad": "rbt_nope", "readonly": f.tokens[store.RoleReadonly], "tech": f.tokens[store.RoleTech],
 				"admin": f.tokens[store.RoleAdmin], "bootstrap": bootstrap, "agent": agentTokens["agent"], "other-agent": agentTokens["other-agent"]}[who]
@@ -412,7 +413,7 @@ func TestOpenAPI(t *testing.T) {
 		t.Fatalf("openapi.json: %v %q", err, doc.OpenAPI)
 	}
 	served := map[string]bool{}
-	chi.Walk(f.api.handler.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
+	chi.Walk(f.srv.Config.Handler.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		if route != "/metrics" {
 			served[method+" "+route] = true
 		}

@@ -204,7 +204,7 @@ func (s *Server) audit(r *http.Request, p Principal, node, msg string) {
 		s.log().Error("audit", "actor", p.Actor, "msg", msg, "err", err)
 		return
 	}
-	s.broker.Publish()
+	s.Broker.Publish()
 }
 
 type statusRecorder struct {
@@ -255,7 +255,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	secret, hashed := NewSecret()
-	exp := time.Now().Add(s.SessionTTL).UTC()
+	exp := time.Now().Add(s.sessionTTL()).UTC()
 	if _, err := s.Store.CreateToken(r.Context(), store.Token{Hash: hashed, Kind: "session", Role: u.Role, User: u.Name, Expires: exp}); err != nil {
 		s.fail(w, r, err)
 		return

@@ -173,7 +173,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 	ping := time.NewTicker(15 * time.Second)
 	defer ping.Stop()
 	for {
-		wake := s.broker.Wait()
+		wake := s.Broker.Wait()
 		f.Limit = 500
 		evs, err := s.Store.Events(ctx, f)
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/images/catalog"
+	"github.com/rackboot/rackboot/internal/httpserve"
 	"github.com/rackboot/rackboot/store"
 )
 
@@ -143,9 +144,7 @@ func (s *Server) ImageFiles() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		w.Header().Set("ETag", `"`+im.SHA256+`"`)
-		w.Header().Set("Content-Type", "application/octet-stream")
-		http.ServeContent(w, r, "", st.ModTime(), f)
+		httpserve.File(w, r, f, st.ModTime(), `"`+im.SHA256+`"`)
 	})
 }
 

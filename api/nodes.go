@@ -203,7 +203,7 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := lifecycle.Action(chi.URLParam(r, "action"))
-	n, ev, err := s.machine.Do(r.Context(), chi.URLParam(r, "id"), a, p, principal(r).Actor)
+	n, ev, err := s.Lifecycle.Do(r.Context(), chi.URLParam(r, "id"), a, p, principal(r).Actor)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -12,12 +12,11 @@ import (
 // OpenAPI returns the API's OpenAPI 3.1 document, built from the route
 // table and the Go types of the bodies.
 func (s *Server) OpenAPI() map[string]any {
-	s.init()
 	schemas := map[string]any{}
 	paths := map[string]any{}
 	errRef := schemaOf(reflect.TypeOf(ErrorBody{}), schemas)
 	param := regexp.MustCompile(`\{([a-z]+)\}`)
-	for _, rt := range s.routes {
+	for _, rt := range s.table() {
 		op := map[string]any{"summary": rt.summary, "operationId": operationID(rt)}
 		var params []any
 		for _, m := range param.FindAllStringSubmatch(rt.pattern, -1) {

@@ -1,7 +1,9 @@
 // Package appliance puts rackboot together: from a Config it opens the
-// store, builds the core, and runs DHCP, TFTP and the HTTP server (boot
-// files and the API) until its context ends. cmd/rackboot and the
-// end-to-end tests both start rackboot through Run.
+// store, builds the parts (the event broker, the lifecycle machine, the
+// core, the reaper, the servers), hands each the others it needs, and
+// runs DHCP, TFTP and the HTTP server (boot files and the API) until its
+// context ends. cmd/rackboot and the end-to-end tests both start rackboot
+// through Run.
 package appliance
 
 import (
@@ -29,7 +31,9 @@ import (
 	"github.com/rackboot/rackboot/grub"
 	"github.com/rackboot/rackboot/httpboot"
 	"github.com/rackboot/rackboot/images/catalog"
+	"github.com/rackboot/rackboot/internal/httpserve"
 	"github.com/rackboot/rackboot/ipxe"
+	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/tftp"
 	"github.com/rackboot/rackboot/web"
@@ -235,6 +239,12 @@ func adminToken(dir string, log *slog.Logger) (string, error) {
 // Run runs the appliance until ctx ends. It returns nil after a clean
 // shutdown, or the first error of any server.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	return run(ctx, cfg, log, nil)
+}
+
+// run is Run; serving, when set, is told the address the HTTP server
+// listens on (the port chosen, for 127.0.0.1:0) once every socket is open.
+func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAddr net.Addr)) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -257,7 +267,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer st.Close()
 
-	c := &core.Core{Store: st, Logger: log, Config: core.Config{
+	// The parts that several servers share: the broker wakes the API's
+	// live event streams whenever the lifecycle (on behalf of the API,
+	// the core or the reaper) writes an event.
+	broker := api.NewBroker()
+	machine := &lifecycle.Machine{Store: st, Notify: func(store.Event) { broker.Publish() }}
+	c := &core.Core{Store: st, Logger: log, Lifecycle: machine, Config: core.Config{
 		BaseURL:           r.baseURL,
 		SecureBoot:        r.SecureBoot,
 		SecureBootSubnets: r.sbNets,
@@ -292,10 +307,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("tftp: %w", err)
 	}
-	files, err := c.TFTPFiles(filepath.Join(r.DataDir, FirmwareDir))
+	loaders, err := tftp.NewDir(filepath.Join(r.DataDir, FirmwareDir))
 	if err != nil {
 		return err
 	}
+	artifacts, err := tftp.NewDir(filepath.Join(r.DataDir, ArtifactsDir))
+	if err != nil {
+		return err
+	}
+	// TFTP and boot-time HTTP get the same planner (the core) and the
+	// same GRUB generators; neither they nor the core know each other.
+	files := &tftp.BootFiles{Loaders: loaders, Artifacts: artifacts, Planner: c, ClientMAC: c.MACOf,
+		GRUBConfig: grub.Config, GRUBBootstrap: grub.Bootstrap()}
 	tftpServer := &tftp.Server{Files: files, Recorder: c, Logger: log.With("proto", "tftp"),
 		MaxBlockSize: r.TFTP.MaxBlockSize, MaxWindowSize: r.TFTP.MaxWindowSize,
 		MaxTransfers: r.TFTP.MaxTransfers, MaxPerSource: r.TFTP.MaxPerSource}
@@ -319,13 +342,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	var bootHTTP httpCounter
-	apiServer := &api.Server{Store: st, BootstrapToken: token, Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
+	apiServer := &api.Server{Store: st, Lifecycle: machine, Broker: broker,
+		BootstrapToken: token, Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
 		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images")},
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}
-	c.Lifecycle = apiServer.Machine()
+	apiHandler := apiServer.Handler()
 	mux := http.NewServeMux()
-	mux.Handle("/api/", apiServer.Handler())
-	mux.Handle("/metrics", apiServer.Handler())
+	mux.Handle("/api/", apiHandler)
+	mux.Handle("/metrics", apiHandler)
 	mux.Handle("/images/", bootHTTP.wrap(apiServer.ImageFiles()))
 	mux.Handle(web.Prefix, web.Handler())
 	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
@@ -336,43 +360,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		g.Go(func() error { return s.Serve(ctx, conn) })
 	}
 	g.Go(func() error { return tftpServer.Serve(ctx, tftpConn) })
-	g.Go(func() error { return serveHTTP(ctx, httpLn, mux) })
+	g.Go(func() error { return httpserve.Serve(ctx, httpLn, mux, log.With("proto", "http")) })
 	timeout := r.AgentTimeout
 	if timeout == 0 {
 		timeout = 30 * time.Minute
 	}
 	g.Go(func() error {
-		return apiServer.Machine().RunReaper(ctx, timeout, time.Minute, func(n store.Node) {
-			apiServer.Broker().Publish()
+		return machine.RunReaper(ctx, timeout, time.Minute, func(n store.Node) {
+			broker.Publish()
 			log.Warn("node failed: its agent went quiet", "node", n.ID, "reason", n.LastError)
 		})
 	})
 
 	warnMissing(log, r.DataDir)
+	if serving != nil {
+		serving(httpLn.Addr())
+	}
 	log.Info("rackboot serving", "dhcp", r.DHCP.Mode, "interface", r.Interface, "server_ip", r.serverIP.String(),
 		"tftp", r.TFTPAddr, "http", r.baseURL, "ui", r.baseURL+"/ui/", "api", r.baseURL+"/api/v1",
 		"token_file", filepath.Join(r.DataDir, TokenFile), "password_file", filepath.Join(r.DataDir, PasswordFile))
 	err = g.Wait()
 	log.Info("rackboot stopped")
 	return err
-}
-
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("http: %w", err)
-	case <-ctx.Done():
-	}
-	// The serving context is gone: shutdown gets a fresh deadline of its own.
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("http shutdown: %w", err)
-	}
-	return nil
 }
 
 // warnMissing says at start what nodes will not get: loaders that were

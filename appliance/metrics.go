@@ -15,6 +15,7 @@ import (
 
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/internal/httpserve"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/tftp"
 )
@@ -69,26 +70,17 @@ type httpCounter struct {
 	ok, redirect, clientErr, serverErr atomic.Uint64
 }
 
-type codeRecorder struct {
-	http.ResponseWriter
-	code int
-}
-
-func (c *codeRecorder) WriteHeader(code int) {
-	c.code = code
-	c.ResponseWriter.WriteHeader(code)
-}
-
 func (h *httpCounter) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		rec := &codeRecorder{ResponseWriter: w, code: http.StatusOK}
+		// httpserve.Writer keeps the sendfile path of the files beneath.
+		rec := &httpserve.Writer{ResponseWriter: w}
 		next.ServeHTTP(rec, r)
-		switch {
-		case rec.code >= 500:
+		switch code := rec.Status(); {
+		case code >= 500:
 			h.serverErr.Add(1)
-		case rec.code >= 400:
+		case code >= 400:
 			h.clientErr.Add(1)
-		case rec.code >= 300:
+		case code >= 300:
 			h.redirect.Add(1)
 		default:
 			h.ok.Add(1)

@@ -1,9 +1,11 @@
 // Package core decides what each machine boots. It implements the seams
 // the protocol servers ask through (boot.Booter for DHCP, the planner for
-// boot-time HTTP, generated TFTP files, boot.Recorder for all of them) on
-// top of the store: it enrolls every network-boot client as a node, picks
-// its loader from the firmware catalog, plans its kernel and initrd (or
-// local boot) from its state, and keeps its boot trace.
+// boot-time HTTP and TFTP's GRUB configs, the MAC behind a client's
+// address, boot.Recorder for all of them) on top of the store: it enrolls
+// every network-boot client as a node, picks its loader from the firmware
+// catalog, plans its kernel and initrd (or local boot) from its state, and
+// keeps its boot trace. Script and config syntax (ipxe, grub) is not its
+// business: the appliance hands those generators to the servers.
 package core
 
 import (
@@ -22,6 +24,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/dhcp"
 	"github.com/rackboot/rackboot/firmware"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/trace"
@@ -50,7 +53,7 @@ type Config struct {
 
 // Core is the appliance's decision maker.
 type Core struct {
-	Store  store.Store
+	Store  Store
 	Config Config
 	Logger *slog.Logger
 	// Neighbors maps an address to a MAC when no lease knows it (proxy
@@ -67,6 +70,21 @@ type Core struct {
 // Finisher ends a node's work; lifecycle.Machine implements it.
 type Finisher interface {
 	Finish(ctx context.Context, id string, from, to store.State, actor, reason string) (store.Node, error)
+}
+
+// Store is what the core reads and writes; store.Store implements it.
+type Store interface {
+	// EnrollClient and NodeByMAC find (or create) the node of a client.
+	EnrollClient(ctx context.Context, c boot.Client, now time.Time) (n store.Node, created bool, err error)
+	NodeByMAC(ctx context.Context, mac net.HardwareAddr) (store.Node, error)
+	// ByIP finds the lease, and so the MAC, behind a client's address.
+	ByIP(ctx context.Context, ip netip.Addr) (dhcp.Lease, error)
+	// AddTrace keeps a node's boot trace.
+	AddTrace(ctx context.Context, nodeID string, e boot.Event) error
+	// DeleteTokens, Tasks and UpdateTask close a rebooted node's agent.
+	DeleteTokens(ctx context.Context, kind, nodeID, user string) error
+	Tasks(ctx context.Context, f store.TaskFilter) ([]store.Task, error)
+	UpdateTask(ctx context.Context, t store.Task) error
 }
 
 func (c *Core) log() *slog.Logger {
@@ -241,7 +259,7 @@ func (c *Core) recordPlan(ctx context.Context, nodeID string, mac net.HardwareAd
 func (c *Core) Record(ctx context.Context, e boot.Event) {
 	mac := e.MAC
 	if len(mac) == 0 && e.IP.IsValid() {
-		mac = c.macOf(ctx, e.IP)
+		mac = c.MACOf(ctx, e.IP)
 	}
 	if len(mac) == 0 {
 		c.log().Debug("boot event of an unknown client", "peer", e.IP.String(), "file", e.File)
@@ -265,8 +283,9 @@ func (c *Core) Record(ctx context.Context, e boot.Event) {
 	}
 }
 
-// MACOf finds the MAC behind a client address, by lease or neighbour table.
-func (c *Core) macOf(ctx context.Context, ip netip.Addr) net.HardwareAddr {
+// MACOf finds the MAC behind a client address, by lease or neighbour table;
+// nil when neither knows it. TFTP asks it whose GRUB config to send.
+func (c *Core) MACOf(ctx context.Context, ip netip.Addr) net.HardwareAddr {
 	if l, err := c.Store.ByIP(ctx, ip); err == nil && len(l.MAC) > 0 {
 		return l.MAC
 	}

@@ -18,6 +18,10 @@ import (
 	"github.com/rackboot/rackboot/trace"
 )
 
+// db is the whole store behind a test's core, for the setup and checks
+// the core itself never needs.
+func db(c *Core) store.Store { return c.Store.(store.Store) }
+
 func newCore(t *testing.T) *Core {
 	t.Helper()
 	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "db"))
@@ -94,18 +98,18 @@ func TestSecureBootOverride(t *testing.T) {
 	m := mac("52:54:00:00:02:01")
 	o, _ := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI})
 	on, off := true, false
-	if err := c.Store.SetSecureBoot(ctx, o.Node, &on); err != nil {
+	if err := db(c).SetSecureBoot(ctx, o.Node, &on); err != nil {
 		t.Fatal(err)
 	}
 	if o, _ := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI}); o.File != "efi/x64/shimx64.efi" {
 		t.Errorf("node set on: offer %q", o.File)
 	}
-	c.Store.SetSecureBoot(ctx, o.Node, &off)
+	db(c).SetSecureBoot(ctx, o.Node, &off)
 	if o, _ := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI, Network: netip.MustParsePrefix("10.9.0.0/24")}); o.File != "ipxe/snponly.efi" {
 		t.Errorf("node set off on a secure boot subnet: offer %q", o.File)
 	}
 	c.Config.SecureBoot = true
-	c.Store.SetSecureBoot(ctx, o.Node, nil)
+	db(c).SetSecureBoot(ctx, o.Node, nil)
 	if o, _ := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI}); o.File != "efi/x64/shimx64.efi" {
 		t.Errorf("appliance-wide secure boot: offer %q", o.File)
 	}
@@ -131,13 +135,13 @@ func TestPlan(t *testing.T) {
 	if _, err := c.Plan(ctx, mac("52:54:00:00:03:02"), boot.ArchAArch64); err == nil || !strings.Contains(err.Error(), "no kernel for aarch64") {
 		t.Errorf("plan without an aarch64 kernel: %v", err)
 	}
-	if err := c.Store.SetState(ctx, p.Node, store.StateActive); err != nil {
+	if err := db(c).SetState(ctx, p.Node, store.StateActive); err != nil {
 		t.Fatal(err)
 	}
 	if p, err := c.Plan(ctx, m, boot.ArchX86_64); err != nil || p.Action != boot.ActionLocal {
 		t.Errorf("active node: plan %+v, %v", p, err)
 	}
-	tr, _ := c.Store.Trace(ctx, p.Node, 0)
+	tr, _ := db(c).Trace(ctx, p.Node, 0)
 	if len(tr) != 2 || tr[0].Proto != trace.ProtoCore || tr[0].Options[trace.OptKernel] == "" || tr[1].Options[trace.OptAction] != "local" {
 		t.Errorf("plan events = %+v", tr)
 	}
@@ -150,7 +154,7 @@ func TestRecord(t *testing.T) {
 	o, _ := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI})
 	ip := netip.MustParseAddr("10.0.0.50")
 	sub := netip.MustParsePrefix("10.0.0.0/24")
-	if _, err := c.Store.Bind(ctx, sub, m, ip, "", time.Now().Add(time.Hour)); err != nil {
+	if _, err := db(c).Bind(ctx, sub, m, ip, "", time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	c.Record(ctx, boot.Event{Proto: "tftp", Kind: "file", IP: ip, File: "ipxe/snponly.efi", Complete: true})
@@ -163,7 +167,7 @@ func TestRecord(t *testing.T) {
 		return nil
 	}
 	c.Record(ctx, boot.Event{Proto: "http", Kind: "file", IP: neighbor, File: "/boot.ipxe"})
-	tr, err := c.Store.Trace(ctx, o.Node, 0)
+	tr, err := db(c).Trace(ctx, o.Node, 0)
 	if err != nil || len(tr) != 2 || tr[0].File != "ipxe/snponly.efi" || tr[0].MAC.String() != m.String() || tr[1].File != "/boot.ipxe" {
 		t.Errorf("trace = %+v, %v", tr, err)
 	}
@@ -189,7 +193,7 @@ func TestParseARP(t *testing.T) {
 // agent coming; the old one's token dies and its unfinished work fails.
 func TestNewBootEndsTheOldAgent(t *testing.T) {
 	c := newCore(t)
-	st := c.Store
+	st := db(c)
 	ctx := context.Background()
 	mac, _ := net.ParseMAC("52:54:00:00:00:42")
 	p, err := c.Plan(ctx, mac, boot.ArchX86_64)

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/internal/httpserve"
 )
 
 // Planner says what a node boots now. An unknown MAC is the planner's
@@ -60,9 +60,6 @@ type Server struct {
 	Logger *slog.Logger
 }
 
-// How long Serve waits for requests in flight once its context ends.
-const shutdownGrace = 5 * time.Second
-
 func (s *Server) log() *slog.Logger {
 	if s.Logger == nil {
 		return slog.New(slog.DiscardHandler)
@@ -71,37 +68,11 @@ func (s *Server) log() *slog.Logger {
 }
 
 // Serve answers HTTP on ln until ctx ends, then lets requests in flight
-// finish for up to 5 seconds and returns nil. It closes ln.
+// finish for up to 5 seconds (httpserve.ShutdownGrace) and returns nil.
+// It closes ln. The appliance serves the same Handler, beside the API,
+// through the same httpserve.Serve.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{
-		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log().Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	done := make(chan error, 1)
-	go func() {
-		<-ctx.Done()
-		// The serving context is over; shutting down needs one of its own.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
-		defer cancel()
-		err := srv.Shutdown(sctx)
-		if err != nil {
-			err = errors.Join(err, srv.Close())
-		}
-		done <- err
-	}()
-	err := srv.Serve(ln)
-	if !errors.Is(err, http.ErrServerClosed) {
-		// Serve failed on its own; release the shutdown goroutine.
-		_ = srv.Close()
-		return fmt.Errorf("serve http %s: %w", ln.Addr(), err)
-	}
-	if err := <-done; err != nil {
-		s.log().Warn("http shutdown", "err", err)
-	}
-	return nil
+	return httpserve.Serve(ctx, ln, s.Handler(), s.log())
 }
 
 // Handler returns the routes. GET routes answer HEAD as well.
@@ -283,33 +254,27 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request, dir string) {
 		s.refuse(w, r, nil, http.StatusNotFound, "not found")
 		return
 	}
-	w.Header().Set("ETag", etag(st))
-	w.Header().Set("Content-Type", "application/octet-stream")
-	cw := &countingWriter{ResponseWriter: w}
-	http.ServeContent(cw, r, "", st.ModTime(), f)
+	sent := httpserve.File(w, r, f, st.ModTime(), etag(st))
 	switch {
-	case cw.status == http.StatusNotModified || r.Method == http.MethodHead:
+	case sent.Status == http.StatusNotModified || r.Method == http.MethodHead:
 		return
-	case cw.status >= 400:
-		s.record(r, boot.Event{File: r.URL.Path, Size: st.Size(), Error: fmt.Sprintf("%d %s", cw.status, http.StatusText(cw.status))})
+	case sent.Status >= 400:
+		s.record(r, boot.Event{File: r.URL.Path, Size: st.Size(), Error: fmt.Sprintf("%d %s", sent.Status, http.StatusText(sent.Status))})
 		return
 	}
-	// ServeContent sets the length of what it promised: the file, the
-	// range, or the multipart body of several ranges.
-	want, lerr := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64)
 	e := boot.Event{
 		File:     r.URL.Path,
-		Bytes:    cw.n,
+		Bytes:    sent.Bytes,
 		Size:     st.Size(),
-		Complete: cw.err == nil && lerr == nil && cw.n == want,
+		Complete: sent.Complete(),
 	}
-	if cw.status == http.StatusPartialContent {
+	if sent.Status == http.StatusPartialContent {
 		e.Options = map[string]string{"range": r.Header.Get("Range")}
 	}
-	if cw.err != nil {
-		e.Error = cw.err.Error()
+	if sent.Err != nil {
+		e.Error = sent.Err.Error()
 	} else if !e.Complete {
-		e.Error = fmt.Sprintf("sent %d of %d bytes", cw.n, want)
+		e.Error = fmt.Sprintf("sent %d of %d bytes", sent.Bytes, sent.Want)
 	}
 	s.record(r, e)
 }
@@ -320,54 +285,3 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request, dir string) {
 func etag(st fs.FileInfo) string {
 	return fmt.Sprintf(`"%x-%x-%x"`, inode(st), st.Size(), st.ModTime().UnixNano())
 }
-
-// countingWriter counts the body bytes that reached the connection, and
-// keeps the first write error: a client that went away.
-type countingWriter struct {
-	http.ResponseWriter
-	n      int64
-	status int
-	err    error
-}
-
-func (c *countingWriter) WriteHeader(code int) {
-	if c.status == 0 {
-		c.status = code
-	}
-	c.ResponseWriter.WriteHeader(code)
-}
-
-func (c *countingWriter) Write(b []byte) (int, error) {
-	if c.status == 0 {
-		c.status = http.StatusOK
-	}
-	n, err := c.ResponseWriter.Write(b)
-	c.n += int64(n)
-	if err != nil && c.err == nil {
-		c.err = err
-	}
-	return n, err
-}
-
-// ReadFrom keeps the server's sendfile path, which a plain wrapper would
-// hide from io.Copy.
-func (c *countingWriter) ReadFrom(src io.Reader) (int64, error) {
-	if c.status == 0 {
-		c.status = http.StatusOK
-	}
-	var n int64
-	var err error
-	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(src)
-	} else {
-		n, err = io.Copy(struct{ io.Writer }{c.ResponseWriter}, src)
-	}
-	c.n += n
-	if err != nil && c.err == nil {
-		c.err = err
-	}
-	return n, err
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (c *countingWriter) Unwrap() http.ResponseWriter { return c.ResponseWriter }

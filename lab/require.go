@@ -1,12 +1,10 @@
 package lab
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
-	"testing"
 )
 
 // packages names the Debian package that provides each program the lab
@@ -94,11 +92,19 @@ func onHost(need string) bool {
 	return err == nil
 }
 
+// TB is the part of testing.TB that Require and RequireRoot use. It is
+// an interface of the lab's own so that the lab, which rackboot lab runs
+// in the product, does not link the testing package.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // Require fails the test at once unless every program (looked up in
 // PATH) and every absolute file path in needs exists, naming the Debian
 // packages to install. The lab's tests never skip for a missing tool: a
 // test that skips proves nothing.
-func Require(t testing.TB, needs ...string) {
+func Require(t TB, needs ...string) {
 	t.Helper()
 	if m := missing(needs, onHost); len(m) > 0 {
 		t.Fatalf("missing on this machine: %s (%s)", strings.Join(m, ", "), installHint(m))
@@ -107,9 +113,9 @@ func Require(t testing.TB, needs ...string) {
 
 // RequireRoot fails the test unless it runs as root, which namespaces,
 // taps and bridges need.
-func RequireRoot(t testing.TB) {
+func RequireRoot(t TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Fatal(fmt.Sprintf("this test needs root for network namespaces and taps (uid %d): run it with sudo", os.Geteuid()))
+		t.Fatalf("this test needs root for network namespaces and taps (uid %d): run it with sudo", os.Geteuid())
 	}
 }

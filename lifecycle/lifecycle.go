@@ -96,7 +96,7 @@ func (e *InvalidError) Error() string { return e.Msg }
 
 // Machine applies actions and outcomes to nodes in a store.
 type Machine struct {
-	Store store.Store
+	Store Store
 	// Notify, when set, is called with every event written, so live
 	// views hear of it at once.
 	Notify func(store.Event)

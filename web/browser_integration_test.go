@@ -203,7 +203,8 @@ func seed(t *testing.T) *seeded {
 // does.
 func serve(t *testing.T, st store.Store) *httptest.Server {
 	t.Helper()
-	srv := &api.Server{Store: st, Version: "test"}
+	srv := api.New(st)
+	srv.Version = "test"
 	mux := http.NewServeMux()
 	mux.Handle("/api/", srv.Handler())
 	mux.Handle(web.Prefix, web.Handler())

@@ -8,29 +8,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-// TestDeps keeps the ramdisk small and the boundary real: the agent
-// shares types with the server but none of its router, drivers or store.
-func TestDeps(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	banned := []string{"github.com/go-chi/", "modernc.org/sqlite", "github.com/jackc/pgx", "github.com/mattn/go-sqlite3",
-		"github.com/rackboot/rackboot/store", "github.com/rackboot/rackboot/api"}
-	for _, pkg := range strings.Fields(string(out)) {
-		for _, b := range banned {
-			if strings.HasPrefix(pkg, b) {
-				t.Errorf("the agent depends on %s", pkg)
-			}
-		}
-	}
-}
 
 func TestRun(t *testing.T) {
 	var stdout, stderr bytes.Buffer

@@ -34,7 +34,9 @@ func TestCLIAgainstServer(t *testing.T) {
 	st.SetState(ctx, n.ID, store.StateAvailable)
 	st.SetInventory(ctx, n.ID, json.RawMessage(`{}`), []string{"NVIDIA T4"})
 	st.CreateImage(ctx, store.Image{Name: "x86img", Arch: boot.ArchX86_64, Format: "raw"})
-	srv := httptest.NewServer((&api.Server{Store: st, BootstrapToken: "boot-tok", Catalog: &catalog.Catalog{Dir: filepath.Join(dir, "images")}}).Handler())
+	as := api.New(st)
+	as.BootstrapToken, as.Catalog = "boot-tok", &catalog.Catalog{Dir: filepath.Join(dir, "images")}
+	srv := httptest.NewServer(as.Handler())
 	defer srv.Close()
 	t.Setenv("HOME", dir)
 	t.Setenv("RACKBOOT_CONFIG", "")

@@ -1,0 +1,177 @@
+// Package httpserve is how rackboot serves HTTP, boot files and API
+// alike: one server setup (timeouts, base context, error log, graceful
+// shutdown) and one way of sending files (Range, conditional requests,
+// ETag) that keeps the kernel's sendfile path, so kernels, initrds and
+// disk images are not copied through user space.
+package httpserve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Server timeouts. Writes have none: an image may take many minutes.
+const (
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request headers.
+	ReadHeaderTimeout = 10 * time.Second
+	// IdleTimeout closes keep-alive connections that sit idle.
+	IdleTimeout = 2 * time.Minute
+	// ShutdownGrace is how long Serve waits for requests in flight once
+	// its context ends.
+	ShutdownGrace = 5 * time.Second
+)
+
+// Serve answers HTTP on ln with h until ctx ends, then lets requests in
+// flight finish for up to ShutdownGrace and returns nil. Requests'
+// contexts derive from ctx, so long-lived ones (event streams) end with
+// it. Connection errors go to log at debug level; nil discards. It
+// closes ln.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		IdleTimeout:       IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	done := make(chan error, 1)
+	go func() {
+		<-ctx.Done()
+		// The serving context is over; shutting down needs one of its own.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownGrace)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		if err != nil {
+			err = errors.Join(err, srv.Close())
+		}
+		done <- err
+	}()
+	err := srv.Serve(ln)
+	if !errors.Is(err, http.ErrServerClosed) {
+		// Serve failed on its own; release the shutdown goroutine.
+		_ = srv.Close()
+		return fmt.Errorf("serve http %s: %w", ln.Addr(), err)
+	}
+	if err := <-done; err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	return nil
+}
+
+// Sent says what File answered.
+type Sent struct {
+	// Status is the status code answered.
+	Status int
+	// Bytes is how many body bytes reached the connection; Want is the
+	// length promised in Content-Length (the file, the range, or the
+	// multipart body of several ranges), -1 when none was.
+	Bytes, Want int64
+	// Err is the first write error: most often a client that went away.
+	Err error
+}
+
+// Complete says whether every promised byte went out.
+func (s Sent) Complete() bool { return s.Err == nil && s.Want >= 0 && s.Bytes == s.Want }
+
+// File serves the open regular file f as application/octet-stream with
+// the strong validator etag, answering Range, If-Range, If-None-Match and
+// HEAD through http.ServeContent. The body goes to the connection through
+// its io.ReaderFrom, which sends an *os.File by sendfile. File does not
+// close f.
+func File(w http.ResponseWriter, r *http.Request, f *os.File, modTime time.Time, etag string) Sent {
+	if etag != "" {
+		w.Header().Set("ETag", etag)
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	cw := &Writer{ResponseWriter: w}
+	http.ServeContent(cw, r, "", modTime, f)
+	want, err := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64)
+	if err != nil {
+		want = -1
+	}
+	return Sent{Status: cw.Status(), Bytes: cw.Bytes, Want: want, Err: cw.Err}
+}
+
+// Writer is an http.ResponseWriter that notes the status code and counts
+// the body bytes that reached the connection, without hiding what the
+// writer beneath it can do: ReadFrom hands a file on to the connection's
+// own ReadFrom (sendfile), Flush flushes, and Unwrap lets
+// http.ResponseController reach the rest.
+type Writer struct {
+	http.ResponseWriter
+	// Bytes is how many body bytes were written.
+	Bytes int64
+	// Err is the first write error.
+	Err  error
+	code int
+}
+
+// Status is the status code written, 200 when the handler wrote none
+// (net/http's own default).
+func (c *Writer) Status() int {
+	if c.code == 0 {
+		return http.StatusOK
+	}
+	return c.code
+}
+
+func (c *Writer) WriteHeader(code int) {
+	if c.code == 0 {
+		c.code = code
+	}
+	c.ResponseWriter.WriteHeader(code)
+}
+
+func (c *Writer) Write(b []byte) (int, error) {
+	if c.code == 0 {
+		c.code = http.StatusOK
+	}
+	n, err := c.ResponseWriter.Write(b)
+	c.count(int64(n), err)
+	return n, err
+}
+
+// ReadFrom keeps the server's sendfile path, which a plain wrapper would
+// hide from io.Copy.
+func (c *Writer) ReadFrom(src io.Reader) (int64, error) {
+	if c.code == 0 {
+		c.code = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := c.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{c.ResponseWriter}, src)
+	}
+	c.count(n, err)
+	return n, err
+}
+
+// Flush sends what is buffered to the client, where the writer beneath
+// can.
+func (c *Writer) Flush() {
+	_ = http.NewResponseController(c.ResponseWriter).Flush()
+}
+
+// Unwrap returns the writer beneath, for http.ResponseController.
+func (c *Writer) Unwrap() http.ResponseWriter { return c.ResponseWriter }
+
+func (c *Writer) count(n int64, err error) {
+	c.Bytes += n
+	if err != nil && c.Err == nil {
+		c.Err = err
+	}
+}
