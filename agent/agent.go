@@ -31,6 +31,9 @@ type Agent struct {
 	API string
 	// NodeID is the id from the kernel command line ("" when unknown).
 	NodeID string
+	// BootSecret is this boot's secret from the kernel command line: the
+	// lookup shows it to prove the node's own boot started this agent.
+	BootSecret string
 	// MACs are the node's interfaces, for the lookup.
 	MACs []string
 	// Inventory reads the machine; an inspect task posts it.
@@ -159,7 +162,7 @@ func (a *Agent) lookup(ctx context.Context) error {
 	for {
 		var res protocol.LookupResult
 		a.token = ""
-		err := a.call(ctx, "/agent/lookup", protocol.Lookup{MACs: a.MACs, NodeID: a.NodeID}, &res)
+		err := a.call(ctx, "/agent/lookup", protocol.Lookup{MACs: a.MACs, NodeID: a.NodeID, BootSecret: a.BootSecret}, &res)
 		if err == nil {
 			a.token, a.NodeID, a.heartbeat = res.Token, res.NodeID, time.Duration(res.Heartbeat)
 			if a.heartbeat <= 0 {

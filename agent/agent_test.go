@@ -16,6 +16,7 @@ import (
 	"github.com/rackboot/rackboot/agent/protocol"
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/internal/secret"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/store/sqlite"
 )
@@ -68,6 +69,18 @@ func (s *server) store() store.Store {
 	return s.st
 }
 
+// bootSecret gives a node the secret of its next boot, as the server
+// does when it serves the node its boot script.
+func bootSecret(t *testing.T, st store.Store, node string) string {
+	t.Helper()
+	s, hash := secret.New("", 16)
+	if _, err := st.CreateToken(context.Background(), store.Token{ID: store.BootTokenID(node), Hash: hash, Kind: store.TokenBoot, NodeID: node,
+		Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func TestInspectionThroughAServerRestart(t *testing.T) {
 	s := &server{t: t, db: filepath.Join(t.TempDir(), "db"), addr: "127.0.0.1:0"}
 	s.start()
@@ -81,7 +94,7 @@ func TestInspectionThroughAServerRestart(t *testing.T) {
 	}
 	var reads atomic.Int32
 	a := &Agent{
-		API: "http://" + s.addr + "/api/v1", NodeID: n.ID, MACs: []string{"52:54:00:ab:00:02", mac.String()},
+		API: "http://" + s.addr + "/api/v1", NodeID: n.ID, MACs: []string{"52:54:00:ab:00:02", mac.String()}, BootSecret: bootSecret(t, s.store(), n.ID),
 		MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Inventory: func(ctx context.Context) (json.RawMessage, error) {
 			// The server goes away while the agent reads the machine,
@@ -199,11 +212,11 @@ func TestRefusals(t *testing.T) {
 	n, _, _ := s.store().EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientX64UEFI}, time.Now())
 	s.store().SetState(ctx, n.ID, store.StateAvailable)
 	// Another agent holds the node's token.
-	first := &Agent{API: "http://" + s.addr + "/api/v1", MACs: []string{mac.String()}}
+	first := &Agent{API: "http://" + s.addr + "/api/v1", MACs: []string{mac.String()}, BootSecret: bootSecret(t, s.store(), n.ID)}
 	if err := first.lookup(ctx); err != nil {
 		t.Fatal(err)
 	}
-	second := &Agent{API: first.API, MACs: first.MACs, MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	second := &Agent{API: first.API, MACs: first.MACs, BootSecret: first.BootSecret, MinBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
 	lctx, lcancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	err := second.lookup(lctx)
 	lcancel()

@@ -7,10 +7,12 @@ import (
 )
 
 // Cmdline is what the boot script tells the agent on the kernel command
-// line: rackboot.api=URL (the server's base URL) and rackboot.node=ID.
+// line: rackboot.api=URL (the server's base URL), rackboot.node=ID and
+// rackboot.boot=SECRET (this boot's secret, which the lookup shows).
 type Cmdline struct {
-	API  string // the API base, ending in /api/v1
-	Node string
+	API        string // the API base, ending in /api/v1
+	Node       string
+	BootSecret string
 }
 
 // ParseCmdline reads a kernel command line.
@@ -23,6 +25,8 @@ func ParseCmdline(s string) (Cmdline, error) {
 			c.API = v
 		case "rackboot.node":
 			c.Node = v
+		case "rackboot.boot":
+			c.BootSecret = v
 		}
 	}
 	if c.API == "" {

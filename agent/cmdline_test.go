@@ -20,6 +20,10 @@ func TestParseCmdline(t *testing.T) {
 			t.Errorf("ParseCmdline(%q) = %+v, %v", tc.in, c, err)
 		}
 	}
+	c, err := ParseCmdline("rackboot.api=http://10.0.0.1:8080 rackboot.node=abc rackboot.boot=0f1e2d3c4b5a69788796a5b4c3d2e1f0")
+	if err != nil || c.BootSecret != "0f1e2d3c4b5a69788796a5b4c3d2e1f0" {
+		t.Errorf("boot secret: %+v, %v", c, err)
+	}
 }
 
 func FuzzParseCmdline(f *testing.F) {

@@ -167,6 +167,11 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 	}
 	out := TokenList{Items: []Token{}}
 	for _, t := range ts {
+		// Nodes' boot secrets are nobody's to list or revoke: a boot
+		// replaces them.
+		if t.Kind == store.TokenBoot || t.Kind == store.TokenBootUsed {
+			continue
+		}
 		out.Items = append(out.Items, tokenFrom(t))
 	}
 	writeJSON(w, http.StatusOK, out)

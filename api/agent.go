@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -33,10 +34,20 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "a lookup needs the agent's MACs")
 		return
 	}
+	// MACs only: a lookup by name or id would hand any node's token to
+	// whoever names it.
 	var n store.Node
 	found := false
 	for _, m := range l.MACs {
-		nd, err := s.Store.Node(r.Context(), m)
+		mac, err := net.ParseMAC(m)
+		if err != nil || len(mac) != 6 {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("%q is not an Ethernet MAC address", m))
+			return
+		}
+		if found {
+			continue
+		}
+		nd, err := s.Store.NodeByMAC(r.Context(), mac)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
@@ -45,7 +56,6 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		n, found = nd, true
-		break
 	}
 	if !found {
 		writeError(w, http.StatusNotFound, "not_found", "no node owns any of "+strings.Join(l.MACs, ", ")+": a node is enrolled when it network-boots through rackboot")
@@ -54,6 +64,34 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 	if l.NodeID != "" && l.NodeID != n.ID {
 		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("these MACs belong to node %s, not %s", n.ID, l.NodeID))
 		return
+	}
+	boot, ok := s.bootSecret(w, r, n, l.BootSecret)
+	if !ok {
+		return
+	}
+	if boot.Kind == store.TokenBoot {
+		// The first lookup of a new boot: whatever agent came before is
+		// gone, and so is the work it had not reported.
+		if err := s.Store.DeleteTokens(r.Context(), "agent", n.ID, ""); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		var err error
+		if n, err = s.Lifecycle.NewBoot(r.Context(), n.ID, "system"); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.Broker.Publish()
+		used := boot
+		used.Kind = store.TokenBootUsed
+		if err := s.Store.DeleteToken(r.Context(), boot.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.fail(w, r, err)
+			return
+		}
+		if _, err := s.Store.CreateToken(r.Context(), used); err != nil && !errors.Is(err, store.ErrConflict) {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	actor := "agent:" + n.ID
 	if n.State == store.StateDiscovered {
@@ -82,6 +120,36 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 	}
 	s.audit(r, Principal{Actor: actor}, n.ID, "agent token issued to "+r.RemoteAddr)
 	writeJSON(w, http.StatusOK, protocol.LookupResult{NodeID: n.ID, State: string(n.State), Token: secret, Heartbeat: protocol.Duration(cmp.Or(s.AgentHeartbeat, DefaultAgentHeartbeat))})
+}
+
+// bootSecret checks a lookup's boot secret against the node's current
+// one, answering the refusal itself. It is the agent's proof that the
+// node's own, newest boot script started it: the script is the only
+// place the secret was written, and it was served only to the node.
+func (s *Server) bootSecret(w http.ResponseWriter, r *http.Request, n store.Node, secret string) (store.Token, bool) {
+	refuse := func(why string) (store.Token, bool) {
+		s.log().Warn("agent lookup refused", "node", n.ID, "peer", r.RemoteAddr, "why", why)
+		writeError(w, http.StatusForbidden, "forbidden", why)
+		return store.Token{}, false
+	}
+	if secret == "" {
+		return refuse("no boot secret: the agent's kernel command line has no rackboot.boot= (was its boot script fetched from another address than the node's?)")
+	}
+	t, err := s.Store.TokenByHash(r.Context(), HashSecret(secret))
+	if errors.Is(err, store.ErrNotFound) {
+		return refuse("the boot secret is not node " + n.ID + "'s current one (the node booted again since, or the script came from another address)")
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return store.Token{}, false
+	}
+	if (t.Kind != store.TokenBoot && t.Kind != store.TokenBootUsed) || t.NodeID != n.ID {
+		return refuse("the boot secret is not node " + n.ID + "'s current one (the node booted again since, or the script came from another address)")
+	}
+	if !t.Expires.IsZero() && time.Now().After(t.Expires) {
+		return refuse("the boot secret expired: network-boot the node again")
+	}
+	return t, true
 }
 
 // gpuModels picks the accelerator model names out of an inventory, so

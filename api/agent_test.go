@@ -14,6 +14,20 @@ import (
 	"github.com/rackboot/rackboot/store"
 )
 
+// bootSecret gives a node a secret for its next boot, as the core does
+// when it serves the node its boot script.
+func (f *fixture) bootSecret(t *testing.T, node string) string {
+	t.Helper()
+	ctx := context.Background()
+	secret, hash := NewSecret()
+	f.st.DeleteToken(ctx, store.BootTokenID(node))
+	if _, err := f.st.CreateToken(ctx, store.Token{ID: store.BootTokenID(node), Hash: hash, Kind: store.TokenBoot, NodeID: node,
+		Expires: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
 // TestAgentProtocol walks a new node's agent through lookup, its
 // inspection and a second life, with every refusal on the way.
 func TestAgentProtocol(t *testing.T) {
@@ -25,7 +39,11 @@ func TestAgentProtocol(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	secret := f.bootSecret(t, n.ID)
 	lookup := func(body string) (int, protocol.LookupResult, string) {
+		if strings.HasSuffix(body, "}") && !strings.Contains(body, "boot_secret") {
+			body = strings.TrimSuffix(body, "}") + fmt.Sprintf(`,"boot_secret":%q}`, secret)
+		}
 		code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", body)
 		var res protocol.LookupResult
 		json.Unmarshal(b, &res)
@@ -158,7 +176,7 @@ func TestAgentProtocol(t *testing.T) {
 func TestAgentLookupRefusedForActiveNode(t *testing.T) {
 	f := newFixture(t)
 	f.st.SetState(context.Background(), f.node.ID, store.StateActive)
-	code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", `{"macs":["52:54:00:12:34:56"]}`)
+	code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", fmt.Sprintf(`{"macs":["52:54:00:12:34:56"],"boot_secret":%q}`, f.bootSecret(t, f.node.ID)))
 	if code != 409 || !strings.Contains(string(b), "active") {
 		t.Fatalf("lookup of an active node: %d %s", code, b)
 	}
@@ -174,7 +192,7 @@ func TestWipeAuditRecords(t *testing.T) {
 		t.Fatalf("wipe: %d %s", code, b)
 	}
 	f.api.AgentHeartbeat = 3 * time.Second
-	code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", `{"macs":["52:54:00:12:34:56"]}`)
+	code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", fmt.Sprintf(`{"macs":["52:54:00:12:34:56"],"boot_secret":%q}`, f.bootSecret(t, f.node.ID)))
 	var res protocol.LookupResult
 	if json.Unmarshal(b, &res); code != 200 || time.Duration(res.Heartbeat) != 3*time.Second {
 		t.Fatalf("lookup: %d %s, want a 3s heartbeat", code, b)
@@ -204,5 +222,123 @@ func TestWipeAuditRecords(t *testing.T) {
 	}
 	if strings.Join(wipes, "\n") != strings.Join(want, "\n") {
 		t.Errorf("wipe events:\n%s\nwant:\n%s", strings.Join(wipes, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// An attacker on the provisioning network who can name a node, or ask
+// for its boot script from another address, gets no agent token: the
+// lookup takes MACs only and needs this boot's secret.
+func TestAgentImpersonation(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.st.SetState(ctx, f.node.ID, store.StateAvailable)
+	lookup := func(body string) (int, string) {
+		code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", body)
+		return code, string(b)
+	}
+	secret := f.bootSecret(t, f.node.ID)
+	other, _, _ := f.st.EnrollClient(ctx, boot.Client{MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0x77, 1}, Arch: boot.ClientX64UEFI}, time.Now())
+	otherSecret := f.bootSecret(t, other.ID)
+	for _, tc := range []struct {
+		name, body string
+		code       int
+		want       string
+	}{
+		{"by name", fmt.Sprintf(`{"macs":["gpu-01"],"boot_secret":%q}`, secret), 400, "not an Ethernet MAC"},
+		{"by id", fmt.Sprintf(`{"macs":[%q],"boot_secret":%q}`, f.node.ID, secret), 400, "not an Ethernet MAC"},
+		{"no secret", `{"macs":["52:54:00:12:34:56"]}`, 403, "no boot secret"},
+		{"a made-up secret", `{"macs":["52:54:00:12:34:56"],"boot_secret":"0123456789abcdef0123456789abcdef"}`, 403, "not node"},
+		{"another node's secret", fmt.Sprintf(`{"macs":["52:54:00:12:34:56"],"boot_secret":%q}`, otherSecret), 403, "not node"},
+		{"an API token as the secret", fmt.Sprintf(`{"macs":["52:54:00:12:34:56"],"boot_secret":%q}`, f.tokens[store.RoleAdmin]), 403, "not node"},
+	} {
+		if code, b := lookup(tc.body); code != tc.code || !strings.Contains(b, tc.want) {
+			t.Errorf("%s: %d %s, want %d %q", tc.name, code, b, tc.code, tc.want)
+		}
+	}
+	// Upper-case and dashed MACs are the same MAC.
+	if code, b := lookup(fmt.Sprintf(`{"macs":["52-54-00-12-34-56"],"boot_secret":%q}`, secret)); code != 200 {
+		t.Fatalf("the node's own agent: %d %s", code, b)
+	}
+	// A boot that is over: the node booted again, and the secret of the
+	// boot before is refused.
+	f.bootSecret(t, f.node.ID)
+	if code, b := lookup(fmt.Sprintf(`{"macs":["52:54:00:12:34:56"],"boot_secret":%q}`, secret)); code != 403 {
+		t.Errorf("the previous boot's secret: %d %s", code, b)
+	}
+	// Expired.
+	f.st.DeleteToken(ctx, store.BootTokenID(f.node.ID))
+	old, hash := NewSecret()
+	f.st.CreateToken(ctx, store.Token{ID: store.BootTokenID(f.node.ID), Hash: hash, Kind: store.TokenBoot, NodeID: f.node.ID, Expires: time.Now().Add(-time.Minute)})
+	if code, b := lookup(fmt.Sprintf(`{"macs":["52:54:00:12:34:56"],"boot_secret":%q}`, old)); code != 403 || !strings.Contains(b, "expired") {
+		t.Errorf("an expired secret: %d %s", code, b)
+	}
+	// Boot secrets are no API credential and are not listed as tokens.
+	if code, _ := f.call(t, nil, "GET", "/api/v1/nodes", old, ""); code != 401 {
+		t.Errorf("a boot secret as a bearer token: %d", code)
+	}
+	_, b := f.call(t, nil, "GET", "/api/v1/tokens", f.tokens[store.RoleAdmin], "")
+	if strings.Contains(string(b), "boot") {
+		t.Errorf("token list shows boot secrets: %s", b)
+	}
+}
+
+// The first lookup of a new boot ends the agent of the boot before: its
+// token dies, a reboot it was asked for is done, the work it had not
+// reported fails. A later lookup of the same boot (after a state change
+// killed its token) changes nothing of that.
+func TestNewBootEndsTheOldAgent(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.st.SetState(ctx, f.node.ID, store.StateAvailable)
+	if code, b := f.call(t, nil, "POST", "/api/v1/nodes/"+f.node.ID+"/actions/burnin", f.tokens[store.RoleTech], `{"duration":"1m"}`); code != 200 {
+		t.Fatalf("burnin: %d %s", code, b)
+	}
+	lookup := func(secret string) (int, protocol.LookupResult) {
+		code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", fmt.Sprintf(`{"macs":["52:54:00:12:34:56"],"boot_secret":%q}`, secret))
+		var res protocol.LookupResult
+		json.Unmarshal(b, &res)
+		return code, res
+	}
+	code, first := lookup(f.bootSecret(t, f.node.ID))
+	if code != 200 {
+		t.Fatalf("first boot's lookup: %d", code)
+	}
+	base := "/api/v1/agent/nodes/" + f.node.ID
+	if _, b := f.call(t, nil, "POST", base+"/heartbeat", first.Token, `{}`); !strings.Contains(string(b), "burnin") {
+		t.Fatalf("burn-in not handed out: %s", b)
+	}
+	if _, err := f.st.CreateTask(ctx, store.Task{NodeID: f.node.ID, Kind: "reboot"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.ClaimTask(ctx, f.node.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	// The node boots again: a new secret, a new agent.
+	secret := f.bootSecret(t, f.node.ID)
+	if code, _ := lookup(secret); code != 200 {
+		t.Fatalf("new boot's lookup: %d", code)
+	}
+	if code, _ := f.call(t, nil, "POST", base+"/heartbeat", first.Token, `{}`); code != 401 {
+		t.Errorf("the old agent's token after a new boot: %d, want 401", code)
+	}
+	tasks, _ := f.st.Tasks(ctx, store.TaskFilter{NodeID: f.node.ID})
+	states := map[string]store.TaskState{}
+	for _, tk := range tasks {
+		states[tk.Kind] = tk.State
+	}
+	if states["burnin"] != store.TaskFailed || states["reboot"] != store.TaskDone {
+		t.Errorf("tasks after the new boot: %v", states)
+	}
+	n, _ := f.st.Node(ctx, f.node.ID)
+	if n.State != store.StateFailed || !strings.Contains(n.LastError, "burnin interrupted") {
+		t.Errorf("node after its agent vanished: %s %q", n.State, n.LastError)
+	}
+	// The same boot's agent asking again while its token lives: refused,
+	// and nothing else changes.
+	if code, _ := lookup(secret); code != 409 {
+		t.Errorf("second lookup of one boot: %d, want 409", code)
+	}
+	if n2, _ := f.st.Node(ctx, f.node.ID); n2.State != n.State {
+		t.Errorf("a second lookup moved the node to %s", n2.State)
 	}
 }

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -14,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"golang.org/x/crypto/bcrypt"
 
+	secretpkg "github.com/rackboot/rackboot/internal/secret"
 	"github.com/rackboot/rackboot/store"
 )
 
@@ -60,19 +60,10 @@ func principal(r *http.Request) Principal {
 }
 
 // NewSecret returns a fresh random token secret and the hash stored for it.
-func NewSecret() (secret, hash string) {
-	b := make([]byte, 32)
-	rand.Read(b)
-	secret = TokenPrefix + hex.EncodeToString(b)
-	return secret, HashSecret(secret)
-}
+func NewSecret() (secret, hash string) { return secretpkg.New(TokenPrefix, 32) }
 
-// HashSecret is how a secret is stored: hex SHA-256. Secrets are random
-// and long, so a fast hash is enough (unlike passwords).
-func HashSecret(secret string) string {
-	h := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(h[:])
-}
+// HashSecret is how a secret is stored: hex SHA-256.
+func HashSecret(s string) string { return secretpkg.Hash(s) }
 
 // csrfToken derives a session's CSRF token: only a page that could read
 // the session's own answers knows it.

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"time"
 
 	"github.com/rackboot/rackboot/lifecycle"
@@ -13,6 +14,7 @@ import (
 // it. State changes go through Lifecycle, not through the store.
 type Store interface {
 	Node(ctx context.Context, ref string) (store.Node, error)
+	NodeByMAC(ctx context.Context, mac net.HardwareAddr) (store.Node, error)
 	ListNodes(ctx context.Context, f store.NodeFilter) ([]store.Node, error)
 	CountNodes(ctx context.Context) (map[store.State]int, error)
 	UpdateNode(ctx context.Context, id string, p store.NodePatch) (store.Node, error)
@@ -53,6 +55,7 @@ type Store interface {
 type Lifecycle interface {
 	Do(ctx context.Context, ref string, a lifecycle.Action, p lifecycle.Params, actor string) (store.Node, store.Event, error)
 	TaskEnded(ctx context.Context, id, kind string, ok bool, actor, detail string) (store.Node, error)
+	NewBoot(ctx context.Context, id, actor string) (store.Node, error)
 }
 
 // New returns a Server on st with a broker of its own and a lifecycle

@@ -272,12 +272,19 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 	// the core or the reaper) writes an event.
 	broker := api.NewBroker()
 	machine := &lifecycle.Machine{Store: st, Notify: func(store.Event) { broker.Publish() }}
-	c := &core.Core{Store: st, Logger: log, Lifecycle: machine, Config: core.Config{
+	var leased []netip.Prefix
+	for _, sn := range r.subnets {
+		leased = append(leased, sn.Prefix)
+	}
+	c := &core.Core{Store: st, Logger: log, Config: core.Config{
 		BaseURL:           r.baseURL,
 		SecureBoot:        r.SecureBoot,
 		SecureBootSubnets: r.sbNets,
 		Artifacts:         filepath.Join(r.DataDir, ArtifactsDir),
 		Cmdline:           r.Cmdline,
+		// With DHCP off rackboot sees no firmware DHCP to enroll by.
+		EnrollOnBoot: r.DHCP.Mode == DHCPOff,
+		Subnets:      leased,
 	}}
 
 	g, ctx := errgroup.WithContext(ctx)

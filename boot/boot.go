@@ -7,6 +7,7 @@ package boot
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -136,6 +137,11 @@ const (
 	// ActionLocal leaves the network and boots the local disk.
 	ActionLocal Action = "local"
 )
+
+// ErrUnknownNode is a boot request for a MAC that is no node's. A boot
+// request (TFTP, boot HTTP) does not enroll one: a firmware DHCP exchange
+// does.
+var ErrUnknownNode = errors.New("no node has this MAC: a node is enrolled by its firmware's DHCP exchange")
 
 // Plan is what one node should boot now, from which the iPXE script and the
 // GRUB config are generated. Every string may come from a node or an

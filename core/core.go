@@ -18,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/dhcp"
 	"github.com/rackboot/rackboot/firmware"
+	secretpkg "github.com/rackboot/rackboot/internal/secret"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/trace"
 )
@@ -49,6 +51,17 @@ type Config struct {
 	Console map[boot.Arch]string
 	// APIURL is what the agent is told to talk to (defaults to BaseURL).
 	APIURL string
+	// EnrollOnBoot enrolls a MAC rackboot has never seen when its boot
+	// request comes from the address the neighbour table gives that MAC:
+	// with DHCP off rackboot sees no firmware DHCP to enroll by. Otherwise
+	// only a firmware DHCP exchange enrolls a node.
+	EnrollOnBoot bool
+	// Subnets are the networks rackboot leases on, where a node's lease
+	// tells its address.
+	Subnets []netip.Prefix
+	// BootSecretTTL is how long a boot's secret may wait for its agent's
+	// lookup (default 24h).
+	BootSecretTTL time.Duration
 }
 
 // Core is the appliance's decision maker.
@@ -57,19 +70,12 @@ type Core struct {
 	Config Config
 	Logger *slog.Logger
 	// Neighbors maps an address to a MAC when no lease knows it (proxy
-	// mode, where another server leases the addresses). Nil reads the
-	// kernel's neighbour table.
-	Neighbors func(ip netip.Addr) net.HardwareAddr
+	// mode, where another server leases the addresses), NeighborAddrs a
+	// MAC to its addresses. Nil reads the kernel's neighbour table.
+	Neighbors     func(ip netip.Addr) net.HardwareAddr
+	NeighborAddrs func(mac net.HardwareAddr) []netip.Addr
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// Lifecycle, when set, fails the work a node's agent was doing when
-	// the node network-boots again (its agent is gone).
-	Lifecycle Finisher
-}
-
-// Finisher ends a node's work; lifecycle.Machine implements it.
-type Finisher interface {
-	Finish(ctx context.Context, id string, from, to store.State, actor, reason string) (store.Node, error)
 }
 
 // Store is what the core reads and writes; store.Store implements it.
@@ -81,10 +87,11 @@ type Store interface {
 	ByIP(ctx context.Context, ip netip.Addr) (dhcp.Lease, error)
 	// AddTrace keeps a node's boot trace.
 	AddTrace(ctx context.Context, nodeID string, e boot.Event) error
-	// DeleteTokens, Tasks and UpdateTask close a rebooted node's agent.
-	DeleteTokens(ctx context.Context, kind, nodeID, user string) error
-	Tasks(ctx context.Context, f store.TaskFilter) ([]store.Task, error)
-	UpdateTask(ctx context.Context, t store.Task) error
+	// ByMAC finds a node's lease, and so its address, on a subnet.
+	ByMAC(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr) (dhcp.Lease, error)
+	// CreateToken and DeleteToken keep each node's boot secret.
+	CreateToken(ctx context.Context, t store.Token) (store.Token, error)
+	DeleteToken(ctx context.Context, id string) error
 }
 
 func (c *Core) log() *slog.Logger {
@@ -140,12 +147,26 @@ func (c *Core) secureBoot(n store.Node, cl boot.Client) bool {
 	return false
 }
 
-// Plan says what the node owning mac boots now. A MAC never seen before
-// is enrolled (DHCP may be someone else's, as in Ironic's setup).
-func (c *Core) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch) (boot.Plan, error) {
+// Plan says what the node owning mac boots now, for a request from the
+// address from. A boot request changes no node's state, revokes no token
+// and fails no task: anyone on the network can make one.
+//
+// A plan that boots the agent carries a fresh per-boot secret on the
+// kernel command line (rackboot.boot=), which the agent's lookup must
+// show, and which replaces the node's previous one. It is given only to
+// a request that comes from the node itself, as far as rackboot can tell
+// (see fromNode); anyone else gets the same script without it, so an
+// agent started from it can never get the node's token.
+func (c *Core) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch, from netip.Addr) (boot.Plan, error) {
 	n, err := c.Store.NodeByMAC(ctx, mac)
 	if errors.Is(err, store.ErrNotFound) {
+		if !c.Config.EnrollOnBoot || !sameMAC(c.neighbor(from), mac) {
+			return boot.Plan{}, fmt.Errorf("plan boot of %s: %w", mac, boot.ErrUnknownNode)
+		}
 		n, _, err = c.Store.EnrollClient(ctx, boot.Client{MAC: mac, Arch: clientArchOf(arch)}, c.now())
+		if err == nil {
+			c.log().Info("node enrolled by its first boot request", "node", n.ID, "mac", mac.String(), "peer", from.String())
+		}
 	}
 	if err != nil {
 		return boot.Plan{}, fmt.Errorf("plan boot of %s: %w", mac, err)
@@ -157,49 +178,86 @@ func (c *Core) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch) (
 	if p.Hostname == "" {
 		p.Hostname = n.ID
 	}
+	secret := ""
 	if n.State == store.StateActive {
 		p.Action = boot.ActionLocal
 	} else {
 		p.Action = boot.ActionNetboot
-		if err := c.netboot(&p, n); err != nil {
+		if c.fromNode(ctx, from, n) {
+			if secret, err = c.bootSecret(ctx, n.ID); err != nil {
+				return boot.Plan{}, fmt.Errorf("plan boot of node %s: %w", n.ID, err)
+			}
+		} else {
+			c.log().Warn("boot script asked for a node from another address: served without the boot secret",
+				"node", n.ID, "mac", mac.String(), "peer", from.String())
+		}
+		if err := c.netboot(&p, n, secret); err != nil {
 			return boot.Plan{}, fmt.Errorf("plan boot of node %s: %w", n.ID, err)
 		}
-		c.newAgent(ctx, n)
 	}
-	c.recordPlan(ctx, n.ID, mac, p)
+	c.recordPlan(ctx, n.ID, mac, p, from, p.Action == boot.ActionNetboot && secret == "")
 	return p, nil
 }
 
-// newAgent closes the previous agent's life when a node boots into a new
-// one: its token dies, so the new agent can look the node up; a reboot it
-// was asked for is done; any other work it was doing failed.
-func (c *Core) newAgent(ctx context.Context, n store.Node) {
-	if err := c.Store.DeleteTokens(ctx, "agent", n.ID, ""); err != nil {
-		c.log().Warn("revoke agent token", "node", n.ID, "err", err)
+// fromNode says whether a request from the address from comes from node
+// n. Its address is attributed by lease or neighbour table: it must be
+// one of n's MACs. An address rackboot cannot attribute (a node behind a
+// router in proxy mode) counts as the node's unless rackboot knows n's
+// own address, from a lease or the neighbour table, and it is another.
+func (c *Core) fromNode(ctx context.Context, from netip.Addr, n store.Node) bool {
+	if !from.IsValid() {
+		return false
 	}
-	running, err := c.Store.Tasks(ctx, store.TaskFilter{NodeID: n.ID, State: store.TaskRunning})
-	if err != nil {
-		c.log().Warn("tasks of rebooted node", "node", n.ID, "err", err)
-		return
+	from = from.Unmap()
+	if mac := c.MACOf(ctx, from); len(mac) > 0 {
+		return slices.Contains(n.MACs, mac.String())
 	}
-	for _, t := range running {
-		t.State, t.Updated = store.TaskFailed, c.now()
-		reason := t.Kind + " interrupted: the node network-booted again before its agent reported"
-		if t.Kind == "reboot" {
-			t.State, reason = store.TaskDone, ""
-		} else {
-			t.Error = reason
-		}
-		if err := c.Store.UpdateTask(ctx, t); err != nil {
-			c.log().Warn("close task of rebooted node", "node", n.ID, "task", t.ID, "err", err)
+	for _, m := range n.MACs {
+		hw, err := net.ParseMAC(m)
+		if err != nil {
 			continue
 		}
-		if reason != "" && c.Lifecycle != nil {
-			// Refused when the node is not in a busy state: nothing to fail.
-			c.Lifecycle.Finish(ctx, n.ID, n.State, store.StateFailed, "system", reason)
+		for _, sn := range c.Config.Subnets {
+			if l, err := c.Store.ByMAC(ctx, sn, hw); err == nil && l.IP.IsValid() && l.IP != from {
+				return false
+			}
+		}
+		for _, a := range c.neighborAddrs(hw) {
+			if a != from {
+				return false
+			}
 		}
 	}
+	return true
 }
+
+// bootSecret makes the node's secret for this boot, replacing the last
+// one: only the newest script's agent can look the node up.
+func (c *Core) bootSecret(ctx context.Context, node string) (string, error) {
+	ttl := c.Config.BootSecretTTL
+	if ttl <= 0 {
+		ttl = 24 * time.Hour
+	}
+	s, hash := secretpkg.New("", 16)
+	id := store.BootTokenID(node)
+	t := store.Token{ID: id, Hash: hash, Kind: store.TokenBoot, Name: "boot secret of " + node, NodeID: node, Expires: c.now().Add(ttl).UTC()}
+	for try := 0; ; try++ {
+		if err := c.Store.DeleteToken(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return "", fmt.Errorf("boot secret: %w", err)
+		}
+		_, err := c.Store.CreateToken(ctx, t)
+		// Two plans at once: one replaces the other's, and tries again.
+		if errors.Is(err, store.ErrConflict) && try < 3 {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("boot secret: %w", err)
+		}
+		return s, nil
+	}
+}
+
+func sameMAC(a, b net.HardwareAddr) bool { return len(a) > 0 && a.String() == b.String() }
 
 func clientArchOf(a boot.Arch) boot.ClientArch {
 	switch a {
@@ -211,7 +269,7 @@ func clientArchOf(a boot.Arch) boot.ClientArch {
 	return 0xffff
 }
 
-func (c *Core) netboot(p *boot.Plan, n store.Node) error {
+func (c *Core) netboot(p *boot.Plan, n store.Node, secret string) error {
 	if p.Arch == boot.ArchUnknown {
 		return fmt.Errorf("architecture unknown")
 	}
@@ -237,13 +295,20 @@ func (c *Core) netboot(p *boot.Plan, n store.Node) error {
 	if api == "" {
 		api = c.Config.BaseURL
 	}
-	p.Cmdline = strings.TrimSpace(fmt.Sprintf("console=%s rackboot.api=%s rackboot.node=%s %s", console, api, n.ID, c.Config.Cmdline))
+	p.Cmdline = fmt.Sprintf("console=%s rackboot.api=%s rackboot.node=%s", console, api, n.ID)
+	if secret != "" {
+		p.Cmdline += " rackboot.boot=" + secret
+	}
+	p.Cmdline = strings.TrimSpace(p.Cmdline + " " + c.Config.Cmdline)
 	return nil
 }
 
-func (c *Core) recordPlan(ctx context.Context, nodeID string, mac net.HardwareAddr, p boot.Plan) {
-	e := boot.Event{Time: c.now(), MAC: mac, Proto: trace.ProtoCore, Kind: trace.KindPlan, Size: -1,
+func (c *Core) recordPlan(ctx context.Context, nodeID string, mac net.HardwareAddr, p boot.Plan, from netip.Addr, withheld bool) {
+	e := boot.Event{Time: c.now(), MAC: mac, IP: from, Proto: trace.ProtoCore, Kind: trace.KindPlan, Size: -1,
 		Options: map[string]string{trace.OptAction: string(p.Action)}}
+	if withheld {
+		e.Error = "asked for from " + from.String() + ", not the node's address: served without the boot secret"
+	}
 	if p.Action == boot.ActionNetboot {
 		e.Options[trace.OptKernel] = p.Kernel
 		e.Options[trace.OptInitrds] = strings.Join(p.Initrds, " ")
@@ -289,10 +354,46 @@ func (c *Core) MACOf(ctx context.Context, ip netip.Addr) net.HardwareAddr {
 	if l, err := c.Store.ByIP(ctx, ip); err == nil && len(l.MAC) > 0 {
 		return l.MAC
 	}
+	return c.neighbor(ip)
+}
+
+func (c *Core) neighbor(ip netip.Addr) net.HardwareAddr {
+	if !ip.IsValid() {
+		return nil
+	}
 	if c.Neighbors != nil {
 		return c.Neighbors(ip)
 	}
 	return kernelNeighbor(ip)
+}
+
+func (c *Core) neighborAddrs(mac net.HardwareAddr) []netip.Addr {
+	if c.NeighborAddrs != nil {
+		return c.NeighborAddrs(mac)
+	}
+	b, err := os.ReadFile("/proc/net/arp")
+	if err != nil {
+		return nil
+	}
+	return parseARPAddrs(string(b), mac)
+}
+
+// parseARPAddrs lists the addresses of the complete entries for mac.
+func parseARPAddrs(table string, mac net.HardwareAddr) []netip.Addr {
+	var out []netip.Addr
+	for _, line := range strings.Split(table, "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 4 || !strings.EqualFold(f[3], mac.String()) {
+			continue
+		}
+		if flags, err := strconv.ParseUint(strings.TrimPrefix(f[2], "0x"), 16, 32); err != nil || flags&0x2 == 0 {
+			continue
+		}
+		if a, err := netip.ParseAddr(f[0]); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // kernelNeighbor reads /proc/net/arp: in proxy mode the client's address

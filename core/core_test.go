@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	secretpkg "github.com/rackboot/rackboot/internal/secret"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/store/sqlite"
@@ -115,35 +116,210 @@ func TestSecureBootOverride(t *testing.T) {
 	}
 }
 
+// enrolled is a node its firmware's DHCP enrolled, holding a lease on ip.
+func enrolled(t *testing.T, c *Core, m net.HardwareAddr, ip string) store.Node {
+	t.Helper()
+	ctx := context.Background()
+	o, err := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ip != "" {
+		if _, err := db(c).Bind(ctx, netip.MustParsePrefix("10.0.0.0/24"), m, netip.MustParseAddr(ip), "", time.Now().Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := db(c).Node(ctx, o.Node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func TestPlan(t *testing.T) {
 	ctx := context.Background()
 	c := newCore(t)
 	m := mac("52:54:00:00:03:01")
-	p, err := c.Plan(ctx, m, boot.ArchX86_64)
+	n := enrolled(t, c, m, "10.0.0.31")
+	p, err := c.Plan(ctx, m, boot.ArchX86_64, netip.MustParseAddr("10.0.0.31"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Action != boot.ActionNetboot || p.Kernel != "http://10.0.0.1:8080/artifacts/x86_64/vmlinuz" ||
+	if p.Node != n.ID || p.Action != boot.ActionNetboot || p.Kernel != "http://10.0.0.1:8080/artifacts/x86_64/vmlinuz" ||
 		strings.Join(p.Initrds, " ") != "http://10.0.0.1:8080/artifacts/x86_64/initrd http://10.0.0.1:8080/artifacts/x86_64/initrd-b" {
 		t.Errorf("plan = %+v", p)
 	}
-	for _, want := range []string{"console=ttyS0", "rackboot.node=" + p.Node, "rackboot.api=http://10.0.0.1:8080", "quiet"} {
+	for _, want := range []string{"console=ttyS0", "rackboot.node=" + p.Node, "rackboot.api=http://10.0.0.1:8080", "rackboot.boot=", "quiet"} {
 		if !strings.Contains(p.Cmdline, want) {
 			t.Errorf("cmdline %q lacks %q", p.Cmdline, want)
 		}
 	}
-	if _, err := c.Plan(ctx, mac("52:54:00:00:03:02"), boot.ArchAArch64); err == nil || !strings.Contains(err.Error(), "no kernel for aarch64") {
+	m2 := mac("52:54:00:00:03:02")
+	enrolled(t, c, m2, "")
+	if _, err := c.Plan(ctx, m2, boot.ArchAArch64, netip.Addr{}); err == nil || !strings.Contains(err.Error(), "no kernel for aarch64") {
 		t.Errorf("plan without an aarch64 kernel: %v", err)
 	}
 	if err := db(c).SetState(ctx, p.Node, store.StateActive); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := c.Plan(ctx, m, boot.ArchX86_64); err != nil || p.Action != boot.ActionLocal {
+	if p, err := c.Plan(ctx, m, boot.ArchX86_64, netip.MustParseAddr("10.0.0.31")); err != nil || p.Action != boot.ActionLocal || strings.Contains(p.Cmdline, "rackboot.boot") {
 		t.Errorf("active node: plan %+v, %v", p, err)
 	}
 	tr, _ := db(c).Trace(ctx, p.Node, 0)
 	if len(tr) != 2 || tr[0].Proto != trace.ProtoCore || tr[0].Options[trace.OptKernel] == "" || tr[1].Options[trace.OptAction] != "local" {
 		t.Errorf("plan events = %+v", tr)
+	}
+}
+
+// secretOf is the boot secret on a plan's kernel command line, "" if none.
+func secretOf(p boot.Plan) string {
+	for _, f := range strings.Fields(p.Cmdline) {
+		if v, ok := strings.CutPrefix(f, "rackboot.boot="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// The boot secret goes only to a request from the node's own address,
+// and a request from anyone else neither gets nor replaces it.
+func TestPlanBootSecret(t *testing.T) {
+	ctx := context.Background()
+	c := newCore(t)
+	c.Config.Subnets = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")}
+	m := mac("52:54:00:00:05:01")
+	n := enrolled(t, c, m, "10.0.0.51")
+	other := mac("52:54:00:00:05:02")
+	enrolled(t, c, other, "10.0.0.52")
+	neighbors := map[netip.Addr]net.HardwareAddr{netip.MustParseAddr("10.0.0.60"): mac("52:54:00:00:05:60")}
+	c.Neighbors = func(a netip.Addr) net.HardwareAddr { return neighbors[a] }
+	plan := func(from string) boot.Plan {
+		t.Helper()
+		a := netip.Addr{}
+		if from != "" {
+			a = netip.MustParseAddr(from)
+		}
+		p, err := c.Plan(ctx, m, boot.ArchX86_64, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	valid := func(secret string) bool {
+		tk, err := db(c).TokenByHash(ctx, secretpkg.Hash(secret))
+		return err == nil && tk.Kind == store.TokenBoot && tk.NodeID == n.ID && tk.ID == store.BootTokenID(n.ID)
+	}
+	first := secretOf(plan("10.0.0.51"))
+	if first == "" || !valid(first) {
+		t.Fatalf("the node's own request got secret %q (valid %v)", first, valid(first))
+	}
+	for _, from := range []string{
+		"10.0.0.52", // another node's lease
+		"10.0.0.60", // the neighbour table says another MAC
+		"10.0.0.99", // nobody's, while the node's own address is known
+		"",          // no address at all
+		"::ffff:10.0.0.52",
+	} {
+		if p := plan(from); secretOf(p) != "" {
+			t.Errorf("a request from %q got the boot secret", from)
+		}
+	}
+	if !valid(first) {
+		t.Error("requests from other addresses replaced the node's boot secret")
+	}
+	tr, _ := db(c).Trace(ctx, n.ID, 0)
+	withheld := 0
+	for _, e := range tr {
+		if strings.Contains(e.Error, "served without the boot secret") {
+			withheld++
+		}
+	}
+	if withheld != 5 {
+		t.Errorf("%d plan events say the secret was withheld, want 5", withheld)
+	}
+	second := secretOf(plan("10.0.0.51"))
+	if second == "" || second == first || valid(first) || !valid(second) {
+		t.Errorf("a new boot: secrets %q then %q; the old one valid %v", first, second, valid(first))
+	}
+	// A node behind a router (proxy mode): rackboot knows neither its
+	// lease nor its neighbour entry, so whoever asks for it gets it.
+	routed := mac("52:54:00:00:05:03")
+	enrolled(t, c, routed, "")
+	p, err := c.Plan(ctx, routed, boot.ArchX86_64, netip.MustParseAddr("10.7.0.9"))
+	if err != nil || secretOf(p) == "" {
+		t.Errorf("routed node: %q, %v", p.Cmdline, err)
+	}
+	c.NeighborAddrs = func(hw net.HardwareAddr) []netip.Addr {
+		if hw.String() == routed.String() {
+			return []netip.Addr{netip.MustParseAddr("10.0.0.70")}
+		}
+		return nil
+	}
+	if p, _ := c.Plan(ctx, routed, boot.ArchX86_64, netip.MustParseAddr("10.7.0.9")); secretOf(p) != "" {
+		t.Error("a node whose neighbour entry says 10.0.0.70 gave its secret to 10.7.0.9")
+	}
+}
+
+// A boot request, forged or not, changes nothing of a node's work: its
+// agent keeps its token and its task keeps running.
+func TestPlanChangesNothing(t *testing.T) {
+	ctx := context.Background()
+	c := newCore(t)
+	st := db(c)
+	m := mac("52:54:00:00:00:42")
+	n := enrolled(t, c, m, "10.0.0.42")
+	if _, _, err := (&lifecycle.Machine{Store: st}).Do(ctx, n.ID, lifecycle.Inspect, lifecycle.Params{}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ClaimTask(ctx, n.ID, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.CreateToken(ctx, store.Token{Hash: "h", Kind: "agent", NodeID: n.ID}); err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range []string{"10.0.0.42", "10.0.0.66"} {
+		if _, err := c.Plan(ctx, m, boot.ArchX86_64, netip.MustParseAddr(from)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.TokenByHash(ctx, "h"); err != nil {
+		t.Errorf("a boot request revoked the agent's token: %v", err)
+	}
+	running, _ := st.Tasks(ctx, store.TaskFilter{NodeID: n.ID, State: store.TaskRunning})
+	if len(running) != 1 {
+		t.Errorf("running tasks after boot requests: %+v", running)
+	}
+	if n, _ := st.Node(ctx, n.ID); n.State != store.StateInspecting {
+		t.Errorf("node %s after boot requests", n.State)
+	}
+}
+
+// A boot request does not enroll: a firmware DHCP exchange does, or with
+// DHCP off a request from the address the neighbour table gives the MAC.
+func TestPlanUnknownMAC(t *testing.T) {
+	ctx := context.Background()
+	c := newCore(t)
+	m := mac("52:54:00:00:06:01")
+	from := netip.MustParseAddr("10.0.0.61")
+	if _, err := c.Plan(ctx, m, boot.ArchX86_64, from); !errors.Is(err, boot.ErrUnknownNode) {
+		t.Fatalf("plan for an unknown MAC: %v", err)
+	}
+	c.Config.EnrollOnBoot = true
+	c.Neighbors = func(a netip.Addr) net.HardwareAddr {
+		if a == from {
+			return m
+		}
+		return mac("52:54:00:00:06:99")
+	}
+	if _, err := c.Plan(ctx, m, boot.ArchX86_64, netip.MustParseAddr("10.0.0.62")); !errors.Is(err, boot.ErrUnknownNode) {
+		t.Fatalf("DHCP off, asked for from another machine's address: %v", err)
+	}
+	if nodes, _ := db(c).Nodes(ctx); len(nodes) != 0 {
+		t.Fatalf("boot requests enrolled %d nodes", len(nodes))
+	}
+	p, err := c.Plan(ctx, m, boot.ArchX86_64, from)
+	if err != nil || p.Node == "" || secretOf(p) == "" {
+		t.Fatalf("DHCP off, the MAC's own address: %+v %v", p, err)
 	}
 }
 
@@ -186,53 +362,5 @@ func TestParseARP(t *testing.T) {
 	}
 	if got := parseARP(table, netip.MustParseAddr("10.0.0.7")); got != nil {
 		t.Errorf("absent entry gave %v", got)
-	}
-}
-
-// TestNewBootEndsTheOldAgent: a node that network-boots again has a new
-// agent coming; the old one's token dies and its unfinished work fails.
-func TestNewBootEndsTheOldAgent(t *testing.T) {
-	c := newCore(t)
-	st := db(c)
-	ctx := context.Background()
-	mac, _ := net.ParseMAC("52:54:00:00:00:42")
-	p, err := c.Plan(ctx, mac, boot.ArchX86_64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &lifecycle.Machine{Store: st}
-	c.Lifecycle = m
-	if _, _, err := m.Do(ctx, p.Node, lifecycle.Inspect, lifecycle.Params{}, "test"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.CreateTask(ctx, store.Task{NodeID: p.Node, Kind: "reboot"}); err != nil {
-		t.Fatal(err)
-	}
-	// Both tasks handed out, so both running.
-	for i := 0; i < 2; i++ {
-		if _, err := st.ClaimTask(ctx, p.Node, time.Now()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := st.CreateToken(ctx, store.Token{Hash: "h", Kind: "agent", NodeID: p.Node}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Plan(ctx, mac, boot.ArchX86_64); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.TokenByHash(ctx, "h"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("old agent token: %v, want gone", err)
-	}
-	tasks, _ := st.Tasks(ctx, store.TaskFilter{NodeID: p.Node})
-	states := map[string]store.TaskState{}
-	for _, tk := range tasks {
-		states[tk.Kind] = tk.State
-	}
-	if states["inspect"] != store.TaskFailed || states["reboot"] != store.TaskDone {
-		t.Errorf("tasks after the new boot: %v", states)
-	}
-	n, _ := st.Node(ctx, p.Node)
-	if n.State != store.StateFailed || !strings.Contains(n.LastError, "inspect interrupted") {
-		t.Errorf("node after its agent vanished: %s %q", n.State, n.LastError)
 	}
 }

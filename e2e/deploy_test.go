@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/boot"
@@ -150,6 +153,24 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 	}
 	step := time.Now()
 	cliAt(t, c, "node", "deploy", mac, "--image", "e2e-"+string(spec.Arch))
+	if interrupt {
+		// While it deploys, another machine on the bridge forges the
+		// node's boot requests and its agent's lookup.
+		var n api.Node
+		if err := c.get("/api/v1/nodes/"+mac, &n); err != nil {
+			return err
+		}
+		if _, err := c.waitTask(ctx, n.ID, "deploy", "running"); err != nil {
+			return err
+		}
+		if err := forgeBootRequests(ctx, r, mac); err != nil {
+			return err
+		}
+		if err := c.get("/api/v1/nodes/"+mac, &n); err != nil || (n.State != "deploying" && n.State != "active") {
+			return fmt.Errorf("after forged boot requests the node is %s (%s), %v", n.State, n.LastError, err)
+		}
+		t.Logf("%s: forged boot requests and lookups from another machine on the bridge changed nothing", spec.Name)
+	}
 	if _, err := c.waitState(ctx, mac, "active"); err != nil {
 		return err
 	}
@@ -198,6 +219,90 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 	f.ReadAt(tail, st.Size()-512)
 	if strings.HasPrefix(string(head), "EFI PART") || strings.HasPrefix(string(tail), "EFI PART") {
 		return fmt.Errorf("the disk still has a partition table after the wipe")
+	}
+	return nil
+}
+
+// forgeBootRequests plays an attacker on the rack's bridge while a node
+// deploys: it asks for the node's boot script and GRUB config over HTTP
+// and TFTP, sends a DHCP DISCOVER in the node's name, and tries the
+// agent lookup with the node's MAC. None of it may give it the node's
+// boot secret or token, or disturb the deploy.
+func forgeBootRequests(ctx context.Context, r *lab.Rack, mac string) error {
+	ns := r.Net.Name() + "x"
+	run := func(args ...string) (string, error) {
+		out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
+		if err != nil {
+			return string(out), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out), nil
+	}
+	exec.Command("ip", "netns", "del", ns).Run()
+	if _, err := run("ip", "netns", "add", ns); err != nil {
+		return err
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	addr := r.Net.Prefix().Masked().Addr()
+	for range 250 {
+		addr = addr.Next()
+	}
+	for _, s := range [][]string{
+		{"ip", "-n", r.Net.Name(), "link", "add", "vx", "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"ip", "-n", r.Net.Name(), "link", "set", "vx", "master", r.Net.Bridge(), "up"},
+		{"ip", "-n", ns, "link", "set", "eth0", "address", "52:54:00:ee:ee:01"},
+		{"ip", "-n", ns, "addr", "add", fmt.Sprintf("%s/%d", addr, r.Net.Prefix().Bits()), "dev", "eth0"},
+		{"ip", "-n", ns, "link", "set", "eth0", "up"},
+		{"ip", "-n", ns, "link", "set", "lo", "up"},
+	} {
+		if _, err := run(s...); err != nil {
+			return err
+		}
+	}
+	server := r.Net.ServerIP().String()
+	base := "http://" + server + ":8080"
+	in := func(args ...string) (string, error) {
+		return run(append([]string{"ip", "netns", "exec", ns}, args...)...)
+	}
+	for _, path := range []string{"/ipxe/" + mac + "?arch=x86_64", "/grub/" + mac + ".cfg?arch=x86_64"} {
+		out, err := in("curl", "-sf", base+path)
+		if err != nil {
+			return fmt.Errorf("forged GET %s: %w", path, err)
+		}
+		if !strings.Contains(out, "rackboot.node=") || strings.Contains(out, "rackboot.boot=") {
+			return fmt.Errorf("forged GET %s from %s: got %q, want the node's script without its boot secret", path, addr, out)
+		}
+	}
+	cfg := filepath.Join(os.TempDir(), fmt.Sprintf("forged-%d.cfg", os.Getpid()))
+	defer os.Remove(cfg)
+	if _, err := in("tftp", server, "-c", "get", "grub/"+mac+".cfg", cfg); err != nil {
+		return fmt.Errorf("forged TFTP read: %w", err)
+	}
+	if b, _ := os.ReadFile(cfg); !strings.Contains(string(b), "rackboot.node=") || strings.Contains(string(b), "rackboot.boot=") {
+		return fmt.Errorf("forged TFTP read of grub/%s.cfg: %q, want the config without the boot secret", mac, b)
+	}
+	hw, _ := net.ParseMAC(mac)
+	err := lab.InNamespace(ns, func() error {
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(addr.String())})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		d, err := dhcpv4.NewDiscovery(hw, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00007:UNDI:003000")),
+			dhcpv4.WithOption(dhcpv4.OptGeneric(dhcpv4.OptionClientSystemArchitectureType, []byte{0, 7})))
+		if err != nil {
+			return err
+		}
+		_, err = c.WriteTo(d.ToBytes(), &net.UDPAddr{IP: net.ParseIP(server), Port: 67})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("forged DISCOVER: %w", err)
+	}
+	for _, body := range []string{fmt.Sprintf(`{"macs":[%q]}`, mac), fmt.Sprintf(`{"macs":[%q],"boot_secret":"00000000000000000000000000000000"}`, mac)} {
+		out, _ := in("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Content-Type: application/json", "-d", body, base+"/api/v1/agent/lookup")
+		if out != "403" {
+			return fmt.Errorf("forged lookup %s: HTTP %s, want 403", body, out)
+		}
 	}
 	return nil
 }

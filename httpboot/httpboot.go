@@ -29,7 +29,9 @@ import (
 // business: it may enroll it. arch is ArchUnknown when the client did not
 // say.
 type Planner interface {
-	Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch) (boot.Plan, error)
+	// from is the requester's address: a node's boot secret goes only
+	// into a plan asked for from the node's own address.
+	Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch, from netip.Addr) (boot.Plan, error)
 }
 
 // Server serves boot-time HTTP. The zero value serves nothing but 404s;
@@ -166,7 +168,15 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request, rawMAC string, gen
 		s.refuse(w, r, mac, http.StatusBadRequest, err.Error())
 		return
 	}
-	p, err := s.Planner.Plan(r.Context(), mac, arch)
+	from := netip.Addr{}
+	if ap, perr := netip.ParseAddrPort(r.RemoteAddr); perr == nil {
+		from = ap.Addr().Unmap()
+	}
+	p, err := s.Planner.Plan(r.Context(), mac, arch, from)
+	if errors.Is(err, boot.ErrUnknownNode) {
+		s.refuse(w, r, mac, http.StatusNotFound, err.Error())
+		return
+	}
 	if err != nil {
 		err = fmt.Errorf("plan %s: %w", mac, err)
 	} else if b, gerr := gen(p); gerr != nil {

@@ -28,19 +28,24 @@ import (
 
 // fakePlanner boots every node from a fixed plan, or fails for one MAC.
 type fakePlanner struct {
-	mu    sync.Mutex
-	calls []string // "mac arch"
-	fail  net.HardwareAddr
-	local net.HardwareAddr
+	mu      sync.Mutex
+	calls   []string // "mac arch"
+	fail    net.HardwareAddr
+	local   net.HardwareAddr
+	unknown net.HardwareAddr
+	from    []netip.Addr // who asked, per call
 }
 
-func (f *fakePlanner) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch) (boot.Plan, error) {
+func (f *fakePlanner) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch, from netip.Addr) (boot.Plan, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, mac.String()+" "+string(arch))
+	f.from = append(f.from, from)
 	f.mu.Unlock()
 	switch mac.String() {
 	case f.fail.String():
 		return boot.Plan{}, errors.New("store unavailable")
+	case f.unknown.String():
+		return boot.Plan{}, fmt.Errorf("plan: %w", boot.ErrUnknownNode)
 	case f.local.String():
 		return boot.Plan{Action: boot.ActionLocal, Node: "n-local"}, nil
 	}
@@ -96,8 +101,9 @@ func scriptServer(p *fakePlanner) *Server {
 
 func TestScripts(t *testing.T) {
 	p := &fakePlanner{
-		fail:  net.HardwareAddr{0xde, 0xad, 0, 0, 0, 1},
-		local: net.HardwareAddr{0x52, 0x54, 0, 0, 0, 9},
+		fail:    net.HardwareAddr{0xde, 0xad, 0, 0, 0, 1},
+		local:   net.HardwareAddr{0x52, 0x54, 0, 0, 0, 9},
+		unknown: net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0xee},
 	}
 	h := scriptServer(p).Handler()
 	tests := []struct {
@@ -116,6 +122,8 @@ func TestScripts(t *testing.T) {
 		{"/ipxe/zz", 400, "parse mac", nil},
 		{"/ipxe/52-54-00-12-34", 400, "parse mac", nil},
 		{"/ipxe/de-ad-00-00-00-01", 500, "store unavailable", []string{"de:ad:00:00:00:01 "}},
+		{"/ipxe/52-54-00-00-00-ee", 404, "no node has this MAC", []string{"52:54:00:00:00:ee "}},
+		{"/grub/52:54:00:00:00:ee.cfg", 404, "no node has this MAC", []string{"52:54:00:00:00:ee "}},
 		{"/grub/grub.cfg", 200, "configfile\n", nil},
 		{"/grub/52:54:00:12:34:56.cfg", 200, "grub netboot n-52:54:00:12:34:56 \n", []string{"52:54:00:12:34:56 "}},
 		{"/grub/52:54:00:12:34:56.cfg?arch=arm64", 200, "grub netboot n-52:54:00:12:34:56 aarch64\n", []string{"52:54:00:12:34:56 aarch64"}},
@@ -126,10 +134,12 @@ func TestScripts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
 			p.mu.Lock()
-			p.calls = nil
+			p.calls, p.from = nil, nil
 			p.mu.Unlock()
 			w := httptest.NewRecorder()
-			h.ServeHTTP(w, httptest.NewRequest("GET", tt.path, nil))
+			req := httptest.NewRequest("GET", tt.path, nil)
+			req.RemoteAddr = "10.0.0.42:50000"
+			h.ServeHTTP(w, req)
 			if w.Code != tt.code {
 				t.Errorf("status %d, want %d; body %q", w.Code, tt.code, w.Body)
 			}
@@ -150,6 +160,12 @@ func TestScripts(t *testing.T) {
 			defer p.mu.Unlock()
 			if diff := cmp.Diff(tt.planCalls, p.calls); diff != "" {
 				t.Errorf("planner calls (-want +got):\n%s", diff)
+			}
+			// The planner hears who asked: the boot secret depends on it.
+			for _, a := range p.from {
+				if a != netip.MustParseAddr("10.0.0.42") {
+					t.Errorf("planner told the request came from %v", a)
+				}
 			}
 		})
 	}

@@ -346,6 +346,44 @@ func (m *Machine) TaskEnded(ctx context.Context, id, kind string, ok bool, actor
 	return moved, err
 }
 
+// NewBoot closes the previous agent's work when a node's new agent has
+// proven it belongs to a new boot (its lookup showed the boot's secret):
+// the old agent is gone, so a reboot it was asked for is done and any
+// other task it was running failed, and with it the node's work. A boot
+// request alone never does this: anyone can make one.
+func (m *Machine) NewBoot(ctx context.Context, id, actor string) (store.Node, error) {
+	n, err := m.Store.Node(ctx, id)
+	if err != nil {
+		return n, err
+	}
+	running, err := m.Store.Tasks(ctx, store.TaskFilter{NodeID: id, State: store.TaskRunning})
+	if err != nil {
+		return n, fmt.Errorf("tasks of rebooted node %s: %w", id, err)
+	}
+	for _, t := range running {
+		t.State, t.Updated = store.TaskFailed, m.now()
+		reason := t.Kind + " interrupted: the node booted again before its agent reported"
+		if t.Kind == "reboot" {
+			t.State, reason = store.TaskDone, ""
+		} else {
+			t.Error = reason
+		}
+		if err := m.Store.UpdateTask(ctx, t); err != nil {
+			return n, fmt.Errorf("close task %s of rebooted node %s: %w", t.ID, id, err)
+		}
+		if reason == "" || !slices.Contains(busy, n.State) {
+			continue
+		}
+		moved, err := m.Finish(ctx, id, n.State, store.StateFailed, actor, reason)
+		var refused *RefusedError
+		if err != nil && !errors.As(err, &refused) {
+			return n, err
+		}
+		n = moved
+	}
+	return n, nil
+}
+
 // outcomes are the moves agents and the system make when work ends.
 var outcomes = map[store.State][]store.State{
 	store.StateInspecting: {store.StateAvailable, store.StateFailed},

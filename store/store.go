@@ -205,7 +205,7 @@ type User struct {
 type Token struct {
 	ID   string
 	Hash string // hex SHA-256 of the secret
-	// Kind is "api", "session" or "agent".
+	// Kind is "api", "session", "agent", TokenBoot or TokenBootUsed.
 	Kind string
 	Name string // what it is for, as its creator said
 	Role Role
@@ -220,6 +220,18 @@ type Token struct {
 	// Expires is zero for tokens that do not expire.
 	Expires time.Time
 }
+
+// Token kinds beside "api", "session" and "agent": a node's boot secret,
+// the per-boot secret its agent proves itself with, before (TokenBoot)
+// and after (TokenBootUsed) the first lookup of that boot. One per node,
+// with the id BootTokenID(node): every boot replaces it.
+const (
+	TokenBoot     = "boot"
+	TokenBootUsed = "boot-used"
+)
+
+// BootTokenID is the id of a node's boot secret.
+func BootTokenID(node string) string { return "boot-" + node }
 
 // TraceEvent is a boot event stored against a node.
 type TraceEvent struct {

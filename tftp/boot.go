@@ -2,6 +2,7 @@ package tftp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -14,7 +15,9 @@ import (
 // Planner says what a node boots now; an unknown MAC is the planner's
 // business (it may enroll it). It is the seam httpboot asks through too.
 type Planner interface {
-	Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch) (boot.Plan, error)
+	// Plan's from is the requester's address: a node's boot secret goes
+	// only into a plan asked for from the node's own address.
+	Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch, from netip.Addr) (boot.Plan, error)
 }
 
 // GRUBConfigPath is where Debian's network GRUB looks for its config: its
@@ -62,7 +65,7 @@ func (b *BootFiles) Open(ctx context.Context, client netip.AddrPort, name string
 		if p == GRUBConfigPath {
 			if b.ClientMAC != nil {
 				if mac := b.ClientMAC(ctx, client.Addr()); len(mac) > 0 {
-					return b.grubConfig(ctx, mac)
+					return b.grubConfig(ctx, mac, client.Addr())
 				}
 			}
 			if b.GRUBBootstrap != nil {
@@ -72,7 +75,7 @@ func (b *BootFiles) Open(ctx context.Context, client netip.AddrPort, name string
 		// grub/<MAC>.cfg: what the bootstrap asks for.
 		if name, ok := strings.CutPrefix(p, "grub/"); ok && strings.HasSuffix(name, ".cfg") {
 			if mac, err := net.ParseMAC(strings.TrimSuffix(name, ".cfg")); err == nil {
-				return b.grubConfig(ctx, mac)
+				return b.grubConfig(ctx, mac, client.Addr())
 			}
 		}
 	}
@@ -86,8 +89,11 @@ func open(ctx context.Context, f Files, client netip.AddrPort, name string) (Fil
 	return f.Open(ctx, client, name)
 }
 
-func (b *BootFiles) grubConfig(ctx context.Context, mac net.HardwareAddr) (File, error) {
-	plan, err := b.Planner.Plan(ctx, mac, boot.ArchUnknown)
+func (b *BootFiles) grubConfig(ctx context.Context, mac net.HardwareAddr, from netip.Addr) (File, error) {
+	plan, err := b.Planner.Plan(ctx, mac, boot.ArchUnknown, from)
+	if errors.Is(err, boot.ErrUnknownNode) {
+		return nil, fmt.Errorf("grub config for %s: %w: %w", mac, fs.ErrNotExist, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("grub config for %s: %w", mac, err)
 	}

@@ -3,6 +3,7 @@ package tftp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -14,10 +15,10 @@ import (
 	"github.com/rackboot/rackboot/boot"
 )
 
-type planFunc func(ctx context.Context, mac net.HardwareAddr, arch boot.Arch) (boot.Plan, error)
+type planFunc func(ctx context.Context, mac net.HardwareAddr, arch boot.Arch, from netip.Addr) (boot.Plan, error)
 
-func (f planFunc) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch) (boot.Plan, error) {
-	return f(ctx, mac, arch)
+func (f planFunc) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch, from netip.Addr) (boot.Plan, error) {
+	return f(ctx, mac, arch, from)
 }
 
 func TestBootFiles(t *testing.T) {
@@ -40,13 +41,18 @@ func TestBootFiles(t *testing.T) {
 	}
 	known := netip.MustParseAddrPort("10.0.0.5:1234")
 	broken, _ := net.ParseMAC("52:54:00:00:00:ff")
+	unknown, _ := net.ParseMAC("52:54:00:00:00:ee")
 	b := &BootFiles{
 		Loaders: ld, Artifacts: ad,
-		Planner: planFunc(func(_ context.Context, mac net.HardwareAddr, _ boot.Arch) (boot.Plan, error) {
-			if mac.String() == broken.String() {
+		Planner: planFunc(func(_ context.Context, mac net.HardwareAddr, _ boot.Arch, from netip.Addr) (boot.Plan, error) {
+			switch mac.String() {
+			case broken.String():
 				return boot.Plan{}, errors.New("no kernel")
+			case unknown.String():
+				return boot.Plan{}, fmt.Errorf("plan: %w", boot.ErrUnknownNode)
 			}
-			return boot.Plan{Node: "node-" + mac.String()}, nil
+			// The planner hears who asked: the boot secret depends on it.
+			return boot.Plan{Node: "node-" + mac.String() + " for " + from.String()}, nil
 		}),
 		ClientMAC: func(_ context.Context, ip netip.Addr) net.HardwareAddr {
 			if ip == known.Addr() {
@@ -69,9 +75,10 @@ func TestBootFiles(t *testing.T) {
 		{"loader", "snponly.efi", stranger, b, "file snponly.efi", nil},
 		{"artifact", "/artifacts/x86_64/vmlinuz", stranger, b, "file x86_64/vmlinuz", nil},
 		{"artifact outside", "artifacts/../snponly.efi", stranger, b, "", ErrOutsideRoot},
-		{"config by address", "/grub/grub.cfg", known, b, "config of node-52:54:00:00:00:05", nil},
+		{"config by address", "/grub/grub.cfg", known, b, "config of node-52:54:00:00:00:05 for 10.0.0.5", nil},
 		{"bootstrap for a stranger", "grub/grub.cfg", stranger, b, "bootstrap", nil},
-		{"config by mac", "grub/52:54:00:00:00:07.cfg", stranger, b, "config of node-52:54:00:00:00:07", nil},
+		{"config by mac", "grub/52:54:00:00:00:07.cfg", stranger, b, "config of node-52:54:00:00:00:07 for 10.0.0.9", nil},
+		{"config of no node", "grub/52:54:00:00:00:ee.cfg", stranger, b, "", fs.ErrNotExist},
 		{"not a mac", "grub/x.cfg", stranger, b, "file grub/x.cfg", nil},
 		{"plan fails", "grub/52:54:00:00:00:ff.cfg", stranger, b, "", nil},
 		{"no planner", "grub/grub.cfg", known, &BootFiles{Loaders: ld}, "file grub/grub.cfg", nil},

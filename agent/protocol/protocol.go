@@ -27,10 +27,13 @@ const (
 
 // Lookup asks for the node owning one of the agent's MACs. NodeID is the
 // id from the kernel command line, when the boot script put one there:
-// it must match the node the MACs name.
+// it must match the node the MACs name. BootSecret is the per-boot secret
+// from the kernel command line (rackboot.boot=): the proof that this
+// agent was started by the node's own, newest boot script.
 type Lookup struct {
-	MACs   []string `json:"macs"`
-	NodeID string   `json:"node_id,omitempty"`
+	MACs       []string `json:"macs"`
+	NodeID     string   `json:"node_id,omitempty"`
+	BootSecret string   `json:"boot_secret,omitempty"`
 }
 
 // LookupResult hands out the node's agent token.

@@ -41,7 +41,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o runOptions
-	fs.StringVar(&o.cmdline, "cmdline", "/proc/cmdline", "file holding the kernel command line (rackboot.api=URL rackboot.node=ID)")
+	fs.StringVar(&o.cmdline, "cmdline", "/proc/cmdline", "file holding the kernel command line (rackboot.api=URL rackboot.node=ID rackboot.boot=SECRET)")
 	fs.StringVar(&o.api, "api", "", "the API URL, instead of rackboot.api= from the command line")
 	fs.StringVar(&o.node, "node", "", "the node id, instead of rackboot.node= from the command line")
 	fs.BoolVar(&o.modules, "modules", true, "load the kernel modules for the hardware found in /sys")
@@ -110,7 +110,7 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 	base := strings.TrimSuffix(cl.API, "/api/v1")
 	work := &agent.Work{Base: base, Arch: archName(), Disks: disks}
 	a := &agent.Agent{
-		API: cl.API, NodeID: cl.Node, MACs: macs, Logger: log.With("part", "agent"),
+		API: cl.API, NodeID: cl.Node, BootSecret: cl.BootSecret, MACs: macs, Logger: log.With("part", "agent"),
 		Inventory: func(context.Context) (json.RawMessage, error) {
 			inv, err := inventory.Read("/")
 			if err != nil {
