@@ -50,11 +50,28 @@ type Agent struct {
 	// (defaults 1 s and 30 s).
 	MinBackoff, MaxBackoff time.Duration
 
+	// mu guards token, which the task being run reads (its image
+	// download shows it) while the heartbeat loop may renew it.
+	mu        sync.Mutex
 	token     string
 	heartbeat time.Duration
 	// done remembers the tasks this agent finished, so a task handed out
 	// again by mistake is reported, not run twice.
 	done map[string]protocol.TaskReport
+}
+
+// Token is the agent's current token, "" before its lookup; the server
+// wants it for image files too.
+func (a *Agent) Token() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.token
+}
+
+func (a *Agent) setToken(t string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.token = t
 }
 
 // statusError is an answer the server gave, as opposed to no answer.
@@ -82,8 +99,8 @@ func (a *Agent) call(ctx context.Context, path string, body, out any) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if a.token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.token)
+	if tok := a.Token(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	c := a.HTTP
 	if c == nil {
@@ -161,10 +178,11 @@ func (a *Agent) lookup(ctx context.Context) error {
 	var wait time.Duration
 	for {
 		var res protocol.LookupResult
-		a.token = ""
+		a.setToken("")
 		err := a.call(ctx, "/agent/lookup", protocol.Lookup{MACs: a.MACs, NodeID: a.NodeID, BootSecret: a.BootSecret}, &res)
 		if err == nil {
-			a.token, a.NodeID, a.heartbeat = res.Token, res.NodeID, time.Duration(res.Heartbeat)
+			a.setToken(res.Token)
+			a.NodeID, a.heartbeat = res.NodeID, time.Duration(res.Heartbeat)
 			if a.heartbeat <= 0 {
 				a.heartbeat = 10 * time.Second
 			}

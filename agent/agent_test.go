@@ -220,8 +220,8 @@ func TestRefusals(t *testing.T) {
 	lctx, lcancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	err := second.lookup(lctx)
 	lcancel()
-	if err == nil || second.token != "" {
-		t.Fatalf("second lookup while a token lives: err %v token %q", err, second.token)
+	if err == nil || second.Token() != "" {
+		t.Fatalf("second lookup while a token lives: err %v token %q", err, second.Token())
 	}
 	// A reboot task this agent cannot do is reported as failed.
 	s.store().CreateTask(ctx, store.Task{NodeID: n.ID, Kind: "firmware-flash"})

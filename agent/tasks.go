@@ -30,6 +30,8 @@ type Work struct {
 	// Reboot restarts the node (unix.Reboot in the ramdisk).
 	Reboot func() error
 	HTTP   *http.Client
+	// Token is the agent's current token, which image downloads show.
+	Token func() string
 }
 
 // Funcs are the task functions this Work provides.
@@ -80,7 +82,11 @@ func (w *Work) deploy(ctx context.Context, t protocol.Task) (any, error) {
 	if p.RawSize > d.Size {
 		return nil, fmt.Errorf("image %s (%d bytes) does not fit %s (%d bytes): %w", p.Image, p.RawSize, d.Name, d.Size, deploy.ErrTooLarge)
 	}
-	res, err := deploy.Write(ctx, w.HTTP, deploy.Image{URL: strings.TrimRight(w.Base, "/") + p.Path, Format: p.Format, SHA256: p.SHA256,
+	token := ""
+	if w.Token != nil {
+		token = w.Token()
+	}
+	res, err := deploy.Write(ctx, w.HTTP, deploy.Image{URL: strings.TrimRight(w.Base, "/") + p.Path, Token: token, Format: p.Format, SHA256: p.SHA256,
 		RawSHA256: p.RawSHA256, RawSize: p.RawSize}, d.Name, func(pr deploy.Progress) {
 		ReportProgress(ctx, protocol.Progress{Phase: "writing " + d.Name, Done: pr.Written, Total: max(pr.Total, 0), Rate: pr.Rate})
 	})

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
@@ -109,8 +110,11 @@ func (s *Server) failImport(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // ImageFiles serves the catalog's files at /images/{name}, with Range
-// and an ETag of their sha256, for agents writing them to disks. Like
-// the other boot-time paths it takes no credentials.
+// and an ETag of their sha256, for agents writing them to disks. It is on
+// the boot port (sendfile) but, unlike the loaders and kernels there, not
+// for anyone: an image may hold a tenant's software. It takes an API
+// credential (any role), or the agent token of a node whose deploy of
+// that very image is running.
 func (s *Server) ImageFiles() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(r.URL.Path, "/images/")
@@ -120,6 +124,9 @@ func (s *Server) ImageFiles() http.Handler {
 		}
 		if s.Catalog == nil || !catalog.ValidName(name) {
 			http.NotFound(w, r)
+			return
+		}
+		if !s.mayReadImage(w, r, name) {
 			return
 		}
 		im, err := s.Store.Image(r.Context(), name)
@@ -146,6 +153,42 @@ func (s *Server) ImageFiles() http.Handler {
 		}
 		httpserve.File(w, r, f, st.ModTime(), `"`+im.SHA256+`"`)
 	})
+}
+
+// mayReadImage answers the refusal itself when the request may not read
+// image name.
+func (s *Server) mayReadImage(w http.ResponseWriter, r *http.Request, name string) bool {
+	p, present, ok, err := s.authenticate(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return false
+	}
+	if !ok {
+		msg := "an image file needs an API token (Authorization: Bearer ...) or the agent token of a node deploying it"
+		if present {
+			msg = "the token or session is not valid (unknown, expired or revoked)"
+		}
+		writeError(w, http.StatusUnauthorized, "unauthorized", msg)
+		return false
+	}
+	if p.Role != store.RoleAgent {
+		return true // a person's credential, of any role
+	}
+	running, err := s.Store.Tasks(r.Context(), store.TaskFilter{NodeID: p.NodeID, State: store.TaskRunning})
+	if err != nil {
+		s.fail(w, r, err)
+		return false
+	}
+	for _, t := range running {
+		var params struct {
+			Image string `json:"image"`
+		}
+		if t.Kind == "deploy" && json.Unmarshal(t.Params, &params) == nil && params.Image == name {
+			return true
+		}
+	}
+	writeError(w, http.StatusForbidden, "forbidden", "node "+p.NodeID+" is not deploying image "+name)
+	return false
 }
 
 func (s *Server) deleteImageFile(w http.ResponseWriter, r *http.Request) {

@@ -7,14 +7,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/store"
 )
@@ -83,9 +88,28 @@ func TestImages(t *testing.T) {
 		t.Fatalf("file:// import: %d %s", code, b)
 	}
 
-	// Served with Range and the sha256 as ETag.
+	// Served with Range and the sha256 as ETag, to an API credential.
+	get := func(path, token string, hdr ...string) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", files.URL+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, b
+	}
+	readonly := f.tokens[store.RoleReadonly]
 	req, _ := http.NewRequest("GET", files.URL+"/images/deb-13", nil)
 	req.Header.Set("Range", "bytes=10-19")
+	req.Header.Set("Authorization", "Bearer "+readonly)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -96,9 +120,46 @@ func TestImages(t *testing.T) {
 		t.Fatalf("ranged GET: %d %q %s", resp.StatusCode, part, resp.Header.Get("ETag"))
 	}
 	for _, p := range []string{"/images/nope", "/images/..%2fdb", "/images/.upload-1"} {
-		if resp, err := http.Get(files.URL + p); err != nil || resp.StatusCode != 404 {
-			t.Errorf("GET %s: %v %v", p, resp.StatusCode, err)
+		if resp, _ := get(p, readonly); resp.StatusCode != 404 {
+			t.Errorf("GET %s: %v", p, resp.StatusCode)
 		}
+	}
+	// Not to anyone on the network, nor to a bad token, nor to an agent
+	// whose node is not deploying it; to the agent of a node deploying it.
+	if resp, _ := get("/images/deb-13", ""); resp.StatusCode != 401 {
+		t.Errorf("image without credentials: %d", resp.StatusCode)
+	}
+	if resp, _ := get("/images/deb-13", "rbt_nope"); resp.StatusCode != 401 {
+		t.Errorf("image with a bad token: %d", resp.StatusCode)
+	}
+	ctx := context.Background()
+	armMAC := net.HardwareAddr{0x52, 0x54, 0, 0, 0x0a, 1}
+	arm, _, _ := f.st.EnrollClient(ctx, boot.Client{MAC: armMAC, Arch: boot.ClientARM64UEFI}, time.Now())
+	f.st.SetState(ctx, arm.ID, store.StateAvailable)
+	agentToken := func(node string, mac net.HardwareAddr) string {
+		code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", fmt.Sprintf(`{"macs":[%q],"boot_secret":%q}`, mac, f.bootSecret(t, node)))
+		var res protocol.LookupResult
+		if json.Unmarshal(b, &res); code != 200 {
+			t.Fatalf("lookup: %d %s", code, b)
+		}
+		return res.Token
+	}
+	idle := agentToken(f.node.ID, mustMAC("52:54:00:12:34:56"))
+	if resp, _ := get("/images/deb-13", idle); resp.StatusCode != 403 {
+		t.Errorf("image to the agent of a node not deploying it: %d", resp.StatusCode)
+	}
+	if code, b := f.call(t, nil, "POST", "/api/v1/nodes/"+arm.ID+"/actions/deploy", tech, `{"image":"deb-13"}`); code != 200 {
+		t.Fatalf("deploy: %d %s", code, b)
+	}
+	deployer := agentToken(arm.ID, armMAC)
+	if code, b := f.call(t, nil, "POST", "/api/v1/agent/nodes/"+arm.ID+"/heartbeat", deployer, `{}`); code != 200 || !strings.Contains(string(b), "deploy") {
+		t.Fatalf("deploy task: %d %s", code, b)
+	}
+	if resp, b := get("/images/deb-13", deployer); resp.StatusCode != 200 || !bytes.Equal(b, gz.Bytes()) {
+		t.Errorf("image to the agent deploying it: %d, %d bytes", resp.StatusCode, len(b))
+	}
+	if resp, _ := get("/images/deb-13", idle); resp.StatusCode != 403 {
+		t.Errorf("image to another node's agent while one deploys it: %d", resp.StatusCode)
 	}
 
 	// A deploy of the aarch64 image to the x86_64 node is refused; the
@@ -113,7 +174,15 @@ func TestImages(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "deb-13.raw.gz")); !os.IsNotExist(err) {
 		t.Fatalf("image file after delete: %v", err)
 	}
-	if resp, _ := http.Get(files.URL + "/images/deb-13"); resp.StatusCode != 404 {
+	if resp, _ := get("/images/deb-13", readonly); resp.StatusCode != 404 {
 		t.Fatalf("deleted image still served: %d", resp.StatusCode)
 	}
+}
+
+func mustMAC(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
 }

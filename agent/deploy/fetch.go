@@ -24,6 +24,7 @@ type resumable struct {
 	ctx    context.Context
 	client *http.Client
 	url    string
+	token  string
 	// size is the length the first answer announced (-1 unknown).
 	size int64
 	etag string
@@ -36,8 +37,8 @@ type resumable struct {
 	resumes int
 }
 
-func openResumable(ctx context.Context, c *http.Client, url string, retries int) (*resumable, error) {
-	r := &resumable{ctx: ctx, client: c, url: url, size: -1, retries: retries, backoff: 500 * time.Millisecond}
+func openResumable(ctx context.Context, c *http.Client, url, token string, retries int) (*resumable, error) {
+	r := &resumable{ctx: ctx, client: c, url: url, token: token, size: -1, retries: retries, backoff: 500 * time.Millisecond}
 	if err := r.open(); err != nil {
 		return nil, err
 	}
@@ -48,6 +49,9 @@ func (r *resumable) open() error {
 	req, err := http.NewRequestWithContext(r.ctx, http.MethodGet, r.url, nil)
 	if err != nil {
 		return fmt.Errorf("download %s: %w", r.url, err)
+	}
+	if r.token != "" {
+		req.Header.Set("Authorization", "Bearer "+r.token)
 	}
 	if r.off > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", r.off))

@@ -22,6 +22,9 @@ import (
 // Image is what to write.
 type Image struct {
 	URL string
+	// Token is the agent's token, which the server wants for an image
+	// file: images are not for anyone on the network.
+	Token string
 	// Format is how the file is served: raw, raw.gz, raw.zst or raw.xz.
 	Format string
 	// SHA256 is the hash of the file as served; required.
@@ -140,7 +143,7 @@ func Write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 	if im.Retries == 0 {
 		im.Retries = 8
 	}
-	body, err := openResumable(ctx, c, im.URL, im.Retries)
+	body, err := openResumable(ctx, c, im.URL, im.Token, im.Retries)
 	if err != nil {
 		return res, fmt.Errorf("write image: %w", err)
 	}

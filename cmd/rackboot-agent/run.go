@@ -120,6 +120,7 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 		},
 		Tasks: work.Funcs(),
 	}
+	work.Token = a.Token
 	if o.reboot {
 		work.Reboot = reboot
 		a.After = func(t protocol.Task, rep protocol.TaskReport) {
