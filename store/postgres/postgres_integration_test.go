@@ -24,6 +24,7 @@ import (
 
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/lease"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/store/storetest"
 )
@@ -209,7 +210,7 @@ func TestAllocateAcrossStores(t *testing.T) {
 				mac := net.HardwareAddr{0x52, 0x54, 0, 3, byte(c >> 8), byte(c)}
 				l, err := s.Allocate(ctx, sub, first, last, mac, netip.Addr{}, nil, time.Now().Add(time.Minute))
 				if err != nil {
-					if strings.Contains(err.Error(), dhcp.ErrPoolExhausted.Error()) {
+					if strings.Contains(err.Error(), lease.ErrPoolExhausted.Error()) {
 						mu.Lock()
 						exhausted++
 						mu.Unlock()
@@ -246,7 +247,7 @@ func TestAllocateAcrossStores(t *testing.T) {
 	}
 	for ip, m := range byIP {
 		l, err := stores[0].ByIP(ctx, ip)
-		if err != nil || l.MAC.String() != m || l.State != dhcp.LeaseBound {
+		if err != nil || l.MAC.String() != m || l.State != lease.Bound {
 			t.Errorf("lease on %s = %+v, %v; want bound to %s", ip, l, err, m)
 		}
 	}

@@ -9,17 +9,17 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/lease"
 )
 
 // maxScan bounds the walk over a range in search of a free address, so a
 // misconfigured /8 cannot stall a DISCOVER.
 const maxScan = 1 << 16
 
-func scanLease(r scanner) (dhcp.Lease, error) {
+func scanLease(r scanner) (lease.Lease, error) {
 	var ip, mac, subnet, state string
 	var expires int64
-	l := dhcp.Lease{}
+	l := lease.Lease{}
 	if err := r.Scan(&ip, &mac, &subnet, &state, &expires, &l.Hostname); err != nil {
 		return l, err
 	}
@@ -27,14 +27,14 @@ func scanLease(r scanner) (dhcp.Lease, error) {
 	l.IP, err = netip.ParseAddr(ip)
 	l.MAC, _ = net.ParseMAC(mac)
 	l.Subnet, _ = netip.ParsePrefix(subnet)
-	l.State, l.Expires = dhcp.LeaseState(state), unixNanos(expires)
+	l.State, l.Expires = lease.State(state), unixNanos(expires)
 	return l, err
 }
 
-func leaseBy(ctx context.Context, r runner, where string, args ...any) (dhcp.Lease, error) {
+func leaseBy(ctx context.Context, r runner, where string, args ...any) (lease.Lease, error) {
 	l, err := scanLease(r.row(ctx, `SELECT ip, mac, subnet, state, expires, hostname FROM leases WHERE `+where+` LIMIT 1`, args...))
 	if errors.Is(err, sql.ErrNoRows) {
-		err = dhcp.ErrNoLease
+		err = lease.ErrNoLease
 	}
 	return l, err
 }
@@ -45,7 +45,7 @@ const upsertLease = `INSERT INTO leases (ip, mac, subnet, state, expires, hostna
 	ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, subnet = excluded.subnet, state = excluded.state,
 	expires = excluded.expires, hostname = excluded.hostname`
 
-func leaseArgs(l dhcp.Lease) []any {
+func leaseArgs(l lease.Lease) []any {
 	mac, subnet := "", ""
 	if len(l.MAC) > 0 {
 		mac = macText(l.MAC)
@@ -61,7 +61,7 @@ func leaseArgs(l dhcp.Lease) []any {
 // did. The check and the write are one statement on the address's row, so
 // two servers can never both claim one address: on PostgreSQL the second
 // waits for the first's row lock and then sees its lease.
-func claimLease(ctx context.Context, tx runner, l dhcp.Lease, now int64) (bool, error) {
+func claimLease(ctx context.Context, tx runner, l lease.Lease, now int64) (bool, error) {
 	n, err := tx.exec(ctx, upsertLease+` WHERE leases.expires <= ? OR leases.mac = excluded.mac`, append(leaseArgs(l), now)...)
 	return n == 1, err
 }
@@ -74,22 +74,22 @@ func lockSubnet(ctx context.Context, tx runner, subnet netip.Prefix) error {
 }
 
 // Allocate implements dhcp.Leases.
-func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last netip.Addr, mac net.HardwareAddr, want netip.Addr, reserved []netip.Addr, expires time.Time) (dhcp.Lease, error) {
+func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last netip.Addr, mac net.HardwareAddr, want netip.Addr, reserved []netip.Addr, expires time.Time) (lease.Lease, error) {
 	m := macText(mac)
-	var out dhcp.Lease
+	var out lease.Lease
 	err := s.tx(ctx, func(tx runner) error {
 		if err := lockSubnet(ctx, tx, subnet); err != nil {
 			return err
 		}
 		now := time.Now().UnixNano()
-		if l, err := leaseBy(ctx, tx, `mac = ? AND subnet = ? AND expires > ? AND state <> ?`, m, subnet.String(), now, string(dhcp.LeaseDeclined)); err == nil {
+		if l, err := leaseBy(ctx, tx, `mac = ? AND subnet = ? AND expires > ? AND state <> ?`, m, subnet.String(), now, string(lease.Declined)); err == nil {
 			out = l
-			if out.State == dhcp.LeaseOffered && expires.After(out.Expires) {
+			if out.State == lease.Offered && expires.After(out.Expires) {
 				out.Expires = expires
 			}
 			_, err := tx.exec(ctx, upsertLease, leaseArgs(out)...)
 			return err
-		} else if !errors.Is(err, dhcp.ErrNoLease) {
+		} else if !errors.Is(err, lease.ErrNoLease) {
 			return err
 		}
 		reservedSet := map[netip.Addr]bool{}
@@ -101,7 +101,7 @@ func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last n
 			if !a.IsValid() || !subnet.Contains(a) || first.Compare(a) > 0 || a.Compare(last) > 0 || reservedSet[a] {
 				return false, nil
 			}
-			out = dhcp.Lease{MAC: mac, IP: a, Subnet: subnet, State: dhcp.LeaseOffered, Expires: expires.UTC()}
+			out = lease.Lease{MAC: mac, IP: a, Subnet: subnet, State: lease.Offered, Expires: expires.UTC()}
 			ok, err := claimLease(ctx, tx, out, now)
 			if ok {
 				s.setCursor(subnet, a.Next())
@@ -127,18 +127,18 @@ func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last n
 				break
 			}
 		}
-		return dhcp.ErrPoolExhausted
+		return lease.ErrPoolExhausted
 	})
 	if err != nil {
-		return dhcp.Lease{}, fmt.Errorf("allocate address in %s for %s: %w", subnet, m, err)
+		return lease.Lease{}, fmt.Errorf("allocate address in %s for %s: %w", subnet, m, err)
 	}
 	return out, nil
 }
 
 // Bind implements dhcp.Leases.
-func (s *Store) Bind(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, ip netip.Addr, hostname string, expires time.Time) (dhcp.Lease, error) {
+func (s *Store) Bind(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, ip netip.Addr, hostname string, expires time.Time) (lease.Lease, error) {
 	m := macText(mac)
-	out := dhcp.Lease{MAC: mac, IP: ip, Subnet: subnet, State: dhcp.LeaseBound, Expires: expires.UTC(), Hostname: hostname}
+	out := lease.Lease{MAC: mac, IP: ip, Subnet: subnet, State: lease.Bound, Expires: expires.UTC(), Hostname: hostname}
 	err := s.tx(ctx, func(tx runner) error {
 		if err := lockSubnet(ctx, tx, subnet); err != nil {
 			return err
@@ -148,14 +148,14 @@ func (s *Store) Bind(ctx context.Context, subnet netip.Prefix, mac net.HardwareA
 			return err
 		}
 		if !ok {
-			return dhcp.ErrNoLease
+			return lease.ErrNoLease
 		}
 		// A MAC holds one address per subnet: binding a new one frees the old.
 		_, err = tx.exec(ctx, `DELETE FROM leases WHERE mac = ? AND subnet = ? AND ip <> ?`, m, subnet.String(), ip.String())
 		return err
 	})
 	if err != nil {
-		return dhcp.Lease{}, fmt.Errorf("bind %s to %s: %w", ip, m, err)
+		return lease.Lease{}, fmt.Errorf("bind %s to %s: %w", ip, m, err)
 	}
 	return out, nil
 }
@@ -171,7 +171,7 @@ func (s *Store) Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr
 // ReleaseOffer implements dhcp.Leases, in one statement.
 func (s *Store) ReleaseOffer(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, keep netip.Addr) error {
 	if _, err := s.db.exec(ctx, `DELETE FROM leases WHERE subnet = ? AND mac = ? AND state = ? AND ip <> ?`,
-		subnet.String(), macText(mac), string(dhcp.LeaseOffered), addrText(keep)); err != nil {
+		subnet.String(), macText(mac), string(lease.Offered), addrText(keep)); err != nil {
 		return fmt.Errorf("release offer to %s: %w", macText(mac), err)
 	}
 	return nil
@@ -183,7 +183,7 @@ func (s *Store) ReleaseOffer(ctx context.Context, subnet netip.Prefix, mac net.H
 func (s *Store) Decline(ctx context.Context, ip netip.Addr, expires time.Time) error {
 	_, err := s.db.exec(ctx, `INSERT INTO leases (ip, mac, subnet, state, expires, hostname) VALUES (?, '', '', ?, ?, '')
 		ON CONFLICT (ip) DO UPDATE SET mac = '', state = excluded.state, expires = excluded.expires, hostname = ''`,
-		ip.String(), string(dhcp.LeaseDeclined), expires.UnixNano())
+		ip.String(), string(lease.Declined), expires.UnixNano())
 	if err != nil {
 		return fmt.Errorf("decline %s: %w", ip, err)
 	}
@@ -191,19 +191,19 @@ func (s *Store) Decline(ctx context.Context, ip netip.Addr, expires time.Time) e
 }
 
 // ByMAC implements dhcp.Leases.
-func (s *Store) ByMAC(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr) (dhcp.Lease, error) {
-	l, err := leaseBy(ctx, s.db, `mac = ? AND subnet = ? AND expires > ? AND state <> ?`, macText(mac), subnet.String(), time.Now().UnixNano(), string(dhcp.LeaseDeclined))
+func (s *Store) ByMAC(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr) (lease.Lease, error) {
+	l, err := leaseBy(ctx, s.db, `mac = ? AND subnet = ? AND expires > ? AND state <> ?`, macText(mac), subnet.String(), time.Now().UnixNano(), string(lease.Declined))
 	if err != nil {
-		return dhcp.Lease{}, fmt.Errorf("lease of %s in %s: %w", macText(mac), subnet, err)
+		return lease.Lease{}, fmt.Errorf("lease of %s in %s: %w", macText(mac), subnet, err)
 	}
 	return l, nil
 }
 
 // ByIP implements dhcp.Leases.
-func (s *Store) ByIP(ctx context.Context, ip netip.Addr) (dhcp.Lease, error) {
+func (s *Store) ByIP(ctx context.Context, ip netip.Addr) (lease.Lease, error) {
 	l, err := leaseBy(ctx, s.db, `ip = ? AND expires > ?`, ip.String(), time.Now().UnixNano())
 	if err != nil {
-		return dhcp.Lease{}, fmt.Errorf("lease on %s: %w", ip, err)
+		return lease.Lease{}, fmt.Errorf("lease on %s: %w", ip, err)
 	}
 	return l, nil
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/rackboot/rackboot/boot"
-	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/lease"
 	"github.com/rackboot/rackboot/store"
 )
 
@@ -155,8 +155,8 @@ func fill(t *testing.T, s store.Store) {
 	ck(t, s.Decline(ctx, declined, far))
 }
 
-// lease is a lease as the golden file shows it.
-type lease struct {
+// shownLease is a lease as the golden file shows it.
+type shownLease struct {
 	MAC, IP, Subnet, State string
 	Expires                time.Time
 	Hostname               string
@@ -175,8 +175,8 @@ type snapshot struct {
 	Users       []store.User
 	Tokens      []store.Token // every token, by hash
 	APITokens   []store.Token
-	LeasesByMAC map[string]lease // "subnet mac"
-	LeasesByIP  map[string]lease
+	LeasesByMAC map[string]shownLease // "subnet mac"
+	LeasesByIP  map[string]shownLease
 }
 
 func read(t *testing.T, s store.Store) snapshot {
@@ -205,17 +205,17 @@ func read(t *testing.T, s store.Store) snapshot {
 		sn.Tokens = append(sn.Tokens, get(s.TokenByHash(ctx, h))(t))
 	}
 	sn.APITokens = get(s.Tokens(ctx))(t)
-	show := func(l dhcp.Lease) lease {
-		return lease{MAC: l.MAC.String(), IP: l.IP.String(), Subnet: l.Subnet.String(), State: string(l.State), Expires: l.Expires, Hostname: l.Hostname}
+	show := func(l lease.Lease) shownLease {
+		return shownLease{MAC: l.MAC.String(), IP: l.IP.String(), Subnet: l.Subnet.String(), State: string(l.State), Expires: l.Expires, Hostname: l.Hostname}
 	}
-	sn.LeasesByMAC = map[string]lease{}
+	sn.LeasesByMAC = map[string]shownLease{}
 	for _, k := range []struct {
 		sub netip.Prefix
 		mac net.HardwareAddr
 	}{{subnetA, mac1}, {subnetA, mac3}, {subnetA, mac4}, {subnetB, mac2}} {
 		sn.LeasesByMAC[k.sub.String()+" "+k.mac.String()] = show(get(s.ByMAC(ctx, k.sub, k.mac))(t))
 	}
-	sn.LeasesByIP = map[string]lease{}
+	sn.LeasesByIP = map[string]shownLease{}
 	for _, l := range sn.LeasesByMAC {
 		sn.LeasesByIP[l.IP] = show(get(s.ByIP(ctx, netip.MustParseAddr(l.IP)))(t))
 	}
