@@ -36,9 +36,10 @@ type dialect struct {
 	// lock, so one writer holds the whole database.
 	forUpdate, skipLocked string
 	// lockMigrations and lock take transaction-scoped locks: around the
-	// migrations, and on one of the keys below (lock's argument). Empty
-	// for SQLite, for the same reason.
-	lockMigrations, lock string
+	// migrations, and on one of the keys below. Empty and nil for SQLite,
+	// for the same reason.
+	lockMigrations string
+	lock           func(key int32) string
 	// retryable says whether a transaction that failed with err may
 	// succeed if run again.
 	retryable func(err error) bool
@@ -82,7 +83,9 @@ var postgresDialect = &dialect{
 	forUpdate:      " FOR UPDATE",
 	skipLocked:     " FOR UPDATE SKIP LOCKED",
 	lockMigrations: fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, migrateLock),
-	lock:           fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, ?)`, lockClass),
+	lock: func(key int32) string {
+		return fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d, %d)`, lockClass, key)
+	},
 	retryable: func(err error) bool {
 		// A serialization failure or a deadlock.
 		var pe *pgconn.PgError

@@ -66,21 +66,19 @@ func claimLease(ctx context.Context, tx runner, l lease.Lease, now int64) (bool,
 	return n == 1, err
 }
 
-// lockSubnet serialises Allocate and Bind in one subnet across every
-// server on the database until the transaction ends, so a MAC that two
-// servers serve at once ends up with one lease, not one per server.
-func lockSubnet(ctx context.Context, tx runner, subnet netip.Prefix) error {
-	return tx.lock(ctx, lockKey("lease "+subnet.String()))
+// subnetTx runs f in a transaction that holds the lock of subnet, which
+// serialises Allocate and Bind in one subnet across every server on the
+// database until the transaction ends, so a MAC that two servers serve at
+// once ends up with one lease, not one per server.
+func (s *Store) subnetTx(ctx context.Context, subnet netip.Prefix, f func(runner) error) error {
+	return s.lockedTx(ctx, lockKey("lease "+subnet.String()), f)
 }
 
 // Allocate implements dhcp.Leases.
 func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last netip.Addr, mac net.HardwareAddr, want netip.Addr, reserved []netip.Addr, expires time.Time) (lease.Lease, error) {
 	m := macText(mac)
 	var out lease.Lease
-	err := s.tx(ctx, func(tx runner) error {
-		if err := lockSubnet(ctx, tx, subnet); err != nil {
-			return err
-		}
+	err := s.subnetTx(ctx, subnet, func(tx runner) error {
 		now := time.Now().UnixNano()
 		if l, err := leaseBy(ctx, tx, `mac = ? AND subnet = ? AND expires > ? AND state <> ?`, m, subnet.String(), now, string(lease.Declined)); err == nil {
 			out = l
@@ -139,10 +137,7 @@ func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last n
 func (s *Store) Bind(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, ip netip.Addr, hostname string, expires time.Time) (lease.Lease, error) {
 	m := macText(mac)
 	out := lease.Lease{MAC: mac, IP: ip, Subnet: subnet, State: lease.Bound, Expires: expires.UTC(), Hostname: hostname}
-	err := s.tx(ctx, func(tx runner) error {
-		if err := lockSubnet(ctx, tx, subnet); err != nil {
-			return err
-		}
+	err := s.subnetTx(ctx, subnet, func(tx runner) error {
 		ok, err := claimLease(ctx, tx, out, time.Now().UnixNano())
 		if err != nil {
 			return err
