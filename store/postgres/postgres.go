@@ -7,7 +7,7 @@ package postgres
 import (
 	"context"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/rackboot/rackboot/store/sqlstore"
 )
@@ -18,7 +18,7 @@ type Store = sqlstore.Store
 // ParseDSN checks that dsn is a PostgreSQL URL (postgres:// or
 // postgresql://) that pgx can use, and returns the configuration it
 // describes.
-func ParseDSN(dsn string) (*pgx.ConnConfig, error) { return sqlstore.ParseDSN(dsn) }
+func ParseDSN(dsn string) (*pgxpool.Config, error) { return sqlstore.ParseDSN(dsn) }
 
 // Open connects to the database dsn names (postgres://...) and applies the
 // migrations it lacks.

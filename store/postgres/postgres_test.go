@@ -13,6 +13,7 @@ func TestParseDSN(t *testing.T) {
 		{"postgres://rackboot:secret@db.example:5432/rackboot?sslmode=disable", ""},
 		{"postgresql://db.example/rackboot", ""},
 		{"postgres://postgres@/postgres?host=/tmp/pg&port=5433", ""},
+		{"postgres://db.example/rackboot?pool_max_conns=7", ""},
 		{"mysql://root@localhost/rackboot", `scheme "mysql"`},
 		{"host=localhost dbname=rackboot", "want postgres://"},
 		{"postgres://u:secret@db.example:notaport/x", "database url"},
@@ -32,5 +33,16 @@ func TestParseDSN(t *testing.T) {
 				t.Errorf("error shows the password: %v", err)
 			}
 		})
+	}
+}
+
+func TestParseDSNPool(t *testing.T) {
+	// pool_max_conns is the store's, not a server setting.
+	cfg, err := ParseDSN("postgres://db.example/rackboot?pool_max_conns=7")
+	if err != nil || cfg.MaxConns != 7 {
+		t.Fatalf("ParseDSN: %v, max conns %d; want 7", err, cfg.MaxConns)
+	}
+	if _, ok := cfg.ConnConfig.RuntimeParams["pool_max_conns"]; ok {
+		t.Error("pool_max_conns would be sent to the server")
 	}
 }

@@ -7,12 +7,11 @@ import (
 	"fmt"
 	"hash/fnv"
 	"net/url"
-	"runtime"
 	"strconv"
 	"strings"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
@@ -136,9 +135,10 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 }
 
 // ParseDSN checks that dsn is a PostgreSQL URL (postgres:// or
-// postgresql://) that pgx can use, and returns the connection
-// configuration it describes. Its errors never show the password.
-func ParseDSN(dsn string) (*pgx.ConnConfig, error) {
+// postgresql://) that pgx can use, and returns the configuration it
+// describes, pool settings (pool_max_conns) included. Its errors never
+// show the password.
+func ParseDSN(dsn string) (*pgxpool.Config, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {
 		// url.Error quotes the whole URL, password included.
@@ -150,7 +150,7 @@ func ParseDSN(dsn string) (*pgx.ConnConfig, error) {
 	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
 		return nil, fmt.Errorf("database url: scheme %q: want postgres:// or postgresql://", u.Scheme)
 	}
-	cfg, err := pgx.ParseConfig(dsn)
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's errors quote the whole URL, password included.
 		return nil, fmt.Errorf("database url %s: %w", u.Redacted(), errors.Unwrap(err))
@@ -172,12 +172,15 @@ func OpenPostgres(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open database: %w", err)
 	}
-	db := stdlib.OpenDB(*cfg)
-	// As many connections as pgxpool would keep, all kept open: a DORA
-	// should not wait for a connection to be made.
-	n := max(4, runtime.NumCPU())
-	db.SetMaxOpenConns(n)
-	db.SetMaxIdleConns(n)
+	db := stdlib.OpenDB(*cfg.ConnConfig)
+	// As many connections as pgxpool would keep (pool_max_conns, by
+	// default the larger of 4 and the CPUs), all kept open, so a DORA
+	// does not wait for a connection to be made, and replaced as pgxpool
+	// would (pool_max_conn_lifetime, pool_max_conn_idle_time).
+	db.SetMaxOpenConns(int(cfg.MaxConns))
+	db.SetMaxIdleConns(int(cfg.MaxConns))
+	db.SetConnMaxLifetime(cfg.MaxConnLifetime)
+	db.SetConnMaxIdleTime(cfg.MaxConnIdleTime)
 	u, _ := url.Parse(dsn)
 	return open(ctx, db, postgresDialect, u.Redacted())
 }
