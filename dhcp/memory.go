@@ -6,13 +6,15 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/rackboot/rackboot/lease"
 )
 
 // MemoryLeases keeps leases in memory: for tests, and for a server that
 // need not remember its leases across a restart.
 type MemoryLeases struct {
 	mu     sync.Mutex
-	leases map[netip.Addr]Lease
+	leases map[netip.Addr]lease.Lease
 	Now    func() time.Time
 }
 
@@ -25,22 +27,22 @@ func (m *MemoryLeases) now() time.Time {
 	return time.Now()
 }
 
-func (m *MemoryLeases) live(l Lease) bool { return l.Expires.After(m.now()) }
+func (m *MemoryLeases) live(l lease.Lease) bool { return l.Expires.After(m.now()) }
 
 func (m *MemoryLeases) init() {
 	if m.leases == nil {
-		m.leases = map[netip.Addr]Lease{}
+		m.leases = map[netip.Addr]lease.Lease{}
 	}
 }
 
 // Allocate implements Leases.
-func (m *MemoryLeases) Allocate(ctx context.Context, subnet netip.Prefix, first, last netip.Addr, mac net.HardwareAddr, want netip.Addr, reserved []netip.Addr, expires time.Time) (Lease, error) {
+func (m *MemoryLeases) Allocate(ctx context.Context, subnet netip.Prefix, first, last netip.Addr, mac net.HardwareAddr, want netip.Addr, reserved []netip.Addr, expires time.Time) (lease.Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.init()
 	for a, l := range m.leases {
-		if l.Subnet == subnet && l.MAC.String() == mac.String() && l.State != LeaseDeclined && m.live(l) {
-			if l.State == LeaseOffered && expires.After(l.Expires) {
+		if l.Subnet == subnet && l.MAC.String() == mac.String() && l.State != lease.Declined && m.live(l) {
+			if l.State == lease.Offered && expires.After(l.Expires) {
 				l.Expires = expires
 				m.leases[a] = l
 			}
@@ -70,27 +72,27 @@ func (m *MemoryLeases) Allocate(ctx context.Context, subnet netip.Prefix, first,
 		}
 	}
 	if !pick.IsValid() {
-		return Lease{}, ErrPoolExhausted
+		return lease.Lease{}, lease.ErrPoolExhausted
 	}
-	l := Lease{MAC: mac, IP: pick, Subnet: subnet, State: LeaseOffered, Expires: expires}
+	l := lease.Lease{MAC: mac, IP: pick, Subnet: subnet, State: lease.Offered, Expires: expires}
 	m.leases[pick] = l
 	return l, nil
 }
 
 // Bind implements Leases.
-func (m *MemoryLeases) Bind(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, ip netip.Addr, hostname string, expires time.Time) (Lease, error) {
+func (m *MemoryLeases) Bind(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, ip netip.Addr, hostname string, expires time.Time) (lease.Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.init()
 	if l, ok := m.leases[ip]; ok && m.live(l) && l.MAC.String() != mac.String() {
-		return Lease{}, ErrNoLease
+		return lease.Lease{}, lease.ErrNoLease
 	}
 	for a, l := range m.leases {
 		if l.Subnet == subnet && l.MAC.String() == mac.String() && a != ip {
 			delete(m.leases, a)
 		}
 	}
-	l := Lease{MAC: mac, IP: ip, Subnet: subnet, State: LeaseBound, Expires: expires, Hostname: hostname}
+	l := lease.Lease{MAC: mac, IP: ip, Subnet: subnet, State: lease.Bound, Expires: expires, Hostname: hostname}
 	m.leases[ip] = l
 	return l, nil
 }
@@ -110,7 +112,7 @@ func (m *MemoryLeases) ReleaseOffer(ctx context.Context, subnet netip.Prefix, ma
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for ip, l := range m.leases {
-		if l.State == LeaseOffered && l.Subnet == subnet && l.MAC.String() == mac.String() && ip != keep {
+		if l.State == lease.Offered && l.Subnet == subnet && l.MAC.String() == mac.String() && ip != keep {
 			delete(m.leases, ip)
 		}
 	}
@@ -123,28 +125,28 @@ func (m *MemoryLeases) Decline(ctx context.Context, ip netip.Addr, expires time.
 	defer m.mu.Unlock()
 	m.init()
 	sub := m.leases[ip].Subnet
-	m.leases[ip] = Lease{IP: ip, Subnet: sub, State: LeaseDeclined, Expires: expires}
+	m.leases[ip] = lease.Lease{IP: ip, Subnet: sub, State: lease.Declined, Expires: expires}
 	return nil
 }
 
 // ByMAC implements Leases.
-func (m *MemoryLeases) ByMAC(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr) (Lease, error) {
+func (m *MemoryLeases) ByMAC(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr) (lease.Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, l := range m.leases {
-		if l.Subnet == subnet && l.MAC.String() == mac.String() && l.State != LeaseDeclined && m.live(l) {
+		if l.Subnet == subnet && l.MAC.String() == mac.String() && l.State != lease.Declined && m.live(l) {
 			return l, nil
 		}
 	}
-	return Lease{}, ErrNoLease
+	return lease.Lease{}, lease.ErrNoLease
 }
 
 // ByIP implements Leases.
-func (m *MemoryLeases) ByIP(ctx context.Context, ip netip.Addr) (Lease, error) {
+func (m *MemoryLeases) ByIP(ctx context.Context, ip netip.Addr) (lease.Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if l, ok := m.leases[ip]; ok && m.live(l) {
 		return l, nil
 	}
-	return Lease{}, ErrNoLease
+	return lease.Lease{}, lease.ErrNoLease
 }

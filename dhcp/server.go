@@ -14,6 +14,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/lease"
 )
 
 // Mode is how the server takes part in the network's DHCP.
@@ -463,7 +464,7 @@ func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.C
 			}
 		}
 		if _, err := s.Leases.Bind(ctx, sn.Prefix, mac, want, hostname, now.Add(sn.leaseTime())); err != nil {
-			if errors.Is(err, ErrNoLease) {
+			if errors.Is(err, lease.ErrNoLease) {
 				return nak(fmt.Sprintf("%s is leased to another client", want))
 			}
 			return nil, false, err

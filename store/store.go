@@ -10,10 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
-	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/lease"
 )
 
 // ErrNotFound is returned when a node, or whatever a call names, does not exist.
@@ -242,7 +243,16 @@ type TraceEvent struct {
 
 // Store keeps rackboot's state. Every method is safe for concurrent use.
 type Store interface {
-	dhcp.Leases
+	// The DHCP leases: a Store is the dhcp.Leases of an authoritative
+	// server, and that interface documents the methods. Two servers on one
+	// database never give one address to two MACs.
+	Allocate(ctx context.Context, subnet netip.Prefix, first, last netip.Addr, mac net.HardwareAddr, want netip.Addr, reserved []netip.Addr, expires time.Time) (lease.Lease, error)
+	Bind(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, ip netip.Addr, hostname string, expires time.Time) (lease.Lease, error)
+	Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr) error
+	ReleaseOffer(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, keep netip.Addr) error
+	Decline(ctx context.Context, ip netip.Addr, expires time.Time) error
+	ByMAC(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr) (lease.Lease, error)
+	ByIP(ctx context.Context, ip netip.Addr) (lease.Lease, error)
 
 	// EnrollClient records a network-boot client: the node owning one of
 	// its MACs is updated (last seen, architecture), or a new node in state

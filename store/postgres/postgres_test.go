@@ -13,6 +13,7 @@ func TestParseDSN(t *testing.T) {
 		{"postgres://rackboot:secret@db.example:5432/rackboot?sslmode=disable", ""},
 		{"postgresql://db.example/rackboot", ""},
 		{"postgres://postgres@/postgres?host=/tmp/pg&port=5433", ""},
+		{"postgres://db.example/rackboot?pool_max_conns=7", ""},
 		{"mysql://root@localhost/rackboot", `scheme "mysql"`},
 		{"host=localhost dbname=rackboot", "want postgres://"},
 		{"postgres://u:secret@db.example:notaport/x", "database url"},
@@ -35,13 +36,13 @@ func TestParseDSN(t *testing.T) {
 	}
 }
 
-func TestLockKeyStable(t *testing.T) {
-	// Every server computes the same key for a subnet, or the lock
-	// serialises nothing.
-	if a, b := lockKey("lease 10.0.0.0/24"), lockKey("lease 10.0.0.0/24"); a != b {
-		t.Fatalf("lock keys differ: %d, %d", a, b)
+func TestParseDSNPool(t *testing.T) {
+	// pool_max_conns is the store's, not a server setting.
+	cfg, err := ParseDSN("postgres://db.example/rackboot?pool_max_conns=7")
+	if err != nil || cfg.MaxConns != 7 {
+		t.Fatalf("ParseDSN: %v, max conns %d; want 7", err, cfg.MaxConns)
 	}
-	if lockKey("lease 10.0.0.0/24") == lockKey("lease 10.0.1.0/24") {
-		t.Fatal("two subnets share a lock key")
+	if _, ok := cfg.ConnConfig.RuntimeParams["pool_max_conns"]; ok {
+		t.Error("pool_max_conns would be sent to the server")
 	}
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/rackboot/rackboot/dhcp"
 	"github.com/rackboot/rackboot/lab"
+	"github.com/rackboot/rackboot/lease"
 )
 
 // TestTwoServers runs two real rackboot servers, authoritative for one
@@ -181,7 +182,7 @@ func TestTwoServers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for ip, mac := range ackedTo {
-		if got := inDB[ip]; got.mac != mac || got.state != string(dhcp.LeaseBound) {
+		if got := inDB[ip]; got.mac != mac || got.state != string(lease.Bound) {
 			t.Errorf("%s was ACKed to %s; the database has %+v", ip, mac, got)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
-	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/lease"
 	"github.com/rackboot/rackboot/store"
 )
 
@@ -135,7 +135,7 @@ func testLeases(t *testing.T, open Opener) {
 	reserved := []netip.Addr{netip.MustParseAddr("10.1.0.10")}
 
 	l1, err := s.Allocate(ctx, sub, first, last, mac(1), netip.Addr{}, reserved, exp)
-	if err != nil || l1.IP.String() != "10.1.0.11" || l1.State != dhcp.LeaseOffered {
+	if err != nil || l1.IP.String() != "10.1.0.11" || l1.State != lease.Offered {
 		t.Fatalf("allocate 1 = %+v, %v", l1, err)
 	}
 	again, err := s.Allocate(ctx, sub, first, last, mac(1), netip.MustParseAddr("10.1.0.12"), reserved, exp)
@@ -146,14 +146,14 @@ func testLeases(t *testing.T, open Opener) {
 	if err != nil || l2.IP.String() != "10.1.0.12" {
 		t.Fatalf("allocate 2 = %+v, %v", l2, err)
 	}
-	if _, err := s.Allocate(ctx, sub, first, last, mac(3), netip.Addr{}, reserved, exp); !errors.Is(err, dhcp.ErrPoolExhausted) {
+	if _, err := s.Allocate(ctx, sub, first, last, mac(3), netip.Addr{}, reserved, exp); !errors.Is(err, lease.ErrPoolExhausted) {
 		t.Fatalf("allocate 3 err = %v, want ErrPoolExhausted", err)
 	}
-	if _, err := s.Bind(ctx, sub, mac(3), l1.IP, "", exp); !errors.Is(err, dhcp.ErrNoLease) {
+	if _, err := s.Bind(ctx, sub, mac(3), l1.IP, "", exp); !errors.Is(err, lease.ErrNoLease) {
 		t.Fatalf("bind of another MAC's address err = %v", err)
 	}
 	b, err := s.Bind(ctx, sub, mac(1), l1.IP, "node1", exp)
-	if err != nil || b.State != dhcp.LeaseBound || b.Hostname != "node1" {
+	if err != nil || b.State != lease.Bound || b.Hostname != "node1" {
 		t.Fatalf("bind = %+v, %v", b, err)
 	}
 	// Freeing an offer leaves a bound lease alone (another server may have
@@ -161,7 +161,7 @@ func testLeases(t *testing.T, open Opener) {
 	if err := s.ReleaseOffer(ctx, sub, mac(1), netip.Addr{}); err != nil {
 		t.Fatal(err)
 	}
-	if l, err := s.ByMAC(ctx, sub, mac(1)); err != nil || l.State != dhcp.LeaseBound {
+	if l, err := s.ByMAC(ctx, sub, mac(1)); err != nil || l.State != lease.Bound {
 		t.Fatalf("bound lease after ReleaseOffer: %+v %v", l, err)
 	}
 	// The address the client asks another server for is kept: with a
@@ -175,7 +175,7 @@ func testLeases(t *testing.T, open Opener) {
 	if err := s.ReleaseOffer(ctx, sub, mac(2), netip.MustParseAddr("10.1.0.99")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ByMAC(ctx, sub, mac(2)); !errors.Is(err, dhcp.ErrNoLease) {
+	if _, err := s.ByMAC(ctx, sub, mac(2)); !errors.Is(err, lease.ErrNoLease) {
 		t.Fatalf("offered lease after ReleaseOffer: %v", err)
 	}
 	if l2, err = s.Allocate(ctx, sub, first, last, mac(2), l2.IP, reserved, exp); err != nil || l2.IP.String() != "10.1.0.12" {
@@ -184,13 +184,13 @@ func testLeases(t *testing.T, open Opener) {
 	if err := s.Release(ctx, mac(2), l2.IP); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ByIP(ctx, l2.IP); !errors.Is(err, dhcp.ErrNoLease) {
+	if _, err := s.ByIP(ctx, l2.IP); !errors.Is(err, lease.ErrNoLease) {
 		t.Fatalf("released lease still there: %v", err)
 	}
 	if err := s.Decline(ctx, l2.IP, exp); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Allocate(ctx, sub, first, last, mac(4), l2.IP, reserved, exp); !errors.Is(err, dhcp.ErrPoolExhausted) {
+	if _, err := s.Allocate(ctx, sub, first, last, mac(4), l2.IP, reserved, exp); !errors.Is(err, lease.ErrPoolExhausted) {
 		t.Fatalf("a declined address was handed out again: %v", err)
 	}
 	// An expired offer frees its address.
@@ -205,7 +205,7 @@ func testLeases(t *testing.T, open Opener) {
 		s = reopen()
 	}
 	got, err := s.ByMAC(ctx, sub, mac(1))
-	if err != nil || got.IP != l1.IP || got.State != dhcp.LeaseBound {
+	if err != nil || got.IP != l1.IP || got.State != lease.Bound {
 		t.Fatalf("ByMAC after reopen = %+v, %v", got, err)
 	}
 	got, err = s.ByIP(ctx, l1.IP)

@@ -1,0 +1,424 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/store"
+)
+
+// EnrollClient implements store.Store.
+func (s *Store) EnrollClient(ctx context.Context, c boot.Client, now time.Time) (store.Node, bool, error) {
+	if len(c.MAC) == 0 {
+		return store.Node{}, false, fmt.Errorf("enroll client: no MAC")
+	}
+	mac := macText(c.MAC)
+	var id string
+	var created bool
+	err := s.tx(ctx, func(tx runner) error {
+		created = false
+		err := tx.row(ctx, `SELECT node_id FROM interfaces WHERE mac = ?`, mac).Scan(&id)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			id = uuid.NewString()
+			created = true
+			if _, err := tx.exec(ctx, `INSERT INTO nodes (id, state, first_seen, last_seen, state_changed) VALUES (?, ?, ?, ?, ?)`,
+				id, string(store.StateDiscovered), now.UnixNano(), now.UnixNano(), now.UnixNano()); err != nil {
+				return err
+			}
+			// Another server may be enrolling the same MAC: the loser
+			// rolls back its node and finds the winner's on retry.
+			n, err := tx.exec(ctx, `INSERT INTO interfaces (mac, node_id) VALUES (?, ?) ON CONFLICT (mac) DO NOTHING`, mac, id)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return errRetry
+			}
+		case err != nil:
+			return err
+		}
+		set := []string{"last_seen = ?"}
+		args := []any{now.UnixNano()}
+		if a := c.Arch.Arch(); a != boot.ArchUnknown {
+			set = append(set, "arch = ?", "firmware = ?", "client_arch = ?")
+			args = append(args, string(a), string(c.Arch.Firmware()), int(c.Arch))
+		}
+		if len(c.UUID) > 0 {
+			set = append(set, "uuid = ?")
+			args = append(args, hex.EncodeToString(c.UUID))
+		}
+		_, err = tx.exec(ctx, `UPDATE nodes SET `+strings.Join(set, ", ")+` WHERE id = ?`, append(args, id)...)
+		return err
+	})
+	if err != nil {
+		return store.Node{}, false, fmt.Errorf("enroll client %s: %w", mac, err)
+	}
+	n, err := s.Node(ctx, id)
+	return n, created, err
+}
+
+const nodeColumns = `id, name, arch, firmware, client_arch, state, secure_boot, uuid, first_seen, last_seen,
+	kind, rack, position, tags, owner, inventory, gpu_models, last_error, state_changed`
+
+func scanNode(row scanner) (store.Node, error) {
+	var n store.Node
+	var arch, fw, state, tags, gpus string
+	var ca int
+	var sb sql.NullBool
+	var first, last, changed int64
+	var inv []byte
+	if err := row.Scan(&n.ID, &n.Name, &arch, &fw, &ca, &state, &sb, &n.UUID, &first, &last,
+		&n.Kind, &n.Rack, &n.Position, &tags, &n.Owner, &inv, &gpus, &n.LastError, &changed); err != nil {
+		return n, err
+	}
+	if err := json.Unmarshal([]byte(tags), &n.Tags); err != nil {
+		return n, fmt.Errorf("tags: %w", err)
+	}
+	if err := json.Unmarshal([]byte(gpus), &n.GPUModels); err != nil {
+		return n, fmt.Errorf("gpu models: %w", err)
+	}
+	n.Inventory = rawJSON(inv)
+	n.Arch, n.Firmware, n.ClientArch, n.State = boot.Arch(arch), boot.Firmware(fw), boot.ClientArch(ca), store.State(state)
+	if sb.Valid {
+		n.SecureBoot = &sb.Bool
+	}
+	n.FirstSeen, n.LastSeen, n.StateChanged = unixNanos(first), unixNanos(last), unixNanos(changed)
+	return n, nil
+}
+
+// macBatch is how many nodes' MACs one query reads.
+const macBatch = 500
+
+// nodes runs a query for nodeColumns and fills in every node's MACs. The
+// MACs are read after the rows are closed, so one connection is never
+// asked for two result sets at once.
+func (s *Store) nodes(ctx context.Context, q string, args ...any) ([]store.Node, error) {
+	nodes, err := all(ctx, s.db, scanNode, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	idx := make(map[string]int, len(nodes))
+	for i, n := range nodes {
+		idx[n.ID] = i
+	}
+	for lo := 0; lo < len(nodes); lo += macBatch {
+		batch := nodes[lo:min(lo+macBatch, len(nodes))]
+		ids := make([]any, len(batch))
+		for i, n := range batch {
+			ids[i] = n.ID
+		}
+		type iface struct{ node, mac string }
+		ifaces, err := all(ctx, s.db, func(r scanner) (iface, error) {
+			var i iface
+			return i, r.Scan(&i.node, &i.mac)
+		}, `SELECT node_id, mac FROM interfaces WHERE node_id IN (?`+strings.Repeat(", ?", len(ids)-1)+`) ORDER BY mac`, ids...)
+		if err != nil {
+			return nil, err
+		}
+		for _, i := range ifaces {
+			n := &nodes[idx[i.node]]
+			n.MACs = append(n.MACs, i.mac)
+		}
+	}
+	return nodes, nil
+}
+
+// NodeByMAC implements store.Store.
+func (s *Store) NodeByMAC(ctx context.Context, mac net.HardwareAddr) (store.Node, error) {
+	return s.Node(ctx, macText(mac))
+}
+
+// Node implements store.Store.
+func (s *Store) Node(ctx context.Context, ref string) (store.Node, error) {
+	ref = strings.TrimSpace(ref)
+	if hw, err := net.ParseMAC(ref); err == nil {
+		ref = macText(hw)
+	}
+	nodes, err := s.nodes(ctx, `SELECT `+nodeColumns+` FROM nodes
+		WHERE id = ? OR (name = ? AND name <> '') OR id = (SELECT node_id FROM interfaces WHERE mac = ?)
+		LIMIT 1`, ref, ref, ref)
+	if err == nil && len(nodes) == 0 {
+		err = store.ErrNotFound
+	}
+	if err != nil {
+		return store.Node{}, fmt.Errorf("node %q: %w", ref, err)
+	}
+	return nodes[0], nil
+}
+
+// Nodes implements store.Store.
+func (s *Store) Nodes(ctx context.Context) ([]store.Node, error) {
+	nodes, err := s.nodes(ctx, `SELECT `+nodeColumns+` FROM nodes ORDER BY first_seen, id`)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	if nodes == nil {
+		nodes = []store.Node{}
+	}
+	return nodes, nil
+}
+
+// ListNodes implements store.Store. Tags and GPU models are matched in
+// their JSON text.
+func (s *Store) ListNodes(ctx context.Context, f store.NodeFilter) ([]store.Node, error) {
+	where := []string{"1 = 1"}
+	var args []any
+	// Conditions find substrings with SQLite's instr; the dialect names
+	// its own function.
+	add := func(cond string, arg ...any) {
+		where, args = append(where, strings.ReplaceAll(cond, "instr(", s.d.instr+"(")), append(args, arg...)
+	}
+	if f.State != "" {
+		add("state = ?", string(f.State))
+	}
+	if f.Arch != "" {
+		add("arch = ?", string(f.Arch))
+	}
+	if f.Rack != "" {
+		add("rack = ?", f.Rack)
+	}
+	if f.Tag != "" {
+		add("instr(tags, ?) > 0", jsonText(f.Tag))
+	}
+	if f.GPU != "" {
+		add("instr(lower(gpu_models), lower(?)) > 0", f.GPU)
+	}
+	if f.Query != "" {
+		add(`(instr(lower(id || ' ' || name || ' ' || rack || ' ' || tags || ' ' || gpu_models), lower(?)) > 0
+			OR id IN (SELECT node_id FROM interfaces WHERE instr(mac, lower(?)) > 0))`, f.Query, f.Query)
+	}
+	if f.After != "" {
+		add("id > ?", f.After)
+	}
+	q := `SELECT ` + nodeColumns + ` FROM nodes WHERE ` + strings.Join(where, " AND ") + ` ORDER BY id`
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	nodes, err := s.nodes(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return nodes, nil
+}
+
+func (s *Store) updateNode(ctx context.Context, op, id, set string, args ...any) error {
+	if err := s.db.change(ctx, `UPDATE nodes SET `+set+` WHERE id = ?`, append(args, id)...); err != nil {
+		return fmt.Errorf("%s %s: %w", op, id, err)
+	}
+	return nil
+}
+
+// SetState implements store.Store.
+func (s *Store) SetState(ctx context.Context, id string, st store.State) error {
+	return s.updateNode(ctx, "set state of node", id, "state = ?, state_changed = ?", string(st), time.Now().UnixNano())
+}
+
+// SetSecureBoot implements store.Store.
+func (s *Store) SetSecureBoot(ctx context.Context, id string, on *bool) error {
+	var v any
+	if on != nil {
+		v = *on
+	}
+	return s.updateNode(ctx, "set secure boot of node", id, "secure_boot = ?", v)
+}
+
+// TouchNode implements store.Store.
+func (s *Store) TouchNode(ctx context.Context, id string, now time.Time) error {
+	return s.updateNode(ctx, "touch node", id, "last_seen = ?", now.UnixNano())
+}
+
+// SetInventory implements store.Store.
+func (s *Store) SetInventory(ctx context.Context, id string, inv json.RawMessage, gpuModels []string) error {
+	if gpuModels == nil {
+		gpuModels = []string{}
+	}
+	return s.updateNode(ctx, "set inventory of node", id, "inventory = ?, gpu_models = ?", []byte(inv), jsonText(gpuModels))
+}
+
+// Transition implements store.Store. The node's row stays locked from the
+// state check to the commit, so of two transitions out of one state, the
+// second sees the first's result and fails with ErrConflict.
+func (s *Store) Transition(ctx context.Context, id string, from, to store.State, lastError string, e store.Event) (store.Node, store.Event, error) {
+	if e.Time.IsZero() {
+		e.Time = time.Now().UTC()
+	}
+	e.NodeID, e.From, e.To = id, from, to
+	if e.Kind == "" {
+		e.Kind = "transition"
+	}
+	err := s.tx(ctx, func(tx runner) error {
+		var cur string
+		err := tx.row(ctx, `SELECT state FROM nodes WHERE id = ?`+s.d.forUpdate, id).Scan(&cur)
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if store.State(cur) != from {
+			return fmt.Errorf("node is %s, not %s: %w", cur, from, store.ErrConflict)
+		}
+		if _, err := tx.exec(ctx, `UPDATE nodes SET state = ?, last_error = ?, state_changed = ? WHERE id = ?`,
+			string(to), lastError, e.Time.UnixNano(), id); err != nil {
+			return err
+		}
+		// An agent's token is good for one state of its node only.
+		if _, err := tx.exec(ctx, `DELETE FROM tokens WHERE kind = 'agent' AND node_id = ?`, id); err != nil {
+			return err
+		}
+		e.Seq, err = insertEvent(ctx, tx, e)
+		return err
+	})
+	if err != nil {
+		return store.Node{}, store.Event{}, fmt.Errorf("transition node %s from %s to %s: %w", id, from, to, err)
+	}
+	n, err := s.Node(ctx, id)
+	return n, e, err
+}
+
+// UpdateNode implements store.Store.
+func (s *Store) UpdateNode(ctx context.Context, id string, p store.NodePatch) (store.Node, error) {
+	set := []string{"id = id"}
+	var args []any
+	add := func(col string, v any) { set, args = append(set, col+" = ?"), append(args, v) }
+	if p.Name != nil {
+		add("name", *p.Name)
+	}
+	if p.Rack != nil {
+		add("rack", *p.Rack)
+	}
+	if p.Position != nil {
+		add("position", *p.Position)
+	}
+	if p.Tags != nil {
+		tags := *p.Tags
+		if tags == nil {
+			tags = []string{}
+		}
+		add("tags", jsonText(tags))
+	}
+	if p.Owner != nil {
+		add("owner", *p.Owner)
+	}
+	err := s.tx(ctx, func(tx runner) error {
+		if p.Name != nil && *p.Name != "" {
+			var other string
+			err := tx.row(ctx, `SELECT id FROM nodes WHERE name = ? AND id <> ?`, *p.Name, id).Scan(&other)
+			if err == nil {
+				return fmt.Errorf("name %q is taken by node %s: %w", *p.Name, other, store.ErrConflict)
+			}
+			if !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
+		err := tx.change(ctx, `UPDATE nodes SET `+strings.Join(set, ", ")+` WHERE id = ?`, append(args, id)...)
+		if s.d.unique(err) {
+			// Another server named a node the same a moment ago.
+			return fmt.Errorf("name is taken: %w", store.ErrConflict)
+		}
+		return err
+	})
+	if err != nil {
+		return store.Node{}, fmt.Errorf("update node %s: %w", id, err)
+	}
+	return s.Node(ctx, id)
+}
+
+// DeleteNode implements store.Store.
+func (s *Store) DeleteNode(ctx context.Context, id string) error {
+	err := s.tx(ctx, func(tx runner) error {
+		if _, err := tx.exec(ctx, `DELETE FROM tokens WHERE node_id = ?`, id); err != nil {
+			return err
+		}
+		return tx.change(ctx, `DELETE FROM nodes WHERE id = ?`, id)
+	})
+	if err != nil {
+		return fmt.Errorf("delete node %s: %w", id, err)
+	}
+	return nil
+}
+
+// CountNodes implements store.Store.
+func (s *Store) CountNodes(ctx context.Context) (map[store.State]int, error) {
+	type count struct {
+		st string
+		n  int
+	}
+	counts, err := all(ctx, s.db, func(r scanner) (count, error) {
+		var c count
+		return c, r.Scan(&c.st, &c.n)
+	}, `SELECT state, COUNT(*) FROM nodes GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count nodes: %w", err)
+	}
+	out := map[store.State]int{}
+	for _, c := range counts {
+		out[store.State(c.st)] = c.n
+	}
+	return out, nil
+}
+
+// AddTrace implements store.Store.
+func (s *Store) AddTrace(ctx context.Context, nodeID string, e boot.Event) error {
+	opts, err := json.Marshal(e.Options)
+	if err != nil {
+		return fmt.Errorf("add trace of node %s: %w", nodeID, err)
+	}
+	mac := ""
+	if len(e.MAC) > 0 {
+		mac = macText(e.MAC)
+	}
+	_, err = s.db.exec(ctx, `INSERT INTO boot_events
+		(node_id, time, mac, ip, proto, kind, file, bytes, size, block_size, window_size, complete, error, options)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		nodeID, e.Time.UnixNano(), mac, addrText(e.IP), e.Proto, e.Kind, e.File, e.Bytes, e.Size, e.BlockSize, e.WindowSize, e.Complete, e.Error, string(opts))
+	if err != nil {
+		return fmt.Errorf("add trace of node %s: %w", nodeID, err)
+	}
+	return nil
+}
+
+// Trace implements store.Store.
+func (s *Store) Trace(ctx context.Context, nodeID string, limit int) ([]store.TraceEvent, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	out, err := all(ctx, s.db, func(r scanner) (store.TraceEvent, error) {
+		e := store.TraceEvent{NodeID: nodeID}
+		var t int64
+		var mac, ip, opts string
+		if err := r.Scan(&e.Seq, &t, &mac, &ip, &e.Proto, &e.Kind, &e.File, &e.Bytes, &e.Size, &e.BlockSize, &e.WindowSize, &e.Complete, &e.Error, &opts); err != nil {
+			return e, err
+		}
+		e.Time = unixNanos(t)
+		if mac != "" {
+			e.MAC, _ = net.ParseMAC(mac)
+		}
+		if ip != "" {
+			e.IP, _ = netip.ParseAddr(ip)
+		}
+		if opts != "" && opts != "null" {
+			if err := json.Unmarshal([]byte(opts), &e.Options); err != nil {
+				return e, fmt.Errorf("options of event %d: %w", e.Seq, err)
+			}
+		}
+		return e, nil
+	}, `SELECT seq, time, mac, ip, proto, kind, file, bytes, size, block_size, window_size, complete, error, options
+		FROM (SELECT * FROM boot_events WHERE node_id = ? ORDER BY seq DESC LIMIT ?) newest ORDER BY seq`, nodeID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("trace of node %s: %w", nodeID, err)
+	}
+	return out, nil
+}

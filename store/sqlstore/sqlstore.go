@@ -1,0 +1,264 @@
+// Package sqlstore is the Store on a SQL database, one implementation for
+// both engines: SQLite (modernc.org/sqlite, no cgo), the embedded
+// database of one appliance, and PostgreSQL (pgx through database/sql),
+// which several rackboot servers share. Every query is written once; what
+// the engines do differently (placeholders, locking, column types, error
+// codes) is in dialect.go, the schemas in schema.go.
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rackboot/rackboot/store"
+)
+
+// Store is a store.Store on a SQLite or PostgreSQL database.
+type Store struct {
+	pool *sql.DB
+	db   runner // on pool
+	d    *dialect
+
+	mu   sync.Mutex
+	next map[netip.Prefix]netip.Addr // allocation cursor per subnet
+}
+
+var _ store.Store = (*Store)(nil)
+
+// conn is what a database and a transaction both run queries on.
+type conn interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// runner runs queries written with ? placeholders on a conn.
+type runner struct {
+	c conn
+	d *dialect
+}
+
+// exec runs a statement and returns how many rows it changed.
+func (r runner) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	res, err := r.c.ExecContext(ctx, r.d.bind(q), args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// change runs a statement that must change a row: none is ErrNotFound.
+func (r runner) change(ctx context.Context, q string, args ...any) error {
+	n, err := r.exec(ctx, q, args...)
+	if err == nil && n == 0 {
+		err = store.ErrNotFound
+	}
+	return err
+}
+
+func (r runner) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return r.c.QueryContext(ctx, r.d.bind(q), args...)
+}
+
+func (r runner) row(ctx context.Context, q string, args ...any) *sql.Row {
+	return r.c.QueryRowContext(ctx, r.d.bind(q), args...)
+}
+
+// lock takes a transaction-scoped lock on key where the engine needs one.
+func (r runner) lock(ctx context.Context, key int32) error {
+	if r.d.lock == nil {
+		return nil
+	}
+	_, err := r.exec(ctx, r.d.lock(key))
+	return err
+}
+
+type scanner interface{ Scan(...any) error }
+
+// all runs a query and scans every row it returns.
+func all[T any](ctx context.Context, r runner, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := r.query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// one scans the row a query returns; no row is ErrNotFound.
+func one[T any](ctx context.Context, r runner, scan func(scanner) (T, error), q string, args ...any) (T, error) {
+	v, err := scan(r.row(ctx, q, args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		err = store.ErrNotFound
+	}
+	return v, err
+}
+
+func open(ctx context.Context, db *sql.DB, d *dialect, where string) (*Store, error) {
+	s := &Store{pool: db, db: runner{db, d}, d: d}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open database %s: %w", where, err)
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.pool.Close() }
+
+// migrate applies the missing migrations in one transaction, which on
+// PostgreSQL holds an advisory lock: a second server starting at the same
+// time waits, then finds every migration applied.
+func (s *Store) migrate(ctx context.Context) error {
+	err := s.tx(ctx, func(tx runner) error {
+		if s.d.lockMigrations != "" {
+			if _, err := tx.exec(ctx, s.d.lockMigrations); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.exec(ctx, s.d.versions); err != nil {
+			return err
+		}
+		var have int
+		if err := tx.row(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+			return err
+		}
+		if have > len(s.d.migrations) {
+			return fmt.Errorf("database is at version %d, newer than this rackboot (%d): upgrade rackboot", have, len(s.d.migrations))
+		}
+		for i := have; i < len(s.d.migrations); i++ {
+			if _, err := tx.exec(ctx, s.d.migrations[i]); err != nil {
+				return fmt.Errorf("to version %d: %w", i+1, err)
+			}
+			if _, err := tx.exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, i+1, time.Now().Unix()); err != nil {
+				return fmt.Errorf("to version %d: %w", i+1, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// errRetry makes tx run its function again: a race that another writer
+// won, which a fresh attempt sees.
+var errRetry = errors.New("retry")
+
+const maxAttempts = 8
+
+// tx runs f in a transaction, again when it failed for a reason a retry
+// cures: the dialect's (a serialization failure, a deadlock) or f's
+// errRetry.
+func (s *Store) tx(ctx context.Context, f func(runner) error) error {
+	return s.retry(ctx, func() error { return s.tx1(ctx, s.d.begin, f) })
+}
+
+// lockedTx is tx holding, where the engine needs it, the lock on key
+// from the start. On PostgreSQL the lock is taken with the BEGIN, in one
+// round trip: on the DHCP path, one of five.
+func (s *Store) lockedTx(ctx context.Context, key int32, f func(runner) error) error {
+	begin := s.d.begin
+	if s.d.lock != nil {
+		begin += "; " + s.d.lock(key)
+	}
+	return s.retry(ctx, func() error { return s.tx1(ctx, begin, f) })
+}
+
+func (s *Store) retry(ctx context.Context, run func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := run()
+		if err == nil || attempt == maxAttempts || !(errors.Is(err, errRetry) || s.d.retryable(err)) {
+			if errors.Is(err, errRetry) {
+				err = fmt.Errorf("lost the race %d times", attempt)
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(rand.IntN(1000*attempt)) * time.Microsecond):
+		}
+	}
+}
+
+// tx1 runs f in one transaction that the statement begin starts, on a
+// connection of its own with BEGIN and COMMIT statements rather than a
+// sql.Tx: a sql.Tx watches its context with a goroutine, and every query
+// in it another, which on PostgreSQL cost a DORA a sixth of its time.
+func (s *Store) tx1(ctx context.Context, begin string, f func(runner) error) error {
+	c, err := s.pool.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	tx := runner{c, s.d}
+	if _, err := tx.exec(ctx, begin); err != nil {
+		// No transaction is open (SQLite), or the driver discards the
+		// connection for the one left (pgx, when the lock failed).
+		return err
+	}
+	if err = f(tx); err == nil {
+		_, err = tx.exec(ctx, "COMMIT")
+		if err == nil {
+			return nil
+		}
+	}
+	if _, rerr := tx.exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
+		// The connection may still be in the transaction: never reuse it.
+		c.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	return err
+}
+
+func macText(mac net.HardwareAddr) string { return strings.ToLower(mac.String()) }
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// unixNanos is a stored time: 0 is the epoch.
+func unixNanos(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+// fromNanos is a stored time that may be unset: 0 is the zero time.
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func jsonText(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// rawJSON is a stored JSON column: nil when empty.
+func rawJSON(b []byte) json.RawMessage {
+	if len(b) == 0 {
+		return nil
+	}
+	return json.RawMessage(b)
+}
