@@ -25,9 +25,9 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
-	"github.com/rackboot/rackboot/dhcp"
 	"github.com/rackboot/rackboot/firmware"
 	secretpkg "github.com/rackboot/rackboot/internal/secret"
+	"github.com/rackboot/rackboot/lease"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/trace"
 )
@@ -84,11 +84,11 @@ type Store interface {
 	EnrollClient(ctx context.Context, c boot.Client, now time.Time) (n store.Node, created bool, err error)
 	NodeByMAC(ctx context.Context, mac net.HardwareAddr) (store.Node, error)
 	// ByIP finds the lease, and so the MAC, behind a client's address.
-	ByIP(ctx context.Context, ip netip.Addr) (dhcp.Lease, error)
+	ByIP(ctx context.Context, ip netip.Addr) (lease.Lease, error)
 	// AddTrace keeps a node's boot trace.
 	AddTrace(ctx context.Context, nodeID string, e boot.Event) error
 	// ByMAC finds a node's lease, and so its address, on a subnet.
-	ByMAC(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr) (dhcp.Lease, error)
+	ByMAC(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr) (lease.Lease, error)
 	// CreateToken and DeleteToken keep each node's boot secret.
 	CreateToken(ctx context.Context, t store.Token) (store.Token, error)
 	DeleteToken(ctx context.Context, id string) error

@@ -13,6 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/lease"
 )
 
 // archBooter offers a file named after the client type, as the core would.
@@ -195,7 +196,7 @@ func TestAuthoritativeExchanges(t *testing.T) {
 	check("decline of another client's offer", decline(mac2, "10.0.0.100"), "no reply")
 	check("bound after a stranger's decline", request(t, mac1, "10.0.0.100", "10.0.0.1"), `ACK yiaddr=10.0.0.100 siaddr=0.0.0.0 file="" to=255.255.255.255:68 router=10.0.0.254`)
 	check("decline of another client's lease", decline(mac2, "10.0.0.100"), "no reply")
-	if l, err := leases.ByIP(ctx, netip.MustParseAddr("10.0.0.100")); err != nil || l.State != LeaseBound || l.MAC.String() != mac1.String() {
+	if l, err := leases.ByIP(ctx, netip.MustParseAddr("10.0.0.100")); err != nil || l.State != lease.Bound || l.MAC.String() != mac1.String() {
 		t.Errorf("a stranger's decline took the lease: %+v %v", l, err)
 	}
 	check("decline of someone's reservation", decline(mac2, "10.0.0.9"), "no reply")

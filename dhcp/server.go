@@ -459,7 +459,7 @@ func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.C
 		// at its ciaddr only if that is a lease it holds already.
 		renewing := false
 		if ciaddr.IsValid() && ciaddr == want {
-			if l, err := s.Leases.ByIP(ctx, ciaddr); err == nil && l.State == LeaseBound && sameMAC(l.MAC, mac) {
+			if l, err := s.Leases.ByIP(ctx, ciaddr); err == nil && l.State == lease.Bound && sameMAC(l.MAC, mac) {
 				renewing = true
 			}
 		}
@@ -517,7 +517,7 @@ func (s *Server) decline(ctx context.Context, req *dhcpv4.DHCPv4, log *slog.Logg
 		}
 	}
 	l, err := s.Leases.ByIP(ctx, bad)
-	if err != nil || !sameMAC(l.MAC, mac) || (l.State != LeaseBound && l.State != LeaseOffered) {
+	if err != nil || !sameMAC(l.MAC, mac) || (l.State != lease.Bound && l.State != lease.Offered) {
 		log.Warn("dhcp decline ignored: the address is not this client's", "ip", bad.String())
 		return nil
 	}
