@@ -30,10 +30,7 @@ type Server struct {
 	// writes events elsewhere (the lifecycle's notifications, the reaper)
 	// publishes on the same broker.
 	Broker *Broker
-	// BootstrapToken is an admin token that needs no database row (the
-	// one in the data dir), so a fresh install can be reached at all.
-	BootstrapToken string
-	Logger         *slog.Logger
+	Logger *slog.Logger
 	// SecureCookies marks the session cookie Secure, for servers behind
 	// TLS.
 	SecureCookies bool
@@ -51,6 +48,7 @@ type Server struct {
 	AgentHeartbeat time.Duration
 
 	requests requestCounter
+	logins   loginLimiter
 }
 
 func (s *Server) log() *slog.Logger {

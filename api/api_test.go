@@ -72,7 +72,12 @@ func newFixture(t *testing.T) *fixture {
 	hash, _ := HashPassword("correct horse battery")
 	st.PutUser(ctx, store.User{Name: "ann", Role: store.RoleTech, PasswordHash: hash})
 	f.api = New(st)
-	f.api.BootstrapToken, f.api.Version = bootstrap, "test"
+	f.api.Version = "test"
+	// The bootstrap token is an admin API token like any other, as the
+	// appliance stores the one in its data dir.
+	if _, err := st.CreateToken(ctx, store.Token{ID: "bootstrap-test", Hash: HashSecret(bootstrap), Kind: "api", Role: store.RoleAdmin, Name: "bootstrap"}); err != nil {
+		t.Fatal(err)
+	}
 	f.srv = httptest.NewServer(f.api.Handler())
 	t.Cleanup(f.srv.Close)
 	return f

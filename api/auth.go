@@ -81,9 +81,6 @@ func (s *Server) authenticate(r *http.Request) (p Principal, present, ok bool, e
 		if !found || secret == "" {
 			return p, true, false, nil
 		}
-		if s.BootstrapToken != "" && subtle.ConstantTimeCompare([]byte(secret), []byte(s.BootstrapToken)) == 1 {
-			return Principal{Actor: "bootstrap", Role: store.RoleAdmin}, true, true, nil
-		}
 		t, err := s.Store.TokenByHash(ctx, HashSecret(secret))
 		if errors.Is(err, store.ErrNotFound) {
 			return p, true, false, nil
@@ -96,7 +93,22 @@ func (s *Server) authenticate(r *http.Request) (p Principal, present, ok bool, e
 		}
 		switch t.Kind {
 		case "api":
-			return Principal{Actor: "token:" + t.ID, Role: t.Role, User: t.User, tokenID: t.ID}, true, true, nil
+			role := t.Role
+			if t.User != "" {
+				// A token never exceeds its user's role as it is now: a
+				// demotion or a deleted user takes effect at once.
+				u, err := s.Store.User(ctx, t.User)
+				if errors.Is(err, store.ErrNotFound) {
+					return p, true, false, nil
+				}
+				if err != nil {
+					return p, true, false, err
+				}
+				if rank(u.Role) < rank(role) {
+					role = u.Role
+				}
+			}
+			return Principal{Actor: "token:" + t.ID, Role: role, User: t.User, tokenID: t.ID}, true, true, nil
 		case "agent":
 			return Principal{Actor: "agent:" + t.NodeID, Role: store.RoleAgent, NodeID: t.NodeID, tokenID: t.ID}, true, true, nil
 		}
@@ -231,6 +243,14 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &l) {
 		return
 	}
+	now := time.Now()
+	if wait := s.logins.blocked(r, l.Username, now); wait > 0 {
+		s.log().Warn("login throttled", "user", l.Username, "peer", r.RemoteAddr, "wait", wait.Round(time.Second).String())
+		retryAfter(w, wait)
+		writeError(w, http.StatusTooManyRequests, "too_many_requests",
+			"too many failed logins for this user or from this address: try again in "+wait.Round(time.Second).String())
+		return
+	}
 	u, err := s.Store.User(r.Context(), l.Username)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		s.fail(w, r, err)
@@ -241,10 +261,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		hash = dummyHash
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(l.Password)) != nil || err != nil {
+		s.logins.failed(r, l.Username, now)
 		s.log().Warn("login failed", "user", l.Username, "peer", r.RemoteAddr)
 		writeError(w, http.StatusUnauthorized, "unauthorized", "wrong user name or password")
 		return
 	}
+	s.logins.succeeded(r, l.Username)
 	secret, hashed := NewSecret()
 	exp := time.Now().Add(s.sessionTTL()).UTC()
 	if _, err := s.Store.CreateToken(r.Context(), store.Token{Hash: hashed, Kind: "session", Role: u.Role, User: u.Name, Expires: exp}); err != nil {

@@ -198,6 +198,14 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-wake:
 		case <-poll.C:
+			// A stream lives no longer than its credential: a revoked
+			// token, a logged-out session or a demotion below readonly
+			// ends it.
+			if p, _, ok, err := s.authenticate(r); err == nil && (!ok || rank(p.Role) < rank(store.RoleReadonly)) {
+				fmt.Fprint(w, "event: end\ndata: the credential of this stream is no longer valid\n\n")
+				flusher.Flush()
+				return
+			}
 		case <-ping.C:
 			fmt.Fprint(w, ": ping\n\n")
 			flusher.Flush()

@@ -57,10 +57,11 @@ const (
 // resolved is a Config with every default applied and every address parsed.
 type resolved struct {
 	Config
-	serverIP netip.Addr
-	baseURL  string
-	subnets  []dhcp.Subnet
-	sbNets   []netip.Prefix
+	serverIP  netip.Addr
+	baseURL   string
+	subnets   []dhcp.Subnet
+	sbNets    []netip.Prefix
+	imageNets []netip.Prefix
 }
 
 func resolve(c Config) (resolved, error) {
@@ -132,6 +133,13 @@ func resolve(c Config) (resolved, error) {
 		if sc.SecureBoot {
 			r.sbNets = append(r.sbNets, s.Prefix)
 		}
+	}
+	for _, n := range r.Images.AllowNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return r, fmt.Errorf("images.allow_networks %q: want a prefix like 10.1.0.0/16", n)
+		}
+		r.imageNets = append(r.imageNets, p.Masked())
 	}
 	if r.DHCP.Mode == DHCPAuthoritative {
 		if len(r.subnets) == 0 {
@@ -252,7 +260,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 	if err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	for _, d := range []string{r.DataDir, filepath.Join(r.DataDir, FirmwareDir), filepath.Join(r.DataDir, ArtifactsDir)} {
+	if err := privateDataDir(r.DataDir); err != nil {
+		return err
+	}
+	for _, d := range []string{filepath.Join(r.DataDir, FirmwareDir), filepath.Join(r.DataDir, ArtifactsDir)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("data dir: %w", err)
 		}
@@ -266,6 +277,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 		return err
 	}
 	defer st.Close()
+	if err := SetBootstrapToken(ctx, st, r.DataDir, token); err != nil {
+		return err
+	}
 
 	// The parts that several servers share: the broker wakes the API's
 	// live event streams whenever the lifecycle (on behalf of the API,
@@ -350,8 +364,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 	}
 	var bootHTTP httpCounter
 	apiServer := &api.Server{Store: st, Lifecycle: machine, Broker: broker,
-		BootstrapToken: token, Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
-		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images")},
+		Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
+		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images"), AllowNetworks: r.imageNets},
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}
 	apiHandler := apiServer.Handler()
 	mux := http.NewServeMux()

@@ -38,9 +38,10 @@ type Config struct {
 	// TFTPAddr is the listen address of TFTP (default ServerIP:69).
 	TFTPAddr string `yaml:"tftp_addr"`
 	// SecureBoot sends every x86-64 UEFI node down shim → GRUB.
-	SecureBoot bool       `yaml:"secure_boot"`
-	DHCP       DHCPConfig `yaml:"dhcp"`
-	TFTP       TFTPConfig `yaml:"tftp"`
+	SecureBoot bool         `yaml:"secure_boot"`
+	DHCP       DHCPConfig   `yaml:"dhcp"`
+	TFTP       TFTPConfig   `yaml:"tftp"`
+	Images     ImagesConfig `yaml:"images"`
 	// Cmdline is appended to every kernel command line rackboot hands out.
 	Cmdline  string `yaml:"kernel_cmdline"`
 	LogLevel string `yaml:"log_level"`
@@ -91,6 +92,15 @@ type ReservationConfig struct {
 	MAC      string `yaml:"mac"`
 	IP       string `yaml:"ip"`
 	Hostname string `yaml:"hostname"`
+}
+
+// ImagesConfig governs image imports.
+type ImagesConfig struct {
+	// AllowNetworks are the private networks (10/8, 172.16/12,
+	// 192.168/16, fc00::/7, 100.64/10) that URL imports may fetch from;
+	// none by default. Loopback, link-local, multicast and the
+	// appliance's own addresses are refused always.
+	AllowNetworks []string `yaml:"allow_networks"`
 }
 
 // TFTPConfig tunes TFTP transfers; zero means the server's default.

@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/appliance"
 )
 
 func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -100,9 +101,12 @@ func imageCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"token: want create, list or delete"}
+		return usageError{"token: want create, list, delete or rotate-bootstrap"}
 	}
 	sub, args := args[0], args[1:]
+	if sub == "rotate-bootstrap" {
+		return rotateBootstrap(ctx, args, stdout, stderr)
+	}
 	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	c := clientFlags(fs)
@@ -162,6 +166,27 @@ func tokenCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	return usageError{fmt.Sprintf("token: unknown command %q", sub)}
+}
+
+// rotateBootstrap replaces the data dir's bootstrap admin token. It runs
+// on the appliance, on its data dir and database: it is how an operator
+// gets back in after the token leaked, when no other admin token works.
+func rotateBootstrap(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("token rotate-bootstrap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", envOr("RACKBOOT_DATA_DIR", "data"), "the appliance's data dir")
+	db := fs.String("db", "", "the appliance's postgres:// database (default: SQLite in the data dir)")
+	if pos, err := parseArgs(fs, args); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usageError{"token rotate-bootstrap [--data-dir DIR] [--db postgres://...]"}
+	}
+	path, err := appliance.RotateBootstrapToken(ctx, *db, *dataDir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote a new bootstrap admin token to %s; the old one no longer works\n", path)
+	return nil
 }
 
 func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {

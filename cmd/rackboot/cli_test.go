@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/appliance"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/store"
@@ -35,7 +36,10 @@ func TestCLIAgainstServer(t *testing.T) {
 	st.SetInventory(ctx, n.ID, json.RawMessage(`{}`), []string{"NVIDIA T4"})
 	st.CreateImage(ctx, store.Image{Name: "x86img", Arch: boot.ArchX86_64, Format: "raw"})
 	as := api.New(st)
-	as.BootstrapToken, as.Catalog = "boot-tok", &catalog.Catalog{Dir: filepath.Join(dir, "images")}
+	as.Catalog = &catalog.Catalog{Dir: filepath.Join(dir, "images")}
+	if err := appliance.SetBootstrapToken(ctx, st, dir, "boot-tok"); err != nil {
+		t.Fatal(err)
+	}
 	srv := httptest.NewServer(as.Handler())
 	defer srv.Close()
 	t.Setenv("HOME", dir)

@@ -44,6 +44,8 @@ Usage:
   rackboot token create --name N --role admin|tech|readonly [--ttl 720h]
                                       print a new API token (shown once)
   rackboot token list|delete          API tokens (admin)
+  rackboot token rotate-bootstrap [--data-dir DIR] [--db URL]
+                                      on the appliance: a new DATA_DIR/admin.token; the old one dies
   rackboot user add NAME --role R [--password-file F]
                                       add a web UI user or reset their password
   rackboot user list|delete           web UI users (admin)

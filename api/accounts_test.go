@@ -1,0 +1,132 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rackboot/rackboot/store"
+)
+
+// Online password guessing meets a 429: five failures for one user, or
+// twenty from one address, and the login is refused without a bcrypt
+// until the window ends; a success forgets the user's failures.
+func TestLoginThrottle(t *testing.T) {
+	f := newFixture(t)
+	login := func(peer, user, pw string) (int, http.Header) {
+		w := httptest.NewRecorder()
+		req := httptest.NewRequest("POST", "/api/v1/login", strings.NewReader(fmt.Sprintf(`{"username":%q,"password":%q}`, user, pw)))
+		req.Header.Set("Content-Type", "application/json")
+		req.RemoteAddr = peer + ":4000"
+		f.api.Handler().ServeHTTP(w, req)
+		return w.Code, w.Header()
+	}
+	const good = "correct horse battery"
+	if code, _ := login("10.0.0.1", "ann", "wrong"); code != 401 {
+		t.Fatalf("wrong password: %d", code)
+	}
+	if code, _ := login("10.0.0.1", "ann", good); code != 200 {
+		t.Fatalf("right password after one failure: %d", code)
+	}
+	for i := range loginFailsPerUser {
+		if code, _ := login(fmt.Sprintf("10.0.1.%d", i), "ann", "wrong"); code != 401 {
+			t.Fatalf("failure %d: %d", i, code)
+		}
+	}
+	code, hdr := login("10.0.2.1", "ann", good)
+	if code != 429 || hdr.Get("Retry-After") == "" {
+		t.Errorf("login of a user past the limit, right password, new address: %d (Retry-After %q)", code, hdr.Get("Retry-After"))
+	}
+	hash, _ := HashPassword(good)
+	f.st.PutUser(context.Background(), store.User{Name: "bob", Role: store.RoleReadonly, PasswordHash: hash})
+	if code, _ := login("10.0.2.1", "bob", good); code != 200 {
+		t.Errorf("another user is not held by ann's failures: %d", code)
+	}
+	// One address guessing across many names.
+	for i := range loginFailsPerPeer {
+		login("10.0.3.1", fmt.Sprintf("user%d", i), "wrong")
+	}
+	if code, _ := login("10.0.3.1", "bob", good); code != 429 {
+		t.Errorf("an address past the limit: %d", code)
+	}
+	if code, _ := login("10.0.3.2", "bob", good); code != 200 {
+		t.Errorf("another address is not held: %d", code)
+	}
+}
+
+// A user's API token acts with the user's role as it is now, not as it
+// was when the token was made; a deleted user's tokens die.
+func TestTokenFollowsItsUser(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	secret, hash := NewSecret()
+	if _, err := f.st.CreateToken(ctx, store.Token{Hash: hash, Kind: "api", Name: "ann's", Role: store.RoleTech, User: "ann"}); err != nil {
+		t.Fatal(err)
+	}
+	inspect := "/api/v1/nodes/" + f.node.ID + "/actions/inspect"
+	if code, b := f.call(t, nil, "POST", inspect, secret, `{}`); code != 200 {
+		t.Fatalf("tech token: %d %s", code, b)
+	}
+	u, _ := f.st.User(ctx, "ann")
+	u.Role = store.RoleReadonly
+	f.st.PutUser(ctx, u)
+	if code, _ := f.call(t, nil, "POST", inspect, secret, `{}`); code != 403 {
+		t.Errorf("token of a user demoted to readonly: %d, want 403", code)
+	}
+	if code, _ := f.call(t, nil, "GET", "/api/v1/nodes", secret, ""); code != 200 {
+		t.Errorf("token of a readonly user reading: %d", code)
+	}
+	f.st.DeleteUser(ctx, "ann")
+	if code, _ := f.call(t, nil, "GET", "/api/v1/nodes", secret, ""); code != 401 {
+		t.Errorf("token of a deleted user: %d, want 401", code)
+	}
+}
+
+// An event stream ends when its credential is revoked.
+func TestStreamEndsWithItsToken(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	secret, hash := NewSecret()
+	tok, err := f.st.CreateToken(ctx, store.Token{Hash: hash, Kind: "api", Name: "watcher", Role: store.RoleReadonly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", f.srv.URL+"/api/v1/events/stream", nil)
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("stream: %v %v", resp, err)
+	}
+	defer resp.Body.Close()
+	if code, _ := f.call(t, nil, "DELETE", "/api/v1/tokens/"+tok.ID, f.tokens[store.RoleAdmin], ""); code != 204 {
+		t.Fatalf("revoke: %d", code)
+	}
+	ended := make(chan string, 1)
+	go func() {
+		rd := bufio.NewReader(resp.Body)
+		var last string
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				ended <- last
+				return
+			}
+			if strings.HasPrefix(line, "event: end") {
+				last = line
+			}
+		}
+	}()
+	select {
+	case last := <-ended:
+		if last == "" {
+			t.Error("the stream ended without saying why")
+		}
+	case <-time.After(3 * streamPoll):
+		t.Fatal("the stream of a revoked token is still open")
+	}
+}
