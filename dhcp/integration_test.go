@@ -89,7 +89,8 @@ func integServer(mode Mode) *Server {
 			{Prefix: netip.MustParsePrefix("10.77.0.0/24"), First: netip.MustParseAddr("10.77.0.100"),
 				Last: netip.MustParseAddr("10.77.0.150"), Router: netip.MustParseAddr("10.77.0.1")},
 			{Prefix: netip.MustParsePrefix("10.78.0.0/24"), First: netip.MustParseAddr("10.78.0.100"),
-				Last: netip.MustParseAddr("10.78.0.150"), Router: netip.MustParseAddr("10.78.0.1")},
+				Last: netip.MustParseAddr("10.78.0.150"), Router: netip.MustParseAddr("10.78.0.1"),
+				Relays: []netip.Prefix{netip.MustParsePrefix("10.78.0.1/32")}},
 		},
 		Booter: archBooter{},
 		Leases: &MemoryLeases{},
@@ -206,6 +207,32 @@ func TestIntegrationRelay(t *testing.T) {
 	want := "OFFER yiaddr=10.78.0.100 file=loader/aarch64-uefi from=10.77.0.1:67"
 	if got != want {
 		t.Errorf("relayed\n got %s\nwant %s", got, want)
+	}
+	// The same host from its address that is not the relay's: a forged
+	// giaddr, which draws no reply, at the relay or anywhere.
+	var forger net.PacketConn
+	if err := lab.InNamespace(r.C, func() (err error) {
+		forger, err = net.ListenPacket("udp4", "10.77.0.2:0")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer forger.Close()
+	d2, _ := dhcpv4.NewDiscovery(net.HardwareAddr{0x52, 0x54, 0, 0x77, 0, 2}, append(pxe(11), dhcpv4.WithRelay(net.ParseIP("10.78.0.1")))...)
+	forger.WriteTo(d2.ToBytes(), &net.UDPAddr{IP: net.ParseIP("10.77.0.1"), Port: 67})
+	relay.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := relay.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		if m, err := dhcpv4.FromBytes(buf[:n]); err == nil && m.TransactionID == d2.TransactionID {
+			t.Errorf("a forged relayed DISCOVER got %s", m.MessageType())
+		}
+	}
+	if st := s.Stats(); st.RelayRefused != 1 {
+		t.Errorf("stats %+v, want 1 relayed request refused", st)
 	}
 }
 
