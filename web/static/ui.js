@@ -54,7 +54,10 @@ export function confirmDialog({ title, body, ok = 'Confirm', danger = false, run
       if (dlg.open) dlg.close();
       fn(v);
     };
-    const onClose = () => finish(resolve, null);
+    // The close event of a dialog comes as a task of its own, after the
+    // dialog closed: one from the previous confirmation may arrive after
+    // this one opened (a quick click after Escape), and must not close it.
+    const onClose = () => { if (!dlg.open) finish(resolve, null); };
     const onSubmit = async (e) => {
       const submitter = e.submitter;
       if (submitter && submitter.value === 'cancel') return; // method=dialog closes it
