@@ -1,13 +1,13 @@
 // Package ramdisk builds the agent ramdisks: for each architecture a
-// Debian kernel and an initramfs laid out as u-root's builder lays one out,
-// holding u-root's init, a shell, a few debugging commands and the agent
-// (compiled by make build and carried by the binary: see package payload;
-// no go command runs here), with the kernel modules for common server
-// hardware appended under /lib/modules/<release>/ along with the
-// modules.dep and modules.alias that agent/kmod reads. The results land where the boot
-// core serves them, DATA_DIR/artifacts/<arch>/{vmlinuz,initrd}, beside a
-// manifest of their inputs, so a build whose inputs did not change does
-// nothing.
+// Debian kernel and an initramfs laid out as u-root's builder lays one
+// out, holding u-root's init, a shell, a few debugging commands and the
+// agent (compiled by make build and carried by the binary: see package
+// payload; no go command runs here), with the kernel modules for common
+// server hardware appended under /lib/modules/<release>/ along with the
+// modules.dep and modules.alias that agent/kmod reads. The results land
+// where the boot core serves them, DATA_DIR/artifacts/<arch>/{vmlinuz,
+// initrd}, beside a manifest of their inputs, so a build whose inputs did
+// not change does nothing.
 package ramdisk
 
 import (
@@ -95,9 +95,9 @@ type Options struct {
 	// CacheDir keeps downloaded kernel packages and the extracted
 	// modules; "" means DataDir/cache/ramdisk.
 	CacheDir string
-	// Payload holds the programs to pack, <goarch>/<name>.zst (see
-	// package payload); nil means those this binary carries
-	// (payload.Embedded). Every program goes to /bin.
+	// Payload holds the programs to pack, one <goarch>.tar.zst per
+	// architecture (see package payload); nil means those this binary
+	// carries (payload.Embedded). Every program goes to /bin.
 	Payload fs.FS
 	// UInit is the command line init runs (/bin/uinit): a program of the
 	// payload and its arguments; "" means DefaultUInit.
@@ -422,7 +422,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
-	progs = nil
+	log.Info("base archive packed", "programs", len(progs), "bytes", len(base))
 	idsArchive, err := pciIDsArchive(ids)
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
