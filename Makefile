@@ -14,7 +14,7 @@ UNIT_DIR ?= /etc/systemd/system
 # The programs every agent ramdisk carries, cross-compiled for bin/rackboot to embed;
 # rebuilt when a Go file or go.mod changes.
 PAYLOAD := images/ramdisk/payload/files
-GO_SOURCES := $(shell git ls-files -co --exclude-standard '*.go' 2>/dev/null) go.mod go.sum
+GO_SOURCES := $(wildcard $(shell git ls-files -co --exclude-standard '*.go' 2>/dev/null)) go.mod go.sum
 
 .PHONY: help build payload install run firmware ramdisks lab test unit integration e2e deps fuzz bench clean
 
