@@ -7,15 +7,37 @@ DATA_DIR ?= $(CURDIR)/data
 IFACE ?= $(shell ip -4 route show default 2>/dev/null | awk '{for (i=1;i<NF;i++) if ($$i=="dev") {print $$(i+1); exit}}')
 DHCP_MODE ?= proxy
 E2E_TIMEOUT ?= 40m
+# make install puts bin/rackboot in $(DESTDIR)$(PREFIX)/bin and the systemd unit in
+# $(DESTDIR)$(UNIT_DIR).
+PREFIX ?= /usr/local
+UNIT_DIR ?= /etc/systemd/system
+# The programs every agent ramdisk carries, cross-compiled for bin/rackboot to embed;
+# rebuilt when a Go file or go.mod changes.
+PAYLOAD := images/ramdisk/payload/files
+GO_SOURCES := $(wildcard $(shell git ls-files -co --exclude-standard '*.go' 2>/dev/null)) go.mod go.sum
 
-.PHONY: help build run firmware ramdisks lab test unit integration e2e deps fuzz bench clean
+.PHONY: help build payload install run firmware ramdisks lab test unit integration e2e deps fuzz bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/rackboot
+build: $(PAYLOAD)/.stamp ## build bin/rackboot, carrying the agent ramdisks' programs for amd64 and arm64
 	@mkdir -p bin
 	CGO_ENABLED=0 go build -ldflags '$(LDFLAGS)' -o bin/rackboot ./cmd/rackboot
+
+payload: ## cross-compile the agent and u-root's init, gosh, ls, cat, dmesg, ip, ps for amd64 and arm64 (make build embeds them)
+	go run ./images/ramdisk/payload/mkpayload -o $(PAYLOAD)
+	@touch $(PAYLOAD)/.stamp
+
+$(PAYLOAD)/.stamp: $(GO_SOURCES)
+	@$(MAKE) --no-print-directory payload
+
+install: build ## install bin/rackboot in PREFIX/bin (/usr/local) and the systemd unit in UNIT_DIR (/etc/systemd/system); DESTDIR honoured
+	install -D -m 0755 bin/rackboot $(DESTDIR)$(PREFIX)/bin/rackboot
+	@mkdir -p $(DESTDIR)$(UNIT_DIR)
+	sed 's|/usr/local/bin/rackboot|$(PREFIX)/bin/rackboot|g' contrib/rackboot.service > $(DESTDIR)$(UNIT_DIR)/rackboot.service
+	@chmod 0644 $(DESTDIR)$(UNIT_DIR)/rackboot.service
+	@echo "installed; then: put the config in /etc/rackboot/rackboot.yaml, systemctl daemon-reload, systemctl enable --now rackboot"
 
 firmware: build ## fetch and verify the boot loaders from Debian's archive into DATA_DIR
 	bin/rackboot firmware fetch --data-dir $(DATA_DIR)
@@ -57,4 +79,4 @@ bench: ## Go benchmarks (bench/*.sh compare with other tools)
 	go test -run '^$$' -bench . -benchtime 2x ./...
 
 clean: ## remove build outputs (not DATA_DIR)
-	rm -rf bin e2e.log
+	rm -rf bin e2e.log $(PAYLOAD)/*.tar.zst $(PAYLOAD)/.stamp

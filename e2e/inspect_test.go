@@ -34,8 +34,9 @@ func agentArtifacts(t *testing.T, dataDir string) {
 	t.Helper()
 	shared := filepath.Join(cacheDir, "agent")
 	ramdiskOnce.Do(func() {
+		// bin/rackboot carries the programs: this needs neither the
+		// source tree nor a go command.
 		cmd := exec.Command(binary, "ramdisk", "build", "--arch", "all", "--data-dir", shared)
-		cmd.Dir = repoRoot
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			ramdiskErr = fmt.Errorf("ramdisk build: %v\n%s", err, out)

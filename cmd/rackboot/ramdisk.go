@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/rackboot/rackboot/boot"
@@ -19,14 +17,15 @@ const ramdiskUsage = `Usage: rackboot ramdisk build [--arch amd64|arm64|all] [--
 
 Builds the agent ramdisk for each architecture: Debian's kernel (linux-image-amd64,
 linux-image-arm64) fetched from the archive and checked against its index, and an initrd
-that u-root's builder packs with init, a shell (gosh), ls, cat, dmesg, ip, ps and the agent,
-cross-compiled, plus the kernel modules for virtio, NVMe, SATA, SAS/RAID HBAs and common
+laid out as u-root lays one out, with u-root's init, a shell (gosh), ls, cat, dmesg, ip,
+ps and the agent, plus the kernel modules for virtio, NVMe, SATA, SAS/RAID HBAs and common
 server NICs with their modules.dep and modules.alias. They go to
 DATA_DIR/artifacts/<x86_64|aarch64>/vmlinuz and initrd, where rackboot serve boots them
 from, with ramdisk.json listing what they were built from. When none of that changed,
 the build does nothing and says so.
 
-It runs the go command: run it in the rackboot source tree, or name it with --source.
+The programs for both architectures are inside this binary (make build compiles them):
+the build needs no Go toolchain and no source tree, only Debian's archive.
 
 Flags:
 `
@@ -44,12 +43,10 @@ func ramdiskCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.SetOutput(stderr)
 	arch := fs.String("arch", "all", "amd64 (x86_64), arm64 (aarch64) or all")
 	dataDir := fs.String("data-dir", envOr("RACKBOOT_DATA_DIR", "data"), "data dir: the ramdisks go to DATA_DIR/artifacts/<arch>/, downloads to DATA_DIR/cache/ramdisk")
-	cacheDir := fs.String("cache-dir", "", "where kernel packages and the u-root builder are kept (default DATA_DIR/cache/ramdisk)")
+	cacheDir := fs.String("cache-dir", "", "where kernel packages and extracted modules are kept (default DATA_DIR/cache/ramdisk)")
 	mirror := fs.String("mirror", "", "Debian mirror URL (default: the host's apt configuration)")
 	suite := fs.String("suite", "", "Debian suite, e.g. bookworm (default: the host's apt configuration)")
-	source := fs.String("source", ".", "the rackboot source tree (its go.mod pins u-root)")
-	agent := fs.String("agent", ramdisk.DefaultAgent, "the agent's main package, relative to --source")
-	uinit := fs.String("uinit", "", "the command line init starts (default: \"rackboot-agent run\")")
+	uinit := fs.String("uinit", "", "the command line init starts (default: \""+ramdisk.DefaultUInit+"\")")
 	update := fs.Bool("update", false, "ask the archive for a newer kernel even when one is cached")
 	force := fs.Bool("force", false, "rebuild even when nothing changed")
 	fs.Usage = func() {
@@ -69,13 +66,10 @@ func ramdiskCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		archs = []boot.Arch{a}
 	}
-	if _, err := os.Stat(filepath.Join(*source, "go.mod")); err != nil {
-		return fmt.Errorf("ramdisk build: %s is not the rackboot source tree (no go.mod); run it there or pass --source", *source)
-	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	for _, a := range archs {
 		res, err := ramdisk.Build(ctx, ramdisk.Options{
-			Arch: a, DataDir: *dataDir, CacheDir: *cacheDir, SourceDir: *source, Agent: *agent, UInit: *uinit,
+			Arch: a, DataDir: *dataDir, CacheDir: *cacheDir, UInit: *uinit,
 			Firmware: firmware.Options{Mirror: *mirror, Suite: *suite},
 			Update:   *update, Force: *force, Logger: log,
 		})

@@ -1,12 +1,13 @@
 // Package ramdisk builds the agent ramdisks: for each architecture a
-// Debian kernel and an initramfs that u-root's builder packs with init, a
-// shell, a few debugging commands and the agent (cross-compiled, no
-// emulator), with the kernel modules for common server hardware appended
-// under /lib/modules/<release>/ along with the modules.dep and
-// modules.alias that agent/kmod reads. The results land where the boot
-// core serves them, DATA_DIR/artifacts/<arch>/{vmlinuz,initrd}, beside a
-// manifest of their inputs, so a build whose inputs did not change does
-// nothing.
+// Debian kernel and an initramfs laid out as u-root's builder lays one
+// out, holding u-root's init, a shell, a few debugging commands and the
+// agent (compiled by make build and carried by the binary: see package
+// payload; no go command runs here), with the kernel modules for common
+// server hardware appended under /lib/modules/<release>/ along with the
+// modules.dep and modules.alias that agent/kmod reads. The results land
+// where the boot core serves them, DATA_DIR/artifacts/<arch>/{vmlinuz,
+// initrd}, beside a manifest of their inputs, so a build whose inputs did
+// not change does nothing.
 package ramdisk
 
 import (
@@ -15,7 +16,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,6 +30,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/firmware"
+	"github.com/rackboot/rackboot/images/ramdisk/payload"
 	"github.com/rackboot/rackboot/internal/atomicfile"
 )
 
@@ -44,20 +48,8 @@ var DefaultModules = []string{
 	"efivarfs",
 }
 
-// DefaultCommands are the u-root commands packed beside the agent: init,
-// a shell and a few for a technician on the console.
-var DefaultCommands = []string{
-	"github.com/u-root/u-root/cmds/core/init",
-	"github.com/u-root/u-root/cmds/core/gosh",
-	"github.com/u-root/u-root/cmds/core/ls",
-	"github.com/u-root/u-root/cmds/core/cat",
-	"github.com/u-root/u-root/cmds/core/dmesg",
-	"github.com/u-root/u-root/cmds/core/ip",
-	"github.com/u-root/u-root/cmds/core/ps",
-}
-
-// DefaultAgent is the agent's main package, relative to the module root.
-const DefaultAgent = "./cmd/rackboot-agent"
+// DefaultUInit is the command line init runs: the agent's.
+const DefaultUInit = "rackboot-agent run"
 
 // ManifestFile is the manifest's name in the artifacts directory. Its name
 // does not start with "initrd": the boot core serves every initrd* there.
@@ -65,7 +57,7 @@ const ManifestFile = "ramdisk.json"
 
 // format changes whenever the build would produce different output from
 // the same inputs; it is an input itself.
-const format = 1
+const format = 2
 
 // archInfo is what differs between architectures.
 type archInfo struct {
@@ -100,20 +92,16 @@ type Options struct {
 	// DataDir is rackboot's data dir: the ramdisk goes to
 	// DataDir/artifacts/<arch>/.
 	DataDir string
-	// CacheDir keeps downloaded kernel packages, the extracted modules and
-	// the u-root builder; "" means DataDir/cache/ramdisk.
+	// CacheDir keeps downloaded kernel packages and the extracted
+	// modules; "" means DataDir/cache/ramdisk.
 	CacheDir string
-	// SourceDir is the root of the rackboot module, whose go.mod pins
-	// u-root and whose packages are built; "" means the current dir.
-	SourceDir string
-	// Agent is the agent's main package; "" means DefaultAgent.
-	Agent string
-	// UInit is the command line init runs (/bin/uinit); "" means the
-	// agent's command name, with "run" for the default agent.
+	// Payload holds the programs to pack, one <goarch>.tar.zst per
+	// architecture (see package payload); nil means those this binary
+	// carries (payload.Embedded). Every program goes to /bin.
+	Payload fs.FS
+	// UInit is the command line init runs (/bin/uinit): a program of the
+	// payload and its arguments; "" means DefaultUInit.
 	UInit string
-	// Commands are Go main packages packed besides the agent and
-	// DefaultCommands.
-	Commands []string
 	// Modules are the kernel modules to carry; nil means DefaultModules.
 	Modules []string
 	// Kernel is the Debian kernel metapackage; "" means linux-image-amd64
@@ -133,15 +121,14 @@ type Options struct {
 // Inputs is everything a ramdisk is built from; a build whose inputs equal
 // the manifest's, with the outputs intact, does nothing.
 type Inputs struct {
-	Format   int      `json:"format"`
-	Arch     string   `json:"arch"`
-	Kernel   Kernel   `json:"kernel"`
-	Source   string   `json:"source_sha256"` // sourceHash of the Go programs
-	URoot    string   `json:"uroot"`         // u-root version from go.mod
-	Commands []string `json:"commands"`      // Go packages packed, agent included
-	UInit    string   `json:"uinit"`
-	Modules  []string `json:"modules"` // asked for, sorted
-	PCIIDs   PCIIDs   `json:"pci_ids"`
+	Format   int               `json:"format"`
+	Arch     string            `json:"arch"`
+	Kernel   Kernel            `json:"kernel"`
+	Programs map[string]string `json:"programs"` // name → sha256 of each program packed, agent included
+	URoot    string            `json:"uroot"`    // u-root version init was built from
+	UInit    string            `json:"uinit"`
+	Modules  []string          `json:"modules"` // asked for, sorted
+	PCIIDs   PCIIDs            `json:"pci_ids"`
 }
 
 // Output is one file a build wrote.
@@ -241,12 +228,16 @@ func diffInputs(old, new Inputs) string {
 		return "architecture changed"
 	case old.Kernel != new.Kernel:
 		return fmt.Sprintf("kernel changed: %s %s → %s %s", old.Kernel.Package, old.Kernel.Version, new.Kernel.Package, new.Kernel.Version)
-	case old.Source != new.Source:
-		return "agent sources changed"
+	case !slices.Equal(slices.Sorted(maps.Keys(old.Programs)), slices.Sorted(maps.Keys(new.Programs))):
+		return "commands changed"
+	case !maps.Equal(old.Programs, new.Programs):
+		for _, n := range slices.Sorted(maps.Keys(new.Programs)) {
+			if old.Programs[n] != new.Programs[n] {
+				return "program " + n + " changed"
+			}
+		}
 	case old.URoot != new.URoot:
 		return fmt.Sprintf("u-root changed: %s → %s", old.URoot, new.URoot)
-	case !slices.Equal(old.Commands, new.Commands):
-		return "commands changed"
 	case old.UInit != new.UInit:
 		return "uinit changed"
 	case !slices.Equal(old.Modules, new.Modules):
@@ -323,12 +314,6 @@ func kernelParts(deb []byte, k Kernel, want []string, dir string, log *slog.Logg
 	return kc, kf.Vmlinuz, buf.Bytes(), nil
 }
 
-// commandName is the name u-root gives a Go main package: its last path
-// element.
-func commandName(pkg string) string {
-	return filepath.Base(strings.TrimRight(pkg, "/"))
-}
-
 // Build builds the ramdisk for o.Arch, or finds it up to date.
 func Build(ctx context.Context, o Options) (Result, error) {
 	start := time.Now()
@@ -340,24 +325,14 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if o.DataDir == "" {
 		return res, errors.New("build ramdisk: no data dir")
 	}
-	var err error
-	if o.SourceDir == "" {
-		o.SourceDir = "."
-	}
-	if o.SourceDir, err = filepath.Abs(o.SourceDir); err != nil {
-		return res, fmt.Errorf("build ramdisk: %w", err)
-	}
 	if o.CacheDir == "" {
 		o.CacheDir = filepath.Join(o.DataDir, "cache", "ramdisk")
 	}
-	if o.Agent == "" {
-		o.Agent = DefaultAgent
+	if o.Payload == nil {
+		o.Payload = payload.Embedded()
 	}
 	if o.UInit == "" {
-		o.UInit = commandName(o.Agent)
-		if o.Agent == DefaultAgent {
-			o.UInit += " run"
-		}
+		o.UInit = DefaultUInit
 	}
 	if o.Kernel == "" {
 		o.Kernel = ai.kernel
@@ -374,7 +349,15 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		}
 	}
 	sort.Strings(mods)
-	cmds := append(append(slices.Clone(DefaultCommands), o.Agent), o.Commands...)
+	// The programs come first: a binary that carries none fails at once.
+	progs, err := payload.Load(o.Payload, ai.goarch)
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	hashes := make(map[string]string, len(progs))
+	for _, p := range progs {
+		hashes[p.Name] = p.SHA256()
+	}
 	log := o.log().With("arch", string(o.Arch))
 	res.Dir = filepath.Join(o.DataDir, "artifacts", string(o.Arch))
 	res.Vmlinuz = filepath.Join(res.Dir, "vmlinuz")
@@ -412,15 +395,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
-	uver, err := urootVersion(ctx, o.SourceDir)
-	if err != nil {
-		return res, fmt.Errorf("build ramdisk: %w", err)
-	}
-	src, err := sourceHash(ctx, o.SourceDir, ai.goarch, cmds)
-	if err != nil {
-		return res, fmt.Errorf("build ramdisk: %w", err)
-	}
-	in := Inputs{Format: format, Arch: string(o.Arch), Kernel: k, Source: src, URoot: uver, Commands: cmds, UInit: o.UInit, Modules: mods, PCIIDs: pids}
+	in := Inputs{Format: format, Arch: string(o.Arch), Kernel: k, Programs: hashes, URoot: urootVersion(progs), UInit: o.UInit, Modules: mods, PCIIDs: pids}
 	why := upToDate(res.Dir, in)
 	if why == "" && !o.Force {
 		m, _ := ReadManifest(res.Dir)
@@ -443,16 +418,11 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if len(kc.Missing) > 0 {
 		log.Warn("modules neither in the kernel package nor built in", "modules", strings.Join(kc.Missing, ","))
 	}
-	bin, err := builder(ctx, o.SourceDir, filepath.Join(o.CacheDir, "bin"), uver)
+	base, err := baseArchive(progs, o.UInit)
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
-	ustart := time.Now()
-	base, err := buildUroot(ctx, bin, o.SourceDir, ai.goarch, o.UInit, cmds, func(s string) { log.Debug("u-root", "output", s) })
-	if err != nil {
-		return res, fmt.Errorf("build ramdisk: %w", err)
-	}
-	log.Info("u-root archive built", "bytes", len(base), "seconds", time.Since(ustart).Round(time.Millisecond).Seconds())
+	log.Info("base archive packed", "programs", len(progs), "bytes", len(base))
 	idsArchive, err := pciIDsArchive(ids)
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
@@ -483,11 +453,18 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	return res, nil
 }
 
+// initrdWindow is the initrd's compression window: wide enough to span
+// every program of the base archive (about 28 MB), so that what they share
+// (Go's runtime and standard library) is stored about once. The kernel
+// takes windows up to 128 MB and needs about as much memory as the window
+// while it unpacks.
+const initrdWindow = 32 << 20
+
 // compress joins newc archives into one zstd-compressed initramfs; every
 // Debian kernel unpacks zstd (CONFIG_RD_ZSTD) and concatenated archives.
 func compress(archives ...[]byte) ([]byte, error) {
 	var buf bytes.Buffer
-	zw, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedBetterCompression))
+	zw, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedBestCompression), zstd.WithWindowSize(initrdWindow))
 	if err != nil {
 		return nil, err
 	}

@@ -18,12 +18,14 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/images/ramdisk/payload"
 	"github.com/rackboot/rackboot/lab"
 )
 
 // TestBootRamdisk builds the amd64 and arm64 ramdisks for real (Debian's
-// kernel from the archive, u-root's builder, cross-compiled) with the
-// test uinit, boots each under QEMU TCG with a 1 GiB virtio disk and two
+// kernel from the archive; u-root's init and shell and the test uinit
+// cross-compiled by payload.Compile, as make build compiles the agent's
+// payload), boots each under QEMU TCG with a 1 GiB virtio disk and two
 // virtio NICs, and checks that the uinit, after loading modules with
 // agent/kmod, saw the disk and both MACs: proof that the virtio modules
 // were in the initrd, matched by alias, and loaded.
@@ -34,14 +36,19 @@ func TestBootRamdisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	cache := filepath.Join(root, ".cache", "ramdisk")
+	progs := t.TempDir()
+	err = payload.Compile(context.Background(), payload.Options{SourceDir: root, Dir: progs,
+		Packages: []string{"github.com/u-root/u-root/cmds/core/init", "github.com/u-root/u-root/cmds/core/gosh", "./images/ramdisk/testinit"}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, arch := range []boot.Arch{boot.ArchX86_64, boot.ArchAArch64} {
 		t.Run(string(arch), func(t *testing.T) {
 			t.Parallel()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 			defer cancel()
 			data := t.TempDir()
-			o := Options{Arch: arch, DataDir: data, CacheDir: cache, SourceDir: root,
-				Agent: "./images/ramdisk/testinit", UInit: "testinit",
+			o := Options{Arch: arch, DataDir: data, CacheDir: cache, Payload: os.DirFS(progs), UInit: "testinit",
 				Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 			res, err := Build(ctx, o)
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -221,7 +222,7 @@ func TestReadKernelMissingDependency(t *testing.T) {
 func TestUpToDate(t *testing.T) {
 	dir := t.TempDir()
 	in := Inputs{Format: format, Arch: "x86_64", Kernel: Kernel{Package: "linux-image-6.1.0-9-amd64", Version: "6.1.1-1", DebSHA256: "aa"},
-		Source: "s1", URoot: "v0.16.0", Commands: []string{"a", "b"}, UInit: "agent", Modules: []string{"nvme"}}
+		Programs: map[string]string{"agent": "s1", "init": "s3"}, URoot: "v0.16.0", UInit: "agent", Modules: []string{"nvme"}}
 	if why := upToDate(dir, in); why != "no earlier build" {
 		t.Errorf("empty dir: %q", why)
 	}
@@ -239,16 +240,17 @@ func TestUpToDate(t *testing.T) {
 		want   string
 	}{
 		{func(i *Inputs) { i.Kernel.Version = "6.1.2-1" }, "kernel changed"},
-		{func(i *Inputs) { i.Source = "s2" }, "agent sources changed"},
+		{func(i *Inputs) { i.Programs["agent"] = "s2" }, "program agent changed"},
 		{func(i *Inputs) { i.URoot = "v0.17.0" }, "u-root changed"},
 		{func(i *Inputs) { i.Modules = []string{"nvme", "ice"} }, "module list changed"},
-		{func(i *Inputs) { i.Commands = []string{"a"} }, "commands changed"},
+		{func(i *Inputs) { delete(i.Programs, "init") }, "commands changed"},
+		{func(i *Inputs) { i.Programs["ls"] = "s4" }, "commands changed"},
 		{func(i *Inputs) { i.UInit = "agent -v" }, "uinit changed"},
 		{func(i *Inputs) { i.Format++ }, "new build format"},
 		{func(i *Inputs) { i.PCIIDs.Version = "0.0~2026.11.01-1" }, "pci.ids changed"},
 	} {
 		in2 := in
-		in2.Commands = append([]string(nil), in.Commands...)
+		in2.Programs = maps.Clone(in.Programs)
 		c.change(&in2)
 		if why := upToDate(dir, in2); !strings.HasPrefix(why, c.want) {
 			t.Errorf("changed input: %q, want %q", why, c.want)

@@ -53,6 +53,11 @@ func (c *Writer) CharDev(name string, perm, major, minor uint32) {
 	c.entry(name, 0o020000|perm, major, minor, nil)
 }
 
+// Symlink adds a symbolic link name pointing at target.
+func (c *Writer) Symlink(name, target string) {
+	c.entry(name, 0o120777, 0, 0, []byte(target))
+}
+
 // Close writes the trailer and returns the first error.
 func (c *Writer) Close() error {
 	c.entry("TRAILER!!!", 0, 0, 0, nil)

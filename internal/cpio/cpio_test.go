@@ -16,6 +16,7 @@ func TestLayout(t *testing.T) {
 	w.Dir("dev", 0o755)
 	w.CharDev("dev/console", 0o600, 5, 1)
 	w.File("/init", 0o755, []byte("#!/bin/sh\n"))
+	w.Symlink("sh", "init")
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestLayout(t *testing.T) {
 			break
 		}
 	}
-	if got := strings.Join(names, ","); got != "dev,dev/console,init,TRAILER!!!" {
+	if got := strings.Join(names, ","); got != "dev,dev/console,init,sh,TRAILER!!!" {
 		t.Fatalf("names %s", got)
 	}
 	if _, err := exec.LookPath("cpio"); err == nil {
