@@ -130,3 +130,35 @@ func TestStreamEndsWithItsToken(t *testing.T) {
 		t.Fatal("the stream of a revoked token is still open")
 	}
 }
+
+// A deploy's secrets (cloud-init user data, SSH keys, anything named a
+// password) are shown to admins only; tech and readonly see they are set.
+func TestTaskSecretsAdminOnly(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.st.CreateImage(ctx, store.Image{Name: "deb-x86-2", Arch: "x86_64", Format: "raw", SHA256: "ef", Size: 9})
+	body := `{"image":"deb-x86","cloud_init":{"hostname":"gpu-01","ssh_keys":["ssh-ed25519 AAAASECRETKEY"],"user_data":"#cloud-config\npassword: hunter2"},"root_device":{"size":">= 4 GiB"}}`
+	if code, b := f.call(t, nil, "POST", "/api/v1/nodes/"+f.node.ID+"/actions/deploy", f.tokens[store.RoleTech], body); code != 200 {
+		t.Fatalf("deploy: %d %s", code, b)
+	}
+	for _, role := range []store.Role{store.RoleReadonly, store.RoleTech, store.RoleAdmin} {
+		for _, path := range []string{"/api/v1/tasks?node=" + f.node.ID, ""} {
+			if path == "" {
+				tasks, _ := f.st.Tasks(ctx, store.TaskFilter{NodeID: f.node.ID})
+				path = "/api/v1/tasks/" + tasks[len(tasks)-1].ID
+			}
+			code, b := f.call(t, nil, "GET", path, f.tokens[role], "")
+			got := string(b)
+			if code != 200 || !strings.Contains(got, "gpu-01") {
+				t.Fatalf("%s %s: %d %s", role, path, code, got)
+			}
+			leaked := strings.Contains(got, "SECRETKEY") || strings.Contains(got, "hunter2")
+			if role == store.RoleAdmin && !leaked {
+				t.Errorf("admin does not see the task's cloud-init: %s", got)
+			}
+			if role != store.RoleAdmin && (leaked || !strings.Contains(got, Withheld)) {
+				t.Errorf("%s sees the task's secrets: %s", role, got)
+			}
+		}
+	}
+}

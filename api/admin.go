@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"net/http"
 	"strings"
 	"time"
@@ -74,15 +75,57 @@ type TaskList struct {
 	Items []Task `json:"items"`
 }
 
-func taskFrom(t store.Task) Task {
+// Withheld stands for a task secret in what non-admins see.
+const Withheld = "(set: shown to admins only)"
+
+// taskFrom is a task as the API shows it; for anyone but an admin, the
+// secrets in its parameters (cloud-init user data, SSH keys, passwords,
+// tokens) read Withheld: that they are set, not what they are.
+func taskFrom(t store.Task, admin bool) Task {
 	out := Task{ID: t.ID, NodeID: t.NodeID, Kind: t.Kind, State: string(t.State), Error: t.Error, Created: t.Created, Updated: t.Updated}
 	if len(t.Params) > 0 {
 		out.Params = t.Params
+		if !admin {
+			var p any
+			if json.Unmarshal(t.Params, &p) == nil {
+				out.Params = withhold(p, false)
+			} else {
+				out.Params = Withheld
+			}
+		}
 	}
 	if len(t.Result) > 0 {
 		out.Result = t.Result
 	}
 	return out
+}
+
+// withhold replaces the secret values in a task's parameters: all of
+// cloud_init's user_data and ssh_keys, and anything anywhere whose name
+// says password, secret or token.
+func withhold(v any, inCloudInit bool) any {
+	switch x := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, val := range x {
+			lk := strings.ToLower(k)
+			switch {
+			case inCloudInit && (lk == "user_data" || lk == "ssh_keys"),
+				strings.Contains(lk, "password"), strings.Contains(lk, "secret"), strings.Contains(lk, "token"):
+				out[k] = Withheld
+			default:
+				out[k] = withhold(val, inCloudInit || lk == "cloud_init")
+			}
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, val := range x {
+			out[i] = withhold(val, inCloudInit)
+		}
+		return out
+	}
+	return v
 }
 
 func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
@@ -106,7 +149,7 @@ func (s *Server) listTasks(w http.ResponseWriter, r *http.Request) {
 	}
 	out := TaskList{Items: []Task{}}
 	for _, t := range ts {
-		out.Items = append(out.Items, taskFrom(t))
+		out.Items = append(out.Items, taskFrom(t, principal(r).Role == store.RoleAdmin))
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -117,7 +160,7 @@ func (s *Server) getTask(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, taskFrom(t))
+	writeJSON(w, http.StatusOK, taskFrom(t, principal(r).Role == store.RoleAdmin))
 }
 
 // Token is an API token as the API shows it: never its secret.
