@@ -274,11 +274,13 @@ func forgeBootRequests(ctx context.Context, r *lab.Rack, mac string) error {
 	}
 	cfg := filepath.Join(os.TempDir(), fmt.Sprintf("forged-%d.cfg", os.Getpid()))
 	defer os.Remove(cfg)
-	if _, err := in("tftp", server, "-c", "get", "grub/"+mac+".cfg", cfg); err != nil {
+	// tftp-hpa reads host:file in a name, so the MAC goes with dashes.
+	dashed := strings.ReplaceAll(mac, ":", "-")
+	if _, err := in("tftp", server, "-c", "get", "grub/"+dashed+".cfg", cfg); err != nil {
 		return fmt.Errorf("forged TFTP read: %w", err)
 	}
 	if b, _ := os.ReadFile(cfg); !strings.Contains(string(b), "rackboot.node=") || strings.Contains(string(b), "rackboot.boot=") {
-		return fmt.Errorf("forged TFTP read of grub/%s.cfg: %q, want the config without the boot secret", mac, b)
+		return fmt.Errorf("forged TFTP read of grub/%s.cfg: %q, want the config without the boot secret", dashed, b)
 	}
 	hw, _ := net.ParseMAC(mac)
 	err := lab.InNamespace(ns, func() error {

@@ -11,7 +11,7 @@ const mod = "github.com/rackboot/rackboot/"
 // protocol are the protocol libraries at the bottom of the layers.
 // internal/httpserve, the HTTP server setup and file sending that
 // httpboot and the appliance share, sits with them.
-var protocol = []string{"boot", "dhcp", "tftp", "httpboot", "ipxe", "grub", "firmware", "internal/httpserve"}
+var protocol = []string{"boot", "lease", "dhcp", "tftp", "httpboot", "ipxe", "grub", "firmware", "internal/httpserve", "internal/secret"}
 
 // above are the packages that sit on top of the protocol libraries and
 // that none of them may reach.
@@ -44,7 +44,7 @@ func TestFences(t *testing.T) {
 		fence{mod + "cmd/rackboot-agent", "the ramdisk stays small: the agent shares types with the server but none of its router, drivers or store",
 			[]string{"github.com/go-chi/", "modernc.org/sqlite", "github.com/jackc/pgx", "github.com/mattn/go-sqlite3", mod + "store", mod + "api"}},
 		fence{mod + "store", "the store keeps the data; the rules and servers above it are not its business",
-			pkgs("lifecycle", "core", "api", "appliance", "web", "cmd")},
+			pkgs("lifecycle", "core", "api", "appliance", "web", "cmd", "dhcp", "tftp", "httpboot", "ipxe", "grub")},
 		fence{mod + "lifecycle", "the lifecycle is the state machine over the store, whoever asks",
 			pkgs("core", "api", "appliance", "web", "httpboot", "tftp", "cmd")},
 		fence{mod + "api", "the API serves the store and the lifecycle; booting is the core's, wiring the appliance's",
