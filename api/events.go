@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rackboot/rackboot/internal/httpserve"
 	"github.com/rackboot/rackboot/store"
 )
 
@@ -161,6 +162,9 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 			f.After = evs[len(evs)-1].Seq
 		}
 	}
+	// A stream is long on purpose; it ends with the server, its client
+	// or its credential.
+	httpserve.Long(w)
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")

@@ -49,6 +49,8 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 			s.failImport(w, r, err)
 			return
 		}
+		// Fetching and converting an image takes minutes.
+		httpserve.Long(w)
 		imported, err = s.Catalog.ImportURL(ctx, nim.Name, boot.Arch(nim.Arch), nim.Format, nim.URL, nim.SHA256)
 	case "application/octet-stream":
 		q := r.URL.Query()
@@ -63,6 +65,8 @@ func (s *Server) createImage(w http.ResponseWriter, r *http.Request) {
 			s.failImport(w, r, err)
 			return
 		}
+		// An upload of gigabytes takes minutes.
+		httpserve.Long(w)
 		imported, err = s.Catalog.Import(ctx, nim.Name, boot.Arch(nim.Arch), nim.Format, r.Body, nim.SHA256, "upload:"+q.Get("filename"))
 	default:
 		writeError(w, http.StatusUnsupportedMediaType, "bad_request", "send application/json (an import from a URL) or application/octet-stream (the file)")

@@ -16,33 +16,59 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"golang.org/x/net/netutil"
 )
 
-// Server timeouts. Writes have none: an image may take many minutes.
-const (
-	// ReadHeaderTimeout bounds how long a client may take to send its
-	// request headers.
-	ReadHeaderTimeout = 10 * time.Second
-	// IdleTimeout closes keep-alive connections that sit idle.
-	IdleTimeout = 2 * time.Minute
-	// ShutdownGrace is how long Serve waits for requests in flight once
-	// its context ends.
-	ShutdownGrace = 5 * time.Second
-)
+// ShutdownGrace is how long Serve waits for requests in flight once its
+// context ends.
+const ShutdownGrace = 5 * time.Second
 
-// Serve answers HTTP on ln with h until ctx ends, then lets requests in
-// flight finish for up to ShutdownGrace and returns nil. Requests'
-// contexts derive from ctx, so long-lived ones (event streams) end with
-// it. Connection errors go to log at debug level; nil discards. It
-// closes ln.
+// Limits bound what one client can hold of a server: anyone on the
+// provisioning network can open connections to it.
+type Limits struct {
+	// ReadHeader bounds how long a client may take to send its request
+	// headers, Read the whole request, Write the whole answer, Idle a
+	// keep-alive connection between requests. Answers that are long on
+	// purpose lift Read and Write for their request (Long, File).
+	ReadHeader, Read, Write, Idle time.Duration
+	// MaxConns caps the connections open at once; more wait in the
+	// kernel's backlog until one closes.
+	MaxConns int
+	// MinRate is the slowest a client may read a file: File gives a
+	// request Write plus the file's length at this rate.
+	MinRate int64
+}
+
+// DefaultLimits are what the appliance serves with.
+var DefaultLimits = Limits{ReadHeader: 10 * time.Second, Read: time.Minute, Write: time.Minute, Idle: 2 * time.Minute,
+	MaxConns: 4096, MinRate: 1 << 20}
+
+// Serve is ServeLimits with DefaultLimits.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	return ServeLimits(ctx, ln, h, log, DefaultLimits)
+}
+
+// ServeLimits answers HTTP on ln with h until ctx ends, then lets
+// requests in flight finish for up to ShutdownGrace and returns nil.
+// Requests' contexts derive from ctx, so long-lived ones (event streams)
+// end with it. Connection errors go to log at debug level; nil discards.
+// It closes ln.
+func ServeLimits(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger, l Limits) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if l.MaxConns > 0 {
+		ln = netutil.LimitListener(ln, l.MaxConns)
+	}
 	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: ReadHeaderTimeout,
-		IdleTimeout:       IdleTimeout,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), limitsKey{}, l)))
+		}),
+		ReadHeaderTimeout: l.ReadHeader,
+		ReadTimeout:       l.Read,
+		WriteTimeout:      l.Write,
+		IdleTimeout:       l.Idle,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 	}
@@ -70,6 +96,31 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 	return nil
 }
 
+type limitsKey struct{}
+
+// Long lifts the read and write deadlines of a request that is long on
+// purpose: an event stream, an image upload. It is bounded by the
+// server's context and the connection cap instead.
+func Long(w http.ResponseWriter) {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Time{})
+}
+
+// extendWrite gives an answer of n bytes the server's write time plus n
+// at the slowest rate it accepts.
+func extendWrite(w http.ResponseWriter, r *http.Request, n int64) {
+	l, ok := r.Context().Value(limitsKey{}).(Limits)
+	if !ok || l.Write <= 0 {
+		return
+	}
+	d := l.Write
+	if l.MinRate > 0 {
+		d += time.Duration(n/l.MinRate) * time.Second
+	}
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(d))
+}
+
 // Sent says what File answered.
 type Sent struct {
 	// Status is the status code answered.
@@ -95,6 +146,9 @@ func File(w http.ResponseWriter, r *http.Request, f *os.File, modTime time.Time,
 		w.Header().Set("ETag", etag)
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
+	if fi, err := f.Stat(); err == nil {
+		extendWrite(w, r, fi.Size())
+	}
 	cw := &Writer{ResponseWriter: w}
 	http.ServeContent(cw, r, "", modTime, f)
 	want, err := strconv.ParseInt(w.Header().Get("Content-Length"), 10, 64)

@@ -2,12 +2,14 @@ package httpserve
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,4 +94,110 @@ func TestServeEndsWithItsContext(t *testing.T) {
 	if d := time.Since(start); d > ShutdownGrace/2 {
 		t.Errorf("shutdown took %s: the request did not end with the context", d)
 	}
+}
+
+// startLimited serves h with small limits on loopback.
+func startLimited(t *testing.T, h http.Handler, l Limits) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeLimits(ctx, ln, h, nil, l) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ln.Addr().String()
+}
+
+// A client that sends its body slowly, or holds a connection, is cut off
+// by the server's limits; a request that is long on purpose (Long) is
+// not; connections over MaxConns wait for a free one.
+func TestLimits(t *testing.T) {
+	l := Limits{ReadHeader: 200 * time.Millisecond, Read: 300 * time.Millisecond, Write: 300 * time.Millisecond, Idle: 10 * time.Second, MaxConns: 2}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/slow-body", func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.ReadAll(r.Body)
+		if err == nil {
+			t.Error("a body sent too slowly was read whole")
+		}
+	})
+	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+		Long(w)
+		for range 5 {
+			fmt.Fprintln(w, "tick")
+			http.NewResponseController(w).Flush()
+			time.Sleep(150 * time.Millisecond)
+		}
+	})
+	mux.HandleFunc("/ok", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
+	addr := startLimited(t, mux, l)
+
+	// Headers that never end.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprint(c, "GET /ok HTTP/1.1\r\nHost: x\r\n")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(c); err != nil {
+		t.Errorf("a client that never ends its headers was not cut off: %v", err)
+	}
+	c.Close()
+
+	// A body that trickles.
+	c, _ = net.Dial("tcp", addr)
+	fmt.Fprint(c, "POST /slow-body HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	io.ReadAll(c)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("a trickling body held its connection %s", took)
+	}
+	c.Close()
+
+	// A long answer on purpose outlives Write.
+	tr := &http.Transport{DisableKeepAlives: true}
+	resp, err := (&http.Client{Transport: tr}).Get("http://" + addr + "/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	tr.CloseIdleConnections()
+	if err != nil || strings.Count(string(b), "tick") != 5 {
+		t.Errorf("a Long answer was cut: %q %v", b, err)
+	}
+
+	// Two connections held open: a third waits until one closes.
+	held := []net.Conn{}
+	for range 2 {
+		c, _ := net.Dial("tcp", addr)
+		fmt.Fprint(c, "GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+		buf := make([]byte, 512)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Read(buf); err != nil {
+			t.Fatalf("held connection: %v", err)
+		}
+		held = append(held, c)
+	}
+	third := make(chan error, 1)
+	go func() {
+		cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := cl.Get("http://" + addr + "/ok")
+		if err == nil {
+			resp.Body.Close()
+		}
+		third <- err
+	}()
+	select {
+	case err := <-third:
+		t.Fatalf("a third connection was served while two were held: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	held[0].Close()
+	if err := <-third; err != nil {
+		t.Errorf("the third connection after one closed: %v", err)
+	}
+	held[1].Close()
 }
