@@ -162,3 +162,28 @@ func TestTaskSecretsAdminOnly(t *testing.T) {
 		}
 	}
 }
+
+// Nodes can be admitted before they boot, for enroll: known.
+func TestCreateNode(t *testing.T) {
+	f := newFixture(t)
+	tech := f.tokens[store.RoleTech]
+	code, b := f.call(t, nil, "POST", "/api/v1/nodes", tech, `{"mac":"52-54-00-AB-00-01","arch":"aarch64","name":"altra-09"}`)
+	if code != 201 || !strings.Contains(string(b), `"52:54:00:ab:00:01"`) || !strings.Contains(string(b), `"altra-09"`) || !strings.Contains(string(b), `"discovered"`) {
+		t.Fatalf("add: %d %s", code, b)
+	}
+	for _, tc := range []struct {
+		body string
+		code int
+	}{
+		{`{"mac":"52:54:00:ab:00:01"}`, 409},
+		{`{"mac":"gpu-01"}`, 400},
+		{`{"mac":"52:54:00:ab:00:02","arch":"riscv64"}`, 400},
+	} {
+		if code, b := f.call(t, nil, "POST", "/api/v1/nodes", tech, tc.body); code != tc.code {
+			t.Errorf("%s: %d %s, want %d", tc.body, code, b, tc.code)
+		}
+	}
+	if code, _ := f.call(t, nil, "POST", "/api/v1/nodes", f.tokens[store.RoleReadonly], `{"mac":"52:54:00:ab:00:03"}`); code != 403 {
+		t.Errorf("readonly added a node: %d", code)
+	}
+}

@@ -2,6 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -130,6 +132,54 @@ type NodePatch struct {
 	Tags       *[]string `json:"tags,omitempty"`
 	Owner      *string   `json:"owner,omitempty"`
 	SecureBoot *string   `json:"secure_boot,omitempty"`
+}
+
+// NewNode is the body of POST /api/v1/nodes: a machine admitted before
+// it first boots, so that it boots where enroll is known.
+type NewNode struct {
+	MAC string `json:"mac"`
+	// Arch is x86_64 or aarch64, when known; the first boot says it.
+	Arch string `json:"arch,omitempty"`
+	Name string `json:"name,omitempty"`
+}
+
+func (s *Server) createNode(w http.ResponseWriter, r *http.Request) {
+	var nn NewNode
+	if !decode(w, r, &nn) {
+		return
+	}
+	mac, err := net.ParseMAC(nn.MAC)
+	if err != nil || len(mac) != 6 {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("mac %q is not an Ethernet MAC address", nn.MAC))
+		return
+	}
+	arch := boot.ClientArch(0xffff)
+	switch nn.Arch {
+	case "":
+	case string(boot.ArchX86_64):
+		arch = boot.ClientX64UEFI
+	case string(boot.ArchAArch64):
+		arch = boot.ClientARM64UEFI
+	default:
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("arch %q: want x86_64 or aarch64", nn.Arch))
+		return
+	}
+	if _, err := s.Store.NodeByMAC(r.Context(), mac); err == nil {
+		writeError(w, http.StatusConflict, "conflict", "a node already has MAC "+mac.String())
+		return
+	}
+	n, _, err := s.Store.EnrollClient(r.Context(), boot.Client{MAC: mac, Arch: arch}, time.Now())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if nn.Name != "" {
+		if n, err = s.Store.UpdateNode(r.Context(), n.ID, store.NodePatch{Name: &nn.Name}); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusCreated, NodeFrom(n))
 }
 
 func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {

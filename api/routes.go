@@ -37,6 +37,7 @@ func (s *Server) table() []route {
 
 		{method: "GET", pattern: "/api/v1/nodes", role: ro, summary: "List nodes, filtered and paginated",
 			query: []string{"state", "arch", "gpu", "rack", "tag", "q", "limit", "cursor"}, out: NodeList{}, status: 200, h: s.listNodes},
+		{method: "POST", pattern: "/api/v1/nodes", role: tech, summary: "Add a node by its MAC before it boots (what enroll: known boots)", in: NewNode{}, out: Node{}, status: 201, h: s.createNode},
 		{method: "GET", pattern: "/api/v1/nodes/{id}", role: ro, summary: "A node with its inventory (id, name or MAC)", out: Node{}, status: 200, h: s.getNode},
 		{method: "PATCH", pattern: "/api/v1/nodes/{id}", role: tech, summary: "Set a node's name, rack place, tags, owner or Secure Boot path", in: NodePatch{}, out: Node{}, status: 200, h: s.patchNode},
 		{method: "DELETE", pattern: "/api/v1/nodes/{id}", role: admin, summary: "Forget a node (its events stay in the audit log)", status: 204, h: s.deleteNode},

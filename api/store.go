@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
 )
@@ -16,6 +17,7 @@ type Store interface {
 	Node(ctx context.Context, ref string) (store.Node, error)
 	NodeByMAC(ctx context.Context, mac net.HardwareAddr) (store.Node, error)
 	ListNodes(ctx context.Context, f store.NodeFilter) ([]store.Node, error)
+	EnrollClient(ctx context.Context, c boot.Client, now time.Time) (n store.Node, created bool, err error)
 	CountNodes(ctx context.Context) (map[store.State]int, error)
 	UpdateNode(ctx context.Context, id string, p store.NodePatch) (store.Node, error)
 	SetSecureBoot(ctx context.Context, id string, on *bool) error

@@ -141,6 +141,16 @@ func resolve(c Config) (resolved, error) {
 		}
 		r.imageNets = append(r.imageNets, p.Masked())
 	}
+	switch r.DHCP.Enroll {
+	case "":
+		r.DHCP.Enroll = "any"
+		if r.DHCP.Mode == DHCPProxy {
+			r.DHCP.Enroll = "known"
+		}
+	case "any", "known":
+	default:
+		return r, fmt.Errorf("dhcp enroll %q: want any or known", r.DHCP.Enroll)
+	}
 	if r.DHCP.Mode == DHCPAuthoritative {
 		if len(r.subnets) == 0 {
 			return r, errors.New("authoritative dhcp needs a lease range: --dhcp-range FIRST-LAST or dhcp.subnets in the config")
@@ -297,8 +307,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 		Artifacts:         filepath.Join(r.DataDir, ArtifactsDir),
 		Cmdline:           r.Cmdline,
 		// With DHCP off rackboot sees no firmware DHCP to enroll by.
-		EnrollOnBoot: r.DHCP.Mode == DHCPOff,
-		Subnets:      leased,
+		EnrollOnBoot:    r.DHCP.Mode == DHCPOff,
+		EnrollKnownOnly: r.DHCP.Enroll == "known",
+		Subnets:         leased,
 	}}
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -321,6 +332,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 			dhcpServers = append(dhcpServers, &dhcp.Server{
 				Mode: dhcp.Mode(r.DHCP.Mode), ServerIP: r.serverIP, Subnets: r.subnets, ProxyPort: port == 4011,
 				Booter: c, Leases: st, Recorder: c, Logger: log.With("proto", "dhcp"), DeclineTime: r.DHCP.DeclineTime,
+				Known: c.Known, UnknownRate: r.DHCP.UnknownRate,
 			})
 		}
 	}

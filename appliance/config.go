@@ -68,6 +68,15 @@ type DHCPConfig struct {
 	// DeclineTime is how long an address a client DECLINEd (found in use
 	// on the network) rests before it is offered again; default 10m.
 	DeclineTime time.Duration `yaml:"decline_time"`
+	// Enroll is "any" (every client that PXE-boots becomes a node; the
+	// default in authoritative mode, on a provisioning network) or
+	// "known" (only nodes added beforehand boot; proxy mode's default,
+	// beside an office's DHCP server).
+	Enroll string `yaml:"enroll"`
+	// UnknownRate is how many requests a second of clients rackboot does
+	// not know it handles per relay and on its own segment (default 100;
+	// -1 for no limit); known nodes are never limited.
+	UnknownRate float64 `yaml:"unknown_rate"`
 }
 
 // SubnetConfig is one subnet rackboot leases addresses on.

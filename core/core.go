@@ -62,6 +62,11 @@ type Config struct {
 	// BootSecretTTL is how long a boot's secret may wait for its agent's
 	// lookup (default 24h).
 	BootSecretTTL time.Duration
+	// EnrollKnownOnly boots only MACs that are nodes already (rackboot
+	// node add): a client that is not one gets no boot offer and is not
+	// enrolled ("enroll: known", proxy mode's default, so an office PC
+	// that happens to PXE-boot is left alone).
+	EnrollKnownOnly bool
 }
 
 // Core is the appliance's decision maker.
@@ -111,6 +116,9 @@ func (c *Core) now() time.Time {
 // BootOffer implements boot.Booter: it enrolls the client and names the
 // file its firmware (or iPXE) should fetch next.
 func (c *Core) BootOffer(ctx context.Context, cl boot.Client) (boot.Offer, error) {
+	if c.Config.EnrollKnownOnly && !c.Known(ctx, cl.MAC) {
+		return boot.Offer{}, fmt.Errorf("boot offer for %s: %w", cl.MAC, boot.ErrUnknownNode)
+	}
 	n, created, err := c.Store.EnrollClient(ctx, cl, c.now())
 	if err != nil {
 		return boot.Offer{}, fmt.Errorf("boot offer for %s: %w", cl.MAC, err)
@@ -197,6 +205,13 @@ func (c *Core) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch, f
 	}
 	c.recordPlan(ctx, n.ID, mac, p, from, p.Action == boot.ActionNetboot && secret == "")
 	return p, nil
+}
+
+// Known says whether mac is a node's (the DHCP server's Known): known
+// clients are never rate-limited.
+func (c *Core) Known(ctx context.Context, mac net.HardwareAddr) bool {
+	_, err := c.Store.NodeByMAC(ctx, mac)
+	return err == nil
 }
 
 // fromNode says whether a request from the address from comes from node

@@ -364,3 +364,24 @@ func TestParseARP(t *testing.T) {
 		t.Errorf("absent entry gave %v", got)
 	}
 }
+
+// enroll: known boots only the MACs that are nodes already.
+func TestEnrollKnownOnly(t *testing.T) {
+	ctx := context.Background()
+	c := newCore(t)
+	c.Config.EnrollKnownOnly = true
+	m := mac("52:54:00:00:07:01")
+	if _, err := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI}); !errors.Is(err, boot.ErrUnknownNode) {
+		t.Fatalf("offer to a stranger: %v", err)
+	}
+	if nodes, _ := db(c).Nodes(ctx); len(nodes) != 0 || c.Known(ctx, m) {
+		t.Fatalf("a stranger was enrolled: %d nodes", len(nodes))
+	}
+	// Admitted beforehand (rackboot node add), it boots.
+	if _, _, err := db(c).EnrollClient(ctx, boot.Client{MAC: m, Arch: 0xffff}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI}); err != nil || o.File != "ipxe/snponly.efi" || !c.Known(ctx, m) {
+		t.Errorf("offer to an added node: %+v %v", o, err)
+	}
+}

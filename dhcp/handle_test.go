@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
@@ -446,4 +447,78 @@ func FuzzHandle(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Unknown clients are limited per relay; known nodes, reservations and
+// clients with a lease are not, however many unknown ones there are.
+func TestUnknownRate(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newServer(ModeAuthoritative)
+	s.Subnets[0].Last = netip.MustParseAddr("10.0.0.250")
+	now := time.Now() // the memory leases expire by the wall clock
+	s.Now = func() time.Time { return now }
+	s.UnknownRate, s.UnknownBurst = 10, 10
+	known := net.HardwareAddr{0x52, 0x54, 0, 0, 0x0c, 1}
+	s.Known = func(_ context.Context, m net.HardwareAddr) bool { return m.String() == known.String() }
+	answered := 0
+	for i := range 50 {
+		if r, _ := s.Handle(ctx, discover(t, net.HardwareAddr{0x02, 0, 0, 0, byte(i >> 8), byte(i)}, pxe(7)...), nil); r != nil {
+			answered++
+		}
+	}
+	if answered != 10 || s.Stats().Throttled != 40 {
+		t.Errorf("%d of 50 unknown clients answered, %d throttled; want 10 and 40", answered, s.Stats().Throttled)
+	}
+	if r, _ := s.Handle(ctx, discover(t, known, pxe(7)...), nil); r == nil {
+		t.Error("a known node was throttled")
+	}
+	if r, _ := s.Handle(ctx, discover(t, resMAC, pxe(0)...), nil); r == nil {
+		t.Error("a reservation was throttled")
+	}
+	// A client answered before holds an offer: its REQUEST goes through.
+	if r, _ := s.Handle(ctx, request(t, net.HardwareAddr{0x02, 0, 0, 0, 0, 0}, "10.0.0.100", "10.0.0.1"), nil); r == nil || r.MessageType() != dhcpv4.MessageTypeAck {
+		t.Errorf("the REQUEST of a client with an offer: %s", summary(r, nil))
+	}
+	// Another relay has a budget of its own.
+	relay := &net.UDPAddr{IP: net.ParseIP("10.5.0.1"), Port: 67}
+	if r, _ := s.Handle(ctx, discover(t, net.HardwareAddr{0x02, 0, 0, 1, 0, 1}, append(pxe(7), dhcpv4.WithRelay(relay.IP))...), relay); r == nil {
+		t.Error("a relayed unknown client was throttled by the local segment's budget")
+	}
+	now = now.Add(time.Second)
+	if r, _ := s.Handle(ctx, discover(t, net.HardwareAddr{0x02, 0, 0, 2, 0, 1}, pxe(7)...), nil); r == nil {
+		t.Error("the budget did not refill after a second")
+	}
+	s.UnknownRate = -1
+	for i := range 30 {
+		if r, _ := s.Handle(ctx, discover(t, net.HardwareAddr{0x02, 0, 0, 3, 0, byte(i)}), nil); r == nil {
+			t.Fatalf("unknown_rate -1 throttled client %d", i)
+		}
+	}
+}
+
+// A flood of unknown clients exhausts only their part of a pool: its last
+// tenth stays for known nodes.
+func TestKnownNodesKeepAPartOfThePool(t *testing.T) {
+	ctx := context.Background()
+	s, _ := newServer(ModeAuthoritative)
+	s.Subnets[0].Last = netip.MustParseAddr("10.0.0.119") // 20 addresses: 2 kept
+	s.UnknownRate = -1
+	known := net.HardwareAddr{0x52, 0x54, 0, 0, 0x0d, 1}
+	s.Known = func(_ context.Context, m net.HardwareAddr) bool { return m.String() == known.String() }
+	offered := 0
+	for i := range 40 {
+		if r, _ := s.Handle(ctx, discover(t, net.HardwareAddr{0x02, 0, 0, 9, 0, byte(i)}), nil); r != nil {
+			offered++
+			if a := r.YourIPAddr.String(); a == "10.0.0.118" || a == "10.0.0.119" {
+				t.Errorf("an unknown client was offered %s, kept for known nodes", a)
+			}
+		}
+	}
+	if offered != 18 {
+		t.Errorf("%d unknown clients got offers, want 18", offered)
+	}
+	r, _ := s.Handle(ctx, discover(t, known), nil)
+	if r == nil || r.YourIPAddr.String() != "10.0.0.118" {
+		t.Errorf("the known node after the pool's unknown part ran out: %s", summary(r, nil))
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -64,6 +65,9 @@ type Stats struct {
 	// RelayRefused counts relayed requests from a sender that is not a
 	// relay of the subnet; they get no reply.
 	RelayRefused uint64
+	// Throttled counts requests of unknown clients dropped over
+	// UnknownRate.
+	Throttled uint64
 }
 
 // Server is a DHCPv4 server. Zero values of optional fields are defaults.
@@ -85,14 +89,26 @@ type Server struct {
 	// address rests (default ten minutes).
 	OfferTime, DeclineTime time.Duration
 	Now                    func() time.Time
+	// Known says whether a MAC is a client rackboot knows (an enrolled
+	// node). Clients with a reservation or a live lease are known too.
+	// Nil knows nobody else.
+	Known func(ctx context.Context, mac net.HardwareAddr) bool
+	// UnknownRate is how many requests a second from unknown clients are
+	// handled per relay (and for the local segment), UnknownBurst how many
+	// at once (defaults 100 and twice the rate; a negative rate has no
+	// limit). Over it they are dropped and counted, so a flood of made-up
+	// MACs never crowds out the known nodes, which are never limited.
+	UnknownRate  float64
+	UnknownBurst int
 
-	received, replied, malformed, ignored, naks, relayRefused atomic.Uint64
+	received, replied, malformed, ignored, naks, relayRefused, throttled atomic.Uint64
+	limiter                                                              unknownLimiter
 }
 
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
 	return Stats{Received: s.received.Load(), Replied: s.replied.Load(), Malformed: s.malformed.Load(),
-		Ignored: s.ignored.Load(), NAKs: s.naks.Load(), RelayRefused: s.relayRefused.Load()}
+		Ignored: s.ignored.Load(), NAKs: s.naks.Load(), RelayRefused: s.relayRefused.Load(), Throttled: s.throttled.Load()}
 }
 
 func (s *Server) log() *slog.Logger {
@@ -167,6 +183,13 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4, peer net.Addr) 
 		log.Warn("dhcp dropped a relayed request from a sender that is not a relay of the subnet", "giaddr", g.String(), "peer", fmt.Sprint(peer))
 		return nil, nil
 	}
+	known := s.known(ctx, req)
+	if !known && !s.limiter.allow(addr(req.GatewayIPAddr), s.UnknownRate, s.UnknownBurst, s.now()) {
+		if s.throttled.Add(1)%1000 == 1 {
+			log.Warn("dhcp dropping requests of unknown clients over the rate limit", "giaddr", req.GatewayIPAddr.String(), "dropped", s.throttled.Load())
+		}
+		return nil, nil
+	}
 	if isBoot {
 		s.record(ctx, boot.Event{MAC: req.ClientHWAddr, Proto: "dhcp", Kind: kind(mt), Options: options(req, c),
 			IP: addr(req.ClientIPAddr)})
@@ -178,7 +201,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4, peer net.Addr) 
 	case ModeProxy:
 		reply, err = s.proxy(ctx, req, c, isBoot)
 	case ModeAuthoritative:
-		reply, toClient, err = s.authoritative(ctx, req, c, isBoot, log)
+		reply, toClient, err = s.authoritative(ctx, req, c, isBoot, known, log)
 	default:
 		return nil, nil
 	}
@@ -194,6 +217,72 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4, peer net.Addr) 
 	}
 	log.Debug("dhcp reply", "reply", reply.MessageType().String(), "yiaddr", reply.YourIPAddr.String(), "file", reply.BootFileNameOption())
 	return reply, s.destination(req, peer, toClient)
+}
+
+// known says whether the client of req is one rackboot knows: an enrolled
+// node, a reservation, a live lease of its subnet.
+func (s *Server) known(ctx context.Context, req *dhcpv4.DHCPv4) bool {
+	mac := req.ClientHWAddr
+	if s.Known != nil && s.Known(ctx, mac) {
+		return true
+	}
+	sn, ok := s.subnetFor(req)
+	if !ok {
+		return false
+	}
+	if _, ok := sn.reservation(mac); ok {
+		return true
+	}
+	if s.Mode == ModeAuthoritative && s.Leases != nil {
+		if _, err := s.Leases.ByMAC(ctx, sn.Prefix, mac); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// unknownLimiter is a token bucket per relay (the zero Addr is the local
+// segment) for the requests of unknown clients.
+type unknownLimiter struct {
+	mu      sync.Mutex
+	buckets map[netip.Addr]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func (l *unknownLimiter) allow(relay netip.Addr, rate float64, burst int, now time.Time) bool {
+	if rate < 0 {
+		return true
+	}
+	if rate == 0 {
+		rate = 100
+	}
+	if burst <= 0 {
+		burst = int(2 * rate)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buckets == nil {
+		l.buckets = map[netip.Addr]*bucket{}
+	}
+	b := l.buckets[relay]
+	if b == nil {
+		if len(l.buckets) > 4096 {
+			clear(l.buckets) // relays are checked before; this bounds it anyway
+		}
+		b = &bucket{tokens: float64(burst), last: now}
+		l.buckets[relay] = b
+	}
+	b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // relayAllowed says whether a request with giaddr g, arriving from peer,
@@ -306,6 +395,10 @@ func (s *Server) bootOptions(ctx context.Context, reply *dhcpv4.DHCPv4, c boot.C
 		return false
 	}
 	o, err := s.Booter.BootOffer(ctx, c)
+	if errors.Is(err, boot.ErrUnknownNode) {
+		s.log().Debug("no boot offer for a client that is not a node (enroll: known)", "mac", c.MAC.String())
+		return false
+	}
 	if err != nil {
 		s.log().Warn("no boot offer", "mac", c.MAC.String(), "arch", c.Arch.String(), "err", err)
 		return false
@@ -373,13 +466,31 @@ func (sn Subnet) leaseTime() time.Duration {
 	return sn.LeaseTime
 }
 
+// unknownLast is the end of the part of the pool unknown clients may be
+// offered: in pools of ten addresses or more, all but the last tenth,
+// which stays for known nodes.
+func (sn Subnet) unknownLast() netip.Addr {
+	if !sn.First.Is4() || !sn.Last.Is4() {
+		return sn.Last
+	}
+	f, l := sn.First.As4(), sn.Last.As4()
+	first := uint32(f[0])<<24 | uint32(f[1])<<16 | uint32(f[2])<<8 | uint32(f[3])
+	last := uint32(l[0])<<24 | uint32(l[1])<<16 | uint32(l[2])<<8 | uint32(l[3])
+	if last < first+9 {
+		return sn.Last
+	}
+	keep := (last - first + 1) / 10
+	end := last - keep
+	return netip.AddrFrom4([4]byte{byte(end >> 24), byte(end >> 16), byte(end >> 8), byte(end)})
+}
+
 func (sn Subnet) inPool(a netip.Addr) bool {
 	return sn.First.Compare(a) <= 0 && a.Compare(sn.Last) <= 0
 }
 
 // authoritative answers a request from the pools. toClient says the
 // reply may go to the client's ciaddr (see destination).
-func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, isBoot bool, log *slog.Logger) (reply *dhcpv4.DHCPv4, toClient bool, err error) {
+func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, isBoot, known bool, log *slog.Logger) (reply *dhcpv4.DHCPv4, toClient bool, err error) {
 	if s.Leases == nil {
 		return nil, false, errors.New("authoritative mode without a lease store")
 	}
@@ -401,7 +512,14 @@ func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.C
 			if offerTime <= 0 {
 				offerTime = time.Minute
 			}
-			l, err := s.Leases.Allocate(ctx, sn.Prefix, sn.First, sn.Last, mac, addr(req.RequestedIPAddress()), sn.reservedIPs(), now.Add(offerTime))
+			// Unknown clients draw from the pool but its last tenth, which
+			// is kept for known nodes: a flood of made-up MACs can exhaust
+			// only its own part.
+			last := sn.Last
+			if !known {
+				last = sn.unknownLast()
+			}
+			l, err := s.Leases.Allocate(ctx, sn.Prefix, sn.First, last, mac, addr(req.RequestedIPAddress()), sn.reservedIPs(), now.Add(offerTime))
 			if err != nil {
 				return nil, false, err
 			}

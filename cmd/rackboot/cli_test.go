@@ -88,6 +88,13 @@ func TestCLIAgainstServer(t *testing.T) {
 	if _, _, err := cli("", "node", "inspect", "arm-07"); err == nil || !strings.Contains(err.Error(), "node is burnin") {
 		t.Errorf("inspect during burn-in: %v", err)
 	}
+	if out := must("node", "add", "52:54:00:aa:bb:09", "--arch", "x86_64", "--name", "x86-09"); !strings.Contains(out, "x86-09") || !strings.Contains(out, "discovered") {
+		t.Errorf("node add: %s", out)
+	}
+	if _, _, err := cli("", "node", "add", "52:54:00:aa:bb:09"); err == nil || !strings.Contains(err.Error(), "already has MAC") {
+		t.Errorf("node add of a known MAC: %v", err)
+	}
+	must("node", "delete", "x86-09")
 	must("node", "maintenance", "arm-07", "on", "--reason", "PSU")
 	if out := must("node", "events", "arm-07"); !strings.Contains(out, "maintenance on PSU") || !strings.Contains(out, "bootstrap") {
 		t.Errorf("node events:\n%s", out)

@@ -23,6 +23,8 @@ Usage:
   rackboot serve [flags]              run DHCP, TFTP, boot-time HTTP and the API
   rackboot firmware fetch [flags]     download and verify the boot loaders from Debian's archive
   rackboot firmware verify [flags]    check fetched boot loaders against their manifest
+  rackboot node add MAC... [--arch x86_64|aarch64] [--name N]
+                                      admit machines before they boot (what enroll: known boots)
   rackboot node list [--state S --arch A --gpu MODEL --rack R --tag T --q TEXT]
                                       list nodes
   rackboot node show NODE             show one node (id, name or MAC)

@@ -18,7 +18,7 @@ import (
 
 func nodeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"node: want list, show, trace, events, set, delete or an action (inspect, deploy, release, wipe, burnin, maintenance, reboot)"}
+		return usageError{"node: want list, add, show, trace, events, set, delete or an action (inspect, deploy, release, wipe, burnin, maintenance, reboot)"}
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("node "+sub, flag.ContinueOnError)
@@ -42,6 +42,9 @@ func nodeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.StringVar(&f.rack, "rack", "", "only nodes in this rack")
 		fs.StringVar(&f.tag, "tag", "", "only nodes with this tag")
 		fs.StringVar(&f.q, "q", "", "search id, name, MAC, rack, tags and GPU models")
+	case "add":
+		fs.StringVar(&f.arch, "arch", "", "x86_64 or aarch64, if known (its first boot says it)")
+		fs.StringVar(&f.name, "name", "", "the node's name (with one MAC)")
 	case "set":
 		fs.StringVar(&f.name, "name", "", "the node's name")
 		fs.StringVar(&f.setRack, "rack", "", "the rack it is in")
@@ -78,6 +81,24 @@ func nodeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	path := "/api/v1/nodes/" + url.PathEscape(ref)
 	switch sub {
+	case "add":
+		if f.name != "" && len(pos) > 1 {
+			return usageError{"node add: --name names one node: give one MAC"}
+		}
+		var added []api.Node
+		for _, mac := range pos {
+			var n api.Node
+			if err := c.do(ctx, "POST", "/api/v1/nodes", api.NewNode{MAC: mac, Arch: f.arch, Name: f.name}, &n); err != nil {
+				return fmt.Errorf("node add %s: %w", mac, err)
+			}
+			added = append(added, n)
+		}
+		return c.print(stdout, added, func(tw *tabwriter.Writer) {
+			fmt.Fprintln(tw, "ID\tNAME\tSTATE\tMACS")
+			for _, n := range added {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.ID, orDash(n.Name), n.State, strings.Join(n.MACs, ","))
+			}
+		})
 	case "list":
 		q := url.Values{}
 		for k, v := range map[string]string{"state": f.state, "arch": f.arch, "gpu": f.gpu, "rack": f.rack, "tag": f.tag, "q": f.q} {

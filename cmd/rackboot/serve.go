@@ -24,6 +24,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	tftpAddr := fs.String("tftp-addr", "", "listen address of TFTP (default SERVER-IP:69)")
 	dhcpMode := fs.String("dhcp-mode", "", "authoritative, proxy (PXE answers only, beside an existing DHCP server; the default) or off")
 	dhcpRange := fs.String("dhcp-range", "", "FIRST-LAST: lease range on the interface's subnet (authoritative mode)")
+	enroll := fs.String("enroll", "", "any (every PXE client becomes a node; authoritative's default) or known (only nodes added with rackboot node add boot; proxy's default)")
 	secureBoot := fs.Bool("secure-boot", false, "send every x86-64 UEFI node down shim → GRUB instead of iPXE")
 	db := fs.String("db", "", "database: a postgres:// URL shared by several servers (default: SQLite in the data dir; env RACKBOOT_DB)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
@@ -59,6 +60,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	override("http-addr", &cfg.HTTPAddr, *httpAddr)
 	override("tftp-addr", &cfg.TFTPAddr, *tftpAddr)
 	override("dhcp-mode", &cfg.DHCP.Mode, *dhcpMode)
+	override("enroll", &cfg.DHCP.Enroll, *enroll)
 	override("log-level", &cfg.LogLevel, *logLevel)
 	if v := os.Getenv("RACKBOOT_DB"); v != "" && !set["db"] {
 		cfg.DB = v
