@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/lab"
 	"github.com/rackboot/rackboot/trace"
@@ -77,6 +78,12 @@ func TestX86UEFIProxy(t *testing.T) {
 	r := newRig(t, rigOptions{name: "rbe2e5", prefix: "10.77.5.0/24", mode: "proxy", arches: []boot.Arch{boot.ArchX86_64}})
 	startSiteDHCP(t, r, "10.77.5.2/24", "10.77.5.100,10.77.5.150")
 	vm := &lab.VM{Name: "proxy-x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, MAC: mustMAC("52:54:00:77:05:10"), MemoryMB: 1024}
+	// Proxy mode boots only the machines admitted first (enroll: known).
+	var added []api.Node
+	r.cli(&added, "node", "add", vm.MAC.String(), "--arch", "x86_64")
+	if len(added) != 1 || added[0].State != "discovered" {
+		t.Fatalf("node add: %+v", added)
+	}
 	r.bootVM(vm, bootWithin)
 	tr := r.checkNode(vm.MAC, boot.ArchX86_64, []string{"ipxe/snponly.efi", "/boot.ipxe", "/artifacts/x86_64/vmlinuz", "/artifacts/x86_64/initrd"}, trace.StageHandover)
 	for _, e := range tr.Events {
