@@ -16,8 +16,6 @@ import (
 	"os"
 	"strconv"
 	"time"
-
-	"golang.org/x/net/netutil"
 )
 
 // ShutdownGrace is how long Serve waits for requests in flight once its
@@ -59,7 +57,7 @@ func ServeLimits(ctx context.Context, ln net.Listener, h http.Handler, log *slog
 		log = slog.New(slog.DiscardHandler)
 	}
 	if l.MaxConns > 0 {
-		ln = netutil.LimitListener(ln, l.MaxConns)
+		ln = limit(ln, l.MaxConns)
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
