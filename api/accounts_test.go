@@ -7,55 +7,87 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rackboot/rackboot/store"
 )
 
-// Online password guessing meets a 429: five failures for one user, or
-// twenty from one address, and the login is refused without a bcrypt
-// until the window ends; a success forgets the user's failures.
+// Online password guessing meets a 429 before any bcrypt: five tries for
+// one user from one address, fifty for one user from anywhere, twenty
+// from one address; tries sent at once count too, and a success takes its
+// try back. Nobody locks a user out from a few addresses.
 func TestLoginThrottle(t *testing.T) {
 	f := newFixture(t)
+	// Smaller limits than the appliance's, the same rules: each try is
+	// a bcrypt.
+	f.api.logins.perPair, f.api.logins.perUser, f.api.logins.perPeer = 3, 8, 6
+	perPair, perUser, perPeer := 3, 8, 6
+	h := f.api.Handler()
 	login := func(peer, user, pw string) (int, http.Header) {
 		w := httptest.NewRecorder()
 		req := httptest.NewRequest("POST", "/api/v1/login", strings.NewReader(fmt.Sprintf(`{"username":%q,"password":%q}`, user, pw)))
 		req.Header.Set("Content-Type", "application/json")
 		req.RemoteAddr = peer + ":4000"
-		f.api.Handler().ServeHTTP(w, req)
+		h.ServeHTTP(w, req)
 		return w.Code, w.Header()
 	}
 	const good = "correct horse battery"
 	if code, _ := login("10.0.0.1", "ann", "wrong"); code != 401 {
 		t.Fatalf("wrong password: %d", code)
 	}
-	if code, _ := login("10.0.0.1", "ann", good); code != 200 {
-		t.Fatalf("right password after one failure: %d", code)
+	for range 5 {
+		if code, _ := login("10.0.0.1", "ann", good); code != 200 {
+			t.Fatalf("right password: %d (successes must not add up)", code)
+		}
 	}
-	for i := range loginFailsPerUser {
-		if code, _ := login(fmt.Sprintf("10.0.1.%d", i), "ann", "wrong"); code != 401 {
+	// One address guessing one user's password.
+	for i := range perPair {
+		if code, _ := login("10.0.1.1", "ann", "wrong"); code != 401 {
 			t.Fatalf("failure %d: %d", i, code)
 		}
 	}
-	code, hdr := login("10.0.2.1", "ann", good)
+	code, hdr := login("10.0.1.1", "ann", good)
 	if code != 429 || hdr.Get("Retry-After") == "" {
-		t.Errorf("login of a user past the limit, right password, new address: %d (Retry-After %q)", code, hdr.Get("Retry-After"))
+		t.Errorf("past the limit, right password, same address: %d (Retry-After %q)", code, hdr.Get("Retry-After"))
+	}
+	if code, _ := login("10.0.2.1", "ann", good); code != 200 {
+		t.Errorf("ann from another address is locked out by one address's guesses: %d", code)
+	}
+	// Many addresses guessing one user's password.
+	for i := range perUser {
+		login(fmt.Sprintf("10.1.%d.%d", i/200, i%200), "ann", "wrong")
+	}
+	if code, _ := login("10.0.3.1", "ann", good); code != 429 {
+		t.Errorf("a user past the limit from anywhere: %d", code)
 	}
 	hash, _ := HashPassword(good)
 	f.st.PutUser(context.Background(), store.User{Name: "bob", Role: store.RoleReadonly, PasswordHash: hash})
-	if code, _ := login("10.0.2.1", "bob", good); code != 200 {
+	if code, _ := login("10.0.3.1", "bob", good); code != 200 {
 		t.Errorf("another user is not held by ann's failures: %d", code)
 	}
 	// One address guessing across many names.
-	for i := range loginFailsPerPeer {
-		login("10.0.3.1", fmt.Sprintf("user%d", i), "wrong")
+	for i := range perPeer {
+		login("10.0.4.1", fmt.Sprintf("user%d", i), "wrong")
 	}
-	if code, _ := login("10.0.3.1", "bob", good); code != 429 {
+	if code, _ := login("10.0.4.1", "bob", good); code != 429 {
 		t.Errorf("an address past the limit: %d", code)
 	}
-	if code, _ := login("10.0.3.2", "bob", good); code != 200 {
-		t.Errorf("another address is not held: %d", code)
+	// Tries sent all at once are counted before bcrypt runs.
+	var wg sync.WaitGroup
+	var passed atomic.Int32
+	for range 30 {
+		wg.Go(func() {
+			if code, _ := login("10.0.5.1", "carl", "wrong"); code == 401 {
+				passed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := passed.Load(); n > int32(perPair) {
+		t.Errorf("%d of 30 simultaneous tries ran bcrypt, want at most %d", n, perPair)
 	}
 }
 

@@ -244,7 +244,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	if wait := s.logins.blocked(r, l.Username, now); wait > 0 {
+	if wait := s.logins.begin(r, l.Username, now); wait > 0 {
 		s.log().Warn("login throttled", "user", l.Username, "peer", r.RemoteAddr, "wait", wait.Round(time.Second).String())
 		retryAfter(w, wait)
 		writeError(w, http.StatusTooManyRequests, "too_many_requests",
@@ -261,7 +261,6 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		hash = dummyHash
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(l.Password)) != nil || err != nil {
-		s.logins.failed(r, l.Username, now)
 		s.log().Warn("login failed", "user", l.Username, "peer", r.RemoteAddr)
 		writeError(w, http.StatusUnauthorized, "unauthorized", "wrong user name or password")
 		return

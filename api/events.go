@@ -176,7 +176,11 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request) {
 	defer poll.Stop()
 	ping := time.NewTicker(15 * time.Second)
 	defer ping.Stop()
+	rc := http.NewResponseController(w)
 	for {
+		// Each write has half a minute: a client that stops reading
+		// does not hold its handler (and the connection cap) for ever.
+		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
 		wake := s.Broker.Wait()
 		f.Limit = 500
 		evs, err := s.Store.Events(ctx, f)

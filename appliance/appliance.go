@@ -62,6 +62,7 @@ type resolved struct {
 	subnets   []dhcp.Subnet
 	sbNets    []netip.Prefix
 	imageNets []netip.Prefix
+	routed    []netip.Prefix
 }
 
 func resolve(c Config) (resolved, error) {
@@ -133,6 +134,13 @@ func resolve(c Config) (resolved, error) {
 		if sc.SecureBoot {
 			r.sbNets = append(r.sbNets, s.Prefix)
 		}
+	}
+	for _, n := range r.RoutedNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			return r, fmt.Errorf("routed_networks %q: want a prefix like 10.40.0.0/16", n)
+		}
+		r.routed = append(r.routed, p.Masked())
 	}
 	for _, n := range r.Images.AllowNetworks {
 		p, err := netip.ParsePrefix(n)
@@ -309,6 +317,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 		// With DHCP off rackboot sees no firmware DHCP to enroll by.
 		EnrollOnBoot:    r.DHCP.Mode == DHCPOff,
 		EnrollKnownOnly: r.DHCP.Enroll == "known",
+		RoutedNetworks:  r.routed,
 		Subnets:         leased,
 	}}
 

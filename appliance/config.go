@@ -42,6 +42,11 @@ type Config struct {
 	DHCP       DHCPConfig   `yaml:"dhcp"`
 	TFTP       TFTPConfig   `yaml:"tftp"`
 	Images     ImagesConfig `yaml:"images"`
+	// RoutedNetworks are networks of nodes behind routers that rackboot
+	// sees no lease or neighbour entry for (proxy mode across routers):
+	// their boot requests still get the node's boot secret. Empty by
+	// default: an address rackboot cannot tie to the node's MAC gets none.
+	RoutedNetworks []string `yaml:"routed_networks"`
 	// Cmdline is appended to every kernel command line rackboot hands out.
 	Cmdline  string `yaml:"kernel_cmdline"`
 	LogLevel string `yaml:"log_level"`

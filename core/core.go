@@ -62,6 +62,13 @@ type Config struct {
 	// BootSecretTTL is how long a boot's secret may wait for its agent's
 	// lookup (default 24h).
 	BootSecretTTL time.Duration
+	// RoutedNetworks are where nodes sit behind routers that rackboot's
+	// leases and neighbour table cannot see through (proxy mode across
+	// routers): a request from an address in them that rackboot cannot
+	// attribute to any MAC still gets its node's boot secret, unless
+	// rackboot knows the node's own address and it is another. Any other
+	// unattributable address (IPv6, an unknown static address) never does.
+	RoutedNetworks []netip.Prefix
 	// EnrollKnownOnly boots only MACs that are nodes already (rackboot
 	// node add): a client that is not one gets no boot offer and is not
 	// enrolled ("enroll: known", proxy mode's default, so an office PC
@@ -216,9 +223,9 @@ func (c *Core) Known(ctx context.Context, mac net.HardwareAddr) bool {
 
 // fromNode says whether a request from the address from comes from node
 // n. Its address is attributed by lease or neighbour table: it must be
-// one of n's MACs. An address rackboot cannot attribute (a node behind a
-// router in proxy mode) counts as the node's unless rackboot knows n's
-// own address, from a lease or the neighbour table, and it is another.
+// one of n's MACs. An address rackboot cannot attribute counts as the
+// node's only inside RoutedNetworks, and then only if rackboot does not
+// know n's own address to be another.
 func (c *Core) fromNode(ctx context.Context, from netip.Addr, n store.Node) bool {
 	if !from.IsValid() {
 		return false
@@ -226,6 +233,13 @@ func (c *Core) fromNode(ctx context.Context, from netip.Addr, n store.Node) bool
 	from = from.Unmap()
 	if mac := c.MACOf(ctx, from); len(mac) > 0 {
 		return slices.Contains(n.MACs, mac.String())
+	}
+	routed := false
+	for _, p := range c.Config.RoutedNetworks {
+		routed = routed || p.Contains(from)
+	}
+	if !routed {
+		return false
 	}
 	for _, m := range n.MACs {
 		hw, err := net.ParseMAC(m)

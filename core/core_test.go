@@ -242,12 +242,20 @@ func TestPlanBootSecret(t *testing.T) {
 		t.Errorf("a new boot: secrets %q then %q; the old one valid %v", first, second, valid(first))
 	}
 	// A node behind a router (proxy mode): rackboot knows neither its
-	// lease nor its neighbour entry, so whoever asks for it gets it.
+	// lease nor its neighbour entry. Only from a network listed as routed
+	// does such a request get the secret; from an IPv6 address, or any
+	// other that nothing attributes, never.
 	routed := mac("52:54:00:00:05:03")
 	enrolled(t, c, routed, "")
+	for _, from := range []string{"10.7.0.9", "fe80::5054:ff:fe00:503", "2001:db8::9"} {
+		if p, _ := c.Plan(ctx, routed, boot.ArchX86_64, netip.MustParseAddr(from)); secretOf(p) != "" {
+			t.Errorf("an unattributable request from %s got the secret", from)
+		}
+	}
+	c.Config.RoutedNetworks = []netip.Prefix{netip.MustParsePrefix("10.7.0.0/16")}
 	p, err := c.Plan(ctx, routed, boot.ArchX86_64, netip.MustParseAddr("10.7.0.9"))
 	if err != nil || secretOf(p) == "" {
-		t.Errorf("routed node: %q, %v", p.Cmdline, err)
+		t.Errorf("routed node from a routed network: %q, %v", p.Cmdline, err)
 	}
 	c.NeighborAddrs = func(hw net.HardwareAddr) []netip.Addr {
 		if hw.String() == routed.String() {

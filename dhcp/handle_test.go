@@ -517,6 +517,10 @@ func TestKnownNodesKeepAPartOfThePool(t *testing.T) {
 	if offered != 18 {
 		t.Errorf("%d unknown clients got offers, want 18", offered)
 	}
+	// Nor may an unknown client ask for one outright.
+	if r, _ := s.Handle(ctx, request(t, net.HardwareAddr{0x02, 0, 0, 9, 1, 1}, "10.0.0.119", ""), nil); r == nil || r.MessageType() != dhcpv4.MessageTypeNak {
+		t.Errorf("an unknown client's REQUEST for a kept address: %s", summary(r, nil))
+	}
 	r, _ := s.Handle(ctx, discover(t, known), nil)
 	if r == nil || r.YourIPAddr.String() != "10.0.0.118" {
 		t.Errorf("the known node after the pool's unknown part ran out: %s", summary(r, nil))

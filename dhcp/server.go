@@ -184,7 +184,12 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4, peer net.Addr) 
 		return nil, nil
 	}
 	known := s.known(ctx, req)
-	if !known && !s.limiter.allow(addr(req.GatewayIPAddr), s.UnknownRate, s.UnknownBurst, s.now()) {
+	// One budget per subnet, not per giaddr: a sender picks its giaddr.
+	bucket := netip.Prefix{}
+	if sn, ok := s.subnetFor(req); ok {
+		bucket = sn.Prefix
+	}
+	if !known && !s.limiter.allow(bucket, s.UnknownRate, s.UnknownBurst, s.now()) {
 		if s.throttled.Add(1)%1000 == 1 {
 			log.Warn("dhcp dropping requests of unknown clients over the rate limit", "giaddr", req.GatewayIPAddr.String(), "dropped", s.throttled.Load())
 		}
@@ -241,11 +246,11 @@ func (s *Server) known(ctx context.Context, req *dhcpv4.DHCPv4) bool {
 	return false
 }
 
-// unknownLimiter is a token bucket per relay (the zero Addr is the local
-// segment) for the requests of unknown clients.
+// unknownLimiter is a token bucket per subnet (the zero Prefix is for
+// requests of no subnet) for the requests of unknown clients.
 type unknownLimiter struct {
 	mu      sync.Mutex
-	buckets map[netip.Addr]*bucket
+	buckets map[netip.Prefix]*bucket
 }
 
 type bucket struct {
@@ -253,7 +258,7 @@ type bucket struct {
 	last   time.Time
 }
 
-func (l *unknownLimiter) allow(relay netip.Addr, rate float64, burst int, now time.Time) bool {
+func (l *unknownLimiter) allow(key netip.Prefix, rate float64, burst int, now time.Time) bool {
 	if rate < 0 {
 		return true
 	}
@@ -266,15 +271,12 @@ func (l *unknownLimiter) allow(relay netip.Addr, rate float64, burst int, now ti
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.buckets == nil {
-		l.buckets = map[netip.Addr]*bucket{}
+		l.buckets = map[netip.Prefix]*bucket{}
 	}
-	b := l.buckets[relay]
+	b := l.buckets[key] // the configured subnets: a bounded set
 	if b == nil {
-		if len(l.buckets) > 4096 {
-			clear(l.buckets) // relays are checked before; this bounds it anyway
-		}
 		b = &bucket{tokens: float64(burst), last: now}
-		l.buckets[relay] = b
+		l.buckets[key] = b
 	}
 	b.tokens = min(float64(burst), b.tokens+now.Sub(b.last).Seconds()*rate)
 	b.last = now
@@ -567,6 +569,13 @@ func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.C
 			}
 			if !sn.inPool(want) {
 				return nak(fmt.Sprintf("%s is outside the pool", want))
+			}
+			// The pool's last tenth is for known nodes: an unknown client
+			// may not claim it by asking for it outright.
+			if !known && want.Compare(sn.unknownLast()) > 0 {
+				if l, err := s.Leases.ByIP(ctx, want); err != nil || !sameMAC(l.MAC, mac) {
+					return nak(fmt.Sprintf("%s is kept for known nodes", want))
+				}
 			}
 		}
 		hostname := req.HostName()

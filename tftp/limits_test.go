@@ -79,7 +79,7 @@ func TestNetasciiStreamed(t *testing.T) {
 func TestNetasciiMemory(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "big.txt")
 	line := []byte(strings.Repeat("x", 63) + "\n")
-	if err := os.WriteFile(path, bytes.Repeat(line, (32<<20)/len(line)), 0o644); err != nil {
+	if err := os.WriteFile(path, bytes.Repeat(line, (16<<20)/len(line)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	root, err := NewDir(filepath.Dir(path))
@@ -105,11 +105,11 @@ func TestNetasciiMemory(t *testing.T) {
 		total += int64(n)
 	}
 	runtime.ReadMemStats(&after)
-	if want := int64((32 << 20) / len(line) * (len(line) + 1)); total != f.Size() || f.Size() != want {
+	if want := int64((16 << 20) / len(line) * (len(line) + 1)); total != f.Size() || f.Size() != want {
 		t.Fatalf("read %d of %d bytes", total, f.Size())
 	}
 	if grew := after.TotalAlloc - before.TotalAlloc; grew > 4<<20 {
-		t.Errorf("converting a 32 MiB file allocated %d MiB", grew>>20)
+		t.Errorf("converting a 16 MiB file allocated %d MiB", grew>>20)
 	}
 }
 

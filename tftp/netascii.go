@@ -32,7 +32,15 @@ type mark struct {
 // the start again: slow, but correct.
 const maxMarks = 1024
 
+// maxNetascii bounds the files served as netascii: the converted size
+// (tsize, the last block) takes a pass over the file before the first
+// block, and netascii is for people's text files, not boot images.
+const maxNetascii = 16 << 20
+
 func netascii(f File) (File, error) {
+	if f.Size() > maxNetascii {
+		return nil, fmt.Errorf("file larger than %d bytes; ask for octet mode", maxNetascii)
+	}
 	n := &netasciiFile{src: f, buf: make([]byte, 32<<10)}
 	// tsize and the place of the last block need the converted size: one
 	// pass over the file, counting the bytes that double.

@@ -240,6 +240,13 @@ func (s *Server) accept(ctx context.Context, conn net.PacketConn, peer *net.UDPA
 	return req, true
 }
 
+func (s *Server) serverTimeout() time.Duration {
+	if s.Timeout > 0 {
+		return s.Timeout
+	}
+	return DefaultTimeout
+}
+
 func (s *Server) sendErrorTo(conn net.PacketConn, peer net.Addr, code ErrorCode, msg string) {
 	// Counted before it leaves, so whoever reads the error reads the count.
 	s.errs.Add(1)
@@ -455,7 +462,15 @@ func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 	}
 	rbuf := make([]byte, 4+t.blksize)
 	tries := 0
-	deadline := time.Now().Add(t.timeout)
+	// Until the client has answered, the server's own timeout: a spoofed
+	// request must not hold a transfer slot for the timeout it asked for.
+	wait := func() time.Duration {
+		if !t.heard {
+			return min(t.timeout, t.s.serverTimeout())
+		}
+		return t.timeout
+	}
+	deadline := time.Now().Add(wait())
 	for {
 		if ctx.Err() != nil {
 			return &transferError{code: ErrCodeUndefined, msg: "server shutting down", send: true}
@@ -483,7 +498,7 @@ func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 			if terr != nil {
 				return terr
 			}
-			deadline = time.Now().Add(t.timeout)
+			deadline = time.Now().Add(wait())
 			continue
 		}
 		r, err := parseReply(rbuf[:n])
@@ -510,7 +525,7 @@ func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 		if sent, terr = t.sendWindow(t.acked + 1); terr != nil {
 			return terr
 		}
-		deadline = time.Now().Add(t.timeout)
+		deadline = time.Now().Add(wait())
 	}
 }
 

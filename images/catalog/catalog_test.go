@@ -207,6 +207,10 @@ func TestImportURLSources(t *testing.T) {
 		{"http://224.0.0.1/img.raw.zst", "is a multicast address"},
 		{"http://10.255.0.1:9/img.raw.zst", "is a private address: list its network in images.allow_networks"},
 		{"http://[fd00::1]:9/img.raw.zst", "is a private address"},
+		{"http://[64:ff9b::a9fe:a9fe]:9/img.raw.zst", "an IPv6 translation of 169.254.169.254 is a link-local address"},
+		{"http://[2002:7f00:1::1]:9/img.raw.zst", "an IPv6 translation of 127.0.0.1 is a loopback address"},
+		{"http://0.1.2.3:9/img.raw.zst", "is a reserved address"},
+		{"http://240.0.0.1:9/img.raw.zst", "is a reserved address"},
 		{"http://192.168.77.1:9/img.raw.zst", "is a private address"},
 		{"http://100.64.0.1:9/img.raw.zst", "is a private address"},
 	} {

@@ -6,12 +6,36 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"syscall"
 	"time"
 )
 
 // cgnat is RFC 6598's shared address space: as internal as RFC 1918's.
 var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+
+// reserved are IPv4 networks no image source lives on: "this network",
+// RFC 2544's benchmark range and the old class E.
+var reserved = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/8"), netip.MustParsePrefix("198.18.0.0/15"), netip.MustParsePrefix("240.0.0.0/4")}
+
+// Translation prefixes carry an IPv4 address inside an IPv6 one: NAT64
+// (RFC 6052) in the last 32 bits, 6to4 (RFC 3056) in bits 16-47. The
+// rules apply to the IPv4 address they reach.
+var (
+	nat64  = netip.MustParsePrefix("64:ff9b::/96")
+	sixTo4 = netip.MustParsePrefix("2002::/16")
+)
+
+func embedded(a netip.Addr) (netip.Addr, bool) {
+	b := a.As16()
+	switch {
+	case nat64.Contains(a):
+		return netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}), true
+	case sixTo4.Contains(a):
+		return netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}), true
+	}
+	return a, false
+}
 
 // blockedError is a connection the source rules refused before it was
 // made.
@@ -31,6 +55,12 @@ func (c *Catalog) checkSource(ap netip.AddrPort) error {
 		return nil
 	}
 	a := ap.Addr().Unmap()
+	if v4, ok := embedded(a); ok {
+		if err := c.checkSource(netip.AddrPortFrom(v4, ap.Port())); err != nil {
+			return &blockedError{addr: a, rule: "an IPv6 translation of " + err.Error()}
+		}
+		return nil
+	}
 	rule := ""
 	switch {
 	case a.IsLoopback():
@@ -43,6 +73,8 @@ func (c *Catalog) checkSource(ap netip.AddrPort) error {
 		rule = "the unspecified address"
 	case a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 		rule = "the broadcast address"
+	case slices.ContainsFunc(reserved, func(p netip.Prefix) bool { return p.Contains(a) }):
+		rule = "a reserved address"
 	case c.own(a):
 		rule = "one of this appliance's own addresses"
 	case (a.IsPrivate() || cgnat.Contains(a)) && !c.allowed(a):
