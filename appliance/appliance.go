@@ -149,6 +149,9 @@ func resolve(c Config) (resolved, error) {
 		}
 		r.imageNets = append(r.imageNets, p.Masked())
 	}
+	if r.DHCP.KnownReserve < 0 || r.DHCP.KnownReserve > 0.5 {
+		return r, fmt.Errorf("dhcp known_reserve %v: want a share from 0 to 0.5", r.DHCP.KnownReserve)
+	}
 	switch r.DHCP.Enroll {
 	case "":
 		r.DHCP.Enroll = "any"
@@ -341,7 +344,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 			dhcpServers = append(dhcpServers, &dhcp.Server{
 				Mode: dhcp.Mode(r.DHCP.Mode), ServerIP: r.serverIP, Subnets: r.subnets, ProxyPort: port == 4011,
 				Booter: c, Leases: st, Recorder: c, Logger: log.With("proto", "dhcp"), DeclineTime: r.DHCP.DeclineTime,
-				Known: c.Known, UnknownRate: r.DHCP.UnknownRate,
+				Known: c.Known, UnknownRate: r.DHCP.UnknownRate, KnownReserve: r.DHCP.KnownReserve,
 			})
 		}
 	}

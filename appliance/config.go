@@ -82,6 +82,9 @@ type DHCPConfig struct {
 	// not know it handles per relay and on its own segment (default 100;
 	// -1 for no limit); known nodes are never limited.
 	UnknownRate float64 `yaml:"unknown_rate"`
+	// KnownReserve is the share of each pool (0 to 0.5, default 0) never
+	// offered to clients rackboot does not know, kept for known nodes.
+	KnownReserve float64 `yaml:"known_reserve"`
 }
 
 // SubnetConfig is one subnet rackboot leases addresses on.

@@ -502,7 +502,7 @@ func TestKnownNodesKeepAPartOfThePool(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newServer(ModeAuthoritative)
 	s.Subnets[0].Last = netip.MustParseAddr("10.0.0.119") // 20 addresses: 2 kept
-	s.UnknownRate = -1
+	s.UnknownRate, s.KnownReserve = -1, 0.1
 	known := net.HardwareAddr{0x52, 0x54, 0, 0, 0x0d, 1}
 	s.Known = func(_ context.Context, m net.HardwareAddr) bool { return m.String() == known.String() }
 	offered := 0

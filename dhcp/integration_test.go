@@ -297,6 +297,7 @@ func TestIntegrationFlood(t *testing.T) {
 	s := integServer(ModeAuthoritative)
 	known := net.HardwareAddr{0x52, 0x54, 0, 0x77, 0xaa, 1}
 	s.Known = func(_ context.Context, m net.HardwareAddr) bool { return m.String() == known.String() }
+	s.KnownReserve = 0.1 // the known node has no lease yet: it needs an address the flood cannot take
 	serve(t, s, listenIn(t, r.S, r.SIf, 67))
 	client := listenIn(t, r.C, r.CIf, 68)
 	var flooder net.PacketConn

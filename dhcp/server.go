@@ -100,6 +100,12 @@ type Server struct {
 	// MACs never crowds out the known nodes, which are never limited.
 	UnknownRate  float64
 	UnknownBurst int
+	// KnownReserve is the share of each pool (0 to 0.5) that unknown
+	// clients are never offered, so that a flood cannot exhaust what the
+	// known nodes need; pools under ten addresses keep none. Zero keeps
+	// none: new machines are unknown at their first DISCOVER, and a pool
+	// sized for a rack of them must serve them all.
+	KnownReserve float64
 
 	received, replied, malformed, ignored, naks, relayRefused, throttled atomic.Uint64
 	limiter                                                              unknownLimiter
@@ -469,19 +475,20 @@ func (sn Subnet) leaseTime() time.Duration {
 }
 
 // unknownLast is the end of the part of the pool unknown clients may be
-// offered: in pools of ten addresses or more, all but the last tenth,
-// which stays for known nodes.
-func (sn Subnet) unknownLast() netip.Addr {
-	if !sn.First.Is4() || !sn.Last.Is4() {
+// offered: in pools of ten addresses or more, all but the share reserve
+// of it, which stays for known nodes.
+func (sn Subnet) unknownLast(reserve float64) netip.Addr {
+	if reserve <= 0 || !sn.First.Is4() || !sn.Last.Is4() {
 		return sn.Last
 	}
+	reserve = min(reserve, 0.5)
 	f, l := sn.First.As4(), sn.Last.As4()
 	first := uint32(f[0])<<24 | uint32(f[1])<<16 | uint32(f[2])<<8 | uint32(f[3])
 	last := uint32(l[0])<<24 | uint32(l[1])<<16 | uint32(l[2])<<8 | uint32(l[3])
 	if last < first+9 {
 		return sn.Last
 	}
-	keep := (last - first + 1) / 10
+	keep := uint32(float64(last-first+1) * reserve)
 	end := last - keep
 	return netip.AddrFrom4([4]byte{byte(end >> 24), byte(end >> 16), byte(end >> 8), byte(end)})
 }
@@ -519,7 +526,7 @@ func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.C
 			// only its own part.
 			last := sn.Last
 			if !known {
-				last = sn.unknownLast()
+				last = sn.unknownLast(s.KnownReserve)
 			}
 			l, err := s.Leases.Allocate(ctx, sn.Prefix, sn.First, last, mac, addr(req.RequestedIPAddress()), sn.reservedIPs(), now.Add(offerTime))
 			if err != nil {
@@ -572,7 +579,7 @@ func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.C
 			}
 			// The pool's last tenth is for known nodes: an unknown client
 			// may not claim it by asking for it outright.
-			if !known && want.Compare(sn.unknownLast()) > 0 {
+			if !known && want.Compare(sn.unknownLast(s.KnownReserve)) > 0 {
 				if l, err := s.Leases.ByIP(ctx, want); err != nil || !sameMAC(l.MAC, mac) {
 					return nak(fmt.Sprintf("%s is kept for known nodes", want))
 				}
