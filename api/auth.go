@@ -155,11 +155,7 @@ func (s *Server) wrap(rt route) http.Handler {
 			return
 		}
 		if !ok {
-			msg := "this needs a token (Authorization: Bearer ...) or a session"
-			if present {
-				msg = "the token or session is not valid (unknown, expired or revoked)"
-			}
-			writeError(w, http.StatusUnauthorized, "unauthorized", msg)
+			unauthorized(w, present, "this needs a token (Authorization: Bearer ...) or a session")
 			return
 		}
 		if rt.role == store.RoleAgent {
@@ -193,6 +189,15 @@ func (s *Server) wrap(rt route) http.Handler {
 			s.audit(r, p, chi.URLParam(r, "id"), r.Method+" "+r.URL.Path)
 		}
 	})
+}
+
+// unauthorized answers 401: why, when credentials came and were bad;
+// what is needed, when none came.
+func unauthorized(w http.ResponseWriter, present bool, need string) {
+	if present {
+		need = "the token or session is not valid (unknown, expired or revoked)"
+	}
+	writeError(w, http.StatusUnauthorized, "unauthorized", need)
 }
 
 // audit records a successful mutating call. It runs after the answer, so

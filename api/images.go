@@ -168,11 +168,7 @@ func (s *Server) mayReadImage(w http.ResponseWriter, r *http.Request, name strin
 		return false
 	}
 	if !ok {
-		msg := "an image file needs an API token (Authorization: Bearer ...) or the agent token of a node deploying it"
-		if present {
-			msg = "the token or session is not valid (unknown, expired or revoked)"
-		}
-		writeError(w, http.StatusUnauthorized, "unauthorized", msg)
+		unauthorized(w, present, "an image file needs an API token (Authorization: Bearer ...) or the agent token of a node deploying it")
 		return false
 	}
 	if p.Role != store.RoleAgent {

@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -135,19 +136,11 @@ func resolve(c Config) (resolved, error) {
 			r.sbNets = append(r.sbNets, s.Prefix)
 		}
 	}
-	for _, n := range r.RoutedNetworks {
-		p, err := netip.ParsePrefix(n)
-		if err != nil {
-			return r, fmt.Errorf("routed_networks %q: want a prefix like 10.40.0.0/16", n)
-		}
-		r.routed = append(r.routed, p.Masked())
+	if r.routed, err = prefixes("routed_networks", r.RoutedNetworks); err != nil {
+		return r, err
 	}
-	for _, n := range r.Images.AllowNetworks {
-		p, err := netip.ParsePrefix(n)
-		if err != nil {
-			return r, fmt.Errorf("images.allow_networks %q: want a prefix like 10.1.0.0/16", n)
-		}
-		r.imageNets = append(r.imageNets, p.Masked())
+	if r.imageNets, err = prefixes("images.allow_networks", r.Images.AllowNetworks); err != nil {
+		return r, err
 	}
 	if r.DHCP.KnownReserve < 0 || r.DHCP.KnownReserve > 0.5 {
 		return r, fmt.Errorf("dhcp known_reserve %v: want a share from 0 to 0.5", r.DHCP.KnownReserve)
@@ -175,6 +168,24 @@ func resolve(c Config) (resolved, error) {
 		}
 	}
 	return r, nil
+}
+
+// prefixes parses a config list of networks; an address alone is its
+// own /32 (or /128).
+func prefixes(key string, list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, n := range list {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			a, aerr := netip.ParseAddr(n)
+			if aerr != nil {
+				return nil, fmt.Errorf("%s %q: want an address or a prefix like 10.40.0.0/16", key, n)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 func subnet(sc SubnetConfig) (dhcp.Subnet, error) {
@@ -210,20 +221,10 @@ func subnet(sc SubnetConfig) (dhcp.Subnet, error) {
 		s.DNS = append(s.DNS, a)
 	}
 	s.Domain = sc.Domain
-	for _, rl := range sc.Relays {
-		if rl == "any" {
-			s.AnyRelay = true
-			continue
-		}
-		rp, err := netip.ParsePrefix(rl)
-		if err != nil {
-			a, aerr := netip.ParseAddr(rl)
-			if aerr != nil || !a.Is4() {
-				return s, fmt.Errorf("subnet %s: relay %q: want an IPv4 address, a prefix or any", p, rl)
-			}
-			rp = netip.PrefixFrom(a, 32)
-		}
-		s.Relays = append(s.Relays, rp.Masked())
+	relays := slices.DeleteFunc(slices.Clone(sc.Relays), func(r string) bool { return r == "any" })
+	s.AnyRelay = len(relays) < len(sc.Relays)
+	if s.Relays, err = prefixes(fmt.Sprintf("subnet %s: relay", p), relays); err != nil {
+		return s, err
 	}
 	s.LeaseTime = sc.LeaseTime
 	if s.LeaseTime <= 0 {

@@ -407,24 +407,6 @@ func (c *Core) neighborAddrs(mac net.HardwareAddr) []netip.Addr {
 	return parseARPAddrs(string(b), mac)
 }
 
-// parseARPAddrs lists the addresses of the complete entries for mac.
-func parseARPAddrs(table string, mac net.HardwareAddr) []netip.Addr {
-	var out []netip.Addr
-	for _, line := range strings.Split(table, "\n")[1:] {
-		f := strings.Fields(line)
-		if len(f) < 4 || !strings.EqualFold(f[3], mac.String()) {
-			continue
-		}
-		if flags, err := strconv.ParseUint(strings.TrimPrefix(f[2], "0x"), 16, 32); err != nil || flags&0x2 == 0 {
-			continue
-		}
-		if a, err := netip.ParseAddr(f[0]); err == nil {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
 // kernelNeighbor reads /proc/net/arp: in proxy mode the client's address
 // comes from another DHCP server, but it has just talked to us, so the
 // kernel knows its MAC.
@@ -437,17 +419,46 @@ func kernelNeighbor(ip netip.Addr) net.HardwareAddr {
 }
 
 func parseARP(table string, ip netip.Addr) net.HardwareAddr {
+	for _, e := range arpEntries(table) {
+		if e.ip == ip {
+			return e.mac
+		}
+	}
+	return nil
+}
+
+// parseARPAddrs lists the addresses of the complete entries for mac.
+func parseARPAddrs(table string, mac net.HardwareAddr) []netip.Addr {
+	var out []netip.Addr
+	for _, e := range arpEntries(table) {
+		if sameMAC(e.mac, mac) {
+			out = append(out, e.ip)
+		}
+	}
+	return out
+}
+
+type arpEntry struct {
+	ip  netip.Addr
+	mac net.HardwareAddr
+}
+
+// arpEntries reads the complete entries of /proc/net/arp's table.
+func arpEntries(table string) []arpEntry {
+	var out []arpEntry
 	for _, line := range strings.Split(table, "\n")[1:] {
 		f := strings.Fields(line)
-		if len(f) < 4 || f[0] != ip.String() {
+		if len(f) < 4 {
 			continue
 		}
 		if flags, err := strconv.ParseUint(strings.TrimPrefix(f[2], "0x"), 16, 32); err != nil || flags&0x2 == 0 {
 			continue // not a complete entry
 		}
-		if mac, err := net.ParseMAC(f[3]); err == nil {
-			return mac
+		ip, err1 := netip.ParseAddr(f[0])
+		mac, err2 := net.ParseMAC(f[3])
+		if err1 == nil && err2 == nil {
+			out = append(out, arpEntry{ip, mac})
 		}
 	}
-	return nil
+	return out
 }

@@ -42,17 +42,11 @@ func sh(t *testing.T, args ...string) string {
 
 func addHost(t *testing.T, r *rig, name, cidr string) host {
 	t.Helper()
-	ns := r.net.Name() + name
-	exec.Command("ip", "netns", "del", ns).Run()
-	sh(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	sh(t, "ip", "-n", r.net.Name(), "link", "add", "v"+name, "type", "veth", "peer", "name", "eth0", "netns", ns)
-	sh(t, "ip", "-n", r.net.Name(), "link", "set", "v"+name, "master", r.net.Bridge(), "up")
-	sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	if cidr != "" {
-		sh(t, "ip", "-n", ns, "addr", "add", cidr, "dev", "eth0")
+	ns, err := r.net.AddHost(name, cidr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	sh(t, "ip", "-n", ns, "link", "set", "eth0", "up")
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	return host{ns: ns, dev: "eth0"}
 }
 

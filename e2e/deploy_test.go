@@ -229,7 +229,6 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 // agent lookup with the node's MAC. None of it may give it the node's
 // boot secret or token, or disturb the deploy.
 func forgeBootRequests(ctx context.Context, r *lab.Rack, mac string) error {
-	ns := r.Net.Name() + "x"
 	run := func(args ...string) (string, error) {
 		out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
 		if err != nil {
@@ -237,27 +236,15 @@ func forgeBootRequests(ctx context.Context, r *lab.Rack, mac string) error {
 		}
 		return string(out), nil
 	}
-	exec.Command("ip", "netns", "del", ns).Run()
-	if _, err := run("ip", "netns", "add", ns); err != nil {
-		return err
-	}
-	defer exec.Command("ip", "netns", "del", ns).Run()
 	addr := r.Net.Prefix().Masked().Addr()
 	for range 250 {
 		addr = addr.Next()
 	}
-	for _, s := range [][]string{
-		{"ip", "-n", r.Net.Name(), "link", "add", "vx", "type", "veth", "peer", "name", "eth0", "netns", ns},
-		{"ip", "-n", r.Net.Name(), "link", "set", "vx", "master", r.Net.Bridge(), "up"},
-		{"ip", "-n", ns, "link", "set", "eth0", "address", "52:54:00:ee:ee:01"},
-		{"ip", "-n", ns, "addr", "add", fmt.Sprintf("%s/%d", addr, r.Net.Prefix().Bits()), "dev", "eth0"},
-		{"ip", "-n", ns, "link", "set", "eth0", "up"},
-		{"ip", "-n", ns, "link", "set", "lo", "up"},
-	} {
-		if _, err := run(s...); err != nil {
-			return err
-		}
+	ns, err := r.Net.AddHost("x", fmt.Sprintf("%s/%d", addr, r.Net.Prefix().Bits()))
+	if err != nil {
+		return err
 	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
 	server := r.Net.ServerIP().String()
 	base := "http://" + server + ":8080"
 	in := func(args ...string) (string, error) {
@@ -283,7 +270,7 @@ func forgeBootRequests(ctx context.Context, r *lab.Rack, mac string) error {
 		return fmt.Errorf("forged TFTP read of grub/%s.cfg: %q, want the config without the boot secret", dashed, b)
 	}
 	hw, _ := net.ParseMAC(mac)
-	err := lab.InNamespace(ns, func() error {
+	err = lab.InNamespace(ns, func() error {
 		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(addr.String())})
 		if err != nil {
 			return err

@@ -34,6 +34,8 @@ type Net struct {
 	// a moment before may not have entered the namespace yet, where
 	// "ip netns pids" would find it.
 	cmds []*exec.Cmd
+	// hosts are the namespaces AddHost made, deleted by Close.
+	hosts []string
 }
 
 // bridge is the bridge's name inside every namespace; namespaces keep
@@ -113,6 +115,37 @@ func (n *Net) AddTap(name string) (string, error) {
 	return name, nil
 }
 
+// AddHost puts another machine on the bridge: a namespace of its own
+// (the segment's name followed by name) whose eth0 is cabled to the
+// bridge, with the address cidr when one is given. Close deletes it.
+func (n *Net) AddHost(name, cidr string) (ns string, err error) {
+	ns = n.name + name
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ip(ctx, "netns", "del", ns) // a leftover of a killed run
+	if err := ip(ctx, "netns", "add", ns); err != nil {
+		return "", fmt.Errorf("lab host %s: %w", name, err)
+	}
+	n.mu.Lock()
+	n.hosts = append(n.hosts, ns)
+	n.mu.Unlock()
+	steps := [][]string{
+		{"-n", n.name, "link", "add", "v" + name, "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"-n", n.name, "link", "set", "v" + name, "master", bridge, "up"},
+		{"-n", ns, "link", "set", "lo", "up"},
+	}
+	if cidr != "" {
+		steps = append(steps, []string{"-n", ns, "addr", "add", cidr, "dev", "eth0"})
+	}
+	steps = append(steps, []string{"-n", ns, "link", "set", "eth0", "up"})
+	for _, s := range steps {
+		if err := ip(ctx, s...); err != nil {
+			return "", fmt.Errorf("lab host %s: %w", name, err)
+		}
+	}
+	return ns, nil
+}
+
 // Command returns a command that runs prog inside the namespace. `ip
 // netns exec` execs prog in place, so the process is prog itself and
 // signals reach it.
@@ -144,6 +177,10 @@ func (n *Net) Close() error {
 	n.cmds = nil
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	for _, h := range n.hosts {
+		ip(ctx, "netns", "del", h)
+	}
+	n.hosts = nil
 	if err := n.removeNamespace(ctx); err != nil {
 		return fmt.Errorf("lab network %s: %w", n.name, err)
 	}

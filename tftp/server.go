@@ -296,10 +296,7 @@ func (s *Server) transfer(ctx context.Context, local, peer *net.UDPAddr, req Req
 	stop := context.AfterFunc(ctx, func() { sock.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	t := &xfer{s: s, sock: sock, blksize: DefaultBlockSize, window: 1, timeout: s.Timeout, retries: s.Retries}
-	if t.timeout <= 0 {
-		t.timeout = DefaultTimeout
-	}
+	t := &xfer{s: s, sock: sock, blksize: DefaultBlockSize, window: 1, timeout: s.serverTimeout(), retries: s.Retries}
 	if t.retries <= 0 {
 		t.retries = DefaultRetries
 	}
