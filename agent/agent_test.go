@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +18,7 @@ import (
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/internal/secret"
+	"github.com/rackboot/rackboot/internal/tlspin"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/store/sqlite"
 )
@@ -291,4 +293,54 @@ func TestProgressRidesHeartbeats(t *testing.T) {
 	}
 	// Outside a task, progress goes nowhere and harms nothing.
 	ReportProgress(context.Background(), protocol.Progress{Done: 1})
+}
+
+// Over TLS the agent trusts only a certificate chain its pins name: a
+// server with another certificate (an impostor on the provisioning
+// network) never sees the agent's boot secret, and the pinned server does.
+func TestAgentPinsTheServer(t *testing.T) {
+	real, err := tlspin.Generated(t.TempDir(), []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	impostor, err := tlspin.Generated(t.TempDir(), []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		server tlspin.Bundle
+		ok     bool
+	}{{"pinned server", real, true}, {"impostor", impostor, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var secrets atomic.Int32
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var l protocol.Lookup
+				if json.NewDecoder(r.Body).Decode(&l) == nil && l.BootSecret == "s3cret" {
+					secrets.Add(1)
+				}
+				json.NewEncoder(w).Encode(protocol.LookupResult{NodeID: "n1", Token: "t"})
+			}))
+			srv.TLS = tc.server.ServerConfig()
+			srv.StartTLS()
+			defer srv.Close()
+			cl, err := ParseCmdline("rackboot.api=" + srv.URL + " rackboot.boot=s3cret rackboot.ca=" + strings.Join(real.Pins, ","))
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := &Agent{API: cl.API, BootSecret: cl.BootSecret, MACs: []string{"52:54:00:00:00:01"}, HTTP: cl.Client(5 * time.Second)}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			err = a.lookup(ctx)
+			if tc.ok != (err == nil) || tc.ok != (a.Token() == "t") || tc.ok != (secrets.Load() == 1) {
+				t.Fatalf("lookup: %v, token %q, the server saw the boot secret %d times", err, a.Token(), secrets.Load())
+			}
+			if !tc.ok {
+				// What the agent logs of each try: the pin it refused.
+				if err := a.call(context.Background(), "/agent/lookup", protocol.Lookup{}, nil); !errors.Is(err, tlspin.ErrPin) {
+					t.Errorf("call to the impostor: %v, want ErrPin", err)
+				}
+			}
+		})
+	}
 }

@@ -19,8 +19,8 @@ import (
 
 // Work holds what the disk tasks need from the machine.
 type Work struct {
-	// Base is the server's base URL (the API URL without /api/v1):
-	// images and the network test file are fetched from it.
+	// Base is the boot port's base URL (rackboot.files): images and the
+	// network test file are fetched from it.
 	Base string
 	// Disks lists the node's disks, from the inventory.
 	Disks func() ([]deploy.Disk, error)
@@ -29,8 +29,11 @@ type Work struct {
 	Arch string
 	// Reboot restarts the node (unix.Reboot in the ramdisk).
 	Reboot func() error
-	HTTP   *http.Client
-	// Token is the agent's current token, which image downloads show.
+	// HTTP fetches from Base; it must trust the same certificates as the
+	// API's client when Base is https.
+	HTTP *http.Client
+	// Token is the agent's current token, which image downloads show
+	// when the deploy carries no image token.
 	Token func() string
 }
 
@@ -55,6 +58,10 @@ type deployParams struct {
 	Hints     *deploy.Hints `json:"root_device,omitempty"`
 	// Grow makes the last partition take the rest of the disk.
 	Grow bool `json:"grow,omitempty"`
+	// ImageToken reads the image file, and nothing else, for as long as
+	// the deploy runs: unlike the agent's token it may cross the boot
+	// port in clear.
+	ImageToken string `json:"image_token,omitempty"`
 	// CloudInit, when present, is written as a NoCloud seed.
 	CloudInit *deploy.Seed `json:"cloud_init,omitempty"`
 }
@@ -82,8 +89,8 @@ func (w *Work) deploy(ctx context.Context, t protocol.Task) (any, error) {
 	if p.RawSize > d.Size {
 		return nil, fmt.Errorf("image %s (%d bytes) does not fit %s (%d bytes): %w", p.Image, p.RawSize, d.Name, d.Size, deploy.ErrTooLarge)
 	}
-	token := ""
-	if w.Token != nil {
+	token := p.ImageToken
+	if token == "" && w.Token != nil {
 		token = w.Token()
 	}
 	res, err := deploy.Write(ctx, w.HTTP, deploy.Image{URL: strings.TrimRight(w.Base, "/") + p.Path, Token: token, Format: p.Format, SHA256: p.SHA256,

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/internal/httpserve"
+	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
 )
 
@@ -117,9 +119,12 @@ func (s *Server) failImport(w http.ResponseWriter, r *http.Request, err error) {
 // and an ETag of their sha256, for agents writing them to disks. It is on
 // the boot port (sendfile) but, unlike the loaders and kernels there, not
 // for anyone: an image may hold a tenant's software. It takes an API
-// credential (any role), or the agent token of a node whose deploy of
-// that very image is running.
-func (s *Server) ImageFiles() http.Handler {
+// credential (any role), the agent token of a node whose deploy of that
+// very image is running, or that deploy's image token. With imageTokens
+// set (the boot port of a server whose API has a TLS port of its own) it
+// takes image tokens only: they read one file while one deploy runs, so
+// unlike the credentials they may cross the network in clear.
+func (s *Server) ImageFiles(imageTokens bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(r.URL.Path, "/images/")
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -130,7 +135,7 @@ func (s *Server) ImageFiles() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		if !s.mayReadImage(w, r, name) {
+		if !s.mayReadImage(w, r, name, imageTokens) {
 			return
 		}
 		im, err := s.Store.Image(r.Context(), name)
@@ -161,7 +166,22 @@ func (s *Server) ImageFiles() http.Handler {
 
 // mayReadImage answers the refusal itself when the request may not read
 // image name.
-func (s *Server) mayReadImage(w http.ResponseWriter, r *http.Request, name string) bool {
+func (s *Server) mayReadImage(w http.ResponseWriter, r *http.Request, name string, imageTokensOnly bool) bool {
+	if bearer, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); found && strings.HasPrefix(bearer, lifecycle.ImageTokenPrefix) {
+		ok, err := s.imageTokenReads(r.Context(), bearer, name)
+		if err != nil {
+			s.fail(w, r, err)
+			return false
+		}
+		if !ok {
+			writeError(w, http.StatusForbidden, "forbidden", "the image token is not that of a running deploy of "+name)
+		}
+		return ok
+	}
+	if imageTokensOnly {
+		unauthorized(w, false, "on the boot port an image file needs the image token of a running deploy; with a credential, fetch it from the API's TLS port")
+		return false
+	}
 	p, present, ok, err := s.authenticate(r)
 	if err != nil {
 		s.fail(w, r, err)
@@ -189,6 +209,26 @@ func (s *Server) mayReadImage(w http.ResponseWriter, r *http.Request, name strin
 	}
 	writeError(w, http.StatusForbidden, "forbidden", "node "+p.NodeID+" is not deploying image "+name)
 	return false
+}
+
+// imageTokenReads says whether tok is the image token of a running
+// deploy of image name.
+func (s *Server) imageTokenReads(ctx context.Context, tok, name string) (bool, error) {
+	running, err := s.Store.Tasks(ctx, store.TaskFilter{State: store.TaskRunning})
+	if err != nil {
+		return false, err
+	}
+	for _, t := range running {
+		var params struct {
+			Image      string `json:"image"`
+			ImageToken string `json:"image_token"`
+		}
+		if t.Kind == "deploy" && json.Unmarshal(t.Params, &params) == nil && params.Image == name && params.ImageToken != "" &&
+			subtle.ConstantTimeCompare([]byte(params.ImageToken), []byte(tok)) == 1 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (s *Server) deleteImageFile(w http.ResponseWriter, r *http.Request) {

@@ -28,8 +28,11 @@ func TestImages(t *testing.T) {
 	f := newFixture(t)
 	dir := t.TempDir()
 	f.api.Catalog = &catalog.Catalog{Dir: dir}
-	files := httptest.NewServer(f.api.ImageFiles())
+	files := httptest.NewServer(f.api.ImageFiles(false))
 	defer files.Close()
+	// The boot port of a server whose API has a TLS port of its own.
+	bootPort := httptest.NewServer(f.api.ImageFiles(true))
+	defer bootPort.Close()
 	raw := bytes.Repeat([]byte("a disk image "), 100000)
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
@@ -152,8 +155,49 @@ func TestImages(t *testing.T) {
 		t.Fatalf("deploy: %d %s", code, b)
 	}
 	deployer := agentToken(arm.ID, armMAC)
-	if code, b := f.call(t, nil, "POST", "/api/v1/agent/nodes/"+arm.ID+"/heartbeat", deployer, `{}`); code != 200 || !strings.Contains(string(b), "deploy") {
-		t.Fatalf("deploy task: %d %s", code, b)
+	code, hbb := f.call(t, nil, "POST", "/api/v1/agent/nodes/"+arm.ID+"/heartbeat", deployer, `{}`)
+	var hb protocol.HeartbeatResult
+	if json.Unmarshal(hbb, &hb); code != 200 || hb.Task == nil || hb.Task.Kind != "deploy" {
+		t.Fatalf("deploy task: %d %s", code, hbb)
+	}
+	var params struct {
+		ImageToken string `json:"image_token"`
+	}
+	json.Unmarshal(hb.Task.Params, &params)
+	if !strings.HasPrefix(params.ImageToken, "rbi_") || len(params.ImageToken) < 40 {
+		t.Fatalf("the agent's deploy task has no image token: %s", hb.Task.Params)
+	}
+	// The image token reads the image, on either port; on the boot port
+	// nothing else does, so no credential has a reason to cross it in clear.
+	bootGet := func(token string) (int, []byte) {
+		req, _ := http.NewRequest("GET", bootPort.URL+"/images/deb-13", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	if code, b := bootGet(params.ImageToken); code != 200 || !bytes.Equal(b, gz.Bytes()) {
+		t.Errorf("boot port, image token: %d, %d bytes", code, len(b))
+	}
+	if resp, b := get("/images/deb-13", params.ImageToken); resp.StatusCode != 200 || !bytes.Equal(b, gz.Bytes()) {
+		t.Errorf("image token: %d, %d bytes", resp.StatusCode, len(b))
+	}
+	for name, tok := range map[string]string{"agent token": deployer, "readonly token": readonly, "admin token": f.tokens[store.RoleAdmin]} {
+		if code, _ := bootGet(tok); code != 401 {
+			t.Errorf("boot port, %s: %d, want 401", name, code)
+		}
+	}
+	if code, _ := bootGet("rbi_" + strings.Repeat("0", 48)); code != 403 {
+		t.Errorf("boot port, a forged image token: %d, want 403", code)
+	}
+	// People other than admins see that the deploy has one, not what it is.
+	code, tb := f.call(t, nil, "GET", "/api/v1/tasks?node="+arm.ID, tech, "")
+	if code != 200 || strings.Contains(string(tb), params.ImageToken) || !strings.Contains(string(tb), Withheld) {
+		t.Errorf("a tech's view of the deploy task: %d %s", code, tb)
 	}
 	if resp, b := get("/images/deb-13", deployer); resp.StatusCode != 200 || !bytes.Equal(b, gz.Bytes()) {
 		t.Errorf("image to the agent deploying it: %d, %d bytes", resp.StatusCode, len(b))

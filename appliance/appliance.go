@@ -9,6 +9,7 @@ package appliance
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -33,6 +34,7 @@ import (
 	"github.com/rackboot/rackboot/httpboot"
 	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/internal/httpserve"
+	"github.com/rackboot/rackboot/internal/tlspin"
 	"github.com/rackboot/rackboot/ipxe"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
@@ -47,6 +49,12 @@ const (
 	ImagesDir    = "images"
 	FirmwareDir  = "firmware"
 	ArtifactsDir = "artifacts"
+	// TLSDir holds the CA and server certificate rackboot makes for its
+	// API; APICAFile and APIURLFile tell a client on the appliance which
+	// certificate to trust and where the API is.
+	TLSDir     = "tls"
+	APICAFile  = "api-ca.pem"
+	APIURLFile = "api.url"
 )
 
 // Defaults.
@@ -60,6 +68,8 @@ type resolved struct {
 	Config
 	serverIP  netip.Addr
 	baseURL   string
+	apiURL    string // set when the API has a port of its own, over TLS
+	pins      []string
 	subnets   []dhcp.Subnet
 	sbNets    []netip.Prefix
 	imageNets []netip.Prefix
@@ -108,6 +118,28 @@ func resolve(c Config) (resolved, error) {
 		return r, fmt.Errorf("http addr %q: %w", r.HTTPAddr, err)
 	}
 	r.baseURL = "http://" + net.JoinHostPort(r.serverIP.String(), port)
+	if r.APIAddr != "" {
+		_, aport, err := net.SplitHostPort(r.APIAddr)
+		if err != nil {
+			return r, fmt.Errorf("api addr %q: %w", r.APIAddr, err)
+		}
+		if aport == port && port != "0" {
+			return r, fmt.Errorf("api addr %q: the boot port %s is plain HTTP; give the API a port of its own", r.APIAddr, port)
+		}
+		r.apiURL = "https://" + net.JoinHostPort(r.serverIP.String(), aport)
+		if (r.TLS.Cert == "") != (r.TLS.Key == "") {
+			return r, errors.New("tls: give both a certificate and its key, or neither (rackboot then makes its own)")
+		}
+		for _, p := range r.TLS.Pins {
+			pins, err := tlspin.ParsePins(p)
+			if err != nil {
+				return r, fmt.Errorf("tls pins: %w", err)
+			}
+			r.pins = append(r.pins, pins...)
+		}
+	} else if r.TLS.Cert != "" || r.TLS.Key != "" || len(r.TLS.Pins) > 0 {
+		return r, errors.New("tls settings need api_addr (--api-addr): the API is served over TLS only on a port of its own")
+	}
 	if r.TFTPAddr == "" {
 		r.TFTPAddr = net.JoinHostPort(r.serverIP.String(), "69")
 	}
@@ -266,15 +298,60 @@ func adminToken(dir string, log *slog.Logger) (string, error) {
 	return tok, nil
 }
 
+// apiTLS loads or makes the API's certificate and writes what a client
+// on the appliance needs to find and trust it: DATA_DIR/api.url and
+// DATA_DIR/api-ca.pem.
+func apiTLS(r *resolved, log *slog.Logger) (*tls.Config, error) {
+	var b tlspin.Bundle
+	var err error
+	if r.TLS.Cert != "" {
+		b, err = tlspin.FromFiles(r.TLS.Cert, r.TLS.Key)
+	} else {
+		hosts := []string{r.serverIP.String(), "127.0.0.1", "::1", "localhost"}
+		if h, herr := os.Hostname(); herr == nil && h != "" {
+			hosts = append(hosts, h)
+		}
+		b, err = tlspin.Generated(filepath.Join(r.DataDir, TLSDir), hosts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := tlspin.WriteCA(filepath.Join(r.DataDir, APICAFile), b); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(r.DataDir, APIURLFile), []byte(r.apiURL+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("api url file: %w", err)
+	}
+	r.pins = append(slices.Clone(b.Pins), slices.DeleteFunc(r.pins, func(p string) bool { return slices.Contains(b.Pins, p) })...)
+	log.Info("API certificate", "fingerprint", b.Pins[0], "ca_file", filepath.Join(r.DataDir, APICAFile))
+	return b.ServerConfig(), nil
+}
+
+// misdirected answers API and UI requests that reach the boot port when
+// the API has a TLS port of its own: a browser is sent there, anyone else
+// told where it is.
+func misdirected(apiURL string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, web.Prefix)) {
+			http.Redirect(w, r, apiURL+r.URL.Path, http.StatusFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusMisdirectedRequest)
+		fmt.Fprintf(w, `{"error":{"code":"use_tls","message":"the API and the web UI are served over TLS at %s, not on the boot port"}}`+"\n", apiURL)
+	})
+}
+
 // Run runs the appliance until ctx ends. It returns nil after a clean
 // shutdown, or the first error of any server.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return run(ctx, cfg, log, nil)
 }
 
-// run is Run; serving, when set, is told the address the HTTP server
-// listens on (the port chosen, for 127.0.0.1:0) once every socket is open.
-func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAddr net.Addr)) error {
+// run is Run; serving, when set, is told the addresses the HTTP server
+// and the TLS API (nil without one) listen on (the ports chosen, for
+// 127.0.0.1:0) once every socket is open.
+func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAddr, apiAddr net.Addr)) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -293,6 +370,22 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 	token, err := adminToken(r.DataDir, log)
 	if err != nil {
 		return err
+	}
+	var tlsCfg *tls.Config
+	var apiLn net.Listener
+	if r.apiURL != "" {
+		if apiLn, err = net.Listen("tcp", r.APIAddr); err != nil {
+			return fmt.Errorf("api: %w", err)
+		}
+		defer apiLn.Close()
+		// The port chosen, for :0.
+		r.apiURL = "https://" + net.JoinHostPort(r.serverIP.String(), fmt.Sprint(apiLn.Addr().(*net.TCPAddr).Port))
+		if tlsCfg, err = apiTLS(&r, log); err != nil {
+			return err
+		}
+	} else {
+		// No stale pointer to a TLS API this start does not serve.
+		os.Remove(filepath.Join(r.DataDir, APIURLFile))
 	}
 	st, err := OpenStore(ctx, r.DB, r.DataDir)
 	if err != nil {
@@ -314,6 +407,8 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 	}
 	c := &core.Core{Store: st, Logger: log, Config: core.Config{
 		BaseURL:           r.baseURL,
+		APIURL:            r.apiURL,
+		APIPins:           r.pins,
 		SecureBoot:        r.SecureBoot,
 		SecureBootSubnets: r.sbNets,
 		Artifacts:         filepath.Join(r.DataDir, ArtifactsDir),
@@ -388,17 +483,30 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 		return err
 	}
 	var bootHTTP httpCounter
-	apiServer := &api.Server{Store: st, Lifecycle: machine, Broker: broker,
+	apiServer := &api.Server{Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil,
 		Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
 		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images"), AllowNetworks: r.imageNets},
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}
 	apiHandler := apiServer.Handler()
+	// The boot port: boot files, and the API and UI too unless they have
+	// a TLS port of their own. There, disk images go only to the image
+	// keys of deploys, never to a credential that would cross in clear.
 	mux := http.NewServeMux()
-	mux.Handle("/api/", apiHandler)
-	mux.Handle("/metrics", apiHandler)
-	mux.Handle("/images/", bootHTTP.wrap(apiServer.ImageFiles()))
-	mux.Handle(web.Prefix, web.Handler())
-	mux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
+	apiMux := mux
+	if tlsCfg != nil {
+		apiMux = http.NewServeMux()
+		mux.Handle("/images/", bootHTTP.wrap(apiServer.ImageFiles(true)))
+		for _, p := range []string{"/api/", "/metrics", web.Prefix, "GET /{$}"} {
+			mux.Handle(p, misdirected(r.apiURL))
+		}
+		apiMux.Handle("/images/", apiServer.ImageFiles(false))
+	} else {
+		mux.Handle("/images/", bootHTTP.wrap(apiServer.ImageFiles(false)))
+	}
+	apiMux.Handle("/api/", apiHandler)
+	apiMux.Handle("/metrics", apiHandler)
+	apiMux.Handle(web.Prefix, web.Handler())
+	apiMux.Handle("GET /{$}", http.RedirectHandler(web.Prefix, http.StatusFound))
 	mux.Handle("/", bootHTTP.wrap(hb.Handler()))
 
 	for i := range dhcpServers {
@@ -407,6 +515,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 	}
 	g.Go(func() error { return tftpServer.Serve(ctx, tftpConn) })
 	g.Go(func() error { return httpserve.Serve(ctx, httpLn, mux, log.With("proto", "http")) })
+	var apiAddr net.Addr
+	if apiLn != nil {
+		apiAddr = apiLn.Addr()
+		g.Go(func() error {
+			return httpserve.ServeTLS(ctx, apiLn, apiMux, log.With("proto", "api"), httpserve.DefaultLimits, tlsCfg)
+		})
+	}
 	timeout := r.AgentTimeout
 	if timeout == 0 {
 		timeout = 30 * time.Minute
@@ -420,11 +535,17 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 
 	warnMissing(log, r.DataDir)
 	if serving != nil {
-		serving(httpLn.Addr())
+		serving(httpLn.Addr(), apiAddr)
 	}
-	log.Info("rackboot serving", "dhcp", r.DHCP.Mode, "interface", r.Interface, "server_ip", r.serverIP.String(),
-		"tftp", r.TFTPAddr, "http", r.baseURL, "ui", r.baseURL+"/ui/", "api", r.baseURL+"/api/v1",
-		"token_file", filepath.Join(r.DataDir, TokenFile), "password_file", filepath.Join(r.DataDir, PasswordFile))
+	apiBase := r.baseURL
+	attrs := []any{}
+	if r.apiURL != "" {
+		apiBase = r.apiURL
+		attrs = append(attrs, "tls_fingerprint", r.pins[0])
+	}
+	log.Info("rackboot serving", append([]any{"dhcp", r.DHCP.Mode, "interface", r.Interface, "server_ip", r.serverIP.String(),
+		"tftp", r.TFTPAddr, "http", r.baseURL, "ui", apiBase + "/ui/", "api", apiBase + "/api/v1",
+		"token_file", filepath.Join(r.DataDir, TokenFile), "password_file", filepath.Join(r.DataDir, PasswordFile)}, attrs...)...)
 	err = g.Wait()
 	log.Info("rackboot stopped")
 	return err

@@ -33,8 +33,13 @@ type Config struct {
 	// replies and URLs unless ServerIP says otherwise.
 	Interface string `yaml:"interface"`
 	ServerIP  string `yaml:"server_ip"`
-	// HTTPAddr is the listen address of boot-time HTTP and the API.
+	// HTTPAddr is the listen address of boot-time HTTP, and of the API
+	// and web UI too unless APIAddr is set.
 	HTTPAddr string `yaml:"http_addr"`
+	// APIAddr, when set, is where the API and the web UI are served, over
+	// TLS; the boot port then serves boot files only.
+	APIAddr string    `yaml:"api_addr"`
+	TLS     TLSConfig `yaml:"tls"`
 	// TFTPAddr is the listen address of TFTP (default ServerIP:69).
 	TFTPAddr string `yaml:"tftp_addr"`
 	// SecureBoot sends every x86-64 UEFI node down shim → GRUB.
@@ -109,6 +114,17 @@ type ReservationConfig struct {
 	MAC      string `yaml:"mac"`
 	IP       string `yaml:"ip"`
 	Hostname string `yaml:"hostname"`
+}
+
+// TLSConfig is the API's certificate. Without Cert and Key, rackboot
+// makes a CA and a server certificate of its own in DATA_DIR/tls.
+type TLSConfig struct {
+	Cert string `yaml:"cert"` // PEM: the certificate, then the chain to trust it by
+	Key  string `yaml:"key"`
+	// Pins are more fingerprints (sha256:HEX) agents accept beside the
+	// current certificate's: during a rotation, the next one's, so that
+	// agents booted before the switch still trust the server after it.
+	Pins []string `yaml:"pins"`
 }
 
 // ImagesConfig governs image imports.

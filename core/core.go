@@ -51,6 +51,9 @@ type Config struct {
 	Console map[boot.Arch]string
 	// APIURL is what the agent is told to talk to (defaults to BaseURL).
 	APIURL string
+	// APIPins are the fingerprints of the certificates an https APIURL
+	// may present (rackboot.ca=): the agent trusts nothing else.
+	APIPins []string
 	// EnrollOnBoot enrolls a MAC rackboot has never seen when its boot
 	// request comes from the address the neighbour table gives that MAC:
 	// with DHCP off rackboot sees no firmware DHCP to enroll by. Otherwise
@@ -325,6 +328,13 @@ func (c *Core) netboot(p *boot.Plan, n store.Node, secret string) error {
 		api = c.Config.BaseURL
 	}
 	p.Cmdline = fmt.Sprintf("console=%s rackboot.api=%s rackboot.node=%s", console, api, n.ID)
+	if api != c.Config.BaseURL {
+		// Disk images and boot files stay on the boot port (sendfile).
+		p.Cmdline += " rackboot.files=" + c.Config.BaseURL
+	}
+	if len(c.Config.APIPins) > 0 {
+		p.Cmdline += " rackboot.ca=" + strings.Join(c.Config.APIPins, ",")
+	}
 	if secret != "" {
 		p.Cmdline += " rackboot.boot=" + secret
 	}

@@ -154,6 +154,25 @@ func TestPlan(t *testing.T) {
 			t.Errorf("cmdline %q lacks %q", p.Cmdline, want)
 		}
 	}
+	if strings.Contains(p.Cmdline, "rackboot.files=") || strings.Contains(p.Cmdline, "rackboot.ca=") {
+		t.Errorf("API on the boot port, yet cmdline %q has files or pins", p.Cmdline)
+	}
+	// An API over TLS on a port of its own: the agent is told where it
+	// is, which certificates to trust, and where boot files stay.
+	tlsCore := newCore(t)
+	tlsCore.Config.APIURL = "https://10.0.0.1:8443"
+	tlsCore.Config.APIPins = []string{"sha256:" + strings.Repeat("ab", 32), "sha256:" + strings.Repeat("cd", 32)}
+	tm := mac("52:54:00:00:03:09")
+	enrolled(t, tlsCore, tm, "10.0.0.39")
+	tp, err := tlsCore.Plan(ctx, tm, boot.ArchX86_64, netip.MustParseAddr("10.0.0.39"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"rackboot.api=https://10.0.0.1:8443", "rackboot.files=http://10.0.0.1:8080", "rackboot.ca=" + strings.Join(tlsCore.Config.APIPins, ",")} {
+		if !strings.Contains(tp.Cmdline, want) {
+			t.Errorf("TLS API: cmdline %q lacks %q", tp.Cmdline, want)
+		}
+	}
 	m2 := mac("52:54:00:00:03:02")
 	enrolled(t, c, m2, "")
 	if _, err := c.Plan(ctx, m2, boot.ArchAArch64, netip.Addr{}); err == nil || !strings.Contains(err.Error(), "no kernel for aarch64") {

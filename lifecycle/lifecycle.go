@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rackboot/rackboot/internal/secret"
 	"github.com/rackboot/rackboot/store"
 )
 
@@ -34,6 +35,10 @@ const (
 )
 
 // Actions lists every action, in the order people meet them.
+// ImageTokenPrefix starts every image token, which tells them from
+// credentials on sight.
+const ImageTokenPrefix = "rbi_"
+
 var Actions = []Action{Inspect, Deploy, Release, Wipe, Burnin, Maintenance, Reboot}
 
 // edge is where an action may start and where it takes the node.
@@ -188,6 +193,9 @@ func (m *Machine) Do(ctx context.Context, ref string, a Action, p Params, actor 
 
 // check validates an action's arguments against the node and returns the
 // task's parameters.
+//
+// A deploy's parameters carry an image token (ImageTokenPrefix and hex)
+// that reads its image file while the deploy runs.
 func (m *Machine) check(ctx context.Context, n store.Node, a Action, p Params) (json.RawMessage, error) {
 	task := map[string]any{}
 	switch a {
@@ -209,6 +217,9 @@ func (m *Machine) check(ctx context.Context, n store.Node, a Action, p Params) (
 		task["raw_sha256"], task["raw_size"] = im.RawSHA256, im.RawSize
 		// Relative to the server's base URL, which the agent knows.
 		task["path"] = "/images/" + url.PathEscape(im.Name)
+		// The image file's own credential: the agent's token never has to
+		// cross the boot port, which may be plain HTTP.
+		task["image_token"], _ = secret.New(ImageTokenPrefix, 24)
 		for k, v := range map[string]json.RawMessage{"root_device": p.RootDevice, "cloud_init": p.CloudInit} {
 			if len(v) > 0 {
 				var obj map[string]any

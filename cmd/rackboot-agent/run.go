@@ -107,10 +107,10 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 	}
 	fmt.Fprintf(stdout, "%s %s via %s (macs %s) after %.1f s\n", Banner, cl.Node, cl.API, strings.Join(macs, ","), time.Since(start).Seconds())
 
-	base := strings.TrimSuffix(cl.API, "/api/v1")
-	work := &agent.Work{Base: base, Arch: archName(), Disks: disks}
+	work := &agent.Work{Base: cl.Files, Arch: archName(), Disks: disks, HTTP: cl.Client(0)}
 	a := &agent.Agent{
 		API: cl.API, NodeID: cl.Node, BootSecret: cl.BootSecret, MACs: macs, Logger: log.With("part", "agent"),
+		HTTP: cl.Client(30 * time.Second),
 		Inventory: func(context.Context) (json.RawMessage, error) {
 			inv, err := inventory.Read("/")
 			if err != nil {

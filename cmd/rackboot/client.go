@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/appliance"
+	"github.com/rackboot/rackboot/internal/tlspin"
 )
 
 // client talks to a running rackboot's API. Server and token come from
@@ -24,7 +27,17 @@ import (
 // token) the admin token in the data dir.
 type client struct {
 	server, token, output, config, dataDir string
+	caFile, acceptPin                      string
 	http                                   *http.Client
+	// ask asks the person at the terminal to trust a server; nil when
+	// nobody is there.
+	ask asker
+	// saveOnSuccess remembers an accepted fingerprint once the server
+	// has shown it; mismatch explains a certificate that is not the one
+	// remembered.
+	saveOnSuccess func() error
+	mismatch      string
+	resolved      bool
 }
 
 // clientConfig is the client config file: ~/.config/rackboot/client.yaml
@@ -32,17 +45,22 @@ type client struct {
 type clientConfig struct {
 	Server string `yaml:"server"`
 	Token  string `yaml:"token"`
+	CAFile string `yaml:"ca_file"`
 }
 
 const clientHelp = `Client commands find the server and token in --server and --token, else
 RACKBOOT_SERVER and RACKBOOT_TOKEN, else the file RACKBOOT_CONFIG (default
-~/.config/rackboot/client.yaml: "server: URL" and "token: TOKEN" lines), else
-http://127.0.0.1:8080 and the admin token in --data-dir. --output table|json.
-`
+~/.config/rackboot/client.yaml: "server: URL", "token: TOKEN" and
+"ca_file: FILE" lines), else the API that DATA_DIR/api.url names (written by
+rackboot serve --api-addr) or http://127.0.0.1:8080, and the admin token in
+--data-dir. --output table|json.
+` + trustHelp
 
 func clientFlags(fs *flag.FlagSet) *client {
-	c := &client{http: &http.Client{Timeout: 60 * time.Second}}
-	fs.StringVar(&c.server, "server", "", "rackboot server URL (env RACKBOOT_SERVER; default http://127.0.0.1:8080)")
+	c := &client{http: &http.Client{Timeout: 60 * time.Second}, ask: terminalAsker(fs.Output())}
+	fs.StringVar(&c.server, "server", "", "rackboot server URL (env RACKBOOT_SERVER; default: DATA_DIR/api.url, else http://127.0.0.1:8080)")
+	fs.StringVar(&c.caFile, "ca-file", "", "trust an https server whose certificate this PEM CA bundle signed")
+	fs.StringVar(&c.acceptPin, "accept-fingerprint", "", "trust an https server by its certificate's fingerprint (sha256:HEX, from rackboot serve's log) and remember it")
 	fs.StringVar(&c.token, "token", "", "API token (env RACKBOOT_TOKEN; default: the config file's, else DATA_DIR/admin.token)")
 	fs.StringVar(&c.output, "output", "table", "output format: table or json")
 	fs.StringVar(&c.dataDir, "data-dir", envOr("RACKBOOT_DATA_DIR", "data"), "data dir to read admin.token from when no token is given")
@@ -56,8 +74,12 @@ func envOr(k, def string) string {
 	return def
 }
 
-// resolve fills the server and token from the environment and files.
-func (c *client) resolve() error {
+// resolve fills the server and token from the environment and files,
+// and decides how an https server is trusted.
+func (c *client) resolve(ctx context.Context) error {
+	if c.resolved {
+		return nil
+	}
 	if c.server == "" {
 		c.server = os.Getenv("RACKBOOT_SERVER")
 	}
@@ -86,6 +108,9 @@ func (c *client) resolve() error {
 				if c.token == "" {
 					c.token = cc.Token
 				}
+				if c.caFile == "" {
+					c.caFile = cc.CAFile
+				}
 			case explicit:
 				return fmt.Errorf("client config: %w", err)
 			}
@@ -93,12 +118,19 @@ func (c *client) resolve() error {
 	}
 	if c.server == "" {
 		c.server = "http://127.0.0.1:8080"
+		if b, err := os.ReadFile(filepath.Join(c.dataDir, appliance.APIURLFile)); err == nil && strings.TrimSpace(string(b)) != "" {
+			c.server = strings.TrimSpace(string(b))
+		}
 	}
 	if c.token == "" {
 		if b, err := os.ReadFile(filepath.Join(c.dataDir, "admin.token")); err == nil {
 			c.token = strings.TrimSpace(string(b))
 		}
 	}
+	if err := c.trust(ctx); err != nil {
+		return err
+	}
+	c.resolved = true
 	return nil
 }
 
@@ -123,7 +155,7 @@ func (c *client) do(ctx context.Context, method, path string, body, out any) err
 }
 
 func (c *client) send(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
-	if err := c.resolve(); err != nil {
+	if err := c.resolve(ctx); err != nil {
 		return err
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.server, "/")+path, body)
@@ -138,9 +170,18 @@ func (c *client) send(ctx context.Context, method, path, contentType string, bod
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
+		if errors.Is(err, tlspin.ErrPin) && c.mismatch != "" {
+			return errors.New(c.mismatch)
+		}
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
+	if c.saveOnSuccess != nil {
+		if err := c.saveOnSuccess(); err != nil {
+			return err
+		}
+		c.saveOnSuccess = nil
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)

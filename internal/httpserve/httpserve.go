@@ -7,6 +7,7 @@ package httpserve
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -53,11 +54,23 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logge
 // end with it. Connection errors go to log at debug level; nil discards.
 // It closes ln.
 func ServeLimits(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger, l Limits) error {
+	return ServeTLS(ctx, ln, h, log, l, nil)
+}
+
+// ServeTLS is ServeLimits over TLS with cfg (plain HTTP when cfg is nil).
+// The handshake counts against the connection cap and has the header
+// read time, so a client that never finishes one holds nothing for long.
+func ServeTLS(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger, l Limits, cfg *tls.Config) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if l.MaxConns > 0 {
 		ln = limit(ln, l.MaxConns)
+	}
+	if cfg != nil {
+		// Wrapped outside the cap, so net/http sees a *tls.Conn: it then
+		// bounds the handshake and fills in r.TLS.
+		ln = tls.NewListener(ln, cfg)
 	}
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/rackboot/rackboot/internal/tlspin"
 )
 
 // The counting writer must not hide what the connection can do.
@@ -200,4 +202,49 @@ func TestLimits(t *testing.T) {
 		t.Errorf("the third connection after one closed: %v", err)
 	}
 	held[1].Close()
+}
+
+// Over TLS the handler sees r.TLS, and a client that opens a connection
+// but never finishes its handshake is cut off by the header read time.
+func TestServeTLS(t *testing.T) {
+	b, err := tlspin.Generated(t.TempDir(), []string{"127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	l := Limits{ReadHeader: 200 * time.Millisecond, Read: time.Second, Write: time.Second, Idle: time.Second, MaxConns: 4}
+	go func() {
+		done <- ServeTLS(ctx, ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, r.TLS != nil)
+		}), nil, l, b.ServerConfig())
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	start := time.Now()
+	io.ReadAll(c)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("a silent TLS client held its connection %s", took)
+	}
+	c.Close()
+
+	cl := &http.Client{Transport: &http.Transport{TLSClientConfig: tlspin.ClientConfig(b.Pins)}}
+	resp, err := cl.Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "true" {
+		t.Errorf("handler saw r.TLS set: %s", body)
+	}
 }
