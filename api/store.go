@@ -56,7 +56,7 @@ type Store interface {
 // report; lifecycle.Machine implements it.
 type Lifecycle interface {
 	Do(ctx context.Context, ref string, a lifecycle.Action, p lifecycle.Params, actor string) (store.Node, store.Event, error)
-	TaskEnded(ctx context.Context, id, kind string, ok bool, actor, detail string) (store.Node, error)
+	TaskEnded(ctx context.Context, t store.Task, actor string, report []store.Event) (store.Node, error)
 	NewBoot(ctx context.Context, id, actor string) (store.Node, error)
 }
 

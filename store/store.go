@@ -174,6 +174,29 @@ type Task struct {
 	Updated time.Time
 }
 
+// Change is one lifecycle step that Store.Apply makes in one transaction:
+// a node's move, the event that records it, the events beside it and the
+// tasks it starts and ends. Either all of it is stored or none of it.
+type Change struct {
+	NodeID string
+	// From is the state the node must be in, else ErrConflict. To is
+	// where it moves, as Transition moves it (LastError stored, its agent
+	// tokens die); empty, the node stays in From with its tokens.
+	From, To  State
+	LastError string
+	// Event is appended with NodeID, From and To filled in (To is From
+	// when the node stays).
+	Event Event
+	// Also are more events appended before Event (a task's report, say),
+	// NodeID filled in where empty.
+	Also []Event
+	// Create are tasks queued (IDs filled in when empty); Update are
+	// tasks whose state, result, error and updated time are stored, as
+	// UpdateTask stores them.
+	Create []Task
+	Update []Task
+}
+
 // TaskFilter selects tasks; zero fields match everything.
 type TaskFilter struct {
 	NodeID string
@@ -275,6 +298,11 @@ type Store interface {
 	// lastError is stored as the node's LastError. The node's agent tokens
 	// die with the move.
 	Transition(ctx context.Context, id string, from, to State, lastError string, e Event) (Node, Event, error)
+	// Apply makes a Change in one transaction: nothing of it is stored
+	// unless all of it is. It returns the node as it now is, the event
+	// as stored, and the tasks created. A node no longer in c.From is
+	// ErrConflict, an unknown node or task ErrNotFound.
+	Apply(ctx context.Context, c Change) (Node, Event, []Task, error)
 	// SetSecureBoot sets or (nil) clears a node's Secure Boot override.
 	SetSecureBoot(ctx context.Context, id string, on *bool) error
 	// TouchNode records that the node (its agent) was heard from at now.

@@ -144,12 +144,19 @@ func (s *Store) CreateTask(ctx context.Context, t store.Task) (store.Task, error
 	if t.State == "" {
 		t.State = store.TaskPending
 	}
-	_, err := s.db.exec(ctx, `INSERT INTO tasks (`+taskColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.NodeID, t.Kind, string(t.State), []byte(t.Params), []byte(t.Result), t.Error, t.Created.UnixNano(), t.Updated.UnixNano())
-	if err != nil {
-		return t, fmt.Errorf("create task for node %s: %w", t.NodeID, err)
+	if err := insertTask(ctx, s.db, t); err != nil {
+		return t, err
 	}
 	return t, nil
+}
+
+func insertTask(ctx context.Context, r runner, t store.Task) error {
+	_, err := r.exec(ctx, `INSERT INTO tasks (`+taskColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.NodeID, t.Kind, string(t.State), []byte(t.Params), []byte(t.Result), t.Error, t.Created.UnixNano(), t.Updated.UnixNano())
+	if err != nil {
+		return fmt.Errorf("create task for node %s: %w", t.NodeID, err)
+	}
+	return nil
 }
 
 const taskColumns = `id, node_id, kind, state, params, result, error, created, updated`

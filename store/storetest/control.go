@@ -523,3 +523,95 @@ func testUsersAndTokens(t *testing.T, open Opener) {
 		t.Fatalf("delete gone token: %v", err)
 	}
 }
+
+// testApply shows a lifecycle step is all or nothing: the move, its
+// events and its tasks are stored together, and when any part fails
+// (here a task to end that does not exist) the node has not moved, no
+// task was queued and no event was written.
+func testApply(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	a := enroll(t, s, 1, boot.ClientX64UEFI)
+	tok, err := s.CreateToken(ctx, store.Token{Hash: "agenthash", Kind: "agent", Role: store.RoleAgent, NodeID: a.ID, NodeState: store.StateDiscovered})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A part fails: nothing of the change is stored.
+	_, _, _, err = s.Apply(ctx, store.Change{NodeID: a.ID, From: store.StateDiscovered, To: store.StateInspecting,
+		Event:  store.Event{Actor: "user:ann", Kind: "action", Message: "inspect"},
+		Also:   []store.Event{{Actor: "user:ann", Kind: "task", Message: "before"}},
+		Create: []store.Task{{Kind: "inspect"}},
+		Update: []store.Task{{ID: "no-such-task", State: store.TaskFailed}}})
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("change with an unknown task: %v, want ErrNotFound", err)
+	}
+	if n, _ := s.Node(ctx, a.ID); n.State != store.StateDiscovered {
+		t.Errorf("node after a failed change: %s, want discovered", n.State)
+	}
+	if ts, _ := s.Tasks(ctx, store.TaskFilter{NodeID: a.ID}); len(ts) != 0 {
+		t.Errorf("tasks after a failed change: %+v", ts)
+	}
+	if evs, _ := s.Events(ctx, store.EventFilter{NodeID: a.ID}); len(evs) != 0 {
+		t.Errorf("events after a failed change: %+v", evs)
+	}
+	if _, err := s.TokenByHash(ctx, tok.Hash); err != nil {
+		t.Errorf("agent token after a failed change: %v", err)
+	}
+
+	// The whole change.
+	n, e, created, err := s.Apply(ctx, store.Change{NodeID: a.ID, From: store.StateDiscovered, To: store.StateInspecting,
+		Event:  store.Event{Actor: "user:ann", Kind: "action", Message: "inspect"},
+		Also:   []store.Event{{Actor: "user:ann", Kind: "task", Message: "before"}},
+		Create: []store.Task{{Kind: "inspect", Params: []byte(`{"x":1}`)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.State != store.StateInspecting || e.To != store.StateInspecting || e.From != store.StateDiscovered || e.Seq == 0 {
+		t.Errorf("node %s, event %+v", n.State, e)
+	}
+	if len(created) != 1 || created[0].ID == "" || created[0].NodeID != a.ID || created[0].State != store.TaskPending {
+		t.Fatalf("created = %+v", created)
+	}
+	if got, err := s.Task(ctx, created[0].ID); err != nil || string(got.Params) != `{"x":1}` {
+		t.Errorf("queued task = %+v, %v", got, err)
+	}
+	evs, _ := s.Events(ctx, store.EventFilter{NodeID: a.ID})
+	if len(evs) != 2 || evs[0].Message != "before" || evs[1].Message != "inspect" {
+		t.Errorf("events = %+v", evs)
+	}
+	if _, err := s.TokenByHash(ctx, tok.Hash); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("agent token after its node moved: %v, want ErrNotFound", err)
+	}
+
+	// A step that moves nothing keeps the node and its agent's token.
+	tok, err = s.CreateToken(ctx, store.Token{Hash: "agenthash2", Kind: "agent", Role: store.RoleAgent, NodeID: a.ID, NodeState: store.StateInspecting})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, e, _, err = s.Apply(ctx, store.Change{NodeID: a.ID, From: store.StateInspecting,
+		Event: store.Event{Actor: "user:ann", Kind: "action", Message: "reboot"}, Create: []store.Task{{Kind: "reboot"}}})
+	if err != nil || n.State != store.StateInspecting || e.From != store.StateInspecting || e.To != store.StateInspecting {
+		t.Fatalf("stay: node %s, event %+v, %v", n.State, e, err)
+	}
+	if _, err := s.TokenByHash(ctx, tok.Hash); err != nil {
+		t.Errorf("agent token after a step that moved nothing: %v", err)
+	}
+
+	// Ending a task with the move.
+	n, _, _, err = s.Apply(ctx, store.Change{NodeID: a.ID, From: store.StateInspecting, To: store.StateFailed, LastError: "gone",
+		Event: store.Event{Actor: "system"}, Update: []store.Task{{ID: created[0].ID, State: store.TaskFailed, Error: "gone"}}})
+	if err != nil || n.State != store.StateFailed || n.LastError != "gone" {
+		t.Fatalf("to failed: %+v %v", n, err)
+	}
+	if got, _ := s.Task(ctx, created[0].ID); got.State != store.TaskFailed || got.Error != "gone" {
+		t.Errorf("ended task = %+v", got)
+	}
+	// From a state the node has left: ErrConflict, nothing stored.
+	if _, _, _, err := s.Apply(ctx, store.Change{NodeID: a.ID, From: store.StateInspecting, Create: []store.Task{{Kind: "reboot"}}}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale change: %v, want ErrConflict", err)
+	}
+	if ts, _ := s.Tasks(ctx, store.TaskFilter{NodeID: a.ID}); len(ts) != 2 {
+		t.Errorf("%d tasks, want 2 (the stale change queued one?)", len(ts))
+	}
+}
