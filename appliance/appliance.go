@@ -7,6 +7,7 @@
 package appliance
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -269,12 +270,25 @@ func adminToken(dir string, log *slog.Logger) (string, error) {
 // Run runs the appliance until ctx ends. It returns nil after a clean
 // shutdown, or the first error of any server.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	return run(ctx, cfg, log, nil)
+	return run(ctx, cfg, log, hooks{})
 }
 
-// run is Run; serving, when set, is told the address the HTTP server
-// listens on (the port chosen, for 127.0.0.1:0) once every socket is open.
-func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAddr net.Addr)) error {
+// hooks are what tests change in a run; zero fields change nothing.
+type hooks struct {
+	// serving is told the address the HTTP server listens on (the port
+	// chosen, for 127.0.0.1:0) once every socket is open.
+	serving func(httpAddr net.Addr)
+	// tftpServing is told the TFTP server's address, as serving is.
+	tftpServing func(tftpAddr net.Addr)
+	// wrapStore stands between the appliance and its database (one that
+	// fails, say).
+	wrapStore func(store.Store) store.Store
+	// reapEvery is the reaper's interval (default a minute).
+	reapEvery time.Duration
+}
+
+// run is Run with hooks.
+func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -299,6 +313,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 		return err
 	}
 	defer st.Close()
+	if h.wrapStore != nil {
+		st = h.wrapStore(st)
+	}
 	if err := SetBootstrapToken(ctx, st, r.DataDir, token); err != nil {
 		return err
 	}
@@ -394,6 +411,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}
 	apiHandler := apiServer.Handler()
 	mux := http.NewServeMux()
+	hc := &health{ping: st.Ping, log: log}
+	mux.HandleFunc("GET "+HealthPath, hc.healthz)
+	mux.HandleFunc("GET "+ReadyPath, hc.readyz)
 	mux.Handle("/api/", apiHandler)
 	mux.Handle("/metrics", apiHandler)
 	mux.Handle("/images/", bootHTTP.wrap(apiServer.ImageFiles()))
@@ -403,24 +423,35 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 
 	for i := range dhcpServers {
 		s, conn := dhcpServers[i], dhcpConns[i]
-		g.Go(func() error { return s.Serve(ctx, conn) })
+		name := "dhcp"
+		if s.ProxyPort {
+			name = "dhcp 4011"
+		}
+		g.Go(hc.add(name).run(func() error { return s.Serve(ctx, conn) }))
 	}
-	g.Go(func() error { return tftpServer.Serve(ctx, tftpConn) })
-	g.Go(func() error { return httpserve.Serve(ctx, httpLn, mux, log.With("proto", "http")) })
+	g.Go(hc.add("tftp").run(func() error { return tftpServer.Serve(ctx, tftpConn) }))
+	g.Go(hc.add("http").run(func() error { return httpserve.Serve(ctx, httpLn, mux, log.With("proto", "http")) }))
 	timeout := r.AgentTimeout
 	if timeout == 0 {
 		timeout = 30 * time.Minute
 	}
 	g.Go(func() error {
-		return machine.RunReaper(ctx, timeout, time.Minute, func(n store.Node) {
+		// A reap that fails (the database did not answer) is logged and
+		// tried again later: it never stops DHCP, TFTP or HTTP.
+		return machine.RunReaper(ctx, timeout, cmp.Or(h.reapEvery, time.Minute), func(n store.Node) {
 			broker.Publish()
 			log.Warn("node failed: its agent went quiet", "node", n.ID, "reason", n.LastError)
+		}, func(err error, retry time.Duration) {
+			log.Warn("reaper: store error, trying again", "err", err, "retry_in", retry)
 		})
 	})
 
 	warnMissing(log, r.DataDir)
-	if serving != nil {
-		serving(httpLn.Addr())
+	if h.tftpServing != nil {
+		h.tftpServing(tftpConn.LocalAddr())
+	}
+	if h.serving != nil {
+		h.serving(httpLn.Addr())
 	}
 	log.Info("rackboot serving", "dhcp", r.DHCP.Mode, "interface", r.Interface, "server_ip", r.serverIP.String(),
 		"tftp", r.TFTPAddr, "http", r.baseURL, "ui", r.baseURL+"/ui/", "api", r.baseURL+"/api/v1",

@@ -3,7 +3,11 @@ package lifecycle
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -145,5 +149,84 @@ func TestReapIsOneTransaction(t *testing.T) {
 	}
 	if got, _ := st.Task(ctx, task.ID); got.State != store.TaskFailed {
 		t.Errorf("task is %s after the reap, want failed", got.State)
+	}
+}
+
+// listFails is a store whose node listings fail while fail is set: a
+// database that stopped answering.
+type listFails struct {
+	store.Store
+	mu   sync.Mutex
+	fail bool
+}
+
+func (s *listFails) set(on bool) { s.mu.Lock(); s.fail = on; s.mu.Unlock() }
+
+func (s *listFails) ListNodes(ctx context.Context, f store.NodeFilter) ([]store.Node, error) {
+	s.mu.Lock()
+	fail := s.fail
+	s.mu.Unlock()
+	if fail {
+		return nil, errors.New("database hiccup")
+	}
+	return s.Store.ListNodes(ctx, f)
+}
+
+// TestReaperSurvivesStoreErrors: a reaper whose store fails keeps
+// running, says so with a growing wait that never passes the interval,
+// and reaps once the store answers again. Its context's end stops it
+// with nil.
+func TestReaperSurvivesStoreErrors(t *testing.T) {
+	_, base, _ := newMachine(t)
+	st := &listFails{Store: base, fail: true}
+	m := &Machine{Store: st, Now: func() time.Time { return time.Now().Add(time.Hour) }}
+	n := node(t, base, 1, boot.ClientX64UEFI, store.StateInspecting)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type failure struct {
+		err   error
+		retry time.Duration
+	}
+	failures := make(chan failure, 100)
+	reaped := make(chan store.Node, 1)
+	done := make(chan error, 1)
+	const interval = 800 * time.Millisecond
+	go func() {
+		done <- m.RunReaper(ctx, time.Minute, interval, func(n store.Node) { reaped <- n },
+			func(err error, retry time.Duration) { failures <- failure{err, retry} })
+	}()
+	// The first reap comes after one interval; the next ones an eighth
+	// of it later, a quarter, a half, then one interval apart.
+	var waits []time.Duration
+	for len(waits) < 5 {
+		select {
+		case f := <-failures:
+			if !strings.Contains(f.err.Error(), "database hiccup") {
+				t.Fatalf("failure %v", f.err)
+			}
+			waits = append(waits, f.retry)
+		case err := <-done:
+			t.Fatalf("the reaper ended on a store error: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no failure reported in 10 s (after %v)", waits)
+		}
+	}
+	if want := []time.Duration{interval / 8, interval / 4, interval / 2, interval, interval}; !slices.Equal(waits, want) {
+		t.Errorf("waits %v, want %v", waits, want)
+	}
+	st.set(false)
+	select {
+	case got := <-reaped:
+		if got.ID != n.ID || got.State != store.StateFailed {
+			t.Errorf("reaped %+v", got)
+		}
+	case err := <-done:
+		t.Fatalf("the reaper ended: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reap in 10 s after the store came back")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("RunReaper after its context ended: %v", err)
 	}
 }

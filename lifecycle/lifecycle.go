@@ -486,24 +486,40 @@ func (m *Machine) Reap(ctx context.Context, timeout time.Duration) ([]store.Node
 	return reaped, nil
 }
 
-// RunReaper reaps every interval until ctx ends.
-func (m *Machine) RunReaper(ctx context.Context, timeout, interval time.Duration, log func(store.Node)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+// RunReaper reaps every interval until ctx ends, and returns nil then.
+// A failed reap (a database that does not answer, say) never ends it:
+// failed, when set, is told the error and how long the reaper waits
+// before it tries again: an eighth of interval after the first failure
+// in a row, doubling with each one after it, never more than interval. reaped, when set, is
+// told each node reaped.
+func (m *Machine) RunReaper(ctx context.Context, timeout, interval time.Duration, reaped func(store.Node), failed func(err error, retry time.Duration)) error {
+	wait, backoff := interval, time.Duration(0)
 	for {
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
 		case <-t.C:
 		}
 		nodes, err := m.Reap(ctx, timeout)
-		if err != nil && ctx.Err() == nil {
-			return err
+		if ctx.Err() != nil {
+			return nil
 		}
 		for _, n := range nodes {
-			if log != nil {
-				log(n)
+			if reaped != nil {
+				reaped(n)
 			}
+		}
+		wait = interval
+		if err != nil {
+			backoff = min(max(2*backoff, interval/8), interval)
+			wait = backoff
+			if failed != nil {
+				failed(err, wait)
+			}
+		} else {
+			backoff = 0
 		}
 	}
 }

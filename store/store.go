@@ -370,5 +370,8 @@ type Store interface {
 	// Trace returns the newest limit events of a node, oldest first.
 	Trace(ctx context.Context, nodeID string, limit int) ([]TraceEvent, error)
 
+	// Ping checks that the database answers a query.
+	Ping(ctx context.Context) error
+
 	Close() error
 }
