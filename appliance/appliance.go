@@ -304,6 +304,14 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 			return fmt.Errorf("data dir: %w", err)
 		}
 	}
+	if r.DB == "" {
+		// One server on a SQLite database, and no restore under it.
+		unlock, err := lockDataDir(r.DataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
 	token, err := adminToken(r.DataDir, log)
 	if err != nil {
 		return err

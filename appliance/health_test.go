@@ -230,3 +230,24 @@ func TestReadyz(t *testing.T) {
 		t.Errorf("after tftp stopped: %d %q", code, body)
 	}
 }
+
+// TestOneServerPerDataDir: a second server on a SQLite data dir is
+// refused at start, naming the lock, while the first runs.
+func TestOneServerPerDataDir(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockDataDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{DataDir: dir, ServerIP: "127.0.0.1", HTTPAddr: "127.0.0.1:0", TFTPAddr: "127.0.0.1:0", DHCP: DHCPConfig{Mode: DHCPOff}}
+	err = run(context.Background(), cfg, nil, hooks{})
+	if !errors.Is(err, ErrServing) || !strings.Contains(err.Error(), LockFile) {
+		t.Fatalf("second server: %v, want ErrServing naming %s", err, LockFile)
+	}
+	unlock()
+	if again, err := lockDataDir(dir); err != nil {
+		t.Fatalf("after unlock: %v", err)
+	} else {
+		again()
+	}
+}
