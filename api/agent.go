@@ -82,13 +82,12 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.Broker.Publish()
-		used := boot
-		used.Kind = store.TokenBootUsed
-		if err := s.Store.DeleteToken(r.Context(), boot.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
-			s.fail(w, r, err)
-			return
-		}
-		if _, err := s.Store.CreateToken(r.Context(), used); err != nil && !errors.Is(err, store.ErrConflict) {
+		// Marked used last, in one statement: a failure before it leaves
+		// the secret unused, so the agent's retry does the steps above
+		// again (each is idempotent), and the node never loses its
+		// secret between a delete and an insert. A lookup that raced
+		// this one to it (ErrConflict) found the same new boot.
+		if err := s.Store.SetTokenKind(r.Context(), boot.ID, store.TokenBoot, store.TokenBootUsed); err != nil && !errors.Is(err, store.ErrConflict) {
 			s.fail(w, r, err)
 			return
 		}

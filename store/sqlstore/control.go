@@ -373,6 +373,25 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 	return nil
 }
 
+// SetTokenKind implements store.Store.
+func (s *Store) SetTokenKind(ctx context.Context, id, from, to string) error {
+	n, err := s.db.exec(ctx, `UPDATE tokens SET kind = ? WHERE id = ? AND kind = ?`, to, id, from)
+	if err == nil && n == 0 {
+		if _, terr := one(ctx, s.db, func(r scanner) (string, error) {
+			var k string
+			return k, r.Scan(&k)
+		}, `SELECT kind FROM tokens WHERE id = ?`, id); terr != nil {
+			err = terr
+		} else {
+			err = store.ErrConflict
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("token %s from %s to %s: %w", id, from, to, err)
+	}
+	return nil
+}
+
 // DeleteTokens implements store.Store.
 func (s *Store) DeleteTokens(ctx context.Context, kind, nodeID, user string) error {
 	col, v := "user_name", user

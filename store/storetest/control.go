@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -503,6 +504,37 @@ func testUsersAndTokens(t *testing.T, open Opener) {
 	list, _ := s.Tokens(ctx)
 	if len(list) != 1 || list[0].ID != api.ID || !list[0].Expires.IsZero() {
 		t.Fatalf("tokens list (api only): %+v", list)
+	}
+	// A boot secret is marked used once: of many callers, one wins.
+	boot, err := s.CreateToken(ctx, store.Token{ID: store.BootTokenID("n1"), Hash: "h-boot", Kind: store.TokenBoot, Role: store.RoleAgent, NodeID: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var won, lost atomic.Int32
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch err := s.SetTokenKind(ctx, boot.ID, store.TokenBoot, store.TokenBootUsed); {
+			case err == nil:
+				won.Add(1)
+			case errors.Is(err, store.ErrConflict):
+				lost.Add(1)
+			default:
+				t.Errorf("set token kind: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if won.Load() != 1 || lost.Load() != 7 {
+		t.Errorf("set token kind: %d won, %d lost; want 1 and 7", won.Load(), lost.Load())
+	}
+	if got, err := s.TokenByHash(ctx, "h-boot"); err != nil || got.Kind != store.TokenBootUsed || got.NodeID != "n1" {
+		t.Errorf("boot token after use: %+v %v", got, err)
+	}
+	if err := s.SetTokenKind(ctx, "no-such-token", store.TokenBoot, store.TokenBootUsed); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("set kind of a missing token: %v, want ErrNotFound", err)
 	}
 	if err := s.DeleteTokens(ctx, "session", "", "ann"); err != nil {
 		t.Fatal(err)
