@@ -283,8 +283,11 @@ type hooks struct {
 	// wrapStore stands between the appliance and its database (one that
 	// fails, say).
 	wrapStore func(store.Store) store.Store
-	// reapEvery is the reaper's interval (default a minute).
-	reapEvery time.Duration
+	// reapEvery is the reaper's interval (default a minute), pruneEvery
+	// the retention's (default an hour).
+	reapEvery, pruneEvery time.Duration
+	// now is the retention's clock (default time.Now).
+	now func() time.Time
 }
 
 // run is Run with hooks.
@@ -454,6 +457,14 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 		})
 	})
 
+	clock := h.now
+	if clock == nil {
+		clock = time.Now
+	}
+	g.Go(func() error {
+		return retain(ctx, st, r.Retention, cmp.Or(h.pruneEvery, pruneEvery), clock, log)
+	})
+
 	warnMissing(log, r.DataDir)
 	if h.tftpServing != nil {
 		h.tftpServing(tftpConn.LocalAddr())
@@ -467,6 +478,55 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 	err = g.Wait()
 	log.Info("rackboot stopped")
 	return err
+}
+
+// retain prunes boot events and audit events past their retention, at
+// start and every interval after, until ctx ends. A prune that fails is
+// logged and tried again (an eighth of interval later, doubling up to
+// interval): it never stops a server.
+func retain(ctx context.Context, st store.Store, rc RetentionConfig, interval time.Duration, now func() time.Time, log *slog.Logger) error {
+	keep := func(d, def time.Duration) time.Duration {
+		if d == 0 {
+			return def
+		}
+		return max(d, 0) // negative: forever
+	}
+	bootFor, eventsFor := keep(rc.BootEvents, DefaultBootEventsRetention), keep(rc.Events, DefaultEventsRetention)
+	if bootFor == 0 && eventsFor == 0 {
+		return nil
+	}
+	var wait, backoff time.Duration
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		var bootBefore, eventsBefore time.Time
+		if bootFor > 0 {
+			bootBefore = now().Add(-bootFor)
+		}
+		if eventsFor > 0 {
+			eventsBefore = now().Add(-eventsFor)
+		}
+		nb, ne, err := st.Prune(ctx, bootBefore, eventsBefore)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if nb > 0 || ne > 0 {
+			log.Info("retention: pruned old rows", "boot_events", nb, "events", ne)
+		}
+		wait = interval
+		if err != nil {
+			backoff = min(max(2*backoff, interval/8), interval)
+			wait = backoff
+			log.Warn("retention: store error, trying again", "err", err, "retry_in", wait)
+		} else {
+			backoff = 0
+		}
+	}
 }
 
 // warnMissing says at start what nodes will not get: loaders that were

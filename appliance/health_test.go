@@ -35,6 +35,13 @@ func (s *downStore) ListNodes(ctx context.Context, f store.NodeFilter) ([]store.
 	return s.Store.ListNodes(ctx, f)
 }
 
+func (s *downStore) Prune(ctx context.Context, bootBefore, eventsBefore time.Time) (int64, int64, error) {
+	if s.down.Load() {
+		return 0, 0, errDown
+	}
+	return s.Store.Prune(ctx, bootBefore, eventsBefore)
+}
+
 func (s *downStore) Ping(ctx context.Context) error {
 	if s.down.Load() {
 		return errDown
@@ -109,6 +116,7 @@ func TestStoreDownKeepsServing(t *testing.T) {
 		tftpServing: func(a net.Addr) { tftpAddr <- a },
 		wrapStore:   func(st store.Store) store.Store { ds = &downStore{Store: st}; return ds },
 		reapEvery:   40 * time.Millisecond,
+		pruneEvery:  40 * time.Millisecond,
 	}
 	logs := &lockedBuffer{}
 	go func() { done <- run(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)), h) }()
@@ -148,8 +156,10 @@ func TestStoreDownKeepsServing(t *testing.T) {
 		t.Fatalf("the appliance stopped on a store error: %v", err)
 	default:
 	}
-	if !strings.Contains(logs.String(), `msg="reaper: store error, trying again" err="reap: database hiccup`) {
-		t.Errorf("no reaper warning in the log:\n%s", logs.String())
+	for _, want := range []string{`msg="reaper: store error, trying again" err="reap: database hiccup`, `msg="retention: store error, trying again" err="database hiccup`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no %s in the log:\n%s", want, logs.String())
+		}
 	}
 	time.Sleep(readyCache) // past the last cached readiness result
 	if code, body := get(t, base+ReadyPath); code != http.StatusServiceUnavailable || body != "not ready: the database does not answer\n" {

@@ -374,6 +374,13 @@ type Store interface {
 	// Trace returns the newest limit events of a node, oldest first.
 	Trace(ctx context.Context, nodeID string, limit int) ([]TraceEvent, error)
 
+	// Prune deletes boot events (traces) older than bootBefore and audit
+	// events older than eventsBefore, a zero time deleting none, in
+	// batches that let other writers in between. Events that put a node
+	// into maintenance stay: taking it out again goes back to the state
+	// they name. It returns how many of each it deleted.
+	Prune(ctx context.Context, bootBefore, eventsBefore time.Time) (boot, events int64, err error)
+
 	// Ping checks that the database answers a query.
 	Ping(ctx context.Context) error
 

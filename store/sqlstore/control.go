@@ -403,3 +403,61 @@ func (s *Store) DeleteTokens(ctx context.Context, kind, nodeID, user string) err
 	}
 	return nil
 }
+
+// pruneBatch is how many rows one statement of Prune deletes at most.
+const pruneBatch = 1000
+
+// Prune implements store.Store. Rows are walked in sequence order, which
+// is time order but for writers racing by a moment, up to the first one
+// that is new enough; each batch is deleted in a statement of its own.
+func (s *Store) Prune(ctx context.Context, bootBefore, eventsBefore time.Time) (boot, events int64, err error) {
+	if !bootBefore.IsZero() {
+		if boot, err = s.prune(ctx, "boot_events", "", bootBefore); err != nil {
+			return boot, 0, err
+		}
+	}
+	if !eventsBefore.IsZero() {
+		keep := ` AND NOT (to_state = 'maintenance' AND from_state <> 'maintenance')`
+		if events, err = s.prune(ctx, "events", keep, eventsBefore); err != nil {
+			return boot, events, err
+		}
+	}
+	return boot, events, nil
+}
+
+func (s *Store) prune(ctx context.Context, table, keep string, before time.Time) (int64, error) {
+	cutoff := before.UnixNano()
+	var deleted, cursor int64
+	for {
+		type row struct{ seq, time int64 }
+		rows, err := all(ctx, s.db, func(r scanner) (row, error) {
+			var v row
+			return v, r.Scan(&v.seq, &v.time)
+		}, `SELECT seq, time FROM `+table+` WHERE seq > ? ORDER BY seq LIMIT ?`, cursor, pruneBatch)
+		if err != nil {
+			return deleted, fmt.Errorf("prune %s: %w", table, err)
+		}
+		last, done := cursor, len(rows) < pruneBatch
+		for _, r := range rows {
+			if r.time >= cutoff {
+				done = true
+				break
+			}
+			last = r.seq
+		}
+		if last > cursor {
+			n, err := s.db.exec(ctx, `DELETE FROM `+table+` WHERE seq > ? AND seq <= ?`+keep, cursor, last)
+			if err != nil {
+				return deleted, fmt.Errorf("prune %s: %w", table, err)
+			}
+			deleted += n
+			cursor = last
+		}
+		if done {
+			return deleted, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return deleted, err
+		}
+	}
+}

@@ -647,3 +647,53 @@ func testApply(t *testing.T, open Opener) {
 		t.Errorf("%d tasks, want 2 (the stale change queued one?)", len(ts))
 	}
 }
+
+// testPrune: boot events and audit events older than their cutoffs go,
+// across more than one batch; newer ones stay, and so do the events that
+// put a node into maintenance. Sequence numbers are never reused.
+func testPrune(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	a := enroll(t, s, 1, boot.ClientX64UEFI)
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	const old, fresh = 1100, 5
+	for i := range old + fresh {
+		when := now.Add(-48 * time.Hour).Add(time.Duration(i) * time.Second)
+		if i >= old {
+			when = now.Add(time.Duration(i) * time.Second)
+		}
+		if err := s.AddTrace(ctx, a.ID, boot.Event{Time: when, Proto: "tftp", Kind: "file", File: fmt.Sprint("f", i)}); err != nil {
+			t.Fatal(err)
+		}
+		e := store.Event{Time: when, NodeID: a.ID, Actor: "test", Kind: "audit", Message: fmt.Sprint("e", i)}
+		if i == 10 {
+			e.Kind, e.From, e.To = "action", store.StateAvailable, store.StateMaintenance
+		}
+		if _, err := s.AddEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nb, ne, err := s.Prune(ctx, now.Add(-24*time.Hour), now.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nb != old || ne != old-1 {
+		t.Errorf("pruned %d boot events and %d events, want %d and %d", nb, ne, old, old-1)
+	}
+	trace, err := s.Trace(ctx, a.ID, 100000)
+	if err != nil || len(trace) != fresh || trace[0].File != fmt.Sprint("f", old) {
+		t.Errorf("trace after pruning: %d events (%v), want the %d newest", len(trace), err, fresh)
+	}
+	evs, err := s.Events(ctx, store.EventFilter{NodeID: a.ID})
+	if err != nil || len(evs) != fresh+1 || evs[0].To != store.StateMaintenance || evs[1].Message != fmt.Sprint("e", old) {
+		t.Errorf("events after pruning: %d (%v), want the maintenance entry and the %d newest", len(evs), err, fresh)
+	}
+	// Nothing more to prune, and a zero time prunes nothing.
+	if nb, ne, err := s.Prune(ctx, now.Add(-24*time.Hour), time.Time{}); err != nil || nb != 0 || ne != 0 {
+		t.Errorf("second prune: %d %d %v", nb, ne, err)
+	}
+	e, err := s.AddEvent(ctx, store.Event{NodeID: a.ID, Actor: "test", Kind: "audit", Message: "after"})
+	if err != nil || e.Seq <= evs[len(evs)-1].Seq {
+		t.Errorf("event after pruning: seq %d (%v), want more than %d", e.Seq, err, evs[len(evs)-1].Seq)
+	}
+}

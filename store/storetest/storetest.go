@@ -38,6 +38,7 @@ func Run(t *testing.T, open Opener) {
 	t.Run("Transition", func(t *testing.T) { testTransition(t, open) })
 	t.Run("ConcurrentTransition", func(t *testing.T) { testConcurrentTransition(t, open) })
 	t.Run("Apply", func(t *testing.T) { testApply(t, open) })
+	t.Run("Prune", func(t *testing.T) { testPrune(t, open) })
 	t.Run("DeleteNode", func(t *testing.T) { testDeleteNode(t, open) })
 	t.Run("Events", func(t *testing.T) { testEvents(t, open) })
 	t.Run("Images", func(t *testing.T) { testImages(t, open) })
