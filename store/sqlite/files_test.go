@@ -78,6 +78,13 @@ func TestRefusedFiles(t *testing.T) {
 			copy(b[4096:], bytes.Repeat([]byte{0xa5}, 8192)) // pages 2 and 3
 			os.WriteFile(path, b, 0o600)
 		}, "damaged"},
+		{"a page in the middle overwritten", func(t *testing.T, path string) {
+			// Page 30 of 52: only a read of every page finds it.
+			filled(t, path, 150)
+			b, _ := os.ReadFile(path)
+			copy(b[29*4096:], bytes.Repeat([]byte{0xa5}, 4096))
+			os.WriteFile(path, b, 0o600)
+		}, "damaged"},
 		{"another application's", func(t *testing.T, path string) {
 			db, err := sql.Open("sqlite", "file:"+path)
 			if err != nil {

@@ -118,8 +118,9 @@ func dollars(q string) string {
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
 // applies the migrations it lacks. A file that is not SQLite, is
-// damaged, or is another application's SQLite database is refused with
-// ErrNotRackboot and left as it was. Writers are serialised by SQLite's own
+// damaged (SQLite's quick_check reads it all first), or is another
+// application's SQLite database is refused with ErrNotRackboot and left
+// as it was. Writers are serialised by SQLite's own
 // lock (every transaction begins IMMEDIATE, and waits up to the busy
 // timeout for it), which is what keeps lease allocation free of double
 // grants.

@@ -120,7 +120,29 @@ func checkExisting(ctx context.Context, path string) error {
 		return err
 	}
 	defer db.Close()
-	return checkTables(ctx, runner{db, sqliteDialect})
+	r := runner{db, sqliteDialect}
+	if err := checkTables(ctx, r); err != nil {
+		return err
+	}
+	return quickCheck(ctx, r)
+}
+
+// quickCheck runs SQLite's quick_check over the whole file: every page
+// of every table and index read, about 5 ms a megabyte here. It finds
+// damage that a start's own queries never read.
+func quickCheck(ctx context.Context, r runner) error {
+	found, err := all(ctx, r, func(r scanner) (string, error) {
+		var s string
+		return s, r.Scan(&s)
+	}, `PRAGMA quick_check(4)`)
+	if err != nil {
+		return damaged(err)
+	}
+	found = slices.DeleteFunc(found, func(s string) bool { return strings.HasPrefix(s, "*** in database") })
+	if len(found) != 1 || found[0] != "ok" {
+		return fmt.Errorf("%w: damaged: quick_check: %s", ErrNotRackboot, strings.Join(found, "; "))
+	}
+	return nil
 }
 
 // checkTables refuses a SQLite database that holds tables but is not
@@ -184,12 +206,8 @@ func CheckSQLite(ctx context.Context, path string) (int, error) {
 	}
 	defer db.Close()
 	r := runner{db, sqliteDialect}
-	var ok string
-	if err := r.row(ctx, `PRAGMA quick_check`).Scan(&ok); err != nil {
-		return 0, fmt.Errorf("check database %s: %w", path, damaged(err))
-	}
-	if ok != "ok" {
-		return 0, fmt.Errorf("check database %s: %w: damaged: quick_check: %s", path, ErrNotRackboot, ok)
+	if err := quickCheck(ctx, r); err != nil {
+		return 0, fmt.Errorf("check database %s: %w", path, err)
 	}
 	if err := checkTables(ctx, r); err != nil {
 		return 0, fmt.Errorf("check database %s: %w", path, err)
