@@ -41,6 +41,7 @@ type Store interface {
 	ClaimTask(ctx context.Context, nodeID string, now time.Time) (store.Task, error)
 
 	PutUser(ctx context.Context, u store.User) error
+	ReplaceUser(ctx context.Context, u store.User) error
 	User(ctx context.Context, name string) (store.User, error)
 	Users(ctx context.Context) ([]store.User, error)
 	DeleteUser(ctx context.Context, name string) error

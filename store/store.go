@@ -346,6 +346,9 @@ type Store interface {
 
 	// PutUser creates or replaces a user.
 	PutUser(ctx context.Context, u User) error
+	// ReplaceUser is PutUser ending the user's sessions (not their API
+	// tokens) in the same transaction: what a new password does.
+	ReplaceUser(ctx context.Context, u User) error
 	// CreateUser creates a user; a name already taken is ErrConflict.
 	CreateUser(ctx context.Context, u User) error
 	User(ctx context.Context, name string) (User, error)

@@ -247,15 +247,33 @@ func (s *Store) ClaimTask(ctx context.Context, nodeID string, now time.Time) (st
 
 // PutUser implements store.Store.
 func (s *Store) PutUser(ctx context.Context, u store.User) error {
-	if err := s.insertUser(ctx, u, `DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash`); err != nil {
+	if err := insertUser(ctx, s.db, u, upsertUser); err != nil {
 		return fmt.Errorf("put user %s: %w", u.Name, err)
+	}
+	return nil
+}
+
+const upsertUser = `DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash`
+
+// ReplaceUser implements store.Store. The sessions end in the same
+// transaction: never a new password with the old one's sessions alive.
+func (s *Store) ReplaceUser(ctx context.Context, u store.User) error {
+	err := s.tx(ctx, func(tx runner) error {
+		if err := insertUser(ctx, tx, u, upsertUser); err != nil {
+			return err
+		}
+		_, err := tx.exec(ctx, `DELETE FROM tokens WHERE kind = 'session' AND user_name = ?`, u.Name)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("replace user %s: %w", u.Name, err)
 	}
 	return nil
 }
 
 // CreateUser implements store.Store.
 func (s *Store) CreateUser(ctx context.Context, u store.User) error {
-	if err := s.insertUser(ctx, u, `DO NOTHING`); err != nil {
+	if err := insertUser(ctx, s.db, u, `DO NOTHING`); err != nil {
 		return fmt.Errorf("create user %s: %w", u.Name, err)
 	}
 	return nil
@@ -263,11 +281,11 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 
 // insertUser inserts u, doing onConflict if the name is taken; a user
 // neither inserted nor updated is ErrConflict.
-func (s *Store) insertUser(ctx context.Context, u store.User, onConflict string) error {
+func insertUser(ctx context.Context, r runner, u store.User, onConflict string) error {
 	if u.Created.IsZero() {
 		u.Created = time.Now().UTC()
 	}
-	err := s.db.change(ctx, `INSERT INTO users (name, role, password_hash, created) VALUES (?, ?, ?, ?) ON CONFLICT (name) `+onConflict,
+	err := r.change(ctx, `INSERT INTO users (name, role, password_hash, created) VALUES (?, ?, ?, ?) ON CONFLICT (name) `+onConflict,
 		u.Name, string(u.Role), u.PasswordHash, u.Created.UnixNano())
 	if errors.Is(err, store.ErrNotFound) {
 		err = store.ErrConflict

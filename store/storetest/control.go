@@ -505,6 +505,19 @@ func testUsersAndTokens(t *testing.T, open Opener) {
 	if len(list) != 1 || list[0].ID != api.ID || !list[0].Expires.IsZero() {
 		t.Fatalf("tokens list (api only): %+v", list)
 	}
+	// A new password ends the user's sessions, not their API tokens.
+	if err := s.ReplaceUser(ctx, store.User{Name: "ann", Role: store.RoleAdmin, PasswordHash: "h3"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TokenByHash(ctx, "h-sess"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("session after a new password: %v, want ErrNotFound", err)
+	}
+	if _, err := s.TokenByHash(ctx, "h-api"); err != nil {
+		t.Errorf("API token after a new password: %v", err)
+	}
+	if _, err := s.CreateToken(ctx, store.Token{Hash: "h-sess", Kind: "session", Role: store.RoleAdmin, User: "ann", Expires: exp}); err != nil {
+		t.Fatal(err)
+	}
 	// A boot secret is marked used once: of many callers, one wins.
 	boot, err := s.CreateToken(ctx, store.Token{ID: store.BootTokenID("n1"), Hash: "h-boot", Kind: store.TokenBoot, Role: store.RoleAgent, NodeID: "n1"})
 	if err != nil {
