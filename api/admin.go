@@ -329,18 +329,14 @@ func (s *Server) putUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// A new password ends the user's sessions, in the same transaction.
 	u := store.User{Name: nu.Name, Role: store.Role(nu.Role), PasswordHash: hash}
-	if err := s.Store.PutUser(r.Context(), u); err != nil {
+	if err := s.Store.ReplaceUser(r.Context(), u); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	u, err = s.Store.User(r.Context(), nu.Name)
 	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	// A new password ends the user's sessions.
-	if err := s.Store.DeleteTokens(r.Context(), "session", "", u.Name); err != nil {
 		s.fail(w, r, err)
 		return
 	}

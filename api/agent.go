@@ -82,13 +82,12 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.Broker.Publish()
-		used := boot
-		used.Kind = store.TokenBootUsed
-		if err := s.Store.DeleteToken(r.Context(), boot.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
-			s.fail(w, r, err)
-			return
-		}
-		if _, err := s.Store.CreateToken(r.Context(), used); err != nil && !errors.Is(err, store.ErrConflict) {
+		// Marked used last, in one statement: a failure before it leaves
+		// the secret unused, so the agent's retry does the steps above
+		// again (each is idempotent), and the node never loses its
+		// secret between a delete and an insert. A lookup that raced
+		// this one to it (ErrConflict) found the same new boot.
+		if err := s.Store.SetTokenKind(r.Context(), boot.ID, store.TokenBoot, store.TokenBootUsed); err != nil && !errors.Is(err, store.ErrConflict) {
 			s.fail(w, r, err)
 			return
 		}
@@ -265,26 +264,25 @@ func (s *Server) agentTask(w http.ResponseWriter, r *http.Request) {
 		rep.State, rep.Error = protocol.Failed, "the inspection ended without an inventory"
 	}
 	t.State, t.Result, t.Error = store.TaskState(rep.State), rep.Result, rep.Error
-	if err := s.Store.UpdateTask(ctx, t); err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	actor := "agent:" + id
 	msg := t.Kind + " " + rep.State + " (task " + t.ID + ")"
 	if rep.Error != "" {
 		msg += ": " + rep.Error
 	}
-	s.Store.AddEvent(ctx, store.Event{NodeID: id, Actor: actor, Kind: "task", Message: msg})
+	report := []store.Event{{NodeID: id, Actor: actor, Kind: "task", Message: msg}}
 	if t.Kind == protocol.TaskWipe {
 		for _, m := range wipeRecords(rep.Result) {
-			s.Store.AddEvent(ctx, store.Event{NodeID: id, Actor: actor, Kind: "wipe", Message: m})
+			report = append(report, store.Event{NodeID: id, Actor: actor, Kind: "wipe", Message: m})
 		}
 	}
-	s.Broker.Publish()
-	if n, err = s.Lifecycle.TaskEnded(ctx, id, t.Kind, rep.State == protocol.Done, actor, rep.Error); err != nil {
+	// The task's end, its log lines and the node's move are stored
+	// together or not at all: a failure leaves the task running, and the
+	// agent's next report tries again.
+	if n, err = s.Lifecycle.TaskEnded(ctx, t, actor, report); err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	s.Broker.Publish()
 	writeJSON(w, http.StatusOK, protocol.HeartbeatResult{State: string(n.State)})
 }
 

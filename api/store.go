@@ -41,6 +41,7 @@ type Store interface {
 	ClaimTask(ctx context.Context, nodeID string, now time.Time) (store.Task, error)
 
 	PutUser(ctx context.Context, u store.User) error
+	ReplaceUser(ctx context.Context, u store.User) error
 	User(ctx context.Context, name string) (store.User, error)
 	Users(ctx context.Context) ([]store.User, error)
 	DeleteUser(ctx context.Context, name string) error
@@ -49,6 +50,7 @@ type Store interface {
 	TokenByHash(ctx context.Context, hash string) (store.Token, error)
 	Tokens(ctx context.Context) ([]store.Token, error)
 	DeleteToken(ctx context.Context, id string) error
+	SetTokenKind(ctx context.Context, id, from, to string) error
 	DeleteTokens(ctx context.Context, kind, nodeID, user string) error
 }
 
@@ -56,7 +58,7 @@ type Store interface {
 // report; lifecycle.Machine implements it.
 type Lifecycle interface {
 	Do(ctx context.Context, ref string, a lifecycle.Action, p lifecycle.Params, actor string) (store.Node, store.Event, error)
-	TaskEnded(ctx context.Context, id, kind string, ok bool, actor, detail string) (store.Node, error)
+	TaskEnded(ctx context.Context, t store.Task, actor string, report []store.Event) (store.Node, error)
 	NewBoot(ctx context.Context, id, actor string) (store.Node, error)
 }
 

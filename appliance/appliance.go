@@ -7,6 +7,7 @@
 package appliance
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -345,13 +346,29 @@ func misdirected(apiURL string) http.Handler {
 // Run runs the appliance until ctx ends. It returns nil after a clean
 // shutdown, or the first error of any server.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	return run(ctx, cfg, log, nil)
+	return run(ctx, cfg, log, hooks{})
 }
 
-// run is Run; serving, when set, is told the addresses the HTTP server
-// and the TLS API (nil without one) listen on (the ports chosen, for
-// 127.0.0.1:0) once every socket is open.
-func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAddr, apiAddr net.Addr)) error {
+// hooks are what tests change in a run; zero fields change nothing.
+type hooks struct {
+	// serving is told the address the HTTP server listens on (the port
+	// chosen, for 127.0.0.1:0) once every socket is open; apiServing the
+	// TLS API's, when there is one.
+	serving, apiServing func(addr net.Addr)
+	// tftpServing is told the TFTP server's address, as serving is.
+	tftpServing func(tftpAddr net.Addr)
+	// wrapStore stands between the appliance and its database (one that
+	// fails, say).
+	wrapStore func(store.Store) store.Store
+	// reapEvery is the reaper's interval (default a minute), pruneEvery
+	// the retention's (default an hour).
+	reapEvery, pruneEvery time.Duration
+	// now is the retention's clock (default time.Now).
+	now func() time.Time
+}
+
+// run is Run with hooks.
+func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -366,6 +383,14 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("data dir: %w", err)
 		}
+	}
+	if r.DB == "" {
+		// One server on a SQLite database, and no restore under it.
+		unlock, err := lockDataDir(r.DataDir)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
 	token, err := adminToken(r.DataDir, log)
 	if err != nil {
@@ -392,6 +417,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 		return err
 	}
 	defer st.Close()
+	if h.wrapStore != nil {
+		st = h.wrapStore(st)
+	}
 	if err := SetBootstrapToken(ctx, st, r.DataDir, token); err != nil {
 		return err
 	}
@@ -492,9 +520,14 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 	// a TLS port of their own. There, disk images go only to the image
 	// keys of deploys, never to a credential that would cross in clear.
 	mux := http.NewServeMux()
+	hc := &health{ping: st.Ping, log: log}
+	mux.HandleFunc("GET "+HealthPath, hc.healthz)
+	mux.HandleFunc("GET "+ReadyPath, hc.readyz)
 	apiMux := mux
 	if tlsCfg != nil {
 		apiMux = http.NewServeMux()
+		apiMux.HandleFunc("GET "+HealthPath, hc.healthz)
+		apiMux.HandleFunc("GET "+ReadyPath, hc.readyz)
 		mux.Handle("/images/", bootHTTP.wrap(apiServer.ImageFiles(true)))
 		for _, p := range []string{"/api/", "/metrics", web.Prefix, "GET /{$}"} {
 			mux.Handle(p, misdirected(r.apiURL))
@@ -511,31 +544,51 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 
 	for i := range dhcpServers {
 		s, conn := dhcpServers[i], dhcpConns[i]
-		g.Go(func() error { return s.Serve(ctx, conn) })
+		name := "dhcp"
+		if s.ProxyPort {
+			name = "dhcp 4011"
+		}
+		g.Go(hc.add(name).run(func() error { return s.Serve(ctx, conn) }))
 	}
-	g.Go(func() error { return tftpServer.Serve(ctx, tftpConn) })
-	g.Go(func() error { return httpserve.Serve(ctx, httpLn, mux, log.With("proto", "http")) })
-	var apiAddr net.Addr
+	g.Go(hc.add("tftp").run(func() error { return tftpServer.Serve(ctx, tftpConn) }))
+	g.Go(hc.add("http").run(func() error { return httpserve.Serve(ctx, httpLn, mux, log.With("proto", "http")) }))
 	if apiLn != nil {
-		apiAddr = apiLn.Addr()
-		g.Go(func() error {
+		g.Go(hc.add("api").run(func() error {
 			return httpserve.ServeTLS(ctx, apiLn, apiMux, log.With("proto", "api"), httpserve.DefaultLimits, tlsCfg)
-		})
+		}))
 	}
 	timeout := r.AgentTimeout
 	if timeout == 0 {
 		timeout = 30 * time.Minute
 	}
 	g.Go(func() error {
-		return machine.RunReaper(ctx, timeout, time.Minute, func(n store.Node) {
+		// A reap that fails (the database did not answer) is logged and
+		// tried again later: it never stops DHCP, TFTP or HTTP.
+		return machine.RunReaper(ctx, timeout, cmp.Or(h.reapEvery, time.Minute), func(n store.Node) {
 			broker.Publish()
 			log.Warn("node failed: its agent went quiet", "node", n.ID, "reason", n.LastError)
+		}, func(err error, retry time.Duration) {
+			log.Warn("reaper: store error, trying again", "err", err, "retry_in", retry)
 		})
 	})
 
+	clock := h.now
+	if clock == nil {
+		clock = time.Now
+	}
+	g.Go(func() error {
+		return retain(ctx, st, r.Retention, cmp.Or(h.pruneEvery, pruneEvery), clock, log)
+	})
+
 	warnMissing(log, r.DataDir)
-	if serving != nil {
-		serving(httpLn.Addr(), apiAddr)
+	if h.tftpServing != nil {
+		h.tftpServing(tftpConn.LocalAddr())
+	}
+	if h.apiServing != nil && apiLn != nil {
+		h.apiServing(apiLn.Addr())
+	}
+	if h.serving != nil {
+		h.serving(httpLn.Addr())
 	}
 	apiBase := r.baseURL
 	attrs := []any{}
@@ -549,6 +602,55 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 	err = g.Wait()
 	log.Info("rackboot stopped")
 	return err
+}
+
+// retain prunes boot events and audit events past their retention, at
+// start and every interval after, until ctx ends. A prune that fails is
+// logged and tried again (an eighth of interval later, doubling up to
+// interval): it never stops a server.
+func retain(ctx context.Context, st store.Store, rc RetentionConfig, interval time.Duration, now func() time.Time, log *slog.Logger) error {
+	keep := func(d, def time.Duration) time.Duration {
+		if d == 0 {
+			return def
+		}
+		return max(d, 0) // negative: forever
+	}
+	bootFor, eventsFor := keep(rc.BootEvents, DefaultBootEventsRetention), keep(rc.Events, DefaultEventsRetention)
+	if bootFor == 0 && eventsFor == 0 {
+		return nil
+	}
+	var wait, backoff time.Duration
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		var bootBefore, eventsBefore time.Time
+		if bootFor > 0 {
+			bootBefore = now().Add(-bootFor)
+		}
+		if eventsFor > 0 {
+			eventsBefore = now().Add(-eventsFor)
+		}
+		nb, ne, err := st.Prune(ctx, bootBefore, eventsBefore)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if nb > 0 || ne > 0 {
+			log.Info("retention: pruned old rows", "boot_events", nb, "events", ne)
+		}
+		wait = interval
+		if err != nil {
+			backoff = min(max(2*backoff, interval/8), interval)
+			wait = backoff
+			log.Warn("retention: store error, trying again", "err", err, "retry_in", wait)
+		} else {
+			backoff = 0
+		}
+	}
 }
 
 // warnMissing says at start what nodes will not get: loaders that were

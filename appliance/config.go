@@ -62,6 +62,8 @@ type Config struct {
 	// AgentHeartbeat is how often agents call in, idle or busy: the
 	// longest a new task waits for its agent (default 10 seconds).
 	AgentHeartbeat time.Duration `yaml:"agent_heartbeat"`
+	// Retention bounds how long boot events and audit events are kept.
+	Retention RetentionConfig `yaml:"retention"`
 	// Version is the binary's version, reported by the API.
 	Version string `yaml:"-"`
 }
@@ -91,6 +93,26 @@ type DHCPConfig struct {
 	// offered to clients rackboot does not know, kept for known nodes.
 	KnownReserve float64 `yaml:"known_reserve"`
 }
+
+// RetentionConfig says how long old rows are kept; the appliance prunes
+// older ones every hour. Zero is the default; a negative value keeps
+// them forever.
+type RetentionConfig struct {
+	// BootEvents is how long a node's boot trace (every DHCP, TFTP and
+	// HTTP step of its boots) is kept: default 90 days (2160h).
+	BootEvents time.Duration `yaml:"boot_events"`
+	// Events is how long the audit log is kept: default 365 days
+	// (8760h). The events that put a node into maintenance are kept
+	// whatever their age: taking it out again needs them.
+	Events time.Duration `yaml:"events"`
+}
+
+// Retention defaults.
+const (
+	DefaultBootEventsRetention = 90 * 24 * time.Hour
+	DefaultEventsRetention     = 365 * 24 * time.Hour
+	pruneEvery                 = time.Hour
+)
 
 // SubnetConfig is one subnet rackboot leases addresses on.
 type SubnetConfig struct {

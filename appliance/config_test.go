@@ -30,9 +30,15 @@ dhcp:
       secure_boot: true
       reservations:
         - {mac: "52:54:00:12:34:56", ip: 10.20.0.10, hostname: gpu-01}
+retention:
+  boot_events: 720h
+  events: -1s
 `))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.Retention.BootEvents != 720*time.Hour || c.Retention.Events != -time.Second {
+		t.Errorf("retention = %+v", c.Retention)
 	}
 	if c.DataDir != "/var/lib/rackboot" || c.DHCP.Mode != "authoritative" || len(c.DHCP.Subnets) != 1 ||
 		c.DHCP.Subnets[0].LeaseTime != 30*time.Minute || c.DHCP.Subnets[0].Reservations[0].Hostname != "gpu-01" {

@@ -76,7 +76,7 @@ func TestBigFilesGoOutBySendfile(t *testing.T) {
 	addr := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	cfg := Config{DataDir: dir, ServerIP: "127.0.0.1", HTTPAddr: "127.0.0.1:0", TFTPAddr: "127.0.0.1:0", DHCP: DHCPConfig{Mode: DHCPOff}}
-	go func() { done <- run(ctx, cfg, nil, func(a, _ net.Addr) { addr <- a }) }()
+	go func() { done <- run(ctx, cfg, nil, hooks{serving: func(a net.Addr) { addr <- a }}) }()
 	var base string
 	select {
 	case a := <-addr:

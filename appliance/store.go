@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -16,7 +17,14 @@ import (
 func OpenStore(ctx context.Context, dsn, dataDir string) (store.Store, error) {
 	switch {
 	case dsn == "":
-		return sqlite.Open(ctx, filepath.Join(dataDir, DBFile))
+		st, err := sqlite.Open(ctx, filepath.Join(dataDir, DBFile))
+		if errors.Is(err, sqlite.ErrNotRackboot) {
+			return nil, fmt.Errorf("%w; rackboot leaves it as it is: move it away to start with a new database, or put a backup in its place with rackboot restore FILE", err)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		return postgres.Open(ctx, dsn)
 	default:

@@ -26,7 +26,10 @@ func TestAPIOverTLS(t *testing.T) {
 	got := make(chan addrs, 1)
 	done := make(chan error, 1)
 	cfg := Config{DataDir: dir, ServerIP: "127.0.0.1", HTTPAddr: "127.0.0.1:0", APIAddr: "127.0.0.1:0", TFTPAddr: "127.0.0.1:0", DHCP: DHCPConfig{Mode: DHCPOff}}
-	go func() { done <- run(ctx, cfg, nil, func(h, a net.Addr) { got <- addrs{h, a} }) }()
+	apiAddr := make(chan net.Addr, 1)
+	go func() {
+		done <- run(ctx, cfg, nil, hooks{apiServing: func(a net.Addr) { apiAddr <- a }, serving: func(h net.Addr) { got <- addrs{h, <-apiAddr} }})
+	}()
 	var a addrs
 	select {
 	case a = <-got:

@@ -7,6 +7,7 @@
 package lifecycle
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -165,30 +166,24 @@ func (m *Machine) Do(ctx context.Context, ref string, a Action, p Params, actor 
 	if err != nil {
 		return n, store.Event{}, err
 	}
-	ev := store.Event{Time: m.now(), Actor: actor, Kind: "action", Reason: p.Reason, Message: string(a)}
-	if e.to == "" {
-		ev.NodeID, ev.From, ev.To = n.ID, n.State, n.State
-		if ev, err = m.Store.AddEvent(ctx, ev); err != nil {
-			return n, ev, fmt.Errorf("%s: %w", a, err)
-		}
-	} else {
-		n, ev, err = m.Store.Transition(ctx, n.ID, n.State, e.to, "", ev)
-		if errors.Is(err, store.ErrConflict) {
-			// Someone else moved the node between our read and write.
-			cur, _ := m.Store.Node(ctx, n.ID)
-			return cur, store.Event{}, &RefusedError{Action: a, State: cur.State, Reason: "the node changed state while the action was being applied"}
-		}
-		if err != nil {
-			return n, ev, fmt.Errorf("%s: %w", a, err)
-		}
+	// The move, its event and the task it starts are one transaction:
+	// a node is never left busy with no task for its agent.
+	ch := store.Change{NodeID: n.ID, From: n.State, To: e.to,
+		Event: store.Event{Time: m.now(), Actor: actor, Kind: "action", Reason: p.Reason, Message: string(a)}}
+	if e.task != "" {
+		ch.Create = []store.Task{{NodeID: n.ID, Kind: e.task, Params: params, Created: ch.Event.Time}}
+	}
+	n2, ev, _, err := m.Store.Apply(ctx, ch)
+	if errors.Is(err, store.ErrConflict) {
+		// Someone else moved the node between our read and write.
+		cur, _ := m.Store.Node(ctx, n.ID)
+		return cur, store.Event{}, &RefusedError{Action: a, State: cur.State, Reason: "the node changed state while the action was being applied"}
+	}
+	if err != nil {
+		return n, ev, fmt.Errorf("%s: %w", a, err)
 	}
 	m.notify(ev)
-	if e.task != "" {
-		if _, err := m.Store.CreateTask(ctx, store.Task{NodeID: n.ID, Kind: e.task, Params: params, Created: ev.Time}); err != nil {
-			return n, ev, fmt.Errorf("%s: queue %s task: %w", a, e.task, err)
-		}
-	}
-	return n, ev, nil
+	return n2, ev, nil
 }
 
 // check validates an action's arguments against the node and returns the
@@ -332,29 +327,46 @@ var taskStates = map[string][2]store.State{
 	"burnin":  {store.StateBurnin, store.StateAvailable},
 }
 
-// TaskEnded moves a node whose agent task of kind ended: to where the
-// task leads when ok, else to failed with detail as the reason. A task
-// that moves no state (reboot), or a node that has already left the
-// task's state, changes nothing; the node is returned as it is.
-func (m *Machine) TaskEnded(ctx context.Context, id, kind string, ok bool, actor, detail string) (store.Node, error) {
-	n, err := m.Store.Node(ctx, id)
-	if err != nil {
-		return n, err
-	}
-	st, moves := taskStates[kind]
-	if !moves || n.State != st[0] {
-		return n, nil
-	}
-	to, reason := st[1], kind+" done"
-	if !ok {
-		to, reason = store.StateFailed, kind+" failed: "+detail
-	}
-	moved, err := m.Finish(ctx, id, st[0], to, actor, reason)
-	var refused *RefusedError
-	if errors.As(err, &refused) {
+// TaskEnded stores the end of a node's agent task t (its State, Result
+// and Error set as the agent reported them) with the events that record
+// the report, and moves the node: to where the task leads when t is done,
+// else to failed with t's error as the reason. All of it is one
+// transaction: a task is never marked ended while its node stays in the
+// task's state. A task that moves no state (reboot), or a node that has
+// already left the task's state, changes only the task and the log; the
+// node is returned as it is.
+func (m *Machine) TaskEnded(ctx context.Context, t store.Task, actor string, report []store.Event) (store.Node, error) {
+	t.Updated = m.now()
+	for attempt := 1; ; attempt++ {
+		n, err := m.Store.Node(ctx, t.NodeID)
+		if err != nil {
+			return n, err
+		}
+		ch := store.Change{NodeID: n.ID, From: n.State, Update: []store.Task{t}}
+		if st, moves := taskStates[t.Kind]; moves && n.State == st[0] {
+			ch.To = st[1]
+			reason := t.Kind + " done"
+			if t.State != store.TaskDone {
+				ch.To, reason = store.StateFailed, t.Kind+" failed: "+t.Error
+				ch.LastError = reason
+			}
+			ch.Also = report
+			ch.Event = store.Event{Time: t.Updated, Actor: actor, Kind: "transition", Reason: reason}
+		} else if len(report) > 0 {
+			ch.Also, ch.Event = report[:len(report)-1], report[len(report)-1]
+		} else {
+			return n, m.Store.UpdateTask(ctx, t)
+		}
+		moved, ev, _, err := m.Store.Apply(ctx, ch)
+		if errors.Is(err, store.ErrConflict) && attempt < 3 {
+			continue // the node moved meanwhile: look again
+		}
+		if err != nil {
+			return n, fmt.Errorf("end task %s of node %s: %w", t.ID, n.ID, err)
+		}
+		m.notify(ev)
 		return moved, nil
 	}
-	return moved, err
 }
 
 // NewBoot closes the previous agent's work when a node's new agent has
@@ -371,26 +383,28 @@ func (m *Machine) NewBoot(ctx context.Context, id, actor string) (store.Node, er
 	if err != nil {
 		return n, fmt.Errorf("tasks of rebooted node %s: %w", id, err)
 	}
-	for _, t := range running {
-		t.State, t.Updated = store.TaskFailed, m.now()
-		reason := t.Kind + " interrupted: the node booted again before its agent reported"
-		if t.Kind == "reboot" {
-			t.State, reason = store.TaskDone, ""
-		} else {
-			t.Error = reason
+	reason := ""
+	for i, t := range running {
+		t.State, t.Updated = store.TaskDone, m.now()
+		if t.Kind != "reboot" {
+			t.State, t.Error = store.TaskFailed, t.Kind+" interrupted: the node booted again before its agent reported"
+			reason = cmp.Or(reason, t.Error)
 		}
+		running[i] = t
+	}
+	if reason != "" && slices.Contains(busy, n.State) {
+		// The tasks end with the node's work, in one transaction.
+		moved, err := m.finish(ctx, id, n.State, store.StateFailed, actor, reason, running)
+		var refused *RefusedError
+		if err == nil || !errors.As(err, &refused) {
+			return moved, err
+		}
+		// It moved on meanwhile: end the tasks alone.
+	}
+	for _, t := range running {
 		if err := m.Store.UpdateTask(ctx, t); err != nil {
 			return n, fmt.Errorf("close task %s of rebooted node %s: %w", t.ID, id, err)
 		}
-		if reason == "" || !slices.Contains(busy, n.State) {
-			continue
-		}
-		moved, err := m.Finish(ctx, id, n.State, store.StateFailed, actor, reason)
-		var refused *RefusedError
-		if err != nil && !errors.As(err, &refused) {
-			return n, err
-		}
-		n = moved
 	}
 	return n, nil
 }
@@ -407,6 +421,11 @@ var outcomes = map[store.State][]store.State{
 // to the state the work leads to (available, active) or to failed with
 // reason as the node's last error.
 func (m *Machine) Finish(ctx context.Context, id string, from, to store.State, actor, reason string) (store.Node, error) {
+	return m.finish(ctx, id, from, to, actor, reason, nil)
+}
+
+// finish is Finish ending tasks, stored as given, in the same transaction.
+func (m *Machine) finish(ctx context.Context, id string, from, to store.State, actor, reason string, end []store.Task) (store.Node, error) {
 	if !slices.Contains(outcomes[from], to) {
 		n, _ := m.Store.Node(ctx, id)
 		return n, &RefusedError{Action: Action("finish"), State: from, Reason: fmt.Sprintf("work in state %s cannot end in %s", from, to)}
@@ -415,7 +434,8 @@ func (m *Machine) Finish(ctx context.Context, id string, from, to store.State, a
 	if to == store.StateFailed {
 		lastErr = reason
 	}
-	n, ev, err := m.Store.Transition(ctx, id, from, to, lastErr, store.Event{Time: m.now(), Actor: actor, Kind: "transition", Reason: reason})
+	n, ev, _, err := m.Store.Apply(ctx, store.Change{NodeID: id, From: from, To: to, LastError: lastErr,
+		Event: store.Event{Time: m.now(), Actor: actor, Kind: "transition", Reason: reason}, Update: end})
 	if errors.Is(err, store.ErrConflict) {
 		cur, _ := m.Store.Node(ctx, id)
 		return cur, &RefusedError{Action: Action("finish"), State: cur.State, Reason: fmt.Sprintf("the node is no longer %s", from)}
@@ -455,15 +475,15 @@ func (m *Machine) Reap(ctx context.Context, timeout time.Duration) ([]store.Node
 			if err != nil {
 				return reaped, fmt.Errorf("reap: %w", err)
 			}
+			var end []store.Task
 			for _, t := range tasks {
 				if t.State == store.TaskPending || t.State == store.TaskRunning {
 					t.State, t.Error, t.Updated = store.TaskFailed, reason, now
-					if err := m.Store.UpdateTask(ctx, t); err != nil {
-						return reaped, fmt.Errorf("reap: %w", err)
-					}
+					end = append(end, t)
 				}
 			}
-			failed, err := m.Finish(ctx, n.ID, st, store.StateFailed, "system", reason)
+			// The node fails with its tasks, in one transaction.
+			failed, err := m.finish(ctx, n.ID, st, store.StateFailed, "system", reason, end)
 			var refused *RefusedError
 			if errors.As(err, &refused) {
 				continue // it moved on meanwhile
@@ -477,24 +497,40 @@ func (m *Machine) Reap(ctx context.Context, timeout time.Duration) ([]store.Node
 	return reaped, nil
 }
 
-// RunReaper reaps every interval until ctx ends.
-func (m *Machine) RunReaper(ctx context.Context, timeout, interval time.Duration, log func(store.Node)) error {
-	t := time.NewTicker(interval)
-	defer t.Stop()
+// RunReaper reaps every interval until ctx ends, and returns nil then.
+// A failed reap (a database that does not answer, say) never ends it:
+// failed, when set, is told the error and how long the reaper waits
+// before it tries again: an eighth of interval after the first failure
+// in a row, doubling with each one after it, never more than interval. reaped, when set, is
+// told each node reaped.
+func (m *Machine) RunReaper(ctx context.Context, timeout, interval time.Duration, reaped func(store.Node), failed func(err error, retry time.Duration)) error {
+	wait, backoff := interval, time.Duration(0)
 	for {
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			t.Stop()
 			return nil
 		case <-t.C:
 		}
 		nodes, err := m.Reap(ctx, timeout)
-		if err != nil && ctx.Err() == nil {
-			return err
+		if ctx.Err() != nil {
+			return nil
 		}
 		for _, n := range nodes {
-			if log != nil {
-				log(n)
+			if reaped != nil {
+				reaped(n)
 			}
+		}
+		wait = interval
+		if err != nil {
+			backoff = min(max(2*backoff, interval/8), interval)
+			wait = backoff
+			if failed != nil {
+				failed(err, wait)
+			}
+		} else {
+			backoff = 0
 		}
 	}
 }

@@ -274,12 +274,27 @@ func TestTaskEnded(t *testing.T) {
 		{"deploy", store.StateMaintenance, true, store.StateMaintenance},
 	} {
 		n := node(t, st, 100+i, boot.ClientX64UEFI, tc.from)
-		got, err := m.TaskEnded(ctx, n.ID, tc.kind, tc.ok, "agent", "disk gone")
+		task, err := st.CreateTask(ctx, store.Task{NodeID: n.ID, Kind: tc.kind, State: store.TaskRunning})
+		if err != nil {
+			t.Fatal(err)
+		}
+		task.State = store.TaskDone
+		if !tc.ok {
+			task.State, task.Error = store.TaskFailed, "disk gone"
+		}
+		got, err := m.TaskEnded(ctx, task, "agent", []store.Event{{Actor: "agent", Kind: "task", Message: "reported"}})
 		if err != nil || got.State != tc.want {
 			t.Errorf("%s from %s (ok %v): %s, %v; want %s", tc.kind, tc.from, tc.ok, got.State, err, tc.want)
 		}
 		if tc.want == store.StateFailed && got.LastError != "wipe failed: disk gone" {
 			t.Errorf("last error %q", got.LastError)
+		}
+		if stored, _ := st.Task(ctx, task.ID); stored.State != task.State || stored.Error != task.Error {
+			t.Errorf("%s from %s: task stored as %s %q", tc.kind, tc.from, stored.State, stored.Error)
+		}
+		evs, _ := st.Events(ctx, store.EventFilter{NodeID: n.ID})
+		if len(evs) == 0 || evs[0].Message != "reported" || (tc.want != tc.from) != (len(evs) == 2) {
+			t.Errorf("%s from %s: events %+v", tc.kind, tc.from, evs)
 		}
 	}
 }

@@ -174,6 +174,29 @@ type Task struct {
 	Updated time.Time
 }
 
+// Change is one lifecycle step that Store.Apply makes in one transaction:
+// a node's move, the event that records it, the events beside it and the
+// tasks it starts and ends. Either all of it is stored or none of it.
+type Change struct {
+	NodeID string
+	// From is the state the node must be in, else ErrConflict. To is
+	// where it moves, as Transition moves it (LastError stored, its agent
+	// tokens die); empty, the node stays in From with its tokens.
+	From, To  State
+	LastError string
+	// Event is appended with NodeID, From and To filled in (To is From
+	// when the node stays).
+	Event Event
+	// Also are more events appended before Event (a task's report, say),
+	// NodeID filled in where empty.
+	Also []Event
+	// Create are tasks queued (IDs filled in when empty); Update are
+	// tasks whose state, result, error and updated time are stored, as
+	// UpdateTask stores them.
+	Create []Task
+	Update []Task
+}
+
 // TaskFilter selects tasks; zero fields match everything.
 type TaskFilter struct {
 	NodeID string
@@ -275,6 +298,11 @@ type Store interface {
 	// lastError is stored as the node's LastError. The node's agent tokens
 	// die with the move.
 	Transition(ctx context.Context, id string, from, to State, lastError string, e Event) (Node, Event, error)
+	// Apply makes a Change in one transaction: nothing of it is stored
+	// unless all of it is. It returns the node as it now is, the event
+	// as stored, and the tasks created. A node no longer in c.From is
+	// ErrConflict, an unknown node or task ErrNotFound.
+	Apply(ctx context.Context, c Change) (Node, Event, []Task, error)
 	// SetSecureBoot sets or (nil) clears a node's Secure Boot override.
 	SetSecureBoot(ctx context.Context, id string, on *bool) error
 	// TouchNode records that the node (its agent) was heard from at now.
@@ -318,6 +346,9 @@ type Store interface {
 
 	// PutUser creates or replaces a user.
 	PutUser(ctx context.Context, u User) error
+	// ReplaceUser is PutUser ending the user's sessions (not their API
+	// tokens) in the same transaction: what a new password does.
+	ReplaceUser(ctx context.Context, u User) error
 	// CreateUser creates a user; a name already taken is ErrConflict.
 	CreateUser(ctx context.Context, u User) error
 	User(ctx context.Context, name string) (User, error)
@@ -333,6 +364,10 @@ type Store interface {
 	// Tokens lists every token but sessions and agent tokens.
 	Tokens(ctx context.Context) ([]Token, error)
 	DeleteToken(ctx context.Context, id string) error
+	// SetTokenKind changes token id's kind from from to to in one
+	// statement: ErrConflict, changing nothing, when it is not of kind
+	// from (another caller changed it first), ErrNotFound when it is gone.
+	SetTokenKind(ctx context.Context, id, from, to string) error
 	// DeleteTokens removes every token of a kind bound to a node (or, with
 	// nodeID empty, of a user), e.g. an agent's token when its node moves.
 	DeleteTokens(ctx context.Context, kind, nodeID, user string) error
@@ -341,6 +376,16 @@ type Store interface {
 	AddTrace(ctx context.Context, nodeID string, e boot.Event) error
 	// Trace returns the newest limit events of a node, oldest first.
 	Trace(ctx context.Context, nodeID string, limit int) ([]TraceEvent, error)
+
+	// Prune deletes boot events (traces) older than bootBefore and audit
+	// events older than eventsBefore, a zero time deleting none, in
+	// batches that let other writers in between. Events that put a node
+	// into maintenance stay: taking it out again goes back to the state
+	// they name. It returns how many of each it deleted.
+	Prune(ctx context.Context, bootBefore, eventsBefore time.Time) (boot, events int64, err error)
+
+	// Ping checks that the database answers a query.
+	Ping(ctx context.Context) error
 
 	Close() error
 }

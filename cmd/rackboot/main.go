@@ -53,6 +53,10 @@ Usage:
   rackboot user list|delete           web UI users (admin)
   rackboot ramdisk build [--arch amd64|arm64|all] [--data-dir DIR] [--mirror URL]
                                       build the agent ramdisks (Debian kernel + u-root initrd) into DATA_DIR/artifacts
+  rackboot backup FILE [--data-dir DIR]
+                                      on the appliance: a consistent copy of the SQLite database, while it serves
+  rackboot restore FILE [--data-dir DIR]
+                                      on the appliance, server stopped: put a backup in place as the database
   rackboot lab [flags]                a virtual rack of QEMU nodes booting through rackboot (root)
   rackboot version                    print the version
 
@@ -100,6 +104,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return tokenCmd(ctx, args[1:], stdout, stderr)
 	case "user":
 		return userCmd(ctx, args[1:], os.Stdin, stdout, stderr)
+	case "backup", "restore":
+		return backupCmd(ctx, args[0], args[1:], stdout, stderr)
 	case "lab":
 		return labCmd(ctx, args[1:], stdout, stderr)
 	case "ramdisk":

@@ -30,6 +30,8 @@ func TestUsage(t *testing.T) {
 		{args: []string{"serve", "--log-level", "loud", "--server-ip", "10.0.0.1", "--dhcp-mode", "off"}, usage: true, errText: "--log-level"},
 		{args: []string{"serve", "--dhcp-mode", "rogue", "--server-ip", "10.0.0.1"}, errText: "want authoritative, proxy or off"},
 		{args: []string{"firmware"}, usage: true, errText: "want fetch or verify"},
+		{args: []string{"backup"}, usage: true, errText: "backup FILE"},
+		{args: []string{"restore", "a", "b"}, usage: true, errText: "restore FILE"},
 		{args: []string{"node"}, usage: true, errText: "want list, add, show, trace, events, set, delete"},
 		{args: []string{"node", "show"}, usage: true, errText: "which node?"},
 		{args: []string{"node", "set", "n1"}, usage: true, errText: "nothing to set"},

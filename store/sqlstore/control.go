@@ -144,12 +144,19 @@ func (s *Store) CreateTask(ctx context.Context, t store.Task) (store.Task, error
 	if t.State == "" {
 		t.State = store.TaskPending
 	}
-	_, err := s.db.exec(ctx, `INSERT INTO tasks (`+taskColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.NodeID, t.Kind, string(t.State), []byte(t.Params), []byte(t.Result), t.Error, t.Created.UnixNano(), t.Updated.UnixNano())
-	if err != nil {
-		return t, fmt.Errorf("create task for node %s: %w", t.NodeID, err)
+	if err := insertTask(ctx, s.db, t); err != nil {
+		return t, err
 	}
 	return t, nil
+}
+
+func insertTask(ctx context.Context, r runner, t store.Task) error {
+	_, err := r.exec(ctx, `INSERT INTO tasks (`+taskColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.NodeID, t.Kind, string(t.State), []byte(t.Params), []byte(t.Result), t.Error, t.Created.UnixNano(), t.Updated.UnixNano())
+	if err != nil {
+		return fmt.Errorf("create task for node %s: %w", t.NodeID, err)
+	}
+	return nil
 }
 
 const taskColumns = `id, node_id, kind, state, params, result, error, created, updated`
@@ -240,15 +247,33 @@ func (s *Store) ClaimTask(ctx context.Context, nodeID string, now time.Time) (st
 
 // PutUser implements store.Store.
 func (s *Store) PutUser(ctx context.Context, u store.User) error {
-	if err := s.insertUser(ctx, u, `DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash`); err != nil {
+	if err := insertUser(ctx, s.db, u, upsertUser); err != nil {
 		return fmt.Errorf("put user %s: %w", u.Name, err)
+	}
+	return nil
+}
+
+const upsertUser = `DO UPDATE SET role = excluded.role, password_hash = excluded.password_hash`
+
+// ReplaceUser implements store.Store. The sessions end in the same
+// transaction: never a new password with the old one's sessions alive.
+func (s *Store) ReplaceUser(ctx context.Context, u store.User) error {
+	err := s.tx(ctx, func(tx runner) error {
+		if err := insertUser(ctx, tx, u, upsertUser); err != nil {
+			return err
+		}
+		_, err := tx.exec(ctx, `DELETE FROM tokens WHERE kind = 'session' AND user_name = ?`, u.Name)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("replace user %s: %w", u.Name, err)
 	}
 	return nil
 }
 
 // CreateUser implements store.Store.
 func (s *Store) CreateUser(ctx context.Context, u store.User) error {
-	if err := s.insertUser(ctx, u, `DO NOTHING`); err != nil {
+	if err := insertUser(ctx, s.db, u, `DO NOTHING`); err != nil {
 		return fmt.Errorf("create user %s: %w", u.Name, err)
 	}
 	return nil
@@ -256,11 +281,11 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 
 // insertUser inserts u, doing onConflict if the name is taken; a user
 // neither inserted nor updated is ErrConflict.
-func (s *Store) insertUser(ctx context.Context, u store.User, onConflict string) error {
+func insertUser(ctx context.Context, r runner, u store.User, onConflict string) error {
 	if u.Created.IsZero() {
 		u.Created = time.Now().UTC()
 	}
-	err := s.db.change(ctx, `INSERT INTO users (name, role, password_hash, created) VALUES (?, ?, ?, ?) ON CONFLICT (name) `+onConflict,
+	err := r.change(ctx, `INSERT INTO users (name, role, password_hash, created) VALUES (?, ?, ?, ?) ON CONFLICT (name) `+onConflict,
 		u.Name, string(u.Role), u.PasswordHash, u.Created.UnixNano())
 	if errors.Is(err, store.ErrNotFound) {
 		err = store.ErrConflict
@@ -366,6 +391,25 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 	return nil
 }
 
+// SetTokenKind implements store.Store.
+func (s *Store) SetTokenKind(ctx context.Context, id, from, to string) error {
+	n, err := s.db.exec(ctx, `UPDATE tokens SET kind = ? WHERE id = ? AND kind = ?`, to, id, from)
+	if err == nil && n == 0 {
+		if _, terr := one(ctx, s.db, func(r scanner) (string, error) {
+			var k string
+			return k, r.Scan(&k)
+		}, `SELECT kind FROM tokens WHERE id = ?`, id); terr != nil {
+			err = terr
+		} else {
+			err = store.ErrConflict
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("token %s from %s to %s: %w", id, from, to, err)
+	}
+	return nil
+}
+
 // DeleteTokens implements store.Store.
 func (s *Store) DeleteTokens(ctx context.Context, kind, nodeID, user string) error {
 	col, v := "user_name", user
@@ -376,4 +420,62 @@ func (s *Store) DeleteTokens(ctx context.Context, kind, nodeID, user string) err
 		return fmt.Errorf("delete %s tokens: %w", kind, err)
 	}
 	return nil
+}
+
+// pruneBatch is how many rows one statement of Prune deletes at most.
+const pruneBatch = 1000
+
+// Prune implements store.Store. Rows are walked in sequence order, which
+// is time order but for writers racing by a moment, up to the first one
+// that is new enough; each batch is deleted in a statement of its own.
+func (s *Store) Prune(ctx context.Context, bootBefore, eventsBefore time.Time) (boot, events int64, err error) {
+	if !bootBefore.IsZero() {
+		if boot, err = s.prune(ctx, "boot_events", "", bootBefore); err != nil {
+			return boot, 0, err
+		}
+	}
+	if !eventsBefore.IsZero() {
+		keep := ` AND NOT (to_state = 'maintenance' AND from_state <> 'maintenance')`
+		if events, err = s.prune(ctx, "events", keep, eventsBefore); err != nil {
+			return boot, events, err
+		}
+	}
+	return boot, events, nil
+}
+
+func (s *Store) prune(ctx context.Context, table, keep string, before time.Time) (int64, error) {
+	cutoff := before.UnixNano()
+	var deleted, cursor int64
+	for {
+		type row struct{ seq, time int64 }
+		rows, err := all(ctx, s.db, func(r scanner) (row, error) {
+			var v row
+			return v, r.Scan(&v.seq, &v.time)
+		}, `SELECT seq, time FROM `+table+` WHERE seq > ? ORDER BY seq LIMIT ?`, cursor, pruneBatch)
+		if err != nil {
+			return deleted, fmt.Errorf("prune %s: %w", table, err)
+		}
+		last, done := cursor, len(rows) < pruneBatch
+		for _, r := range rows {
+			if r.time >= cutoff {
+				done = true
+				break
+			}
+			last = r.seq
+		}
+		if last > cursor {
+			n, err := s.db.exec(ctx, `DELETE FROM `+table+` WHERE seq > ? AND seq <= ?`+keep, cursor, last)
+			if err != nil {
+				return deleted, fmt.Errorf("prune %s: %w", table, err)
+			}
+			deleted += n
+			cursor = last
+		}
+		if done {
+			return deleted, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return deleted, err
+		}
+	}
 }

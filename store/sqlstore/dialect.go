@@ -117,7 +117,10 @@ func dollars(q string) string {
 }
 
 // OpenSQLite opens (creating if needed) the SQLite database at path and
-// applies the migrations it lacks. Writers are serialised by SQLite's own
+// applies the migrations it lacks. A file that is not SQLite, is
+// damaged (SQLite's quick_check reads it all first), or is another
+// application's SQLite database is refused with ErrNotRackboot and left
+// as it was. Writers are serialised by SQLite's own
 // lock (every transaction begins IMMEDIATE, and waits up to the busy
 // timeout for it), which is what keeps lease allocation free of double
 // grants.
@@ -127,11 +130,23 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "synchronous(NORMAL)")
+	// A file that is not a rackboot database is refused before SQLite
+	// writes a byte to it: no silent new database over another file.
+	if err := checkHeader(path); err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
+	if err := checkExisting(ctx, path); err != nil {
+		return nil, fmt.Errorf("open database %s: %w", path, err)
+	}
 	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	return open(ctx, db, sqliteDialect, path)
+	s, err := open(ctx, db, sqliteDialect, path)
+	if isDamaged(err) {
+		return nil, fmt.Errorf("open database %s: %w: damaged: %w", path, ErrNotRackboot, errors.Unwrap(err))
+	}
+	return s, err
 }
 
 // ParseDSN checks that dsn is a PostgreSQL URL (postgres:// or

@@ -247,45 +247,104 @@ func (s *Store) SetInventory(ctx context.Context, id string, inv json.RawMessage
 	return s.updateNode(ctx, "set inventory of node", id, "inventory = ?, gpu_models = ?", []byte(inv), jsonText(gpuModels))
 }
 
-// Transition implements store.Store. The node's row stays locked from the
-// state check to the commit, so of two transitions out of one state, the
-// second sees the first's result and fails with ErrConflict.
+// Transition implements store.Store.
 func (s *Store) Transition(ctx context.Context, id string, from, to store.State, lastError string, e store.Event) (store.Node, store.Event, error) {
+	n, e, _, err := s.Apply(ctx, store.Change{NodeID: id, From: from, To: to, LastError: lastError, Event: e})
+	return n, e, err
+}
+
+// Apply implements store.Store. The node's row stays locked from the
+// state check to the commit, so of two changes out of one state, the
+// second sees the first's result and fails with ErrConflict.
+func (s *Store) Apply(ctx context.Context, c store.Change) (store.Node, store.Event, []store.Task, error) {
+	e := c.Event
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
-	e.NodeID, e.From, e.To = id, from, to
+	e.NodeID, e.From, e.To = c.NodeID, c.From, c.To
+	if c.To == "" {
+		e.To = c.From
+	}
 	if e.Kind == "" {
 		e.Kind = "transition"
 	}
+	created := make([]store.Task, len(c.Create))
+	for i, t := range c.Create {
+		if t.ID == "" {
+			t.ID = uuid.NewString()
+		}
+		if t.NodeID == "" {
+			t.NodeID = c.NodeID
+		}
+		if t.Created.IsZero() {
+			t.Created = e.Time
+		}
+		if t.Updated.IsZero() {
+			t.Updated = t.Created
+		}
+		if t.State == "" {
+			t.State = store.TaskPending
+		}
+		created[i] = t
+	}
 	err := s.tx(ctx, func(tx runner) error {
 		var cur string
-		err := tx.row(ctx, `SELECT state FROM nodes WHERE id = ?`+s.d.forUpdate, id).Scan(&cur)
+		err := tx.row(ctx, `SELECT state FROM nodes WHERE id = ?`+s.d.forUpdate, c.NodeID).Scan(&cur)
 		if errors.Is(err, sql.ErrNoRows) {
 			return store.ErrNotFound
 		}
 		if err != nil {
 			return err
 		}
-		if store.State(cur) != from {
-			return fmt.Errorf("node is %s, not %s: %w", cur, from, store.ErrConflict)
+		if store.State(cur) != c.From {
+			return fmt.Errorf("node is %s, not %s: %w", cur, c.From, store.ErrConflict)
 		}
-		if _, err := tx.exec(ctx, `UPDATE nodes SET state = ?, last_error = ?, state_changed = ? WHERE id = ?`,
-			string(to), lastError, e.Time.UnixNano(), id); err != nil {
-			return err
+		if c.To != "" {
+			if _, err := tx.exec(ctx, `UPDATE nodes SET state = ?, last_error = ?, state_changed = ? WHERE id = ?`,
+				string(c.To), c.LastError, e.Time.UnixNano(), c.NodeID); err != nil {
+				return err
+			}
+			// An agent's token is good for one state of its node only.
+			if _, err := tx.exec(ctx, `DELETE FROM tokens WHERE kind = 'agent' AND node_id = ?`, c.NodeID); err != nil {
+				return err
+			}
 		}
-		// An agent's token is good for one state of its node only.
-		if _, err := tx.exec(ctx, `DELETE FROM tokens WHERE kind = 'agent' AND node_id = ?`, id); err != nil {
-			return err
+		for _, t := range c.Update {
+			if t.Updated.IsZero() {
+				t.Updated = e.Time
+			}
+			if err := tx.change(ctx, `UPDATE tasks SET state = ?, result = ?, error = ?, updated = ? WHERE id = ?`,
+				string(t.State), []byte(t.Result), t.Error, t.Updated.UnixNano(), t.ID); err != nil {
+				return fmt.Errorf("update task %s: %w", t.ID, err)
+			}
+		}
+		for _, t := range created {
+			if err := insertTask(ctx, tx, t); err != nil {
+				return err
+			}
+		}
+		for _, a := range c.Also {
+			if a.Time.IsZero() {
+				a.Time = e.Time
+			}
+			if a.NodeID == "" {
+				a.NodeID = c.NodeID
+			}
+			if _, err := insertEvent(ctx, tx, a); err != nil {
+				return err
+			}
 		}
 		e.Seq, err = insertEvent(ctx, tx, e)
 		return err
 	})
 	if err != nil {
-		return store.Node{}, store.Event{}, fmt.Errorf("transition node %s from %s to %s: %w", id, from, to, err)
+		if c.To == "" {
+			return store.Node{}, store.Event{}, nil, fmt.Errorf("change node %s in %s: %w", c.NodeID, c.From, err)
+		}
+		return store.Node{}, store.Event{}, nil, fmt.Errorf("transition node %s from %s to %s: %w", c.NodeID, c.From, c.To, err)
 	}
-	n, err := s.Node(ctx, id)
-	return n, e, err
+	n, err := s.Node(ctx, c.NodeID)
+	return n, e, created, err
 }
 
 // UpdateNode implements store.Store.

@@ -121,6 +121,16 @@ func open(ctx context.Context, db *sql.DB, d *dialect, where string) (*Store, er
 	return s, nil
 }
 
+// Ping implements store.Store: one query that reads the database.
+func (s *Store) Ping(ctx context.Context) error {
+	var v int
+	err := s.db.row(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
+	if err != nil {
+		return fmt.Errorf("ping database: %w", err)
+	}
+	return nil
+}
+
 // Close closes the database.
 func (s *Store) Close() error { return s.pool.Close() }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -504,6 +505,50 @@ func testUsersAndTokens(t *testing.T, open Opener) {
 	if len(list) != 1 || list[0].ID != api.ID || !list[0].Expires.IsZero() {
 		t.Fatalf("tokens list (api only): %+v", list)
 	}
+	// A new password ends the user's sessions, not their API tokens.
+	if err := s.ReplaceUser(ctx, store.User{Name: "ann", Role: store.RoleAdmin, PasswordHash: "h3"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TokenByHash(ctx, "h-sess"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("session after a new password: %v, want ErrNotFound", err)
+	}
+	if _, err := s.TokenByHash(ctx, "h-api"); err != nil {
+		t.Errorf("API token after a new password: %v", err)
+	}
+	if _, err := s.CreateToken(ctx, store.Token{Hash: "h-sess", Kind: "session", Role: store.RoleAdmin, User: "ann", Expires: exp}); err != nil {
+		t.Fatal(err)
+	}
+	// A boot secret is marked used once: of many callers, one wins.
+	boot, err := s.CreateToken(ctx, store.Token{ID: store.BootTokenID("n1"), Hash: "h-boot", Kind: store.TokenBoot, Role: store.RoleAgent, NodeID: "n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var won, lost atomic.Int32
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			switch err := s.SetTokenKind(ctx, boot.ID, store.TokenBoot, store.TokenBootUsed); {
+			case err == nil:
+				won.Add(1)
+			case errors.Is(err, store.ErrConflict):
+				lost.Add(1)
+			default:
+				t.Errorf("set token kind: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if won.Load() != 1 || lost.Load() != 7 {
+		t.Errorf("set token kind: %d won, %d lost; want 1 and 7", won.Load(), lost.Load())
+	}
+	if got, err := s.TokenByHash(ctx, "h-boot"); err != nil || got.Kind != store.TokenBootUsed || got.NodeID != "n1" {
+		t.Errorf("boot token after use: %+v %v", got, err)
+	}
+	if err := s.SetTokenKind(ctx, "no-such-token", store.TokenBoot, store.TokenBootUsed); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("set kind of a missing token: %v, want ErrNotFound", err)
+	}
 	if err := s.DeleteTokens(ctx, "session", "", "ann"); err != nil {
 		t.Fatal(err)
 	}
@@ -521,5 +566,147 @@ func testUsersAndTokens(t *testing.T, open Opener) {
 	}
 	if err := s.DeleteToken(ctx, api.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("delete gone token: %v", err)
+	}
+}
+
+// testApply shows a lifecycle step is all or nothing: the move, its
+// events and its tasks are stored together, and when any part fails
+// (here a task to end that does not exist) the node has not moved, no
+// task was queued and no event was written.
+func testApply(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	a := enroll(t, s, 1, boot.ClientX64UEFI)
+	tok, err := s.CreateToken(ctx, store.Token{Hash: "agenthash", Kind: "agent", Role: store.RoleAgent, NodeID: a.ID, NodeState: store.StateDiscovered})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A part fails: nothing of the change is stored.
+	_, _, _, err = s.Apply(ctx, store.Change{NodeID: a.ID, From: store.StateDiscovered, To: store.StateInspecting,
+		Event:  store.Event{Actor: "user:ann", Kind: "action", Message: "inspect"},
+		Also:   []store.Event{{Actor: "user:ann", Kind: "task", Message: "before"}},
+		Create: []store.Task{{Kind: "inspect"}},
+		Update: []store.Task{{ID: "no-such-task", State: store.TaskFailed}}})
+	if !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("change with an unknown task: %v, want ErrNotFound", err)
+	}
+	if n, _ := s.Node(ctx, a.ID); n.State != store.StateDiscovered {
+		t.Errorf("node after a failed change: %s, want discovered", n.State)
+	}
+	if ts, _ := s.Tasks(ctx, store.TaskFilter{NodeID: a.ID}); len(ts) != 0 {
+		t.Errorf("tasks after a failed change: %+v", ts)
+	}
+	if evs, _ := s.Events(ctx, store.EventFilter{NodeID: a.ID}); len(evs) != 0 {
+		t.Errorf("events after a failed change: %+v", evs)
+	}
+	if _, err := s.TokenByHash(ctx, tok.Hash); err != nil {
+		t.Errorf("agent token after a failed change: %v", err)
+	}
+
+	// The whole change.
+	n, e, created, err := s.Apply(ctx, store.Change{NodeID: a.ID, From: store.StateDiscovered, To: store.StateInspecting,
+		Event:  store.Event{Actor: "user:ann", Kind: "action", Message: "inspect"},
+		Also:   []store.Event{{Actor: "user:ann", Kind: "task", Message: "before"}},
+		Create: []store.Task{{Kind: "inspect", Params: []byte(`{"x":1}`)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.State != store.StateInspecting || e.To != store.StateInspecting || e.From != store.StateDiscovered || e.Seq == 0 {
+		t.Errorf("node %s, event %+v", n.State, e)
+	}
+	if len(created) != 1 || created[0].ID == "" || created[0].NodeID != a.ID || created[0].State != store.TaskPending {
+		t.Fatalf("created = %+v", created)
+	}
+	if got, err := s.Task(ctx, created[0].ID); err != nil || string(got.Params) != `{"x":1}` {
+		t.Errorf("queued task = %+v, %v", got, err)
+	}
+	evs, _ := s.Events(ctx, store.EventFilter{NodeID: a.ID})
+	if len(evs) != 2 || evs[0].Message != "before" || evs[1].Message != "inspect" {
+		t.Errorf("events = %+v", evs)
+	}
+	if _, err := s.TokenByHash(ctx, tok.Hash); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("agent token after its node moved: %v, want ErrNotFound", err)
+	}
+
+	// A step that moves nothing keeps the node and its agent's token.
+	tok, err = s.CreateToken(ctx, store.Token{Hash: "agenthash2", Kind: "agent", Role: store.RoleAgent, NodeID: a.ID, NodeState: store.StateInspecting})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, e, _, err = s.Apply(ctx, store.Change{NodeID: a.ID, From: store.StateInspecting,
+		Event: store.Event{Actor: "user:ann", Kind: "action", Message: "reboot"}, Create: []store.Task{{Kind: "reboot"}}})
+	if err != nil || n.State != store.StateInspecting || e.From != store.StateInspecting || e.To != store.StateInspecting {
+		t.Fatalf("stay: node %s, event %+v, %v", n.State, e, err)
+	}
+	if _, err := s.TokenByHash(ctx, tok.Hash); err != nil {
+		t.Errorf("agent token after a step that moved nothing: %v", err)
+	}
+
+	// Ending a task with the move.
+	n, _, _, err = s.Apply(ctx, store.Change{NodeID: a.ID, From: store.StateInspecting, To: store.StateFailed, LastError: "gone",
+		Event: store.Event{Actor: "system"}, Update: []store.Task{{ID: created[0].ID, State: store.TaskFailed, Error: "gone"}}})
+	if err != nil || n.State != store.StateFailed || n.LastError != "gone" {
+		t.Fatalf("to failed: %+v %v", n, err)
+	}
+	if got, _ := s.Task(ctx, created[0].ID); got.State != store.TaskFailed || got.Error != "gone" {
+		t.Errorf("ended task = %+v", got)
+	}
+	// From a state the node has left: ErrConflict, nothing stored.
+	if _, _, _, err := s.Apply(ctx, store.Change{NodeID: a.ID, From: store.StateInspecting, Create: []store.Task{{Kind: "reboot"}}}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale change: %v, want ErrConflict", err)
+	}
+	if ts, _ := s.Tasks(ctx, store.TaskFilter{NodeID: a.ID}); len(ts) != 2 {
+		t.Errorf("%d tasks, want 2 (the stale change queued one?)", len(ts))
+	}
+}
+
+// testPrune: boot events and audit events older than their cutoffs go,
+// across more than one batch; newer ones stay, and so do the events that
+// put a node into maintenance. Sequence numbers are never reused.
+func testPrune(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	a := enroll(t, s, 1, boot.ClientX64UEFI)
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	const old, fresh = 1100, 5
+	for i := range old + fresh {
+		when := now.Add(-48 * time.Hour).Add(time.Duration(i) * time.Second)
+		if i >= old {
+			when = now.Add(time.Duration(i) * time.Second)
+		}
+		if err := s.AddTrace(ctx, a.ID, boot.Event{Time: when, Proto: "tftp", Kind: "file", File: fmt.Sprint("f", i)}); err != nil {
+			t.Fatal(err)
+		}
+		e := store.Event{Time: when, NodeID: a.ID, Actor: "test", Kind: "audit", Message: fmt.Sprint("e", i)}
+		if i == 10 {
+			e.Kind, e.From, e.To = "action", store.StateAvailable, store.StateMaintenance
+		}
+		if _, err := s.AddEvent(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nb, ne, err := s.Prune(ctx, now.Add(-24*time.Hour), now.Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nb != old || ne != old-1 {
+		t.Errorf("pruned %d boot events and %d events, want %d and %d", nb, ne, old, old-1)
+	}
+	trace, err := s.Trace(ctx, a.ID, 100000)
+	if err != nil || len(trace) != fresh || trace[0].File != fmt.Sprint("f", old) {
+		t.Errorf("trace after pruning: %d events (%v), want the %d newest", len(trace), err, fresh)
+	}
+	evs, err := s.Events(ctx, store.EventFilter{NodeID: a.ID})
+	if err != nil || len(evs) != fresh+1 || evs[0].To != store.StateMaintenance || evs[1].Message != fmt.Sprint("e", old) {
+		t.Errorf("events after pruning: %d (%v), want the maintenance entry and the %d newest", len(evs), err, fresh)
+	}
+	// Nothing more to prune, and a zero time prunes nothing.
+	if nb, ne, err := s.Prune(ctx, now.Add(-24*time.Hour), time.Time{}); err != nil || nb != 0 || ne != 0 {
+		t.Errorf("second prune: %d %d %v", nb, ne, err)
+	}
+	e, err := s.AddEvent(ctx, store.Event{NodeID: a.ID, Actor: "test", Kind: "audit", Message: "after"})
+	if err != nil || e.Seq <= evs[len(evs)-1].Seq {
+		t.Errorf("event after pruning: seq %d (%v), want more than %d", e.Seq, err, evs[len(evs)-1].Seq)
 	}
 }

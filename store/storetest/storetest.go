@@ -37,6 +37,8 @@ func Run(t *testing.T, open Opener) {
 	t.Run("UpdateNode", func(t *testing.T) { testUpdateNode(t, open) })
 	t.Run("Transition", func(t *testing.T) { testTransition(t, open) })
 	t.Run("ConcurrentTransition", func(t *testing.T) { testConcurrentTransition(t, open) })
+	t.Run("Apply", func(t *testing.T) { testApply(t, open) })
+	t.Run("Prune", func(t *testing.T) { testPrune(t, open) })
 	t.Run("DeleteNode", func(t *testing.T) { testDeleteNode(t, open) })
 	t.Run("Events", func(t *testing.T) { testEvents(t, open) })
 	t.Run("Images", func(t *testing.T) { testImages(t, open) })
