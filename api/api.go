@@ -1,5 +1,5 @@
 // Package api is rackboot's JSON HTTP API under /api/v1: nodes, their
-// actions, boot traces and audit events (also live, as server-sent
+// actions, their BMCs and power, boot traces and audit events (also live, as server-sent
 // events), images, tasks, users and tokens, with role-based access for
 // tokens and web sessions, an OpenAPI document generated from the same
 // route table that serves the requests, and Prometheus metrics.
@@ -16,7 +16,9 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/rackboot/rackboot/images/catalog"
+	"github.com/rackboot/rackboot/internal/sealbox"
 	"github.com/rackboot/rackboot/lifecycle"
+	"github.com/rackboot/rackboot/power"
 	"github.com/rackboot/rackboot/store"
 )
 
@@ -46,6 +48,12 @@ type Server struct {
 	// AgentHeartbeat is how often agents are asked to call in (default
 	// DefaultAgentHeartbeat).
 	AgentHeartbeat time.Duration
+	// Secrets seals and opens BMC passwords; nil refuses to store or use
+	// one.
+	Secrets *sealbox.Box
+	// PowerDial opens a BMC's driver (default power.Dial); tests put
+	// fakes here.
+	PowerDial func(power.Config) (power.Driver, error)
 
 	requests requestCounter
 	logins   loginLimiter
