@@ -16,7 +16,6 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/rackboot/rackboot/images/catalog"
-	"github.com/rackboot/rackboot/internal/sealbox"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/power"
 	"github.com/rackboot/rackboot/store"
@@ -48,15 +47,22 @@ type Server struct {
 	// AgentHeartbeat is how often agents are asked to call in (default
 	// DefaultAgentHeartbeat).
 	AgentHeartbeat time.Duration
-	// Secrets seals and opens BMC passwords; nil refuses to store or use
-	// one.
-	Secrets *sealbox.Box
+	// Secrets seals and opens BMC passwords (a *sealbox.Box or
+	// *sealbox.File); nil refuses to store or use one.
+	Secrets Secrets
 	// PowerDial opens a BMC's driver (default power.Dial); tests put
 	// fakes here.
 	PowerDial func(power.Config) (power.Driver, error)
 
 	requests requestCounter
 	logins   loginLimiter
+}
+
+// Secrets seals secrets the server must read back; package sealbox
+// implements it.
+type Secrets interface {
+	Seal(plaintext, ad []byte) []byte
+	Open(sealed, ad []byte) ([]byte, error)
 }
 
 func (s *Server) log() *slog.Logger {

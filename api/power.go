@@ -69,9 +69,9 @@ func bmcFrom(b store.BMC) BMC {
 	return BMC{URL: b.URL, User: b.User, PasswordSet: b.Password != nil, Fingerprint: b.Fingerprint, Updated: b.Updated}
 }
 
-// bmcAD is the additional data a node's BMC password is sealed with: the
-// sealed bytes open only for that node.
-func bmcAD(nodeID string) []byte { return []byte("bmc-password:" + nodeID) }
+// BMCPasswordAD is the additional data a node's BMC password is sealed
+// with: the sealed bytes open only for that node.
+func BMCPasswordAD(nodeID string) []byte { return []byte("bmc-password:" + nodeID) }
 
 func (s *Server) getBMC(w http.ResponseWriter, r *http.Request) {
 	n, ok := s.node(w, r)
@@ -124,7 +124,7 @@ func (s *Server) putBMC(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "bad_request", "an IPMI v2.0 password has at most 20 bytes")
 			return
 		}
-		b.Password = s.Secrets.Seal([]byte(*in.Password), bmcAD(n.ID))
+		b.Password = s.Secrets.Seal([]byte(*in.Password), BMCPasswordAD(n.ID))
 	}
 	if err := bs.SetBMC(r.Context(), b); err != nil {
 		s.fail(w, r, err)
@@ -169,7 +169,7 @@ func (s *Server) driver(w http.ResponseWriter, r *http.Request, n store.Node) (p
 			writeError(w, http.StatusServiceUnavailable, "no_secret_key", "this server has no secret key to decrypt BMC passwords with (--secret-key-file)")
 			return nil, b, false
 		}
-		pw, err = s.Secrets.Open(b.Password, bmcAD(n.ID))
+		pw, err = s.Secrets.Open(b.Password, BMCPasswordAD(n.ID))
 		if err != nil {
 			msg := "the BMC password of node " + n.ID + " does not decrypt: " + err.Error()
 			if errors.Is(err, sealbox.ErrUnknownKey) {

@@ -87,7 +87,7 @@ func withFakeBMC(t *testing.T, s *Server, st store.Store, node string) *fakeBMC 
 	b := &fakeBMC{state: power.StateOff}
 	s.PowerDial = b.dial
 	if err := st.SetBMC(context.Background(), store.BMC{NodeID: node, URL: "ipmi://10.9.9.9", User: "admin",
-		Password: box.Seal([]byte("pw-of-gpu-01"), bmcAD(node))}); err != nil {
+		Password: box.Seal([]byte("pw-of-gpu-01"), BMCPasswordAD(node))}); err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -120,10 +120,10 @@ func TestBMCSetAndNeverShown(t *testing.T) {
 	if strings.Contains(string(stored.Password), "hunter2") {
 		t.Fatal("the password is stored in clear")
 	}
-	if pw, err := f.api.Secrets.Open(stored.Password, bmcAD(id)); err != nil || string(pw) != "hunter2" {
+	if pw, err := f.api.Secrets.Open(stored.Password, BMCPasswordAD(id)); err != nil || string(pw) != "hunter2" {
 		t.Fatalf("stored password opens to %q, %v", pw, err)
 	}
-	if _, err := f.api.Secrets.Open(stored.Password, bmcAD("another-node")); !errors.Is(err, sealbox.ErrOpen) {
+	if _, err := f.api.Secrets.Open(stored.Password, BMCPasswordAD("another-node")); !errors.Is(err, sealbox.ErrOpen) {
 		t.Fatalf("the sealed password opens for another node: %v", err)
 	}
 	// No password in the body keeps the one set.

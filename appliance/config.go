@@ -57,6 +57,11 @@ type Config struct {
 	// AgentHeartbeat is how often agents call in, idle or busy: the
 	// longest a new task waits for its agent (default 10 seconds).
 	AgentHeartbeat time.Duration `yaml:"agent_heartbeat"`
+	// SecretKeyFile holds the keys BMC passwords are encrypted with. Every
+	// server sharing a database needs the same file. Empty means
+	// DATA_DIR/secret.key, written (0600) on first start; a file named
+	// here must exist.
+	SecretKeyFile string `yaml:"secret_key_file"`
 	// Version is the binary's version, reported by the API.
 	Version string `yaml:"-"`
 }

@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 const (
@@ -263,3 +264,48 @@ func (b *Box) Open(sealed, ad []byte) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("key %s: %w (this server's keys: %s)", id, ErrUnknownKey, strings.Join(b.KeyIDs(), ", "))
 }
+
+// File is a Box kept in a key file, read again whenever the file changes
+// (its size or modification time), so a rotation on this host, or a new
+// file copied from another, takes effect on a running server. Safe for
+// concurrent use.
+type File struct {
+	path string
+	mu   sync.Mutex
+	box  *Box
+	seen os.FileInfo
+}
+
+// OpenFile loads a key file as Load does (create: write a new one when
+// missing) and keeps watching it.
+func OpenFile(path string, create bool) (f *File, created bool, err error) {
+	box, created, err := Load(path, create)
+	if err != nil {
+		return nil, false, err
+	}
+	fi, _ := os.Stat(path)
+	return &File{path: path, box: box, seen: fi}, created, nil
+}
+
+// Path is the key file's path.
+func (f *File) Path() string { return f.path }
+
+// Box returns the keys as the file holds them now. A file that became
+// unreadable or invalid keeps the keys last read.
+func (f *File) Box() *Box {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fi, err := os.Stat(f.path)
+	if err == nil && (f.seen == nil || fi.Size() != f.seen.Size() || !fi.ModTime().Equal(f.seen.ModTime())) {
+		if box, _, err := Load(f.path, false); err == nil {
+			f.box, f.seen = box, fi
+		}
+	}
+	return f.box
+}
+
+// Seal seals with the file's current sealing key.
+func (f *File) Seal(plaintext, ad []byte) []byte { return f.Box().Seal(plaintext, ad) }
+
+// Open opens with the file's keys.
+func (f *File) Open(sealed, ad []byte) ([]byte, error) { return f.Box().Open(sealed, ad) }

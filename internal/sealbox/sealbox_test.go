@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func mustBox(t *testing.T, raw ...[]byte) *Box {
@@ -132,5 +133,34 @@ func TestLoadCreateRotate(t *testing.T) {
 	os.Chmod(path, 0o644)
 	if _, _, err := Load(path, false); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("Load of a world-readable key file: %v", err)
+	}
+}
+
+func TestFileFollowsRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret.key")
+	f, created, err := OpenFile(path, true)
+	if err != nil || !created {
+		t.Fatalf("OpenFile: %v, %v", created, err)
+	}
+	first := f.Box().Current()
+	sealed := f.Seal([]byte("pw"), nil)
+	// Another process rotates the file.
+	b, _, _ := Load(path, false)
+	rot := b.WithNewKey()
+	time.Sleep(10 * time.Millisecond) // a modification time of its own
+	if err := rot.OnlyCurrent().Save(path); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Box().Current(); got == first || got != rot.Current() {
+		t.Fatalf("after the file changed, the sealing key is %s (was %s, want %s)", got, first, rot.Current())
+	}
+	if _, err := f.Open(sealed, nil); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("a value of a dropped key: %v", err)
+	}
+	// A broken file keeps the keys last read.
+	time.Sleep(10 * time.Millisecond)
+	os.WriteFile(path, []byte("garbage"), 0o600)
+	if got := f.Box().Current(); got != rot.Current() {
+		t.Fatalf("a broken file changed the keys to %s", got)
 	}
 }
