@@ -53,6 +53,10 @@ type Server struct {
 	// PowerDial opens a BMC's driver (default power.Dial); tests put
 	// fakes here.
 	PowerDial func(power.Config) (power.Driver, error)
+	// BMCCAFile is the PEM CA bundle that verifies Redfish BMCs'
+	// certificates where no fingerprint is pinned (default: the system's
+	// roots).
+	BMCCAFile string
 
 	requests requestCounter
 	logins   loginLimiter

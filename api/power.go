@@ -27,7 +27,8 @@ type BMC struct {
 
 // BMCSet is the body of PUT /api/v1/nodes/{id}/bmc. Password, when
 // absent, keeps the password already set (to change the URL or user
-// alone); an empty string clears it.
+// alone); an empty string clears it. Fingerprint pins a redfish://
+// BMC's certificate (its SHA-256, hex; colons allowed).
 type BMCSet struct {
 	URL         string  `json:"url"`
 	User        string  `json:"user"`
@@ -106,6 +107,18 @@ func (s *Server) putBMC(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", "an IPMI user name has at most 16 characters")
 		return
 	}
+	if in.Fingerprint != "" {
+		if e.Kind != "redfish" || !e.HTTPS {
+			writeError(w, http.StatusBadRequest, "bad_request", "a certificate fingerprint goes with a redfish:// (https) BMC")
+			return
+		}
+		fp, err := power.ParseFingerprint(in.Fingerprint)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+		in.Fingerprint = fp
+	}
 	b := store.BMC{NodeID: n.ID, URL: in.URL, User: in.User, Fingerprint: in.Fingerprint}
 	switch {
 	case in.Password == nil:
@@ -183,7 +196,8 @@ func (s *Server) driver(w http.ResponseWriter, r *http.Request, n store.Node) (p
 	if dial == nil {
 		dial = power.Dial
 	}
-	d, err := dial(power.Config{URL: b.URL, User: b.User, Password: string(pw), Fingerprint: b.Fingerprint, Logger: s.log().With("node", n.ID)})
+	d, err := dial(power.Config{URL: b.URL, User: b.User, Password: string(pw), Fingerprint: b.Fingerprint, CAFile: s.BMCCAFile,
+		Logger: s.log().With("node", n.ID)})
 	if err != nil {
 		s.powerFail(w, err)
 		return nil, b, false
@@ -191,14 +205,17 @@ func (s *Server) driver(w http.ResponseWriter, r *http.Request, n store.Node) (p
 	return d, b, true
 }
 
-// powerFail answers a BMC's failure: 502 when the BMC did not answer or
-// refused the credentials, 501 for a kind of BMC not driven yet.
+// powerFail answers a BMC's failure: 502 when the BMC did not answer,
+// refused the credentials or showed a certificate not trusted, 501 for a
+// kind of BMC not driven.
 func (s *Server) powerFail(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, power.ErrNoAnswer):
 		writeError(w, http.StatusBadGateway, "bmc_no_answer", err.Error())
 	case errors.Is(err, power.ErrAuth):
 		writeError(w, http.StatusBadGateway, "bmc_auth", err.Error())
+	case errors.Is(err, power.ErrCertificate):
+		writeError(w, http.StatusBadGateway, "bmc_certificate", err.Error())
 	case errors.Is(err, power.ErrUnsupported):
 		writeError(w, http.StatusNotImplemented, "not_implemented", err.Error())
 	default:

@@ -143,10 +143,17 @@ func TestBMCSetAndNeverShown(t *testing.T) {
 		{`{"url":"ipmi://10.0.0.7","user":"a-very-long-user-name"}`, "at most 16"},
 		{`{"url":"ipmi://10.0.0.7","password":"123456789012345678901"}`, "at most 20"},
 		{`{"url":"ipmi://10.0.0.7","pasword":"typo"}`, "unknown field"},
+		{`{"url":"ipmi://10.0.0.7","fingerprint":"` + strings.Repeat("ab", 32) + `"}`, "goes with a redfish://"},
+		{`{"url":"redfish://10.0.0.7","fingerprint":"abcd"}`, "64 hex digits"},
 	} {
 		if code, body := f.call(t, nil, "PUT", "/api/v1/nodes/gpu-01/bmc", tech, tc.body); code != 400 || !strings.Contains(string(body), tc.want) {
 			t.Errorf("PUT bmc %s: %d %s; want 400 with %q", tc.body, code, body, tc.want)
 		}
+	}
+	fp := strings.ToUpper(strings.Repeat("ab:", 31)) + "AB"
+	if code, body := f.call(t, nil, "PUT", "/api/v1/nodes/gpu-01/bmc", tech, `{"url":"redfish://10.0.0.7/redfish/v1/Systems/1","user":"root","fingerprint":"`+fp+`"}`); code != 200 ||
+		!strings.Contains(string(body), `"fingerprint": "`+strings.Repeat("ab", 32)+`"`) {
+		t.Errorf("PUT a redfish bmc with a pin: %d %s", code, body)
 	}
 	if code, _ := f.call(t, nil, "PUT", "/api/v1/nodes/gpu-01/bmc", ro, `{"url":"ipmi://10.0.0.7"}`); code != 403 {
 		t.Errorf("readonly PUT bmc: %d", code)

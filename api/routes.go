@@ -44,7 +44,7 @@ func (s *Server) table() []route {
 		{method: "POST", pattern: "/api/v1/nodes/{id}/actions/{action}", role: tech, summary: "Act on a node: " + actionNames() + "; 409 when its state does not allow it",
 			in: lifecycle.Params{}, out: ActionResult{}, status: 200, audited: true, h: s.action},
 		{method: "GET", pattern: "/api/v1/nodes/{id}/bmc", role: ro, summary: "The node's BMC: URL, user, whether a password is set (never the password)", out: BMC{}, status: 200, h: s.getBMC},
-		{method: "PUT", pattern: "/api/v1/nodes/{id}/bmc", role: tech, summary: "Set the node's BMC: ipmi://HOST[:PORT] (redfish:// is stored, not driven yet); the password is stored encrypted, and kept when absent",
+		{method: "PUT", pattern: "/api/v1/nodes/{id}/bmc", role: tech, summary: "Set the node's BMC: ipmi://HOST[:PORT], redfish://HOST[/redfish/v1/Systems/ID] or redfish+http://...; the password is stored encrypted, and kept when absent",
 			in: BMCSet{}, out: BMC{}, status: 200, h: s.putBMC},
 		{method: "DELETE", pattern: "/api/v1/nodes/{id}/bmc", role: tech, summary: "Forget the node's BMC", status: 204, h: s.deleteBMC},
 		{method: "GET", pattern: "/api/v1/nodes/{id}/power", role: ro, summary: "The node's power state, asked of its BMC", out: PowerStatus{}, status: 200, h: s.getPower},

@@ -395,7 +395,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, serving func(httpAdd
 		return err
 	}
 	var bootHTTP httpCounter
-	apiServer := &api.Server{Store: st, Lifecycle: machine, Broker: broker, Secrets: secrets,
+	apiServer := &api.Server{Store: st, Lifecycle: machine, Broker: broker, Secrets: secrets, BMCCAFile: r.BMCCAFile,
 		Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
 		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images"), AllowNetworks: r.imageNets},
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}

@@ -2,8 +2,8 @@
 // state, on, off, graceful and hard resets, and the next boot device.
 // Driver is the seam the API (and later the lifecycle, the poller and the
 // power-on limiter) uses; Dial picks the driver a BMC's URL names:
-// ipmi:// (IPMI v2.0 lanplus, RMCP+) today; redfish:// is parsed and
-// stored but not driven yet.
+// ipmi:// (IPMI v2.0 lanplus, RMCP+) or redfish:// (https, the
+// certificate pinned or verified; redfish+http:// for labs).
 //
 // Every call takes a context and also bounds itself (Config.Timeout per
 // attempt, Config.Attempts tries with backoff): a BMC that does not answer
@@ -217,8 +217,11 @@ type Config struct {
 	URL      string
 	User     string
 	Password string
-	// Fingerprint pins a Redfish BMC's certificate (hex SHA-256).
+	// Fingerprint pins a Redfish BMC's certificate (hex SHA-256 of its
+	// DER, colons allowed); CAFile, when no fingerprint is given, is the
+	// PEM CA bundle to verify it with (default: the system's roots).
 	Fingerprint string
+	CAFile      string
 	// Timeout bounds one attempt at one call (default 5s); Attempts is how
 	// many tries a call gets before ErrNoAnswer (default 3), with backoff
 	// between them (Backoff, doubling; default 500ms).
@@ -263,11 +266,10 @@ func Dial(c Config) (Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch e.Kind {
-	case "ipmi":
+	if e.Kind == "ipmi" {
 		return newIPMI(e, c)
 	}
-	return nil, &BMCError{BMC: e.String(), Op: "connect", Err: fmt.Errorf("redfish: %w yet (only ipmi:// BMCs are driven in this release)", ErrUnsupported)}
+	return newRedfish(e, c)
 }
 
 // final marks an error retry must not try again after: a command that

@@ -66,10 +66,9 @@ func TestParseActionDevice(t *testing.T) {
 	}
 }
 
-func TestDialRedfishNotYet(t *testing.T) {
-	_, err := Dial(Config{URL: "redfish://10.0.0.6"})
-	if !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "redfish://10.0.0.6:443") {
-		t.Fatalf("Dial redfish: %v", err)
+func TestDialRefusals(t *testing.T) {
+	if _, err := Dial(Config{URL: "redfish://10.0.0.6", Fingerprint: "ab:cd"}); err == nil || !strings.Contains(err.Error(), "redfish://10.0.0.6:443") {
+		t.Fatalf("Dial redfish with a short pin: %v", err)
 	}
 	if _, err := Dial(Config{URL: "ipmi://10.0.0.5", User: strings.Repeat("u", 17)}); err == nil {
 		t.Fatal("a 17-character IPMI user name was taken")

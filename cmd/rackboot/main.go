@@ -32,10 +32,11 @@ Usage:
   rackboot node events NODE           show a node's audit log
   rackboot node set NODE [--name N --rack R --position U --tags a,b --owner rackboot|ironic
                          --secure-boot on|off|inherit]
-  rackboot node set NODE --bmc ipmi://HOST[:623] --bmc-user NAME [--bmc-password-file FILE|-]
+  rackboot node set NODE --bmc ipmi://HOST[:623]|redfish://HOST --bmc-user NAME [--bmc-password-file FILE|-]
+                         [--bmc-fingerprint SHA256]
                                       give a node its BMC (password encrypted at rest); --no-bmc forgets it
   rackboot node power NODE on|off|soft-off|cycle|reset|status
-                                      power control through the node's BMC (IPMI lanplus)
+                                      power control through the node's BMC (IPMI lanplus or Redfish)
   rackboot node boot-device NODE pxe|disk [--persistent]
                                       the next boot's device (every boot's, persistent), through the BMC
   rackboot node inspect|release|reboot NODE [--reason TEXT]

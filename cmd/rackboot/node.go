@@ -56,10 +56,10 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fs.StringVar(&f.tags, "tags", "", "comma-separated tags (replaces them all)")
 		fs.StringVar(&f.owner, "owner", "", "rackboot or ironic")
 		fs.StringVar(&f.secureBoot, "secure-boot", "", "on, off or inherit (the subnet's setting)")
-		fs.StringVar(&f.bmc, "bmc", "", "the node's BMC: ipmi://HOST[:623] (redfish://HOST[/redfish/v1/Systems/ID] is stored, not driven yet)")
+		fs.StringVar(&f.bmc, "bmc", "", "the node's BMC: ipmi://HOST[:623], redfish://HOST[/redfish/v1/Systems/ID] (https) or redfish+http://HOST (labs)")
 		fs.StringVar(&f.bmcUser, "bmc-user", "", "the BMC user (with --bmc)")
 		fs.StringVar(&f.bmcPasswordFile, "bmc-password-file", "", "read the BMC password from this file, or - for the first line of stdin (never on the command line; absent keeps the one set)")
-		fs.StringVar(&f.bmcFingerprint, "bmc-fingerprint", "", "pin a Redfish BMC's certificate: its SHA-256, hex")
+		fs.StringVar(&f.bmcFingerprint, "bmc-fingerprint", "", "pin a redfish:// BMC's certificate: its SHA-256, hex (default: verify it with serve --bmc-ca-file or the system's CAs)")
 		fs.BoolVar(&f.noBMC, "no-bmc", false, "forget the node's BMC")
 	case "boot-device":
 		fs.BoolVar(&f.persistent, "persistent", false, "for every boot, not only the next one")
