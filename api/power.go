@@ -79,8 +79,7 @@ func (s *Server) getBMC(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	bs := s.Store
-	b, err := bs.BMC(r.Context(), n.ID)
+	b, err := s.Store.BMC(r.Context(), n.ID)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -97,7 +96,6 @@ func (s *Server) putBMC(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	bs := s.Store
 	e, err := power.ParseURL(in.URL)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
@@ -122,7 +120,7 @@ func (s *Server) putBMC(w http.ResponseWriter, r *http.Request) {
 	b := store.BMC{NodeID: n.ID, URL: in.URL, User: in.User, Fingerprint: in.Fingerprint}
 	switch {
 	case in.Password == nil:
-		old, err := bs.BMC(r.Context(), n.ID)
+		old, err := s.Store.BMC(r.Context(), n.ID)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			s.fail(w, r, err)
 			return
@@ -139,11 +137,11 @@ func (s *Server) putBMC(w http.ResponseWriter, r *http.Request) {
 		}
 		b.Password = s.Secrets.Seal([]byte(*in.Password), BMCPasswordAD(n.ID))
 	}
-	if err := bs.SetBMC(r.Context(), b); err != nil {
+	if err := s.Store.SetBMC(r.Context(), b); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	got, err := bs.BMC(r.Context(), n.ID)
+	got, err := s.Store.BMC(r.Context(), n.ID)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -156,8 +154,7 @@ func (s *Server) deleteBMC(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	bs := s.Store
-	if err := bs.DeleteBMC(r.Context(), n.ID); err != nil {
+	if err := s.Store.DeleteBMC(r.Context(), n.ID); err != nil {
 		s.fail(w, r, err)
 		return
 	}
@@ -166,8 +163,7 @@ func (s *Server) deleteBMC(w http.ResponseWriter, r *http.Request) {
 
 // driver opens the power driver of a node's BMC, or answers why not.
 func (s *Server) driver(w http.ResponseWriter, r *http.Request, n store.Node) (power.Driver, store.BMC, bool) {
-	bs := s.Store
-	b, err := bs.BMC(r.Context(), n.ID)
+	b, err := s.Store.BMC(r.Context(), n.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		writeError(w, http.StatusConflict, "no_bmc", fmt.Sprintf("node %s has no BMC: set one with rackboot node set %s --bmc URL", n.ID, n.ID))
 		return nil, b, false

@@ -152,8 +152,13 @@ func (d *ipmiDriver) Off(ctx context.Context) error {
 	})
 }
 
+// SoftOff asks the OS to shut down (ACPI); a node that is off is left
+// alone (some BMCs refuse a soft shutdown then).
 func (d *ipmiDriver) SoftOff(ctx context.Context) error {
 	return d.session(ctx, "soft off", true, func(ctx context.Context, c *client.Client) error {
+		if s, err := d.status(ctx, c); err != nil || s == StateOff {
+			return err
+		}
 		return d.control(ctx, c, chassis.ChassisControlSoftShutdown)
 	})
 }
