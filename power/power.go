@@ -296,9 +296,9 @@ func retry(ctx context.Context, c Config, bmc, op string, f func(ctx context.Con
 		if err == nil {
 			return nil
 		}
-		var f final
-		if errors.As(err, &f) {
-			err = f.error
+		var fe final
+		if errors.As(err, &fe) {
+			err = fe.error
 			break
 		}
 		if !errors.Is(err, ErrNoAnswer) || try >= c.attempts() || ctx.Err() != nil {
