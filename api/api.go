@@ -1,5 +1,5 @@
 // Package api is rackboot's JSON HTTP API under /api/v1: nodes, their
-// actions, boot traces and audit events (also live, as server-sent
+// actions, their BMCs and power, boot traces and audit events (also live, as server-sent
 // events), images, tasks, users and tokens, with role-based access for
 // tokens and web sessions, an OpenAPI document generated from the same
 // route table that serves the requests, and Prometheus metrics.
@@ -17,6 +17,7 @@ import (
 
 	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/lifecycle"
+	"github.com/rackboot/rackboot/power"
 	"github.com/rackboot/rackboot/store"
 )
 
@@ -46,9 +47,26 @@ type Server struct {
 	// AgentHeartbeat is how often agents are asked to call in (default
 	// DefaultAgentHeartbeat).
 	AgentHeartbeat time.Duration
+	// Secrets seals and opens BMC passwords (a *sealbox.Box or
+	// *sealbox.File); nil refuses to store or use one.
+	Secrets Secrets
+	// PowerDial opens a BMC's driver (default power.Dial); tests put
+	// fakes here.
+	PowerDial func(power.Config) (power.Driver, error)
+	// BMCCAFile is the PEM CA bundle that verifies Redfish BMCs'
+	// certificates where no fingerprint is pinned (default: the system's
+	// roots).
+	BMCCAFile string
 
 	requests requestCounter
 	logins   loginLimiter
+}
+
+// Secrets seals secrets the server must read back; package sealbox
+// implements it.
+type Secrets interface {
+	Seal(plaintext, ad []byte) []byte
+	Open(sealed, ad []byte) ([]byte, error)
 }
 
 func (s *Server) log() *slog.Logger {

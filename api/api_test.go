@@ -29,6 +29,7 @@ type fixture struct {
 	api    *Server
 	node   store.Node // available, x86_64, with a GPU inventory
 	tokens map[store.Role]string
+	bmc    *fakeBMC // the node's BMC, ipmi://10.9.9.9 with admin/pw-of-gpu-01
 }
 
 const bootstrap = "bootstrap-secret"
@@ -73,6 +74,7 @@ func newFixture(t *testing.T) *fixture {
 	st.PutUser(ctx, store.User{Name: "ann", Role: store.RoleTech, PasswordHash: hash})
 	f.api = New(st)
 	f.api.Version = "test"
+	f.bmc = withFakeBMC(t, f.api, st, n.ID)
 	// The bootstrap token is an admin API token like any other, as the
 	// appliance stores the one in its data dir.
 	if _, err := st.CreateToken(ctx, store.Token{ID: "bootstrap-test", Hash: HashSecret(bootstrap), Kind: "api", Role: store.RoleAdmin, Name: "bootstrap"}); err != nil {

@@ -54,6 +54,10 @@ func (s *Server) OpenAPI() map[string]any {
 		if rt.method != "GET" && rt.role != "" {
 			errs = append(errs, http.StatusConflict)
 		}
+		if strings.HasSuffix(rt.pattern, "/power") || strings.HasSuffix(rt.pattern, "/boot-device") {
+			// The BMC failed or refused; no driver for its kind; no key.
+			errs = append(errs, http.StatusConflict, http.StatusBadGateway, http.StatusNotImplemented, http.StatusServiceUnavailable)
+		}
 		if rt.pattern == "/api/v1/login" {
 			errs = append(errs, http.StatusUnauthorized, http.StatusBadRequest)
 		}

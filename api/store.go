@@ -26,6 +26,10 @@ type Store interface {
 	DeleteNode(ctx context.Context, id string) error
 	Trace(ctx context.Context, nodeID string, limit int) ([]store.TraceEvent, error)
 
+	SetBMC(ctx context.Context, b store.BMC) error
+	BMC(ctx context.Context, nodeID string) (store.BMC, error)
+	DeleteBMC(ctx context.Context, nodeID string) error
+
 	AddEvent(ctx context.Context, e store.Event) (store.Event, error)
 	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)
 

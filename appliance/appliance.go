@@ -45,11 +45,14 @@ import (
 
 // Paths inside the data dir.
 const (
-	DBFile       = "rackboot.db"
-	TokenFile    = "admin.token"
-	ImagesDir    = "images"
-	FirmwareDir  = "firmware"
-	ArtifactsDir = "artifacts"
+	DBFile    = "rackboot.db"
+	TokenFile = "admin.token"
+	// SecretKeyFile is the key file (package sealbox) that BMC passwords
+	// are encrypted with, unless Config.SecretKeyFile names another.
+	SecretKeyFile = "secret.key"
+	ImagesDir     = "images"
+	FirmwareDir   = "firmware"
+	ArtifactsDir  = "artifacts"
 	// TLSDir holds the CA and server certificate rackboot makes for its
 	// API; APICAFile and APIURLFile tell a client on the appliance which
 	// certificate to trust and where the API is.
@@ -423,6 +426,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 	if err := SetBootstrapToken(ctx, st, r.DataDir, token); err != nil {
 		return err
 	}
+	secrets, err := LoadSecrets(r.DataDir, r.SecretKeyFile, log)
+	if err != nil {
+		return err
+	}
 
 	// The parts that several servers share: the broker wakes the API's
 	// live event streams whenever the lifecycle (on behalf of the API,
@@ -511,7 +518,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 		return err
 	}
 	var bootHTTP httpCounter
-	apiServer := &api.Server{Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil,
+	apiServer := &api.Server{Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil, Secrets: secrets, BMCCAFile: r.BMCCAFile,
 		Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
 		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images"), AllowNetworks: r.imageNets},
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}

@@ -64,6 +64,15 @@ type Config struct {
 	AgentHeartbeat time.Duration `yaml:"agent_heartbeat"`
 	// Retention bounds how long boot events and audit events are kept.
 	Retention RetentionConfig `yaml:"retention"`
+	// SecretKeyFile holds the keys BMC passwords are encrypted with. Every
+	// server sharing a database needs the same file. Empty means
+	// DATA_DIR/secret.key, written (0600) on first start; a file named
+	// here must exist.
+	SecretKeyFile string `yaml:"secret_key_file"`
+	// BMCCAFile is the PEM CA bundle that verifies Redfish BMCs'
+	// certificates that have no fingerprint pinned (default: the
+	// system's roots).
+	BMCCAFile string `yaml:"bmc_ca_file"`
 	// Version is the binary's version, reported by the API.
 	Version string `yaml:"-"`
 }

@@ -9,7 +9,10 @@ import (
 	"os"
 	"path/filepath"
 
+	"log/slog"
+
 	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/internal/sealbox"
 	"github.com/rackboot/rackboot/internal/secret"
 	"github.com/rackboot/rackboot/store"
 )
@@ -31,7 +34,7 @@ func privateDataDir(dir string) error {
 		return fmt.Errorf("data dir: %w", err)
 	}
 	f.Close()
-	for _, p := range []string{db, db + "-wal", db + "-shm", filepath.Join(dir, TokenFile), filepath.Join(dir, PasswordFile)} {
+	for _, p := range []string{db, db + "-wal", db + "-shm", filepath.Join(dir, TokenFile), filepath.Join(dir, PasswordFile), filepath.Join(dir, SecretKeyFile)} {
 		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("data dir: %w", err)
 		}
@@ -109,4 +112,109 @@ func RotateBootstrapToken(ctx context.Context, dsn, dataDir string) (path string
 	}
 	os.Remove(old)
 	return path, nil
+}
+
+// secretKeyPath is the key file a server uses: file, or DATA_DIR/secret.key.
+func secretKeyPath(dataDir, file string) (path string, isDefault bool) {
+	if file == "" {
+		return filepath.Join(dataDir, SecretKeyFile), true
+	}
+	return file, false
+}
+
+// LoadSecrets reads the key file BMC passwords are sealed with: file, or
+// DATA_DIR/secret.key, which is written (0600, one new key) when missing.
+// A file named explicitly must exist: servers sharing a database must
+// share its keys, and a fresh key on one of them would seal passwords the
+// others cannot open.
+//
+// The server reads the file again whenever it changes, so a rotation
+// (rackboot secrets rotate) takes effect without a restart.
+func LoadSecrets(dataDir, file string, log *slog.Logger) (*sealbox.File, error) {
+	path, isDefault := secretKeyPath(dataDir, file)
+	f, created, err := sealbox.OpenFile(path, isDefault)
+	if err != nil {
+		return nil, err
+	}
+	if created && log != nil {
+		log.Info("wrote a new secret key for BMC passwords; servers sharing this database need the same file", "file", path, "key", f.Box().Current())
+	}
+	return f, nil
+}
+
+// RotateResult says what a key rotation did.
+type RotateResult struct {
+	Path     string
+	NewKey   string
+	Resealed int
+	// Changed counts passwords set by someone else while the rotation
+	// ran: they were sealed by a server, so with a key of the file.
+	Changed int
+	Dropped []string // keys removed from the file (dropOld)
+}
+
+// RotateSecrets adds a new key at the head of the key file, re-seals every
+// BMC password in the database with it, and with dropOld then removes the
+// old keys from the file. The file is written first, keeping the old keys,
+// so a rotation cut short leaves every password readable. Other servers
+// sharing the database need the new file before they can open what it
+// re-sealed.
+func RotateSecrets(ctx context.Context, dsn, dataDir, file string, dropOld bool) (RotateResult, error) {
+	path, _ := secretKeyPath(dataDir, file)
+	old, _, err := sealbox.Load(path, false)
+	if err != nil {
+		return RotateResult{}, err
+	}
+	st, err := OpenStore(ctx, dsn, dataDir)
+	if err != nil {
+		return RotateResult{}, err
+	}
+	defer st.Close()
+	box := old.WithNewKey()
+	if err := box.Save(path); err != nil {
+		return RotateResult{}, err
+	}
+	res := RotateResult{Path: path, NewKey: box.Current()}
+	bmcs, err := st.BMCs(ctx)
+	if err != nil {
+		return res, err
+	}
+	for _, b := range bmcs {
+		if b.Password == nil {
+			continue
+		}
+		pw, err := box.Open(b.Password, api.BMCPasswordAD(b.NodeID))
+		if err != nil {
+			return res, fmt.Errorf("rotate: the BMC password of node %s: %w", b.NodeID, err)
+		}
+		err = st.ResealBMC(ctx, b.NodeID, b.Password, box.Seal(pw, api.BMCPasswordAD(b.NodeID)))
+		switch {
+		case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+			res.Changed++
+		case err != nil:
+			return res, fmt.Errorf("rotate: %w", err)
+		default:
+			res.Resealed++
+		}
+	}
+	if dropOld {
+		// Only when nothing in the database names an old key any more.
+		bmcs, err := st.BMCs(ctx)
+		if err != nil {
+			return res, err
+		}
+		for _, b := range bmcs {
+			if b.Password == nil {
+				continue
+			}
+			if id, _ := sealbox.KeyOf(b.Password); id != box.Current() {
+				return res, fmt.Errorf("rotate: node %s's BMC password is still sealed with key %s: old keys kept; run rotate again", b.NodeID, id)
+			}
+		}
+		res.Dropped = box.KeyIDs()[1:]
+		if err := box.OnlyCurrent().Save(path); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
 }

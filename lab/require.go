@@ -23,6 +23,8 @@ var packages = map[string]string{
 	"dpkg-deb":            "dpkg",
 	"apt-get":             "apt",
 	"go":                  "golang-go",
+	"ipmi_sim":            "openipmi",
+	"ipmitool":            "ipmitool",
 }
 
 // filePackages names the package behind each firmware directory, longest

@@ -2,14 +2,16 @@
 # Installs the Debian packages rackboot's tests use: QEMU with SeaBIOS,
 # OVMF and AAVMF firmware, the iPXE option ROMs SeaBIOS boots from and
 # Debian's iPXE loaders, the real DHCP and TFTP clients and servers the
-# tests talk to or compare with, and curl; and lets apt fetch arm64
+# tests talk to or compare with, curl, and OpenIPMI's BMC simulator with
+# ipmitool (the power tests' BMC and its independent reader); and lets apt fetch arm64
 # packages (the AArch64 test kernel and loaders). Idempotent and quiet:
 # it changes nothing when all is there.
 set -euo pipefail
 # dnsmasq-base and not dnsmasq: the latter starts a system-wide daemon
 # that would hold port 53 and 67; the tests run their own.
 pkgs=(qemu-system-x86 qemu-system-arm seabios ovmf qemu-efi-aarch64 ipxe ipxe-qemu
-      busybox udhcpc tftp-hpa tftpd-hpa atftp dnsmasq-base curl iproute2 qemu-utils util-linux)
+      busybox udhcpc tftp-hpa tftpd-hpa atftp dnsmasq-base curl iproute2 qemu-utils util-linux
+      openipmi ipmitool)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -257,6 +257,23 @@ const (
 // BootTokenID is the id of a node's boot secret.
 func BootTokenID(node string) string { return "boot-" + node }
 
+// BMC is how rackboot reaches a node's baseboard management controller.
+// The store keeps the password as the caller sealed it (package sealbox)
+// and never looks inside.
+type BMC struct {
+	NodeID string
+	// URL is ipmi://HOST[:PORT], redfish://HOST[:PORT][/redfish/v1/Systems/ID]
+	// (https) or redfish+http://... (labs).
+	URL  string
+	User string
+	// Password is the sealed password; nil when none is set.
+	Password []byte
+	// Fingerprint is the hex SHA-256 of a Redfish BMC's certificate, pinned;
+	// empty verifies it against the CA roots instead.
+	Fingerprint string
+	Updated     time.Time
+}
+
 // TraceEvent is a boot event stored against a node.
 type TraceEvent struct {
 	Seq    int64
@@ -316,6 +333,20 @@ type Store interface {
 	DeleteNode(ctx context.Context, id string) error
 	// CountNodes returns the number of nodes in each state.
 	CountNodes(ctx context.Context) (map[State]int, error)
+
+	// SetBMC creates or replaces a node's BMC (b.NodeID); a node that does
+	// not exist is ErrNotFound.
+	SetBMC(ctx context.Context, b BMC) error
+	// BMC returns a node's BMC, or ErrNotFound when it has none.
+	BMC(ctx context.Context, nodeID string) (BMC, error)
+	// DeleteBMC forgets a node's BMC; none is ErrNotFound.
+	DeleteBMC(ctx context.Context, nodeID string) error
+	// BMCs lists every BMC, by node id.
+	BMCs(ctx context.Context) ([]BMC, error)
+	// ResealBMC replaces a BMC's sealed password with resealed if it is
+	// still old (a key rotation); otherwise it changes nothing and returns
+	// ErrConflict (someone set a new password meanwhile), or ErrNotFound.
+	ResealBMC(ctx context.Context, nodeID string, old, resealed []byte) error
 
 	// AddEvent appends to the audit log and returns the event as stored.
 	AddEvent(ctx context.Context, e Event) (Event, error)

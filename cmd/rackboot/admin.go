@@ -189,6 +189,42 @@ func rotateBootstrap(ctx context.Context, args []string, stdout, stderr io.Write
 	return nil
 }
 
+// secretsCmd manages the key file BMC passwords are encrypted with. It
+// runs on the appliance, on its data dir and database.
+func secretsCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "rotate" {
+		return usageError{"secrets: want rotate"}
+	}
+	fs := flag.NewFlagSet("secrets rotate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", envOr("RACKBOOT_DATA_DIR", "data"), "the appliance's data dir")
+	db := fs.String("db", os.Getenv("RACKBOOT_DB"), "the appliance's postgres:// database (default: SQLite in the data dir; env RACKBOOT_DB)")
+	keyFile := fs.String("secret-key-file", "", "the key file (default DATA_DIR/secret.key)")
+	dropOld := fs.Bool("drop-old", false, "then remove the old keys from the file (only once every server sharing the database has the new file)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: rackboot secrets rotate [flags]\n\nAdds a new key at the head of the secret key file (the old keys stay, to open what they\nsealed) and re-encrypts every BMC password in the database with it. Servers sharing the\ndatabase need the new file before they can read the re-encrypted passwords.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if pos, err := parseArgs(fs, args[1:]); err != nil {
+		return err
+	} else if len(pos) > 0 {
+		return usageError{"secrets rotate [--data-dir DIR] [--db postgres://...] [--secret-key-file F] [--drop-old]"}
+	}
+	res, err := appliance.RotateSecrets(ctx, *db, *dataDir, *keyFile, *dropOld)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "new key %s at the head of %s; %d BMC passwords re-encrypted", res.NewKey, res.Path, res.Resealed)
+	if res.Changed > 0 {
+		fmt.Fprintf(stdout, " (%d changed meanwhile, left as set)", res.Changed)
+	}
+	if len(res.Dropped) > 0 {
+		fmt.Fprintf(stdout, "; dropped old keys %s", strings.Join(res.Dropped, ", "))
+	}
+	fmt.Fprintln(stdout)
+	return nil
+}
+
 func userCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageError{"user: want add, list or delete"}

@@ -32,6 +32,13 @@ Usage:
   rackboot node events NODE           show a node's audit log
   rackboot node set NODE [--name N --rack R --position U --tags a,b --owner rackboot|ironic
                          --secure-boot on|off|inherit]
+  rackboot node set NODE --bmc ipmi://HOST[:623]|redfish://HOST --bmc-user NAME [--bmc-password-file FILE|-]
+                         [--bmc-fingerprint SHA256]
+                                      give a node its BMC (password encrypted at rest); --no-bmc forgets it
+  rackboot node power NODE on|off|soft-off|cycle|reset|status
+                                      power control through the node's BMC (IPMI lanplus or Redfish)
+  rackboot node boot-device NODE pxe|disk [--persistent]
+                                      the next boot's device (every boot's, persistent), through the BMC
   rackboot node inspect|release|reboot NODE [--reason TEXT]
   rackboot node deploy NODE --image NAME
   rackboot node wipe NODE [--method quick|full]
@@ -48,6 +55,8 @@ Usage:
   rackboot token list|delete          API tokens (admin)
   rackboot token rotate-bootstrap [--data-dir DIR] [--db URL]
                                       on the appliance: a new DATA_DIR/admin.token; the old one dies
+  rackboot secrets rotate [--data-dir DIR] [--db URL] [--secret-key-file F] [--drop-old]
+                                      on the appliance: a new key for BMC passwords; re-encrypts them all
   rackboot user add NAME --role R [--password-file F]
                                       add a web UI user or reset their password
   rackboot user list|delete           web UI users (admin)
@@ -97,7 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "firmware":
 		return firmwareCmd(ctx, args[1:], stdout, stderr)
 	case "node":
-		return nodeCmd(ctx, args[1:], stdout, stderr)
+		return nodeCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "image":
 		return imageCmd(ctx, args[1:], stdout, stderr)
 	case "token":
@@ -106,6 +115,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return userCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "backup", "restore":
 		return backupCmd(ctx, args[0], args[1:], stdout, stderr)
+	case "secrets":
+		return secretsCmd(ctx, args[1:], stdout, stderr)
 	case "lab":
 		return labCmd(ctx, args[1:], stdout, stderr)
 	case "ramdisk":

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -14,11 +15,12 @@ import (
 
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/lifecycle"
+	"github.com/rackboot/rackboot/power"
 )
 
-func nodeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"node: want list, add, show, trace, events, set, delete or an action (inspect, deploy, release, wipe, burnin, maintenance, reboot)"}
+		return usageError{"node: want list, add, show, trace, events, set, delete, power, boot-device or an action (inspect, deploy, release, wipe, burnin, maintenance, reboot)"}
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("node "+sub, flag.ContinueOnError)
@@ -28,6 +30,8 @@ func nodeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		state, arch, gpu, rack, tag, q                        string
 		name, setRack, tags, owner, secureBoot, image, method string
 		duration, reason                                      string
+		bmc, bmcUser, bmcPasswordFile, bmcFingerprint         string
+		noBMC, persistent                                     bool
 		hostname, sshKeys, rootSerial                         string
 		rootMin                                               int64
 		grow                                                  bool
@@ -52,6 +56,13 @@ func nodeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.StringVar(&f.tags, "tags", "", "comma-separated tags (replaces them all)")
 		fs.StringVar(&f.owner, "owner", "", "rackboot or ironic")
 		fs.StringVar(&f.secureBoot, "secure-boot", "", "on, off or inherit (the subnet's setting)")
+		fs.StringVar(&f.bmc, "bmc", "", "the node's BMC: ipmi://HOST[:623], redfish://HOST[/redfish/v1/Systems/ID] (https) or redfish+http://HOST (labs)")
+		fs.StringVar(&f.bmcUser, "bmc-user", "", "the BMC user (with --bmc)")
+		fs.StringVar(&f.bmcPasswordFile, "bmc-password-file", "", "read the BMC password from this file, or - for the first line of stdin (never on the command line; absent keeps the one set)")
+		fs.StringVar(&f.bmcFingerprint, "bmc-fingerprint", "", "pin a redfish:// BMC's certificate: its SHA-256, hex (default: verify it with serve --bmc-ca-file or the system's CAs)")
+		fs.BoolVar(&f.noBMC, "no-bmc", false, "forget the node's BMC")
+	case "boot-device":
+		fs.BoolVar(&f.persistent, "persistent", false, "for every boot, not only the next one")
 	case "deploy":
 		fs.StringVar(&f.image, "image", "", "the image to write (required)")
 		fs.StringVar(&f.hostname, "hostname", "", "write a cloud-init seed with this hostname")
@@ -176,14 +187,90 @@ func nodeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if set["secure-boot"] {
 			p.SecureBoot = &f.secureBoot
 		}
-		if len(set) == 0 || (len(set) == 1 && (set["server"] || set["token"])) {
-			return usageError{"node set: nothing to set (--name, --rack, --position, --tags, --owner, --secure-boot)"}
+		bmcSet := set["bmc"] || set["bmc-user"] || set["bmc-password-file"] || set["bmc-fingerprint"]
+		nodeSet := set["name"] || set["rack"] || set["position"] || set["tags"] || set["owner"] || set["secure-boot"]
+		if !bmcSet && !nodeSet && !set["no-bmc"] {
+			return usageError{"node set: nothing to set (--name, --rack, --position, --tags, --owner, --secure-boot, --bmc, --no-bmc)"}
+		}
+		if set["no-bmc"] && bmcSet {
+			return usageError{"node set: --no-bmc with --bmc flags: which is it?"}
+		}
+		if bmcSet && !set["bmc"] {
+			return usageError{"node set: --bmc-user, --bmc-password-file and --bmc-fingerprint go with --bmc URL"}
 		}
 		var n api.Node
-		if err := c.do(ctx, "PATCH", path, p, &n); err != nil {
+		if nodeSet {
+			if err := c.do(ctx, "PATCH", path, p, &n); err != nil {
+				return err
+			}
+		} else if err := c.do(ctx, "GET", path, nil, &n); err != nil {
 			return err
 		}
-		return c.print(stdout, n, func(tw *tabwriter.Writer) { showNode(tw, n) })
+		if set["no-bmc"] {
+			if err := c.do(ctx, "DELETE", path+"/bmc", nil, nil); err != nil {
+				return err
+			}
+		}
+		var b *api.BMC
+		if bmcSet {
+			in := api.BMCSet{URL: f.bmc, User: f.bmcUser, Fingerprint: f.bmcFingerprint}
+			if set["bmc-password-file"] {
+				pw, err := readSecret(f.bmcPasswordFile, stdin, stderr, "BMC password for "+ref)
+				if err != nil {
+					return fmt.Errorf("node set: %w", err)
+				}
+				in.Password = &pw
+			}
+			b = &api.BMC{}
+			if err := c.do(ctx, "PUT", path+"/bmc", in, b); err != nil {
+				return err
+			}
+		}
+		out := struct {
+			api.Node
+			BMC *api.BMC `json:"bmc,omitempty"`
+		}{n, b}
+		return c.print(stdout, out, func(tw *tabwriter.Writer) {
+			showNode(tw, n)
+			if b != nil {
+				showBMC(tw, *b)
+			}
+		})
+	case "power":
+		if len(pos) != 2 {
+			return usageError{"node power NODE on|off|soft-off|cycle|reset|status"}
+		}
+		if pos[1] == "status" {
+			var st api.PowerStatus
+			if err := c.do(ctx, "GET", path+"/power", nil, &st); err != nil {
+				return err
+			}
+			return c.print(stdout, st, func(tw *tabwriter.Writer) { fmt.Fprintf(tw, "%s: power %s (%s)\n", st.Node, st.State, st.BMC) })
+		}
+		if _, err := power.ParseAction(pos[1]); err != nil {
+			return usageError{"node power: " + err.Error() + " (or status)"}
+		}
+		var res api.PowerResult
+		if err := c.do(ctx, "POST", path+"/power", api.PowerRequest{Action: pos[1]}, &res); err != nil {
+			return err
+		}
+		return c.print(stdout, res, func(tw *tabwriter.Writer) {
+			fmt.Fprintf(tw, "%s: %s: %s (%s)\n", res.Node, res.Event.Reason, res.Event.Message, res.BMC)
+		})
+	case "boot-device":
+		if len(pos) != 2 {
+			return usageError{"node boot-device NODE pxe|disk [--persistent]"}
+		}
+		if _, err := power.ParseDevice(pos[1]); err != nil {
+			return usageError{"node boot-device: " + err.Error()}
+		}
+		var res api.PowerResult
+		if err := c.do(ctx, "PUT", path+"/boot-device", api.BootDeviceRequest{Device: pos[1], Persistent: f.persistent}, &res); err != nil {
+			return err
+		}
+		return c.print(stdout, res, func(tw *tabwriter.Writer) {
+			fmt.Fprintf(tw, "%s: %s: %s (%s)\n", res.Node, res.Event.Reason, res.Event.Message, res.BMC)
+		})
 	case "delete":
 		if err := c.do(ctx, "DELETE", path, nil, nil); err != nil {
 			return err
@@ -267,6 +354,38 @@ func showNode(tw *tabwriter.Writer, n api.Node) {
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
 	}
+}
+
+func showBMC(tw *tabwriter.Writer, b api.BMC) {
+	pw := "not set"
+	if b.PasswordSet {
+		pw = "set (never shown)"
+	}
+	fmt.Fprintf(tw, "BMC:\t%s\nBMC user:\t%s\nBMC password:\t%s\n", b.URL, orDash(b.User), pw)
+	if b.Fingerprint != "" {
+		fmt.Fprintf(tw, "BMC certificate:\t%s\n", b.Fingerprint)
+	}
+}
+
+// readSecret reads a secret from a file, or with "-" the first line of
+// stdin (prompting on stderr): secrets never go on a command line, where
+// ps and shell histories see them.
+func readSecret(file string, stdin io.Reader, stderr io.Writer, what string) (string, error) {
+	if file == "-" {
+		fmt.Fprintf(stderr, "%s: ", what)
+		line, err := bufio.NewReader(stdin).ReadString('\n')
+		if err != nil && line == "" {
+			return "", fmt.Errorf("reading the %s from stdin: %w", what, err)
+		}
+		fmt.Fprintln(stderr)
+		return strings.TrimRight(line, "\r\n"), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimRight(pw, "\r"), nil
 }
 
 func showEvents(tw *tabwriter.Writer, evs []api.Event) {

@@ -31,6 +31,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	secureBoot := fs.Bool("secure-boot", false, "send every x86-64 UEFI node down shim → GRUB instead of iPXE")
 	db := fs.String("db", "", "database: a postgres:// URL shared by several servers (default: SQLite in the data dir; env RACKBOOT_DB)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
+	secretKeyFile := fs.String("secret-key-file", "", "keys BMC passwords are encrypted with; the same file on every server sharing a database (default DATA_DIR/secret.key, written on first start)")
+	bmcCAFile := fs.String("bmc-ca-file", "", "PEM CA bundle that verifies Redfish BMCs' certificates where none is pinned (default: the system's roots)")
 	heartbeat := fs.Duration("agent-heartbeat", 0, "how often agents call in, which is how long a new task can wait for one (default 10s)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: rackboot serve [flags]\n\nRuns DHCP (ports 67 and 4011: needs root or CAP_NET_BIND_SERVICE and CAP_NET_RAW),\nTFTP (port 69), boot-time HTTP and the API.\n\nFlags:")
@@ -68,6 +70,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	override("dhcp-mode", &cfg.DHCP.Mode, *dhcpMode)
 	override("enroll", &cfg.DHCP.Enroll, *enroll)
 	override("log-level", &cfg.LogLevel, *logLevel)
+	override("secret-key-file", &cfg.SecretKeyFile, *secretKeyFile)
+	override("bmc-ca-file", &cfg.BMCCAFile, *bmcCAFile)
 	if v := os.Getenv("RACKBOOT_DB"); v != "" && !set["db"] {
 		cfg.DB = v
 	}

@@ -115,6 +115,14 @@ var sqliteMigrations = []string{
 	CREATE INDEX tokens_node ON tokens(node_id);`,
 	`ALTER TABLE images ADD COLUMN raw_size INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE images ADD COLUMN raw_sha256 TEXT NOT NULL DEFAULT '';`,
+	`CREATE TABLE bmcs (
+		node_id     TEXT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+		url         TEXT NOT NULL,
+		user_name   TEXT NOT NULL,
+		password    BLOB,
+		fingerprint TEXT NOT NULL DEFAULT '',
+		updated     INTEGER NOT NULL
+	);`,
 }
 
 // postgresMigrations build the PostgreSQL schema. nodes_name makes node
@@ -230,4 +238,12 @@ var postgresMigrations = []string{
 	);
 	CREATE INDEX tokens_node ON tokens(node_id);
 	CREATE INDEX tokens_user ON tokens(user_name);`,
+	`CREATE TABLE bmcs (
+		node_id     TEXT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+		url         TEXT NOT NULL,
+		user_name   TEXT NOT NULL,
+		password    BYTEA,
+		fingerprint TEXT NOT NULL DEFAULT '',
+		updated     BIGINT NOT NULL
+	);`,
 }

@@ -280,4 +280,13 @@ func checkUpgraded(t *testing.T, s store.Store, name string) {
 	if n, created, err := s.EnrollClient(ctx, boot.Client{MAC: mac1, Arch: boot.ClientX64UEFI}, time.Now()); err != nil || created || n.Name != "gpu-01" {
 		t.Errorf("enroll %s after upgrade: node %q, created %v, %v; want gpu-01 found", mac1, n.Name, created, err)
 	}
+	// A database from before BMCs has none, and takes one for an old node.
+	if bs, err := s.BMCs(ctx); err != nil || len(bs) != 0 {
+		t.Errorf("BMCs after upgrade: %v, %v; want none", bs, err)
+	}
+	n1 := get(s.Node(ctx, "gpu-01"))(t)
+	ck(t, s.SetBMC(ctx, store.BMC{NodeID: n1.ID, URL: "ipmi://10.0.0.1", User: "admin", Password: []byte("sealed")}))
+	if b, err := s.BMC(ctx, n1.ID); err != nil || b.URL != "ipmi://10.0.0.1" {
+		t.Errorf("BMC set after upgrade reads back %+v, %v", b, err)
+	}
 }

@@ -1,0 +1,329 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/internal/sealbox"
+	"github.com/rackboot/rackboot/power"
+	"github.com/rackboot/rackboot/store"
+)
+
+// powerCallTimeout bounds one power call of the API, its retries included.
+const powerCallTimeout = 45 * time.Second
+
+// BMC is a node's BMC as the API shows it: never its password.
+type BMC struct {
+	URL         string    `json:"url"`
+	User        string    `json:"user"`
+	PasswordSet bool      `json:"password_set"`
+	Fingerprint string    `json:"fingerprint,omitempty"`
+	Updated     time.Time `json:"updated"`
+}
+
+// BMCSet is the body of PUT /api/v1/nodes/{id}/bmc. Password, when
+// absent, keeps the password already set (to change the URL or user
+// alone); an empty string clears it. Fingerprint pins a redfish://
+// BMC's certificate (its SHA-256, hex; colons allowed).
+type BMCSet struct {
+	URL         string  `json:"url"`
+	User        string  `json:"user"`
+	Password    *string `json:"password,omitempty"`
+	Fingerprint string  `json:"fingerprint,omitempty"`
+}
+
+// PowerRequest is the body of POST /api/v1/nodes/{id}/power.
+type PowerRequest struct {
+	// Action is on, off, soft-off, cycle or reset.
+	Action string `json:"action"`
+}
+
+// PowerStatus is a node's power state as its BMC reports it.
+type PowerStatus struct {
+	Node  string `json:"node"`
+	BMC   string `json:"bmc"`
+	State string `json:"state"`
+}
+
+// PowerResult is the answer to a power action or a boot device change.
+type PowerResult struct {
+	Node  string `json:"node"`
+	BMC   string `json:"bmc"`
+	Event Event  `json:"event"`
+}
+
+// BootDeviceRequest is the body of PUT /api/v1/nodes/{id}/boot-device.
+type BootDeviceRequest struct {
+	// Device is pxe or disk.
+	Device     string `json:"device"`
+	Persistent bool   `json:"persistent"`
+	// UEFI picks the UEFI boot path; absent, it follows the node's
+	// firmware as seen at its last network boot (UEFI unless BIOS).
+	UEFI *bool `json:"uefi,omitempty"`
+}
+
+func bmcFrom(b store.BMC) BMC {
+	return BMC{URL: b.URL, User: b.User, PasswordSet: b.Password != nil, Fingerprint: b.Fingerprint, Updated: b.Updated}
+}
+
+// BMCPasswordAD is the additional data a node's BMC password is sealed
+// with: the sealed bytes open only for that node.
+func BMCPasswordAD(nodeID string) []byte { return []byte("bmc-password:" + nodeID) }
+
+func (s *Server) getBMC(w http.ResponseWriter, r *http.Request) {
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	b, err := s.Store.BMC(r.Context(), n.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, bmcFrom(b))
+}
+
+func (s *Server) putBMC(w http.ResponseWriter, r *http.Request) {
+	var in BMCSet
+	if !decode(w, r, &in) {
+		return
+	}
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	e, err := power.ParseURL(in.URL)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if e.Kind == "ipmi" && len(in.User) > 16 {
+		writeError(w, http.StatusBadRequest, "bad_request", "an IPMI user name has at most 16 characters")
+		return
+	}
+	if in.Fingerprint != "" {
+		if e.Kind != "redfish" || !e.HTTPS {
+			writeError(w, http.StatusBadRequest, "bad_request", "a certificate fingerprint goes with a redfish:// (https) BMC")
+			return
+		}
+		fp, err := power.ParseFingerprint(in.Fingerprint)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+			return
+		}
+		in.Fingerprint = fp
+	}
+	b := store.BMC{NodeID: n.ID, URL: in.URL, User: in.User, Fingerprint: in.Fingerprint}
+	switch {
+	case in.Password == nil:
+		old, err := s.Store.BMC(r.Context(), n.ID)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.fail(w, r, err)
+			return
+		}
+		b.Password = old.Password
+	case *in.Password != "":
+		if s.Secrets == nil {
+			writeError(w, http.StatusServiceUnavailable, "no_secret_key", "this server has no secret key to encrypt BMC passwords with (--secret-key-file)")
+			return
+		}
+		if e.Kind == "ipmi" && len(*in.Password) > 20 {
+			writeError(w, http.StatusBadRequest, "bad_request", "an IPMI v2.0 password has at most 20 bytes")
+			return
+		}
+		b.Password = s.Secrets.Seal([]byte(*in.Password), BMCPasswordAD(n.ID))
+	}
+	if err := s.Store.SetBMC(r.Context(), b); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	got, err := s.Store.BMC(r.Context(), n.ID)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, bmcFrom(got))
+}
+
+func (s *Server) deleteBMC(w http.ResponseWriter, r *http.Request) {
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	if err := s.Store.DeleteBMC(r.Context(), n.ID); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// driver opens the power driver of a node's BMC, or answers why not.
+func (s *Server) driver(w http.ResponseWriter, r *http.Request, n store.Node) (power.Driver, store.BMC, bool) {
+	b, err := s.Store.BMC(r.Context(), n.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusConflict, "no_bmc", fmt.Sprintf("node %s has no BMC: set one with rackboot node set %s --bmc URL", n.ID, n.ID))
+		return nil, b, false
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return nil, b, false
+	}
+	var pw []byte
+	if b.Password != nil {
+		if s.Secrets == nil {
+			writeError(w, http.StatusServiceUnavailable, "no_secret_key", "this server has no secret key to decrypt BMC passwords with (--secret-key-file)")
+			return nil, b, false
+		}
+		pw, err = s.Secrets.Open(b.Password, BMCPasswordAD(n.ID))
+		if err != nil {
+			msg := "the BMC password of node " + n.ID + " does not decrypt: " + err.Error()
+			if errors.Is(err, sealbox.ErrUnknownKey) {
+				msg += "; give this server the key file the others use (--secret-key-file)"
+			}
+			writeError(w, http.StatusServiceUnavailable, "secret_key", msg)
+			return nil, b, false
+		}
+	}
+	dial := s.PowerDial
+	if dial == nil {
+		dial = power.Dial
+	}
+	d, err := dial(power.Config{URL: b.URL, User: b.User, Password: string(pw), Fingerprint: b.Fingerprint, CAFile: s.BMCCAFile,
+		Logger: s.log().With("node", n.ID)})
+	if err != nil {
+		s.powerFail(w, err)
+		return nil, b, false
+	}
+	return d, b, true
+}
+
+// powerFail answers a BMC's failure: 502 when the BMC did not answer,
+// refused the credentials or showed a certificate not trusted, 501 for a
+// kind of BMC not driven.
+func (s *Server) powerFail(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, power.ErrNoAnswer):
+		writeError(w, http.StatusBadGateway, "bmc_no_answer", err.Error())
+	case errors.Is(err, power.ErrAuth):
+		writeError(w, http.StatusBadGateway, "bmc_auth", err.Error())
+	case errors.Is(err, power.ErrCertificate):
+		writeError(w, http.StatusBadGateway, "bmc_certificate", err.Error())
+	case errors.Is(err, power.ErrUnsupported):
+		writeError(w, http.StatusNotImplemented, "not_implemented", err.Error())
+	default:
+		writeError(w, http.StatusBadGateway, "bmc_error", err.Error())
+	}
+}
+
+func (s *Server) getPower(w http.ResponseWriter, r *http.Request) {
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	d, b, ok := s.driver(w, r, n)
+	if !ok {
+		return
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(r.Context(), powerCallTimeout)
+	defer cancel()
+	st, err := d.State(ctx)
+	if err != nil {
+		s.powerFail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PowerStatus{Node: n.ID, BMC: b.URL, State: string(st)})
+}
+
+// powerEvent records a power call, done or failed, with its actor.
+func (s *Server) powerEvent(r *http.Request, n store.Node, reason string, err error) Event {
+	msg := "done"
+	if err != nil {
+		msg = "failed: " + err.Error()
+	}
+	e, aerr := s.Store.AddEvent(context.WithoutCancel(r.Context()), store.Event{NodeID: n.ID, Actor: principal(r).Actor, Kind: "power", Reason: reason, Message: msg})
+	if aerr != nil {
+		s.log().Error("power event", "node", n.ID, "reason", reason, "err", aerr)
+	}
+	s.Broker.Publish()
+	return EventFrom(e)
+}
+
+func (s *Server) postPower(w http.ResponseWriter, r *http.Request) {
+	var in PowerRequest
+	if !decode(w, r, &in) {
+		return
+	}
+	a, err := power.ParseAction(in.Action)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	d, b, ok := s.driver(w, r, n)
+	if !ok {
+		return
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(r.Context(), powerCallTimeout)
+	defer cancel()
+	err = power.Do(ctx, d, a)
+	ev := s.powerEvent(r, n, "power "+string(a), err)
+	if err != nil {
+		s.powerFail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PowerResult{Node: n.ID, BMC: b.URL, Event: ev})
+}
+
+func (s *Server) putBootDevice(w http.ResponseWriter, r *http.Request) {
+	var in BootDeviceRequest
+	if !decode(w, r, &in) {
+		return
+	}
+	dev, err := power.ParseDevice(in.Device)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	bt := power.Boot{Device: dev, Persistent: in.Persistent, UEFI: n.Firmware != boot.FirmwareBIOS}
+	if in.UEFI != nil {
+		bt.UEFI = *in.UEFI
+	}
+	d, b, ok := s.driver(w, r, n)
+	if !ok {
+		return
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(r.Context(), powerCallTimeout)
+	defer cancel()
+	err = d.SetBootDevice(ctx, bt)
+	reason := "boot device " + string(dev)
+	if bt.Persistent {
+		reason += ", persistent"
+	} else {
+		reason += ", next boot"
+	}
+	if bt.UEFI {
+		reason += ", UEFI"
+	} else {
+		reason += ", BIOS"
+	}
+	ev := s.powerEvent(r, n, reason, err)
+	if err != nil {
+		s.powerFail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, PowerResult{Node: n.ID, BMC: b.URL, Event: ev})
+}
