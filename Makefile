@@ -6,6 +6,8 @@ DATA_DIR ?= $(CURDIR)/data
 # The interface rackboot serves on: by default the one of the default route.
 IFACE ?= $(shell ip -4 route show default 2>/dev/null | awk '{for (i=1;i<NF;i++) if ($$i=="dev") {print $$(i+1); exit}}')
 DHCP_MODE ?= proxy
+# The API and web UI over TLS (empty: on the boot port, in clear).
+API_ADDR ?= :8443
 E2E_TIMEOUT ?= 40m
 # make install puts bin/rackboot in $(DESTDIR)$(PREFIX)/bin and the systemd unit in
 # $(DESTDIR)$(UNIT_DIR).
@@ -42,10 +44,10 @@ install: build ## install bin/rackboot in PREFIX/bin (/usr/local) and the system
 firmware: build ## fetch and verify the boot loaders from Debian's archive into DATA_DIR
 	bin/rackboot firmware fetch --data-dir $(DATA_DIR)
 
-run: firmware ramdisks ## run rackboot on IFACE (DHCP_MODE=proxy by default; needs root)
+run: firmware ramdisks ## run rackboot on IFACE (DHCP_MODE=proxy by default; API_ADDR=:8443 for the API over TLS; needs root)
 	@if [ "$$(id -u)" != 0 ]; then echo "rackboot serves DHCP (67, 4011) and TFTP (69): run as root (sudo make run)"; exit 1; fi
 	@if [ -z "$(IFACE)" ]; then echo "no default route: say which interface, e.g. make run IFACE=eth0"; exit 1; fi
-	bin/rackboot serve --data-dir $(DATA_DIR) --interface $(IFACE) --dhcp-mode $(DHCP_MODE) $(ARGS)
+	bin/rackboot serve --data-dir $(DATA_DIR) --interface $(IFACE) --dhcp-mode $(DHCP_MODE) $(if $(API_ADDR),--api-addr $(API_ADDR)) $(ARGS)
 
 ramdisks: build ## build the agent ramdisks (amd64, arm64) into DATA_DIR/artifacts
 	bin/rackboot ramdisk build --arch all --data-dir $(DATA_DIR)

@@ -311,10 +311,20 @@ func apiTLS(r *resolved, log *slog.Logger) (*tls.Config, error) {
 	if r.TLS.Cert != "" {
 		b, err = tlspin.FromFiles(r.TLS.Cert, r.TLS.Key)
 	} else {
-		hosts := []string{r.serverIP.String(), "127.0.0.1", "::1", "localhost"}
+		// Every address of the machine: operators reach the API by a
+		// management address as often as by the provisioning one.
+		hosts := []string{r.serverIP.String(), "localhost"}
 		if h, herr := os.Hostname(); herr == nil && h != "" {
 			hosts = append(hosts, h)
 		}
+		if addrs, aerr := net.InterfaceAddrs(); aerr == nil {
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok && !n.IP.IsLinkLocalUnicast() && !n.IP.IsMulticast() {
+					hosts = append(hosts, n.IP.String())
+				}
+			}
+		}
+		hosts = append(hosts, r.TLS.Names...)
 		b, err = tlspin.Generated(filepath.Join(r.DataDir, TLSDir), hosts)
 	}
 	if err != nil {

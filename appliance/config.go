@@ -152,6 +152,9 @@ type ReservationConfig struct {
 type TLSConfig struct {
 	Cert string `yaml:"cert"` // PEM: the certificate, then the chain to trust it by
 	Key  string `yaml:"key"`
+	// Names are more DNS names the certificate rackboot makes is valid
+	// for, beside the machine's addresses and host name.
+	Names []string `yaml:"names"`
 	// Pins are more fingerprints (sha256:HEX) agents accept beside the
 	// current certificate's: during a rotation, the next one's, so that
 	// agents booted before the switch still trust the server after it.

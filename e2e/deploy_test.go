@@ -26,7 +26,7 @@ import (
 // cliAt runs the rackboot CLI against a rack's server.
 func cliAt(t *testing.T, c client, args ...string) string {
 	t.Helper()
-	args = append(args, "--server", c.url, "--token", c.token)
+	args = append(args, "--server", c.url, "--token", c.token, "--ca-file", c.caFile)
 	out, err := exec.Command(binary, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("rackboot %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -145,6 +145,10 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 		return err
 	}
 	t.Logf("%s: available after %.0f s", spec.Name, time.Since(start).Seconds())
+	// Its agent reached the API over TLS, trusting the pinned certificate.
+	if via := regexp.MustCompile(`serving node \S+ via (\S+)`).FindStringSubmatch(vm.Console()); via == nil || !strings.HasPrefix(via[1], "https://") {
+		return fmt.Errorf("the agent did not talk to the API over https: %v", via)
+	}
 	if interrupt {
 		if err := interruptedDeploy(ctx, t, r, c, i, spec); err != nil {
 			return err
@@ -287,10 +291,15 @@ func forgeBootRequests(ctx context.Context, r *lab.Rack, mac string) error {
 	if err != nil {
 		return fmt.Errorf("forged DISCOVER: %w", err)
 	}
+	// The lookup: on the boot port there is no API (421, pointing at the
+	// TLS port); there, an attacker who does not care whom it talks to
+	// (-k) gets nothing without the boot secret.
 	for _, body := range []string{fmt.Sprintf(`{"macs":[%q]}`, mac), fmt.Sprintf(`{"macs":[%q],"boot_secret":"00000000000000000000000000000000"}`, mac)} {
-		out, _ := in("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Content-Type: application/json", "-d", body, base+"/api/v1/agent/lookup")
-		if out != "403" {
-			return fmt.Errorf("forged lookup %s: HTTP %s, want 403", body, out)
+		for url, want := range map[string]string{base + "/api/v1/agent/lookup": "421", "https://" + server + ":8443/api/v1/agent/lookup": "403"} {
+			out, _ := in("curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", "-H", "Content-Type: application/json", "-d", body, url)
+			if out != want {
+				return fmt.Errorf("forged lookup %s at %s: HTTP %s, want %s", body, url, out, want)
+			}
 		}
 	}
 	return nil

@@ -5,8 +5,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -18,6 +21,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/appliance"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/lab"
 )
@@ -66,7 +70,10 @@ func agentRack(ctx context.Context, t *testing.T, name, prefix, hostLink string,
 	dataDir := filepath.Join(dir, "data")
 	agentArtifacts(t, dataDir)
 	r, err := lab.StartRack(ctx, lab.RackOptions{Name: fmt.Sprintf("%s%d", name, os.Getpid()), Binary: binary, DataDir: dataDir, Dir: filepath.Join(dir, "lab"),
-		Prefix: mustPrefix(prefix), HostLink: mustPrefix(hostLink), Nodes: specs, ServeArgs: []string{"--log-level", "debug", "--agent-heartbeat", "2s"}})
+		Prefix: mustPrefix(prefix), HostLink: mustPrefix(hostLink), Nodes: specs,
+		// The API over TLS, as make run serves it: the agents pin its
+		// certificate from their kernel command line.
+		ServeArgs: []string{"--log-level", "debug", "--agent-heartbeat", "2s", "--api-addr", ":8443"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,18 +82,32 @@ func agentRack(ctx context.Context, t *testing.T, name, prefix, hostLink string,
 	if err != nil {
 		t.Fatal(err)
 	}
-	return r, client{url: r.URL, token: strings.TrimSpace(string(token))}, dir
+	caFile := filepath.Join(dataDir, appliance.APICAFile)
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		t.Fatalf("%s holds no certificate", caFile)
+	}
+	host, _, _ := net.SplitHostPort(strings.TrimPrefix(r.URL, "http://"))
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return r, client{url: "https://" + net.JoinHostPort(host, "8443"), token: strings.TrimSpace(string(token)), caFile: caFile, http: hc}, dir
 }
 
 // client is the API as a program sees it.
 type client struct {
 	url, token string
+	// caFile is the API's CA, which http trusts.
+	caFile string
+	http   *http.Client
 }
 
 func (c client) get(path string, out any) error {
 	req, _ := http.NewRequest("GET", c.url+path, nil)
 	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.http.Do(req)
 	if err != nil {
 		return err
 	}
