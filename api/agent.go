@@ -86,8 +86,10 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 		// the secret unused, so the agent's retry does the steps above
 		// again (each is idempotent), and the node never loses its
 		// secret between a delete and an insert. A lookup that raced
-		// this one to it (ErrConflict) found the same new boot.
-		if err := s.Store.SetTokenKind(r.Context(), boot.ID, store.TokenBoot, store.TokenBootUsed); err != nil && !errors.Is(err, store.ErrConflict) {
+		// this one to it (ErrConflict) found the same new boot; a secret
+		// replaced meanwhile (the node's next boot fetched its script)
+		// stays unused for that boot's agent.
+		if err := s.Store.SetTokenKind(r.Context(), boot.ID, boot.Hash, store.TokenBoot, store.TokenBootUsed); err != nil && !errors.Is(err, store.ErrConflict) {
 			s.fail(w, r, err)
 			return
 		}

@@ -21,11 +21,11 @@ type markFails struct {
 
 var errHiccup = errors.New("database hiccup")
 
-func (s *markFails) SetTokenKind(ctx context.Context, id, from, to string) error {
+func (s *markFails) SetTokenKind(ctx context.Context, id, hash, from, to string) error {
 	if to == store.TokenBootUsed && s.failed.CompareAndSwap(false, true) {
 		return errHiccup
 	}
-	return s.Store.SetTokenKind(ctx, id, from, to)
+	return s.Store.SetTokenKind(ctx, id, hash, from, to)
 }
 
 func (s *markFails) CreateToken(ctx context.Context, t store.Token) (store.Token, error) {

@@ -54,7 +54,7 @@ type Store interface {
 	TokenByHash(ctx context.Context, hash string) (store.Token, error)
 	Tokens(ctx context.Context) ([]store.Token, error)
 	DeleteToken(ctx context.Context, id string) error
-	SetTokenKind(ctx context.Context, id, from, to string) error
+	SetTokenKind(ctx context.Context, id, hash, from, to string) error
 	DeleteTokens(ctx context.Context, kind, nodeID, user string) error
 }
 

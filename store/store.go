@@ -396,9 +396,11 @@ type Store interface {
 	Tokens(ctx context.Context) ([]Token, error)
 	DeleteToken(ctx context.Context, id string) error
 	// SetTokenKind changes token id's kind from from to to in one
-	// statement: ErrConflict, changing nothing, when it is not of kind
-	// from (another caller changed it first), ErrNotFound when it is gone.
-	SetTokenKind(ctx context.Context, id, from, to string) error
+	// statement, if its secret still has hash: ErrConflict, changing
+	// nothing, when it is not of kind from or has another secret by now
+	// (another caller changed or replaced it first), ErrNotFound when it
+	// is gone.
+	SetTokenKind(ctx context.Context, id, hash, from, to string) error
 	// DeleteTokens removes every token of a kind bound to a node (or, with
 	// nodeID empty, of a user), e.g. an agent's token when its node moves.
 	DeleteTokens(ctx context.Context, kind, nodeID, user string) error

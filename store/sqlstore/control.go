@@ -392,8 +392,8 @@ func (s *Store) DeleteToken(ctx context.Context, id string) error {
 }
 
 // SetTokenKind implements store.Store.
-func (s *Store) SetTokenKind(ctx context.Context, id, from, to string) error {
-	n, err := s.db.exec(ctx, `UPDATE tokens SET kind = ? WHERE id = ? AND kind = ?`, to, id, from)
+func (s *Store) SetTokenKind(ctx context.Context, id, hash, from, to string) error {
+	n, err := s.db.exec(ctx, `UPDATE tokens SET kind = ? WHERE id = ? AND hash = ? AND kind = ?`, to, id, hash, from)
 	if err == nil && n == 0 {
 		if _, terr := one(ctx, s.db, func(r scanner) (string, error) {
 			var k string

@@ -529,7 +529,7 @@ func testUsersAndTokens(t *testing.T, open Opener) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			switch err := s.SetTokenKind(ctx, boot.ID, store.TokenBoot, store.TokenBootUsed); {
+			switch err := s.SetTokenKind(ctx, boot.ID, "h-boot", store.TokenBoot, store.TokenBootUsed); {
 			case err == nil:
 				won.Add(1)
 			case errors.Is(err, store.ErrConflict):
@@ -546,7 +546,19 @@ func testUsersAndTokens(t *testing.T, open Opener) {
 	if got, err := s.TokenByHash(ctx, "h-boot"); err != nil || got.Kind != store.TokenBootUsed || got.NodeID != "n1" {
 		t.Errorf("boot token after use: %+v %v", got, err)
 	}
-	if err := s.SetTokenKind(ctx, "no-such-token", store.TokenBoot, store.TokenBootUsed); !errors.Is(err, store.ErrNotFound) {
+	// A secret replaced since it was read (the node's next boot) is left
+	// unused: the mark was for the old one.
+	next, err := s.CreateToken(ctx, store.Token{ID: store.BootTokenID("n2"), Hash: "h-next", Kind: store.TokenBoot, Role: store.RoleAgent, NodeID: "n2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetTokenKind(ctx, next.ID, "h-replaced", store.TokenBoot, store.TokenBootUsed); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("mark a replaced secret used: %v, want ErrConflict", err)
+	}
+	if got, _ := s.TokenByHash(ctx, "h-next"); got.Kind != store.TokenBoot {
+		t.Errorf("the newer secret was marked %s", got.Kind)
+	}
+	if err := s.SetTokenKind(ctx, "no-such-token", "h", store.TokenBoot, store.TokenBootUsed); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("set kind of a missing token: %v, want ErrNotFound", err)
 	}
 	if err := s.DeleteTokens(ctx, "session", "", "ann"); err != nil {
