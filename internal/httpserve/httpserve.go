@@ -32,8 +32,10 @@ type Limits struct {
 	// purpose lift Read and Write for their request (Long, File).
 	ReadHeader, Read, Write, Idle time.Duration
 	// MaxConns caps the connections open at once; more wait in the
-	// kernel's backlog until one closes.
-	MaxConns int
+	// kernel's backlog until one closes. MaxPerSource caps those of one
+	// source address (0: none); more are closed at once, so one host
+	// cannot take the slots every booting node shares.
+	MaxConns, MaxPerSource int
 	// MinRate is the slowest a client may read a file: File gives a
 	// request Write plus the file's length at this rate.
 	MinRate int64
@@ -41,7 +43,7 @@ type Limits struct {
 
 // DefaultLimits are what the appliance serves with.
 var DefaultLimits = Limits{ReadHeader: 10 * time.Second, Read: time.Minute, Write: time.Minute, Idle: 2 * time.Minute,
-	MaxConns: 4096, MinRate: 1 << 20}
+	MaxConns: 4096, MaxPerSource: 256, MinRate: 1 << 20}
 
 // Serve is ServeLimits with DefaultLimits.
 func Serve(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
@@ -65,7 +67,7 @@ func ServeTLS(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Lo
 		log = slog.New(slog.DiscardHandler)
 	}
 	if l.MaxConns > 0 {
-		ln = limit(ln, l.MaxConns)
+		ln = limit(ln, l.MaxConns, l.MaxPerSource)
 	}
 	if cfg != nil {
 		// Wrapped outside the cap, so net/http sees a *tls.Conn: it then

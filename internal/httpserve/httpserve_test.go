@@ -248,3 +248,62 @@ func TestServeTLS(t *testing.T) {
 		t.Errorf("handler saw r.TLS set: %s", body)
 	}
 }
+
+// One source holding its share of connections cannot take more: its next
+// one is closed at once, while another source is still served.
+func TestPerSourceCap(t *testing.T) {
+	addr := startLimited(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }),
+		Limits{ReadHeader: 5 * time.Second, Read: 5 * time.Second, Write: 5 * time.Second, Idle: 10 * time.Second, MaxConns: 8, MaxPerSource: 2})
+	dialFrom := func(src string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ask := func(c net.Conn) error {
+		fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		if err == nil && !strings.Contains(string(buf[:n]), "ok") {
+			err = fmt.Errorf("answer %q", buf[:n])
+		}
+		return err
+	}
+	var held []net.Conn
+	for range 2 {
+		c := dialFrom("127.0.0.1")
+		if err := ask(c); err != nil {
+			t.Fatalf("a connection within the cap: %v", err)
+		}
+		held = append(held, c)
+	}
+	over := dialFrom("127.0.0.1")
+	if err := ask(over); err == nil {
+		t.Error("a third connection from one source was served")
+	}
+	over.Close()
+	other := dialFrom("127.0.0.2")
+	if err := ask(other); err != nil {
+		t.Errorf("another source while the first is at its cap: %v", err)
+	}
+	other.Close()
+	held[0].Close()
+	// The server sees the close when it next reads that connection.
+	var err error
+	for range 50 {
+		again := dialFrom("127.0.0.1")
+		err = ask(again)
+		again.Close()
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Errorf("after one of its connections closed: %v", err)
+	}
+	held[1].Close()
+}

@@ -3,29 +3,75 @@ package httpserve
 import (
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 )
 
 // limitListener accepts at most n connections at once; more wait in the
-// kernel's backlog. Unlike x/net's, its connections keep the accepted
-// connection's ReadFrom, which is how net/http reaches sendfile.
+// kernel's backlog. One source address may hold at most perSource of
+// them (0: no such cap): a connection over that is closed at once, so
+// one host cannot fill the cap that every booting node shares. Unlike
+// x/net's, its connections keep the accepted connection's ReadFrom,
+// which is how net/http reaches sendfile.
 type limitListener struct {
 	net.Listener
-	sem chan struct{}
+	sem       chan struct{}
+	perSource int
+	mu        sync.Mutex
+	bySource  map[netip.Addr]int
 }
 
-func limit(ln net.Listener, n int) net.Listener {
-	return &limitListener{Listener: ln, sem: make(chan struct{}, n)}
+func limit(ln net.Listener, n, perSource int) net.Listener {
+	return &limitListener{Listener: ln, sem: make(chan struct{}, n), perSource: perSource, bySource: map[netip.Addr]int{}}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
+	for {
+		l.sem <- struct{}{}
+		c, err := l.Listener.Accept()
+		if err != nil {
+			<-l.sem
+			return nil, err
+		}
+		src := sourceOf(c)
+		if !l.take(src) {
+			c.Close()
+			<-l.sem
+			continue
+		}
+		return &limitedConn{Conn: c, release: func() { l.give(src); <-l.sem }}, nil
 	}
-	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+func sourceOf(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
+
+func (l *limitListener) take(src netip.Addr) bool {
+	if l.perSource <= 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bySource[src] >= l.perSource {
+		return false
+	}
+	l.bySource[src]++
+	return true
+}
+
+func (l *limitListener) give(src netip.Addr) {
+	if l.perSource <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.bySource[src]--; l.bySource[src] <= 0 {
+		delete(l.bySource, src)
+	}
 }
 
 type limitedConn struct {
