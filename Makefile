@@ -18,7 +18,7 @@ UNIT_DIR ?= /etc/systemd/system
 PAYLOAD := images/ramdisk/payload/files
 GO_SOURCES := $(wildcard $(shell git ls-files -co --exclude-standard '*.go' 2>/dev/null)) go.mod go.sum
 
-.PHONY: help build payload install run firmware ramdisks lab test unit integration e2e deps fuzz bench clean
+.PHONY: help build payload install run firmware ramdisks lab test unit integration e2e deps fuzz soak bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,12 +70,14 @@ integration: deps ## tests with real clients in network namespaces (root)
 e2e: deps build ## QEMU boots of real firmware through rackboot (root, slow)
 	go test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v ./e2e/ 2>&1 | tee e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|payload up|\.go:[0-9]+:' ; exit $${PIPESTATUS[0]}
 
-test: unit integration e2e ## the whole suite, as CI runs it
+test: unit integration fuzz e2e ## the whole suite, as CI runs it
 
-fuzz: ## run each fuzz target for 20s
-	@for pkg in $$(go list ./...); do \
-	  for f in $$(go test -list 'Fuzz.*' $$pkg 2>/dev/null | grep ^Fuzz); do \
-	    go test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; done; done
+FUZZTIME ?= 4s
+fuzz: ## run every fuzz target for FUZZTIME (4s; crashers land in the package's testdata/fuzz)
+	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
+
+soak: ## the long variants, not in CI: every fuzz target for 2 minutes
+	FUZZTIME=2m bash scripts/fuzz.sh
 
 bench: ## Go benchmarks (bench/*.sh compare with other tools)
 	go test -run '^$$' -bench . -benchtime 2x ./...
