@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"net"
 	"time"
 
@@ -119,4 +120,34 @@ func dora(ctx context.Context, c *nclient4.Client, mac net.HardwareAddr, random 
 		return nil, errors.New("the server refused the offered address: " + ack.Message())
 	}
 	return ack, nil
+}
+
+// WaitCRNG returns once ready says the kernel's random pool is seeded
+// (or ctx ends), saying on w, at once and then every minute, what it waits
+// for: TLS and the agent's secrets need the pool, and on a machine with
+// no hardware RNG the wait can be long and is otherwise silent.
+func WaitCRNG(ctx context.Context, w io.Writer, ready func() bool) error {
+	if ready() {
+		return nil
+	}
+	start := time.Now()
+	fmt.Fprintln(w, "rackboot-agent: waiting for the kernel's random pool: this machine has no hardware RNG (give a VM virtio-rng)")
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	said := start
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case now := <-tick.C:
+			if ready() {
+				fmt.Fprintf(w, "rackboot-agent: the kernel's random pool is ready after %.0f s\n", now.Sub(start).Seconds())
+				return nil
+			}
+			if now.Sub(said) >= time.Minute {
+				said = now
+				fmt.Fprintf(w, "rackboot-agent: still waiting for the kernel's random pool (%.0f s): no hardware RNG\n", now.Sub(start).Seconds())
+			}
+		}
+	}
 }

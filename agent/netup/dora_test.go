@@ -2,9 +2,12 @@ package netup
 
 import (
 	"context"
+	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,5 +114,27 @@ func TestAgentPackets(t *testing.T) {
 	if r.MessageType() != dhcpv4.MessageTypeRequest || r.TransactionID != d.TransactionID ||
 		!r.RequestedIPAddress().Equal(net.IPv4(10, 0, 0, 5)) || !r.ServerIdentifier().Equal(net.IPv4(10, 0, 0, 1)) {
 		t.Errorf("request: %s", r.Summary())
+	}
+}
+
+// Without a seeded pool the agent says so on the console before it waits,
+// and says when the wait is over; with one it says nothing.
+func TestWaitCRNG(t *testing.T) {
+	var out strings.Builder
+	if err := WaitCRNG(context.Background(), &out, func() bool { return true }); err != nil || out.Len() != 0 {
+		t.Fatalf("a ready pool: %v %q", err, out.String())
+	}
+	var calls atomic.Int32
+	ready := func() bool { return calls.Add(1) > 3 }
+	if err := WaitCRNG(context.Background(), &out, ready); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.Contains(s, "waiting for the kernel's random pool: this machine has no hardware RNG") || !strings.Contains(s, "ready after") {
+		t.Errorf("console: %q", s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := WaitCRNG(ctx, io.Discard, func() bool { return false }); err == nil {
+		t.Error("a wait that never ends returned nil when its context ended")
 	}
 }

@@ -101,6 +101,12 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 	if err != nil {
 		return err
 	}
+	if o.network && strings.HasPrefix(cl.API, "https://") {
+		// TLS needs the random pool; say so rather than hang in silence.
+		if err := netup.WaitCRNG(ctx, stdout, netup.CRNGReady); err != nil {
+			return nil
+		}
+	}
 	var macs []string
 	for _, n := range nics {
 		macs = append(macs, n.MAC)
