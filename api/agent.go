@@ -2,6 +2,7 @@ package api
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -187,11 +188,58 @@ func (s *Server) agentInventory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := principal(r).NodeID
+	var before []byte
+	if n, err := s.Store.Node(r.Context(), id); err == nil {
+		before = n.Inventory
+	}
 	if err := s.Store.SetInventory(r.Context(), id, inv, gpuModels(inv)); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+	s.driverEvents(r, id, before, inv)
+}
+
+// unclaimed is what the API reads of an inventory's unclaimed_devices.
+type unclaimed struct {
+	Address string `json:"pci_address"`
+	ID      string `json:"id"`
+	Kind    string `json:"kind"`
+	Name    string `json:"name"`
+}
+
+func unclaimedOf(inv []byte) []unclaimed {
+	var v struct {
+		Unclaimed []unclaimed `json:"unclaimed_devices"`
+	}
+	json.Unmarshal(inv, &v)
+	return v.Unclaimed
+}
+
+// driverEvents writes an event for each network or storage controller of
+// a node that no driver claims and that its last inventory did not
+// already name: the reason a NIC or disk is missing, where people look.
+func (s *Server) driverEvents(r *http.Request, node string, before, after []byte) {
+	seen := map[unclaimed]bool{}
+	for _, u := range unclaimedOf(before) {
+		seen[u] = true
+	}
+	ctx := context.WithoutCancel(r.Context())
+	for i, u := range unclaimedOf(after) {
+		if seen[u] || i >= 32 {
+			continue
+		}
+		msg := fmt.Sprintf("no driver for %.16s %.16s at %.16s", u.Kind, u.ID, u.Address)
+		if u.Name != "" {
+			msg += fmt.Sprintf(" (%.120s)", u.Name)
+		}
+		msg += ": the agent ramdisk has no module for it"
+		if _, err := s.Store.AddEvent(ctx, store.Event{NodeID: node, Actor: "agent:" + node, Kind: "driver", Message: msg}); err != nil {
+			s.log().Error("driver event", "node", node, "err", err)
+			return
+		}
+		s.Broker.Publish()
+	}
 }
 
 func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) {

@@ -342,3 +342,43 @@ func TestNewBootEndsTheOldAgent(t *testing.T) {
 		t.Errorf("a second lookup moved the node to %s", n2.State)
 	}
 }
+
+// A NIC or disk controller no driver took is an event on its node, once
+// per inventory that first names it.
+func TestUnclaimedDevicesAreEvents(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	mac, _ := net.ParseMAC("52:54:00:99:00:07")
+	n, _, err := f.st.EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientX64UEFI}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", fmt.Sprintf(`{"macs":[%q],"boot_secret":%q}`, mac, f.bootSecret(t, n.ID)))
+	var res protocol.LookupResult
+	if json.Unmarshal(b, &res); code != 200 {
+		t.Fatalf("lookup: %d %s", code, b)
+	}
+	inv := `{"version":1,"unclaimed_devices":[{"pci_address":"0000:01:00.0","id":"14e4:165f","kind":"network","name":"Broadcom NetXtreme BCM5720"}]}`
+	driverEvents := func() []string {
+		evs, err := f.st.Events(ctx, store.EventFilter{NodeID: n.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range evs {
+			if e.Kind == "driver" {
+				out = append(out, e.Message)
+			}
+		}
+		return out
+	}
+	for range 2 {
+		if code, b := f.call(t, nil, "POST", "/api/v1/agent/nodes/"+n.ID+"/inventory", res.Token, inv); code != 204 {
+			t.Fatalf("inventory: %d %s", code, b)
+		}
+	}
+	got := driverEvents()
+	if len(got) != 1 || !strings.Contains(got[0], "no driver for network 14e4:165f at 0000:01:00.0 (Broadcom NetXtreme BCM5720)") {
+		t.Errorf("driver events: %q, want one naming the NIC", got)
+	}
+}

@@ -11,6 +11,8 @@
 // class, not by a loaded driver, because the agent ramdisk has none.
 package inventory
 
+import "strings"
+
 // Version is the version of the JSON shape; a reader of an inventory
 // with another version must not guess.
 const Version = 1
@@ -36,9 +38,46 @@ type Inventory struct {
 	// offers its GPUs one way, so the node is ready for a mode only when
 	// every GPU is.
 	GPUVerdict *Verdict `json:"gpu_verdict,omitempty"`
+	// Unclaimed are the network and storage controllers no driver took:
+	// a NIC or disk the ramdisk cannot use, so a node that cannot be
+	// deployed or cannot reach the network says why.
+	Unclaimed []Unclaimed `json:"unclaimed_devices,omitempty"`
 	// Warnings name the parts that could not be read; the rest is still
 	// reported.
 	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Unclaimed is a network or storage controller with no driver bound.
+type Unclaimed struct {
+	Address string `json:"pci_address"`
+	// ID is VENDOR:DEVICE in hex, as modules.alias and lspci -n spell it.
+	ID   string `json:"id"`
+	Kind string `json:"kind"` // network or storage
+	Name string `json:"name,omitempty"`
+}
+
+// unclaimedKinds are the PCI class prefixes of the controllers a node
+// needs a driver for: network (02), InfiniBand (0c06) and Fibre Channel
+// (0c04) as network; mass storage (01) as storage.
+var unclaimedKinds = []struct{ prefix, kind string }{{"02", "network"}, {"0c06", "network"}, {"0c04", "storage"}, {"01", "storage"}}
+
+// UnclaimedOf lists the network and storage controllers of devs that no
+// driver claims.
+func UnclaimedOf(devs []PCIDevice) []Unclaimed {
+	var out []Unclaimed
+	for _, d := range devs {
+		if d.Driver != "" {
+			continue
+		}
+		for _, k := range unclaimedKinds {
+			if strings.HasPrefix(d.Class, k.prefix) {
+				name := strings.TrimSpace(d.VendorName + " " + d.DeviceName)
+				out = append(out, Unclaimed{Address: d.Address, ID: d.VendorID + ":" + d.DeviceID, Kind: k.kind, Name: name})
+				break
+			}
+		}
+	}
+	return out
 }
 
 // CPU is IPA's cpu plus topology.

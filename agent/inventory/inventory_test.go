@@ -314,3 +314,23 @@ func TestACSControl(t *testing.T) {
 		t.Error("256 bytes of config space cannot hold ACS")
 	}
 }
+
+func TestUnclaimedOf(t *testing.T) {
+	devs := []PCIDevice{
+		{Address: "0000:01:00.0", VendorID: "14e4", DeviceID: "165f", Class: "020000", VendorName: "Broadcom Inc. and subsidiaries", DeviceName: "NetXtreme BCM5720"},
+		{Address: "0000:02:00.0", VendorID: "8086", DeviceID: "1572", Class: "020000", Driver: "i40e"},
+		{Address: "0000:03:00.0", VendorID: "1000", DeviceID: "0097", Class: "010700"},
+		{Address: "0000:04:00.0", VendorID: "15b3", DeviceID: "101b", Class: "0c0600"},
+		{Address: "0000:05:00.0", VendorID: "10de", DeviceID: "20b0", Class: "030200"}, // a GPU: no driver wanted
+		{Address: "0000:06:00.0", VendorID: "1077", DeviceID: "2261", Class: "0c0400"},
+	}
+	want := []Unclaimed{
+		{Address: "0000:01:00.0", ID: "14e4:165f", Kind: "network", Name: "Broadcom Inc. and subsidiaries NetXtreme BCM5720"},
+		{Address: "0000:03:00.0", ID: "1000:0097", Kind: "storage"},
+		{Address: "0000:04:00.0", ID: "15b3:101b", Kind: "network"},
+		{Address: "0000:06:00.0", ID: "1077:2261", Kind: "storage"},
+	}
+	if diff := cmp.Diff(want, UnclaimedOf(devs)); diff != "" {
+		t.Errorf("UnclaimedOf (-want +got):\n%s", diff)
+	}
+}

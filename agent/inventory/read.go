@@ -72,6 +72,7 @@ func (r Reader) Read() (*Inventory, error) {
 	inv.Boot = rd.readBoot()
 	pci := rd.readPCI()
 	inv.PCIDevices = pci.list()
+	inv.Unclaimed = UnclaimedOf(inv.PCIDevices)
 	inv.GPUs = rd.gpus(pci)
 	inv.GPUVerdict = nodeVerdict(inv.GPUs)
 	inv.Warnings = rd.warnings

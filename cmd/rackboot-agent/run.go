@@ -78,6 +78,15 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 			log.Warn("module failed", "module", f.Module, "reason", f.Reason)
 		}
 	}
+	// Said on the console whatever happens next: with no driver for its
+	// NIC the agent never reaches the API to report it.
+	if o.modules {
+		if inv, err := inventory.Read("/"); err == nil {
+			for _, u := range inv.Unclaimed {
+				fmt.Fprintf(stdout, "rackboot-agent: no driver for %s %s at %s (%s): the ramdisk has no module for it\n", u.Kind, u.ID, u.Address, u.Name)
+			}
+		}
+	}
 	var nics []netup.NIC
 	if o.network {
 		for wait := 5 * time.Second; ; wait = min(wait*2, time.Minute) {
