@@ -16,7 +16,7 @@ UNIT_DIR ?= /etc/systemd/system
 PAYLOAD := images/ramdisk/payload/files
 GO_SOURCES := $(wildcard $(shell git ls-files -co --exclude-standard '*.go' 2>/dev/null)) go.mod go.sum
 
-.PHONY: help build payload install run firmware ramdisks lab test unit integration e2e deps fuzz bench clean
+.PHONY: help build payload install run firmware ramdisks lab test unit integration e2e deps fuzz soak bench clean
 
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,9 @@ fuzz: ## run each fuzz target for 20s
 	@for pkg in $$(go list ./...); do \
 	  for f in $$(go test -list 'Fuzz.*' $$pkg 2>/dev/null | grep ^Fuzz); do \
 	    go test -run '^$$' -fuzz "^$$f$$" -fuzztime 20s $$pkg || exit 1; done; done
+
+soak: ## long runs: the power poller over 10,000 simulated BMCs for 30 rounds
+	RACKBOOT_SOAK=1 go test -count=1 -timeout 30m -run 'Soak' -v ./power/poll
 
 bench: ## Go benchmarks (bench/*.sh compare with other tools)
 	go test -run '^$$' -bench . -benchtime 2x ./...
