@@ -79,6 +79,9 @@ fuzz: ## run every fuzz target for FUZZTIME (4s; crashers land in the package's 
 soak: ## the long variants, not in CI: every fuzz target for 2 minutes
 	FUZZTIME=2m bash scripts/fuzz.sh
 
+soak: ## long runs: the power poller over 10,000 simulated BMCs for 30 rounds
+	RACKBOOT_SOAK=1 go test -count=1 -timeout 30m -run 'Soak' -v ./power/poll
+
 bench: ## Go benchmarks (bench/*.sh compare with other tools)
 	go test -run '^$$' -bench . -benchtime 2x ./...
 

@@ -6,6 +6,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -57,9 +58,22 @@ type Server struct {
 	// certificates where no fingerprint is pinned (default: the system's
 	// roots).
 	BMCCAFile string
+	// PowerOn staggers the power-ons (on, cycle, reset) of every power
+	// action, single or bulk; nil runs them at once.
+	PowerOn *power.Limiter
+	// Power records the power states the API asks of BMCs (the poller,
+	// which also counts them for the metrics); nil records them in Store
+	// directly.
+	Power PowerRecorder
 
 	requests requestCounter
 	logins   loginLimiter
+}
+
+// PowerRecorder records a power state just asked of a node's BMC, with an
+// event (kind "power", actor "system") when it changed.
+type PowerRecorder interface {
+	Record(ctx context.Context, p store.PowerState) error
 }
 
 // Secrets seals secrets the server must read back; package sealbox

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -19,27 +20,44 @@ import (
 // Node is a node as the API shows it. Inventory is only in single-node
 // answers, not in lists.
 type Node struct {
-	ID           string          `json:"id"`
-	Name         string          `json:"name"`
-	Kind         string          `json:"kind"`
-	State        string          `json:"state"`
-	Arch         string          `json:"arch"`
-	Firmware     string          `json:"firmware"`
-	ClientArch   string          `json:"client_arch"`
-	SecureBoot   *bool           `json:"secure_boot"`
-	UUID         string          `json:"uuid,omitempty"`
-	MACs         []string        `json:"macs"`
-	Rack         string          `json:"rack"`
-	Position     int             `json:"position"`
-	Tags         []string        `json:"tags"`
-	Owner        string          `json:"owner"`
-	GPUModels    []string        `json:"gpu_models"`
-	LastError    string          `json:"last_error"`
-	Actions      []string        `json:"actions"`
-	StateChanged time.Time       `json:"state_changed"`
-	FirstSeen    time.Time       `json:"first_seen"`
-	LastSeen     time.Time       `json:"last_seen"`
-	Inventory    json.RawMessage `json:"inventory,omitempty"`
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	Kind         string    `json:"kind"`
+	State        string    `json:"state"`
+	Arch         string    `json:"arch"`
+	Firmware     string    `json:"firmware"`
+	ClientArch   string    `json:"client_arch"`
+	SecureBoot   *bool     `json:"secure_boot"`
+	UUID         string    `json:"uuid,omitempty"`
+	MACs         []string  `json:"macs"`
+	Rack         string    `json:"rack"`
+	Position     int       `json:"position"`
+	Tags         []string  `json:"tags"`
+	Owner        string    `json:"owner"`
+	GPUModels    []string  `json:"gpu_models"`
+	LastError    string    `json:"last_error"`
+	Actions      []string  `json:"actions"`
+	StateChanged time.Time `json:"state_changed"`
+	FirstSeen    time.Time `json:"first_seen"`
+	LastSeen     time.Time `json:"last_seen"`
+	// Power is the node's power state as rackboot last asked its BMC;
+	// absent for a node never asked (no BMC, or not polled yet).
+	Power     *NodePower      `json:"power,omitempty"`
+	Inventory json.RawMessage `json:"inventory,omitempty"`
+}
+
+// NodePower is a node's last known power state.
+type NodePower struct {
+	// State is on, off or unknown (the BMC did not answer: Error says why).
+	State   string    `json:"state"`
+	Error   string    `json:"error,omitempty"`
+	Checked time.Time `json:"checked"`
+	Changed time.Time `json:"changed"`
+}
+
+// NodePowerFrom converts a stored power state.
+func NodePowerFrom(p store.PowerState) *NodePower {
+	return &NodePower{State: p.State, Error: p.Error, Checked: p.Checked, Changed: p.Changed}
 }
 
 // NodeFrom converts a stored node, without its inventory.
@@ -98,8 +116,23 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 		nodes = nodes[:n]
 		out.NextCursor = nodes[n-1].ID
 	}
+	powers := map[string]store.PowerState{}
+	if len(nodes) > 0 {
+		ps, err := s.Store.PowerStates(r.Context())
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		for _, p := range ps {
+			powers[p.NodeID] = p
+		}
+	}
 	for _, nd := range nodes {
-		out.Items = append(out.Items, NodeFrom(nd))
+		item := NodeFrom(nd)
+		if p, ok := powers[nd.ID]; ok {
+			item.Power = NodePowerFrom(p)
+		}
+		out.Items = append(out.Items, item)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -120,6 +153,13 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
 	}
 	out := NodeFrom(n)
 	out.Inventory = n.Inventory
+	switch p, err := s.Store.PowerState(r.Context(), n.ID); {
+	case err == nil:
+		out.Power = NodePowerFrom(p)
+	case !errors.Is(err, store.ErrNotFound):
+		s.fail(w, r, err)
+		return
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

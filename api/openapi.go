@@ -54,7 +54,10 @@ func (s *Server) OpenAPI() map[string]any {
 		if rt.method != "GET" && rt.role != "" {
 			errs = append(errs, http.StatusConflict)
 		}
-		if strings.HasSuffix(rt.pattern, "/power") || strings.HasSuffix(rt.pattern, "/boot-device") {
+		if rt.pattern == "/api/v1/power" {
+			errs = append(errs, http.StatusNotFound) // a node or rack not there
+		}
+		if strings.HasSuffix(rt.pattern, "}/power") || strings.HasSuffix(rt.pattern, "/boot-device") {
 			// The BMC failed or refused; no driver for its kind; no key.
 			errs = append(errs, http.StatusConflict, http.StatusBadGateway, http.StatusNotImplemented, http.StatusServiceUnavailable)
 		}

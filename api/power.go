@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
@@ -188,17 +189,71 @@ func (s *Server) driver(w http.ResponseWriter, r *http.Request, n store.Node) (p
 			return nil, b, false
 		}
 	}
-	dial := s.PowerDial
-	if dial == nil {
-		dial = power.Dial
-	}
-	d, err := dial(power.Config{URL: b.URL, User: b.User, Password: string(pw), Fingerprint: b.Fingerprint, CAFile: s.BMCCAFile,
-		Logger: s.log().With("node", n.ID)})
+	d, err := s.dial(b, pw, power.Config{})
 	if err != nil {
 		s.powerFail(w, err)
 		return nil, b, false
 	}
 	return d, b, true
+}
+
+func (s *Server) dial(b store.BMC, pw []byte, c power.Config) (power.Driver, error) {
+	dial := s.PowerDial
+	if dial == nil {
+		dial = power.Dial
+	}
+	c.URL, c.User, c.Password, c.Fingerprint, c.CAFile = b.URL, b.User, string(pw), b.Fingerprint, s.BMCCAFile
+	if c.Logger == nil {
+		c.Logger = s.log().With("node", b.NodeID)
+	}
+	return dial(c)
+}
+
+// DialBMC opens the driver of a stored BMC, its password opened with
+// Secrets; c's timeouts and attempts apply (the poller asks for one
+// attempt). It is the poller's and the lifecycle's way to a BMC.
+func (s *Server) DialBMC(b store.BMC, c power.Config) (power.Driver, error) {
+	var pw []byte
+	if b.Password != nil {
+		if s.Secrets == nil {
+			return nil, errors.New("no secret key to decrypt the BMC password with (--secret-key-file)")
+		}
+		var err error
+		if pw, err = s.Secrets.Open(b.Password, BMCPasswordAD(b.NodeID)); err != nil {
+			return nil, fmt.Errorf("bmc password of node %s: %w", b.NodeID, err)
+		}
+	}
+	return s.dial(b, pw, c)
+}
+
+// recordPower records what a BMC said of its node's power.
+func (s *Server) recordPower(ctx context.Context, nodeID string, st power.State, err error) {
+	p := store.PowerState{NodeID: nodeID, State: string(st), Checked: time.Now().UTC()}
+	if err != nil {
+		if ctx.Err() != nil {
+			return // the caller went away: that says nothing of the BMC
+		}
+		p.State, p.Error = store.PowerUnknown, err.Error()
+	}
+	ctx = context.WithoutCancel(ctx)
+	var rerr error
+	if s.Power != nil {
+		rerr = s.Power.Record(ctx, p)
+	} else {
+		_, rerr = s.Store.RecordPower(ctx, p, store.Event{Actor: "system", Kind: "power", Reason: "power state", Message: powerMessage(p)})
+	}
+	if rerr != nil {
+		s.log().Error("record power state", "node", nodeID, "err", rerr)
+	}
+	s.Broker.Publish()
+}
+
+// powerMessage is the message of a power state's event.
+func powerMessage(p store.PowerState) string {
+	if p.Error != "" {
+		return p.State + ": " + p.Error
+	}
+	return p.State
 }
 
 // powerFail answers a BMC's failure: 502 when the BMC did not answer,
@@ -232,6 +287,7 @@ func (s *Server) getPower(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), powerCallTimeout)
 	defer cancel()
 	st, err := d.State(ctx)
+	s.recordPower(r.Context(), n.ID, st, err)
 	if err != nil {
 		s.powerFail(w, err)
 		return
@@ -272,9 +328,7 @@ func (s *Server) postPower(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer d.Close()
-	ctx, cancel := context.WithTimeout(r.Context(), powerCallTimeout)
-	defer cancel()
-	err = power.Do(ctx, d, a)
+	err = s.runPower(r.Context(), d, a)
 	ev := s.powerEvent(r, n, "power "+string(a), err)
 	if err != nil {
 		s.powerFail(w, err)
@@ -326,4 +380,140 @@ func (s *Server) putBootDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, PowerResult{Node: n.ID, BMC: b.URL, Event: ev})
+}
+
+// runPower runs a power action, a power-on after its turn at the
+// limiter; powerCallTimeout bounds the call, not the wait.
+func (s *Server) runPower(ctx context.Context, d power.Driver, a power.Action) error {
+	call := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, powerCallTimeout)
+		defer cancel()
+		return power.Do(ctx, d, a)
+	}
+	if power.Limited(a) {
+		return s.PowerOn.Do(ctx, call)
+	}
+	return call(ctx)
+}
+
+// BulkPowerRequest is the body of POST /api/v1/power: an action on the
+// nodes listed (ids, names or MACs), or on every node of a rack.
+type BulkPowerRequest struct {
+	// Action is on, off, soft-off, cycle or reset.
+	Action string   `json:"action"`
+	Nodes  []string `json:"nodes,omitempty"`
+	Rack   string   `json:"rack,omitempty"`
+}
+
+// BulkPowerResult is one node's outcome of a bulk power action.
+type BulkPowerResult struct {
+	Node string `json:"node"`
+	// OK says the BMC did it; Error says why not (no BMC, the BMC failed).
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	Event *Event `json:"event,omitempty"`
+}
+
+// BulkPowerResults answers POST /api/v1/power, a result per node, in the
+// order asked (a rack's by node id).
+type BulkPowerResults struct {
+	Items []BulkPowerResult `json:"items"`
+}
+
+// maxBulkPower bounds the nodes of one bulk power action.
+const maxBulkPower = 10000
+
+func (s *Server) bulkPower(w http.ResponseWriter, r *http.Request) {
+	var in BulkPowerRequest
+	if !decode(w, r, &in) {
+		return
+	}
+	a, err := power.ParseAction(in.Action)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	if (len(in.Nodes) == 0) == (in.Rack == "") {
+		writeError(w, http.StatusBadRequest, "bad_request", "give nodes or a rack, not both")
+		return
+	}
+	if len(in.Nodes) > maxBulkPower {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("at most %d nodes at once", maxBulkPower))
+		return
+	}
+	var nodes []store.Node
+	if in.Rack != "" {
+		after := ""
+		for {
+			page, err := s.Store.ListNodes(r.Context(), store.NodeFilter{Rack: in.Rack, After: after, Limit: 1000})
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			nodes = append(nodes, page...)
+			if len(page) < 1000 {
+				break
+			}
+			after = page[len(page)-1].ID
+		}
+		if len(nodes) == 0 {
+			writeError(w, http.StatusNotFound, "not_found", "no nodes in rack "+in.Rack)
+			return
+		}
+	} else {
+		// Every name is checked before any node is acted on.
+		for _, ref := range in.Nodes {
+			n, err := s.Store.Node(r.Context(), ref)
+			if errors.Is(err, store.ErrNotFound) {
+				writeError(w, http.StatusNotFound, "not_found", "no node "+ref)
+				return
+			}
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			nodes = append(nodes, n)
+		}
+	}
+	// The answer waits for the queue: no write deadline for this one.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	results := make([]BulkPowerResult, len(nodes))
+	// Each node waits its turn at the power-on limiter; the request lasts
+	// as long as the queue, and a caller that goes away stops the nodes
+	// not yet started.
+	var wg sync.WaitGroup
+	for i, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = s.powerOne(r, n, a)
+		}()
+	}
+	wg.Wait()
+	writeJSON(w, http.StatusOK, BulkPowerResults{Items: results})
+}
+
+// powerOne runs a bulk action on one node, with its audit event.
+func (s *Server) powerOne(r *http.Request, n store.Node, a power.Action) BulkPowerResult {
+	res := BulkPowerResult{Node: n.ID}
+	b, err := s.Store.BMC(r.Context(), n.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		res.Error = "no BMC: it waits for a reboot"
+		return res
+	}
+	if err == nil {
+		var d power.Driver
+		if d, err = s.DialBMC(b, power.Config{}); err == nil {
+			err = s.runPower(r.Context(), d, a)
+			d.Close()
+		}
+	}
+	ev := s.powerEvent(r, n, "power "+string(a), err)
+	res.Event = &ev
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	res.OK = true
+	return res
 }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rackboot/rackboot/internal/sealbox"
 	"github.com/rackboot/rackboot/power"
@@ -237,11 +239,31 @@ func TestPowerActions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var powerEvents []store.Event
+	var powerEvents, stateEvents []store.Event
 	for _, e := range evs {
-		if e.Kind == "power" {
+		switch {
+		case e.Kind == "power" && e.Reason == "power state":
+			stateEvents = append(stateEvents, e)
+		case e.Kind == "power":
 			powerEvents = append(powerEvents, e)
 		}
+	}
+	// Each GET power recorded the state; each change is an event of the
+	// system's.
+	if len(stateEvents) != 2 || stateEvents[0].Message != "on" || !strings.HasPrefix(stateEvents[1].Message, "unknown: ") || stateEvents[1].Actor != "system" {
+		t.Errorf("power state events: %+v", stateEvents)
+	}
+	code, body = f.call(t, nil, "GET", "/api/v1/nodes/gpu-01", ro, "")
+	var nd Node
+	json.Unmarshal(body, &nd)
+	if code != 200 || nd.Power == nil || nd.Power.State != "unknown" || !strings.Contains(nd.Power.Error, "refused") {
+		t.Errorf("node view's power: %d %s", code, body)
+	}
+	code, body = f.call(t, nil, "GET", "/api/v1/nodes", ro, "")
+	var list NodeList
+	json.Unmarshal(body, &list)
+	if code != 200 || len(list.Items) == 0 || list.Items[0].Power == nil || list.Items[0].Power.State != "unknown" {
+		t.Errorf("node list's power: %d %s", code, body)
 	}
 	if len(powerEvents) != 9 {
 		t.Fatalf("%d power events, want 9 (5 actions, 3 boot devices, 1 failure): %+v", len(powerEvents), powerEvents)
@@ -263,5 +285,137 @@ func TestPowerUnknownKey(t *testing.T) {
 	code, body := f.call(t, nil, "GET", "/api/v1/nodes/gpu-01/power", f.tokens[store.RoleReadonly], "")
 	if code != 503 || !strings.Contains(string(body), "--secret-key-file") {
 		t.Fatalf("GET power with another key: %d %s", code, body)
+	}
+}
+
+// slowBMCs count the power calls in flight across all their drivers.
+type slowBMCs struct {
+	inFlight, most atomic.Int64
+	mu             sync.Mutex
+	calls          map[string][]string // URL → calls
+}
+
+func (b *slowBMCs) dial(c power.Config) (power.Driver, error) {
+	return &slowDriver{b: b, url: c.URL}, nil
+}
+
+type slowDriver struct {
+	b   *slowBMCs
+	url string
+}
+
+func (d *slowDriver) do(call string) error {
+	v := d.b.inFlight.Add(1)
+	defer d.b.inFlight.Add(-1)
+	for m := d.b.most.Load(); v > m && !d.b.most.CompareAndSwap(m, v); m = d.b.most.Load() {
+	}
+	time.Sleep(2 * time.Millisecond)
+	d.b.mu.Lock()
+	d.b.calls[d.url] = append(d.b.calls[d.url], call)
+	d.b.mu.Unlock()
+	return nil
+}
+func (d *slowDriver) State(context.Context) (power.State, error)      { return power.StateOn, d.do("state") }
+func (d *slowDriver) On(context.Context) error                        { return d.do("on") }
+func (d *slowDriver) Off(context.Context) error                       { return d.do("off") }
+func (d *slowDriver) SoftOff(context.Context) error                   { return d.do("soft-off") }
+func (d *slowDriver) Cycle(context.Context) error                     { return d.do("cycle") }
+func (d *slowDriver) Reset(context.Context) error                     { return d.do("reset") }
+func (d *slowDriver) SetBootDevice(context.Context, power.Boot) error { return d.do("boot") }
+func (d *slowDriver) Close() error                                    { return nil }
+
+func TestBulkPower(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	tech, ro := f.tokens[store.RoleTech], f.tokens[store.RoleReadonly]
+	bmcs := &slowBMCs{calls: map[string][]string{}}
+	f.api.PowerDial = bmcs.dial
+	f.api.PowerOn = &power.Limiter{MaxConcurrent: 3, Rate: 1000}
+	const n = 24
+	var ids []string
+	for i := range n {
+		code, body := f.call(t, nil, "POST", "/api/v1/nodes", tech, fmt.Sprintf(`{"mac":"02:00:00:00:10:%02x","name":"r7-%02d"}`, i, i))
+		if code != 201 {
+			t.Fatalf("add node: %d %s", code, body)
+		}
+		var nd Node
+		json.Unmarshal(body, &nd)
+		ids = append(ids, nd.ID)
+		if code, body := f.call(t, nil, "PATCH", "/api/v1/nodes/"+nd.ID, tech, `{"rack":"R7"}`); code != 200 {
+			t.Fatalf("set rack: %d %s", code, body)
+		}
+		if i == n-1 {
+			continue // the last has no BMC
+		}
+		if err := f.st.SetBMC(ctx, store.BMC{NodeID: nd.ID, URL: fmt.Sprintf("ipmi://10.7.0.%d", i+1), User: "admin",
+			Password: f.api.Secrets.Seal([]byte("pw"), BMCPasswordAD(nd.ID))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	code, body := f.call(t, nil, "POST", "/api/v1/power", tech, `{"action":"on","rack":"R7"}`)
+	if code != 200 {
+		t.Fatalf("bulk power on: %d %s", code, body)
+	}
+	var res BulkPowerResults
+	if err := json.Unmarshal(body, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Items) != n {
+		t.Fatalf("%d results, want %d", len(res.Items), n)
+	}
+	ok := 0
+	for _, r := range res.Items {
+		switch {
+		case r.OK && r.Event != nil && r.Event.Reason == "power on" && r.Event.Actor != "":
+			ok++
+		case !r.OK && r.Node == ids[n-1] && strings.Contains(r.Error, "no BMC"):
+		default:
+			t.Errorf("result %+v", r)
+		}
+	}
+	if ok != n-1 {
+		t.Errorf("%d nodes powered on, want %d", ok, n-1)
+	}
+	if m := bmcs.most.Load(); m > 3 || m < 1 {
+		t.Errorf("%d power-ons at once, want at most 3", m)
+	}
+	for i := range n - 1 {
+		if c := bmcs.calls[fmt.Sprintf("ipmi://10.7.0.%d", i+1)]; len(c) != 1 || c[0] != "on" {
+			t.Errorf("BMC %d got %v", i+1, c)
+		}
+	}
+	// Listed nodes, by name; an unknown one refuses the whole request.
+	if code, body := f.call(t, nil, "POST", "/api/v1/power", tech, `{"action":"off","nodes":["r7-00","r7-01"]}`); code != 200 || strings.Count(string(body), `"ok": true`) != 2 {
+		t.Errorf("bulk off of two: %d %s", code, body)
+	}
+	if code, body := f.call(t, nil, "POST", "/api/v1/power", tech, `{"action":"off","nodes":["r7-00","nope"]}`); code != 404 {
+		t.Errorf("bulk off with an unknown node: %d %s", code, body)
+	}
+	if c := bmcs.calls["ipmi://10.7.0.1"]; len(c) != 2 {
+		t.Errorf("BMC 1 got %v after a refused request", c)
+	}
+	for _, tc := range []struct{ body string }{{`{"action":"on"}`}, {`{"action":"on","rack":"R7","nodes":["r7-00"]}`}, {`{"action":"up","rack":"R7"}`}} {
+		if code, _ := f.call(t, nil, "POST", "/api/v1/power", tech, tc.body); code != 400 {
+			t.Errorf("bulk %s: %d, want 400", tc.body, code)
+		}
+	}
+	if code, _ := f.call(t, nil, "POST", "/api/v1/power", tech, `{"action":"on","rack":"R0"}`); code != 404 {
+		t.Errorf("bulk of an empty rack: %d", code)
+	}
+	if code, _ := f.call(t, nil, "POST", "/api/v1/power", ro, `{"action":"on","rack":"R7"}`); code != 403 {
+		t.Errorf("readonly bulk power: %d", code)
+	}
+	evs, err := f.st.Events(ctx, store.EventFilter{NodeID: ids[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, e := range evs {
+		if e.Kind == "power" {
+			reasons = append(reasons, e.Reason)
+		}
+	}
+	if strings.Join(reasons, ",") != "power on,power off" {
+		t.Errorf("node 0's power events: %v", reasons)
 	}
 }

@@ -52,6 +52,8 @@ func (s *Server) table() []route {
 			in: PowerRequest{}, out: PowerResult{}, status: 200, audited: true, h: s.postPower},
 		{method: "PUT", pattern: "/api/v1/nodes/{id}/boot-device", role: tech, summary: "Force the node's next boot (or every boot, persistent) from pxe or disk through its BMC",
 			in: BootDeviceRequest{}, out: PowerResult{}, status: 200, audited: true, h: s.putBootDevice},
+		{method: "POST", pattern: "/api/v1/power", role: tech, summary: "Power many nodes (listed, or a rack's) on, off, soft-off, cycle or reset; power-ons queue through the server's limit (power.max_concurrent_on, power.on_rate); a result and an audit event per node",
+			in: BulkPowerRequest{}, out: BulkPowerResults{}, status: 200, audited: true, h: s.bulkPower},
 		{method: "GET", pattern: "/api/v1/nodes/{id}/trace", role: ro, summary: "The node's boot trace: boots with verdicts, and raw events", query: []string{"limit"}, out: Trace{}, status: 200, h: s.getTrace},
 
 		{method: "GET", pattern: "/api/v1/events", role: ro, summary: "The audit log, oldest first; order=desc gives the newest first", query: []string{"node", "after", "before", "order", "limit"}, out: EventList{}, status: 200, h: s.listEvents},

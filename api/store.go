@@ -29,6 +29,9 @@ type Store interface {
 	SetBMC(ctx context.Context, b store.BMC) error
 	BMC(ctx context.Context, nodeID string) (store.BMC, error)
 	DeleteBMC(ctx context.Context, nodeID string) error
+	RecordPower(ctx context.Context, p store.PowerState, e store.Event) (bool, error)
+	PowerState(ctx context.Context, nodeID string) (store.PowerState, error)
+	PowerStates(ctx context.Context) ([]store.PowerState, error)
 
 	AddEvent(ctx context.Context, e store.Event) (store.Event, error)
 	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)

@@ -38,6 +38,8 @@ import (
 	"github.com/rackboot/rackboot/internal/tlspin"
 	"github.com/rackboot/rackboot/ipxe"
 	"github.com/rackboot/rackboot/lifecycle"
+	"github.com/rackboot/rackboot/power"
+	"github.com/rackboot/rackboot/power/poll"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/tftp"
 	"github.com/rackboot/rackboot/web"
@@ -95,6 +97,9 @@ func resolve(c Config) (resolved, error) {
 	case DHCPAuthoritative, DHCPProxy, DHCPOff:
 	default:
 		return r, fmt.Errorf("dhcp mode %q: want authoritative, proxy or off", r.DHCP.Mode)
+	}
+	if err := checkPower(r.Power); err != nil {
+		return r, err
 	}
 	var local netip.Prefix
 	if r.Interface != "" {
@@ -528,10 +533,20 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 		return err
 	}
 	var bootHTTP httpCounter
-	apiServer := &api.Server{Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil, Secrets: secrets, BMCCAFile: r.BMCCAFile,
+	// One power-on limiter for the server: the API's actions, bulk
+	// actions and (later) the lifecycle go through it.
+	powerOn := &power.Limiter{MaxConcurrent: r.Power.MaxConcurrentOn, Rate: r.Power.OnRate}
+	poller := &poll.Poller{Store: st, Interval: pollInterval(r.Power), Concurrency: r.Power.PollConcurrency,
+		Logger: log.With("proto", "power"), Changed: func(store.PowerState) { broker.Publish() }}
+	apiServer := &api.Server{PowerOn: powerOn, Power: poller, Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil, Secrets: secrets, BMCCAFile: r.BMCCAFile,
 		Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
 		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images"), AllowNetworks: r.imageNets},
-		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP) }}
+		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP, poller) }}
+	// A poll is one attempt of one timeout: a silent BMC holds a worker
+	// for the driver's timeout, and waits for a later round.
+	poller.Dial = func(b store.BMC) (power.Driver, error) {
+		return apiServer.DialBMC(b, power.Config{Attempts: 1, Timeout: poll.DefaultTimeout / 2})
+	}
 	apiHandler := apiServer.Handler()
 	// The boot port: boot files, and the API and UI too unless they have
 	// a TLS port of their own. There, disk images go only to the image
@@ -597,6 +612,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 		return retain(ctx, st, r.Retention, cmp.Or(h.pruneEvery, pruneEvery), clock, log)
 	})
 
+	if poller.Interval > 0 {
+		// A store error is logged and tried again inside Run: polling
+		// never ends the servers.
+		g.Go(func() error { return poller.Run(ctx) })
+	}
+
 	warnMissing(log, r.DataDir)
 	if h.tftpServing != nil {
 		h.tftpServing(tftpConn.LocalAddr())
@@ -619,6 +640,29 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 	err = g.Wait()
 	log.Info("rackboot stopped")
 	return err
+}
+
+// checkPower refuses power settings that make no sense.
+func checkPower(pc PowerConfig) error {
+	switch {
+	case pc.PollInterval != nil && *pc.PollInterval < 0:
+		return fmt.Errorf("power.poll_interval %v: want 0 (off) or more", *pc.PollInterval)
+	case pc.PollConcurrency < 0:
+		return fmt.Errorf("power.poll_concurrency %d: want 1 or more", pc.PollConcurrency)
+	case pc.MaxConcurrentOn < 0:
+		return fmt.Errorf("power.max_concurrent_on %d: want 1 or more", pc.MaxConcurrentOn)
+	case pc.OnRate < 0:
+		return fmt.Errorf("power.on_rate %v: want more than 0 a second", pc.OnRate)
+	}
+	return nil
+}
+
+// pollInterval is the poller's interval, 0 when polling is off.
+func pollInterval(pc PowerConfig) time.Duration {
+	if pc.PollInterval == nil {
+		return DefaultPollInterval
+	}
+	return *pc.PollInterval
 }
 
 // retain prunes boot events and audit events past their retention, at

@@ -73,6 +73,8 @@ type Config struct {
 	// certificates that have no fingerprint pinned (default: the
 	// system's roots).
 	BMCCAFile string `yaml:"bmc_ca_file"`
+	// Power configures the power-state poller and the power-on limit.
+	Power PowerConfig `yaml:"power"`
 	// Version is the binary's version, reported by the API.
 	Version string `yaml:"-"`
 }
@@ -102,6 +104,27 @@ type DHCPConfig struct {
 	// offered to clients rackboot does not know, kept for known nodes.
 	KnownReserve float64 `yaml:"known_reserve"`
 }
+
+// PowerConfig configures power control through nodes' BMCs.
+type PowerConfig struct {
+	// PollInterval is how often every power-managed node's BMC is asked
+	// for its power state, the polls spread over the interval (default
+	// 5m; 0 disables polling).
+	PollInterval *time.Duration `yaml:"poll_interval"`
+	// PollConcurrency bounds the BMCs asked at once (default 32).
+	PollConcurrency int `yaml:"poll_concurrency"`
+	// MaxConcurrentOn bounds the power-ons (on, cycle, reset) in progress
+	// at once, from the API, bulk actions and the lifecycle (default 10).
+	MaxConcurrentOn int `yaml:"max_concurrent_on"`
+	// OnRate is how many power-ons start per second, spaced evenly
+	// (default 2).
+	OnRate float64 `yaml:"on_rate"`
+}
+
+// Power defaults.
+const (
+	DefaultPollInterval = 5 * time.Minute
+)
 
 // RetentionConfig says how long old rows are kept; the appliance prunes
 // older ones every hour. Zero is the default; a negative value keeps

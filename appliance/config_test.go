@@ -121,3 +121,33 @@ func TestSubnetRelays(t *testing.T) {
 		t.Errorf("relays: any = %+v, %v", s, err)
 	}
 }
+
+func TestPowerConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	load := func(s string) Config {
+		t.Helper()
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := load("power:\n  poll_interval: 0s\n  poll_concurrency: 64\n  max_concurrent_on: 4\n  on_rate: 0.5\n")
+	if pollInterval(c.Power) != 0 || c.Power.PollConcurrency != 64 || c.Power.MaxConcurrentOn != 4 || c.Power.OnRate != 0.5 {
+		t.Errorf("power = %+v", c.Power)
+	}
+	if got := pollInterval(load("").Power); got != DefaultPollInterval {
+		t.Errorf("default poll interval %v", got)
+	}
+	if got := pollInterval(load("power:\n  poll_interval: 90s\n").Power); got != 90*time.Second {
+		t.Errorf("poll interval %v", got)
+	}
+	for _, s := range []string{"power:\n  poll_interval: -1s\n", "power:\n  on_rate: -1\n", "power:\n  max_concurrent_on: -2\n", "power:\n  poll_concurrency: -1\n"} {
+		if err := checkPower(load(s).Power); err == nil {
+			t.Errorf("%q: no error", s)
+		}
+	}
+}

@@ -88,7 +88,10 @@ func (h *httpCounter) wrap(next http.Handler) http.Handler {
 	})
 }
 
-func writeMetrics(w io.Writer, dhcps []*dhcp.Server, t *tftp.Server, h *httpCounter) {
+// powerCounts gives the power-managed nodes per power state.
+type powerCounts interface{ Counts() map[string]int }
+
+func writeMetrics(w io.Writer, dhcps []*dhcp.Server, t *tftp.Server, h *httpCounter, pc powerCounts) {
 	counter := func(name, help string) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
 	}
@@ -130,5 +133,14 @@ func writeMetrics(w io.Writer, dhcps []*dhcp.Server, t *tftp.Server, h *httpCoun
 		v uint64
 	}{{"2xx", h.ok.Load()}, {"3xx", h.redirect.Load()}, {"4xx", h.clientErr.Load()}, {"5xx", h.serverErr.Load()}} {
 		fmt.Fprintf(w, "rackboot_boot_http_responses_total{class=%q} %d\n", kv.k, kv.v)
+	}
+	if pc != nil {
+		// Counts per state, not a series per node: thousands of nodes
+		// would be thousands of series. The node list has each node's.
+		fmt.Fprintf(w, "# HELP rackboot_power_nodes Power-managed nodes by the power state their BMC last reported (unknown: it did not answer).\n# TYPE rackboot_power_nodes gauge\n")
+		c := pc.Counts()
+		for _, st := range []string{"on", "off", "unknown"} {
+			fmt.Fprintf(w, "rackboot_power_nodes{state=%q} %d\n", st, c[st])
+		}
 	}
 }

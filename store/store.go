@@ -274,6 +274,27 @@ type BMC struct {
 	Updated     time.Time
 }
 
+// Power states a PowerState holds besides the BMC's own "on" and "off".
+const (
+	// PowerUnknown: the BMC did not answer, or refused; PowerState.Error
+	// says why.
+	PowerUnknown = "unknown"
+)
+
+// PowerState is a node's power state as rackboot last asked its BMC (the
+// poller, or a user's power status).
+type PowerState struct {
+	NodeID string
+	// State is "on", "off" or PowerUnknown.
+	State string
+	// Error is why State is unknown; empty otherwise.
+	Error string
+	// Checked is when the BMC was last asked; Changed is when State last
+	// became what it is.
+	Checked time.Time
+	Changed time.Time
+}
+
 // TraceEvent is a boot event stored against a node.
 type TraceEvent struct {
 	Seq    int64
@@ -347,6 +368,19 @@ type Store interface {
 	// still old (a key rotation); otherwise it changes nothing and returns
 	// ErrConflict (someone set a new password meanwhile), or ErrNotFound.
 	ResealBMC(ctx context.Context, nodeID string, old, resealed []byte) error
+
+	// RecordPower stores a node's power state as just asked of its BMC
+	// (p.Checked; p.Changed is ignored). When the state differs from the
+	// one stored, or none was, Changed becomes p.Checked and e is appended
+	// (NodeID and Time filled in) in the same transaction, so two servers
+	// polling one node write one event per change. changed says whether
+	// it did. A node that does not exist is ErrNotFound.
+	RecordPower(ctx context.Context, p PowerState, e Event) (changed bool, err error)
+	// PowerState returns a node's last power state, or ErrNotFound when
+	// none was recorded.
+	PowerState(ctx context.Context, nodeID string) (PowerState, error)
+	// PowerStates lists every recorded power state, by node id.
+	PowerStates(ctx context.Context) ([]PowerState, error)
 
 	// AddEvent appends to the audit log and returns the event as stored.
 	AddEvent(ctx context.Context, e Event) (Event, error)

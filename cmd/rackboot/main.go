@@ -36,7 +36,10 @@ Usage:
                          [--bmc-fingerprint SHA256]
                                       give a node its BMC (password encrypted at rest); --no-bmc forgets it
   rackboot node power NODE on|off|soft-off|cycle|reset|status
-                                      power control through the node's BMC (IPMI lanplus or Redfish)
+  rackboot node power [--rack RACK | NODE...] on|off|soft-off|cycle|reset
+                                      power control through the BMC (IPMI lanplus or Redfish); power-ons
+                                      of many nodes queue through the server's power.max_concurrent_on
+                                      and power.on_rate, with a result per node
   rackboot node boot-device NODE pxe|disk [--persistent]
                                       the next boot's device (every boot's, persistent), through the BMC
   rackboot node inspect|release|reboot NODE [--reason TEXT]

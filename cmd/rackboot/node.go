@@ -61,6 +61,8 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fs.StringVar(&f.bmcPasswordFile, "bmc-password-file", "", "read the BMC password from this file, or - for the first line of stdin (never on the command line; absent keeps the one set)")
 		fs.StringVar(&f.bmcFingerprint, "bmc-fingerprint", "", "pin a redfish:// BMC's certificate: its SHA-256, hex (default: verify it with serve --bmc-ca-file or the system's CAs)")
 		fs.BoolVar(&f.noBMC, "no-bmc", false, "forget the node's BMC")
+	case "power":
+		fs.StringVar(&f.rack, "rack", "", "act on every node of this rack (then give only the action)")
 	case "boot-device":
 		fs.BoolVar(&f.persistent, "persistent", false, "for every boot, not only the next one")
 	case "deploy":
@@ -237,8 +239,11 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			}
 		})
 	case "power":
+		if f.rack != "" || len(pos) > 2 {
+			return bulkPower(ctx, c, stdout, f.rack, pos)
+		}
 		if len(pos) != 2 {
-			return usageError{"node power NODE on|off|soft-off|cycle|reset|status"}
+			return usageError{powerUsage}
 		}
 		if pos[1] == "status" {
 			var st api.PowerStatus
@@ -354,6 +359,13 @@ func showNode(tw *tabwriter.Writer, n api.Node) {
 	} {
 		fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
 	}
+	if p := n.Power; p != nil {
+		msg := p.State + ", asked " + ts(p.Checked) + ", since " + ts(p.Changed)
+		if p.Error != "" {
+			msg += ": " + p.Error
+		}
+		fmt.Fprintf(tw, "Power:\t%s\n", msg)
+	}
 }
 
 func showBMC(tw *tabwriter.Writer, b api.BMC) {
@@ -419,4 +431,43 @@ func showTrace(tw *tabwriter.Writer, tr api.Trace) {
 		}
 		fmt.Fprintf(tw, "  => %s\n\n", b.Verdict)
 	}
+}
+
+const powerUsage = "node power NODE on|off|soft-off|cycle|reset|status, node power NODE... ACTION, or node power --rack RACK ACTION"
+
+// bulkPower acts on many nodes at once through POST /api/v1/power: the
+// server queues power-ons through its limit and answers per node, so the
+// call lasts as long as the queue (no client timeout; Ctrl-C stops the
+// nodes not started yet).
+func bulkPower(ctx context.Context, c *client, stdout io.Writer, rack string, pos []string) error {
+	if len(pos) == 0 || (rack == "") == (len(pos) == 1) {
+		return usageError{powerUsage}
+	}
+	action := pos[len(pos)-1]
+	if _, err := power.ParseAction(action); err != nil {
+		return usageError{"node power: " + err.Error()}
+	}
+	in := api.BulkPowerRequest{Action: action, Rack: rack, Nodes: pos[:len(pos)-1]}
+	c.http.Timeout = 0
+	var res api.BulkPowerResults
+	if err := c.do(ctx, "POST", "/api/v1/power", in, &res); err != nil {
+		return err
+	}
+	failed := 0
+	if err := c.print(stdout, res, func(tw *tabwriter.Writer) {
+		fmt.Fprintln(tw, "NODE\tRESULT")
+		for _, r := range res.Items {
+			msg := "done"
+			if !r.OK {
+				msg, failed = "failed: "+r.Error, failed+1
+			}
+			fmt.Fprintf(tw, "%s\t%s\n", r.Node, msg)
+		}
+	}); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("node power %s: %d of %d nodes failed", action, failed, len(res.Items))
+	}
+	return nil
 }

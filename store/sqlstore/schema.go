@@ -123,6 +123,13 @@ var sqliteMigrations = []string{
 		fingerprint TEXT NOT NULL DEFAULT '',
 		updated     INTEGER NOT NULL
 	);`,
+	`CREATE TABLE power_states (
+		node_id TEXT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+		state   TEXT NOT NULL,
+		error   TEXT NOT NULL DEFAULT '',
+		checked INTEGER NOT NULL,
+		changed INTEGER NOT NULL
+	);`,
 }
 
 // postgresMigrations build the PostgreSQL schema. nodes_name makes node
@@ -245,5 +252,12 @@ var postgresMigrations = []string{
 		password    BYTEA,
 		fingerprint TEXT NOT NULL DEFAULT '',
 		updated     BIGINT NOT NULL
+	);`,
+	`CREATE TABLE power_states (
+		node_id TEXT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+		state   TEXT NOT NULL,
+		error   TEXT NOT NULL DEFAULT '',
+		checked BIGINT NOT NULL,
+		changed BIGINT NOT NULL
 	);`,
 }

@@ -45,6 +45,7 @@ func Run(t *testing.T, open Opener) {
 	t.Run("Tasks", func(t *testing.T) { testTasks(t, open) })
 	t.Run("UsersAndTokens", func(t *testing.T) { testUsersAndTokens(t, open) })
 	t.Run("BMC", func(t *testing.T) { testBMC(t, open) })
+	t.Run("PowerState", func(t *testing.T) { testPowerState(t, open) })
 }
 
 func testEnroll(t *testing.T, open Opener) {

@@ -152,6 +152,10 @@ export function nodePage(root, id) {
     const sb = node.secure_boot === true ? 'on' : node.secure_boot === false ? 'off' : 'inherit (subnet)';
     const rows = [
       ['State', h('span', {}, stateBadge(node.state), ' since ', timeEl(node.state_changed))],
+      ['Power', node.power
+        ? h('span', node.power.error ? { title: node.power.error } : {}, `${node.power.state} since `, timeEl(node.power.changed), ', asked ', timeEl(node.power.checked),
+          node.power.error ? h('span', { class: 'muted', text: ` — ${node.power.error}` }) : null)
+        : 'not known (no BMC, or not asked yet)'],
       ['Architecture', node.arch || '—'],
       ['Firmware', [node.firmware, node.client_arch].filter(Boolean).join(' · ') || '—'],
       ['Secure Boot', sb],
