@@ -76,11 +76,9 @@ FUZZTIME ?= 4s
 fuzz: ## run every fuzz target for FUZZTIME (4s; crashers land in the package's testdata/fuzz)
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
-soak: ## the long variants, not in CI: every fuzz target for 2 minutes
-	FUZZTIME=2m bash scripts/fuzz.sh
-
-soak: ## long runs: the power poller over 10,000 simulated BMCs for 30 rounds
+soak: ## the long variants, not in CI: every fuzz target for 2 minutes, the power poller over 10,000 simulated BMCs for 30 rounds
 	RACKBOOT_SOAK=1 go test -count=1 -timeout 30m -run 'Soak' -v ./power/poll
+	FUZZTIME=2m bash scripts/fuzz.sh
 
 bench: ## Go benchmarks (bench/*.sh compare with other tools)
 	go test -run '^$$' -bench . -benchtime 2x ./...
