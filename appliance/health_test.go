@@ -147,12 +147,15 @@ func TestStoreDownKeepsServing(t *testing.T) {
 
 	ds.down.Store(true)
 	before := ds.lists.Load()
-	time.Sleep(time.Second) // many reaps, each failing
-	tried := ds.lists.Load() - before
-	if tried < 3 {
-		t.Fatalf("the reaper tried %d times in a second with the database down", tried)
+	// Several reaps, each failing: the loop carries on. (How fast is a
+	// figure, not a bound: a loaded machine is slower.)
+	down := time.Now()
+	for deadline := time.Now().Add(30 * time.Second); ds.lists.Load()-before < 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the reaper tried %d times in 30 s with the database down", ds.lists.Load()-before)
+		}
 	}
-	t.Logf("the reaper tried %d times in a second with the database down", tried)
+	t.Logf("the reaper tried 3 times in %v with the database down", time.Since(down).Round(time.Millisecond))
 	select {
 	case err := <-done:
 		t.Fatalf("the appliance stopped on a store error: %v", err)
@@ -219,19 +222,21 @@ func TestReadyz(t *testing.T) {
 	for !tftp.serving.Load() {
 		time.Sleep(time.Millisecond)
 	}
+	checks := time.Now()
 	for range 100 {
 		if code, body := ask(); code != http.StatusOK || body != "ready\n" {
 			t.Fatalf("serving: %d %q", code, body)
 		}
 	}
-	if n := pings.Load(); n != 1 {
-		t.Errorf("100 checks within a second made %d queries, want 1", n)
+	// One query a second at most, however long a loaded machine took.
+	if n, most := pings.Load(), 1+int64(time.Since(checks)/time.Second); n > most {
+		t.Errorf("100 checks in %v made %d queries, want at most %d", time.Since(checks), n, most)
 	}
 	hang.Store(true)
 	h.checked = time.Time{}
 	start := time.Now()
 	code, body := ask()
-	if took := time.Since(start); code != http.StatusServiceUnavailable || body != "not ready: the database does not answer\n" || took > ReadyTimeout+time.Second {
+	if took := time.Since(start); code != http.StatusServiceUnavailable || body != "not ready: the database does not answer\n" || took > ReadyTimeout+20*time.Second {
 		t.Errorf("database hangs: %d %q after %v", code, body, took)
 	}
 	close(stop)
