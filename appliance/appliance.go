@@ -386,7 +386,15 @@ type hooks struct {
 }
 
 // run is Run with hooks.
-func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
+func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error) {
+	parent := ctx
+	defer func() {
+		// Stopped while it was still starting (a signal, a test's end):
+		// a clean stop, not a failure to report.
+		if err != nil && parent.Err() != nil && errors.Is(err, context.Canceled) {
+			err = nil
+		}
+	}()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

@@ -25,9 +25,9 @@ type Limiter struct {
 	sem  chan struct{}
 	mu   sync.Mutex
 	next time.Time // the earliest start of the next power-on
-	// now and sleep are the clock (tests replace them).
-	now   func() time.Time
-	sleep func(ctx context.Context, d time.Duration) error
+	// now and sleepUntil are the clock (tests replace them).
+	now        func() time.Time
+	sleepUntil func(ctx context.Context, t time.Time) error
 	// started, when set, is told each power-on's start (tests).
 	started func(time.Time)
 }
@@ -52,8 +52,8 @@ func (l *Limiter) init() {
 		if l.now == nil {
 			l.now = time.Now
 		}
-		if l.sleep == nil {
-			l.sleep = sleepCtx
+		if l.sleepUntil == nil {
+			l.sleepUntil = func(ctx context.Context, t time.Time) error { return sleepCtx(ctx, time.Until(t)) }
 		}
 	})
 }
@@ -100,7 +100,7 @@ func (l *Limiter) Do(ctx context.Context, f func(ctx context.Context) error) err
 	}
 	l.next = start.Add(gap)
 	l.mu.Unlock()
-	if err := l.sleep(ctx, start.Sub(now)); err != nil {
+	if err := l.sleepUntil(ctx, start); err != nil {
 		return err
 	}
 	if l.started != nil {

@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// fakeClock is a clock whose sleeps advance it at once.
+// fakeClock is a clock whose sleeps advance it at once, to their wake
+// time (never back).
 type fakeClock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -16,11 +17,9 @@ type fakeClock struct {
 
 func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 
-func (c *fakeClock) sleep(ctx context.Context, d time.Duration) error {
+func (c *fakeClock) sleepUntil(ctx context.Context, t time.Time) error {
 	c.mu.Lock()
-	if t := c.t.Add(d); t.After(c.t) {
-		// Sleepers end in the order of their wake times: the clock
-		// never goes back.
+	if t.After(c.t) {
 		c.t = t
 	}
 	c.mu.Unlock()
@@ -32,7 +31,7 @@ func TestLimiterConcurrencyAndRate(t *testing.T) {
 	clock := &fakeClock{t: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
 	var mu sync.Mutex
 	var starts []time.Time
-	l := &Limiter{MaxConcurrent: maxOn, Rate: rate, now: clock.now, sleep: clock.sleep,
+	l := &Limiter{MaxConcurrent: maxOn, Rate: rate, now: clock.now, sleepUntil: clock.sleepUntil,
 		started: func(t time.Time) { mu.Lock(); starts = append(starts, t); mu.Unlock() }}
 	var inFlight, most atomic.Int64
 	var wg sync.WaitGroup
