@@ -19,30 +19,43 @@ import (
 // Node is a node as the API shows it. Inventory is only in single-node
 // answers, not in lists.
 type Node struct {
-	ID           string          `json:"id"`
-	Name         string          `json:"name"`
-	Kind         string          `json:"kind"`
-	State        string          `json:"state"`
-	Arch         string          `json:"arch"`
-	Firmware     string          `json:"firmware"`
-	ClientArch   string          `json:"client_arch"`
-	SecureBoot   *bool           `json:"secure_boot"`
-	UUID         string          `json:"uuid,omitempty"`
-	MACs         []string        `json:"macs"`
-	Rack         string          `json:"rack"`
-	Position     int             `json:"position"`
-	Tags         []string        `json:"tags"`
-	Owner        string          `json:"owner"`
-	GPUModels    []string        `json:"gpu_models"`
-	LastError    string          `json:"last_error"`
-	Actions      []string        `json:"actions"`
-	StateChanged time.Time       `json:"state_changed"`
-	FirstSeen    time.Time       `json:"first_seen"`
-	LastSeen     time.Time       `json:"last_seen"`
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	Kind         string    `json:"kind"`
+	State        string    `json:"state"`
+	Arch         string    `json:"arch"`
+	Firmware     string    `json:"firmware"`
+	ClientArch   string    `json:"client_arch"`
+	SecureBoot   *bool     `json:"secure_boot"`
+	UUID         string    `json:"uuid,omitempty"`
+	MACs         []string  `json:"macs"`
+	Rack         string    `json:"rack"`
+	Position     int       `json:"position"`
+	Tags         []string  `json:"tags"`
+	Owner        string    `json:"owner"`
+	GPUModels    []string  `json:"gpu_models"`
+	LastError    string    `json:"last_error"`
+	Actions      []string  `json:"actions"`
+	StateChanged time.Time `json:"state_changed"`
+	FirstSeen    time.Time `json:"first_seen"`
+	LastSeen     time.Time `json:"last_seen"`
+	// PowerManaged: the node has a BMC, so its actions power it into
+	// the agent; false, an action waits for somebody to reboot it.
+	PowerManaged bool            `json:"power_managed"`
 	Inventory    json.RawMessage `json:"inventory,omitempty"`
 }
 
-// NodeFrom converts a stored node, without its inventory.
+// view is NodeFrom with PowerManaged read from the store; a read that
+// fails says false.
+func (s *Server) view(r *http.Request, n store.Node) Node {
+	out := NodeFrom(n)
+	_, err := s.Store.BMC(r.Context(), n.ID)
+	out.PowerManaged = err == nil
+	return out
+}
+
+// NodeFrom converts a stored node, without its inventory, and without
+// PowerManaged (false).
 func NodeFrom(n store.Node) Node {
 	out := Node{ID: n.ID, Name: n.Name, Kind: n.Kind, State: string(n.State), Arch: string(n.Arch), Firmware: string(n.Firmware),
 		ClientArch: n.ClientArch.String(), SecureBoot: n.SecureBoot, UUID: n.UUID, MACs: n.MACs,
@@ -98,8 +111,19 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 		nodes = nodes[:n]
 		out.NextCursor = nodes[n-1].ID
 	}
+	bmcs, err := s.Store.BMCs(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	managed := map[string]bool{}
+	for _, b := range bmcs {
+		managed[b.NodeID] = true
+	}
 	for _, nd := range nodes {
-		out.Items = append(out.Items, NodeFrom(nd))
+		v := NodeFrom(nd)
+		v.PowerManaged = managed[nd.ID]
+		out.Items = append(out.Items, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -118,7 +142,7 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	out := NodeFrom(n)
+	out := s.view(r, n)
 	out.Inventory = n.Inventory
 	writeJSON(w, http.StatusOK, out)
 }
@@ -226,7 +250,7 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, NodeFrom(n))
+	writeJSON(w, http.StatusOK, s.view(r, n))
 }
 
 func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
@@ -258,7 +282,7 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ActionResult{Node: NodeFrom(n), Event: EventFrom(ev)})
+	writeJSON(w, http.StatusOK, ActionResult{Node: s.view(r, n), Event: EventFrom(ev)})
 }
 
 // BootEvent is one stored boot event.

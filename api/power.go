@@ -9,6 +9,7 @@ import (
 
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/internal/sealbox"
+	"github.com/rackboot/rackboot/nodepower"
 	"github.com/rackboot/rackboot/power"
 	"github.com/rackboot/rackboot/store"
 )
@@ -71,8 +72,8 @@ func bmcFrom(b store.BMC) BMC {
 }
 
 // BMCPasswordAD is the additional data a node's BMC password is sealed
-// with: the sealed bytes open only for that node.
-func BMCPasswordAD(nodeID string) []byte { return []byte("bmc-password:" + nodeID) }
+// with (nodepower.PasswordAD): the sealed bytes open only for that node.
+func BMCPasswordAD(nodeID string) []byte { return nodepower.PasswordAD(nodeID) }
 
 func (s *Server) getBMC(w http.ResponseWriter, r *http.Request) {
 	n, ok := s.node(w, r)
@@ -163,42 +164,32 @@ func (s *Server) deleteBMC(w http.ResponseWriter, r *http.Request) {
 
 // driver opens the power driver of a node's BMC, or answers why not.
 func (s *Server) driver(w http.ResponseWriter, r *http.Request, n store.Node) (power.Driver, store.BMC, bool) {
-	b, err := s.Store.BMC(r.Context(), n.ID)
-	if errors.Is(err, store.ErrNotFound) {
+	d, b, err := s.opener().Open(r.Context(), n)
+	var se *nodepower.SecretError
+	switch {
+	case err == nil:
+		return d, b, true
+	case errors.Is(err, nodepower.ErrNoBMC):
 		writeError(w, http.StatusConflict, "no_bmc", fmt.Sprintf("node %s has no BMC: set one with rackboot node set %s --bmc URL", n.ID, n.ID))
-		return nil, b, false
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return nil, b, false
-	}
-	var pw []byte
-	if b.Password != nil {
-		if s.Secrets == nil {
-			writeError(w, http.StatusServiceUnavailable, "no_secret_key", "this server has no secret key to decrypt BMC passwords with (--secret-key-file)")
-			return nil, b, false
+	case errors.Is(err, nodepower.ErrNoSecretKey):
+		writeError(w, http.StatusServiceUnavailable, "no_secret_key", "this server has no secret key to decrypt BMC passwords with (--secret-key-file)")
+	case errors.As(err, &se):
+		msg := se.Error()
+		if errors.Is(err, sealbox.ErrUnknownKey) {
+			msg += "; give this server the key file the others use (--secret-key-file)"
 		}
-		pw, err = s.Secrets.Open(b.Password, BMCPasswordAD(n.ID))
-		if err != nil {
-			msg := "the BMC password of node " + n.ID + " does not decrypt: " + err.Error()
-			if errors.Is(err, sealbox.ErrUnknownKey) {
-				msg += "; give this server the key file the others use (--secret-key-file)"
-			}
-			writeError(w, http.StatusServiceUnavailable, "secret_key", msg)
-			return nil, b, false
-		}
-	}
-	dial := s.PowerDial
-	if dial == nil {
-		dial = power.Dial
-	}
-	d, err := dial(power.Config{URL: b.URL, User: b.User, Password: string(pw), Fingerprint: b.Fingerprint, CAFile: s.BMCCAFile,
-		Logger: s.log().With("node", n.ID)})
-	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "secret_key", msg)
+	case errors.As(err, new(*nodepower.DialError)):
 		s.powerFail(w, err)
-		return nil, b, false
+	default:
+		s.fail(w, r, err)
 	}
-	return d, b, true
+	return nil, b, false
+}
+
+// opener opens drivers as the server's fields say.
+func (s *Server) opener() *nodepower.Opener {
+	return &nodepower.Opener{Store: s.Store, Secrets: s.Secrets, CAFile: s.BMCCAFile, Dial: s.PowerDial, Logger: s.log()}
 }
 
 // powerFail answers a BMC's failure: 502 when the BMC did not answer,

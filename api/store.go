@@ -29,6 +29,7 @@ type Store interface {
 	SetBMC(ctx context.Context, b store.BMC) error
 	BMC(ctx context.Context, nodeID string) (store.BMC, error)
 	DeleteBMC(ctx context.Context, nodeID string) error
+	BMCs(ctx context.Context) ([]store.BMC, error)
 
 	AddEvent(ctx context.Context, e store.Event) (store.Event, error)
 	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)

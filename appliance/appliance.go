@@ -38,6 +38,7 @@ import (
 	"github.com/rackboot/rackboot/internal/tlspin"
 	"github.com/rackboot/rackboot/ipxe"
 	"github.com/rackboot/rackboot/lifecycle"
+	"github.com/rackboot/rackboot/nodepower"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/tftp"
 	"github.com/rackboot/rackboot/web"
@@ -435,7 +436,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 	// live event streams whenever the lifecycle (on behalf of the API,
 	// the core or the reaper) writes an event.
 	broker := api.NewBroker()
-	machine := &lifecycle.Machine{Store: st, Notify: func(store.Event) { broker.Publish() }}
+	// The lifecycle opens BMCs as the API does (nodepower), and drives
+	// them after each state change is stored.
+	machine := &lifecycle.Machine{Store: st, Notify: func(store.Event) { broker.Publish() },
+		Power:          &nodepower.Opener{Store: st, Secrets: secrets, CAFile: r.BMCCAFile, Logger: log.With("proto", "power")},
+		SoftOffTimeout: r.Power.SoftOffTimeout, Logger: log.With("proto", "power")}
 	var leased []netip.Prefix
 	for _, sn := range r.subnets {
 		leased = append(leased, sn.Prefix)
@@ -578,6 +583,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) error {
 			log.Warn("reaper: store error, trying again", "err", err, "retry_in", retry)
 		})
 	})
+
+	// BMC work in flight ends with the appliance: cancelled, then waited
+	// for, before the store closes.
+	g.Go(func() error { return machine.RunPower(ctx) })
 
 	clock := h.now
 	if clock == nil {

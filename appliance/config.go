@@ -73,6 +73,8 @@ type Config struct {
 	// certificates that have no fingerprint pinned (default: the
 	// system's roots).
 	BMCCAFile string `yaml:"bmc_ca_file"`
+	// Power is how the lifecycle drives the BMCs of nodes that have one.
+	Power PowerConfig `yaml:"power"`
 	// Version is the binary's version, reported by the API.
 	Version string `yaml:"-"`
 }
@@ -114,6 +116,14 @@ type RetentionConfig struct {
 	// (8760h). The events that put a node into maintenance are kept
 	// whatever their age: taking it out again needs them.
 	Events time.Duration `yaml:"events"`
+}
+
+// PowerConfig configures the lifecycle's use of nodes' BMCs.
+type PowerConfig struct {
+	// SoftOffTimeout is how long a release of an active node waits for
+	// its OS to shut down (IPMI soft off, Redfish GracefulShutdown)
+	// before it forces the node off: default 2 minutes.
+	SoftOffTimeout time.Duration `yaml:"soft_off_timeout"`
 }
 
 // Retention defaults.
