@@ -221,6 +221,9 @@ func TestActionPowerFails(t *testing.T) {
 				t.Fatalf("node %s with %d pending tasks, want deploying with its task", cur.State, len(tasks))
 			}
 			evs := powerEvents(t, st, n.ID)
+			if len(evs) == 0 {
+				t.Fatal("no power event")
+			}
 			last := evs[len(evs)-1]
 			if !strings.HasPrefix(last.Message, "failed: ") || !strings.Contains(last.Message, "does not answer") {
 				t.Errorf("last power event %+v: want the failure and its reason", last)
@@ -380,8 +383,10 @@ func TestRunPowerEndsWork(t *testing.T) {
 	if _, _, err := m.Do(context.Background(), n.ID, Release, Params{}, "user:t"); err != nil {
 		t.Fatal(err)
 	}
-	for len(b.got()) == 0 {
-		time.Sleep(time.Millisecond)
+	for wait := time.Now(); len(b.got()) == 0; time.Sleep(time.Millisecond) {
+		if time.Since(wait) > 10*time.Second {
+			t.Fatal("no BMC call after the release")
+		}
 	}
 	cancel()
 	select {
@@ -393,6 +398,9 @@ func TestRunPowerEndsWork(t *testing.T) {
 		t.Fatal("RunPower did not return after its context ended")
 	}
 	evs := powerEvents(t, st, n.ID)
+	if len(evs) == 0 {
+		t.Fatal("no power event")
+	}
 	if last := evs[len(evs)-1]; !strings.Contains(last.Message, "context canceled") {
 		t.Errorf("last event %+v: want the wait cut short", last)
 	}
