@@ -300,18 +300,7 @@ func (s *Server) putBootDevice(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), powerCallTimeout)
 	defer cancel()
 	err = d.SetBootDevice(ctx, bt)
-	reason := "boot device " + string(dev)
-	if bt.Persistent {
-		reason += ", persistent"
-	} else {
-		reason += ", next boot"
-	}
-	if bt.UEFI {
-		reason += ", UEFI"
-	} else {
-		reason += ", BIOS"
-	}
-	ev := s.powerEvent(r, n, reason, err)
+	ev := s.powerEvent(r, n, bt.String(), err)
 	if err != nil {
 		s.powerFail(w, err)
 		return

@@ -149,25 +149,12 @@ func pxeBoot(n store.Node) power.Boot {
 	return power.Boot{Device: power.DevicePXE, UEFI: n.Firmware != boot.FirmwareBIOS}
 }
 
-func bootReason(b power.Boot) string {
-	r := "boot device " + string(b.Device)
-	if b.Persistent {
-		r += ", persistent"
-	} else {
-		r += ", next boot"
-	}
-	if b.UEFI {
-		return r + ", UEFI"
-	}
-	return r + ", BIOS"
-}
-
 // netboot sets n's next boot to the network and then powers it on (off)
 // or cycles it (on). It stops at the first call that fails: the action
 // still stands and the node waits for a reboot.
 func (m *Machine) netboot(ctx context.Context, d power.Driver, n store.Node, actor, what string, on bool) {
 	b := pxeBoot(n)
-	if !m.call(ctx, n, actor, what+": "+bootReason(b), func(ctx context.Context) error { return d.SetBootDevice(ctx, b) }) {
+	if !m.call(ctx, n, actor, what+": "+b.String(), func(ctx context.Context) error { return d.SetBootDevice(ctx, b) }) {
 		return
 	}
 	if on {
@@ -257,7 +244,7 @@ func (m *Machine) afterDeploy(n store.Node) {
 		}
 		defer d.Close()
 		b := power.Boot{Device: power.DeviceDisk, Persistent: true, UEFI: n.Firmware != boot.FirmwareBIOS}
-		m.call(ctx, n, "system", "deploy done: "+bootReason(b), func(ctx context.Context) error { return d.SetBootDevice(ctx, b) })
+		m.call(ctx, n, "system", "deploy done: "+b.String(), func(ctx context.Context) error { return d.SetBootDevice(ctx, b) })
 	})
 }
 
