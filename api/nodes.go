@@ -40,6 +40,9 @@ type Node struct {
 	StateChanged time.Time `json:"state_changed"`
 	FirstSeen    time.Time `json:"first_seen"`
 	LastSeen     time.Time `json:"last_seen"`
+	// PowerManaged: the node has a BMC, so its actions power it into
+	// the agent; false, an action waits for somebody to reboot it.
+	PowerManaged bool `json:"power_managed"`
 	// Power is the node's power state as rackboot last asked its BMC;
 	// absent for a node never asked (no BMC, or not polled yet).
 	Power     *NodePower      `json:"power,omitempty"`
@@ -60,7 +63,17 @@ func NodePowerFrom(p store.PowerState) *NodePower {
 	return &NodePower{State: p.State, Error: p.Error, Checked: p.Checked, Changed: p.Changed}
 }
 
-// NodeFrom converts a stored node, without its inventory.
+// view is NodeFrom with PowerManaged read from the store; a read that
+// fails says false.
+func (s *Server) view(r *http.Request, n store.Node) Node {
+	out := NodeFrom(n)
+	_, err := s.Store.BMC(r.Context(), n.ID)
+	out.PowerManaged = err == nil
+	return out
+}
+
+// NodeFrom converts a stored node, without its inventory, and without
+// PowerManaged (false).
 func NodeFrom(n store.Node) Node {
 	out := Node{ID: n.ID, Name: n.Name, Kind: n.Kind, State: string(n.State), Arch: string(n.Arch), Firmware: string(n.Firmware),
 		ClientArch: n.ClientArch.String(), SecureBoot: n.SecureBoot, UUID: n.UUID, MACs: n.MACs,
@@ -116,6 +129,15 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 		nodes = nodes[:n]
 		out.NextCursor = nodes[n-1].ID
 	}
+	bmcs, err := s.Store.BMCs(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	managed := map[string]bool{}
+	for _, b := range bmcs {
+		managed[b.NodeID] = true
+	}
 	powers := map[string]store.PowerState{}
 	if len(nodes) > 0 {
 		ps, err := s.Store.PowerStates(r.Context())
@@ -129,6 +151,7 @@ func (s *Server) listNodes(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, nd := range nodes {
 		item := NodeFrom(nd)
+		item.PowerManaged = managed[nd.ID]
 		if p, ok := powers[nd.ID]; ok {
 			item.Power = NodePowerFrom(p)
 		}
@@ -151,7 +174,7 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	out := NodeFrom(n)
+	out := s.view(r, n)
 	out.Inventory = n.Inventory
 	switch p, err := s.Store.PowerState(r.Context(), n.ID); {
 	case err == nil:
@@ -266,7 +289,7 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, NodeFrom(n))
+	writeJSON(w, http.StatusOK, s.view(r, n))
 }
 
 func (s *Server) deleteNode(w http.ResponseWriter, r *http.Request) {
@@ -298,7 +321,7 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ActionResult{Node: NodeFrom(n), Event: EventFrom(ev)})
+	writeJSON(w, http.StatusOK, ActionResult{Node: s.view(r, n), Event: EventFrom(ev)})
 }
 
 // BootEvent is one stored boot event.

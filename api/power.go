@@ -10,6 +10,7 @@ import (
 
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/internal/sealbox"
+	"github.com/rackboot/rackboot/nodepower"
 	"github.com/rackboot/rackboot/power"
 	"github.com/rackboot/rackboot/store"
 )
@@ -72,8 +73,8 @@ func bmcFrom(b store.BMC) BMC {
 }
 
 // BMCPasswordAD is the additional data a node's BMC password is sealed
-// with: the sealed bytes open only for that node.
-func BMCPasswordAD(nodeID string) []byte { return []byte("bmc-password:" + nodeID) }
+// with (nodepower.PasswordAD): the sealed bytes open only for that node.
+func BMCPasswordAD(nodeID string) []byte { return nodepower.PasswordAD(nodeID) }
 
 func (s *Server) getBMC(w http.ResponseWriter, r *http.Request) {
 	n, ok := s.node(w, r)
@@ -164,66 +165,39 @@ func (s *Server) deleteBMC(w http.ResponseWriter, r *http.Request) {
 
 // driver opens the power driver of a node's BMC, or answers why not.
 func (s *Server) driver(w http.ResponseWriter, r *http.Request, n store.Node) (power.Driver, store.BMC, bool) {
-	b, err := s.Store.BMC(r.Context(), n.ID)
-	if errors.Is(err, store.ErrNotFound) {
+	d, b, err := s.opener().Open(r.Context(), n)
+	var se *nodepower.SecretError
+	switch {
+	case err == nil:
+		return d, b, true
+	case errors.Is(err, nodepower.ErrNoBMC):
 		writeError(w, http.StatusConflict, "no_bmc", fmt.Sprintf("node %s has no BMC: set one with rackboot node set %s --bmc URL", n.ID, n.ID))
-		return nil, b, false
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return nil, b, false
-	}
-	var pw []byte
-	if b.Password != nil {
-		if s.Secrets == nil {
-			writeError(w, http.StatusServiceUnavailable, "no_secret_key", "this server has no secret key to decrypt BMC passwords with (--secret-key-file)")
-			return nil, b, false
+	case errors.Is(err, nodepower.ErrNoSecretKey):
+		writeError(w, http.StatusServiceUnavailable, "no_secret_key", "this server has no secret key to decrypt BMC passwords with (--secret-key-file)")
+	case errors.As(err, &se):
+		msg := se.Error()
+		if errors.Is(err, sealbox.ErrUnknownKey) {
+			msg += "; give this server the key file the others use (--secret-key-file)"
 		}
-		pw, err = s.Secrets.Open(b.Password, BMCPasswordAD(n.ID))
-		if err != nil {
-			msg := "the BMC password of node " + n.ID + " does not decrypt: " + err.Error()
-			if errors.Is(err, sealbox.ErrUnknownKey) {
-				msg += "; give this server the key file the others use (--secret-key-file)"
-			}
-			writeError(w, http.StatusServiceUnavailable, "secret_key", msg)
-			return nil, b, false
-		}
-	}
-	d, err := s.dial(b, pw, power.Config{})
-	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "secret_key", msg)
+	case errors.As(err, new(*nodepower.DialError)):
 		s.powerFail(w, err)
-		return nil, b, false
+	default:
+		s.fail(w, r, err)
 	}
-	return d, b, true
+	return nil, b, false
 }
 
-func (s *Server) dial(b store.BMC, pw []byte, c power.Config) (power.Driver, error) {
-	dial := s.PowerDial
-	if dial == nil {
-		dial = power.Dial
-	}
-	c.URL, c.User, c.Password, c.Fingerprint, c.CAFile = b.URL, b.User, string(pw), b.Fingerprint, s.BMCCAFile
-	if c.Logger == nil {
-		c.Logger = s.log().With("node", b.NodeID)
-	}
-	return dial(c)
+// opener opens drivers as the server's fields say.
+func (s *Server) opener() *nodepower.Opener {
+	return &nodepower.Opener{Store: s.Store, Secrets: s.Secrets, CAFile: s.BMCCAFile, Dial: s.PowerDial, Logger: s.log()}
 }
 
 // DialBMC opens the driver of a stored BMC, its password opened with
 // Secrets; c's timeouts and attempts apply (the poller asks for one
-// attempt). It is the poller's and the lifecycle's way to a BMC.
+// attempt). It is the poller's way to a BMC.
 func (s *Server) DialBMC(b store.BMC, c power.Config) (power.Driver, error) {
-	var pw []byte
-	if b.Password != nil {
-		if s.Secrets == nil {
-			return nil, errors.New("no secret key to decrypt the BMC password with (--secret-key-file)")
-		}
-		var err error
-		if pw, err = s.Secrets.Open(b.Password, BMCPasswordAD(b.NodeID)); err != nil {
-			return nil, fmt.Errorf("bmc password of node %s: %w", b.NodeID, err)
-		}
-	}
-	return s.dial(b, pw, c)
+	return s.opener().OpenBMC(b, c)
 }
 
 // recordPower records what a BMC said of its node's power.
@@ -363,18 +337,7 @@ func (s *Server) putBootDevice(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), powerCallTimeout)
 	defer cancel()
 	err = d.SetBootDevice(ctx, bt)
-	reason := "boot device " + string(dev)
-	if bt.Persistent {
-		reason += ", persistent"
-	} else {
-		reason += ", next boot"
-	}
-	if bt.UEFI {
-		reason += ", UEFI"
-	} else {
-		reason += ", BIOS"
-	}
-	ev := s.powerEvent(r, n, reason, err)
+	ev := s.powerEvent(r, n, bt.String(), err)
 	if err != nil {
 		s.powerFail(w, err)
 		return

@@ -419,3 +419,33 @@ func TestBulkPower(t *testing.T) {
 		t.Errorf("node 0's power events: %v", reasons)
 	}
 }
+
+// TestNodePowerManaged: the node view says whether the node has a BMC
+// (its actions power it) or waits for a reboot, in lists too.
+func TestNodePowerManaged(t *testing.T) {
+	f := newFixture(t)
+	tech, ro := f.tokens[store.RoleTech], f.tokens[store.RoleReadonly]
+	check := func(want bool) {
+		t.Helper()
+		code, body := f.call(t, nil, "GET", "/api/v1/nodes/gpu-01", ro, "")
+		var n Node
+		if code != 200 || json.Unmarshal(body, &n) != nil || n.PowerManaged != want {
+			t.Errorf("GET node: %d, power_managed %v, want %v", code, n.PowerManaged, want)
+		}
+		code, body = f.call(t, nil, "GET", "/api/v1/nodes", ro, "")
+		var l NodeList
+		if code != 200 || json.Unmarshal(body, &l) != nil || len(l.Items) == 0 {
+			t.Fatalf("GET nodes: %d %s", code, body)
+		}
+		for _, it := range l.Items {
+			if it.ID == f.node.ID && it.PowerManaged != want {
+				t.Errorf("node list: power_managed %v, want %v", it.PowerManaged, want)
+			}
+		}
+	}
+	check(true)
+	if code, _ := f.call(t, nil, "DELETE", "/api/v1/nodes/gpu-01/bmc", tech, ""); code != 204 {
+		t.Fatalf("DELETE bmc: %d", code)
+	}
+	check(false)
+}

@@ -32,6 +32,7 @@ type Store interface {
 	RecordPower(ctx context.Context, p store.PowerState, e store.Event) (bool, error)
 	PowerState(ctx context.Context, nodeID string) (store.PowerState, error)
 	PowerStates(ctx context.Context) ([]store.PowerState, error)
+	BMCs(ctx context.Context) ([]store.BMC, error)
 
 	AddEvent(ctx context.Context, e store.Event) (store.Event, error)
 	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)

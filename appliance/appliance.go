@@ -38,6 +38,7 @@ import (
 	"github.com/rackboot/rackboot/internal/tlspin"
 	"github.com/rackboot/rackboot/ipxe"
 	"github.com/rackboot/rackboot/lifecycle"
+	"github.com/rackboot/rackboot/nodepower"
 	"github.com/rackboot/rackboot/power"
 	"github.com/rackboot/rackboot/power/poll"
 	"github.com/rackboot/rackboot/store"
@@ -458,7 +459,15 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 	// live event streams whenever the lifecycle (on behalf of the API,
 	// the core or the reaper) writes an event.
 	broker := api.NewBroker()
-	machine := &lifecycle.Machine{Store: st, Notify: func(store.Event) { broker.Publish() }}
+	// One power-on limiter for the server: the API's actions, bulk
+	// actions and the lifecycle's power-ons all wait their turn at it.
+	powerOn := &power.Limiter{MaxConcurrent: r.Power.MaxConcurrentOn, Rate: r.Power.OnRate}
+	// The lifecycle opens BMCs as the API does (nodepower), and drives
+	// them after each state change is stored.
+	machine := &lifecycle.Machine{Store: st, Notify: func(store.Event) { broker.Publish() },
+		Power:          &nodepower.Opener{Store: st, Secrets: secrets, CAFile: r.BMCCAFile, Logger: log.With("proto", "power")},
+		PowerOn:        powerOn,
+		SoftOffTimeout: r.Power.SoftOffTimeout, Logger: log.With("proto", "power")}
 	var leased []netip.Prefix
 	for _, sn := range r.subnets {
 		leased = append(leased, sn.Prefix)
@@ -541,9 +550,6 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		return err
 	}
 	var bootHTTP httpCounter
-	// One power-on limiter for the server: the API's actions, bulk
-	// actions and (later) the lifecycle go through it.
-	powerOn := &power.Limiter{MaxConcurrent: r.Power.MaxConcurrentOn, Rate: r.Power.OnRate}
 	poller := &poll.Poller{Store: st, Interval: pollInterval(r.Power), Concurrency: r.Power.PollConcurrency,
 		Logger: log.With("proto", "power"), Changed: func(store.PowerState) { broker.Publish() }}
 	apiServer := &api.Server{PowerOn: powerOn, Power: poller, Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil, Secrets: secrets, BMCCAFile: r.BMCCAFile,
@@ -611,6 +617,10 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 			log.Warn("reaper: store error, trying again", "err", err, "retry_in", retry)
 		})
 	})
+
+	// BMC work in flight ends with the appliance: cancelled, then waited
+	// for, before the store closes.
+	g.Go(func() error { return machine.RunPower(ctx) })
 
 	clock := h.now
 	if clock == nil {

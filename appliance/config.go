@@ -73,7 +73,8 @@ type Config struct {
 	// certificates that have no fingerprint pinned (default: the
 	// system's roots).
 	BMCCAFile string `yaml:"bmc_ca_file"`
-	// Power configures the power-state poller and the power-on limit.
+	// Power configures the power-state poller, the power-on limit, and
+	// how the lifecycle drives the BMCs of nodes that have one.
 	Power PowerConfig `yaml:"power"`
 	// Version is the binary's version, reported by the API.
 	Version string `yaml:"-"`
@@ -119,6 +120,10 @@ type PowerConfig struct {
 	// OnRate is how many power-ons start per second, spaced evenly
 	// (default 2).
 	OnRate float64 `yaml:"on_rate"`
+	// SoftOffTimeout is how long a release of an active node waits for
+	// its OS to shut down (IPMI soft off, Redfish GracefulShutdown)
+	// before it forces the node off: default 2 minutes.
+	SoftOffTimeout time.Duration `yaml:"soft_off_timeout"`
 }
 
 // Power defaults.

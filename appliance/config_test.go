@@ -33,12 +33,17 @@ dhcp:
 retention:
   boot_events: 720h
   events: -1s
+power:
+  soft_off_timeout: 90s
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Retention.BootEvents != 720*time.Hour || c.Retention.Events != -time.Second {
 		t.Errorf("retention = %+v", c.Retention)
+	}
+	if c.Power.SoftOffTimeout != 90*time.Second {
+		t.Errorf("power = %+v", c.Power)
 	}
 	if c.DataDir != "/var/lib/rackboot" || c.DHCP.Mode != "authoritative" || len(c.DHCP.Subnets) != 1 ||
 		c.DHCP.Subnets[0].LeaseTime != 30*time.Minute || c.DHCP.Subnets[0].Reservations[0].Hostname != "gpu-01" {

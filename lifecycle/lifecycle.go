@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
@@ -108,6 +109,30 @@ type Machine struct {
 	Notify func(store.Event)
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+
+	// Power, when set, drives the BMCs of the nodes that have one (see
+	// power.go): inspect, deploy, wipe, release and burn-in boot the node
+	// into the agent, a deploy's end sets its next boots to the disk, and
+	// the reaper cycles a quiet node once before failing it. Nil, or a
+	// node without a BMC, leaves the node waiting for a reboot. The work
+	// runs after the state change is stored, in goroutines RunPower ties
+	// to the appliance's life.
+	Power Power
+	// PowerOn, when set, is what every power-on and cycle waits its turn
+	// at (power.Limiter): the appliance's one limit on power-ons.
+	PowerOn Limiter
+	// PowerTimeout bounds the BMC work of one action, a release's wait
+	// for the shutdown included (default DefaultPowerTimeout).
+	PowerTimeout time.Duration
+	// SoftOffTimeout is how long a release waits for the OS to shut down
+	// before it forces the node off (default DefaultSoftOffTimeout);
+	// SoftOffPoll is how often it reads the power state meanwhile
+	// (default DefaultSoftOffPoll).
+	SoftOffTimeout, SoftOffPoll time.Duration
+	// Logger logs what cannot be recorded as an event; nil discards.
+	Logger *slog.Logger
+
+	pw powerWork
 }
 
 func (m *Machine) now() time.Time {
@@ -183,6 +208,10 @@ func (m *Machine) Do(ctx context.Context, ref string, a Action, p Params, actor 
 		return n, ev, fmt.Errorf("%s: %w", a, err)
 	}
 	m.notify(ev)
+	if e.to != "" {
+		// Stored: now the BMC, if any, starts the work.
+		m.afterAction(n, a, actor)
+	}
 	return n2, ev, nil
 }
 
@@ -365,6 +394,9 @@ func (m *Machine) TaskEnded(ctx context.Context, t store.Task, actor string, rep
 			return n, fmt.Errorf("end task %s of node %s: %w", t.ID, n.ID, err)
 		}
 		m.notify(ev)
+		if t.Kind == "deploy" && ch.To == store.StateActive {
+			m.afterDeploy(moved)
+		}
 		return moved, nil
 	}
 }
@@ -453,7 +485,9 @@ var busy = []store.State{store.StateInspecting, store.StateDeploying, store.Stat
 
 // Reap fails the busy nodes nobody has heard from for timeout: no
 // heartbeat of their agent, no network boot. Their unfinished tasks fail
-// with them. It returns the nodes it failed.
+// with them. A node with a BMC (Machine.Power) is first power-cycled
+// into a fresh network boot, once, recorded as a power event; it fails
+// when timeout passes again with no word. It returns the nodes it failed.
 func (m *Machine) Reap(ctx context.Context, timeout time.Duration) ([]store.Node, error) {
 	now := m.now()
 	var reaped []store.Node
@@ -471,6 +505,27 @@ func (m *Machine) Reap(ctx context.Context, timeout time.Duration) ([]store.Node
 				continue
 			}
 			reason := fmt.Sprintf("no word from the node's agent for %s (last at %s)", now.Sub(last).Round(time.Second), last.Format(time.RFC3339))
+			if m.Power != nil {
+				// One power cycle into a fresh network boot, then
+				// another timeout, before the node fails.
+				cycled, err := m.reapCycled(ctx, n)
+				if err != nil {
+					return reaped, fmt.Errorf("reap: %w", err)
+				}
+				if cycled.IsZero() {
+					started, err := m.reapPower(ctx, n, reason)
+					if err != nil {
+						return reaped, fmt.Errorf("reap: %w", err)
+					}
+					if started {
+						continue
+					}
+				} else if now.Sub(cycled) < timeout {
+					continue
+				} else {
+					reason += fmt.Sprintf("; a power cycle at %s did not bring it back", cycled.Format(time.RFC3339))
+				}
+			}
 			tasks, err := m.Store.Tasks(ctx, store.TaskFilter{NodeID: n.ID})
 			if err != nil {
 				return reaped, fmt.Errorf("reap: %w", err)

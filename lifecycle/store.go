@@ -13,6 +13,7 @@ type Store interface {
 	Transition(ctx context.Context, id string, from, to store.State, lastError string, e store.Event) (store.Node, store.Event, error)
 	Apply(ctx context.Context, c store.Change) (store.Node, store.Event, []store.Task, error)
 	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)
+	AddEvent(ctx context.Context, e store.Event) (store.Event, error)
 	Image(ctx context.Context, name string) (store.Image, error)
 	Tasks(ctx context.Context, f store.TaskFilter) ([]store.Task, error)
 	UpdateTask(ctx context.Context, t store.Task) error

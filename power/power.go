@@ -84,6 +84,21 @@ type Boot struct {
 	UEFI bool
 }
 
+// String says what b asks for, as events record it: "boot device pxe,
+// next boot, UEFI".
+func (b Boot) String() string {
+	r := "boot device " + string(b.Device)
+	if b.Persistent {
+		r += ", persistent"
+	} else {
+		r += ", next boot"
+	}
+	if b.UEFI {
+		return r + ", UEFI"
+	}
+	return r + ", BIOS"
+}
+
 // Driver is one BMC. Methods are safe to call one at a time; Close ends
 // whatever session the driver holds.
 type Driver interface {

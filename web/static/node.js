@@ -159,6 +159,8 @@ export function nodePage(root, id) {
       ['Architecture', node.arch || '—'],
       ['Firmware', [node.firmware, node.client_arch].filter(Boolean).join(' · ') || '—'],
       ['Secure Boot', sb],
+      ['Power', node.power_managed ? 'managed through its BMC: actions power the node into the agent'
+        : h('span', { class: 'muted', text: 'no BMC: an action waits for somebody to reboot the node' })],
       ['Rack / unit', node.rack ? `${node.rack}${node.position ? ` / U${node.position}` : ''}` : '—'],
       ['Tags', (node.tags || []).length ? h('span', {}, node.tags.map((t) => chip(t))) : '—'],
       ['Owner', node.owner || '—'],
