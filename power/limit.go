@@ -53,12 +53,13 @@ func (l *Limiter) init() {
 			l.now = time.Now
 		}
 		if l.sleepUntil == nil {
-			l.sleepUntil = func(ctx context.Context, t time.Time) error { return sleepCtx(ctx, time.Until(t)) }
+			l.sleepUntil = func(ctx context.Context, t time.Time) error { return Sleep(ctx, time.Until(t)) }
 		}
 	})
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// Sleep waits d or until ctx ends, and says which (nil: d passed).
+func Sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}

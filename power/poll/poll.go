@@ -84,19 +84,6 @@ func (p *Poller) log() *slog.Logger {
 	return p.Logger
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
 
 // Counts returns how many power-managed nodes the last polls found in
 // each state ("on", "off", "unknown"), for the metrics.
@@ -121,7 +108,7 @@ func (p *Poller) Run(ctx context.Context) error {
 		p.now = time.Now
 	}
 	if p.sleep == nil {
-		p.sleep = sleepCtx
+		p.sleep = power.Sleep
 	}
 	var storeWait time.Duration
 	for ctx.Err() == nil {
