@@ -84,7 +84,6 @@ func (p *Poller) log() *slog.Logger {
 	return p.Logger
 }
 
-
 // Counts returns how many power-managed nodes the last polls found in
 // each state ("on", "off", "unknown"), for the metrics.
 func (p *Poller) Counts() map[string]int {
