@@ -48,10 +48,13 @@ func readTFTP(t *testing.T, addr net.Addr, name string) []byte {
 	}
 	c.SetReadDeadline(time.Now().Add(3 * time.Second))
 	buf := make([]byte, 1024)
-	n, _, err := c.ReadFrom(buf)
+	n, from, err := c.ReadFrom(buf)
 	if err != nil || n < 4 || binary.BigEndian.Uint16(buf) != 3 {
 		return nil
 	}
+	// Acknowledged, so the transfer ends: a block the server sent again
+	// could reach a later request's socket on the same port.
+	c.WriteTo([]byte{0, 4, buf[2], buf[3]}, from)
 	return append([]byte(nil), buf[4:n]...)
 }
 
