@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rackboot/rackboot/agent/protocol"
 	"github.com/rackboot/rackboot/boot"
 )
 
@@ -40,9 +41,10 @@ const (
 	StageInitrd         // fetched every initrd in full
 	StageLocal          // was told to boot from its disk
 	StageHandover       // fetched everything: the OS has it now
+	StageAgent          // the agent it booted called in
 )
 
-var stageNames = []string{"none", "dhcp", "offer", "loader", "config", "kernel", "initrd", "local", "handover"}
+var stageNames = []string{"none", "dhcp", "offer", "loader", "config", "kernel", "initrd", "local", "handover", "agent"}
 
 func (s Stage) String() string {
 	if int(s) >= 0 && int(s) < len(stageNames) {
@@ -104,10 +106,15 @@ func Summarize(events []boot.Event) []Boot {
 // DHCP message of a new boot. iPXE's own DHCP belongs to the boot that
 // loaded it, and firmware retransmissions belong to the boot they retry.
 func startsBoot(prev, e boot.Event) bool {
+	// The agent may call in minutes after its boot (a random pool that
+	// takes long to seed): it is still that boot.
+	if e.Proto == protocol.ProtoAgent || isAgent(e) {
+		return false
+	}
 	if e.Time.Sub(prev.Time) > newBootAfter {
 		return true
 	}
-	if e.Proto != "dhcp" || e.Kind != "discover" || isIPXE(e) {
+	if e.Proto != "dhcp" || e.Kind != "discover" || isIPXE(e) || isAgent(e) {
 		return false
 	}
 	return prev.Proto != "dhcp" || isIPXE(prev)
@@ -116,6 +123,10 @@ func startsBoot(prev, e boot.Event) bool {
 func isIPXE(e boot.Event) bool {
 	return strings.Contains(e.Options["77"], "iPXE") || e.Options["175"] != ""
 }
+
+// isAgent reports whether e is the agent's own DHCP, which belongs to the
+// boot that loaded the agent.
+func isAgent(e boot.Event) bool { return boot.IsAgentUserClass(e.Options["77"]) }
 
 type judgement struct {
 	b                    Boot
@@ -126,6 +137,9 @@ type judgement struct {
 	initrds              map[string]bool
 	kernelOK             bool
 	lastFail             string
+	// agentDHCP and agentCalled: the agent asked DHCP; it looked its
+	// node up. agentNoRNG: its DHCP said its random pool was not seeded.
+	agentDHCP, agentCalled, agentNoRNG bool
 }
 
 func judge(events []boot.Event) Boot {
@@ -145,6 +159,11 @@ func (j *judgement) step(e boot.Event) {
 	switch e.Proto {
 	case "dhcp":
 		j.dhcp(e)
+	case protocol.ProtoAgent:
+		if e.Kind == protocol.KindLookup {
+			j.agentCalled = true
+			j.add(e, "agent called in", "from "+e.IP.String(), true)
+		}
 	case ProtoCore:
 		if e.Kind == KindPlan {
 			j.action = e.Options[OptAction]
@@ -168,8 +187,13 @@ func planDetail(e boot.Event) string {
 
 func (j *judgement) dhcp(e boot.Event) {
 	who := "firmware"
-	if isIPXE(e) {
+	switch {
+	case isIPXE(e):
 		who = "iPXE"
+	case isAgent(e):
+		who = "agent"
+		j.agentDHCP = true
+		j.agentNoRNG = j.agentNoRNG || strings.Contains(e.Options["77"], ","+boot.AgentNoRNG)
 	}
 	switch e.Kind {
 	case "discover", "request", "inform":
@@ -190,7 +214,7 @@ func (j *judgement) dhcp(e boot.Event) {
 			return
 		}
 		if who == "firmware" || j.offered == "" {
-			if !isIPXE(e) {
+			if !isIPXE(e) && !isAgent(e) {
 				j.offered = e.File
 			}
 		}
@@ -302,6 +326,12 @@ func (j *judgement) verdict() (Stage, string) {
 	switch {
 	case j.action == string(boot.ActionLocal) && j.config:
 		return StageLocal, "was told to boot from its local disk"
+	case j.kernel != "" && j.kernelOK && j.allInitrds() && j.agentCalled:
+		return StageAgent, "fetched its kernel and initrd, and its agent called in"
+	case j.kernel != "" && j.kernelOK && j.allInitrds() && j.agentNoRNG:
+		return StageHandover, "fetched its kernel and initrd; its agent got a DHCP lease and is waiting for the kernel's random pool before it can call in: this machine has no hardware RNG (give a VM virtio-rng)"
+	case j.kernel != "" && j.kernelOK && j.allInitrds() && j.agentDHCP:
+		return StageHandover, "fetched its kernel and initrd; its agent got a DHCP lease and has not called in (its console says why: no entropy for TLS yet, or the API unreachable)"
 	case j.kernel != "" && j.kernelOK && j.allInitrds():
 		return StageHandover, "fetched its kernel and initrd: the operating system has it now"
 	case j.kernel != "" && j.kernelOK:

@@ -2,6 +2,7 @@ package trace
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,7 +24,9 @@ func fileEv(sec int, proto, file string, bytes, size int64, complete bool) boot.
 var (
 	fw   = map[string]string{"93": "7", "60": "PXEClient:Arch:00007:UNDI:003000"}
 	ipxe = map[string]string{"93": "7", "77": "iPXE"}
-	plan = map[string]string{OptAction: "netboot", OptKernel: "http://10.0.0.1:8080/artifacts/x86_64/vmlinuz", OptInitrds: "http://10.0.0.1:8080/artifacts/x86_64/initrd"}
+	// agentOpts are the agent's DHCP: its user class, no client arch.
+	agentOpts = map[string]string{"60": "PXE UROOT", "77": "rackboot-agent"}
+	plan      = map[string]string{OptAction: "netboot", OptKernel: "http://10.0.0.1:8080/artifacts/x86_64/vmlinuz", OptInitrds: "http://10.0.0.1:8080/artifacts/x86_64/initrd"}
 )
 
 func offer(sec int, file string) boot.Event {
@@ -60,6 +63,12 @@ func TestSummarize(t *testing.T) {
 		{"local", append(firmwareDHCP(0), fileEv(2, "tftp", "ipxe/snponly.efi", 1000, 1000, true),
 			ev(3, ProtoCore, KindPlan, "", map[string]string{OptAction: "local"}), fileEv(3, "http", "/ipxe/52-54-00-12-34-56", 30, 30, true)), 1, StageLocal},
 		{"two boots", append(append([]boot.Event{}, full...), firmwareDHCP(20)...), 2, StageOffer},
+		// The agent's DHCP belongs to the boot that loaded it; its lookup
+		// is the boot's last stage.
+		{"agent called in", append(append([]boot.Event{}, full...), fileEv(13, "http", "/artifacts/x86_64/initrd", 9000, 9000, true),
+			ev(40, "dhcp", "discover", "", agentOpts), ev(40, "dhcp", "ack", "", agentOpts), ev(45, "agent", "lookup", "", nil)), 1, StageAgent},
+		{"agent silent", append(append([]boot.Event{}, full...), fileEv(13, "http", "/artifacts/x86_64/initrd", 9000, 9000, true),
+			ev(40, "dhcp", "discover", "", agentOpts), ev(40, "dhcp", "ack", "", agentOpts)), 1, StageHandover},
 		{"grub over tftp", append([]boot.Event{ev(0, "dhcp", "discover", "", fw), offer(0, "efi/aa64/grubnetaa64.efi")},
 			fileEv(2, "tftp", "efi/aa64/grubnetaa64.efi", 10, 10, true), fileEv(3, "tftp", "grub/grub.cfg", 10, 10, true)), 1, StageConfig},
 	}
@@ -77,6 +86,32 @@ func TestSummarize(t *testing.T) {
 				t.Errorf("empty verdict or steps: %+v", last)
 			}
 		})
+	}
+}
+
+func TestAgentWaitsForEntropyVerdict(t *testing.T) {
+	noRNG := map[string]string{"60": "PXE UROOT", "77": "rackboot-agent,no-rng"}
+	events := append(firmwareDHCP(0), fileEv(2, "tftp", "ipxe/snponly.efi", 1000, 1000, true), ev(11, ProtoCore, KindPlan, "", plan),
+		fileEv(12, "http", "/artifacts/x86_64/vmlinuz", 5000, 5000, true), fileEv(13, "http", "/artifacts/x86_64/initrd", 9000, 9000, true),
+		ev(40, "dhcp", "discover", "", noRNG), ev(40, "dhcp", "ack", "", noRNG))
+	b := Summarize(events)
+	if len(b) != 1 || !strings.Contains(b[0].Verdict, "waiting for the kernel's random pool") || !strings.Contains(b[0].Verdict, "no hardware RNG") {
+		t.Errorf("boots %+v: want one whose verdict says the agent waits for entropy", b)
+	}
+	// Once it calls in, that is the boot's end.
+	b = Summarize(append(events, ev(400, "agent", "lookup", "", nil)))
+	if len(b) != 1 || b[0].Stage != StageAgent {
+		t.Errorf("after a late lookup: %+v", b)
+	}
+}
+
+func TestAgentSilentVerdict(t *testing.T) {
+	events := append(firmwareDHCP(0), fileEv(2, "tftp", "ipxe/snponly.efi", 1000, 1000, true), ev(11, ProtoCore, KindPlan, "", plan),
+		fileEv(12, "http", "/artifacts/x86_64/vmlinuz", 5000, 5000, true), fileEv(13, "http", "/artifacts/x86_64/initrd", 9000, 9000, true),
+		ev(40, "dhcp", "discover", "", agentOpts))
+	b := Summarize(events)
+	if len(b) != 1 || !strings.Contains(b[0].Verdict, "has not called in") {
+		t.Errorf("boots %+v: want one whose verdict says the agent has not called in", b)
 	}
 }
 

@@ -10,7 +10,11 @@ import (
 
 // Write writes b to path, mode 0644, through a synced temporary file in
 // the same directory and a rename, creating the directory if needed.
-func Write(path string, b []byte) error {
+func Write(path string, b []byte) error { return WriteMode(path, b, 0o644) }
+
+// WriteMode is Write with the file's mode (0600 for a key: the temporary
+// file is never readable by others either).
+func WriteMode(path string, b []byte, mode os.FileMode) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
@@ -23,7 +27,7 @@ func Write(path string, b []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Chmod(0o644); err != nil {
+	if err := f.Chmod(mode); err != nil {
 		f.Close()
 		return err
 	}

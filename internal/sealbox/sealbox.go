@@ -164,20 +164,28 @@ func Load(path string, create bool) (b *Box, created bool, err error) {
 	return b, false, nil
 }
 
-// writeNew writes a file that must not exist yet, 0600 from its first byte.
+// writeNew writes a file that must not exist yet, 0600 from its first
+// byte, whole or not at all: the key goes to a synced temporary file that
+// is then linked into place, which fails if the file exists. A crash
+// between creating the file and writing the key would otherwise leave an
+// empty key file that every later start refuses.
 func writeNew(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		os.Remove(path)
+		return err
 	}
-	return err
+	return os.Link(tmp.Name(), path)
 }
 
 // Save replaces the key file at path with b's keys, atomically, 0600.

@@ -164,3 +164,28 @@ func TestFileFollowsRotation(t *testing.T) {
 		t.Fatalf("a broken file changed the keys to %s", got)
 	}
 }
+
+// TestLoadCreatesWhole: a new key file appears whole, 0600, with no
+// temporary file left beside it, and a second creator finds it there.
+func TestLoadCreatesWhole(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secret.key")
+	b, created, err := Load(path, true)
+	if err != nil || !created {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	again, created, err := Load(path, true)
+	if err != nil || created || !bytes.Equal(again.Format(), b.Format()) {
+		t.Fatalf("load again: created %v, %v", created, err)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Errorf("files beside the key: %v", ents)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", fi.Mode().Perm())
+	}
+	if err := writeNew(path, []byte("other\n")); err == nil {
+		t.Error("writeNew replaced an existing key file")
+	}
+}

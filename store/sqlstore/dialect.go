@@ -44,6 +44,15 @@ type dialect struct {
 	retryable func(err error) bool
 	// unique says whether err is a unique constraint's refusal.
 	unique func(err error) bool
+	// laxBegin and laxEnd surround a transaction whose commit need not
+	// survive a power loss (a DHCP offer): laxBegin runs in place of
+	// begin, laxEnd, when not empty, after the transaction ends on the
+	// same connection. Every other commit is durable before it returns
+	// (SQLite's synchronous FULL, PostgreSQL's synchronous_commit on), so
+	// a lease is on disk before its ACK leaves. A later durable commit
+	// makes the lax ones before it durable too: both logs are written in
+	// order.
+	laxBegin, laxEnd string
 }
 
 // Advisory lock keys of PostgreSQL. The two-int form (class, key) and
@@ -66,6 +75,8 @@ var sqliteDialect = &dialect{
 	migrations: sqliteMigrations,
 	versions:   `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`,
 	begin:      "BEGIN IMMEDIATE",
+	laxBegin:   "PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE",
+	laxEnd:     "PRAGMA synchronous = FULL",
 	bind:       func(q string) string { return q },
 	instr:      "instr",
 	retryable:  func(error) bool { return false },
@@ -77,6 +88,7 @@ var postgresDialect = &dialect{
 	migrations:     postgresMigrations,
 	versions:       `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)`,
 	begin:          "BEGIN",
+	laxBegin:       "BEGIN; SET LOCAL synchronous_commit = off",
 	bind:           dollars,
 	instr:          "strpos",
 	forUpdate:      " FOR UPDATE",
@@ -129,7 +141,8 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	q.Add("_pragma", "busy_timeout(10000)")
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "synchronous(NORMAL)")
+	// FULL: a commit is on disk before it returns (see dialect.laxBegin).
+	q.Add("_pragma", "synchronous(FULL)")
 	// A file that is not a rackboot database is refused before SQLite
 	// writes a byte to it: no silent new database over another file.
 	if err := checkHeader(path); err != nil {

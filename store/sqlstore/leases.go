@@ -74,11 +74,19 @@ func (s *Store) subnetTx(ctx context.Context, subnet netip.Prefix, f func(runner
 	return s.lockedTx(ctx, lockKey("lease "+subnet.String()), f)
 }
 
+// offerTx is subnetTx for an offer, whose commit need not reach the disk
+// before the OFFER leaves: a lost offer is a client that asks again. The
+// REQUEST's Bind is durable, and takes only a free address or the
+// client's own.
+func (s *Store) offerTx(ctx context.Context, subnet netip.Prefix, f func(runner) error) error {
+	return s.laxLockedTx(ctx, lockKey("lease "+subnet.String()), f)
+}
+
 // Allocate implements dhcp.Leases.
 func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last netip.Addr, mac net.HardwareAddr, want netip.Addr, reserved []netip.Addr, expires time.Time) (lease.Lease, error) {
 	m := macText(mac)
 	var out lease.Lease
-	err := s.subnetTx(ctx, subnet, func(tx runner) error {
+	err := s.offerTx(ctx, subnet, func(tx runner) error {
 		now := time.Now().UnixNano()
 		if l, err := leaseBy(ctx, tx, `mac = ? AND subnet = ? AND expires > ? AND state <> ?`, m, subnet.String(), now, string(lease.Declined)); err == nil {
 			out = l

@@ -180,7 +180,7 @@ const maxAttempts = 8
 // cures: the dialect's (a serialization failure, a deadlock) or f's
 // errRetry.
 func (s *Store) tx(ctx context.Context, f func(runner) error) error {
-	return s.retry(ctx, func() error { return s.tx1(ctx, s.d.begin, f) })
+	return s.retry(ctx, func() error { return s.tx1(ctx, s.d.begin, "", f) })
 }
 
 // lockedTx is tx holding, where the engine needs it, the lock on key
@@ -191,7 +191,17 @@ func (s *Store) lockedTx(ctx context.Context, key int32, f func(runner) error) e
 	if s.d.lock != nil {
 		begin += "; " + s.d.lock(key)
 	}
-	return s.retry(ctx, func() error { return s.tx1(ctx, begin, f) })
+	return s.retry(ctx, func() error { return s.tx1(ctx, begin, "", f) })
+}
+
+// laxLockedTx is lockedTx for a write that may be lost in a power cut
+// without harm, such as an offer: its commit does not wait for the disk.
+func (s *Store) laxLockedTx(ctx context.Context, key int32, f func(runner) error) error {
+	begin := s.d.laxBegin
+	if s.d.lock != nil {
+		begin += "; " + s.d.lock(key)
+	}
+	return s.retry(ctx, func() error { return s.tx1(ctx, begin, s.d.laxEnd, f) })
 }
 
 func (s *Store) retry(ctx context.Context, run func() error) error {
@@ -215,13 +225,22 @@ func (s *Store) retry(ctx context.Context, run func() error) error {
 // connection of its own with BEGIN and COMMIT statements rather than a
 // sql.Tx: a sql.Tx watches its context with a goroutine, and every query
 // in it another, which on PostgreSQL cost a DORA a sixth of its time.
-func (s *Store) tx1(ctx context.Context, begin string, f func(runner) error) error {
+// end, when not empty, runs on the connection after the transaction, to
+// undo a setting begin made: a connection where it fails is not reused.
+func (s *Store) tx1(ctx context.Context, begin, end string, f func(runner) error) error {
 	c, err := s.pool.Conn(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	tx := runner{c, s.d}
+	if end != "" {
+		defer func() {
+			if _, err := tx.exec(context.WithoutCancel(ctx), end); err != nil {
+				c.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}()
+	}
 	if _, err := tx.exec(ctx, begin); err != nil {
 		// No transaction is open (SQLite), or the driver discards the
 		// connection for the one left (pgx, when the lock failed).

@@ -48,3 +48,50 @@ func TestDollars(t *testing.T) {
 		}
 	}
 }
+
+// TestDurability shows that a commit is synchronous (FULL) unless it is
+// an offer's, and that an offer leaves its connection synchronous again.
+func TestDurability(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "rackboot.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.pool.SetMaxOpenConns(1)
+	mode := func(r runner) int {
+		var m int
+		if err := r.row(ctx, `PRAGMA synchronous`).Scan(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	const normal, full = 1, 2
+	if m := mode(s.db); m != full {
+		t.Fatalf("synchronous %d outside a transaction, want FULL (%d)", m, full)
+	}
+	if err := s.tx(ctx, func(tx runner) error {
+		if m := mode(tx); m != full {
+			t.Errorf("synchronous %d in a transaction, want FULL", m)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.laxLockedTx(ctx, 1, func(tx runner) error {
+		if m := mode(tx); m != normal {
+			t.Errorf("synchronous %d in an offer's transaction, want NORMAL (%d)", m, normal)
+		}
+		_, err := tx.exec(ctx, `INSERT INTO leases (ip, mac, subnet, state, expires) VALUES ('10.0.0.9', 'm', 's', 'offered', 1)`)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if m := mode(s.db); m != full {
+		t.Fatalf("synchronous %d after an offer, want FULL again", m)
+	}
+	var n int
+	if err := s.db.row(ctx, `SELECT COUNT(*) FROM leases`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("the offer's row: %d, %v", n, err)
+	}
+}
