@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -69,6 +70,22 @@ func (c ClientArch) Firmware() Firmware {
 		return FirmwareUEFI
 	}
 	return FirmwareUnknown
+}
+
+// AgentUserClass is the user class (DHCP option 77) of rackboot's agent:
+// its DHCP goes in the boot trace of the boot that loaded it. AgentNoRNG,
+// a second user class, says the agent's random pool was not seeded: it
+// waits for it before it can call in over TLS.
+const (
+	AgentUserClass = "rackboot-agent"
+	AgentNoRNG     = "no-rng"
+)
+
+// IsAgentUserClass reports whether uc, option 77 as the DHCP server reads
+// it (classes joined by commas), is the agent's.
+func IsAgentUserClass(uc string) bool {
+	first, _, _ := strings.Cut(uc, ",")
+	return first == AgentUserClass
 }
 
 // HTTP reports whether the client type is UEFI HTTP boot, which wants a URL
@@ -142,6 +159,10 @@ const (
 // request (TFTP, boot HTTP) does not enroll one: a firmware DHCP exchange
 // does.
 var ErrUnknownNode = errors.New("no node has this MAC: a node is enrolled by its firmware's DHCP exchange")
+
+// ErrOtherOwner is a boot request of a node another provisioning system
+// owns (owner ironic): rackboot boots it nothing of its own.
+var ErrOtherOwner = errors.New("the node is owned by Ironic: rackboot boots it nothing of its own")
 
 // Plan is what one node should boot now, from which the iPXE script and the
 // GRUB config are generated. Every string may come from a node or an

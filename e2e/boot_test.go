@@ -71,6 +71,19 @@ func TestX86SecureBoot(t *testing.T) {
 	r.checkNode(vm.MAC, boot.ArchX86_64, []string{"efi/x64/shimx64.efi", "efi/x64/grubx64.efi", "grub/grub.cfg", "/artifacts/x86_64/vmlinuz", "/artifacts/x86_64/initrd"}, trace.StageHandover)
 }
 
+// TestAArch64SecureBoot: AAVMF enforcing Secure Boot with Microsoft's
+// keys, through Debian's shim and signed GRUB to Debian's signed kernel.
+func TestAArch64SecureBoot(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, rigOptions{name: "rbe2e7", prefix: "10.77.7.0/24", mode: "authoritative", arches: []boot.Arch{boot.ArchAArch64}, extra: []string{"--secure-boot"}})
+	vm := &lab.VM{Name: "sb-arm", Arch: boot.ArchAArch64, Firmware: lab.FirmwareUEFISecureBoot, MAC: mustMAC("52:54:00:77:06:10"), MemoryMB: 1024}
+	r.bootVM(vm, bootWithin)
+	if !regexp.MustCompile(`(?i)secure ?boot enabled`).MatchString(vm.Console()) {
+		t.Errorf("the kernel did not report Secure Boot enabled; console:\n%s", tail(vm.Console(), 3000))
+	}
+	r.checkNode(vm.MAC, boot.ArchAArch64, []string{"efi/aa64/shimaa64.efi", "efi/aa64/grubaa64.efi", "grub/grub.cfg", "/artifacts/aarch64/vmlinuz", "/artifacts/aarch64/initrd"}, trace.StageHandover)
+}
+
 // TestX86UEFIProxy runs rackboot in proxy mode beside dnsmasq, which hands
 // out the addresses from its own namespace, as a site's DHCP server would.
 func TestX86UEFIProxy(t *testing.T) {

@@ -123,7 +123,7 @@ func TestClients(t *testing.T) {
 		{"x86-64 uefi alt", "52:54:00:66:00:09", []string{"-x", "0x5d:0009", "-V", "PXEClient:Arch:00009:UNDI:003000"}, "ipxe/snponly.efi", "x86_64"},
 		{"aarch64 uefi", "52:54:00:66:00:0b", []string{"-x", "0x5d:000b", "-V", "PXEClient:Arch:00011:UNDI:003000"}, "efi/aa64/grubnetaa64.efi", "aarch64"},
 		{"x86-64 http boot", "52:54:00:66:00:10", []string{"-x", "0x5d:0010", "-V", "HTTPClient:Arch:00016:UNDI:003000"}, base + "/firmware/ipxe/snponly.efi", "x86_64"},
-		{"aarch64 http boot", "52:54:00:66:00:13", []string{"-x", "0x5d:0013", "-V", "HTTPClient:Arch:00019:UNDI:003000"}, base + "/firmware/efi/aa64/grubnetaa64.efi", "aarch64"},
+		{"aarch64 http boot", "52:54:00:66:00:13", []string{"-x", "0x5d:0013", "-V", "HTTPClient:Arch:00019:UNDI:003000"}, base + "/firmware/efi/aa64/grubhttpaa64.efi", "aarch64"},
 		{"ipxe", "52:54:00:66:00:aa", []string{"-x", "0x5d:0007", "-V", "PXEClient:Arch:00007:UNDI:003010", "-x", "0x4d:69505845"}, base + "/boot.ipxe", "x86_64"},
 		{"no pxe", "52:54:00:66:00:ff", nil, "", ""},
 	}

@@ -29,13 +29,14 @@ const maxRelease = 32 << 20
 
 // Archive is one suite of one Debian mirror whose Release file has been
 // read. It keeps the Packages indexes it has read, so several lookups cost
-// one download per architecture. It is not safe for concurrent use.
+// one download per component and architecture. It is not safe for
+// concurrent use.
 type Archive struct {
 	mirror, suite string
 	client        *http.Client
 	log           *slog.Logger
 	release       Release
-	indexes       map[string][]Package // by Debian arch of the index
+	indexes       map[string][]Package // by "component/arch" of the index
 	// Downloaded counts the bytes fetched from the mirror so far.
 	Downloaded int64
 }
@@ -111,58 +112,106 @@ func (a *Archive) get(ctx context.Context, p string, want *FileSum) ([]byte, err
 	return b, nil
 }
 
-// index returns the Packages index of main for a Debian arch, verified
-// against the Release file. It prefers the xz-compressed index, the one
-// every Debian mirror carries.
-func (a *Archive) index(ctx context.Context, arch string) ([]Package, error) {
-	if p, ok := a.indexes[arch]; ok {
-		return p, nil
-	}
-	start := time.Now()
-	base := "main/binary-" + arch + "/Packages"
-	for _, ext := range []string{".xz", ".gz", ""} {
+// Components of a Debian suite that rackboot reads.
+const (
+	Main            = "main"
+	NonFreeFirmware = "non-free-firmware" // Debian 12 and later
+)
+
+// indexFile downloads a file of the suite's dists/ directory in the
+// first compression the Release file lists (xz, gz, plain, in that
+// order), verified against the Release file, and returns it
+// decompressed.
+func (a *Archive) indexFile(ctx context.Context, base string, exts ...string) (io.Reader, string, error) {
+	for _, ext := range exts {
 		sum, ok := a.release.Sums[base+ext]
 		if !ok {
 			continue
 		}
 		b, err := a.get(ctx, "dists/"+a.suite+"/"+base+ext, &sum)
 		if err != nil {
-			return nil, fmt.Errorf("read index: %w", err)
+			return nil, "", err
 		}
 		var r io.Reader = bytes.NewReader(b)
 		switch ext {
 		case ".xz":
 			if r, err = xz.NewReader(r); err != nil {
-				return nil, fmt.Errorf("read index %s: %w", base+ext, err)
+				return nil, "", fmt.Errorf("%s: %w", base+ext, err)
 			}
 		case ".gz":
 			if r, err = gzip.NewReader(r); err != nil {
-				return nil, fmt.Errorf("read index %s: %w", base+ext, err)
+				return nil, "", fmt.Errorf("%s: %w", base+ext, err)
 			}
 		}
-		p, err := ParsePackages(r)
-		if err != nil {
-			return nil, fmt.Errorf("read index %s: %w", base+ext, err)
-		}
-		a.log.Debug("read index", "file", base+ext, "bytes", len(b), "packages", len(p),
-			"seconds", time.Since(start).Seconds())
-		a.indexes[arch] = p
-		return p, nil
+		return r, base + ext, nil
 	}
-	return nil, fmt.Errorf("read index: %s %s: the Release file lists no %s: %w", a.mirror, a.suite, base, ErrNoPackage)
+	return nil, "", fmt.Errorf("%s %s: the Release file lists no %s: %w", a.mirror, a.suite, base, ErrNoPackage)
 }
 
-// Find returns the newest version of a package built for a Debian arch
-// (amd64, arm64, ...; "all" for Architecture: all packages). An arch
-// index may also hold Architecture: all packages, which Find returns too.
+// index returns the Packages index of a component for a Debian arch,
+// verified against the Release file. It prefers the xz-compressed index,
+// the one every Debian mirror carries.
+func (a *Archive) index(ctx context.Context, component, arch string) ([]Package, error) {
+	key := component + "/" + arch
+	if p, ok := a.indexes[key]; ok {
+		return p, nil
+	}
+	start := time.Now()
+	r, name, err := a.indexFile(ctx, component+"/binary-"+arch+"/Packages", ".xz", ".gz", "")
+	if err != nil {
+		return nil, fmt.Errorf("read index: %w", err)
+	}
+	p, err := ParsePackages(r)
+	if err != nil {
+		return nil, fmt.Errorf("read index %s: %w", name, err)
+	}
+	a.log.Debug("read index", "file", name, "packages", len(p), "seconds", time.Since(start).Seconds())
+	a.indexes[key] = p
+	return p, nil
+}
+
+// Contents maps every file that a component's packages for a Debian
+// arch install (Contents-<arch> and Contents-all, both verified against
+// the Release file) to the name of the package holding it. Paths are as
+// the Contents files spell them: relative, "lib/firmware/...".
+func (a *Archive) Contents(ctx context.Context, component, arch string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, ar := range []string{arch, DebianArchAll} {
+		r, name, err := a.indexFile(ctx, component+"/Contents-"+ar, ".gz", "")
+		if err != nil {
+			if errors.Is(err, ErrNoPackage) && ar == DebianArchAll {
+				continue // older suites list arch:all files in the arch's file
+			}
+			return nil, fmt.Errorf("read contents: %w", err)
+		}
+		if err := ParseContents(r, func(file, pkg string) {
+			if _, ok := out[file]; !ok {
+				out[file] = pkg
+			}
+		}); err != nil {
+			return nil, fmt.Errorf("read contents %s: %w", name, err)
+		}
+	}
+	return out, nil
+}
+
+// Find returns the newest version of a package of main built for a
+// Debian arch (amd64, arm64, ...; "all" for Architecture: all packages).
+// An arch index may also hold Architecture: all packages, which Find
+// returns too.
 func (a *Archive) Find(ctx context.Context, arch, name string) (Package, error) {
+	return a.FindIn(ctx, Main, arch, name)
+}
+
+// FindIn is Find in another component of the suite (NonFreeFirmware).
+func (a *Archive) FindIn(ctx context.Context, component, arch, name string) (Package, error) {
 	var idxs []string
 	if arch == DebianArchAll {
 		// Where the arch indexes carry arch:all packages, one already read
 		// saves downloading binary-all.
 		if a.release.AllInArch {
 			for _, ix := range []string{"amd64", "arm64"} {
-				if _, ok := a.indexes[ix]; ok {
+				if _, ok := a.indexes[component+"/"+ix]; ok {
 					idxs = append(idxs, ix)
 					break
 				}
@@ -171,7 +220,7 @@ func (a *Archive) Find(ctx context.Context, arch, name string) (Package, error) 
 				idxs = append(idxs, "amd64")
 			}
 		}
-		if _, ok := a.release.Sums["main/binary-all/Packages.xz"]; ok || !a.release.AllInArch {
+		if _, ok := a.release.Sums[component+"/binary-all/Packages.xz"]; ok || !a.release.AllInArch {
 			idxs = append(idxs, DebianArchAll)
 		}
 	} else {
@@ -180,7 +229,7 @@ func (a *Archive) Find(ctx context.Context, arch, name string) (Package, error) 
 	var best Package
 	found := false
 	for _, ix := range idxs {
-		pkgs, err := a.index(ctx, ix)
+		pkgs, err := a.index(ctx, component, ix)
 		if err != nil {
 			return Package{}, fmt.Errorf("find %s (%s): %w", name, arch, err)
 		}
@@ -196,7 +245,7 @@ func (a *Archive) Find(ctx context.Context, arch, name string) (Package, error) 
 			return best, nil
 		}
 	}
-	return Package{}, fmt.Errorf("find %s (%s) in %s %s: %w", name, arch, a.mirror, a.suite, ErrNoPackage)
+	return Package{}, fmt.Errorf("find %s (%s) in %s %s %s: %w", name, arch, a.mirror, a.suite, component, ErrNoPackage)
 }
 
 // Resolve follows a metapackage (linux-image-cloud-amd64) to the package

@@ -23,6 +23,8 @@
 //	efi/aa64/grubnetaa64.efi  AArch64 UEFI (11) and UEFI HTTP boot (19): Debian's signed network GRUB
 //	efi/aa64/shimaa64.efi     AArch64 UEFI with Secure Boot: shim ...
 //	efi/aa64/grubaa64.efi     ... and the same network GRUB under the name shim loads
+//	efi/aa64/grubhttpaa64.efi AArch64 UEFI HTTP boot (19) without Secure Boot: a network GRUB
+//	                          with http, built by grub-mkimage from grub-efi-arm64-bin
 //	manifest.json             where each file came from and its SHA256
 //
 // UEFI HTTP boot on x86-64 gets snponly.efi, not ipxe.efi: firmware that has
@@ -55,6 +57,12 @@ import (
 // ErrNoLoader is returned for client types rackboot has no loader for.
 var ErrNoLoader = errors.New("no boot loader for this client type")
 
+// ErrSecureBootHTTP refuses UEFI HTTP boot on the Secure Boot path:
+// Debian's signed GRUB, the only GRUB shim starts, has no http module and
+// ends at its prompt after an HTTP boot. Such nodes boot over PXE (their
+// firmware tries it when no HTTP boot offer comes).
+var ErrSecureBootHTTP = errors.New("no signed loader boots over UEFI HTTP (Debian's signed GRUB has no http module): the Secure Boot path needs PXE")
+
 // Loader paths, relative to the firmware dir.
 const (
 	IPXEBIOS     = "ipxe/undionly.kpxe"
@@ -65,6 +73,7 @@ const (
 	GRUBNetAA64  = "efi/aa64/grubnetaa64.efi"
 	ShimAA64     = "efi/aa64/shimaa64.efi"
 	GRUBShimAA64 = "efi/aa64/grubaa64.efi"
+	GRUBHTTPAA64 = "efi/aa64/grubhttpaa64.efi"
 	ManifestFile = "manifest.json"
 )
 
@@ -80,12 +89,20 @@ func Loader(arch boot.ClientArch, secureBoot bool) (string, error) {
 	case boot.ClientX86BIOS:
 		// BIOS has no Secure Boot: a fleet-wide policy must not strand it.
 		return IPXEBIOS, nil
-	case boot.ClientX64UEFI, boot.ClientX64UEFIAlt, boot.ClientX64UEFIHTTP:
+	case boot.ClientX64UEFIHTTP, boot.ClientARM64UEFIHTTP:
+		if secureBoot {
+			return "", fmt.Errorf("loader for %s: %w", arch, ErrSecureBootHTTP)
+		}
+		if arch == boot.ClientARM64UEFIHTTP {
+			return GRUBHTTPAA64, nil
+		}
+		return IPXESNP, nil
+	case boot.ClientX64UEFI, boot.ClientX64UEFIAlt:
 		if secureBoot {
 			return ShimX64, nil
 		}
 		return IPXESNP, nil
-	case boot.ClientARM64UEFI, boot.ClientARM64UEFIHTTP:
+	case boot.ClientARM64UEFI:
 		if secureBoot {
 			return ShimAA64, nil
 		}

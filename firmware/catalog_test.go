@@ -22,11 +22,11 @@ func TestLoader(t *testing.T) {
 		{boot.ClientX64UEFIAlt, false, IPXESNP, nil},
 		{boot.ClientX64UEFIAlt, true, ShimX64, nil},
 		{boot.ClientX64UEFIHTTP, false, IPXESNP, nil},
-		{boot.ClientX64UEFIHTTP, true, ShimX64, nil},
+		{boot.ClientX64UEFIHTTP, true, "", ErrSecureBootHTTP},
 		{boot.ClientARM64UEFI, false, GRUBNetAA64, nil},
 		{boot.ClientARM64UEFI, true, ShimAA64, nil},
-		{boot.ClientARM64UEFIHTTP, false, GRUBNetAA64, nil},
-		{boot.ClientARM64UEFIHTTP, true, ShimAA64, nil},
+		{boot.ClientARM64UEFIHTTP, false, GRUBHTTPAA64, nil},
+		{boot.ClientARM64UEFIHTTP, true, "", ErrSecureBootHTTP},
 		{boot.ClientIA32UEFI, false, "", ErrNoLoader},
 		{boot.ClientIA32UEFI, true, "", ErrNoLoader},
 		{boot.ClientArch(10), false, "", ErrNoLoader}, // ARM 32-bit UEFI
@@ -50,9 +50,10 @@ func TestLoader(t *testing.T) {
 }
 
 // TestLoadersCoverCatalog checks that every file Loader can answer is one
-// that Fetch installs, and that shim finds its GRUB beside it.
+// that Fetch installs (or BuildGRUBHTTP builds), and that shim finds its
+// GRUB beside it.
 func TestLoadersCoverCatalog(t *testing.T) {
-	installed := map[string]bool{}
+	installed := map[string]bool{GRUBHTTPAA64: true}
 	for _, w := range Loaders() {
 		if installed[w.Dest] {
 			t.Errorf("%s installed twice", w.Dest)

@@ -282,3 +282,40 @@ func verrevcmp(a, b string) int {
 	}
 	return 0
 }
+
+// ParseContents reads a Contents-<arch> index: per line a path and, after
+// the last run of spaces, a comma-separated list of "section/package"
+// (or "component/section/package") locations. fn sees each path with each
+// package that holds it. A header line ("FILE LOCATION") and blank lines
+// are skipped; a line without a location is an error.
+func ParseContents(r io.Reader, fn func(file, pkg string)) error {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimRight(sc.Text(), " \t")
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		i := strings.LastIndexAny(line, " \t")
+		if i < 0 {
+			return fmt.Errorf("parse contents: line %d: no location", n)
+		}
+		file, locs := strings.TrimSpace(line[:i]), line[i+1:]
+		if file == "FILE" && locs == "LOCATION" {
+			continue
+		}
+		file = strings.TrimLeft(file, "/")
+		if file == "" {
+			return fmt.Errorf("parse contents: line %d: no path", n)
+		}
+		for _, loc := range strings.Split(locs, ",") {
+			if pkg := loc[strings.LastIndex(loc, "/")+1:]; pkg != "" {
+				fn(file, pkg)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("parse contents: %w", err)
+	}
+	return nil
+}

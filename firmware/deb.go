@@ -122,11 +122,25 @@ func MemberPath(name string) string {
 // debFiles extracts the regular files at the wanted member paths from a
 // .deb. A wanted path that is a symbolic or hard link inside the package
 // (ipxe's usr/lib/ipxe/ipxe.efi → /boot/ipxe.efi) yields its target's
-// bytes.
+// bytes. A wanted path the package lacks is an error.
 func debFiles(deb []byte, want []string) (map[string][]byte, error) {
-	open, err := DebData(deb)
+	out, missing, err := DebFiles(deb, want)
 	if err != nil {
 		return nil, err
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("read deb: no file %s inside", strings.Join(missing, ", "))
+	}
+	return out, nil
+}
+
+// DebFiles is debFiles for callers that expect some files to be absent
+// (a link to another package's file): it returns the wanted paths it
+// did not find, sorted, instead of failing.
+func DebFiles(deb []byte, want []string) (files map[string][]byte, missing []string, err error) {
+	open, err := DebData(deb)
+	if err != nil {
+		return nil, nil, err
 	}
 	// alias maps a path still to be found to the wanted paths it serves.
 	alias := map[string][]string{}
@@ -171,7 +185,7 @@ func debFiles(deb []byte, want []string) (map[string][]byte, error) {
 			}
 			return nil
 		}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for p, ws := range next {
 			alias[p] = append(alias[p], ws...)
@@ -180,17 +194,13 @@ func debFiles(deb []byte, want []string) (map[string][]byte, error) {
 			break
 		}
 	}
-	var missing []string
 	for _, w := range want {
 		if _, ok := out[w]; !ok && !slices.Contains(missing, w) {
 			missing = append(missing, w)
 		}
 	}
-	if len(missing) > 0 {
-		sort.Strings(missing)
-		return nil, fmt.Errorf("read deb: no file %s inside", strings.Join(missing, ", "))
-	}
-	return out, nil
+	sort.Strings(missing)
+	return out, missing, nil
 }
 
 // ScanTar makes one pass over the tar that open returns (DebData's),

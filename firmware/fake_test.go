@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -117,14 +118,23 @@ type fakePackage struct {
 	name, version, arch string
 	depends             string
 	files               []tarFile
+	component           string // "" means main
+}
+
+func (p fakePackage) comp() string {
+	if p.component == "" {
+		return Main
+	}
+	return p.component
 }
 
 func (p fakePackage) filename() string {
-	return fmt.Sprintf("pool/main/%c/%s/%s_%s_%s.deb", p.name[0], p.name, p.name, p.version, p.arch)
+	return fmt.Sprintf("pool/%s/%c/%s/%s_%s_%s.deb", p.comp(), p.name[0], p.name, p.name, p.version, p.arch)
 }
 
-// fakeArchive is a Debian mirror served by httptest: one suite, main
-// only, indexes built from its packages.
+// fakeArchive is a Debian mirror served by httptest: one suite, the
+// components its packages name, Packages and Contents indexes built from
+// its packages.
 type fakeArchive struct {
 	t     testing.TB
 	suite string
@@ -143,8 +153,25 @@ type fakeArchive struct {
 func newFakeArchive(t testing.TB, suite string, allInArch bool, pkgs []fakePackage) *fakeArchive {
 	t.Helper()
 	a := &fakeArchive{t: t, suite: suite, allInArch: allInArch, files: map[string][]byte{}, serve: map[string][]byte{}}
-	index := map[string]*strings.Builder{"amd64": {}, "arm64": {}, "all": {}}
+	index := map[string]*strings.Builder{}
+	contents := map[string]*strings.Builder{}
+	comps := []string{Main}
 	for _, p := range pkgs {
+		if !slices.Contains(comps, p.comp()) {
+			comps = append(comps, p.comp())
+		}
+	}
+	for _, c := range comps {
+		for _, ix := range []string{"amd64", "arm64", "all"} {
+			index[c+"/"+ix], contents[c+"/"+ix] = &strings.Builder{}, &strings.Builder{}
+		}
+	}
+	for _, p := range pkgs {
+		for _, f := range p.files {
+			if !strings.HasSuffix(f.name, "/") {
+				fmt.Fprintf(contents[p.comp()+"/"+p.arch], "%-60s misc/%s\n", strings.TrimPrefix(f.name, "./"), p.name)
+			}
+		}
 		deb := buildDeb(t, ".xz", p.files)
 		a.files[p.filename()] = deb
 		sum := sha256.Sum256(deb)
@@ -158,19 +185,25 @@ func newFakeArchive(t testing.TB, suite string, allInArch bool, pkgs []fakePacka
 			targets = []string{"amd64", "arm64", "all"}
 		}
 		for _, ix := range targets {
-			index[ix].WriteString(stanza)
+			index[p.comp()+"/"+ix].WriteString(stanza)
 		}
 	}
 	var rel strings.Builder
-	fmt.Fprintf(&rel, "Origin: Debian\nSuite: stable\nCodename: %s\nArchitectures: all amd64 arm64\nComponents: main\n", suite)
+	fmt.Fprintf(&rel, "Origin: Debian\nSuite: stable\nCodename: %s\nArchitectures: all amd64 arm64\nComponents: %s\n", suite, strings.Join(comps, " "))
 	if allInArch {
 		rel.WriteString("No-Support-for-Architecture-all: Packages\n")
 	}
 	rel.WriteString("SHA256:\n")
-	for _, ix := range []string{"all", "amd64", "arm64"} {
-		for _, ext := range []string{"", ".xz"} {
-			b := compress(t, ext, []byte(index[ix].String()))
-			p := "main/binary-" + ix + "/Packages" + ext
+	for _, c := range comps {
+		for _, ix := range []string{"all", "amd64", "arm64"} {
+			for _, ext := range []string{"", ".xz"} {
+				b := compress(t, ext, []byte(index[c+"/"+ix].String()))
+				p := c + "/binary-" + ix + "/Packages" + ext
+				a.files["dists/"+suite+"/"+p] = b
+				fmt.Fprintf(&rel, " %x %8d %s\n", sha256.Sum256(b), len(b), p)
+			}
+			b := compress(t, ".gz", []byte(contents[c+"/"+ix].String()))
+			p := c + "/Contents-" + ix + ".gz"
 			a.files["dists/"+suite+"/"+p] = b
 			fmt.Fprintf(&rel, " %x %8d %s\n", sha256.Sum256(b), len(b), p)
 		}

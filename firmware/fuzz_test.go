@@ -2,6 +2,7 @@ package firmware
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -80,5 +81,18 @@ func FuzzCompareVersions(f *testing.F) {
 		if x, y := CompareVersions(a, b), CompareVersions(b, a); (x < 0) != (y > 0) || (x == 0) != (y == 0) {
 			t.Errorf("CompareVersions(%q, %q) = %d but reversed = %d", a, b, x, y)
 		}
+	})
+}
+
+func FuzzParseContents(f *testing.F) {
+	f.Add([]byte("lib/firmware/a.bin   non-free-firmware/kernel/firmware-a,misc/b\n"))
+	f.Add([]byte("FILE LOCATION\n/x y/\n"))
+	f.Add([]byte(" \t\n,\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ParseContents(bytes.NewReader(b), func(file, pkg string) {
+			if file == "" || pkg == "" || strings.Contains(pkg, "/") {
+				t.Errorf("accepted file %q package %q", file, pkg)
+			}
+		})
 	})
 }

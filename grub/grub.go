@@ -1,13 +1,16 @@
-// Package grub writes GRUB configs for Debian's signed network GRUB
-// (grubnetx64.efi, grubnetaa64.efi): the bootstrap it reads from its
-// prefix, grub/grub.cfg, and the per-node config that boots a kernel and
-// initrds or exits to the firmware so it boots the local disk.
+// Package grub writes GRUB configs for network GRUB: the bootstrap it
+// reads from its prefix, grub/grub.cfg, and the per-node config that boots
+// a kernel and initrds or exits to the firmware so it boots the local
+// disk.
 //
-// Everything is fetched over TFTP. Debian's signed network image (2.06,
-// bookworm) has tftp built in but no http module, and under Secure Boot it
-// may load no module from the network, so an http:// URL in a plan is
-// rewritten to the same path on the same host's TFTP server: rackboot's
-// TFTP and HTTP servers serve one tree.
+// Config is for Debian's signed network GRUB (grubnetx64.efi,
+// grubnetaa64.efi), which fetches everything over TFTP: the signed image
+// (2.06, bookworm) has tftp built in but no http module, and under Secure
+// Boot it may load no module from the network, so an http:// URL in a plan
+// is rewritten to the same path on the same host's TFTP server: rackboot's
+// TFTP and HTTP servers serve one tree. HTTPConfig is for the GRUB that
+// rackboot builds with http (firmware.GRUBHTTPAA64), which asks for its
+// configs over HTTP and fetches the kernel and initrds there too.
 //
 // Every value is single-quoted; anything that could end a line is
 // refused.
@@ -47,7 +50,14 @@ exit
 // Config writes the per-node config for a plan. Kernel and initrds are
 // http:// URLs (served again over TFTP, see the package comment) or
 // absolute paths on the TFTP server GRUB booted from.
-func Config(p boot.Plan) ([]byte, error) {
+func Config(p boot.Plan) ([]byte, error) { return config(p, false) }
+
+// HTTPConfig is Config for a GRUB with the http module: an http:// URL
+// stays HTTP, (http,HOST:PORT)/path; an absolute path is read from the
+// server GRUB booted from, over HTTP.
+func HTTPConfig(p boot.Plan) ([]byte, error) { return config(p, true) }
+
+func config(p boot.Plan, http bool) ([]byte, error) {
 	var b bytes.Buffer
 	b.WriteString("# rackboot node config\n")
 	switch p.Action {
@@ -85,7 +95,7 @@ func Config(p boot.Plan) ([]byte, error) {
 	if p.Kernel == "" {
 		return nil, fmt.Errorf("grub config: netboot plan for node %q has no kernel", p.Node)
 	}
-	kernel, err := file(p.Kernel)
+	kernel, err := file(p.Kernel, http)
 	if err != nil {
 		return nil, fmt.Errorf("grub config: kernel: %w", err)
 	}
@@ -104,7 +114,7 @@ func Config(p boot.Plan) ([]byte, error) {
 	}
 	var initrds []string
 	for _, u := range p.Initrds {
-		f, err := file(u)
+		f, err := file(u, http)
 		if err != nil {
 			return nil, fmt.Errorf("grub config: initrd: %w", err)
 		}
@@ -128,9 +138,10 @@ func Config(p boot.Plan) ([]byte, error) {
 }
 
 // file turns a URL or path of a file rackboot serves into a quoted GRUB
-// file name: (tftp,HOST)/path for an http URL, /path as it is (GRUB reads
-// it from $root, the TFTP server it booted from).
-func file(raw string) (string, error) {
+// file name: (tftp,HOST)/path for an http URL, or (http,HOST:PORT)/path
+// with http; /path as it is (GRUB reads it from $root, the server it
+// booted from).
+func file(raw string, http bool) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("url %q: %w", raw, ErrUnsafe)
@@ -147,10 +158,19 @@ func file(raw string) (string, error) {
 				return "", fmt.Errorf("url %q: host: %w", raw, ErrUnsafe)
 			}
 		}
+		if http {
+			// Debian's 2.06 takes a port in a device name; Go's URL parser
+			// has already refused one that is not a number.
+			dev = "(http," + u.Host + ")"
+			return quote(dev + u.EscapedPath())
+		}
 		// The TFTP port is GRUB's default, 69; GRUB 2.06 has no syntax for
 		// another one in a tftp device name.
 		dev = "(tftp," + host + ")"
 	case u.Scheme == "" && u.Host == "" && !strings.HasPrefix(u.Path, "//"):
+		if http {
+			return quote(u.EscapedPath())
+		}
 	default:
 		return "", fmt.Errorf("url %q is not a plain http URL or absolute path: %w", raw, ErrUnsafe)
 	}

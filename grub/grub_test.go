@@ -82,6 +82,32 @@ func TestConfigGolden(t *testing.T) {
 	}
 }
 
+// TestHTTPConfigGolden: the GRUB with http fetches the kernel and initrds
+// over HTTP from the host and port of the plan's URLs.
+func TestHTTPConfigGolden(t *testing.T) {
+	for name, p := range map[string]boot.Plan{
+		"http-netboot-aarch64": netboot("arm-01.rack1"),
+		"http-netboot-paths": {Action: boot.ActionNetboot, Node: "n-1", Hostname: "arm-02", Arch: boot.ArchAArch64,
+			Kernel: "/artifacts/aarch64/vmlinuz", Initrds: []string{"/artifacts/aarch64/initrd a"}, Cmdline: "console=ttyAMA0"},
+		"http-local-aarch64": {Action: boot.ActionLocal, Node: "n-0043", Hostname: "gpu-7", Arch: boot.ArchAArch64},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := HTTPConfig(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, name+".cfg", got)
+		})
+	}
+	for _, k := range []string{"http://a)b:80/k", "http://10.0.0.1:x/k", "http://u@10.0.0.1/k", "http://10.0.0.1/k?x", "https://10.0.0.1/k"} {
+		p := netboot("ok")
+		p.Kernel = k
+		if _, err := HTTPConfig(p); err == nil {
+			t.Errorf("HTTPConfig with kernel %q: no error", k)
+		}
+	}
+}
+
 func TestBootstrapGolden(t *testing.T) {
 	golden(t, "bootstrap.cfg", Bootstrap())
 }

@@ -173,7 +173,7 @@ func (s *Server) plan(w http.ResponseWriter, r *http.Request, rawMAC string, gen
 		from = ap.Addr().Unmap()
 	}
 	p, err := s.Planner.Plan(r.Context(), mac, arch, from)
-	if errors.Is(err, boot.ErrUnknownNode) {
+	if errors.Is(err, boot.ErrUnknownNode) || errors.Is(err, boot.ErrOtherOwner) {
 		s.refuse(w, r, mac, http.StatusNotFound, err.Error())
 		return
 	}

@@ -32,6 +32,11 @@ type NodeSpec struct {
 	CPUs     int // default 1
 	// Reboot lets the node reboot instead of powering off.
 	Reboot bool
+	// HTTPBoot makes the node's UEFI firmware boot over HTTP, its PXE
+	// (TFTP) client off.
+	HTTPBoot bool
+	// NoRNG leaves out the hardware RNG (virtio-rng).
+	NoRNG bool
 }
 
 // RackOptions describe a virtual rack. Zero values are defaults.
@@ -73,6 +78,8 @@ type Rack struct {
 	hostIf   string
 	serverMu sync.Mutex
 	log      *os.File
+	// bmcs power their nodes; Close stops them first.
+	bmcs []*BMC
 }
 
 func (o *RackOptions) defaults() {
@@ -223,7 +230,7 @@ func (r *Rack) vm(i int, spec NodeSpec) (*VM, error) {
 	if spec.NICs == 0 {
 		spec.NICs = 2
 	}
-	vm := &VM{Name: spec.Name, Arch: spec.Arch, Firmware: spec.Firmware, MemoryMB: spec.MemoryMB, CPUs: spec.CPUs, Reboot: spec.Reboot}
+	vm := &VM{Name: spec.Name, Arch: spec.Arch, Firmware: spec.Firmware, MemoryMB: spec.MemoryMB, CPUs: spec.CPUs, Reboot: spec.Reboot, HTTPBoot: spec.HTTPBoot, NoRNG: spec.NoRNG}
 	for nic := 0; nic < spec.NICs; nic++ {
 		tap, err := r.Net.AddTap(fmt.Sprintf("t%d-%d", i, nic))
 		if err != nil {
@@ -288,15 +295,16 @@ func (r *Rack) ServerLog() string {
 func (r *Rack) PowerCycle(ctx context.Context, i int) error {
 	old := r.VMs[i]
 	old.Stop()
-	r.VMs[i] = &VM{Name: old.Name + "-again", Arch: old.Arch, Firmware: old.Firmware, MAC: old.MAC, Tap: old.Tap, NIC: old.NIC,
-		ExtraNICs: old.ExtraNICs, MemoryMB: old.MemoryMB, CPUs: old.CPUs, Disk: old.Disk, NVMe: old.NVMe,
-		Kernel: old.Kernel, Initrd: old.Initrd, Append: old.Append, Reboot: old.Reboot}
+	r.VMs[i] = old.clone(old.Name + "-again")
 	return r.PowerOn(ctx, i)
 }
 
 // Close powers the nodes off, stops rackboot and removes the namespace
 // and the host link. It is safe to call more than once.
 func (r *Rack) Close() {
+	for _, b := range r.bmcs {
+		b.Close()
+	}
 	for _, vm := range r.VMs {
 		vm.Stop()
 	}

@@ -28,7 +28,7 @@ const (
 	// FirmwareUEFI is OVMF (x86-64) or AAVMF (AArch64) with its own PXE
 	// client, as on real servers: the NIC carries no option ROM.
 	FirmwareUEFI = "uefi"
-	// FirmwareUEFISecureBoot is OVMF enforcing Secure Boot with
+	// FirmwareUEFISecureBoot is OVMF or AAVMF enforcing Secure Boot with
 	// Microsoft's keys enrolled: only signed loaders (shim) start.
 	FirmwareUEFISecureBoot = "uefi-secureboot"
 )
@@ -43,8 +43,11 @@ const (
 	ovmfSecureVars = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 	aavmfCode      = "/usr/share/AAVMF/AAVMF_CODE.fd"
 	aavmfVars      = "/usr/share/AAVMF/AAVMF_VARS.fd"
-	seabios        = "/usr/share/seabios/bios-256k.bin"
-	ipxeROMDir     = "/usr/lib/ipxe/qemu"
+	// The .ms images enforce Secure Boot with Microsoft's keys enrolled.
+	aavmfSecureCode = "/usr/share/AAVMF/AAVMF_CODE.ms.fd"
+	aavmfSecureVars = "/usr/share/AAVMF/AAVMF_VARS.ms.fd"
+	seabios         = "/usr/share/seabios/bios-256k.bin"
+	ipxeROMDir      = "/usr/lib/ipxe/qemu"
 )
 
 // NIC is one network card of a VM.
@@ -80,6 +83,19 @@ type VM struct {
 	// Reboot lets the guest reboot; by default a reboot ends QEMU, so a
 	// test sees a node that would loop.
 	Reboot bool
+	// IPMI, on x86-64, is the HOST:PORT of a BMC simulator (ipmi_sim)
+	// that QEMU's ipmi-bmc-extern connects to, behind an ISA KCS
+	// interface: the guest's in-band path to its BMC.
+	IPMI string
+	// NoRNG leaves the hardware RNG (virtio-rng) out, as on a server
+	// without one: the guest's random pool then takes minutes to seed.
+	NoRNG bool
+	// HTTPBoot turns the firmware's PXE (TFTP) client off, so the UEFI
+	// firmware boots over HTTP (DHCP client type 16 or 19) instead.
+	HTTPBoot bool
+	// Monitor, when set, is a unix socket where QEMU's monitor listens
+	// (a BMC presses the power button and the reset through it).
+	Monitor string
 
 	cmd     *exec.Cmd
 	console *consoleBuffer
@@ -143,6 +159,8 @@ func (v *VM) firmwareFiles() (code, vars string, err error) {
 		return ovmfSecureCode, ovmfSecureVars, nil
 	case v.Arch == boot.ArchAArch64 && v.Firmware == FirmwareUEFI:
 		return aavmfCode, aavmfVars, nil
+	case v.Arch == boot.ArchAArch64 && v.Firmware == FirmwareUEFISecureBoot:
+		return aavmfSecureCode, aavmfSecureVars, nil
 	}
 	return "", "", fmt.Errorf("vm %s: no %s machine with firmware %q", v.Name, v.Arch, v.Firmware)
 }
@@ -178,8 +196,12 @@ func (v *VM) Args(dir string) (string, []string, error) {
 	if cpus == 0 {
 		cpus = 1
 	}
+	monitor := "none"
+	if v.Monitor != "" {
+		monitor = "unix:" + v.Monitor + ",server=on,wait=off"
+	}
 	args := []string{"-name", v.Name, "-accel", "tcg", "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
-		"-display", "none", "-monitor", "none", "-serial", "stdio"}
+		"-display", "none", "-monitor", monitor, "-serial", "stdio"}
 	if !v.Reboot {
 		args = append(args, "-no-reboot")
 	}
@@ -203,6 +225,17 @@ func (v *VM) Args(dir string) (string, []string, error) {
 		// TCG) before its firmware tries the disk.
 		args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
 	}
+	if v.HTTPBoot {
+		if v.Firmware == FirmwareBIOS || v.Firmware == "" {
+			return "", nil, fmt.Errorf("vm %s: HTTP boot is UEFI firmware's", v.Name)
+		}
+		// The firmware's boot manager then offers its HTTP boot entries
+		// only.
+		args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n")
+		if v.Arch == boot.ArchAArch64 {
+			args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+		}
+	}
 	if code != "" {
 		args = append(args, "-drive", "if=pflash,format=raw,readonly=on,file="+code,
 			"-drive", "if=pflash,format=raw,file="+v.varsPath(dir))
@@ -210,7 +243,21 @@ func (v *VM) Args(dir string) (string, []string, error) {
 	// A hardware RNG, as servers have (RDRAND, a TPM): without one a
 	// TCG guest's kernel takes minutes to seed its random pool, and every
 	// getrandom(2), the DHCP client's transaction id among them, waits.
-	args = append(args, "-device", "virtio-rng-pci")
+	if !v.NoRNG {
+		args = append(args, "-device", "virtio-rng-pci")
+	}
+	if v.IPMI != "" {
+		if v.Arch != boot.ArchX86_64 {
+			return "", nil, fmt.Errorf("vm %s: an in-band IPMI interface (ISA KCS) is x86-64 only", v.Name)
+		}
+		host, port, err := net.SplitHostPort(v.IPMI)
+		if err != nil {
+			return "", nil, fmt.Errorf("vm %s: IPMI %q: %w", v.Name, v.IPMI, err)
+		}
+		// reconnect: the BMC may start after the host, or restart.
+		args = append(args, "-chardev", "socket,id=ipmi0,host="+host+",port="+port+",reconnect=1",
+			"-device", "ipmi-bmc-extern,id=bmc0,chardev=ipmi0", "-device", "isa-ipmi-kcs,bmc=bmc0")
+	}
 	if len(nics) == 0 {
 		args = append(args, "-nic", "none")
 	}
@@ -262,6 +309,13 @@ func (v *VM) Args(dir string) (string, []string, error) {
 		args = append(args, "-boot", "n")
 	}
 	return prog, args, nil
+}
+
+// clone is a powered-off copy of the VM's hardware and disks, named name.
+func (v *VM) clone(name string) *VM {
+	return &VM{Name: name, Arch: v.Arch, Firmware: v.Firmware, MAC: v.MAC, Tap: v.Tap, NIC: v.NIC,
+		ExtraNICs: v.ExtraNICs, MemoryMB: v.MemoryMB, CPUs: v.CPUs, Disk: v.Disk, NVMe: v.NVMe,
+		Kernel: v.Kernel, Initrd: v.Initrd, Append: v.Append, Reboot: v.Reboot, IPMI: v.IPMI, Monitor: v.Monitor, HTTPBoot: v.HTTPBoot, NoRNG: v.NoRNG}
 }
 
 func (v *VM) varsPath(dir string) string { return filepath.Join(dir, v.Name+"-vars.fd") }

@@ -91,7 +91,7 @@ func open(ctx context.Context, f Files, client netip.AddrPort, name string) (Fil
 
 func (b *BootFiles) grubConfig(ctx context.Context, mac net.HardwareAddr, from netip.Addr) (File, error) {
 	plan, err := b.Planner.Plan(ctx, mac, boot.ArchUnknown, from)
-	if errors.Is(err, boot.ErrUnknownNode) {
+	if errors.Is(err, boot.ErrUnknownNode) || errors.Is(err, boot.ErrOtherOwner) {
 		return nil, fmt.Errorf("grub config for %s: %w: %w", mac, fs.ErrNotExist, err)
 	}
 	if err != nil {

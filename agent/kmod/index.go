@@ -285,6 +285,10 @@ type ModInfo struct {
 	Depends []string // "depends=", module names
 	Aliases []string // "alias=" patterns
 	SoftPre []string // "softdep=pre: ..." module names, loaded first when present
+	// Firmware are the "firmware=" files the module may ask the kernel's
+	// firmware loader for, relative to /lib/firmware (what modinfo -F
+	// firmware prints); a few drivers name a glob ("qcom/*.mbn").
+	Firmware []string
 }
 
 // ParseModInfo reads the .modinfo section of an uncompressed module image
@@ -324,6 +328,10 @@ func ParseModInfo(image []byte) (ModInfo, error) {
 		case "alias":
 			if v != "" && !strings.ContainsAny(v, " \t\n") {
 				mi.Aliases = append(mi.Aliases, v)
+			}
+		case "firmware":
+			if v != "" && !strings.ContainsAny(v, " \t\n") {
+				mi.Firmware = append(mi.Firmware, v)
 			}
 		case "softdep":
 			// "pre: a b post: c"

@@ -14,6 +14,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/insomniacslk/dhcp/iana"
 	"golang.org/x/sys/unix"
+
+	"github.com/rackboot/rackboot/boot"
 )
 
 // A DHCP transaction id only pairs replies with requests; it is no
@@ -75,8 +77,14 @@ func message(xid dhcpv4.TransactionID, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
 }
 
 // requestOptions are what every agent packet asks for and says: as
-// u-root's client did, plus the agent's user class.
-func requestOptions(mac net.HardwareAddr) []dhcpv4.Modifier {
+// u-root's client did, plus the agent's user class, and a second one when
+// the random pool is not seeded (so the boot trace can say what the agent
+// is waiting for).
+func requestOptions(mac net.HardwareAddr, seeded bool) []dhcpv4.Modifier {
+	classes := []string{UserClass}
+	if !seeded {
+		classes = append(classes, boot.AgentNoRNG)
+	}
 	return []dhcpv4.Modifier{
 		dhcpv4.WithHwAddr(mac),
 		dhcpv4.WithBroadcast(true),
@@ -84,19 +92,19 @@ func requestOptions(mac net.HardwareAddr) []dhcpv4.Modifier {
 		dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXE UROOT")),
 		dhcpv4.WithRequestedOptions(dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainName, dhcpv4.OptionDomainNameServer),
 		dhcpv4.WithNetboot,
-		dhcpv4.WithUserClass(UserClass, false),
+		dhcpv4.WithOption(dhcpv4.OptRFC3004UserClass(classes)),
 	}
 }
 
 // discoverPacket is the agent's DISCOVER from mac.
-func discoverPacket(mac net.HardwareAddr, xid dhcpv4.TransactionID) *dhcpv4.DHCPv4 {
-	return message(xid, append(requestOptions(mac), dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover))...)
+func discoverPacket(mac net.HardwareAddr, xid dhcpv4.TransactionID, seeded bool) *dhcpv4.DHCPv4 {
+	return message(xid, append(requestOptions(mac, seeded), dhcpv4.WithMessageType(dhcpv4.MessageTypeDiscover))...)
 }
 
 // requestPacket is the agent's REQUEST for an offer (RFC 2131 4.3.2,
 // SELECTING: the offered address and the offering server named).
-func requestPacket(offer *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
-	return message(offer.TransactionID, append(requestOptions(offer.ClientHWAddr),
+func requestPacket(offer *dhcpv4.DHCPv4, seeded bool) *dhcpv4.DHCPv4 {
+	return message(offer.TransactionID, append(requestOptions(offer.ClientHWAddr, seeded),
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
 		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(offer.YourIPAddr)),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(offer.ServerIdentifier())))...)
@@ -105,12 +113,13 @@ func requestPacket(offer *dhcpv4.DHCPv4) *dhcpv4.DHCPv4 {
 // dora runs one DISCOVER, OFFER, REQUEST, ACK exchange on c and returns
 // the ACK; random is where the transaction id comes from when it can.
 func dora(ctx context.Context, c *nclient4.Client, mac net.HardwareAddr, random func([]byte) error) (*dhcpv4.DHCPv4, error) {
-	offer, err := c.SendAndRead(ctx, c.RemoteAddr(), discoverPacket(mac, transactionID(mac, time.Now(), random)),
+	seeded := random(make([]byte, 1)) == nil
+	offer, err := c.SendAndRead(ctx, c.RemoteAddr(), discoverPacket(mac, transactionID(mac, time.Now(), random), seeded),
 		nclient4.IsMessageType(dhcpv4.MessageTypeOffer))
 	if err != nil {
 		return nil, fmt.Errorf("no offer: %w", err)
 	}
-	ack, err := c.SendAndRead(ctx, c.RemoteAddr(), requestPacket(offer), nclient4.IsAll(
+	ack, err := c.SendAndRead(ctx, c.RemoteAddr(), requestPacket(offer, seeded), nclient4.IsAll(
 		nclient4.IsCorrectServer(offer.ServerIdentifier()),
 		nclient4.IsMessageType(dhcpv4.MessageTypeAck, dhcpv4.MessageTypeNak)))
 	if err != nil {

@@ -102,15 +102,19 @@ func TestTransactionID(t *testing.T) {
 // user class, so the server tells it from the node's firmware.
 func TestAgentPackets(t *testing.T) {
 	mac := net.HardwareAddr{0x52, 0x54, 0, 0xab, 0, 1}
-	d := discoverPacket(mac, dhcpv4.TransactionID{9, 9, 9, 9})
+	d := discoverPacket(mac, dhcpv4.TransactionID{9, 9, 9, 9}, true)
 	if d.MessageType() != dhcpv4.MessageTypeDiscover || d.ClientHWAddr.String() != mac.String() || !d.IsBroadcast() ||
 		d.ClassIdentifier() != "PXE UROOT" || len(d.UserClass()) != 1 || d.UserClass()[0] != UserClass {
 		t.Errorf("discover: %s", d.Summary())
 	}
+	// Without a seeded pool the packets say so, in a second user class.
+	if u := discoverPacket(mac, dhcpv4.TransactionID{9, 9, 9, 9}, false).UserClass(); len(u) != 2 || u[0] != UserClass || u[1] != "no-rng" {
+		t.Errorf("discover without entropy: user classes %q", u)
+	}
 	offer := message(d.TransactionID, dhcpv4.WithHwAddr(mac), dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer),
 		dhcpv4.WithYourIP(net.IPv4(10, 0, 0, 5)), dhcpv4.WithServerIP(net.IPv4(10, 0, 0, 1)),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(net.IPv4(10, 0, 0, 1))))
-	r := requestPacket(offer)
+	r := requestPacket(offer, true)
 	if r.MessageType() != dhcpv4.MessageTypeRequest || r.TransactionID != d.TransactionID ||
 		!r.RequestedIPAddress().Equal(net.IPv4(10, 0, 0, 5)) || !r.ServerIdentifier().Equal(net.IPv4(10, 0, 0, 1)) {
 		t.Errorf("request: %s", r.Summary())

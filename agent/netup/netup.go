@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
+	"github.com/rackboot/rackboot/boot"
 	"github.com/u-root/u-root/pkg/dhclient"
 	"github.com/vishvananda/netlink"
 )
@@ -54,7 +55,7 @@ func Physical(root string) ([]NIC, error) {
 
 // UserClass marks the agent's DHCP requests, so a DHCP server can tell
 // the agent from the firmware of the same node.
-const UserClass = "rackboot-agent"
+const UserClass = boot.AgentUserClass
 
 // Up configures the physical NICs: it waits up to linkWait for links and
 // then tries DHCP on every NIC for up to dhcpWait. It returns every NIC,

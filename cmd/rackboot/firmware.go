@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -39,6 +40,16 @@ func firmwareCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if err := firmware.VerifyWanted(dir, firmware.Loaders()); err != nil {
+		return err
+	}
+	// AArch64 HTTP boot's GRUB is built, not downloaded; without
+	// grub-mkimage the rest still serves.
+	if _, err := firmware.BuildGRUBHTTP(ctx, firmware.Options{Mirror: *mirror, Suite: *suite, Dest: dir, Logger: log}); errors.Is(err, firmware.ErrNoGRUBMkimage) {
+		log.Warn("AArch64 UEFI HTTP boot will not work: install grub-common and fetch again", "err", err)
+	} else if err != nil {
+		return err
+	}
+	if m, err = firmware.ReadManifest(dir); err != nil {
 		return err
 	}
 	dests := make([]string, 0, len(m.Files))

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/rackboot/rackboot/appliance"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/firmware"
 	"github.com/rackboot/rackboot/images/ramdisk"
@@ -18,11 +19,16 @@ const ramdiskUsage = `Usage: rackboot ramdisk build [--arch amd64|arm64|all] [--
 Builds the agent ramdisk for each architecture: Debian's kernel (linux-image-amd64,
 linux-image-arm64) fetched from the archive and checked against its index, and an initrd
 laid out as u-root lays one out, with u-root's init, a shell (gosh), ls, cat, dmesg, ip,
-ps and the agent, plus the kernel modules for virtio, NVMe, SATA, SAS/RAID HBAs and common
-server NICs with their modules.dep and modules.alias. They go to
+ps and the agent, plus every Ethernet, InfiniBand/Omni-Path, SCSI/SAS/RAID, ATA, NVMe,
+MD/device-mapper, hardware RNG, TPM and virtio module of the kernel (selected by their path
+in the package, so a newer kernel brings its new drivers) and the IPMI and efivarfs modules,
+with their dependencies, modules.dep and modules.alias, and the firmware files those
+modules ask for from Debian's non-free-firmware component (--nonfree-firmware=false, or
+ramdisk.nonfree_firmware: false in the --config file, leaves them out). They go to
 DATA_DIR/artifacts/<x86_64|aarch64>/vmlinuz and initrd, where rackboot serve boots them
-from, with ramdisk.json listing what they were built from. When none of that changed,
-the build does nothing and says so.
+from, with ramdisk.json listing what they were built from, the modules and firmware files
+inside, and the firmware files no package provides. When none of that changed, the build
+does nothing and says so. An initrd may not exceed 64 MiB.
 
 The programs for both architectures are inside this binary (make build compiles them):
 the build needs no Go toolchain and no source tree, only Debian's archive.
@@ -49,11 +55,23 @@ func ramdiskCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	uinit := fs.String("uinit", "", "the command line init starts (default: \""+ramdisk.DefaultUInit+"\")")
 	update := fs.Bool("update", false, "ask the archive for a newer kernel even when one is cached")
 	force := fs.Bool("force", false, "rebuild even when nothing changed")
+	configPath := fs.String("config", "", "the appliance's YAML config file; ramdisk build reads its ramdisk section")
+	nonfree := fs.Bool("nonfree-firmware", true, "carry the firmware files the modules ask for, from Debian's non-free-firmware component (ramdisk.nonfree_firmware)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), ramdiskUsage)
 		fs.PrintDefaults()
 	}
 	if _, err := parseArgs(fs, args[1:]); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var flagFirmware *bool
+	if set["nonfree-firmware"] {
+		flagFirmware = nonfree
+	}
+	withFirmware, err := nonfreeFirmware(*configPath, flagFirmware)
+	if err != nil {
 		return err
 	}
 	var archs []boot.Arch
@@ -69,7 +87,7 @@ func ramdiskCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	for _, a := range archs {
 		res, err := ramdisk.Build(ctx, ramdisk.Options{
-			Arch: a, DataDir: *dataDir, CacheDir: *cacheDir, UInit: *uinit,
+			Arch: a, DataDir: *dataDir, CacheDir: *cacheDir, UInit: *uinit, OmitNonfreeFirmware: !withFirmware,
 			Firmware: firmware.Options{Mirror: *mirror, Suite: *suite},
 			Update:   *update, Force: *force, Logger: log,
 		})
@@ -81,13 +99,34 @@ func ramdiskCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			state = "up to date, nothing built"
 		}
 		m := res.Manifest
-		fmt.Fprintf(stdout, "%s: %s\n  kernel  %s %s (%s), vmlinuz %s\n  initrd  %s, %d modules\n  in      %s\n",
-			a, state, res.Kernel.Package, res.Kernel.Version, res.Release, mib(m.Vmlinuz.Size), mib(m.Initrd.Size), len(m.Modules), res.Dir)
+		fmt.Fprintf(stdout, "%s: %s\n  kernel  %s %s (%s), vmlinuz %s\n  initrd  %s, %d modules, %d firmware files from %d packages (%d asked for are in none)\n  in      %s\n",
+			a, state, res.Kernel.Package, res.Kernel.Version, res.Release, mib(m.Vmlinuz.Size), mib(m.Initrd.Size), len(m.Modules),
+			len(m.Firmware), len(m.Inputs.Firmware), len(m.MissingFirmware), res.Dir)
 		if len(m.Missing) > 0 {
 			fmt.Fprintf(stdout, "  missing %s (neither in the kernel package nor built in)\n", strings.Join(m.Missing, " "))
 		}
 	}
 	return nil
+}
+
+// nonfreeFirmware says whether the ramdisks carry non-free firmware: the
+// flag when given (non-nil), else the config file's
+// ramdisk.nonfree_firmware when set, else true.
+func nonfreeFirmware(configPath string, flag *bool) (bool, error) {
+	if flag != nil {
+		return *flag, nil
+	}
+	if configPath == "" {
+		return true, nil
+	}
+	cfg, err := appliance.LoadConfig(configPath)
+	if err != nil {
+		return false, err
+	}
+	if cfg.Ramdisk.NonfreeFirmware != nil {
+		return *cfg.Ramdisk.NonfreeFirmware, nil
+	}
+	return true, nil
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -28,11 +28,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+	"golang.org/x/sys/unix"
 
 	"github.com/rackboot/rackboot/boot"
 )
@@ -66,9 +68,103 @@ type Catalog struct {
 	AllowNetworks []netip.Prefix
 	Logger        *slog.Logger
 
+	// Reserve is the space an import must leave free in Dir's file
+	// system, so the database beside the images always has room
+	// (default DefaultReserve; negative: none).
+	Reserve int64
+	// MaxRawSize bounds what an image holds uncompressed (default 4
+	// TiB): a qcow2 claiming more is refused before it is converted.
+	MaxRawSize int64
+	// MaxImports bounds the imports running at once (default 2): one
+	// more is refused with ErrBusy rather than left to fill the disk and
+	// the CPU beside the others.
+	MaxImports int
+
 	// permit lets this package's tests serve imports from a loopback
 	// address and port.
 	permit func(netip.AddrPort) bool
+	// free reports the bytes free to unprivileged writers in a dir
+	// (statfs); tests replace it.
+	free      func(dir string) (int64, error)
+	slotsOnce sync.Once
+	slots     chan struct{}
+}
+
+// DefaultReserve is the free space an import leaves by default.
+const DefaultReserve = 2 << 30
+
+// ErrBusy refuses an import while MaxImports others run.
+var ErrBusy = errors.New("too many image imports at once: try again when one has finished")
+
+func (c *Catalog) reserve() int64 {
+	if c.Reserve == 0 {
+		return DefaultReserve
+	}
+	return c.Reserve
+}
+
+func (c *Catalog) freeBytes() (int64, error) {
+	if c.free != nil {
+		return c.free(c.Dir)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(c.Dir, &st); err != nil {
+		return 0, fmt.Errorf("free space of %s: %w", c.Dir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// checkReserve refuses to go on when Dir's file system has less than
+// the reserve free.
+func (c *Catalog) checkReserve() error {
+	r := c.reserve()
+	if r < 0 {
+		return nil
+	}
+	free, err := c.freeBytes()
+	if err != nil {
+		return err
+	}
+	if free < r {
+		return refuse("the image would leave %d MiB free in %s, under the %d MiB images.reserve keeps for the database", free>>20, c.Dir, r>>20)
+	}
+	return nil
+}
+
+// acquire takes one of the import slots, or says the catalog is busy.
+func (c *Catalog) acquire() (release func(), err error) {
+	c.slotsOnce.Do(func() {
+		n := c.MaxImports
+		if n <= 0 {
+			n = 2
+		}
+		c.slots = make(chan struct{}, n)
+	})
+	select {
+	case c.slots <- struct{}{}:
+		return func() { <-c.slots }, nil
+	default:
+		return nil, ErrBusy
+	}
+}
+
+// reserveWriter checks the reserve every checkEvery bytes it writes.
+type reserveWriter struct {
+	w     io.Writer
+	c     *Catalog
+	since int64
+}
+
+const checkEvery = 16 << 20
+
+func (r *reserveWriter) Write(p []byte) (int, error) {
+	if r.since += int64(len(p)); r.since >= checkEvery {
+		r.since = 0
+		if err := r.c.checkReserve(); err != nil {
+			return 0, err
+		}
+	}
+	return r.w.Write(p)
 }
 
 // Imported is an image as stored: the file and what it holds.
@@ -160,6 +256,14 @@ func (c *Catalog) Import(ctx context.Context, name string, arch boot.Arch, forma
 			return im, fmt.Errorf("import %s: an image file of that name exists: %w", name, os.ErrExist)
 		}
 	}
+	release, err := c.acquire()
+	if err != nil {
+		return im, fmt.Errorf("import %s: %w", name, err)
+	}
+	defer release()
+	if err := c.checkReserve(); err != nil {
+		return im, err
+	}
 	tmp, err := os.CreateTemp(c.Dir, ".upload-*")
 	if err != nil {
 		return im, fmt.Errorf("import %s: %w", name, err)
@@ -171,7 +275,10 @@ func (c *Catalog) Import(ctx context.Context, name string, arch boot.Arch, forma
 		max = 64 << 30
 	}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(r, max+1))
+	n, err := io.Copy(io.MultiWriter(&reserveWriter{w: tmp, c: c}, h), io.LimitReader(r, max+1))
+	if errors.Is(err, ErrRefused) {
+		return im, err
+	}
 	if err != nil {
 		return im, fmt.Errorf("import %s: receiving: %w", name, err)
 	}
@@ -341,20 +448,34 @@ func (c *Catalog) convert(ctx context.Context, path string) (string, error) {
 	case info.FormatSpecific.Data.DataFile != "":
 		return "", refuse("the qcow2 image has an external data file (%s)", info.FormatSpecific.Data.DataFile)
 	}
+	maxRaw := c.MaxRawSize
+	if maxRaw == 0 {
+		maxRaw = 4 << 40
+	}
+	if info.VirtualSize <= 0 || info.VirtualSize > maxRaw {
+		return "", refuse("the qcow2 image's virtual size is %d GiB; at most %d GiB is taken", info.VirtualSize>>30, maxRaw>>30)
+	}
 	raw := path + ".raw"
 	defer os.Remove(raw)
 	if _, err := c.qemu(ctx, "convert", "-f", "qcow2", "-O", "raw", path, raw); err != nil {
 		return "", fmt.Errorf("convert qcow2: %w", err)
 	}
+	// The raw file is sparse: what it took is what the reserve sees.
+	if err := c.checkReserve(); err != nil {
+		return "", err
+	}
 	zpath := path + ".zst"
-	if err := compressZstd(raw, zpath); err != nil {
+	if err := compressZstd(raw, zpath, func(w io.Writer) io.Writer { return &reserveWriter{w: w, c: c} }); err != nil {
 		os.Remove(zpath)
+		if errors.Is(err, ErrRefused) {
+			return "", err
+		}
 		return "", fmt.Errorf("convert qcow2: %w", err)
 	}
 	return zpath, nil
 }
 
-func compressZstd(src, dst string) error {
+func compressZstd(src, dst string, wrap func(io.Writer) io.Writer) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -365,7 +486,7 @@ func compressZstd(src, dst string) error {
 		return err
 	}
 	defer out.Close()
-	z, err := zstd.NewWriter(out, zstd.WithEncoderLevel(zstd.SpeedDefault))
+	z, err := zstd.NewWriter(wrap(out), zstd.WithEncoderLevel(zstd.SpeedDefault))
 	if err != nil {
 		return err
 	}

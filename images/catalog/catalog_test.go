@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -283,4 +284,55 @@ func FuzzImport(f *testing.F) {
 			t.Fatalf("kept %s: %d bytes, %v; says %d bytes, %s", im.Path, len(data), rerr, im.Size, im.SHA256)
 		}
 	})
+}
+
+// TestReserve: an import that would leave less than images.reserve free
+// is refused, at the start and as it fills the disk, and leaves nothing.
+func TestReserve(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 40<<20)
+	for _, tc := range []struct {
+		name    string
+		free    func(calls int) int64
+		reserve int64
+		refused bool
+	}{
+		{"too little free at the start", func(int) int64 { return 1 << 30 }, 0, true},
+		{"fills up as it arrives", func(calls int) int64 { return map[bool]int64{true: 3 << 30, false: 1 << 30}[calls < 2] }, 0, true},
+		{"room enough", func(int) int64 { return 100 << 30 }, 0, false},
+		{"no reserve", func(int) int64 { return 0 }, -1, false},
+	} {
+		calls := 0
+		c := &Catalog{Dir: t.TempDir(), Reserve: tc.reserve, free: func(string) (int64, error) { calls++; return tc.free(calls), nil }}
+		_, err := c.Import(context.Background(), "img", boot.ArchX86_64, "raw", bytes.NewReader(big), "", "upload")
+		if tc.refused != errors.Is(err, ErrRefused) || tc.refused && !strings.Contains(err.Error(), "images.reserve") {
+			t.Errorf("%s: %v (free asked %d times)", tc.name, err, calls)
+		}
+		left, _ := os.ReadDir(c.Dir)
+		if tc.refused && len(left) != 0 {
+			t.Errorf("%s: a refused import left %v", tc.name, left)
+		}
+	}
+}
+
+// TestMaxImports: one import more than MaxImports is refused at once,
+// with ErrBusy; once one ends the next is taken.
+func TestMaxImports(t *testing.T) {
+	c := &Catalog{Dir: t.TempDir(), MaxImports: 1, free: func(string) (int64, error) { return 100 << 30, nil }}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Import(context.Background(), "slow", boot.ArchX86_64, "raw", pr, "", "upload")
+		done <- err
+	}()
+	pw.Write([]byte("first bytes of a slow upload"))
+	if _, err := c.Import(context.Background(), "second", boot.ArchX86_64, "raw", bytes.NewReader(rawImage), "", "upload"); !errors.Is(err, ErrBusy) {
+		t.Errorf("second import while one runs: %v, want ErrBusy", err)
+	}
+	pw.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Import(context.Background(), "third", boot.ArchX86_64, "raw", bytes.NewReader(rawImage), "", "upload"); err != nil {
+		t.Errorf("import after the first ended: %v", err)
+	}
 }

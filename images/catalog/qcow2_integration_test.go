@@ -53,7 +53,11 @@ func TestQcow2(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(c.Dir, ".upload-*")); len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
-	for name, want := range map[string]string{backed: "backing file", external: "external data file"} {
+	// A qcow2 of a few hundred KiB that claims 5 TiB: refused before
+	// qemu-img would write it out.
+	huge := filepath.Join(dir, "huge.qcow2")
+	qemuImg(t, "create", "-f", "qcow2", huge, "5T")
+	for name, want := range map[string]string{backed: "backing file", external: "external data file", huge: "virtual size is 5120 GiB"} {
 		f, _ := os.ReadFile(name)
 		_, err := c.Import(context.Background(), "bad", boot.ArchX86_64, "qcow2", bytes.NewReader(f), "", "upload")
 		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), want) {

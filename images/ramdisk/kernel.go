@@ -172,17 +172,20 @@ func isModule(name string) bool {
 }
 
 // readKernel reads the kernel image, modules.builtin and the .modinfo of
-// every module from a kernel package, keeping the bytes of the modules
-// that want names and everything they need. The package is read once, or
-// twice when a needed module came before the module that needs it.
-func readKernel(deb []byte, want []string) (*kernelFiles, []string, error) {
+// every module from a kernel package, and keeps the bytes of the modules
+// that sel selects (selectModules) with everything they need. The
+// package is read once, or twice when a needed module came before the
+// module that needs it.
+func readKernel(deb []byte, sel selection) (*kernelFiles, []string, error) {
 	open, err := firmware.DebData(deb)
 	if err != nil {
 		return nil, nil, err
 	}
 	kf := &kernelFiles{Modules: map[string]*module{}}
+	// keep guesses, during the first pass, what the selection will hold,
+	// so that most modules need no second pass.
 	keep := map[string]bool{}
-	for _, w := range want {
+	for _, w := range sel.Named {
 		keep[w] = true
 	}
 	pass := func(first bool) error {
@@ -235,6 +238,9 @@ func readKernel(deb []byte, want []string) (*kernelFiles, []string, error) {
 					info.Name = mn
 				}
 				kf.Modules[mn] = &module{Path: rel, Info: info}
+				if sel.matches(rel) {
+					keep[mn] = true
+				}
 				if keep[mn] {
 					for _, d := range info.Depends {
 						keep[d] = true
@@ -266,50 +272,36 @@ func readKernel(deb []byte, want []string) (*kernelFiles, []string, error) {
 			builtin[n] = true
 		}
 	}
-	// The closure over the modules' own "depends=" lists.
-	var missing []string
+	// modules.dep as depmod would write it for the whole package (Debian
+	// ships none: depmod runs when the package is installed).
+	paths := map[string]string{}
+	depends := map[string][]string{}
+	files := make([]string, 0, len(kf.Modules))
+	for n, m := range kf.Modules {
+		paths[n], depends[n] = m.Path, m.Info.Depends
+		files = append(files, m.Path)
+	}
+	sort.Strings(files)
+	deps, err := kmod.Depmod(paths, depends, builtin)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read deb: a module needs one the package lacks: %w", err)
+	}
+	names, missing, err := selectModules(files, deps, builtin, sel)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read deb: %w", err)
+	}
 	keep = map[string]bool{}
-	var visit func(n string) error
-	visit = func(n string) error {
-		if keep[n] {
-			return nil
-		}
-		m := kf.Modules[n]
-		if m == nil {
-			return fmt.Errorf("read deb: a module needs %s, which the package lacks: %w", n, kmod.ErrNotFound)
-		}
-		keep[n] = true
-		for _, d := range m.Info.Depends {
-			if !builtin[d] {
-				if err := visit(d); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
-	for _, w := range want {
-		switch {
-		case kf.Modules[w] != nil:
-			if err := visit(w); err != nil {
-				return nil, nil, err
-			}
-		case !builtin[w]:
-			missing = append(missing, w)
-		}
-	}
 	again := false
-	for n := range keep {
-		if kf.Modules[n].Data == nil {
-			again = true
-		}
+	for _, n := range names {
+		keep[n] = true
+		again = again || kf.Modules[n].Data == nil
 	}
 	if again {
 		if err := pass(false); err != nil {
 			return nil, nil, err
 		}
 	}
-	// Only the closure stays.
+	// Only the selection stays.
 	for n, m := range kf.Modules {
 		if !keep[n] {
 			delete(kf.Modules, n)
@@ -317,7 +309,6 @@ func readKernel(deb []byte, want []string) (*kernelFiles, []string, error) {
 			return nil, nil, fmt.Errorf("read deb: %s not found on the second pass", n)
 		}
 	}
-	sort.Strings(missing)
 	return kf, missing, nil
 }
 

@@ -2,12 +2,14 @@
 // Debian kernel and an initramfs laid out as u-root's builder lays one
 // out, holding u-root's init, a shell, a few debugging commands and the
 // agent (compiled by make build and carried by the binary: see package
-// payload; no go command runs here), with the kernel modules for common
-// server hardware appended under /lib/modules/<release>/ along with the
-// modules.dep and modules.alias that agent/kmod reads. The results land
-// where the boot core serves them, DATA_DIR/artifacts/<arch>/{vmlinuz,
-// initrd}, beside a manifest of their inputs, so a build whose inputs did
-// not change does nothing.
+// payload; no go command runs here), with every network and storage
+// controller driver of the kernel (DefaultModuleDirs) appended under
+// /lib/modules/<release>/ along with the modules.dep and modules.alias
+// that agent/kmod reads, and under /lib/firmware/ the firmware files
+// those drivers ask for, from Debian's non-free-firmware component. The
+// results land where the boot core serves them,
+// DATA_DIR/artifacts/<arch>/{vmlinuz,initrd}, beside a manifest of their
+// inputs, so a build whose inputs did not change does nothing.
 package ramdisk
 
 import (
@@ -34,9 +36,12 @@ import (
 	"github.com/rackboot/rackboot/internal/atomicfile"
 )
 
-// DefaultModules are the modules a ramdisk carries (with everything they
-// depend on) when Options.Modules is nil: virtual machines' devices, and
-// the storage and network controllers of common servers.
+// DefaultModules are the modules a ramdisk carries by name (with
+// everything they depend on) when Options.Modules is nil, besides every
+// module under DefaultModuleDirs: virtual machines' devices, and the
+// storage and network controllers of common servers (all of them also
+// under DefaultModuleDirs, named so that the list says what must be
+// there), UEFI variables and the BMC's in-band interface.
 var DefaultModules = []string{
 	// QEMU and other hypervisors.
 	"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi", "virtio_rng",
@@ -46,7 +51,16 @@ var DefaultModules = []string{
 	"mlx5_core", "ixgbe", "i40e", "ice", "e1000e", "igb", "bnxt_en",
 	// UEFI variables, for the Secure Boot state in the inventory.
 	"efivarfs",
+	// The BMC's in-band interface (/dev/ipmi0), through which the agent
+	// reads the BMC's LAN address and enrolls rackboot's user: no PCI
+	// or ACPI alias loads ipmi_devintf, so they are carried by name.
+	"ipmi_msghandler", "ipmi_devintf", "ipmi_si",
 }
+
+// MaxInitrd bounds the compressed initrd: a node's firmware loads it
+// into memory over TFTP or HTTP before the kernel runs, and some UEFI
+// network stacks fail well below the gigabytes a kernel could take.
+const MaxInitrd = 64 << 20
 
 // DefaultUInit is the command line init runs: the agent's.
 const DefaultUInit = "rackboot-agent run"
@@ -57,7 +71,7 @@ const ManifestFile = "ramdisk.json"
 
 // format changes whenever the build would produce different output from
 // the same inputs; it is an input itself.
-const format = 2
+const format = 3
 
 // archInfo is what differs between architectures.
 type archInfo struct {
@@ -102,13 +116,21 @@ type Options struct {
 	// UInit is the command line init runs (/bin/uinit): a program of the
 	// payload and its arguments; "" means DefaultUInit.
 	UInit string
-	// Modules are the kernel modules to carry; nil means DefaultModules.
+	// Modules are the kernel modules to carry, by name, with what they
+	// need; nil means every module under DefaultModuleDirs and the
+	// DefaultModules.
 	Modules []string
+	// OmitNonfreeFirmware leaves out the firmware files the modules ask
+	// for (config ramdisk.nonfree_firmware: false). By default they come
+	// from Debian's non-free-firmware component and go to /lib/firmware;
+	// files no package provides are listed in the manifest.
+	OmitNonfreeFirmware bool
 	// Kernel is the Debian kernel metapackage; "" means linux-image-amd64
 	// or linux-image-arm64.
 	Kernel string
 	// Firmware says which Debian mirror and suite to fetch the kernel
-	// from (Mirror, Suite, AptDir, Client); the rest is ignored.
+	// and the firmware packages from (Mirror, Suite, AptDir, Client);
+	// the rest is ignored.
 	Firmware firmware.Options
 	// Update asks the archive for a newer kernel even when one is cached.
 	Update bool
@@ -127,8 +149,13 @@ type Inputs struct {
 	Programs map[string]string `json:"programs"` // name → sha256 of each program packed, agent included
 	URoot    string            `json:"uroot"`    // u-root version init was built from
 	UInit    string            `json:"uinit"`
-	Modules  []string          `json:"modules"` // asked for, sorted
+	Modules  []string          `json:"modules"`               // asked for by name, sorted
+	Dirs     []string          `json:"module_dirs,omitempty"` // every module under these paths was asked for too
 	PCIIDs   PCIIDs            `json:"pci_ids"`
+	// Nonfree says whether firmware files were asked for; Firmware are the
+	// packages they came from.
+	Nonfree  bool              `json:"nonfree_firmware"`
+	Firmware []FirmwarePackage `json:"firmware_packages,omitempty"`
 }
 
 // Output is one file a build wrote.
@@ -139,13 +166,21 @@ type Output struct {
 
 // Manifest is DataDir/artifacts/<arch>/ramdisk.json.
 type Manifest struct {
-	Inputs  Inputs    `json:"inputs"`
-	Release string    `json:"release"` // uname -r of the kernel
-	Modules []string  `json:"modules"` // the modules in the initrd, dependencies included
-	Missing []string  `json:"missing,omitempty"`
-	Vmlinuz Output    `json:"vmlinuz"`
-	Initrd  Output    `json:"initrd"`
-	Built   time.Time `json:"built"`
+	Inputs  Inputs   `json:"inputs"`
+	Release string   `json:"release"` // uname -r of the kernel
+	Modules []string `json:"modules"` // the modules in the initrd, dependencies included
+	// Missing are modules asked for by name that the kernel has neither
+	// as a module nor built in.
+	Missing []string `json:"missing,omitempty"`
+	// Firmware are the firmware files in the initrd, by path under
+	// /lib/firmware; MissingFirmware those the modules ask for that no
+	// package of non-free-firmware provides (drivers usually work
+	// without most: they name every version of a file they can load).
+	Firmware        []string  `json:"firmware,omitempty"`
+	MissingFirmware []string  `json:"missing_firmware,omitempty"`
+	Vmlinuz         Output    `json:"vmlinuz"`
+	Initrd          Output    `json:"initrd"`
+	Built           time.Time `json:"built"`
 }
 
 // Result says what a build did.
@@ -240,8 +275,12 @@ func diffInputs(old, new Inputs) string {
 		return fmt.Sprintf("u-root changed: %s → %s", old.URoot, new.URoot)
 	case old.UInit != new.UInit:
 		return "uinit changed"
-	case !slices.Equal(old.Modules, new.Modules):
+	case !slices.Equal(old.Modules, new.Modules) || !slices.Equal(old.Dirs, new.Dirs):
 		return "module list changed"
+	case old.Nonfree != new.Nonfree:
+		return "non-free firmware switched"
+	case !slices.Equal(old.Firmware, new.Firmware):
+		return "firmware packages changed"
 	case old.PCIIDs != new.PCIIDs:
 		return fmt.Sprintf("pci.ids changed: %s → %s", old.PCIIDs.Version, new.PCIIDs.Version)
 	}
@@ -267,19 +306,21 @@ func lockFile(dir, name string) (func(), error) {
 }
 
 // kernelCache is the extracted part of a kernel package for one module
-// list: the kernel image and the modules archive.
+// selection: the kernel image and the modules archive, and the firmware
+// files the modules ask for.
 type kernelCache struct {
-	Release string   `json:"release"`
-	Modules []string `json:"modules"`
-	Missing []string `json:"missing"`
-	Vmlinuz string   `json:"vmlinuz_sha256"`
-	Archive string   `json:"archive_sha256"`
+	Release  string              `json:"release"`
+	Modules  []string            `json:"modules"`
+	Missing  []string            `json:"missing"`
+	Firmware map[string][]string `json:"firmware"` // module → its "firmware=" entries
+	Vmlinuz  string              `json:"vmlinuz_sha256"`
+	Archive  string              `json:"archive_sha256"`
 }
 
 // kernelParts returns the kernel image and the modules archive for k and
 // the wanted modules, from the cache or extracted from the package.
-func kernelParts(deb []byte, k Kernel, want []string, dir string, log *slog.Logger) (kc kernelCache, vmlinuz, archive []byte, err error) {
-	key := sha([]byte(fmt.Sprintf("%d %s %s", format, k.DebSHA256, strings.Join(want, ","))))[:16]
+func kernelParts(deb []byte, k Kernel, sel selection, dir string, log *slog.Logger) (kc kernelCache, vmlinuz, archive []byte, err error) {
+	key := sha([]byte(fmt.Sprintf("%d %s %s", format, k.DebSHA256, sel.key())))[:16]
 	rec := filepath.Join(dir, "parts-"+key+".json")
 	if b, err := os.ReadFile(rec); err == nil && json.Unmarshal(b, &kc) == nil {
 		v, err1 := os.ReadFile(filepath.Join(dir, "parts-"+key+".vmlinuz"))
@@ -289,7 +330,7 @@ func kernelParts(deb []byte, k Kernel, want []string, dir string, log *slog.Logg
 		}
 	}
 	start := time.Now()
-	kf, missing, err := readKernel(deb, want)
+	kf, missing, err := readKernel(deb, sel)
 	if err != nil {
 		return kc, nil, nil, fmt.Errorf("kernel %s %s: %w", k.Package, k.Version, err)
 	}
@@ -299,7 +340,13 @@ func kernelParts(deb []byte, k Kernel, want []string, dir string, log *slog.Logg
 		return kc, nil, nil, fmt.Errorf("kernel %s %s: modules: %w", k.Package, k.Version, err)
 	}
 	log.Info("extracted kernel and modules", "package", k.Package, "modules", len(names), "seconds", time.Since(start).Round(time.Millisecond).Seconds())
-	kc = kernelCache{Release: kf.Release, Modules: names, Missing: missing, Vmlinuz: sha(kf.Vmlinuz), Archive: sha(buf.Bytes())}
+	fw := map[string][]string{}
+	for n, m := range kf.Modules {
+		if len(m.Info.Firmware) > 0 {
+			fw[n] = m.Info.Firmware
+		}
+	}
+	kc = kernelCache{Release: kf.Release, Modules: names, Missing: missing, Firmware: fw, Vmlinuz: sha(kf.Vmlinuz), Archive: sha(buf.Bytes())}
 	// Drop parts of other kernels or module lists.
 	old, _ := filepath.Glob(filepath.Join(dir, "parts-*"))
 	for _, f := range old {
@@ -338,8 +385,9 @@ func Build(ctx context.Context, o Options) (Result, error) {
 		o.Kernel = ai.kernel
 	}
 	want := o.Modules
+	var dirs []string
 	if want == nil {
-		want = DefaultModules
+		want, dirs = DefaultModules, DefaultModuleDirs
 	}
 	mods := make([]string, 0, len(want))
 	for _, m := range want {
@@ -395,7 +443,30 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
-	in := Inputs{Format: format, Arch: string(o.Arch), Kernel: k, Programs: hashes, URoot: urootVersion(progs), UInit: o.UInit, Modules: mods, PCIIDs: pids}
+	// The module selection comes first: the firmware the modules ask for
+	// is an input too. Its parts are cached, so an up-to-date build reads
+	// them back without unpacking the kernel package.
+	sel := selection{Dirs: dirs, Named: mods}
+	kc, vmlinuz, modArchive, err := kernelParts(deb, k, sel, cache, log)
+	if err != nil {
+		return res, fmt.Errorf("build ramdisk: %w", err)
+	}
+	deb = nil
+	var fw firmwareSet
+	if !o.OmitNonfreeFirmware {
+		fwCache := filepath.Join(o.CacheDir, "firmware")
+		unlockFW, err := lockFile(fwCache, ".lock")
+		if err != nil {
+			return res, fmt.Errorf("build ramdisk: %w", err)
+		}
+		fw, err = fetchFirmware(ctx, fo, ai.debArch, kc.Firmware, fwCache, o.Update, log)
+		unlockFW()
+		if err != nil {
+			return res, fmt.Errorf("build ramdisk: %w", err)
+		}
+	}
+	in := Inputs{Format: format, Arch: string(o.Arch), Kernel: k, Programs: hashes, URoot: urootVersion(progs), UInit: o.UInit,
+		Modules: mods, Dirs: dirs, PCIIDs: pids, Nonfree: !o.OmitNonfreeFirmware, Firmware: fw.Packages}
 	why := upToDate(res.Dir, in)
 	if why == "" && !o.Force {
 		m, _ := ReadManifest(res.Dir)
@@ -409,14 +480,11 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	}
 	res.Reason = why
 	log.Info("building ramdisk", "why", why, "kernel", k.Package+" "+k.Version)
-
-	kc, vmlinuz, modArchive, err := kernelParts(deb, k, mods, cache, log)
-	if err != nil {
-		return res, fmt.Errorf("build ramdisk: %w", err)
-	}
-	deb = nil
 	if len(kc.Missing) > 0 {
 		log.Warn("modules neither in the kernel package nor built in", "modules", strings.Join(kc.Missing, ","))
+	}
+	if len(fw.Missing) > 0 {
+		log.Info("firmware files no non-free-firmware package provides", "files", len(fw.Missing))
 	}
 	base, err := baseArchive(progs, o.UInit)
 	if err != nil {
@@ -427,11 +495,14 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
-	initrd, err := compress(base, modArchive, idsArchive)
+	initrd, err := compress(base, modArchive, idsArchive, fw.Archive)
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
-	m := Manifest{Inputs: in, Release: kc.Release, Modules: kc.Modules, Missing: kc.Missing,
+	if len(initrd) > MaxInitrd {
+		return res, fmt.Errorf("build ramdisk: the initrd is %d bytes, more than %d", len(initrd), MaxInitrd)
+	}
+	m := Manifest{Inputs: in, Release: kc.Release, Modules: kc.Modules, Missing: kc.Missing, Firmware: fw.Files, MissingFirmware: fw.Missing,
 		Vmlinuz: Output{sha(vmlinuz), int64(len(vmlinuz))}, Initrd: Output{sha(initrd), int64(len(initrd))}, Built: time.Now().UTC()}
 	// The manifest goes last: a build cut short leaves one that does not
 	// match, so the next build redoes it.
@@ -449,7 +520,7 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	res.Manifest, res.Release = m, kc.Release
 	res.Took = time.Since(start)
 	log.Info("ramdisk built", "dir", res.Dir, "vmlinuz_bytes", len(vmlinuz), "initrd_bytes", len(initrd),
-		"modules", len(kc.Modules), "seconds", res.Took.Round(time.Millisecond).Seconds())
+		"modules", len(kc.Modules), "firmware_files", len(fw.Files), "seconds", res.Took.Round(time.Millisecond).Seconds())
 	return res, nil
 }
 

@@ -106,7 +106,7 @@ var testModules = [][2]string{
 
 func TestModulesArchive(t *testing.T) {
 	deb := fakeDeb(t, "6.1.0-9-amd64", testModules, "kernel/lib/crc-t10dif.ko\n")
-	kf, missing, err := readKernel(deb, []string{"virtio_net", "nvme", "crc_t10dif", "ice"})
+	kf, missing, err := readKernel(deb, selection{Named: []string{"virtio_net", "nvme", "crc_t10dif", "ice"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,10 +211,10 @@ func parseHex(b []byte) (int, error) {
 
 func TestReadKernelMissingDependency(t *testing.T) {
 	deb := fakeDeb(t, "6.1.0-9-amd64", [][2]string{{"kernel/a.ko", "name=a|depends=b"}}, "")
-	if _, _, err := readKernel(deb, []string{"a"}); err == nil || !strings.Contains(err.Error(), "lacks") {
+	if _, _, err := readKernel(deb, selection{Named: []string{"a"}}); err == nil || !strings.Contains(err.Error(), "lacks") {
 		t.Errorf("a module whose dependency is missing: %v", err)
 	}
-	if _, _, err := readKernel([]byte("not a deb"), nil); err == nil {
+	if _, _, err := readKernel([]byte("not a deb"), selection{}); err == nil {
 		t.Error("not a deb: no error")
 	}
 }
@@ -248,6 +248,9 @@ func TestUpToDate(t *testing.T) {
 		{func(i *Inputs) { i.UInit = "agent -v" }, "uinit changed"},
 		{func(i *Inputs) { i.Format++ }, "new build format"},
 		{func(i *Inputs) { i.PCIIDs.Version = "0.0~2026.11.01-1" }, "pci.ids changed"},
+		{func(i *Inputs) { i.Dirs = []string{"kernel/drivers/ata/"} }, "module list changed"},
+		{func(i *Inputs) { i.Nonfree = true }, "non-free firmware switched"},
+		{func(i *Inputs) { i.Firmware = []FirmwarePackage{{Name: "firmware-bnx2x", Version: "1"}} }, "firmware packages changed"},
 	} {
 		in2 := in
 		in2.Programs = maps.Clone(in.Programs)
