@@ -77,10 +77,13 @@ type Params struct {
 	RootDevice json.RawMessage `json:"root_device,omitempty"`
 	CloudInit  json.RawMessage `json:"cloud_init,omitempty"`
 	Grow       bool            `json:"grow,omitempty"`
-	Method     string          `json:"method,omitempty"`   // wipe and release: quick or full
-	Duration   string          `json:"duration,omitempty"` // burnin, e.g. "30m"
-	On         *bool           `json:"on,omitempty"`       // maintenance
-	Reason     string          `json:"reason,omitempty"`   // every action
+	// Role "hypervisor" deploys the node as a libvirt host for rackboot:
+	// the API writes its cloud-init user data (libvirt's TLS files).
+	Role     string `json:"role,omitempty"`
+	Method   string `json:"method,omitempty"`   // wipe and release: quick or full
+	Duration string `json:"duration,omitempty"` // burnin, e.g. "30m"
+	On       *bool  `json:"on,omitempty"`       // maintenance
+	Reason   string `json:"reason,omitempty"`   // every action
 }
 
 // RefusedError is an action the node's state, or its arguments, do not
@@ -129,6 +132,9 @@ type Machine struct {
 	// SoftOffPoll is how often it reads the power state meanwhile
 	// (default DefaultSoftOffPoll).
 	SoftOffTimeout, SoftOffPoll time.Duration
+	// BMCEnroll makes every inspect task ask its agent to enroll a
+	// rackboot user on the node's BMC (protocol.InspectParams).
+	BMCEnroll bool
 	// Logger logs what cannot be recorded as an event; nil discards.
 	Logger *slog.Logger
 
@@ -177,8 +183,20 @@ func (m *Machine) Do(ctx context.Context, ref string, a Action, p Params, actor 
 	if err != nil {
 		return n, store.Event{}, fmt.Errorf("%s: %w", a, err)
 	}
+	if n.Owner == store.OwnerIronic {
+		return n, store.Event{}, &RefusedError{Action: a, State: n.State, Reason: "the node is owned by Ironic, which drives its lifecycle (set its owner to rackboot to take it back)"}
+	}
 	if a == Maintenance {
 		return m.maintenance(ctx, n, p, actor)
+	}
+	if _, known := edges[a]; known {
+		vms, err := m.Store.VMs(ctx, n.ID)
+		if err != nil {
+			return n, store.Event{}, fmt.Errorf("%s: %w", a, err)
+		}
+		if len(vms) > 0 {
+			return n, store.Event{}, &RefusedError{Action: a, State: n.State, Reason: fmt.Sprintf("the node is the hypervisor of %d VMs: drain it and delete or move them first", len(vms))}
+		}
 	}
 	e, ok := edges[a]
 	if !ok {
@@ -223,6 +241,10 @@ func (m *Machine) Do(ctx context.Context, ref string, a Action, p Params, actor 
 func (m *Machine) check(ctx context.Context, n store.Node, a Action, p Params) (json.RawMessage, error) {
 	task := map[string]any{}
 	switch a {
+	case Inspect:
+		if m.BMCEnroll {
+			task["bmc_enroll"] = true
+		}
 	case Deploy:
 		if p.Image == "" {
 			return nil, &InvalidError{"deploy needs an image"}
@@ -375,6 +397,11 @@ func (m *Machine) TaskEnded(ctx context.Context, t store.Task, actor string, rep
 		if st, moves := taskStates[t.Kind]; moves && n.State == st[0] {
 			ch.To = st[1]
 			reason := t.Kind + " done"
+			if why := Untested(t); why != "" {
+				// Done, but not a pass: the node is usable, and its
+				// history says what was never tested.
+				reason = t.Kind + " incomplete: " + why
+			}
 			if t.State != store.TaskDone {
 				ch.To, reason = store.StateFailed, t.Kind+" failed: "+t.Error
 				ch.LastError = reason
@@ -399,6 +426,22 @@ func (m *Machine) TaskEnded(ctx context.Context, t store.Task, actor string, rep
 		}
 		return moved, nil
 	}
+}
+
+// Untested is what an ended task reports it could not test (a burn-in
+// whose verdict is incomplete), or "": such a task is done, not passed.
+func Untested(t store.Task) string {
+	var r struct {
+		Verdict  string   `json:"verdict"`
+		Untested []string `json:"untested"`
+	}
+	if t.State != store.TaskDone || json.Unmarshal(t.Result, &r) != nil || r.Verdict != "incomplete" {
+		return ""
+	}
+	if len(r.Untested) == 0 {
+		return "the agent did not say what"
+	}
+	return strings.Join(r.Untested, "; ")
 }
 
 // NewBoot closes the previous agent's work when a node's new agent has

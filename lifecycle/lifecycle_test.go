@@ -256,6 +256,28 @@ func TestReap(t *testing.T) {
 	}
 }
 
+// TestIncompleteBurnin: a burn-in that could not test the node's GPUs
+// leaves it available, and its history says it did not pass.
+func TestIncompleteBurnin(t *testing.T) {
+	m, st, _ := newMachine(t)
+	ctx := context.Background()
+	n := node(t, st, 150, boot.ClientX64UEFI, store.StateBurnin)
+	task, err := st.CreateTask(ctx, store.Task{NodeID: n.ID, Kind: "burnin", State: store.TaskRunning})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task.State = store.TaskDone
+	task.Result = json.RawMessage(`{"passed":false,"verdict":"incomplete","untested":["gpu: 8 GPUs, but no NVIDIA driver here"]}`)
+	got, err := m.TaskEnded(ctx, task, "agent", nil)
+	if err != nil || got.State != store.StateAvailable {
+		t.Fatalf("node %s, %v", got.State, err)
+	}
+	evs, _ := st.Events(ctx, store.EventFilter{NodeID: n.ID})
+	if len(evs) != 1 || evs[0].Reason != "burnin incomplete: gpu: 8 GPUs, but no NVIDIA driver here" {
+		t.Errorf("events %+v: want the transition to say the burn-in was incomplete", evs)
+	}
+}
+
 func TestTaskEnded(t *testing.T) {
 	m, st, _ := newMachine(t)
 	ctx := context.Background()
@@ -296,5 +318,34 @@ func TestTaskEnded(t *testing.T) {
 		if len(evs) == 0 || evs[0].Message != "reported" || (tc.want != tc.from) != (len(evs) == 2) {
 			t.Errorf("%s from %s: events %+v", tc.kind, tc.from, evs)
 		}
+	}
+}
+
+// TestIronicOwned refuses every action on a node Ironic owns, and changes
+// nothing; owned by rackboot again, it acts.
+func TestIronicOwned(t *testing.T) {
+	m, st, _ := newMachine(t)
+	ctx := context.Background()
+	n := node(t, st, 1, boot.ClientX64UEFI, store.StateAvailable)
+	owner := store.OwnerIronic
+	if _, err := st.UpdateNode(ctx, n.ID, store.NodePatch{Owner: &owner}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range Actions {
+		var refused *RefusedError
+		if _, _, err := m.Do(ctx, n.ID, a, Params{Image: "x", On: new(bool)}, "u"); !errors.As(err, &refused) || !strings.Contains(err.Error(), "owned by Ironic") {
+			t.Errorf("%s on an Ironic node: %v", a, err)
+		}
+	}
+	if got, _ := st.Node(ctx, n.ID); got.State != store.StateAvailable {
+		t.Errorf("state %s after refused actions", got.State)
+	}
+	if tasks, _ := st.Tasks(ctx, store.TaskFilter{NodeID: n.ID}); len(tasks) != 0 {
+		t.Errorf("tasks %v", tasks)
+	}
+	owner = store.OwnerRackboot
+	st.UpdateNode(ctx, n.ID, store.NodePatch{Owner: &owner})
+	if _, _, err := m.Do(ctx, n.ID, Inspect, Params{}, "u"); err != nil {
+		t.Errorf("inspect once rackboot's again: %v", err)
 	}
 }

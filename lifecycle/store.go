@@ -17,4 +17,7 @@ type Store interface {
 	Image(ctx context.Context, name string) (store.Image, error)
 	Tasks(ctx context.Context, f store.TaskFilter) ([]store.Task, error)
 	UpdateTask(ctx context.Context, t store.Task) error
+	// VMs lists the VMs a hypervisor runs: its node takes no action
+	// that would reboot or rewrite it under them.
+	VMs(ctx context.Context, hypervisor string) ([]store.VM, error)
 }

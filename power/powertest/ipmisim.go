@@ -1,6 +1,8 @@
 // Package powertest runs BMCs for tests: OpenIPMI's ipmi_sim, a real
 // IPMI v2.0 lanplus implementation (Debian package openipmi), on
-// 127.0.0.1 with a port of its own, and UDP ports that never answer.
+// 127.0.0.1 with a port of its own (configured as lab.SimConfig, which
+// also reports the BMC's own LAN address and MAC), and UDP ports that
+// never answer.
 // ipmitool (package ipmitool) reads the simulated BMC back independently
 // of rackboot's driver.
 package powertest
@@ -9,6 +11,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/rackboot/rackboot/lab"
 )
 
 // Sim is a running ipmi_sim.
@@ -25,6 +30,9 @@ type Sim struct {
 	Port     int
 	User     string
 	Password string
+	// MAC is the LAN MAC address the BMC reports (Get LAN
+	// Configuration Parameters, as its Host is its IP address).
+	MAC net.HardwareAddr
 	// Dir holds lan.conf, sim.emu, the state dir and the simulator's log.
 	Dir string
 	cmd *exec.Cmd
@@ -37,31 +45,6 @@ func (s *Sim) URL() string { return "ipmi://" + net.JoinHostPort(s.Host, strconv
 // Log is what the simulator wrote so far.
 func (s *Sim) Log() string { return s.log.String() }
 
-// lanConf is an ipmi_sim configuration: one LAN channel on ADDR PORT, an
-// administrator USER with PASS, and a chassis whose power and boot device
-// are kept by the chassis_control program (chassisScript): without one,
-// or a VM connected to a "serial 15 ... codec VM" line, ipmi_sim answers
-// chassis control and every boot option with 0xcc (invalid data field).
-const lanConf = `name "rackboot-test"
-set_working_mc 0x20
-  startlan 1
-    addr %s %d
-    priv_limit admin
-    allowed_auths_callback md5
-    allowed_auths_user md5
-    allowed_auths_operator md5
-    allowed_auths_admin md5
-    guid a123456789abcdefa123456789abcdef
-  endlan
-  chassis_control "%s 0x20"
-  user 2 true "%s" "%s" admin 10 md5
-`
-
-// chassisScript is the chassis_control program. ipmi_sim runs it through
-// popen as "PROG MC get NAME..." (it prints NAME:VALUE lines) and "PROG
-// MC set NAME VALUE..."; names are power (0 or 1), reset, shutdown and
-// boot (none, pxe, default (the disk), cdrom, bios). It keeps each value
-// in a file of its directory and logs every call to calls.
 const chassisScript = `#!/bin/sh
 d=%q
 echo "$*" >> "$d/calls"
@@ -75,12 +58,6 @@ get) for n in "$@"; do
 done ;;
 set) while [ $# -ge 2 ]; do echo "$2" > "$d/$1"; shift 2; done ;;
 esac
-`
-
-const simEmu = `mc_setbmc 0x20
-mc_add 0x20 0 no-device-sdrs 0x23 9 8 0x9f 0x1291 0xf02 persist_sdr
-sel_enable 0x20 1000 0x0a
-mc_enable 0x20
 `
 
 // FreeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago.
@@ -120,7 +97,8 @@ func StartSim(t testing.TB, user, password string) *Sim {
 	dir := t.TempDir()
 	var last error
 	for try := 0; try < 3; try++ {
-		s := &Sim{Host: "127.0.0.1", Port: FreeUDPPort(t), User: user, Password: password, Dir: dir, log: &bytes.Buffer{}}
+		s := &Sim{Host: "127.0.0.1", Port: FreeUDPPort(t), User: user, Password: password, Dir: dir, log: &bytes.Buffer{},
+			MAC: net.HardwareAddr{0x02, 0x00, 0x1b, 0x3c, 0x00, 0x01}}
 		if err := s.start(t); err != nil {
 			last = err
 			continue
@@ -143,21 +121,22 @@ func (s *Sim) start(t testing.TB) error {
 	if err := os.WriteFile(script, fmt.Appendf(nil, chassisScript, chassis), 0o700); err != nil {
 		return err
 	}
-	if err := os.WriteFile(conf, fmt.Appendf(nil, lanConf, s.Host, s.Port, script, s.User, s.Password), 0o600); err != nil {
+	lan := filepath.Join(s.Dir, "lan.sh")
+	if err := os.WriteFile(lan, []byte(lab.LANProgram(netip.MustParseAddr(s.Host), "255.0.0.0", s.MAC)), 0o700); err != nil {
 		return err
 	}
-	if err := os.WriteFile(emu, []byte(simEmu), 0o600); err != nil {
+	cfg := lab.SimConfig{Addr: s.Host, Port: s.Port, User: s.User, Password: s.Password, Chassis: script, LAN: lan}
+	if err := os.WriteFile(conf, []byte(cfg.Conf()), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(emu, []byte(lab.SimEmu), 0o600); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(state, 0o700); err != nil {
 		return err
 	}
-	// -n: no daemon, no console.
-	s.cmd = exec.Command("ipmi_sim", "-c", conf, "-f", emu, "-s", state, "-n")
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	// A group of its own: the "host" a power-on starts goes with it.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
+	var err error
+	if s.cmd, err = lab.StartSim("", conf, emu, state, s.log); err != nil {
 		return err
 	}
 	exited := make(chan error, 1)
