@@ -39,6 +39,9 @@ type Params struct {
 	// MemoryFraction is how much of the available memory the memory test
 	// takes (default 0.8).
 	MemoryFraction float64
+	// GPUs is how many GPUs the node has (its inventory's): with any, a
+	// burn-in that could not test them is incomplete.
+	GPUs int
 }
 
 // Outcome of one test.
@@ -57,10 +60,23 @@ type Test struct {
 	Figures map[string]float64 `json:"figures,omitempty"`
 }
 
+// Verdicts of a whole burn-in.
+const (
+	VerdictPassed = "passed"
+	VerdictFailed = "failed"
+	// VerdictIncomplete: nothing failed, but a part the node has was not
+	// tested (its GPUs, without a driver and a load): never a pass.
+	VerdictIncomplete = "incomplete"
+)
+
 // Result is a whole burn-in.
 type Result struct {
-	Passed bool   `json:"passed"`
-	Tests  []Test `json:"tests"`
+	// Passed is Verdict == VerdictPassed.
+	Passed  bool   `json:"passed"`
+	Verdict string `json:"verdict"`
+	// Untested says what an incomplete burn-in did not test, and why.
+	Untested []string `json:"untested,omitempty"`
+	Tests    []Test   `json:"tests"`
 }
 
 // Run runs the burn-in. It returns an error when a test failed, with the
@@ -90,17 +106,22 @@ func Run(ctx context.Context, p Params) (Result, error) {
 	} else {
 		res.Tests = append(res.Tests, Test{Name: "network", Outcome: NotRun, Reason: "no URL to time the network against"})
 	}
-	res.Tests = append(res.Tests, GPU(ctx, slice))
-	res.Passed = true
+	gpu := GPU(ctx, p.GPUs, slice)
+	res.Tests = append(res.Tests, gpu)
 	var failed []string
 	for _, t := range res.Tests {
 		if t.Outcome == Failed {
-			res.Passed = false
 			failed = append(failed, t.Name+": "+t.Reason)
 		}
 	}
-	if !res.Passed {
+	switch {
+	case len(failed) > 0:
+		res.Verdict = VerdictFailed
 		return res, errors.New("burn-in failed: " + strings.Join(failed, "; "))
+	case p.GPUs > 0 && gpu.Outcome != Passed:
+		res.Verdict, res.Untested = VerdictIncomplete, []string{"gpu: " + gpu.Reason}
+	default:
+		res.Verdict, res.Passed = VerdictPassed, true
 	}
 	return res, nil
 }
@@ -294,20 +315,60 @@ func Network(ctx context.Context, url string, d time.Duration) (map[string]float
 	return map[string]float64{"bytes": float64(n), "mbit_per_s": float64(n) * 8 / 1e6 / secs}, nil
 }
 
-// GPU runs nvidia-smi's own diagnostics where the tool exists; without
-// it the test is not run, and says so.
-func GPU(ctx context.Context, d time.Duration) Test {
+// gpuQuery is what the GPU check asks nvidia-smi of every GPU.
+const gpuQuery = "pci.bus_id,name,temperature.gpu,ecc.errors.uncorrected.volatile.total,retired_pages.pending"
+
+// GPU checks the node's gpus GPUs where NVIDIA's driver is there: each
+// must be seen by nvidia-smi, with no uncorrected ECC error and no page
+// waiting for retirement. rackboot has no GPU load yet, so a healthy
+// answer is still not a burn-in: the test is "not run", with the health
+// figures, and a node with GPUs is incomplete. Without nvidia-smi the
+// GPUs were not tested at all, and the reason says so.
+func GPU(ctx context.Context, gpus int, d time.Duration) Test {
 	path, err := exec.LookPath("nvidia-smi")
 	if err != nil {
-		return Test{Name: "gpu", Outcome: NotRun, Reason: "nvidia-smi is not on this system"}
+		if gpus == 0 {
+			return Test{Name: "gpu", Outcome: NotRun, Reason: "the node has no GPUs"}
+		}
+		return Test{Name: "gpu", Outcome: NotRun, Reason: fmt.Sprintf("%d GPUs, but no NVIDIA driver here (no nvidia-smi): the ramdisk needs a driver overlay to test them", gpus)}
 	}
 	start := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, max(d, time.Minute))
 	defer cancel()
-	out, err := exec.CommandContext(cctx, path, "--query-gpu=name,temperature.gpu,ecc.errors.uncorrected.volatile.total", "--format=csv,noheader").CombinedOutput()
-	t := Test{Name: "gpu", Outcome: Passed, Seconds: time.Since(start).Seconds(), Reason: strings.TrimSpace(string(out))}
+	out, err := exec.CommandContext(cctx, path, "--query-gpu="+gpuQuery, "--format=csv,noheader,nounits").Output()
+	t := Test{Name: "gpu", Seconds: time.Since(start).Seconds()}
 	if err != nil {
 		t.Outcome, t.Reason = Failed, fmt.Sprintf("nvidia-smi: %v: %s", err, strings.TrimSpace(string(out)))
+		return t
+	}
+	seen, bad, hottest := 0, []string{}, 0.0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, ",")
+		if len(f) != 5 {
+			continue
+		}
+		for i := range f {
+			f[i] = strings.TrimSpace(f[i])
+		}
+		seen++
+		if n, err := strconv.Atoi(f[3]); err == nil && n > 0 {
+			bad = append(bad, fmt.Sprintf("%s (%s): %d uncorrected ECC errors", f[0], f[1], n))
+		}
+		if f[4] == "Yes" {
+			bad = append(bad, fmt.Sprintf("%s (%s): pages waiting for retirement", f[0], f[1]))
+		}
+		if c, err := strconv.ParseFloat(f[2], 64); err == nil && c > hottest {
+			hottest = c
+		}
+	}
+	t.Figures = map[string]float64{"gpus_seen": float64(seen), "max_temperature_c": hottest}
+	switch {
+	case seen < gpus:
+		t.Outcome, t.Reason = Failed, fmt.Sprintf("nvidia-smi sees %d of the node's %d GPUs", seen, gpus)
+	case len(bad) > 0:
+		t.Outcome, t.Reason = Failed, strings.Join(bad, "; ")
+	default:
+		t.Outcome, t.Reason = NotRun, fmt.Sprintf("%d GPUs healthy (no uncorrected ECC error, no page to retire), but not loaded: rackboot has no GPU load yet", seen)
 	}
 	return t
 }

@@ -49,9 +49,58 @@ func TestRun(t *testing.T) {
 	if n := got["network"]; n.Outcome != Passed || n.Figures["bytes"] < 1<<20 {
 		t.Errorf("network: %+v", n)
 	}
-	// No nvidia-smi: the GPU test did not run, and did not pass.
-	if g := got["gpu"]; g.Outcome != NotRun || !strings.Contains(g.Reason, "nvidia-smi") {
-		t.Errorf("gpu: %+v", g)
+	// No GPUs, no nvidia-smi: nothing to test there, and a pass.
+	if g := got["gpu"]; g.Outcome != NotRun || res.Verdict != VerdictPassed {
+		t.Errorf("gpu: %+v, verdict %s", g, res.Verdict)
+	}
+}
+
+// fakeSMI puts an nvidia-smi on PATH that prints out for the GPU query.
+func fakeSMI(t *testing.T, out string) {
+	dir := t.TempDir()
+	script := "#!/bin/sh\ncase \"$*\" in *--query-gpu=*) printf '%s' \"" + out + "\" ;; *) exit 2 ;; esac\n"
+	if err := os.WriteFile(filepath.Join(dir, "nvidia-smi"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+}
+
+// TestGPUVerdicts: a GPU node is never passed without its GPUs tested;
+// a driver that reports ECC errors, pages to retire or fewer GPUs than
+// the node has fails it.
+func TestGPUVerdicts(t *testing.T) {
+	root := fakeRoot(t, 64<<10)
+	healthy := "00000000:19:00.0, NVIDIA H100 80GB HBM3, 41, 0, No\n00000000:9B:00.0, NVIDIA H100 80GB HBM3, 43, 0, No\n"
+	for _, c := range []struct {
+		name, smi string // smi "" for none on PATH
+		gpus      int
+		verdict   string
+		reason    string
+	}{
+		{"driverless GPU node", "", 2, VerdictIncomplete, "no NVIDIA driver"},
+		{"healthy but not loaded", healthy, 2, VerdictIncomplete, "not loaded"},
+		{"ECC errors", "00000000:19:00.0, NVIDIA H100 80GB HBM3, 41, 3, No\n00000000:9B:00.0, NVIDIA H100 80GB HBM3, 43, 0, No\n", 2, VerdictFailed, "3 uncorrected ECC errors"},
+		{"pages to retire", "00000000:19:00.0, NVIDIA H100 80GB HBM3, 41, 0, Yes\n00000000:9B:00.0, NVIDIA H100 80GB HBM3, 43, 0, No\n", 2, VerdictFailed, "retirement"},
+		{"a GPU gone", "00000000:19:00.0, NVIDIA H100 80GB HBM3, 41, 0, No\n", 2, VerdictFailed, "sees 1 of the node's 2 GPUs"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.smi == "" {
+				t.Setenv("PATH", t.TempDir())
+			} else {
+				fakeSMI(t, c.smi)
+			}
+			res, err := Run(context.Background(), Params{Duration: 40 * time.Millisecond, Root: root, MemoryFraction: 0.5, GPUs: c.gpus})
+			if res.Verdict != c.verdict || res.Passed || (c.verdict == VerdictFailed) != (err != nil) {
+				t.Fatalf("verdict %s passed %v err %v, want %s: %+v", res.Verdict, res.Passed, err, c.verdict, res)
+			}
+			why := strings.Join(res.Untested, "; ")
+			if err != nil {
+				why = err.Error()
+			}
+			if !strings.Contains(why, c.reason) {
+				t.Errorf("reason %q, want %q", why, c.reason)
+			}
+		})
 	}
 }
 

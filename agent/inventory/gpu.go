@@ -8,41 +8,6 @@ import (
 	"strings"
 )
 
-// gpuModel is what rackboot knows about a data-centre GPU that its
-// device id alone cannot tell a driverless ramdisk: the memory (the BARs
-// only bound it) and the MIG profiles.
-type gpuModel struct {
-	name   string
-	memGiB int64
-	mig    []string
-	// vgpu: NVIDIA vGPU supports the card. sriov: its vGPUs are SR-IOV
-	// virtual functions (Ampere and later), which need the IOMMU.
-	vgpu, sriov bool
-}
-
-var (
-	migA100_40 = []string{"1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb"}
-	mig80      = []string{"1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb"}
-)
-
-// nvidiaModels is keyed by PCI device id (vendor 10de); names are the
-// ones nvidia-smi prints, so models match across the agent and a running
-// hypervisor.
-var nvidiaModels = map[string]gpuModel{
-	"1eb8": {name: "Tesla T4", memGiB: 16, vgpu: true},
-	"1db1": {name: "Tesla V100-SXM2-16GB", memGiB: 16, vgpu: true},
-	"1db5": {name: "Tesla V100-SXM2-32GB", memGiB: 32, vgpu: true},
-	"1db4": {name: "Tesla V100-PCIE-16GB", memGiB: 16, vgpu: true},
-	"1db6": {name: "Tesla V100-PCIE-32GB", memGiB: 32, vgpu: true},
-	"1df6": {name: "Tesla V100S-PCIE-32GB", memGiB: 32, vgpu: true},
-	"20b0": {name: "NVIDIA A100-SXM4-40GB", memGiB: 40, mig: migA100_40, vgpu: true, sriov: true},
-	"20f1": {name: "NVIDIA A100-PCIE-40GB", memGiB: 40, mig: migA100_40, vgpu: true, sriov: true},
-	"20b2": {name: "NVIDIA A100-SXM4-80GB", memGiB: 80, mig: mig80, vgpu: true, sriov: true},
-	"20b5": {name: "NVIDIA A100 80GB PCIe", memGiB: 80, mig: mig80, vgpu: true, sriov: true},
-	"2330": {name: "NVIDIA H100 80GB HBM3", memGiB: 80, mig: mig80, vgpu: true, sriov: true},
-	"2331": {name: "NVIDIA H100 PCIe", memGiB: 80, mig: mig80, vgpu: true, sriov: true},
-}
-
 // consoleVGA are vendors whose display controllers are the BMC's console
 // (ASPEED, Matrox G200 on server boards), not GPUs anyone places a VM on.
 var consoleVGA = map[string]bool{"1a03": true, "102b": true}
@@ -76,12 +41,12 @@ func gpu(bus *pciBus, d *pciDev) GPU {
 	}
 	m, known := gpuModel{}, false
 	if d.VendorID == "10de" {
-		m, known = nvidiaModels[d.DeviceID]
+		m, known = nvidiaModel(d.DeviceID)
 	}
 	g.Model = d.DeviceName
 	if known {
-		g.Model = m.name
-		g.Memory = m.memGiB << 30
+		g.Model = m.Name
+		g.Memory = m.MemGiB << 30
 	} else {
 		for _, b := range g.BARs {
 			if b.Prefetchable && b.Size > g.Memory {
@@ -89,7 +54,7 @@ func gpu(bus *pciBus, d *pciDev) GPU {
 			}
 		}
 	}
-	g.MIG = MIG{Capable: len(m.mig) > 0, Profiles: m.mig}
+	g.MIG = MIG{Capable: len(m.MIG) > 0, Profiles: m.MIG}
 	if g.IOMMUGroup != nil {
 		g.IOMMUMembers = bus.groups[*g.IOMMUGroup]
 	}
@@ -162,9 +127,9 @@ func verdict(bus *pciBus, d *pciDev, g GPU, m gpuModel, known bool) Verdict {
 	vg := &v.VGPU
 	switch {
 	case len(g.MdevTypes) > 0:
-	case !known || !m.vgpu:
+	case !known || !m.VGPU:
 		vg.Reasons = append(vg.Reasons, fmt.Sprintf("%s is not in rackboot's table of vGPU-capable GPUs", modelOr(g)))
-	case m.sriov:
+	case m.SRIOV:
 		vg.Reasons = append(vg.Reasons, sriovReasons(g, iommuOK, "vGPUs of this GPU are SR-IOV virtual functions")...)
 	}
 	vg.Ready = len(vg.Reasons) == 0

@@ -26,14 +26,20 @@ type Inventory struct {
 	Interfaces   []Interface  `json:"interfaces"`
 	SystemVendor SystemVendor `json:"system_vendor"`
 	Boot         Boot         `json:"boot"`
-	// BMCAddress stays empty: the BMC's address is not in sysfs or SMBIOS.
-	BMCAddress string `json:"bmc_address,omitempty"`
+	// BMCAddress, BMCV6Address and BMCMAC are the BMC's LAN addresses as
+	// the BMC reports them through the in-band interface (/dev/ipmi0);
+	// empty when the machine has none or the agent could not ask it.
+	BMCAddress   string `json:"bmc_address,omitempty"`
+	BMCV6Address string `json:"bmc_v6address,omitempty"`
+	BMCMAC       string `json:"bmc_mac,omitempty"`
 
 	Board      Board       `json:"board"`
 	BIOS       BIOS        `json:"bios"`
 	PCIDevices []PCIDevice `json:"pci_devices"`
 	// GPUs are the display controllers and processing accelerators.
 	GPUs []GPU `json:"gpus"`
+	// NVSwitches are an HGX board's NVLink switches: bridges, not GPUs.
+	NVSwitches []NVSwitch `json:"nvswitches,omitempty"`
 	// GPUVerdict sums the GPUs up for the placement engine: a hypervisor
 	// offers its GPUs one way, so the node is ready for a mode only when
 	// every GPU is.
@@ -45,6 +51,13 @@ type Inventory struct {
 	// Warnings name the parts that could not be read; the rest is still
 	// reported.
 	Warnings []string `json:"warnings,omitempty"`
+}
+
+// NVSwitch is one NVLink switch of an HGX board.
+type NVSwitch struct {
+	Address  string `json:"pci_address"`
+	DeviceID string `json:"device_id"`
+	Name     string `json:"name"`
 }
 
 // Unclaimed is a network or storage controller with no driver bound.
@@ -105,6 +118,9 @@ type NUMANode struct {
 	CPUs   string `json:"cpus"`   // kernel cpulist, e.g. 0-31,64-95
 	Memory int64  `json:"memory"` // bytes
 }
+
+// CPUCount is how many logical CPUs the node's cpulist holds.
+func (n NUMANode) CPUCount() int { return len(parseCPUList(n.CPUs)) }
 
 // Memory is IPA's memory plus the DIMMs.
 type Memory struct {
@@ -304,8 +320,15 @@ type MdevType struct {
 // MIG is Multi-Instance GPU support, from the device id: whether MIG is
 // on is the driver's to say, and the ramdisk has no driver.
 type MIG struct {
-	Capable  bool     `json:"capable"`
-	Profiles []string `json:"profiles,omitempty"`
+	Capable  bool         `json:"capable"`
+	Profiles []MIGProfile `json:"profiles,omitempty"`
+}
+
+// MIGProfile is one GPU instance profile a card offers and the most
+// instances of it the card holds at once.
+type MIGProfile struct {
+	Name string `json:"name"` // 3g.40gb: compute slices and memory
+	Max  int    `json:"max"`
 }
 
 // Verdict says which ways a GPU (or a node's GPUs) can be given to VMs.

@@ -54,7 +54,7 @@ func TestMachines(t *testing.T) {
 			for _, g := range inv.GPUs {
 				numa[g.NUMANode]++
 				groups[*g.IOMMUGroup] = true
-				if g.Memory != 40<<30 || g.MemoryEstimated || !g.MIG.Capable || len(g.MIG.Profiles) != 5 || g.ACS.State != ACSIsolated {
+				if g.Memory != 40<<30 || g.MemoryEstimated || !g.MIG.Capable || len(g.MIG.Profiles) != 6 || g.MIG.Profiles[1] != (MIGProfile{Name: "1g.10gb", Max: 4}) || g.ACS.State != ACSIsolated {
 					t.Errorf("%s: %+v", g.PCIAddress, g)
 				}
 				if !g.Verdict.Passthrough.Ready || !g.Verdict.MIG.Ready || !g.Verdict.VGPU.Ready {
@@ -117,11 +117,51 @@ func TestMachines(t *testing.T) {
 				t.Errorf("%d H100, want 2", n)
 			}
 			g := inv.GPUs[1]
-			if g.NUMANode != 1 || g.Memory != 80<<30 || len(g.MIG.Profiles) != 6 || g.MIG.Profiles[1] != "1g.20gb" || g.MaxLinkSpeed != "32.0 GT/s PCIe" {
+			if g.NUMANode != 1 || g.Memory != 80<<30 || len(g.MIG.Profiles) != 6 || g.MIG.Profiles[1] != (MIGProfile{Name: "1g.20gb", Max: 4}) || g.MaxLinkSpeed != "32.0 GT/s PCIe" {
 				t.Errorf("gpu: %+v", g)
 			}
 			if inv.Memory.DIMMs[0].Type != "DDR5" || inv.Memory.DIMMs[0].Size != 128<<30 {
 				t.Errorf("dimm: %+v", inv.Memory.DIMMs[0])
+			}
+		}},
+		{"hgx-h200", func(t *testing.T, inv *Inventory) {
+			if n := gpuCount(inv, "NVIDIA H200"); n != 8 {
+				t.Errorf("%d H200, want 8", n)
+			}
+			for _, g := range inv.GPUs {
+				last := g.MIG.Profiles[len(g.MIG.Profiles)-1]
+				if g.Memory != 141<<30 || len(g.MIG.Profiles) != 6 || last != (MIGProfile{Name: "7g.141gb", Max: 1}) || !g.Verdict.Passthrough.Ready {
+					t.Errorf("%s: %+v", g.PCIAddress, g)
+				}
+			}
+			if len(inv.NVSwitches) != 4 || inv.NVSwitches[0].DeviceID != "22a3" {
+				t.Errorf("nvswitches: %+v", inv.NVSwitches)
+			}
+			if w := strings.Join(inv.GPUVerdict.Warnings, "; "); !strings.Contains(w, "4 NVSwitches") || !strings.Contains(w, "fabric manager") {
+				t.Errorf("node warnings %q: want the fabric manager named", w)
+			}
+		}},
+		{"gpu-families", func(t *testing.T, inv *Inventory) {
+			want := []struct {
+				model string
+				gib   int64
+				mig   int
+			}{{"Tesla V100-SXM2-16GB", 16, 0}, {"NVIDIA A100-PCIE-40GB", 40, 6}, {"NVIDIA A30", 24, 3}, {"NVIDIA A10", 24, 0},
+				{"NVIDIA L4", 24, 0}, {"NVIDIA L40S", 48, 0}, {"NVIDIA H100 NVL", 94, 6}, {"NVIDIA H200 NVL", 141, 6}}
+			if len(inv.GPUs) != len(want) {
+				t.Fatalf("%d GPUs, want %d", len(inv.GPUs), len(want))
+			}
+			for i, w := range want {
+				g := inv.GPUs[i]
+				if g.Model != w.model || g.Memory != w.gib<<30 || g.MemoryEstimated || len(g.MIG.Profiles) != w.mig || g.MIG.Capable != (w.mig > 0) {
+					t.Errorf("%s: model %q %d GiB, %d MIG profiles; want %q %d GiB %d", g.PCIAddress, g.Model, g.Memory>>30, len(g.MIG.Profiles), w.model, w.gib, w.mig)
+				}
+				if !g.Verdict.VGPU.Ready {
+					t.Errorf("%s (%s) vGPU: %+v", g.PCIAddress, g.Model, g.Verdict.VGPU)
+				}
+			}
+			if inv.GPUVerdict.MIG.Ready || len(inv.NVSwitches) != 0 {
+				t.Errorf("mixed models: MIG %+v, nvswitches %+v", inv.GPUVerdict.MIG, inv.NVSwitches)
 			}
 		}},
 		{"shared-iommu", func(t *testing.T, inv *Inventory) {

@@ -74,7 +74,12 @@ func (r Reader) Read() (*Inventory, error) {
 	inv.PCIDevices = pci.list()
 	inv.Unclaimed = UnclaimedOf(inv.PCIDevices)
 	inv.GPUs = rd.gpus(pci)
+	inv.NVSwitches = nvswitchesOf(inv.PCIDevices)
 	inv.GPUVerdict = nodeVerdict(inv.GPUs)
+	if inv.GPUVerdict != nil && len(inv.NVSwitches) > 0 {
+		inv.GPUVerdict.Warnings = append(inv.GPUVerdict.Warnings, fmt.Sprintf(
+			"%d NVSwitches join the GPUs: passthrough of them all needs NVIDIA's fabric manager (a host service, or a service VM holding the switches)", len(inv.NVSwitches)))
+	}
 	inv.Warnings = rd.warnings
 	return inv, nil
 }

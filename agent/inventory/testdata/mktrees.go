@@ -458,6 +458,63 @@ func main() {
 		nics: []nic{{"ens1np0", "0000:29:00.0", "a0:88:c2:00:00:01", 200000, true}},
 	})
 
+	// HGX H200 8-GPU: two GPUs behind each of four PCIe switches, and the
+	// board's four NVSwitches (bridges, not GPUs).
+	hgx := []pci{}
+	for sw := 0; sw < 4; sw++ {
+		numa := sw / 2
+		root := fmt.Sprintf("pci0000:%02x", 0x18+sw*0x20)
+		port := fmt.Sprintf("0000:%02x:01.0", 0x18+sw*0x20)
+		hgx = append(hgx, bridge(port, root, "8086", "352a", numa, 100+sw*10, 4, 1, g5))
+		for k := 0; k < 2; k++ {
+			addr := fmt.Sprintf("0000:%02x:00.0", 0x19+sw*0x20+k)
+			dport := fmt.Sprintf("0000:%02x:0%d.0", 0x18+sw*0x20, 2+k)
+			hgx = append(hgx, bridge(dport, root+"/"+port, "1000", "c030", numa, 101+sw*10+k*2, 6, 1, g5))
+			hgx = append(hgx, nvgpu(addr, root+"/"+port+"/"+dport, "2335", "18be", numa, 102+sw*10+k*2, g5, 256<<30, 32))
+		}
+	}
+	for i := 0; i < 4; i++ {
+		hgx = append(hgx, pci{addr: fmt.Sprintf("0000:%02x:00.0", 0xb0+i), path: "pci0000:af", vendor: "10de", device: "22a3", subVendor: "10de", subDev: "1796",
+			class: "068000", numa: 1, group: 200 + i, speed: g1, maxSpeed: g1, width: 1, maxWidth: 1})
+	}
+	hgx = append(hgx, pci{addr: "0000:29:00.0", path: "pci0000:28", vendor: "15b3", device: "1021", subVendor: "15b3", subDev: "0023", class: "020000", numa: 0, group: 30, driver: "mlx5_core", speed: g5, maxSpeed: g5, width: 16, maxWidth: 16})
+	gen(machine{
+		name: "hgx-h200", cpuModel: "Intel(R) Xeon(R) Platinum 8480+", vendor: "GenuineIntel", family: "6", model: "143", stepping: "8", flags: xeonFlags + " amx_bf16 avx512_fp16 amx_tile amx_int8",
+		sockets: 2, coresPer: 56, threadsPer: 2, maxKHz: 3800000,
+		numa:  [][2]string{{"0-55,112-167", "1056478228"}, {"56-111,168-223", "1056895040"}},
+		memKB: 2113373268,
+		dmi:   dmiOf("Supermicro", "SYS-821GE-TNHR", "X13DEG-OAD", "American Megatrends International, LLC.", "2.4", "09/02/2025", "FAKES8210200"),
+		dimms: dimms(32, 64, 4800, ddr5, "Samsung", "M321R8GA0BB0-CQKZJ"), procVersion: "Intel(R) Xeon(R) Platinum 8480+", procMHz: 3800,
+		uefi: true, bootif: "a0:88:c2:00:02:01", pcis: hgx,
+		nics: []nic{{"ens1np0", "0000:29:00.0", "a0:88:c2:00:02:01", 400000, true}},
+	})
+
+	// One card of each family the table knows beyond the machines above,
+	// each on a root port of its own: what a mixed lab rack holds.
+	mixed := []pci{}
+	for i, c := range []struct {
+		device, sub string
+		bar         int64
+		vfs         int
+	}{{"1df5", "1212", 32 << 30, 0}, {"20b1", "145f", 64 << 30, 16}, {"20b7", "1532", 32 << 30, 16}, {"2236", "1482", 32 << 30, 32},
+		{"27b8", "16ca", 32 << 30, 32}, {"26b9", "1851", 64 << 30, 32}, {"2321", "1839", 128 << 30, 32}, {"233b", "1996", 256 << 30, 32}} {
+		port := fmt.Sprintf("0000:%02x:01.0", 0x10+i*0x10)
+		root := fmt.Sprintf("pci0000:%02x", 0x10+i*0x10)
+		mixed = append(mixed, bridge(port, root, "8086", "352a", i/4, 300+i*2, 4, 1, g4),
+			nvgpu(fmt.Sprintf("0000:%02x:00.0", 0x11+i*0x10), root+"/"+port, c.device, c.sub, i/4, 301+i*2, g4, c.bar, c.vfs))
+	}
+	mixed = append(mixed, pci{addr: "0000:a1:00.0", path: "pci0000:a0", vendor: "8086", device: "1593", subVendor: "8086", subDev: "0002", class: "020000", numa: 1, group: 400, driver: "ice", speed: g4, maxSpeed: g4, width: 16, maxWidth: 16})
+	gen(machine{
+		name: "gpu-families", cpuModel: "AMD EPYC 9354 32-Core Processor", vendor: "AuthenticAMD", family: "25", model: "17", stepping: "1", flags: epycFlags,
+		sockets: 2, coresPer: 32, threadsPer: 2, maxKHz: 3800000,
+		numa:  [][2]string{{"0-31,64-95", "528205712"}, {"32-63,96-127", "528441344"}},
+		memKB: 1056647056,
+		dmi:   dmiOf("Dell Inc.", "PowerEdge XE8640", "0XE864", "Dell Inc.", "1.8.3", "03/11/2025", "FAKEXE8640001"),
+		dimms: dimms(16, 64, 4800, ddr5, "Hynix", "HMCG94AEBRA109N"), procVersion: "AMD EPYC 9354 32-Core Processor", procMHz: 3800,
+		uefi: true, bootif: "b4:96:91:00:00:01", pcis: mixed,
+		nics: []nic{{"ens9f0", "0000:a1:00.0", "b4:96:91:00:00:01", 100000, true}},
+	})
+
 	// A GPU server whose firmware does not enable ACS on a PLX switch:
 	// two V100 share one IOMMU group, so neither can be passed through
 	// alone; a Quadro RTX 6000 with its audio function runs at x8 in an
