@@ -136,6 +136,9 @@ func (c *Core) BootOffer(ctx context.Context, cl boot.Client) (boot.Offer, error
 	if created {
 		c.log().Info("node enrolled", "node", n.ID, "mac", cl.MAC.String(), "arch", cl.Arch.String())
 	}
+	if n.Owner == store.OwnerIronic {
+		return boot.Offer{}, fmt.Errorf("boot offer for %s: %w", cl.MAC, boot.ErrOtherOwner)
+	}
 	if cl.IPXE {
 		// iPXE never gets a loader again: that is the chainload loop.
 		return boot.Offer{File: c.Config.BaseURL + "/boot.ipxe", Node: n.ID}, nil
@@ -188,6 +191,9 @@ func (c *Core) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch, f
 	}
 	if err != nil {
 		return boot.Plan{}, fmt.Errorf("plan boot of %s: %w", mac, err)
+	}
+	if n.Owner == store.OwnerIronic {
+		return boot.Plan{}, fmt.Errorf("plan boot of %s: %w", mac, boot.ErrOtherOwner)
 	}
 	if arch == boot.ArchUnknown {
 		arch = n.Arch

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/firmware"
 	secretpkg "github.com/rackboot/rackboot/internal/secret"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
@@ -65,7 +66,7 @@ func TestBootOffer(t *testing.T) {
 		{"x86-64 uefi secure boot subnet", boot.Client{Arch: boot.ClientX64UEFI, Network: secureNet}, "efi/x64/shimx64.efi", false},
 		{"aarch64 uefi", boot.Client{Arch: boot.ClientARM64UEFI}, "efi/aa64/grubnetaa64.efi", false},
 		{"x86-64 http boot", boot.Client{Arch: boot.ClientX64UEFIHTTP}, "http://10.0.0.1:8080/firmware/", true},
-		{"aarch64 http boot", boot.Client{Arch: boot.ClientARM64UEFIHTTP}, "http://10.0.0.1:8080/firmware/efi/aa64/", true},
+		{"aarch64 http boot", boot.Client{Arch: boot.ClientARM64UEFIHTTP}, "http://10.0.0.1:8080/firmware/efi/aa64/grubhttpaa64.efi", true},
 		{"ipxe never gets a loader", boot.Client{Arch: boot.ClientX86BIOS, IPXE: true}, "http://10.0.0.1:8080/boot.ipxe", false},
 	}
 	for i, tt := range tests {
@@ -84,6 +85,13 @@ func TestBootOffer(t *testing.T) {
 				t.Errorf("node not enrolled: %+v %v", n, err)
 			}
 		})
+	}
+	// No signed loader boots over HTTP: the firmware falls back to PXE.
+	for _, arch := range []boot.ClientArch{boot.ClientX64UEFIHTTP, boot.ClientARM64UEFIHTTP} {
+		c := newCore(t)
+		if o, err := c.BootOffer(ctx, boot.Client{MAC: mac("52:54:00:00:01:02"), Arch: arch, Network: secureNet}); !errors.Is(err, firmware.ErrSecureBootHTTP) {
+			t.Errorf("%s on the Secure Boot path: offer %+v, %v; want ErrSecureBootHTTP", arch, o, err)
+		}
 	}
 	t.Run("ia32 refused", func(t *testing.T) {
 		c := newCore(t)
@@ -410,5 +418,27 @@ func TestEnrollKnownOnly(t *testing.T) {
 	}
 	if o, err := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI}); err != nil || o.File != "ipxe/snponly.efi" || !c.Known(ctx, m) {
 		t.Errorf("offer to an added node: %+v %v", o, err)
+	}
+}
+
+// TestIronicOwned boots a node Ironic owns nothing of rackboot's: no DHCP
+// offer, no script or config.
+func TestIronicOwned(t *testing.T) {
+	ctx := context.Background()
+	c := newCore(t)
+	m := mac("52:54:00:00:0e:01")
+	if _, err := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI}); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := c.Store.NodeByMAC(ctx, m)
+	owner := store.OwnerIronic
+	if _, err := c.Store.(store.Store).UpdateNode(ctx, n.ID, store.NodePatch{Owner: &owner}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI}); !errors.Is(err, boot.ErrOtherOwner) {
+		t.Errorf("offer to an Ironic node: %v", err)
+	}
+	if _, err := c.Plan(ctx, m, boot.ArchX86_64, netip.Addr{}); !errors.Is(err, boot.ErrOtherOwner) {
+		t.Errorf("plan of an Ironic node: %v", err)
 	}
 }

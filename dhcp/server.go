@@ -81,9 +81,12 @@ type Server struct {
 	// a proxy for their boot file after taking an address elsewhere.
 	ProxyPort bool
 	Booter    boot.Booter
-	Leases    Leases
-	Recorder  boot.Recorder
-	Logger    *slog.Logger
+	// Extern, when set, answers the boot options of the MACs another
+	// provisioning system owns (Ironic), instead of Booter.
+	Extern   Extern
+	Leases   Leases
+	Recorder boot.Recorder
+	Logger   *slog.Logger
 	// OfferTime is how long an offered address is held for the client's
 	// REQUEST (default one minute); DeclineTime how long a declined
 	// address rests (default ten minutes).
@@ -190,6 +193,15 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4, peer net.Addr) 
 		return nil, nil
 	}
 	known := s.known(ctx, req)
+	if s.Extern != nil {
+		if r, ok := s.Extern.ExternBoot(req.ClientHWAddr, c.IPXE); ok {
+			if r.Ignore {
+				log.Debug("dhcp: the client's provisioning system ignores it (a dnsmasq host marked ignore)")
+				return nil, nil
+			}
+			known = true
+		}
+	}
 	// One budget per subnet, not per giaddr: a sender picks its giaddr.
 	bucket := netip.Prefix{}
 	if sn, ok := s.subnetFor(req); ok {
@@ -201,7 +213,11 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4, peer net.Addr) 
 		}
 		return nil, nil
 	}
-	if isBoot {
+	// The agent's first exchange goes in the boot trace too (not its
+	// renewals): a boot whose agent got an address and never called in
+	// then says so.
+	traced := isBoot || boot.IsAgentUserClass(c.UserClass) && !addr(req.ClientIPAddr).IsValid()
+	if traced {
 		s.record(ctx, boot.Event{MAC: req.ClientHWAddr, Proto: "dhcp", Kind: kind(mt), Options: options(req, c),
 			IP: addr(req.ClientIPAddr)})
 	}
@@ -222,7 +238,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4, peer net.Addr) 
 	if reply == nil {
 		return nil, nil
 	}
-	if isBoot {
+	if traced {
 		s.record(ctx, boot.Event{MAC: req.ClientHWAddr, Proto: "dhcp", Kind: kind(reply.MessageType()),
 			File: reply.BootFileNameOption(), IP: addr(reply.YourIPAddr), Options: options(req, c)})
 	}
@@ -399,12 +415,25 @@ func (s *Server) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, i
 // bootOptions asks the Booter and writes its answer into reply. It
 // reports whether there was one.
 func (s *Server) bootOptions(ctx context.Context, reply *dhcpv4.DHCPv4, c boot.Client) bool {
+	if s.Extern != nil {
+		if r, ok := s.Extern.ExternBoot(c.MAC, c.IPXE); ok {
+			if r.Ignore {
+				return false
+			}
+			s.externOptions(reply, r)
+			return true
+		}
+	}
 	if s.Booter == nil {
 		return false
 	}
 	o, err := s.Booter.BootOffer(ctx, c)
 	if errors.Is(err, boot.ErrUnknownNode) {
 		s.log().Debug("no boot offer for a client that is not a node (enroll: known)", "mac", c.MAC.String())
+		return false
+	}
+	if errors.Is(err, boot.ErrOtherOwner) {
+		s.log().Debug("no boot offer for a node Ironic owns", "mac", c.MAC.String())
 		return false
 	}
 	if err != nil {
