@@ -1,8 +1,9 @@
 // Package store defines rackboot's state: nodes and their interfaces, DHCP
 // leases, the boot trace of every node, lifecycle events, images, tasks,
-// users and tokens. The Store interface is what the core, the lifecycle and
-// the API use; implementations (SQLite, PostgreSQL) live in sub-packages and
-// pass one conformance suite (storetest).
+// users and tokens, BMCs, hypervisors, flavors and VMs. The Store interface
+// is what the core, the lifecycle and the API use; implementations (SQLite,
+// PostgreSQL) live in sub-packages and pass one conformance suite
+// (storetest).
 package store
 
 import (
@@ -64,7 +65,8 @@ type Node struct {
 	Rack     string
 	Position int
 	Tags     []string
-	// Owner is who drives the node's lifecycle: "rackboot" or "ironic".
+	// Owner is who drives the node's lifecycle: OwnerRackboot or
+	// OwnerIronic.
 	Owner string
 	// Inventory is the agent's last report, stored as it came
 	// (agent/inventory's JSON); nil before the first inspection.
@@ -78,6 +80,14 @@ type Node struct {
 	// StateChanged is when State last changed.
 	StateChanged time.Time
 }
+
+// Node owners.
+const (
+	OwnerRackboot = "rackboot"
+	// OwnerIronic: OpenStack Ironic drives the node; rackboot boots it
+	// nothing of its own and takes no action on it, and traces its boots.
+	OwnerIronic = "ironic"
+)
 
 // NodeFilter selects nodes in a listing. Zero fields match everything.
 type NodeFilter struct {
@@ -295,6 +305,104 @@ type PowerState struct {
 	Changed time.Time
 }
 
+// Hypervisor is a node that runs VMs through its libvirt daemon. Its CPUs,
+// memory, NUMA nodes and GPUs are the node's inventory; this is what an
+// operator adds to that.
+type Hypervisor struct {
+	NodeID string
+	// URI is the libvirt endpoint: qemu+tls://, qemu+tcp://, qemu+ssh://
+	// or qemu+unix://.
+	URI string
+	// GPUMode is how its GPUs are offered: "" (not at all),
+	// "passthrough", "vgpu" or "mig".
+	GPUMode string
+	// GPUProfile is the vGPU type (vgpu) or the MIG layout, its profiles
+	// comma-separated (mig).
+	GPUProfile string
+	// VGPUMax is how many instances of the vGPU type one GPU holds.
+	VGPUMax int
+	// CPURatio and RAMRatio are the overcommit ratios, ReservedMiB the
+	// memory kept for the host itself.
+	CPURatio, RAMRatio float64
+	ReservedMiB        int64
+	// Drained hosts take no new VMs.
+	Drained bool
+	// Native are the architectures it runs with hardware virtualisation
+	// (from libvirt's capabilities), Emulated those an operator allows
+	// under TCG.
+	Native, Emulated []boot.Arch
+	// Bridge is the host bridge VM NICs join, VLAN the 802.1Q tag of
+	// their ports (0 none; an Open vSwitch bridge); Pool the libvirt
+	// storage pool their disks are volumes in.
+	Bridge           string
+	VLAN             int
+	Pool             string
+	Created, Updated time.Time
+}
+
+// Flavor is a named VM shape, as in Nova.
+type Flavor struct {
+	Name      string
+	VCPUs     int
+	MemoryMiB int64
+	DiskGiB   int
+	Arch      boot.Arch
+	// GPUMode is "", "passthrough", "vgpu" or "mig"; GPUProfile the vGPU
+	// type or MIG profile; GPUModel a substring of the GPU's model name,
+	// empty for any.
+	GPUModel, GPUMode, GPUProfile string
+	GPUCount                      int
+	Created                       time.Time
+}
+
+// VM is a virtual machine placed on a hypervisor. It is also a node (kind
+// vm, the same NodeID) that network-boots through rackboot like metal.
+type VM struct {
+	NodeID     string
+	Hypervisor string // the hypervisor's node id
+	Flavor     string // empty for a shape given inline
+	Image      string
+	Arch       boot.Arch
+	VCPUs      int
+	MemoryMiB  int64
+	DiskGiB    int
+	// NUMA is the host NUMA node it was placed in, -1 when spread.
+	NUMA int
+	MAC  string // lower-case, colon-separated
+	UUID string
+	// Volume is its disk's name in the hypervisor's pool.
+	Volume string
+	// Note is what the placement said about it.
+	Note    string
+	Devices []VMDevice
+	Created time.Time
+}
+
+// VMDevice is a host device a VM holds. Device and Slot are unique on a
+// hypervisor: no two VMs ever hold one partition, vGPU instance or
+// passed-through function.
+type VMDevice struct {
+	// Device is the PCI address held: the GPU itself, or for
+	// passthrough another function of its IOMMU group (Kind "group").
+	Device string
+	// Slot is the vGPU instance or MIG partition on the GPU; 0 for
+	// passthrough.
+	Slot int
+	// GPU is the card the device belongs to.
+	GPU string
+	// Kind is "passthrough", "group", "vgpu" or "mig".
+	Kind    string
+	Profile string
+	// Mdev is the mediated device's UUID (vgpu, mig).
+	Mdev string
+}
+
+// PlaceCheck is asked, inside the transaction that stores a VM, whether the
+// VM still fits its hypervisor given the VMs already on it: the rules are
+// the placement engine's, the store only makes the check and the write
+// one step.
+type PlaceCheck func(h Hypervisor, on []VM) error
+
 // TraceEvent is a boot event stored against a node.
 type TraceEvent struct {
 	Seq    int64
@@ -350,7 +458,8 @@ type Store interface {
 	// SetInventory stores an inventory and the GPU models found in it.
 	SetInventory(ctx context.Context, id string, inv json.RawMessage, gpuModels []string) error
 	// DeleteNode removes a node with its interfaces, trace, tasks and
-	// tokens; its events stay in the audit log.
+	// tokens; its events stay in the audit log. The hypervisor of VMs,
+	// and a VM's node (DeleteVM removes it), are ErrConflict.
 	DeleteNode(ctx context.Context, id string) error
 	// CountNodes returns the number of nodes in each state.
 	CountNodes(ctx context.Context) (map[State]int, error)
@@ -381,6 +490,41 @@ type Store interface {
 	PowerState(ctx context.Context, nodeID string) (PowerState, error)
 	// PowerStates lists every recorded power state, by node id.
 	PowerStates(ctx context.Context) ([]PowerState, error)
+
+	// PutHypervisor creates or replaces a hypervisor (h.NodeID); a node
+	// that does not exist is ErrNotFound, a change of GPU mode, profile
+	// or vGPU count while VMs hold its devices ErrConflict.
+	PutHypervisor(ctx context.Context, h Hypervisor) error
+	// Hypervisor returns a node's hypervisor record, or ErrNotFound.
+	Hypervisor(ctx context.Context, nodeID string) (Hypervisor, error)
+	// Hypervisors lists every hypervisor, by node id.
+	Hypervisors(ctx context.Context) ([]Hypervisor, error)
+	// DeleteHypervisor forgets a hypervisor; one with VMs is ErrConflict.
+	DeleteHypervisor(ctx context.Context, nodeID string) error
+
+	// CreateFlavor adds a flavor; a name already taken is ErrConflict.
+	CreateFlavor(ctx context.Context, f Flavor) error
+	Flavor(ctx context.Context, name string) (Flavor, error)
+	Flavors(ctx context.Context) ([]Flavor, error)
+	DeleteFlavor(ctx context.Context, name string) error
+
+	// CreateVM stores a VM and creates its node (kind vm, in state
+	// discovered, with vm.MAC and the given name) in one transaction
+	// that holds the hypervisor's row: check is called there with the
+	// hypervisor and the VMs on it, and its error aborts the write. Two
+	// servers placing on one hypervisor take turns, so neither places on
+	// what the other took. A MAC, name or device already taken is
+	// ErrConflict, a hypervisor that does not exist ErrNotFound. vm.NodeID
+	// is filled in when empty.
+	CreateVM(ctx context.Context, vm VM, name string, check PlaceCheck) (VM, error)
+	// VM returns a VM by its node id, or ErrNotFound.
+	VM(ctx context.Context, nodeID string) (VM, error)
+	// VMs lists the VMs on a hypervisor, or every VM when it is empty, by
+	// creation.
+	VMs(ctx context.Context, hypervisor string) ([]VM, error)
+	// DeleteVM removes a VM, its devices and its node in one transaction
+	// (its events stay).
+	DeleteVM(ctx context.Context, nodeID string) error
 
 	// AddEvent appends to the audit log and returns the event as stored.
 	AddEvent(ctx context.Context, e Event) (Event, error)

@@ -398,6 +398,21 @@ func (s *Store) UpdateNode(ctx context.Context, id string, p store.NodePatch) (s
 // DeleteNode implements store.Store.
 func (s *Store) DeleteNode(ctx context.Context, id string) error {
 	err := s.tx(ctx, func(tx runner) error {
+		var vms int
+		if err := tx.row(ctx, `SELECT COUNT(*) FROM vms WHERE hypervisor = ?`, id).Scan(&vms); err != nil {
+			return err
+		}
+		if vms > 0 {
+			return fmt.Errorf("it is the hypervisor of %d VMs: %w", vms, store.ErrConflict)
+		}
+		// A VM's node goes with its VM (DeleteVM), after its domain:
+		// alone it would free devices a running domain still holds.
+		if err := tx.row(ctx, `SELECT COUNT(*) FROM vms WHERE node_id = ?`, id).Scan(&vms); err != nil {
+			return err
+		}
+		if vms > 0 {
+			return fmt.Errorf("it is a VM: delete the VM (rackboot vm delete): %w", store.ErrConflict)
+		}
 		if _, err := tx.exec(ctx, `DELETE FROM tokens WHERE node_id = ?`, id); err != nil {
 			return err
 		}

@@ -130,6 +130,65 @@ var sqliteMigrations = []string{
 		checked INTEGER NOT NULL,
 		changed INTEGER NOT NULL
 	);`,
+	`CREATE TABLE hypervisors (
+		node_id      TEXT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+		uri          TEXT NOT NULL,
+		gpu_mode     TEXT NOT NULL DEFAULT '',
+		gpu_profile  TEXT NOT NULL DEFAULT '',
+		vgpu_max     INTEGER NOT NULL DEFAULT 0,
+		cpu_ratio    REAL NOT NULL,
+		ram_ratio    REAL NOT NULL,
+		reserved_mib INTEGER NOT NULL,
+		drained      INTEGER NOT NULL,
+		native       TEXT NOT NULL DEFAULT '[]',
+		emulated     TEXT NOT NULL DEFAULT '[]',
+		bridge       TEXT NOT NULL DEFAULT '',
+		vlan         INTEGER NOT NULL DEFAULT 0,
+		pool         TEXT NOT NULL DEFAULT '',
+		created      INTEGER NOT NULL,
+		updated      INTEGER NOT NULL
+	);
+	CREATE TABLE flavors (
+		name        TEXT PRIMARY KEY,
+		vcpus       INTEGER NOT NULL,
+		memory_mib  INTEGER NOT NULL,
+		disk_gib    INTEGER NOT NULL,
+		arch        TEXT NOT NULL,
+		gpu_model   TEXT NOT NULL DEFAULT '',
+		gpu_mode    TEXT NOT NULL DEFAULT '',
+		gpu_profile TEXT NOT NULL DEFAULT '',
+		gpu_count   INTEGER NOT NULL DEFAULT 0,
+		created     INTEGER NOT NULL
+	);
+	CREATE TABLE vms (
+		node_id    TEXT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+		hypervisor TEXT NOT NULL REFERENCES hypervisors(node_id),
+		flavor     TEXT NOT NULL DEFAULT '',
+		image      TEXT NOT NULL DEFAULT '',
+		arch       TEXT NOT NULL,
+		vcpus      INTEGER NOT NULL,
+		memory_mib INTEGER NOT NULL,
+		disk_gib   INTEGER NOT NULL,
+		numa       INTEGER NOT NULL,
+		mac        TEXT NOT NULL,
+		uuid       TEXT NOT NULL,
+		volume     TEXT NOT NULL,
+		note       TEXT NOT NULL DEFAULT '',
+		created    INTEGER NOT NULL
+	);
+	CREATE INDEX vms_hypervisor ON vms(hypervisor);
+	CREATE TABLE vm_devices (
+		hypervisor TEXT NOT NULL,
+		device     TEXT NOT NULL,
+		slot       INTEGER NOT NULL,
+		vm         TEXT NOT NULL REFERENCES vms(node_id) ON DELETE CASCADE,
+		gpu        TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		profile    TEXT NOT NULL DEFAULT '',
+		mdev       TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (hypervisor, device, slot)
+	);
+	CREATE INDEX vm_devices_vm ON vm_devices(vm);`,
 }
 
 // postgresMigrations build the PostgreSQL schema. nodes_name makes node
@@ -260,4 +319,63 @@ var postgresMigrations = []string{
 		checked BIGINT NOT NULL,
 		changed BIGINT NOT NULL
 	);`,
+	`CREATE TABLE hypervisors (
+		node_id      TEXT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+		uri          TEXT NOT NULL,
+		gpu_mode     TEXT NOT NULL DEFAULT '',
+		gpu_profile  TEXT NOT NULL DEFAULT '',
+		vgpu_max     INTEGER NOT NULL DEFAULT 0,
+		cpu_ratio    DOUBLE PRECISION NOT NULL,
+		ram_ratio    DOUBLE PRECISION NOT NULL,
+		reserved_mib BIGINT NOT NULL,
+		drained      BOOLEAN NOT NULL,
+		native       TEXT NOT NULL DEFAULT '[]',
+		emulated     TEXT NOT NULL DEFAULT '[]',
+		bridge       TEXT NOT NULL DEFAULT '',
+		vlan         INTEGER NOT NULL DEFAULT 0,
+		pool         TEXT NOT NULL DEFAULT '',
+		created      BIGINT NOT NULL,
+		updated      BIGINT NOT NULL
+	);
+	CREATE TABLE flavors (
+		name        TEXT PRIMARY KEY,
+		vcpus       INTEGER NOT NULL,
+		memory_mib  BIGINT NOT NULL,
+		disk_gib    INTEGER NOT NULL,
+		arch        TEXT NOT NULL,
+		gpu_model   TEXT NOT NULL DEFAULT '',
+		gpu_mode    TEXT NOT NULL DEFAULT '',
+		gpu_profile TEXT NOT NULL DEFAULT '',
+		gpu_count   INTEGER NOT NULL DEFAULT 0,
+		created     BIGINT NOT NULL
+	);
+	CREATE TABLE vms (
+		node_id    TEXT PRIMARY KEY REFERENCES nodes(id) ON DELETE CASCADE,
+		hypervisor TEXT NOT NULL REFERENCES hypervisors(node_id),
+		flavor     TEXT NOT NULL DEFAULT '',
+		image      TEXT NOT NULL DEFAULT '',
+		arch       TEXT NOT NULL,
+		vcpus      INTEGER NOT NULL,
+		memory_mib BIGINT NOT NULL,
+		disk_gib   INTEGER NOT NULL,
+		numa       INTEGER NOT NULL,
+		mac        TEXT NOT NULL,
+		uuid       TEXT NOT NULL,
+		volume     TEXT NOT NULL,
+		note       TEXT NOT NULL DEFAULT '',
+		created    BIGINT NOT NULL
+	);
+	CREATE INDEX vms_hypervisor ON vms(hypervisor);
+	CREATE TABLE vm_devices (
+		hypervisor TEXT NOT NULL,
+		device     TEXT NOT NULL,
+		slot       INTEGER NOT NULL,
+		vm         TEXT NOT NULL REFERENCES vms(node_id) ON DELETE CASCADE,
+		gpu        TEXT NOT NULL,
+		kind       TEXT NOT NULL,
+		profile    TEXT NOT NULL DEFAULT '',
+		mdev       TEXT NOT NULL DEFAULT '',
+		PRIMARY KEY (hypervisor, device, slot)
+	);
+	CREATE INDEX vm_devices_vm ON vm_devices(vm);`,
 }

@@ -46,6 +46,9 @@ func Run(t *testing.T, open Opener) {
 	t.Run("UsersAndTokens", func(t *testing.T) { testUsersAndTokens(t, open) })
 	t.Run("BMC", func(t *testing.T) { testBMC(t, open) })
 	t.Run("PowerState", func(t *testing.T) { testPowerState(t, open) })
+	t.Run("Hypervisors", func(t *testing.T) { testHypervisors(t, open) })
+	t.Run("VMs", func(t *testing.T) { testVMs(t, open) })
+	t.Run("ConcurrentVMs", func(t *testing.T) { testConcurrentVMs(t, open) })
 }
 
 func testEnroll(t *testing.T, open Opener) {
