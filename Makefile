@@ -41,7 +41,8 @@ install: build ## install bin/rackboot in PREFIX/bin (/usr/local) and the system
 	@chmod 0644 $(DESTDIR)$(UNIT_DIR)/rackboot.service
 	@echo "installed; then: put the config in /etc/rackboot/rackboot.yaml, systemctl daemon-reload, systemctl enable --now rackboot"
 
-firmware: build ## fetch and verify the boot loaders from Debian's archive into DATA_DIR
+firmware: build ## fetch and verify the boot loaders from Debian's archive into DATA_DIR (and build AArch64's HTTP-boot GRUB with grub-common's grub-mkimage)
+	@command -v grub-mkimage >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq --no-install-recommends grub-common >/dev/null; } || echo "no grub-mkimage (apt-get install grub-common): AArch64 UEFI HTTP boot will not work"
 	bin/rackboot firmware fetch --data-dir $(DATA_DIR)
 
 run: firmware ramdisks ## run rackboot on IFACE (DHCP_MODE=proxy by default; API_ADDR=:8443 for the API over TLS; needs root)
@@ -76,9 +77,11 @@ FUZZTIME ?= 4s
 fuzz: ## run every fuzz target for FUZZTIME (4s; crashers land in the package's testdata/fuzz)
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
-soak: ## the long variants, not in CI: every fuzz target for 2 minutes, the power poller over 10,000 simulated BMCs for 30 rounds
+soak: deps build ## the long variants, not in CI: every fuzz target for 2 minutes, the power poller over 10,000 simulated BMCs for 30 rounds, 1,000 + 100 kill -9s of rackboot serve under DHCP clients, the VM scenario with the AArch64 VM deployed too (root)
 	RACKBOOT_SOAK=1 go test -count=1 -timeout 30m -run 'Soak' -v ./power/poll
+	RACKBOOT_SOAK=1 go test -tags integration -count=1 -timeout 40m -run 'TestKill9UnderDHCPLoad' -v ./cmd/rackboot/
 	FUZZTIME=2m bash scripts/fuzz.sh
+	RACKBOOT_SOAK=1 go test -tags e2e -count=1 -timeout 45m -run 'TestVMs' -v ./e2e/
 
 bench: ## Go benchmarks (bench/*.sh compare with other tools)
 	go test -run '^$$' -bench . -benchtime 2x ./...

@@ -38,6 +38,11 @@ type Agent struct {
 	MACs []string
 	// Inventory reads the machine; an inspect task posts it.
 	Inventory func(ctx context.Context) (json.RawMessage, error)
+	// EnrollBMC creates or refreshes rackboot's user on the node's BMC,
+	// when an inspect task asks (bmc_enroll); the agent posts it to
+	// BMCPath after the inventory. nil: such a task reports the
+	// enrollment failed, and the inspection still succeeds.
+	EnrollBMC func(ctx context.Context) (protocol.BMCEnrollment, error)
 	// Tasks does the work of each kind other than inspect. A kind with
 	// no function fails with "not supported by this agent".
 	Tasks map[string]TaskFunc
@@ -370,7 +375,7 @@ func (a *Agent) report(ctx context.Context, t protocol.Task, rep protocol.TaskRe
 
 func (a *Agent) do(ctx context.Context, t protocol.Task) (any, error) {
 	if t.Kind == protocol.TaskInspect {
-		return a.inspect(ctx)
+		return a.inspect(ctx, t)
 	}
 	f := a.Tasks[t.Kind]
 	if f == nil {
@@ -379,28 +384,68 @@ func (a *Agent) do(ctx context.Context, t protocol.Task) (any, error) {
 	return f(ctx, t)
 }
 
-func (a *Agent) inspect(ctx context.Context) (any, error) {
+func (a *Agent) inspect(ctx context.Context, t protocol.Task) (any, error) {
 	if a.Inventory == nil {
 		return nil, errors.New("this agent cannot read an inventory")
+	}
+	var params protocol.InspectParams
+	if len(t.Params) > 0 {
+		if err := json.Unmarshal(t.Params, &params); err != nil {
+			return nil, fmt.Errorf("inspect params: %w", err)
+		}
 	}
 	start := time.Now()
 	inv, err := a.Inventory(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read inventory: %w", err)
 	}
+	if err := a.post(ctx, fmt.Sprintf(protocol.InventoryPath, a.NodeID), inv); err != nil {
+		return nil, fmt.Errorf("post inventory: %w", err)
+	}
+	result := map[string]any{"seconds": time.Since(start).Seconds(), "bytes": len(inv)}
+	if params.BMCEnroll {
+		// The inventory is in: a BMC that will not take a user leaves
+		// the node inspected, with the reason in the result.
+		if msg, err := a.enrollBMC(ctx, t); err != nil {
+			a.log().Warn("bmc enrollment failed", "task", t.ID, "err", err)
+			result["bmc_enroll"] = "failed: " + err.Error()
+		} else {
+			a.log().Info("bmc user enrolled", "task", t.ID, "user", msg)
+			result["bmc_enroll"] = msg
+		}
+	}
+	return result, nil
+}
+
+// enrollBMC enrolls the BMC user and posts it; it returns what the task
+// result says of it, never the password.
+func (a *Agent) enrollBMC(ctx context.Context, t protocol.Task) (string, error) {
+	if a.EnrollBMC == nil {
+		return "", errors.New("this agent cannot enroll a BMC user")
+	}
+	e, err := a.EnrollBMC(ctx)
+	if err != nil {
+		return "", err
+	}
+	e.TaskID = t.ID
+	if err := a.post(ctx, fmt.Sprintf(protocol.BMCPath, a.NodeID), e); err != nil {
+		return "", fmt.Errorf("post bmc enrollment: %w", err)
+	}
+	return fmt.Sprintf("user %s (id %d) on channel %d", e.User, e.UserID, e.Channel), nil
+}
+
+// post sends body to path, waiting out a server that does not answer or
+// answers 5xx.
+func (a *Agent) post(ctx context.Context, path string, body any) error {
 	var wait time.Duration
 	for {
-		err = a.call(ctx, fmt.Sprintf(protocol.InventoryPath, a.NodeID), inv, nil)
+		err := a.call(ctx, path, body, nil)
 		if err == nil || !retryable(err) || ctx.Err() != nil {
-			break
+			return err
 		}
 		wait = a.backoff(wait)
 		if a.sleep(ctx, wait) != nil {
-			break
+			return err
 		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("post inventory: %w", err)
-	}
-	return map[string]any{"seconds": time.Since(start).Seconds(), "bytes": len(inv)}, nil
 }

@@ -344,3 +344,117 @@ func TestAgentPinsTheServer(t *testing.T) {
 		})
 	}
 }
+
+// TestInspectEnrollsTheBMC: an inspect task with bmc_enroll posts the
+// inventory, then the BMC user (with the task's id) to BMCPath, and
+// reports the enrollment in the result without its password; one without
+// bmc_enroll posts no user; an enrollment that fails leaves the
+// inspection done, with the failure in the result.
+func TestInspectEnrollsTheBMC(t *testing.T) {
+	enrolled := protocol.BMCEnrollment{Address: "10.0.0.21", Channel: 1, User: "rackboot", UserID: 3, Password: "Zq3examplePassw0"}
+	for _, tc := range []struct {
+		name       string
+		params     string
+		enroll     func(context.Context) (protocol.BMCEnrollment, error)
+		bmcFails   int // 503s before the BMC post is taken
+		wantPaths  []string
+		wantResult string // the result's bmc_enroll, "" for none
+		wantPost   bool   // the enrollment reaches BMCPath
+	}{
+		{
+			name:       "bmc_enroll",
+			params:     `{"bmc_enroll":true}`,
+			enroll:     func(context.Context) (protocol.BMCEnrollment, error) { return enrolled, nil },
+			bmcFails:   1,
+			wantPaths:  []string{"/agent/nodes/n1/inventory", "/agent/nodes/n1/bmc", "/agent/nodes/n1/bmc", "/agent/nodes/n1/tasks/task-1"},
+			wantResult: "user rackboot (id 3) on channel 1",
+			wantPost:   true,
+		},
+		{
+			name:      "no bmc_enroll",
+			params:    ``,
+			enroll:    func(context.Context) (protocol.BMCEnrollment, error) { return enrolled, nil },
+			wantPaths: []string{"/agent/nodes/n1/inventory", "/agent/nodes/n1/tasks/task-1"},
+		},
+		{
+			name:   "enrollment fails",
+			params: `{"bmc_enroll":true}`,
+			enroll: func(context.Context) (protocol.BMCEnrollment, error) {
+				return protocol.BMCEnrollment{}, errors.New("enroll bmc user rackboot: no free user slot on the BMC")
+			},
+			wantPaths:  []string{"/agent/nodes/n1/inventory", "/agent/nodes/n1/tasks/task-1"},
+			wantResult: "failed: enroll bmc user rackboot: no free user slot on the BMC",
+		},
+		{
+			name:       "an agent that cannot enroll",
+			params:     `{"bmc_enroll":true}`,
+			wantPaths:  []string{"/agent/nodes/n1/inventory", "/agent/nodes/n1/tasks/task-1"},
+			wantResult: "failed: this agent cannot enroll a BMC user",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var paths []string
+			var posted protocol.BMCEnrollment
+			var report protocol.TaskReport
+			var auth string
+			bmcFails := tc.bmcFails
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				if !strings.HasSuffix(r.URL.Path, "/lookup") && !strings.HasSuffix(r.URL.Path, "/heartbeat") {
+					paths = append(paths, r.URL.Path)
+				}
+				switch {
+				case strings.HasSuffix(r.URL.Path, "/lookup"):
+					json.NewEncoder(w).Encode(protocol.LookupResult{NodeID: "n1", Token: "tok", Heartbeat: protocol.Duration(time.Hour)})
+				case strings.HasSuffix(r.URL.Path, "/bmc"):
+					if bmcFails > 0 {
+						bmcFails--
+						w.WriteHeader(http.StatusServiceUnavailable)
+						return
+					}
+					auth = r.Header.Get("Authorization")
+					json.NewDecoder(r.Body).Decode(&posted)
+				case strings.HasSuffix(r.URL.Path, "/inventory"):
+				case strings.Contains(r.URL.Path, "/tasks/"):
+					json.NewDecoder(r.Body).Decode(&report)
+				}
+			}))
+			defer srv.Close()
+			a := &Agent{API: srv.URL, MACs: []string{"52:54:00:00:00:01"}, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+				Inventory: func(context.Context) (json.RawMessage, error) { return json.RawMessage(`{"version":1}`), nil },
+				EnrollBMC: tc.enroll, done: map[string]protocol.TaskReport{}}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := a.lookup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			a.runTask(ctx, protocol.Task{ID: "task-1", Kind: protocol.TaskInspect, Params: json.RawMessage(tc.params)})
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.Join(paths, " ") != strings.Join(tc.wantPaths, " ") {
+				t.Errorf("posted to %v, want %v", paths, tc.wantPaths)
+			}
+			if report.State != protocol.Done {
+				t.Errorf("inspect task reported %+v, want done", report)
+			}
+			var result map[string]any
+			json.Unmarshal(report.Result, &result)
+			got, _ := result["bmc_enroll"].(string)
+			if got != tc.wantResult {
+				t.Errorf("result bmc_enroll %q, want %q", got, tc.wantResult)
+			}
+			if strings.Contains(string(report.Result), enrolled.Password) {
+				t.Errorf("the task result carries the password: %s", report.Result)
+			}
+			if tc.wantPost {
+				want := enrolled
+				want.TaskID = "task-1"
+				if posted != want || auth != "Bearer tok" {
+					t.Errorf("posted %+v with %q, want %+v with the agent's token", posted, auth, want)
+				}
+			}
+		})
+	}
+}

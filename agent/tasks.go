@@ -27,6 +27,9 @@ type Work struct {
 	// Arch names the agent ramdisk's directory (x86_64, aarch64), whose
 	// initrd the network burn-in downloads.
 	Arch string
+	// GPUs counts the node's GPUs, from the inventory: a burn-in that
+	// cannot test them is incomplete.
+	GPUs func() int
 	// Reboot restarts the node (unix.Reboot in the ramdisk).
 	Reboot func() error
 	// HTTP fetches from Base; it must trust the same certificates as the
@@ -189,6 +192,9 @@ func (w *Work) burnin(ctx context.Context, t protocol.Task) (any, error) {
 		names = append(names, dk.Name)
 	}
 	bp := burnin.Params{Duration: d, Disks: names}
+	if w.GPUs != nil {
+		bp.GPUs = w.GPUs()
+	}
 	if w.Arch != "" {
 		bp.NetURL = strings.TrimRight(w.Base, "/") + "/artifacts/" + w.Arch + "/initrd"
 	}

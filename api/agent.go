@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 
 	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
 )
@@ -25,6 +27,11 @@ const DefaultAgentHeartbeat = 10 * time.Second
 // agentTokenID makes a node's agent token id fixed, so two lookups racing
 // each other cannot both be issued one: the second insert conflicts.
 func agentTokenID(node string) string { return "agent-" + node }
+
+// lookupEvent is an agent's lookup as its node's boot trace records it.
+func lookupEvent(peer netip.Addr) boot.Event {
+	return boot.Event{Time: time.Now(), Proto: protocol.ProtoAgent, Kind: protocol.KindLookup, IP: peer}
+}
 
 func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 	var l protocol.Lookup
@@ -121,6 +128,11 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.audit(r, Principal{Actor: actor}, n.ID, "agent token issued to "+r.RemoteAddr)
+	// In the boot trace too: a boot whose agent never gets here says so.
+	peer, _ := netip.ParseAddrPort(r.RemoteAddr)
+	if err := s.Store.AddTrace(context.WithoutCancel(r.Context()), n.ID, lookupEvent(peer.Addr().Unmap())); err != nil {
+		s.log().Warn("boot trace of an agent lookup", "node", n.ID, "err", err)
+	}
 	writeJSON(w, http.StatusOK, protocol.LookupResult{NodeID: n.ID, State: string(n.State), Token: secret, Heartbeat: protocol.Duration(cmp.Or(s.AgentHeartbeat, DefaultAgentHeartbeat))})
 }
 
@@ -318,6 +330,9 @@ func (s *Server) agentTask(w http.ResponseWriter, r *http.Request) {
 	msg := t.Kind + " " + rep.State + " (task " + t.ID + ")"
 	if rep.Error != "" {
 		msg += ": " + rep.Error
+	}
+	if lifecycle.Untested(t) != "" {
+		msg = t.Kind + " incomplete (task " + t.ID + "): not everything was tested, so it did not pass"
 	}
 	report := []store.Event{{NodeID: id, Actor: actor, Kind: "task", Message: msg}}
 	if t.Kind == protocol.TaskWipe {

@@ -1,6 +1,7 @@
 // Package api is rackboot's JSON HTTP API under /api/v1: nodes, their
-// actions, their BMCs and power, boot traces and audit events (also live, as server-sent
-// events), images, tasks, users and tokens, with role-based access for
+// actions, their BMCs and power, boot traces and audit events (also live,
+// as server-sent events), images, tasks, users and tokens, hypervisors,
+// flavors and VMs, with role-based access for
 // tokens and web sessions, an OpenAPI document generated from the same
 // route table that serves the requests, and Prometheus metrics.
 package api
@@ -16,6 +17,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/rackboot/rackboot/hypervisor"
 	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/power"
@@ -65,6 +67,13 @@ type Server struct {
 	// which also counts them for the metrics); nil records them in Store
 	// directly.
 	Power PowerRecorder
+	// VMs runs the hypervisors, flavors and VMs; nil answers their
+	// routes with 501.
+	VMs *hypervisor.Service
+	// HypervisorTLS issues the libvirt TLS files of a node deployed as a
+	// hypervisor, its server certificate naming hosts; nil refuses
+	// deploys with role hypervisor.
+	HypervisorTLS func(hosts []string) (hypervisor.TLSFiles, error)
 
 	requests requestCounter
 	logins   loginLimiter

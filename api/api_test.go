@@ -30,6 +30,9 @@ type fixture struct {
 	node   store.Node // available, x86_64, with a GPU inventory
 	tokens map[store.Role]string
 	bmc    *fakeBMC // the node's BMC, ipmi://10.9.9.9 with admin/pw-of-gpu-01
+	// vm and hypervisor, once withVMs made them, stand for {id} in the
+	// routes of VMs and hypervisors.
+	vm, hypervisor string
 }
 
 const bootstrap = "bootstrap-secret"
@@ -212,7 +215,14 @@ func TestRoutes(t *testing.T) {
 
 // testPath fills a route's pattern with ids that exist.
 func (f *fixture) testPath(pattern string) string {
-	r := strings.NewReplacer("{id}", f.node.ID, "{action}", "inspect", "{name}", "deb-x86", "{tid}", "none")
+	id := f.node.ID
+	switch {
+	case strings.HasPrefix(pattern, "/api/v1/vms/") && f.vm != "":
+		id = f.vm
+	case strings.HasPrefix(pattern, "/api/v1/hypervisors/") && f.hypervisor != "":
+		id = f.hypervisor
+	}
+	r := strings.NewReplacer("{id}", id, "{action}", "inspect", "{name}", "deb-x86", "{tid}", "none")
 	return r.Replace(pattern)
 }
 
@@ -405,6 +415,7 @@ func TestSessionAndCSRF(t *testing.T) {
 // have only the fields their schemas name.
 func TestOpenAPI(t *testing.T) {
 	f := newFixture(t)
+	withVMs(t, f)
 	code, body := f.call(t, nil, "GET", "/api/v1/openapi.json", "", "")
 	if code != 200 {
 		t.Fatalf("openapi.json: %d", code)
@@ -445,7 +456,7 @@ func TestOpenAPI(t *testing.T) {
 	ref := regexp.MustCompile(`#/components/schemas/(\w+)`)
 	for p, ops := range doc.Paths {
 		get, ok := ops["get"]
-		if !ok || strings.HasSuffix(p, "/stream") || strings.HasSuffix(p, "openapi.json") || strings.Contains(p, "{tid}") {
+		if !ok || strings.HasSuffix(p, "/stream") || strings.HasSuffix(p, "/console") || strings.HasSuffix(p, "openapi.json") || strings.Contains(p, "{tid}") {
 			continue
 		}
 		resp, _ := json.Marshal(get["responses"].(map[string]any)["200"])

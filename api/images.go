@@ -110,6 +110,9 @@ func (s *Server) failImport(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, "bad_request", err.Error())
 	case errors.Is(err, os.ErrExist):
 		writeError(w, http.StatusConflict, "conflict", err.Error())
+	case errors.Is(err, catalog.ErrBusy):
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusServiceUnavailable, "busy", err.Error())
 	default:
 		s.fail(w, r, err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/rackboot/rackboot/agent/inventory"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
@@ -274,6 +275,11 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if n.Kind == "vm" && p.Name != nil && *p.Name != n.Name {
+		// The name is its libvirt domain's, by which rackboot drives it.
+		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("node %s is a VM: its name is its domain's and stays %s", n.ID, n.Name))
+		return
+	}
 	n, err := s.Store.UpdateNode(r.Context(), n.ID, store.NodePatch{Name: p.Name, Rack: p.Rack, Position: p.Position, Tags: p.Tags, Owner: p.Owner})
 	if err != nil {
 		s.fail(w, r, err)
@@ -316,6 +322,24 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := lifecycle.Action(chi.URLParam(r, "action"))
+	if p.Role != "" {
+		// The node gets a server certificate rackboot trusts for
+		// hypervisors: making one is an admin's, as adding one is.
+		if rank(principal(r).Role) < rank(store.RoleAdmin) {
+			writeError(w, http.StatusForbidden, "forbidden", "deploying a hypervisor (role hypervisor) needs admin")
+			return
+		}
+		if a != lifecycle.Deploy || p.Role != "hypervisor" {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("role %q: deploy takes role hypervisor, and no other action a role", p.Role))
+			return
+		}
+		seed, err := s.hypervisorSeed(r.Context(), chi.URLParam(r, "id"), p.CloudInit)
+		if err != nil {
+			s.failVM(w, r, err)
+			return
+		}
+		p.CloudInit = seed
+	}
 	n, ev, err := s.Lifecycle.Do(r.Context(), chi.URLParam(r, "id"), a, p, principal(r).Actor)
 	if err != nil {
 		s.fail(w, r, err)
@@ -348,6 +372,71 @@ type Trace struct {
 	Node   string       `json:"node"`
 	Boots  []trace.Boot `json:"boots"`
 	Events []BootEvent  `json:"events"`
+}
+
+func (s *Server) getInventory(w http.ResponseWriter, r *http.Request) {
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	if len(n.Inventory) == 0 {
+		writeError(w, http.StatusNotFound, "not_found", fmt.Sprintf("node %s has not been inspected", n.ID))
+		return
+	}
+	f := r.URL.Query().Get("format")
+	if f != "" && f != "rackboot" && f != "ironic" {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("format %q: want rackboot or ironic", f))
+		return
+	}
+	var inv inventory.Inventory
+	if err := json.Unmarshal(n.Inventory, &inv); err != nil || inv.Version != inventory.Version {
+		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("node %s's inventory (version %d) is not this server's version %d: inspect it again", n.ID, inv.Version, inventory.Version))
+		return
+	}
+	if f == "ironic" {
+		writeJSON(w, http.StatusOK, inv.Ironic())
+		return
+	}
+	writeJSON(w, http.StatusOK, inv)
+}
+
+// putInventory stores an inventory taken on a machine rackboot did not
+// inspect (rackboot-agent inventory run on an existing hypervisor, say),
+// so that it can be placed on like an inspected one.
+func (s *Server) putInventory(w http.ResponseWriter, r *http.Request) {
+	var raw json.RawMessage
+	if !decode(w, r, &raw) {
+		return
+	}
+	n, ok := s.node(w, r)
+	if !ok {
+		return
+	}
+	var inv inventory.Inventory
+	if err := json.Unmarshal(raw, &inv); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "not an inventory: "+err.Error())
+		return
+	}
+	switch {
+	case inv.Version != inventory.Version:
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("inventory version %d, this server reads %d: take it with this release's rackboot-agent inventory", inv.Version, inventory.Version))
+		return
+	case inv.CPU.Architecture != string(boot.ArchX86_64) && inv.CPU.Architecture != string(boot.ArchAArch64):
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("inventory CPU architecture %q: want x86_64 or aarch64", inv.CPU.Architecture))
+		return
+	case n.Arch != "" && string(n.Arch) != inv.CPU.Architecture:
+		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("node %s boots as %s, the inventory is of an %s machine", n.ID, n.Arch, inv.CPU.Architecture))
+		return
+	case n.State == store.StateInspecting:
+		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("node %s is being inspected: its agent writes the inventory", n.ID))
+		return
+	}
+	if err := s.Store.SetInventory(r.Context(), n.ID, raw, gpuModels(raw)); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.audit(r, principal(r), n.ID, fmt.Sprintf("inventory set by hand: %s, %d CPUs, %d GPUs", inv.CPU.Architecture, inv.CPU.Threads, len(inv.GPUs)))
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (s *Server) getTrace(w http.ResponseWriter, r *http.Request) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/rackboot/rackboot/agent/inventory"
 	"github.com/rackboot/rackboot/agent/protocol"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
@@ -54,7 +55,30 @@ func (s *Server) table() []route {
 			in: BootDeviceRequest{}, out: PowerResult{}, status: 200, audited: true, h: s.putBootDevice},
 		{method: "POST", pattern: "/api/v1/power", role: tech, summary: "Power many nodes (listed, or a rack's) on, off, soft-off, cycle or reset; power-ons queue through the server's limit (power.max_concurrent_on, power.on_rate); a result and an audit event per node",
 			in: BulkPowerRequest{}, out: BulkPowerResults{}, status: 200, audited: true, h: s.bulkPower},
+		{method: "GET", pattern: "/api/v1/nodes/{id}/inventory", role: ro, summary: "The node's inventory: rackboot's (format=rackboot, the default) or as ironic-python-agent sends it to Ironic's inspection (format=ironic)",
+			query: []string{"format"}, out: inventory.Inventory{}, status: 200, h: s.getInventory},
+		{method: "PUT", pattern: "/api/v1/nodes/{id}/inventory", role: admin, summary: "Set the inventory of a machine rackboot did not inspect (an existing hypervisor), as rackboot-agent inventory prints it on that machine",
+			in: inventory.Inventory{}, status: 204, audited: true, h: s.putInventory},
 		{method: "GET", pattern: "/api/v1/nodes/{id}/trace", role: ro, summary: "The node's boot trace: boots with verdicts, and raw events", query: []string{"limit"}, out: Trace{}, status: 200, h: s.getTrace},
+
+		{method: "GET", pattern: "/api/v1/hypervisors", role: ro, summary: "List hypervisors with what each holds and has free (vCPUs, memory, GPUs, vGPUs, MIG partitions), their VMs, and the fleet's totals",
+			out: HypervisorList{}, status: 200, h: s.listHypervisors},
+		{method: "GET", pattern: "/api/v1/hypervisors/{id}", role: ro, summary: "A hypervisor (its node's id, name or MAC) with its use and VMs", out: Hypervisor{}, status: 200, h: s.getHypervisor},
+		{method: "PUT", pattern: "/api/v1/hypervisors/{id}", role: admin, summary: "Make an inspected node a hypervisor, or set one: libvirt URI, GPU mode (passthrough, vgpu TYPE, mig LAYOUT), overcommit, emulated architectures, bridge, pool, drain; its capabilities are read from libvirt",
+			in: HypervisorSettings{}, out: Hypervisor{}, status: 200, audited: true, h: s.putHypervisor},
+		{method: "PATCH", pattern: "/api/v1/hypervisors/{id}", role: admin, summary: "Change some of a hypervisor's settings (drain one: {\"drained\": true}; its VMs are listed to move)",
+			in: HypervisorPatch{}, out: Hypervisor{}, status: 200, audited: true, h: s.patchHypervisor},
+		{method: "DELETE", pattern: "/api/v1/hypervisors/{id}", role: admin, summary: "Stop using a node as a hypervisor; 409 while it has VMs", status: 204, audited: true, h: s.deleteHypervisor},
+		{method: "GET", pattern: "/api/v1/flavors", role: ro, summary: "List flavors", out: FlavorList{}, status: 200, h: s.listFlavors},
+		{method: "POST", pattern: "/api/v1/flavors", role: admin, summary: "Add a flavor: vCPUs, memory, disk, architecture and optionally a GPU (model, mode, profile, count)", in: Flavor{}, out: Flavor{}, status: 201, h: s.createFlavor},
+		{method: "DELETE", pattern: "/api/v1/flavors/{name}", role: admin, summary: "Delete a flavor (VMs made from it keep their shape)", status: 204, h: s.deleteFlavor},
+		{method: "GET", pattern: "/api/v1/vms", role: ro, summary: "List VMs", query: []string{"hypervisor"}, out: VMList{}, status: 200, h: s.listVMs},
+		{method: "POST", pattern: "/api/v1/vms", role: tech, summary: "Create a VM from a flavor (or a shape) and an image: placed on a hypervisor, enrolled as a node of kind vm, its volume created and its domain defined and started; dry_run answers with the placement and the domain XML; 409 no_host explains a refusal",
+			in: NewVM{}, out: VM{}, status: 201, audited: true, h: s.createVM},
+		{method: "GET", pattern: "/api/v1/vms/{id}", role: ro, summary: "A VM with its libvirt state", out: VM{}, status: 200, h: s.getVM},
+		{method: "DELETE", pattern: "/api/v1/vms/{id}", role: tech, summary: "Destroy and undefine a VM, delete its volume, free its allocation and forget its node", status: 204, audited: true, h: s.deleteVM},
+		{method: "POST", pattern: "/api/v1/vms/{id}/actions/{action}", role: tech, summary: "Start, stop (ACPI shutdown), poweroff or reboot a VM", out: VM{}, status: 200, audited: true, h: s.vmAction},
+		{method: "GET", pattern: "/api/v1/vms/{id}/console", role: tech, summary: "The VM's serial console, streamed as text", status: 200, h: s.vmConsole},
 
 		{method: "GET", pattern: "/api/v1/events", role: ro, summary: "The audit log, oldest first; order=desc gives the newest first", query: []string{"node", "after", "before", "order", "limit"}, out: EventList{}, status: 200, h: s.listEvents},
 		{method: "GET", pattern: "/api/v1/events/stream", role: ro, summary: "The audit log live, as server-sent events (event: event, id: seq)", query: []string{"node", "after"}, out: Event{}, status: 200, h: s.streamEvents},
@@ -78,6 +102,8 @@ func (s *Server) table() []route {
 
 		{method: "POST", pattern: "/api/v1" + protocol.LookupPath, summary: "Agent: look the node up by MAC and get its one-time agent token", in: protocol.Lookup{}, out: protocol.LookupResult{}, status: 200, audited: true, h: s.agentLookup},
 		{method: "POST", pattern: "/api/v1" + fmt.Sprintf(protocol.InventoryPath, "{id}"), role: agent, summary: "Agent: post the node's inventory", in: map[string]any{}, status: 204, audited: true, h: s.agentInventory},
+		{method: "POST", pattern: "/api/v1" + fmt.Sprintf(protocol.BMCPath, "{id}"), role: agent, summary: "Agent: the BMC user it enrolled when its inspect task asked (bmc.enroll); the password is stored encrypted and never shown",
+			in: protocol.BMCEnrollment{}, status: 204, audited: true, h: s.agentBMC},
 		{method: "POST", pattern: "/api/v1" + fmt.Sprintf(protocol.HeartbeatPath, "{id}"), role: agent, summary: "Agent: call in, and take the next task when idle", in: protocol.Heartbeat{}, out: protocol.HeartbeatResult{}, status: 200, audited: true, h: s.agentHeartbeat},
 		{method: "POST", pattern: "/api/v1" + fmt.Sprintf(protocol.TaskPath, "{id}", "{tid}"), role: agent, summary: "Agent: report a task's end", in: protocol.TaskReport{}, out: protocol.HeartbeatResult{}, status: 200, audited: true, h: s.agentTask},
 	}

@@ -25,6 +25,7 @@ type Store interface {
 	TouchNode(ctx context.Context, id string, now time.Time) error
 	DeleteNode(ctx context.Context, id string) error
 	Trace(ctx context.Context, nodeID string, limit int) ([]store.TraceEvent, error)
+	AddTrace(ctx context.Context, nodeID string, e boot.Event) error
 
 	SetBMC(ctx context.Context, b store.BMC) error
 	BMC(ctx context.Context, nodeID string) (store.BMC, error)
@@ -33,6 +34,11 @@ type Store interface {
 	PowerState(ctx context.Context, nodeID string) (store.PowerState, error)
 	PowerStates(ctx context.Context) ([]store.PowerState, error)
 	BMCs(ctx context.Context) ([]store.BMC, error)
+
+	Hypervisor(ctx context.Context, nodeID string) (store.Hypervisor, error)
+	Hypervisors(ctx context.Context) ([]store.Hypervisor, error)
+	Flavors(ctx context.Context) ([]store.Flavor, error)
+	DeleteFlavor(ctx context.Context, name string) error
 
 	AddEvent(ctx context.Context, e store.Event) (store.Event, error)
 	Events(ctx context.Context, f store.EventFilter) ([]store.Event, error)

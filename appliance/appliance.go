@@ -33,10 +33,12 @@ import (
 	"github.com/rackboot/rackboot/firmware"
 	"github.com/rackboot/rackboot/grub"
 	"github.com/rackboot/rackboot/httpboot"
+	"github.com/rackboot/rackboot/hypervisor"
 	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/internal/httpserve"
 	"github.com/rackboot/rackboot/internal/tlspin"
 	"github.com/rackboot/rackboot/ipxe"
+	"github.com/rackboot/rackboot/ironic/dnsmasq"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/nodepower"
 	"github.com/rackboot/rackboot/power"
@@ -80,7 +82,9 @@ type resolved struct {
 	subnets   []dhcp.Subnet
 	sbNets    []netip.Prefix
 	imageNets []netip.Prefix
-	routed    []netip.Prefix
+	// imageReserve is images.reserve in bytes (-1: none).
+	imageReserve int64
+	routed       []netip.Prefix
 }
 
 func resolve(c Config) (resolved, error) {
@@ -181,6 +185,18 @@ func resolve(c Config) (resolved, error) {
 	if r.routed, err = prefixes("routed_networks", r.RoutedNetworks); err != nil {
 		return r, err
 	}
+	r.imageReserve = catalog.DefaultReserve
+	if r.Images.Reserve != "" {
+		if r.imageReserve, err = ParseSize(r.Images.Reserve); err != nil {
+			return r, fmt.Errorf("images.reserve: %w", err)
+		}
+		if r.imageReserve == 0 {
+			r.imageReserve = -1 // none
+		}
+	}
+	if r.Images.MaxImports < 0 {
+		return r, fmt.Errorf("images.max_imports %d: want 1 or more (0 for the default)", r.Images.MaxImports)
+	}
 	if r.imageNets, err = prefixes("images.allow_networks", r.Images.AllowNetworks); err != nil {
 		return r, err
 	}
@@ -196,6 +212,9 @@ func resolve(c Config) (resolved, error) {
 	case "any", "known":
 	default:
 		return r, fmt.Errorf("dhcp enroll %q: want any or known", r.DHCP.Enroll)
+	}
+	if err := checkIronic(r.Ironic, r.DHCP.Mode); err != nil {
+		return r, err
 	}
 	if r.DHCP.Mode == DHCPAuthoritative {
 		if len(r.subnets) == 0 {
@@ -467,7 +486,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 	machine := &lifecycle.Machine{Store: st, Notify: func(store.Event) { broker.Publish() },
 		Power:          &nodepower.Opener{Store: st, Secrets: secrets, CAFile: r.BMCCAFile, Logger: log.With("proto", "power")},
 		PowerOn:        powerOn,
-		SoftOffTimeout: r.Power.SoftOffTimeout, Logger: log.With("proto", "power")}
+		SoftOffTimeout: r.Power.SoftOffTimeout, BMCEnroll: r.BMC.Enroll, Logger: log.With("proto", "power")}
 	var leased []netip.Prefix
 	for _, sn := range r.subnets {
 		leased = append(leased, sn.Prefix)
@@ -493,6 +512,16 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 	// missing privilege fails the start instead of one server later.
 	var dhcpConns []net.PacketConn
 	var dhcpServers []*dhcp.Server
+	var extern dhcp.Extern
+	var ironicDir *dnsmasq.Dir
+	if len(r.Ironic.HostsDirs) > 0 {
+		ironicDir = &dnsmasq.Dir{HostsDirs: r.Ironic.HostsDirs, OptsDirs: r.Ironic.OptsDirs, Logger: log.With("proto", "ironic")}
+		if err := ironicDir.Load(); err != nil {
+			return fmt.Errorf("ironic: %w", err)
+		}
+		extern = ironicExtern{ironicDir}
+		log.Info("serving Ironic's nodes through its dnsmasq files", "hostsdir", r.Ironic.HostsDirs, "optsdir", r.Ironic.OptsDirs, "leasefile", r.Ironic.LeaseFile)
+	}
 	if r.DHCP.Mode != DHCPOff {
 		ports := []int{67}
 		if r.DHCP.Mode == DHCPProxy {
@@ -506,7 +535,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 			dhcpConns = append(dhcpConns, conn)
 			dhcpServers = append(dhcpServers, &dhcp.Server{
 				Mode: dhcp.Mode(r.DHCP.Mode), ServerIP: r.serverIP, Subnets: r.subnets, ProxyPort: port == 4011,
-				Booter: c, Leases: st, Recorder: c, Logger: log.With("proto", "dhcp"), DeclineTime: r.DHCP.DeclineTime,
+				Booter: c, Extern: extern, Leases: st, Recorder: c, Logger: log.With("proto", "dhcp"), DeclineTime: r.DHCP.DeclineTime,
 				Known: c.Known, UnknownRate: r.DHCP.UnknownRate, KnownReserve: r.DHCP.KnownReserve,
 			})
 		}
@@ -523,8 +552,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 	if err != nil {
 		return err
 	}
-	// TFTP and boot-time HTTP get the same planner (the core) and the
-	// same GRUB generators; neither they nor the core know each other.
+	// TFTP and boot-time HTTP get the same planner (the core) and GRUB
+	// generators that differ only in where GRUB fetches the kernel from;
+	// neither they nor the core know each other.
 	files := &tftp.BootFiles{Loaders: loaders, Artifacts: artifacts, Planner: c, ClientMAC: c.MACOf,
 		GRUBConfig: grub.Config, GRUBBootstrap: grub.Bootstrap()}
 	tftpServer := &tftp.Server{Files: files, Recorder: c, Logger: log.With("proto", "tftp"),
@@ -536,10 +566,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 	}
 
 	hb := &httpboot.Server{
-		Planner:       c,
-		IPXEScript:    ipxe.Script,
-		ChainScript:   ipxe.Chain(r.baseURL),
-		GRUBConfig:    grub.Config,
+		Planner:     c,
+		IPXEScript:  ipxe.Script,
+		ChainScript: ipxe.Chain(r.baseURL),
+		// Only the GRUB with http asks for its configs over HTTP.
+		GRUBConfig:    grub.HTTPConfig,
 		GRUBBootstrap: grub.Bootstrap(),
 		Firmware:      filepath.Join(r.DataDir, FirmwareDir),
 		Artifacts:     filepath.Join(r.DataDir, ArtifactsDir),
@@ -552,9 +583,19 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 	var bootHTTP httpCounter
 	poller := &poll.Poller{Store: st, Interval: pollInterval(r.Power), Concurrency: r.Power.PollConcurrency,
 		Logger: log.With("proto", "power"), Changed: func(store.PowerState) { broker.Publish() }}
-	apiServer := &api.Server{PowerOn: powerOn, Power: poller, Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil, Secrets: secrets, BMCCAFile: r.BMCCAFile,
+	lvCA, err := libvirtPKI(r.DataDir)
+	if err != nil {
+		return err
+	}
+	lvOpt, err := libvirtOptions(r.DataDir)
+	if err != nil {
+		return err
+	}
+	vms := &hypervisor.Service{Store: st, Dial: hypervisor.LibvirtDialer(lvOpt), Logger: log.With("proto", "libvirt")}
+	apiServer := &api.Server{VMs: vms, HypervisorTLS: hypervisorTLS(r.DataDir, lvCA), PowerOn: powerOn, Power: poller, Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil, Secrets: secrets, BMCCAFile: r.BMCCAFile,
 		Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
-		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images"), AllowNetworks: r.imageNets},
+		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images"), AllowNetworks: r.imageNets,
+			Reserve: r.imageReserve, MaxImports: r.Images.MaxImports},
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP, poller) }}
 	// A poll is one attempt of one timeout: a silent BMC holds a worker
 	// for the driver's timeout, and waits for a later round.
@@ -597,6 +638,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		g.Go(hc.add(name).run(func() error { return s.Serve(ctx, conn) }))
 	}
 	g.Go(hc.add("tftp").run(func() error { return tftpServer.Serve(ctx, tftpConn) }))
+	if ironicDir != nil {
+		g.Go(func() error { return ironicDir.Watch(ctx) })
+		g.Go(func() error {
+			return writeIronicLeases(ctx, ironicDir, st, r.subnets, r.Ironic.LeaseFile, 2*time.Second, log.With("proto", "ironic"))
+		})
+	}
 	g.Go(hc.add("http").run(func() error { return httpserve.Serve(ctx, httpLn, mux, log.With("proto", "http")) }))
 	if apiLn != nil {
 		g.Go(hc.add("api").run(func() error {
@@ -737,6 +784,10 @@ func retain(ctx context.Context, st store.Store, rc RetentionConfig, interval ti
 func warnMissing(log *slog.Logger, dataDir string) {
 	if err := firmware.VerifyWanted(filepath.Join(dataDir, FirmwareDir), firmware.Loaders()); err != nil {
 		log.Warn("boot loaders missing or changed: run rackboot firmware fetch", "data_dir", dataDir, "err", err)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, FirmwareDir, firmware.GRUBHTTPAA64)); err != nil {
+		log.Warn("no GRUB for AArch64 UEFI HTTP boot: such nodes fail their HTTP boot and fall back to PXE; install grub-common and run rackboot firmware fetch",
+			"file", filepath.Join(dataDir, FirmwareDir, firmware.GRUBHTTPAA64))
 	}
 	for _, a := range []string{"x86_64", "aarch64"} {
 		k := filepath.Join(dataDir, ArtifactsDir, a, "vmlinuz")

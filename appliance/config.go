@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -76,8 +77,70 @@ type Config struct {
 	// Power configures the power-state poller, the power-on limit, and
 	// how the lifecycle drives the BMCs of nodes that have one.
 	Power PowerConfig `yaml:"power"`
+	// BMC configures what the agent does to nodes' BMCs.
+	BMC BMCConfig `yaml:"bmc"`
+	// Ironic serves the nodes an OpenStack Ironic provisions, through the
+	// files of Ironic's dnsmasq DHCP provider.
+	Ironic IronicConfig `yaml:"ironic"`
+	// Ramdisk configures the agent ramdisks rackboot ramdisk build makes
+	// (it reads this section from the same --config file).
+	Ramdisk RamdiskConfig `yaml:"ramdisk"`
 	// Version is the binary's version, reported by the API.
 	Version string `yaml:"-"`
+}
+
+// IronicConfig is the file contract of Ironic's dnsmasq DHCP provider
+// ([dhcp]dhcp_provider = dnsmasq), which rackboot honours in place of a
+// dnsmasq: each conductor writes its nodes' MACs into a hostsdir and their
+// boot options into an optsdir; rackboot gives those MACs addresses from
+// its own pools and exactly Ironic's boot options, and writes their leases
+// into the lease file, where Ironic reads their addresses back. Several
+// conductors may share the directories or each have their own.
+type IronicConfig struct {
+	HostsDirs []string `yaml:"hostsdir"`
+	OptsDirs  []string `yaml:"optsdir"`
+	LeaseFile string   `yaml:"leasefile"`
+}
+
+// UnmarshalYAML takes hostsdir and optsdir as one directory or a list.
+func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
+	var raw struct {
+		HostsDirs yaml.Node `yaml:"hostsdir"`
+		OptsDirs  yaml.Node `yaml:"optsdir"`
+		LeaseFile string    `yaml:"leasefile"`
+	}
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			switch k := n.Content[i].Value; k {
+			case "hostsdir", "optsdir", "leasefile":
+			default:
+				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile)", k)
+			}
+		}
+	}
+	if err := n.Decode(&raw); err != nil {
+		return err
+	}
+	list := func(n yaml.Node) ([]string, error) {
+		switch n.Kind {
+		case 0:
+			return nil, nil
+		case yaml.ScalarNode:
+			return []string{n.Value}, nil
+		}
+		var out []string
+		err := n.Decode(&out)
+		return out, err
+	}
+	var err error
+	if c.HostsDirs, err = list(raw.HostsDirs); err != nil {
+		return fmt.Errorf("ironic.hostsdir: %w", err)
+	}
+	if c.OptsDirs, err = list(raw.OptsDirs); err != nil {
+		return fmt.Errorf("ironic.optsdir: %w", err)
+	}
+	c.LeaseFile = raw.LeaseFile
+	return nil
 }
 
 // DHCPConfig configures the DHCP server.
@@ -124,6 +187,26 @@ type PowerConfig struct {
 	// its OS to shut down (IPMI soft off, Redfish GracefulShutdown)
 	// before it forces the node off: default 2 minutes.
 	SoftOffTimeout time.Duration `yaml:"soft_off_timeout"`
+}
+
+// RamdiskConfig configures the agent ramdisks.
+type RamdiskConfig struct {
+	// NonfreeFirmware puts the firmware files the ramdisk's drivers ask
+	// for, from Debian's non-free-firmware component, into the initrd;
+	// unset means true. False leaves them out: NICs and controllers that
+	// need firmware then stay down in the agent.
+	NonfreeFirmware *bool `yaml:"nonfree_firmware"`
+}
+
+// BMCConfig configures the agent's work on nodes' BMCs.
+type BMCConfig struct {
+	// Enroll makes every inspection create (or refresh) a "rackboot"
+	// user with a random password on the node's BMC through its in-band
+	// interface, and use it: a newly racked node becomes power-managed
+	// with nobody typing a password. It replaces the user of an ipmi://
+	// BMC already set (keeping its host) and leaves a Redfish one alone.
+	// Default false.
+	Enroll bool `yaml:"enroll"`
 }
 
 // Power defaults.
@@ -196,6 +279,35 @@ type ImagesConfig struct {
 	// none by default. Loopback, link-local, multicast and the
 	// appliance's own addresses are refused always.
 	AllowNetworks []string `yaml:"allow_networks"`
+	// Reserve is the free space an import must leave in the data dir's
+	// file system, so the database always has room: "2GiB" by default,
+	// "0" for none.
+	Reserve string `yaml:"reserve"`
+	// MaxImports bounds the imports running at once (default 2).
+	MaxImports int `yaml:"max_imports"`
+}
+
+// ParseSize reads a size as people write it: 2GiB, 500MiB, 64KiB, 10GB,
+// or a number of bytes.
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	for _, u := range []struct {
+		suffix string
+		mul    int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}} {
+		if num, ok := strings.CutSuffix(t, u.suffix); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(num), 10, 64)
+			if err != nil || n < 0 || n > (1<<62)/u.mul {
+				return 0, fmt.Errorf("size %q: want a whole number and a unit, e.g. 2GiB", s)
+			}
+			return n * u.mul, nil
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q: want a whole number and a unit, e.g. 2GiB", s)
+	}
+	return n, nil
 }
 
 // TFTPConfig tunes TFTP transfers; zero means the server's default.

@@ -35,6 +35,8 @@ retention:
   events: -1s
 power:
   soft_off_timeout: 90s
+ramdisk:
+  nonfree_firmware: false
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -45,6 +47,9 @@ power:
 	if c.Power.SoftOffTimeout != 90*time.Second {
 		t.Errorf("power = %+v", c.Power)
 	}
+	if c.Ramdisk.NonfreeFirmware == nil || *c.Ramdisk.NonfreeFirmware {
+		t.Errorf("ramdisk.nonfree_firmware: false read as %v", c.Ramdisk.NonfreeFirmware)
+	}
 	if c.DataDir != "/var/lib/rackboot" || c.DHCP.Mode != "authoritative" || len(c.DHCP.Subnets) != 1 ||
 		c.DHCP.Subnets[0].LeaseTime != 30*time.Minute || c.DHCP.Subnets[0].Reservations[0].Hostname != "gpu-01" {
 		t.Fatalf("config = %+v", c)
@@ -52,8 +57,8 @@ power:
 	if _, err := LoadConfig(write("dhcp:\n  mdoe: proxy\n")); err == nil || !strings.Contains(err.Error(), "mdoe") {
 		t.Errorf("a misspelt key loaded without error: %v", err)
 	}
-	if _, err := LoadConfig(write("")); err != nil {
-		t.Errorf("an empty config is an error: %v", err)
+	if c, err := LoadConfig(write("")); err != nil || c.Ramdisk.NonfreeFirmware != nil {
+		t.Errorf("an empty config: %v, ramdisk.nonfree_firmware %v", err, c.Ramdisk.NonfreeFirmware)
 	}
 	if _, err := LoadConfig(filepath.Join(dir, "missing.yaml")); err == nil {
 		t.Error("a missing file loaded")
@@ -153,6 +158,19 @@ func TestPowerConfig(t *testing.T) {
 	for _, s := range []string{"power:\n  poll_interval: -1s\n", "power:\n  on_rate: -1\n", "power:\n  max_concurrent_on: -2\n", "power:\n  poll_concurrency: -1\n"} {
 		if err := checkPower(load(s).Power); err == nil {
 			t.Errorf("%q: no error", s)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"2GiB": 2 << 30, "500MiB": 500 << 20, "64KiB": 64 << 10, "10GB": 10e9, "1TiB": 1 << 40, "0": 0, "4096": 4096, " 3 GiB ": 3 << 30} {
+		if got, err := ParseSize(in); err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "GiB", "-1GiB", "1.5GiB", "2XB", "99999999999TiB", "two"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q): no error", in)
 		}
 	}
 }

@@ -34,6 +34,33 @@ func cliAt(t *testing.T, c client, args ...string) string {
 	return string(out)
 }
 
+var (
+	imageMu    sync.Mutex
+	imageBuilt = map[boot.Arch]string{}
+)
+
+// addImage adds the image "e2e-ARCH" to a rack's catalog, built once per
+// run and architecture: a small GPT disk whose init prints
+// diskimage.Marker and powers off.
+func addImage(t *testing.T, c client, arch boot.Arch) {
+	t.Helper()
+	imageMu.Lock()
+	img, ok := imageBuilt[arch]
+	if !ok {
+		img = filepath.Join(cacheDir, "images", "e2e-"+string(arch)+".raw")
+		os.MkdirAll(filepath.Dir(img), 0o755)
+		out, err := exec.Command(binary, "image", "build", "--arch", string(arch), "--output", img, "--name", "e2e-"+string(arch),
+			"--data-dir", cacheDir).CombinedOutput()
+		if err != nil {
+			imageMu.Unlock()
+			t.Fatalf("image build: %v\n%s", err, out)
+		}
+		imageBuilt[arch] = img
+	}
+	imageMu.Unlock()
+	cliAt(t, c, "image", "add", "e2e-"+string(arch), "--arch", string(arch), "--file", img)
+}
+
 // TestDeploy takes an x86-64 and an AArch64 node through their life:
 // inspect, deploy a built image, reboot into it from the disk (rackboot
 // answers "boot local"), release, wipe, available again with a disk that
@@ -46,15 +73,9 @@ func TestDeploy(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
 	defer cancel()
-	r, c, dir := agentRack(ctx, t, "rbdepl", "10.77.42.0/24", "10.77.43.0/30", specs)
+	r, c, _ := agentRack(ctx, t, "rbdepl", "10.77.42.0/24", "10.77.43.0/30", specs)
 	for _, spec := range specs {
-		img := filepath.Join(dir, "img-"+string(spec.Arch)+".raw")
-		out, err := exec.Command(binary, "image", "build", "--arch", string(spec.Arch), "--output", img, "--name", "e2e-"+string(spec.Arch),
-			"--data-dir", cacheDir).CombinedOutput()
-		if err != nil {
-			t.Fatalf("image build: %v\n%s", err, out)
-		}
-		cliAt(t, c, "image", "add", "e2e-"+string(spec.Arch), "--arch", string(spec.Arch), "--file", img)
+		addImage(t, c, spec.Arch)
 	}
 	var wg sync.WaitGroup
 	for i, spec := range specs {
@@ -208,8 +229,13 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 	}
 	t.Logf("%s: released and wiped in %.0f s", spec.Name, time.Since(step).Seconds())
 	r.VMs[i].Stop()
-	// GPT headers sit in LBA 1 and in the last LBA.
-	f, err := os.Open(r.VMs[i].Disk)
+	return wiped(r.VMs[i].Disk)
+}
+
+// wiped says whether a disk image has no GPT left: its headers sit in
+// LBA 1 and in the last LBA.
+func wiped(disk string) error {
+	f, err := os.Open(disk)
 	if err != nil {
 		return err
 	}

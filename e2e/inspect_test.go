@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -61,9 +62,10 @@ func agentArtifacts(t *testing.T, dataDir string) {
 
 // agentRack starts a virtual rack of specs on the segment prefix, joined
 // to the host by hostLink, with the agent ramdisks in place and agents
-// calling in every 2 s. It returns the rack (closed when the test ends),
-// an admin client of its API, and the test's scratch dir.
-func agentRack(ctx context.Context, t *testing.T, name, prefix, hostLink string, specs []lab.NodeSpec) (*lab.Rack, client, string) {
+// calling in every 2 s; serve gets extra too. It returns the rack (closed
+// when the test ends), an admin client of its API, and the test's scratch
+// dir.
+func agentRack(ctx context.Context, t *testing.T, name, prefix, hostLink string, specs []lab.NodeSpec, extra ...string) (*lab.Rack, client, string) {
 	t.Helper()
 	setup(t)
 	dir := t.TempDir()
@@ -73,7 +75,7 @@ func agentRack(ctx context.Context, t *testing.T, name, prefix, hostLink string,
 		Prefix: mustPrefix(prefix), HostLink: mustPrefix(hostLink), Nodes: specs,
 		// The API over TLS, as make run serves it: the agents pin its
 		// certificate from their kernel command line.
-		ServeArgs: []string{"--log-level", "debug", "--agent-heartbeat", "2s", "--api-addr", ":8443"}})
+		ServeArgs: append([]string{"--log-level", "debug", "--agent-heartbeat", "2s", "--api-addr", ":8443"}, extra...)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,19 +173,29 @@ func path(v any, keys ...string) any {
 }
 
 // TestInspect powers on an x86-64 UEFI and an AArch64 UEFI node, each
-// with an empty disk and two NICs; both PXE-boot through rackboot into the
+// with an empty disk and two NICs, which PXE-boot, and one of each
+// architecture that UEFI-HTTP-boots; all boot through rackboot into the
 // agent, which inventories them, and they must reach available with an
 // inventory that matches the VM.
 func TestInspect(t *testing.T) {
 	specs := []lab.NodeSpec{
 		{Name: "x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1536, DiskGiB: 3, NICs: 2, NVMeMiB: 512},
 		{Name: "arm", Arch: boot.ArchAArch64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1024, DiskGiB: 2, NICs: 2},
+		// UEFI HTTP boot, their PXE clients off: no TFTP on their way
+		// (iPXE on x86-64, the GRUB with http on AArch64).
+		{Name: "x86http", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 1, MemoryMB: 1536, DiskGiB: 1, NICs: 1, HTTPBoot: true},
+		{Name: "armhttp", Arch: boot.ArchAArch64, Firmware: lab.FirmwareUEFI, CPUs: 1, MemoryMB: 1024, DiskGiB: 1, NICs: 1, HTTPBoot: true},
+		// No hardware RNG: booted after the others (noRNG).
+		{Name: "x86norng", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 1, MemoryMB: 1024, DiskGiB: 1, NICs: 1, NoRNG: true},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
 	r, c, _ := agentRack(ctx, t, "rbinsp", "10.77.40.0/24", "10.77.41.0/30", specs)
 	var wg sync.WaitGroup
 	for i, spec := range specs {
+		if spec.NoRNG {
+			continue
+		}
 		wg.Add(1)
 		go func(i int, spec lab.NodeSpec) {
 			defer wg.Done()
@@ -206,6 +218,11 @@ func TestInspect(t *testing.T) {
 			}
 			t.Logf("%s (%s): power-on to available in %.0f s", spec.Name, spec.Arch, time.Since(start).Seconds())
 			checkInventory(t, c, n.ID, i, spec)
+			if spec.HTTPBoot {
+				if err := httpBooted(c, mac, spec.Arch); err != nil {
+					t.Errorf("%s: %v", spec.Name, err)
+				}
+			}
 			if spec.NVMeMiB > 0 {
 				err := fullWipe(ctx, t, c, n.ID, spec)
 				if err == nil {
@@ -218,9 +235,92 @@ func TestInspect(t *testing.T) {
 		}(i, spec)
 	}
 	wg.Wait()
+	for i, spec := range specs {
+		if spec.NoRNG {
+			if err := noRNG(ctx, t, r, c, i); err != nil {
+				t.Errorf("%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 4000))
+			}
+		}
+	}
 	if t.Failed() {
 		t.Logf("rackboot log:\n%s", lab.Tail(r.ServerLog(), 6000))
 	}
+}
+
+// noRNG boots node i, which has no hardware RNG, into the agent: the
+// agent gets its DHCP lease without the kernel's random pool, then says on
+// the console that it waits for the pool before it speaks TLS. Under TCG
+// the pool takes minutes to seed; the node is powered off once it said so.
+func noRNG(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	vm := r.VMs[i]
+	if err := r.PowerOn(ctx, i); err != nil {
+		return err
+	}
+	defer vm.Stop()
+	if _, err := vm.WaitFor(ctx, regexp.MustCompile(`msg="network up"`)); err != nil {
+		return fmt.Errorf("the agent got no DHCP lease: %w", err)
+	}
+	if _, err := vm.WaitFor(ctx, regexp.MustCompile(`waiting for the kernel's random pool: this machine has no hardware RNG`)); err != nil {
+		return err
+	}
+	// rackboot leased the agent its address: a DHCP ack after the
+	// initrd was served.
+	var tr api.Trace
+	if err := c.get("/api/v1/nodes/"+lab.MAC(i, 0).String()+"/trace", &tr); err != nil {
+		return err
+	}
+	initrd, acked := false, false
+	for _, e := range tr.Events {
+		if e.Kind == "file" && strings.Contains(e.File, "initrd") && e.Complete {
+			initrd = true
+		}
+		if initrd && e.Proto == "dhcp" && e.Kind == "ack" {
+			acked = true
+		}
+	}
+	if !acked {
+		return fmt.Errorf("no DHCP ack for the agent after its initrd in the trace: %+v", tr.Events)
+	}
+	// The trace says it too, with no heartbeat ever sent.
+	if len(tr.Boots) == 0 || !strings.Contains(tr.Boots[len(tr.Boots)-1].Verdict, "waiting for the kernel's random pool") {
+		return fmt.Errorf("the boot trace does not say the agent waits for entropy: %+v", tr.Boots)
+	}
+	t.Logf("%s: without a hardware RNG the agent got its lease and said it waits for the random pool", vm.Name)
+	return nil
+}
+
+// httpBooted checks from a node's trace that it came up by UEFI HTTP
+// boot: its firmware asked as an HTTP client (option 93 is 16 or 19),
+// every file came over HTTP in full, and not one request was TFTP.
+func httpBooted(c client, mac string, arch boot.Arch) error {
+	var tr api.Trace
+	if err := c.get("/api/v1/nodes/"+mac+"/trace", &tr); err != nil {
+		return err
+	}
+	want := "16"
+	if arch == boot.ArchAArch64 {
+		want = "19"
+	}
+	asked, files := false, 0
+	for _, e := range tr.Events {
+		switch {
+		case e.Proto == "dhcp" && e.Options["93"] == want:
+			asked = true
+		case e.Proto == "tftp":
+			return fmt.Errorf("a TFTP request (%s %s) from a node that HTTP-boots", e.Kind, e.File)
+		case e.Proto == "http" && e.Kind == "file":
+			if !e.Complete || e.Bytes != e.Size {
+				return fmt.Errorf("HTTP transfer of %s incomplete: %d of %d bytes", e.File, e.Bytes, e.Size)
+			}
+			files++
+		}
+	}
+	if !asked || files < 3 {
+		return fmt.Errorf("trace: HTTP client type %s asked: %v, %d files over HTTP (want the loader, kernel and initrd): %+v", want, asked, files, tr.Events)
+	}
+	return nil
 }
 
 // scribble writes a pattern at the start, middle and end of a drive

@@ -3,15 +3,22 @@
 # OVMF and AAVMF firmware, the iPXE option ROMs SeaBIOS boots from and
 # Debian's iPXE loaders, the real DHCP and TFTP clients and servers the
 # tests talk to or compare with, curl, and OpenIPMI's BMC simulator with
-# ipmitool (the power tests' BMC and its independent reader); and lets apt fetch arm64
-# packages (the AArch64 test kernel and loaders). Idempotent and quiet:
-# it changes nothing when all is there.
+# ipmitool (the power tests' BMC and its independent reader), grub-common's
+# grub-mkimage (the AArch64 HTTP-boot GRUB), ironic-inspector (whose own
+# hooks read the inventory export), python3-ironic (whose dnsmasq DHCP
+# provider writes the files ironic/dnsmasq reads, and reads its lease
+# file), libvirt-daemon-system's libvirtd (the hypervisor tests run their
+# own, isolated), libvirt-clients' virt-xml-validate with the xmllint it
+# runs (libxml2-utils; libvirt-clients does not pull it in), which checks
+# generated domain XML against libvirt's schemas; and lets apt fetch arm64
+# packages (the AArch64 test kernel and loaders). Idempotent and quiet: it
+# changes nothing when all is there.
 set -euo pipefail
 # dnsmasq-base and not dnsmasq: the latter starts a system-wide daemon
 # that would hold port 53 and 67; the tests run their own.
 pkgs=(qemu-system-x86 qemu-system-arm seabios ovmf qemu-efi-aarch64 ipxe ipxe-qemu
       busybox udhcpc tftp-hpa tftpd-hpa atftp dnsmasq-base curl iproute2 qemu-utils util-linux
-      openipmi ipmitool)
+      openipmi ipmitool grub-common python3-ironic-inspector python3-ironic libvirt-daemon-system libvirt-clients libxml2-utils)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,8 +42,9 @@ if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi
 echo "installing ${missing[*]}" >&2
-# tftpd-hpa's package starts a daemon on port 69 unless policy-rc.d says
-# no; an existing policy is left alone.
+# tftpd-hpa's package starts a daemon on port 69, and libvirt-daemon-system
+# a system libvirtd, unless policy-rc.d says no; an existing policy is left
+# alone.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
 	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
 	chmod +x /usr/sbin/policy-rc.d

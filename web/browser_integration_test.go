@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image/png"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -24,6 +27,10 @@ import (
 
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/hypervisor"
+	"github.com/rackboot/rackboot/hypervisor/virttest"
+	"github.com/rackboot/rackboot/internal/sealbox"
+	"github.com/rackboot/rackboot/power/powertest"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/store/sqlite"
 	"github.com/rackboot/rackboot/web"
@@ -82,9 +89,24 @@ func artifacts(t *testing.T) string {
 type seeded struct {
 	st                 store.Store
 	a100, t4, arm, bad store.Node
+	// box seals BMC passwords; sim is the A100 node's BMC (ipmi_sim).
+	box *sealbox.Box
+	sim *powertest.Sim
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// waitCalls waits until the simulated BMC's chassis was asked for call.
+func waitCalls(t *testing.T, sim *powertest.Sim, call string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(sim.Calls(), call) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the BMC never saw %q; it saw:\n%s", call, sim.Calls())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
 
 func readJSON(t *testing.T, name string) json.RawMessage {
 	t.Helper()
@@ -178,8 +200,9 @@ func seed(t *testing.T) *seeded {
 		t.Fatal(err)
 	}
 	burn.State, burn.Updated = store.TaskDone, now.Add(-150*time.Minute)
-	burn.Result = json.RawMessage(`{"passed":true,"tests":[{"name":"memory","outcome":"passed","seconds":900,"figures":{"mb_per_s":10240.5,"bytes":429496729600}},
-		{"name":"gpu","outcome":"not run","reason":"nvidia-smi is not in the ramdisk"}]}`)
+	burn.Result = json.RawMessage(`{"passed":false,"verdict":"incomplete","untested":["gpu: 4 GPUs, but no NVIDIA driver here"],
+		"tests":[{"name":"memory","outcome":"passed","seconds":900,"figures":{"mb_per_s":10240.5,"bytes":429496729600}},
+		{"name":"gpu","outcome":"not run","reason":"4 GPUs, but no NVIDIA driver here"}]}`)
 	if err := st.UpdateTask(ctx, burn); err != nil {
 		t.Fatal(err)
 	}
@@ -196,15 +219,31 @@ func seed(t *testing.T) *seeded {
 			t.Fatal(err)
 		}
 	}
+	// The A100 node's BMC is a real one on loopback: OpenIPMI's ipmi_sim.
+	if s.box, err = sealbox.New(sealbox.NewKey()); err != nil {
+		t.Fatal(err)
+	}
+	s.sim = powertest.StartSim(t, "admin", "bmc-pw-a100")
+	if err := st.SetBMC(ctx, store.BMC{NodeID: s.a100.ID, URL: s.sim.URL(), User: "admin",
+		Password: s.box.Seal([]byte("bmc-pw-a100"), api.BMCPasswordAD(s.a100.ID))}); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 
 // serve mounts the real API and the UI on one server, as the appliance
 // does.
-func serve(t *testing.T, st store.Store) *httptest.Server {
+func serve(t *testing.T, s *seeded) *httptest.Server {
 	t.Helper()
-	srv := api.New(st)
+	srv := api.New(s.st)
+	srv.Secrets = s.box
 	srv.Version = "test"
+	return mount(t, srv)
+}
+
+// mount puts the API server and the UI on one test server.
+func mount(t *testing.T, srv *api.Server) *httptest.Server {
+	t.Helper()
 	mux := http.NewServeMux()
 	mux.Handle("/api/", srv.Handler())
 	mux.Handle(web.Prefix, web.Handler())
@@ -376,7 +415,7 @@ func (b *browser) logout() {
 
 func TestBrowser(t *testing.T) {
 	s := seed(t)
-	ts := serve(t, s.st)
+	ts := serve(t, s)
 	b := newBrowser(t)
 	ctx := context.Background()
 	nodeRows := `document.querySelectorAll("#nodes-body tr[data-node]")`
@@ -508,8 +547,9 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("%d navigations, want 1", got)
 		}
 		b.wait("the burn-in's figures", `[...document.querySelectorAll("#tasks .task-result .sub")].some(d => d.textContent === "memory: passed · mb_per_s 10240.5 · bytes 429496729600")`)
-		if got := b.text("#tasks"); !strings.Contains(got, "gpu: not run (nvidia-smi is not in the ramdisk)") {
-			t.Errorf("tasks card lacks the GPU test's outcome: %q", got)
+		if got := b.text("#tasks"); !strings.Contains(got, "gpu: not run (4 GPUs, but no NVIDIA driver here)") ||
+			!strings.Contains(got, "incomplete, not passed: gpu: 4 GPUs, but no NVIDIA driver here") {
+			t.Errorf("tasks card lacks the GPU test's outcome or the incomplete verdict: %q", got)
 		}
 		b.screenshot("node-page.png")
 
@@ -536,6 +576,37 @@ func TestBrowser(t *testing.T) {
 		b.wait("the new tags", `document.querySelector("#summary-list")?.textContent.includes("mig-ready")`)
 		if n, _ := s.st.Node(ctx, s.a100.ID); strings.Join(n.Tags, ",") != "gpu,mig-ready" {
 			t.Errorf("tags in the store: %q", n.Tags)
+		}
+
+		// Power through the node's BMC from its page: the BMC sees the
+		// power-on rackboot sends.
+		b.wait("the power controls", `document.querySelector('#power-controls [data-power="on"]')`)
+		b.do("power on", chromedp.Click(chromedp.CSS(`#power-controls [data-power="on"]`)))
+		b.wait("the power dialog", `document.querySelector("#confirm").open && document.querySelector("#confirm-title").textContent.includes("Power on gpu-a100-01")`)
+		b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
+		b.wait("the dialog to close", `!document.querySelector("#confirm").open`)
+		waitCalls(t, s.sim, "set power 1")
+		b.wait("the power event in the timeline", `[...document.querySelectorAll("#timeline li.ev")].some(li => li.textContent.includes("power") && li.textContent.includes("done"))`)
+
+		// A bulk power action from the node list: the node with a BMC is
+		// powered off, the one without says why not.
+		b.do("open the nodes", chromedp.Click(chromedp.CSS(`a[data-nav="nodes"]`)))
+		b.wait("the node list", nodeRows+".length === 4")
+		for _, id := range []string{s.a100.ID, s.t4.ID} {
+			b.do("select a node", chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr[data-node=%q] .select-node`, id))))
+		}
+		b.wait("two selected", `document.querySelector("#bulk-count")?.textContent === "2 selected"`)
+		eval[bool](b, `(document.querySelector('select[name="bulk-action"]').value = "off", true)`)
+		b.do("apply", chromedp.Click(chromedp.CSS("#bulk-go")))
+		b.wait("the bulk dialog", `document.querySelector("#confirm").open && document.querySelector("#confirm-title").textContent.includes("Power off 2 nodes")`)
+		b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
+		b.wait("the per-node failure", fmt.Sprintf(`document.querySelector("#bulk-error")?.checkVisibility() && document.querySelector("#bulk-error").textContent.includes(%q)`, s.t4.ID))
+		waitCalls(t, s.sim, "set power 0")
+		if got := b.text("#toast"); got != "Power off: 1 of 2 done" {
+			t.Errorf("bulk toast %q", got)
+		}
+		if got := b.text("#bulk-error"); !strings.Contains(got, "BMC") {
+			t.Errorf("bulk failure says %q, want why the node without a BMC was not powered", got)
 		}
 
 		// The rack view: racks by name, nodes by unit, top unit first.
@@ -607,4 +678,321 @@ func TestBrowser(t *testing.T) {
 		b.logout()
 		b.checkNoProblems()
 	})
+}
+
+// vmRig is an appliance with one hypervisor, a100-01 (four A100s in
+// MIG 3g.20gb,3g.20gb: eight partitions), on a fake libvirt daemon that
+// runs x86-64 guests only.
+type vmRig struct {
+	st   store.Store
+	srv  *api.Server
+	d    *virttest.Daemon
+	host store.Node
+}
+
+func seedVMs(t *testing.T) *vmRig {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "rackboot.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	now := time.Now().UTC()
+	r := &vmRig{st: st, d: virttest.New([]boot.Arch{boot.ArchX86_64}, nil)}
+	r.srv = api.New(st)
+	r.srv.Version = "test"
+	r.srv.VMs = &hypervisor.Service{Store: st, Dial: r.d.Dial}
+	n, _, err := st.EnrollClient(ctx, boot.Client{MAC: net.HardwareAddr{0x52, 0x54, 0, 0xa1, 0, 0x10}, Arch: boot.ClientX64UEFI}, now.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.UpdateNode(ctx, n.ID, store.NodePatch{Name: ptr("a100-01")}); err != nil {
+		t.Fatal(err)
+	}
+	inv, err := os.ReadFile(filepath.Join("..", "agent", "inventory", "testdata", "a100x4.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetInventory(ctx, n.ID, inv, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r.host, err = st.Node(ctx, n.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.srv.VMs.SetHypervisor(ctx, n.ID, hypervisor.Settings{URI: "qemu+tls://a100-01/system", GPUMode: "mig", GPUProfile: "3g.20gb,3g.20gb", Bridge: "br0"}, "user:test"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []store.Flavor{
+		{Name: "g1.mig3", VCPUs: 8, MemoryMiB: 32768, DiskGiB: 20, Arch: boot.ArchX86_64, GPUModel: "A100", GPUMode: "mig", GPUProfile: "3g.20gb"},
+		// No hypervisor runs AArch64 guests: this flavor never fits.
+		{Name: "a1.small", VCPUs: 2, MemoryMiB: 4096, DiskGiB: 10, Arch: boot.ArchAArch64},
+	} {
+		if _, err := r.srv.VMs.CreateFlavor(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, im := range []store.Image{
+		{Name: "debian-12-x86_64", Arch: boot.ArchX86_64, Format: "raw.zst", Size: 712 << 20, SHA256: strings.Repeat("ab", 32), Created: now},
+		{Name: "debian-12-aarch64", Arch: boot.ArchAArch64, Format: "raw.zst", Size: 690 << 20, SHA256: strings.Repeat("cd", 32), Created: now},
+	} {
+		if err := st.CreateImage(ctx, im); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, role := range map[string]store.Role{"ada": store.RoleAdmin, "rory": store.RoleReadonly} {
+		hash, err := api.HashPassword("correct horse " + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.PutUser(ctx, store.User{Name: name, Role: role, PasswordHash: hash, Created: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return r
+}
+
+// waitDomain waits until the fake daemon's domain name is in state.
+func waitDomain(t *testing.T, d *virttest.Daemon, name, state string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		dom, ok := d.Domain(name)
+		if ok && dom.State == state {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("domain %s: defined %v, state %q; want %q", name, ok, dom.State, state)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// setSelect chooses value in a <select> as a person would: the page
+// hears the change.
+func (b *browser) setSelect(sel, value string) {
+	b.t.Helper()
+	ok := eval[bool](b, fmt.Sprintf(`(() => {
+		const el = document.querySelector(%q);
+		if (!el || ![...el.options].some(o => o.value === %q && !o.disabled)) return false;
+		el.value = %q;
+		el.dispatchEvent(new Event("change"));
+		return true;
+	})()`, sel, value, value))
+	if !ok {
+		b.fail("%s offers no %q to choose", sel, value)
+	}
+}
+
+func TestBrowserVMs(t *testing.T) {
+	r := seedVMs(t)
+	ts := mount(t, r.srv)
+	b := newBrowser(t)
+	ctx := context.Background()
+	hv := fmt.Sprintf(`[data-hypervisor=%q]`, r.host.ID)
+	partitions := hv + ` [data-usage="partitions"] .meter-num`
+
+	b.do("open the appliance", chromedp.Navigate(ts.URL+"/ui/"))
+	b.login("ada", "correct horse ada")
+	b.wait("the node list", `document.querySelector("#nodes-body tr[data-node]")`)
+
+	// The hypervisor, empty: eight MIG partitions free.
+	b.do("open the hypervisors", chromedp.Click(chromedp.CSS(`a[data-nav="hypervisors"]`)))
+	b.wait("the hypervisor", `document.querySelector(`+strconv.Quote(partitions)+`)`)
+	if got := b.text(partitions); got != "0 used · 8 free of 8" {
+		t.Errorf("partitions of an empty host: %q, want 0 used · 8 free of 8", got)
+	}
+	if got := b.text(`#hv-totals [data-usage="partitions"] .meter-num`); got != "0 used · 8 free of 8" {
+		t.Errorf("the fleet's partitions: %q", got)
+	}
+	if got := eval[string](b, `document.querySelector(`+strconv.Quote(hv+" a.hv-link")+`)?.getAttribute("href") ?? ""`); got != "#/nodes/"+r.host.ID {
+		t.Errorf("the hypervisor links to %q, want its node page", got)
+	}
+	if got := b.text(hv + " .card-head"); !strings.Contains(got, "a100-01") || !strings.Contains(got, "MIG 3g.20gb,3g.20gb") || !strings.Contains(got, "x86_64") {
+		t.Errorf("hypervisor head %q: want its name, arch and GPU mode", got)
+	}
+
+	// The create form: a dry run says where, and creates nothing.
+	b.do("open the VMs", chromedp.Click(chromedp.CSS(`a[data-nav="vms"]`)))
+	b.wait("the flavors in the form", `document.querySelector('#vm-form select[name="flavor"] option[value="g1.mig3"]')`)
+	b.do("name the VM", chromedp.SendKeys(chromedp.CSS(`#vm-form input[name="name"]`), "train-01"))
+	b.setSelect(`#vm-form select[name="flavor"]`, "g1.mig3")
+	if !eval[bool](b, `document.querySelector('#vm-form select[name="image"] option[value="debian-12-aarch64"]')?.disabled === true`) {
+		t.Error("an x86_64 flavor is offered an aarch64 image")
+	}
+	b.setSelect(`#vm-form select[name="image"]`, "debian-12-x86_64")
+	b.do("check placement", chromedp.Click(chromedp.CSS("#vm-check")))
+	b.wait("the placement", `document.querySelector("#vm-plan")`)
+	if got := b.text("#vm-plan-host"); got != "a100-01" {
+		t.Errorf("the dry run places it on %q, want a100-01", got)
+	}
+	if got := b.text("#vm-plan-note"); got == "" {
+		t.Error("the dry run shows no placement note")
+	}
+	if got := b.text("#vm-plan .plan-devices"); !strings.Contains(got, "mig 3g.20gb") {
+		t.Errorf("the dry run's devices: %q, want a MIG 3g.20gb partition", got)
+	}
+	if vms, err := r.st.VMs(ctx, ""); err != nil || len(vms) != 0 {
+		t.Fatalf("after a dry run the store holds %d VMs (%v)", len(vms), err)
+	}
+	if _, ok := r.d.Domain("train-01"); ok {
+		t.Fatal("a dry run defined a domain")
+	}
+	b.screenshot("vm-create.png")
+
+	// Create it: the VM's page shows it running with its partition.
+	b.do("create", chromedp.Click(chromedp.CSS("#vm-create")))
+	b.wait("the VM's page", `document.querySelector("#vm-page") && document.querySelector("#vm-summary-list")`)
+	waitDomain(t, r.d, "train-01", "running")
+	vms, err := r.st.VMs(ctx, "")
+	if err != nil || len(vms) != 1 || len(vms[0].Devices) != 1 {
+		t.Fatalf("the store holds %+v (%v), want one VM with one device", vms, err)
+	}
+	vm := vms[0]
+	if got := eval[string](b, `document.querySelector("#vm-page").dataset.vm`); got != vm.NodeID {
+		t.Errorf("the VM page is of %q, want %q", got, vm.NodeID)
+	}
+	b.wait("the libvirt state", `document.querySelector("#vm-libvirt-state")?.textContent === "running"`)
+	if got := b.text(`#vm-devices-table tr[data-kind="mig"]`); !strings.Contains(got, "3g.20gb") || !strings.Contains(got, vm.Devices[0].Mdev) {
+		t.Errorf("the VM's MIG device shows %q, want 3g.20gb and mdev %s", got, vm.Devices[0].Mdev)
+	}
+	if got := b.text("#vm-hypervisor"); got != "a100-01" {
+		t.Errorf("the VM's hypervisor: %q", got)
+	}
+	if got := eval[string](b, `document.querySelector("#vm-node a")?.getAttribute("href") ?? ""`); got != "#/nodes/"+vm.NodeID {
+		t.Errorf("the VM's node link is %q, want its node page", got)
+	}
+	if got := b.text("#vm-summary-list"); !strings.Contains(got, vm.MAC) || !strings.Contains(got, "g1.mig3") || !strings.Contains(got, "debian-12-x86_64") {
+		t.Errorf("the VM's summary %q lacks its MAC, flavor or image", got)
+	}
+	b.screenshot("vm-page.png")
+	// The VM is a node too; its node page leads back.
+	b.do("open the VM's node", chromedp.Click(chromedp.CSS("#vm-node a")))
+	b.wait("the VM's node page", fmt.Sprintf(`document.querySelector("#node-page")?.dataset.node === %q && document.querySelector("#vm-page-link")`, vm.NodeID))
+	if got := eval[string](b, `document.querySelector("#vm-page-link").getAttribute("href")`); got != "#/vms/"+vm.NodeID {
+		t.Errorf("the VM's node page links to %q, want its VM page", got)
+	}
+
+	// The hypervisor now gives one partition less, and lists the VM.
+	b.do("open the hypervisors", chromedp.Click(chromedp.CSS(`a[data-nav="hypervisors"]`)))
+	b.wait("one partition used", `document.querySelector(`+strconv.Quote(partitions)+`)?.textContent === "1 used · 7 free of 8"`)
+	b.wait("the VM in the hypervisor's list", `document.querySelector(`+strconv.Quote(fmt.Sprintf(`%s a[data-vm=%q]`, hv, vm.NodeID))+`)`)
+	b.screenshot("hypervisors.png")
+
+	// The page is live: a VM created elsewhere shows without a reload.
+	if _, err := r.srv.VMs.CreateVM(ctx, hypervisor.VMRequest{Name: "side-01", Flavor: "g1.mig3"}, "user:someone-else"); err != nil {
+		t.Fatal(err)
+	}
+	b.wait("two partitions used", `document.querySelector(`+strconv.Quote(partitions)+`)?.textContent === "2 used · 6 free of 8"`)
+
+	// Drain and undrain, each behind a confirmation.
+	b.do("drain", chromedp.Click(chromedp.CSS(hv+` [data-drain="on"]`)))
+	b.wait("the drain dialog", `document.querySelector("#confirm").open && document.querySelector("#confirm-title").textContent === "Drain a100-01?"`)
+	if got := b.text("#confirm-body"); !strings.Contains(got, "train-01") || !strings.Contains(got, "side-01") {
+		t.Errorf("the drain dialog %q does not list the VMs to move", got)
+	}
+	b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
+	b.wait("the drained badge", `document.querySelector(`+strconv.Quote(hv+" .hv-drained-badge")+`)`)
+	if h, err := r.st.Hypervisor(ctx, r.host.ID); err != nil || !h.Drained {
+		t.Fatalf("after drain the hypervisor is drained=%v (%v)", h.Drained, err)
+	}
+	b.do("undrain", chromedp.Click(chromedp.CSS(hv+` [data-drain="off"]`)))
+	b.wait("the undrain dialog", `document.querySelector("#confirm").open && document.querySelector("#confirm-title").textContent === "Undrain a100-01?"`)
+	b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
+	b.wait("the badge gone", `document.querySelector(`+strconv.Quote(hv+` [data-drain="on"]`)+`) && !document.querySelector(`+strconv.Quote(hv+" .hv-drained-badge")+`)`)
+	if h, err := r.st.Hypervisor(ctx, r.host.ID); err != nil || h.Drained {
+		t.Fatalf("after undrain the hypervisor is drained=%v (%v)", h.Drained, err)
+	}
+
+	// Stop the VM from its page: the daemon's domain shuts off.
+	b.do("open the VM", chromedp.Click(chromedp.CSS(fmt.Sprintf(`%s a[data-vm=%q]`, hv, vm.NodeID))))
+	b.wait("the VM running", `document.querySelector("#vm-libvirt-state")?.textContent === "running"`)
+	if !eval[bool](b, `document.querySelector('[data-vm-action="start"]').disabled`) {
+		t.Error("start is offered for a running VM")
+	}
+	b.do("stop", chromedp.Click(chromedp.CSS(`[data-vm-action="stop"]`)))
+	b.wait("the stop dialog", `document.querySelector("#confirm").open && document.querySelector("#confirm-title").textContent === "Stop train-01?"`)
+	b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
+	waitDomain(t, r.d, "train-01", "shut off")
+	// Stop asks the guest (an ACPI shutdown); it does not pull the plug.
+	if calls := r.d.Calls(); !slices.Contains(calls, "shutdown train-01") || slices.Contains(calls, "destroy train-01") {
+		t.Errorf("the daemon saw %q, want an ACPI shutdown of train-01 and no destroy", calls)
+	}
+	b.wait("the VM shut off", `document.querySelector("#vm-libvirt-state")?.textContent === "shut off"`)
+	if eval[bool](b, `document.querySelector('[data-vm-action="start"]').disabled`) {
+		t.Error("start is not offered for a VM that is shut off")
+	}
+	if dom, _ := r.d.Domain("side-01"); dom.State != "running" {
+		t.Errorf("stopping train-01 changed side-01 to %q", dom.State)
+	}
+
+	// A flavor no host fits: the refusal explains itself.
+	b.do("open the VMs", chromedp.Click(chromedp.CSS(`a[data-nav="vms"]`)))
+	b.wait("the VM list and the form", `document.querySelectorAll("#vms-body tr[data-vm]").length === 2 && document.querySelector('#vm-form select[name="flavor"] option[value="a1.small"]')`)
+	b.do("name the VM", chromedp.SendKeys(chromedp.CSS(`#vm-form input[name="name"]`), "arm-01"))
+	b.setSelect(`#vm-form select[name="flavor"]`, "a1.small")
+	b.setSelect(`#vm-form select[name="image"]`, "debian-12-aarch64")
+	b.do("check placement", chromedp.Click(chromedp.CSS("#vm-check")))
+	b.wait("the refusal", `document.querySelector("#vm-refusal")?.checkVisibility()`)
+	if got := b.text("#vm-refusal"); !strings.Contains(got, "No hypervisor takes it") || !strings.Contains(got, "aarch64") {
+		t.Errorf("the refusal says %q, want why no aarch64 host takes it", got)
+	}
+	if b.text("#vm-plan") != "" {
+		t.Error("a refusal shows a placement too")
+	}
+	// Creating it anyway is refused the same way, and nothing is made.
+	b.do("create", chromedp.Click(chromedp.CSS("#vm-create")))
+	b.wait("the refusal again", `document.querySelector("#vm-refusal")?.checkVisibility() && location.hash === "#/vms"`)
+	if _, err := r.st.Node(ctx, "arm-01"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused VM's node: %v", err)
+	}
+
+	// A name that is taken is refused inline, in the form.
+	eval[bool](b, `(document.querySelector('#vm-form input[name="name"]').value = "", true)`)
+	b.do("name the VM after the host", chromedp.SendKeys(chromedp.CSS(`#vm-form input[name="name"]`), "a100-01"))
+	b.setSelect(`#vm-form select[name="flavor"]`, "g1.mig3")
+	b.do("check placement", chromedp.Click(chromedp.CSS("#vm-check")))
+	b.wait("the inline error", `document.querySelector("#vm-error")?.checkVisibility()`)
+	if got := b.text("#vm-error"); !strings.Contains(got, "already named a100-01") {
+		t.Errorf("the inline error says %q", got)
+	}
+	if b.text("#vm-answer") != "" {
+		t.Error("the earlier refusal still shows beside the inline error")
+	}
+
+	// Delete the stopped VM from its page.
+	b.do("open the VM", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#vms-body tr[data-vm=%q] a`, vm.NodeID))))
+	b.wait("the VM shut off", `document.querySelector("#vm-libvirt-state")?.textContent === "shut off"`)
+	b.do("delete", chromedp.Click(chromedp.CSS(`[data-vm-action="delete"]`)))
+	b.wait("the delete dialog", `document.querySelector("#confirm").open && document.querySelector("#confirm-title").textContent === "Delete train-01?"`)
+	b.do("confirm", chromedp.Click(chromedp.CSS("#confirm-ok")))
+	b.wait("back on the VM list with one VM", `location.hash === "#/vms" && document.querySelectorAll("#vms-body tr[data-vm]").length === 1`)
+	if _, ok := r.d.Domain("train-01"); ok {
+		t.Error("the deleted VM's domain is still defined")
+	}
+	if vms, err := r.st.VMs(ctx, ""); err != nil || len(vms) != 1 || vms[0].NodeID == vm.NodeID {
+		t.Errorf("after the delete the store holds %+v (%v), want side-01 alone", vms, err)
+	}
+	b.logout()
+
+	// Read-only access sees it all and is offered no control.
+	b.login("rory", "correct horse rory")
+	b.wait("the node list", `document.querySelector("#nodes-body tr[data-node]")`)
+	b.do("open the hypervisors", chromedp.Click(chromedp.CSS(`a[data-nav="hypervisors"]`)))
+	b.wait("the hypervisor", `document.querySelector(`+strconv.Quote(partitions)+`)?.textContent === "1 used · 7 free of 8"`)
+	if got := eval[int](b, `document.querySelectorAll("[data-drain]").length`); got != 0 {
+		t.Errorf("readonly is offered %d drain buttons", got)
+	}
+	b.do("open the VMs", chromedp.Click(chromedp.CSS(`a[data-nav="vms"]`)))
+	b.wait("the VM list", `document.querySelectorAll("#vms-body tr[data-vm]").length === 1`)
+	if eval[bool](b, `!!document.querySelector("#vm-form")`) {
+		t.Error("readonly is offered the create form")
+	}
+	b.do("open side-01", chromedp.Click(chromedp.CSS(`#vms-body tr[data-vm] a`)))
+	b.wait("side-01's page", `document.querySelector("#vm-libvirt-state")?.textContent === "running"`)
+	if got := eval[int](b, `document.querySelectorAll("[data-vm-action], #vm-actions-card").length`); got != 0 {
+		t.Errorf("readonly is offered %d VM actions", got)
+	}
+	b.logout()
+	b.checkNoProblems()
 }

@@ -40,6 +40,7 @@ func TestServes(t *testing.T) {
 		{"/ui/index.html", "text/html; charset=utf-8", "<title>rackboot</title>"},
 		{"/ui/app.js", "text/javascript; charset=utf-8", "import"},
 		{"/ui/node.js", "text/javascript; charset=utf-8", "export function nodePage"},
+		{"/ui/vms.js", "text/javascript; charset=utf-8", "export function hypervisorsPage"},
 		{"/ui/app.css", "text/css; charset=utf-8", ":root"},
 		{"/ui/favicon.svg", "image/svg+xml", "<svg"},
 	} {

@@ -23,6 +23,16 @@ const (
 	InventoryPath = "/agent/nodes/%s/inventory"
 	HeartbeatPath = "/agent/nodes/%s/heartbeat"
 	TaskPath      = "/agent/nodes/%s/tasks/%s"
+	// BMCPath is where an inspecting agent reports the BMC user it
+	// enrolled when its inspect task asked for one.
+	BMCPath = "/agent/nodes/%s/bmc"
+)
+
+// Trace events the server records when an agent calls: proto ProtoAgent,
+// kind KindLookup, in the node's boot trace.
+const (
+	ProtoAgent = "agent"
+	KindLookup = "lookup"
 )
 
 // Lookup asks for the node owning one of the agent's MACs. NodeID is the
@@ -86,6 +96,35 @@ type Task struct {
 	ID     string          `json:"id"`
 	Kind   string          `json:"kind"`
 	Params json.RawMessage `json:"params,omitempty"`
+}
+
+// InspectParams are an inspect task's parameters.
+type InspectParams struct {
+	// BMCEnroll asks the agent to create (or refresh) a rackboot user
+	// with a random password on the node's BMC, through the in-band
+	// interface, and to report it (BMCEnrollment): the server then
+	// power-manages the node with it.
+	BMCEnroll bool `json:"bmc_enroll,omitempty"`
+}
+
+// BMCEnrollment is the BMC user an agent created for rackboot. It is sent
+// once, over the agent's authenticated channel, and never stored in the
+// inventory: the server keeps the password sealed.
+type BMCEnrollment struct {
+	// TaskID is the inspect task that asked for it.
+	TaskID string `json:"task_id"`
+	// Address is the BMC's LAN address as the BMC itself reports it (an
+	// IPv4 or IPv6 literal), Channel the LAN channel it is on.
+	Address string `json:"address"`
+	Channel int    `json:"channel"`
+	User    string `json:"user"`
+	// UserID is the BMC's user slot the agent wrote.
+	UserID   int    `json:"user_id"`
+	Password string `json:"password"`
+	// LANAccess is the channel's access mode as the BMC reports it
+	// ("disabled" on BMCs that ship with IPMI over LAN off); "" when it
+	// did not say.
+	LANAccess string `json:"lan_access,omitempty"`
 }
 
 // Task outcomes.

@@ -68,7 +68,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer) error {
 	start := time.Now()
 	if o.modules {
-		res, err := (&kmod.Loader{Logger: log.With("part", "kmod")}).Hardware()
+		loader := &kmod.Loader{Logger: log.With("part", "kmod")}
+		res, err := loader.Hardware()
 		if err != nil {
 			// Built-in drivers may still be enough to reach the server.
 			log.Warn("load kernel modules", "err", err)
@@ -77,6 +78,9 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 		for _, f := range res.Failed {
 			log.Warn("module failed", "module", f.Module, "reason", f.Reason)
 		}
+		// ipmi_devintf matches no device, and ipmi_si's interface may be
+		// described by SMBIOS alone: both are asked for by name.
+		loadBMCModules(loader, log.With("part", "kmod"))
 	}
 	// Said on the console whatever happens next: with no driver for its
 	// NIC the agent never reaches the API to report it.
@@ -122,18 +126,20 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 	}
 	fmt.Fprintf(stdout, "%s %s via %s (macs %s) after %.1f s\n", Banner, cl.Node, cl.API, strings.Join(macs, ","), time.Since(start).Seconds())
 
-	work := &agent.Work{Base: cl.Files, Arch: archName(), Disks: disks, HTTP: cl.Client(0)}
+	work := &agent.Work{Base: cl.Files, Arch: archName(), Disks: disks, GPUs: gpuCount, HTTP: cl.Client(0)}
 	a := &agent.Agent{
 		API: cl.API, NodeID: cl.Node, BootSecret: cl.BootSecret, MACs: macs, Logger: log.With("part", "agent"),
 		HTTP: cl.Client(30 * time.Second),
-		Inventory: func(context.Context) (json.RawMessage, error) {
+		Inventory: func(ctx context.Context) (json.RawMessage, error) {
 			inv, err := inventory.Read("/")
 			if err != nil {
 				return nil, err
 			}
+			addBMC(ctx, inv, openBMC)
 			return json.Marshal(inv)
 		},
-		Tasks: work.Funcs(),
+		EnrollBMC: func(ctx context.Context) (protocol.BMCEnrollment, error) { return enrollBMC(ctx, openBMC) },
+		Tasks:     work.Funcs(),
 	}
 	work.Token = a.Token
 	if o.reboot {
@@ -194,6 +200,15 @@ func disks() ([]deploy.Disk, error) {
 		return nil, errors.New("list disks: this node has no disk")
 	}
 	return out, nil
+}
+
+// gpuCount is how many GPUs the inventory finds, for the burn-in.
+func gpuCount() int {
+	inv, err := inventory.Read("/")
+	if err != nil {
+		return 0
+	}
+	return len(inv.GPUs)
 }
 
 // archName is the artifacts directory of this agent's architecture.

@@ -28,6 +28,11 @@ Usage:
   rackboot node list [--state S --arch A --gpu MODEL --rack R --tag T --q TEXT]
                                       list nodes
   rackboot node show NODE             show one node (id, name or MAC)
+  rackboot node inventory NODE [--format rackboot|ironic]
+                                      a node's inventory as JSON; ironic: as ironic-python-agent sends it
+  rackboot node inventory NODE --set FILE
+                                      the inventory of a machine rackboot did not inspect, from
+                                      rackboot-agent inventory run on it (admin)
   rackboot node trace NODE            show a node's boots and where each one stopped
   rackboot node events NODE           show a node's audit log
   rackboot node set NODE [--name N --rack R --position U --tags a,b --owner rackboot|ironic
@@ -43,7 +48,7 @@ Usage:
   rackboot node boot-device NODE pxe|disk [--persistent]
                                       the next boot's device (every boot's, persistent), through the BMC
   rackboot node inspect|release|reboot NODE [--reason TEXT]
-  rackboot node deploy NODE --image NAME
+  rackboot node deploy NODE --image NAME [--role hypervisor]
   rackboot node wipe NODE [--method quick|full]
   rackboot node burnin NODE [--duration 30m]
   rackboot node maintenance NODE on|off [--reason TEXT]
@@ -53,6 +58,22 @@ Usage:
   rackboot image list|show|delete     the image catalog
   rackboot image build --arch x86_64|aarch64 --output FILE
                                       write a small bootable GPT disk image
+  rackboot hypervisor add NODE --uri qemu+tls://HOST/system --bridge BR [--gpu passthrough|vgpu:TYPE|mig:LAYOUT]
+                         [--vgpu-max N --cpu-allocation-ratio R --ram-allocation-ratio R
+                          --reserved-host-memory-mb M --emulated x86_64,aarch64 --no-kvm --pool P]
+                                      make an inspected node a hypervisor (admin); its architectures come
+                                      from libvirt's capabilities, its CPUs, memory, NUMA and GPUs from
+                                      its inventory
+  rackboot hypervisor set|drain|undrain|remove NODE
+  rackboot hypervisor list|show [NODE]
+                                      hypervisors with vCPUs, memory, GPUs and partitions used and free
+  rackboot flavor create NAME --vcpus N --memory 64GiB --disk GIB [--arch A]
+                         [--gpu passthrough|vgpu:TYPE|mig:PROFILE --gpu-model M --gpu-count N]
+  rackboot flavor list|delete         VM shapes
+  rackboot vm create NAME --flavor F [--image IMG --hypervisor NODE --dry-run]
+                                      place a VM and start it; it network-boots through rackboot as a
+                                      node of kind vm; --dry-run prints the placement and domain XML
+  rackboot vm list [--hypervisor NODE] | show|start|stop|poweroff|reboot|delete|console VM
   rackboot token create --name N --role admin|tech|readonly [--ttl 720h]
                                       print a new API token (shown once)
   rackboot token list|delete          API tokens (admin)
@@ -114,6 +135,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return imageCmd(ctx, args[1:], stdout, stderr)
 	case "token":
 		return tokenCmd(ctx, args[1:], stdout, stderr)
+	case "hypervisor":
+		return hypervisorCmd(ctx, args[1:], stdout, stderr)
+	case "flavor":
+		return flavorCmd(ctx, args[1:], stdout, stderr)
+	case "vm":
+		return vmCmd(ctx, args[1:], stdout, stderr)
 	case "user":
 		return userCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "backup", "restore":

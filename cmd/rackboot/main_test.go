@@ -32,7 +32,7 @@ func TestUsage(t *testing.T) {
 		{args: []string{"firmware"}, usage: true, errText: "want fetch or verify"},
 		{args: []string{"backup"}, usage: true, errText: "backup FILE"},
 		{args: []string{"restore", "a", "b"}, usage: true, errText: "restore FILE"},
-		{args: []string{"node"}, usage: true, errText: "want list, add, show, trace, events, set, delete"},
+		{args: []string{"node"}, usage: true, errText: "want list, add, show, inventory, trace, events, set, delete"},
 		{args: []string{"node", "show"}, usage: true, errText: "which node?"},
 		{args: []string{"node", "set", "n1"}, usage: true, errText: "nothing to set"},
 		{args: []string{"node", "wobble", "n1", "--server", "http://127.0.0.1:1"}, usage: true, errText: "unknown command"},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -20,7 +21,7 @@ import (
 
 func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"node: want list, add, show, trace, events, set, delete, power, boot-device or an action (inspect, deploy, release, wipe, burnin, maintenance, reboot)"}
+		return usageError{"node: want list, add, show, inventory, trace, events, set, delete, power, boot-device or an action (inspect, deploy, release, wipe, burnin, maintenance, reboot)"}
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("node "+sub, flag.ContinueOnError)
@@ -29,16 +30,19 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	var f struct {
 		state, arch, gpu, rack, tag, q                        string
 		name, setRack, tags, owner, secureBoot, image, method string
-		duration, reason                                      string
+		duration, reason, format                              string
 		bmc, bmcUser, bmcPasswordFile, bmcFingerprint         string
 		noBMC, persistent                                     bool
-		hostname, sshKeys, rootSerial                         string
+		hostname, sshKeys, rootSerial, role                   string
 		rootMin                                               int64
 		grow                                                  bool
 		position                                              int
 	}
 	set := map[string]bool{}
 	switch sub {
+	case "inventory":
+		fs.StringVar(&f.format, "format", "rackboot", "rackboot, or ironic: as ironic-python-agent sends it to Ironic's inspection")
+		fs.StringVar(&f.image, "set", "", "set the inventory of a machine rackboot did not inspect from this file (rackboot-agent inventory's output on it; admin)")
 	case "list":
 		fs.StringVar(&f.state, "state", "", "only nodes in this state")
 		fs.StringVar(&f.arch, "arch", "", "only x86_64 or aarch64 nodes")
@@ -69,6 +73,7 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fs.StringVar(&f.image, "image", "", "the image to write (required)")
 		fs.StringVar(&f.hostname, "hostname", "", "write a cloud-init seed with this hostname")
 		fs.StringVar(&f.sshKeys, "ssh-keys", "", "authorized_keys file for the seed")
+		fs.StringVar(&f.role, "role", "", "hypervisor: the seed also carries libvirt's TLS files from rackboot's CA and enables libvirtd's TLS socket (the image needs libvirt-daemon-system); then rackboot hypervisor add NODE --uri qemu+tls://HOST/system")
 		fs.StringVar(&f.rootSerial, "root-serial", "", "write to the disk with this serial")
 		fs.Int64Var(&f.rootMin, "root-min-size", 0, "write to the smallest disk of at least this many GiB")
 		fs.BoolVar(&f.grow, "grow", false, "grow the image's last partition to the end of the disk")
@@ -151,6 +156,25 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return err
 		}
 		return c.print(stdout, n, func(tw *tabwriter.Writer) { showNode(tw, n) })
+	case "inventory":
+		if f.image != "" {
+			b, err := os.ReadFile(f.image)
+			if err != nil {
+				return fmt.Errorf("node inventory --set: %w", err)
+			}
+			return c.send(ctx, "PUT", path+"/inventory", "application/json", bytes.NewReader(b), nil)
+		}
+		var inv json.RawMessage
+		if err := c.do(ctx, "GET", path+"/inventory?format="+url.QueryEscape(f.format), nil, &inv); err != nil {
+			return err
+		}
+		var out bytes.Buffer
+		if err := json.Indent(&out, inv, "", "  "); err != nil {
+			return err
+		}
+		out.WriteByte('\n')
+		_, err := stdout.Write(out.Bytes())
+		return err
 	case "trace":
 		var tr api.Trace
 		if err := c.do(ctx, "GET", path+"/trace", nil, &tr); err != nil {
@@ -294,7 +318,7 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return usageError{"node deploy: which image? (--image NAME)"}
 	}
 	if sub == "deploy" {
-		p.Grow = f.grow
+		p.Grow, p.Role = f.grow, f.role
 		if f.rootSerial != "" || f.rootMin > 0 {
 			p.RootDevice, _ = json.Marshal(map[string]any{"serial": f.rootSerial, "min_size": f.rootMin})
 		}

@@ -32,6 +32,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	db := fs.String("db", "", "database: a postgres:// URL shared by several servers (default: SQLite in the data dir; env RACKBOOT_DB)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
 	secretKeyFile := fs.String("secret-key-file", "", "keys BMC passwords are encrypted with; the same file on every server sharing a database (default DATA_DIR/secret.key, written on first start)")
+	bmcEnroll := fs.Bool("bmc-enroll", false, "every inspection creates a rackboot user with a random password on the node's BMC, in-band, and uses it (bmc.enroll)")
 	bmcCAFile := fs.String("bmc-ca-file", "", "PEM CA bundle that verifies Redfish BMCs' certificates where none is pinned (default: the system's roots)")
 	heartbeat := fs.Duration("agent-heartbeat", 0, "how often agents call in, which is how long a new task can wait for one (default 10s)")
 	fs.Usage = func() {
@@ -78,6 +79,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	override("db", &cfg.DB, *db)
 	if set["secure-boot"] {
 		cfg.SecureBoot = *secureBoot
+	}
+	if set["bmc-enroll"] {
+		cfg.BMC.Enroll = *bmcEnroll
 	}
 	if set["agent-heartbeat"] {
 		if *heartbeat < time.Second {

@@ -333,3 +333,89 @@ func ClientConfig(pins []string) *tls.Config {
 		},
 	}
 }
+
+// CA is a certificate authority of the appliance kept in two files of a
+// directory, for a trust domain of its own: the hypervisors' libvirt
+// daemons and rackboot as their client trust it, and nothing else does,
+// so a certificate it issues to a hypervisor never passes for the API.
+type CA struct {
+	Cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+// LoadOrCreateCA reads the CA NAME.pem and NAME-key.pem from dir, making
+// it on first use with common name cn.
+func LoadOrCreateCA(dir, name, cn string) (*CA, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("ca %s: %w", name, err)
+	}
+	certName, keyName := name+".pem", name+"-key.pem"
+	c, k, err := loadPair(filepath.Join(dir, certName), filepath.Join(dir, keyName))
+	if errors.Is(err, os.ErrNotExist) {
+		if k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			return nil, fmt.Errorf("ca %s: %w", name, err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber:          serial(),
+			Subject:               pkix.Name{CommonName: cn, Organization: []string{"rackboot"}},
+			NotBefore:             time.Now().Add(-time.Hour),
+			NotAfter:              time.Now().AddDate(20, 0, 0),
+			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+			BasicConstraintsValid: true,
+			IsCA:                  true,
+			MaxPathLenZero:        true,
+		}
+		c, k, err = issue(dir, certName, keyName, tmpl, nil, nil, k)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ca %s: %w", name, err)
+	}
+	if !c.IsCA {
+		return nil, fmt.Errorf("ca %s: %s is not a CA certificate", name, filepath.Join(dir, certName))
+	}
+	return &CA{Cert: c, key: k}, nil
+}
+
+// PEM is the CA's certificate.
+func (c *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Cert.Raw})
+}
+
+// Issue signs a new key's certificate for a server named by hosts (DNS
+// names or addresses) or, with client, for a client; it returns both as
+// PEM and writes nothing. Key encipherment is in the key usage beside the
+// signature, which GnuTLS (libvirt's TLS) wants of every certificate,
+// ECDSA ones too.
+func (c *CA) Issue(cn string, hosts []string, client bool) (certPEM, keyPEM []byte, err error) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: cn, Organization: []string{"rackboot"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().AddDate(5, 0, 0),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if client {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	for _, h := range hosts {
+		if a, err := netip.ParseAddr(h); err == nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, net.IP(a.AsSlice()))
+		} else if h != "" && !slices.Contains(tmpl.DNSNames, h) {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.Cert, &k.PublicKey, c.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	kder, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), nil
+}

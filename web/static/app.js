@@ -1,6 +1,7 @@
 // rackboot's web UI: the shell (session, router, live events, dialogs).
 // Pages live in their own modules and are hash routes: #/nodes,
-// #/nodes/ID, #/racks, #/images, #/events, #/admin.
+// #/nodes/ID, #/racks, #/hypervisors, #/vms, #/vms/ID, #/images,
+// #/events, #/admin.
 
 import { h, clear, $, $$ } from './dom.js';
 import { get, post, setCSRF, setUnauthorizedHandler } from './api.js';
@@ -8,6 +9,7 @@ import { session, can, toast } from './ui.js';
 import { nodesPage, racksPage } from './nodes.js';
 import { nodePage } from './node.js';
 import { imagesPage, eventsPage, adminPage } from './admin.js';
+import { hypervisorsPage, vmsPage, vmPage } from './vms.js';
 
 let view = null;
 let stream = null;
@@ -124,6 +126,9 @@ const routes = [
   [/^\/nodes\/?$/, 'nodes', nodesPage],
   [/^\/nodes\/([^/]+)$/, 'nodes', nodePage],
   [/^\/racks\/?$/, 'racks', racksPage],
+  [/^\/hypervisors\/?$/, 'hypervisors', hypervisorsPage],
+  [/^\/vms\/?$/, 'vms', vmsPage],
+  [/^\/vms\/([^/]+)$/, 'vms', vmPage],
   [/^\/images\/?$/, 'images', imagesPage],
   [/^\/events\/?$/, 'events', eventsPage],
   [/^\/admin\/?$/, 'admin', adminPage],

@@ -190,7 +190,7 @@ function migView(g) {
   if (capable === undefined && !profiles.length && (m === undefined || typeof m === 'object')) return h('span', { class: 'muted', text: '—' });
   if (typeof m === 'boolean' && capable === undefined) return m ? chip('capable', 'ok') : h('span', { class: 'muted', text: 'no' });
   if (capable === false) return h('span', { class: 'muted', text: 'no' });
-  const names = profiles.map((p) => (typeof p === 'object' ? pick(p, 'name', 'profile') : p));
+  const names = profiles.map((p) => (typeof p === 'object' ? `${pick(p, 'name', 'profile')}${p.max ? ` ×${p.max}` : ''}` : p));
   return h('span', { title: names.map(txt).join('\n') || null },
     chip(enabled === true || enabled === 'enabled' ? 'enabled' : 'capable', 'ok'),
     profiles.length ? ` ${profiles.length} profiles` : null);

@@ -2,7 +2,7 @@
 // trace, tasks, and the lifecycle actions behind a confirmation.
 
 import { h, clear, $, $$, timeEl, fmtTime, stateBadge, chip, mono, field, select, card, empty, debounce, bytes } from './dom.js';
-import { get, post, patch, del, enc, query, APIError } from './api.js';
+import { api, get, post, patch, del, enc, query, APIError } from './api.js';
 import { can, toast, confirmDialog } from './ui.js';
 import { inventoryView } from './inventory.js';
 import { nodeLabel } from './nodes.js';
@@ -18,7 +18,16 @@ const ACTIONS = [
   { id: 'reboot', label: 'Reboot', text: 'asks the agent to restart the node. The state does not change.' },
 ];
 
-const STAGES = ['dhcp', 'offer', 'loader', 'config', 'kernel', 'initrd', 'handover'];
+// POWER are the power actions of a node with a BMC (POST /nodes/{id}/power).
+const POWER = [
+  { id: 'on', label: 'Power on', text: 'is powered on; power-ons queue behind the server\'s limit.' },
+  { id: 'soft-off', label: 'Shut down', text: 'is asked to shut down (ACPI); the OS decides.' },
+  { id: 'off', label: 'Power off', text: 'loses power at once, whatever it runs.', danger: true },
+  { id: 'cycle', label: 'Power cycle', text: 'is powered off and on again.', danger: true },
+  { id: 'reset', label: 'Reset', text: 'is reset at once, whatever it runs.', danger: true },
+];
+
+const STAGES = ['dhcp', 'offer', 'loader', 'config', 'kernel', 'initrd', 'handover', 'agent'];
 
 function eventItem(ev, fresh, nodeID) {
   const actor = ev.actor === `agent:${nodeID}` ? 'agent' : ev.actor || 'system';
@@ -49,7 +58,7 @@ function bootView(b, i) {
     h('header', {},
       h('span', { class: 'boot-time' }, timeEl(b.start, false)),
       b.client ? h('span', { class: 'mono muted', text: b.client }) : null,
-      h('span', { class: ['chip', failed ? 'chip-warn' : (b.stage === 'handover' || local) ? 'chip-ok' : ''], text: `reached: ${b.stage || 'none'}` })),
+      h('span', { class: ['chip', failed ? 'chip-warn' : (b.stage === 'handover' || b.stage === 'agent' || local) ? 'chip-ok' : ''], text: `reached: ${b.stage || 'none'}` })),
     h('p', { class: 'verdict-text', text: b.verdict || '' }),
     ladder,
     steps.length ? h('details', { open: i === 0 }, h('summary', { text: `${steps.length} steps` }),
@@ -86,6 +95,8 @@ export function resultView(k) {
   } else if (k.kind === 'wipe' && Array.isArray(r.disks)) {
     for (const d of r.disks) lines.push(`${d.disk}: ${d.method}, ${bytes(d.bytes)}, ${d.samples_verified || 0} samples zero`);
   } else if (k.kind === 'burnin' && Array.isArray(r.tests)) {
+    if (r.verdict === 'incomplete') lines.push(`incomplete, not passed: ${(r.untested || []).join('; ')}`);
+    else if (r.verdict) lines.push(r.verdict);
     for (const t of r.tests) {
       const figs = Object.entries(t.figures || {}).map(([name, v]) => `${name} ${Number.isInteger(v) ? v : v.toFixed(1)}`);
       lines.push(`${t.name}: ${t.outcome}${t.reason ? ` (${t.reason})` : ''}${figs.length ? ' · ' + figs.join(' · ') : ''}`);
@@ -142,7 +153,9 @@ export function nodePage(root, id) {
   function renderHead() {
     document.title = `${nodeLabel(node)} · rackboot`;
     title.textContent = nodeLabel(node);
-    clear(headBadges, stateBadge(node.state), chip(node.kind || 'metal'), node.owner && node.owner !== 'rackboot' ? chip(`owner: ${node.owner}`, 'warn') : null);
+    clear(headBadges, stateBadge(node.state), chip(node.kind || 'metal'), node.owner && node.owner !== 'rackboot' ? chip(`owner: ${node.owner}`, 'warn') : null,
+      // A VM's power goes through libvirt, not a BMC: its own page has it.
+      node.kind === 'vm' ? h('a', { href: `#/vms/${enc(node.id)}`, id: 'vm-page-link', class: 'small', text: 'VM: libvirt state and actions' }) : null);
     clear(sub, node.id, node.uuid ? ` · ${node.uuid}` : '');
     root.querySelector('.crumbs span').textContent = nodeLabel(node);
   }
@@ -229,8 +242,63 @@ export function nodePage(root, id) {
         onclick: () => runAction(a),
       });
     });
-    clear(actionsBody, h('div', { class: 'action-buttons' }, buttons),
+    const power = node.power_managed ? h('div', { class: 'power-controls', id: 'power-controls' },
+      h('h3', { class: 'small', text: 'Power (through the BMC)' }),
+      h('div', { class: 'action-buttons' }, POWER.map((p) => h('button', {
+        type: 'button', class: ['btn', 'btn-small', p.danger && 'btn-danger-quiet'], 'data-power': p.id, text: p.label,
+        onclick: () => runPower(p),
+      })), h('button', { type: 'button', class: 'btn btn-small btn-quiet', 'data-power': 'status', text: 'Ask status', onclick: powerStatus })),
+      h('div', { class: 'action-buttons' }, ['pxe', 'disk'].map((d) => h('button', {
+        type: 'button', class: 'btn btn-small btn-quiet', 'data-boot-device': d, text: d === 'pxe' ? 'Next boot: network' : 'Next boot: disk',
+        onclick: () => bootDevice(d),
+      })))) : null;
+    clear(actionsBody, h('div', { class: 'action-buttons' }, buttons), power,
       h('p', { class: 'muted small', text: 'Each action asks for confirmation and is recorded with your name and reason.' }));
+  }
+
+  async function runPower(p) {
+    showError('');
+    try {
+      const res = await confirmDialog({
+        title: `${p.label} ${nodeLabel(node)}?`, ok: p.label, danger: !!p.danger,
+        body: [h('p', {}, h('strong', { text: nodeLabel(node) }), ` ${p.text}`)],
+        run: () => post(`/nodes/${enc(node.id)}/power`, { action: p.id }),
+      });
+      if (!res || res === true) return;
+      if (res.event) addEvent(res.event, true);
+      toast(`${p.label}: done`);
+      refresh();
+    } catch (e) {
+      showError(e.message);
+    }
+  }
+
+  async function powerStatus() {
+    showError('');
+    try {
+      const st = await get(`/nodes/${enc(node.id)}/power`);
+      toast(`Power ${st.state}`);
+      refresh();
+    } catch (e) {
+      showError(e.message);
+    }
+  }
+
+  async function bootDevice(device) {
+    showError('');
+    try {
+      const res = await confirmDialog({
+        title: `Boot ${nodeLabel(node)} from ${device === 'pxe' ? 'the network' : 'its disk'} next?`, ok: 'Set',
+        body: [h('p', { text: 'Only the next boot, unless every boot is asked for.' }),
+          h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'persistent' }), ' every boot (persistent)')],
+        run: (f) => api('PUT', `/nodes/${enc(node.id)}/boot-device`, { device, persistent: f.elements.persistent.checked }),
+      });
+      if (!res || res === true) return;
+      if (res.event) addEvent(res.event, true);
+      toast('Boot device set');
+    } catch (e) {
+      showError(e.message);
+    }
   }
 
   async function imageField() {

@@ -1,8 +1,8 @@
 // The node list (filters, pagination, live rows) and the rack view.
 
 import { h, clear, $, timeEl, stateBadge, mono, select, debounce, empty, chip } from './dom.js';
-import { get, getAll, query, enc } from './api.js';
-import { hashParams } from './ui.js';
+import { get, getAll, post, query, enc } from './api.js';
+import { hashParams, can, toast, confirmDialog } from './ui.js';
 
 export const STATES = ['discovered', 'inspecting', 'available', 'deploying', 'active', 'cleaning', 'burnin', 'failed', 'maintenance'];
 const PAGE = 50;
@@ -30,8 +30,16 @@ function place(n) {
   return h('span', { class: 'mono', text: n.position ? `${n.rack} / U${n.position}` : n.rack });
 }
 
-function nodeRow(n) {
-  return h('tr', { 'data-node': n.id, class: `row-${n.state}` },
+// BULK are the power actions the node list applies to the selected nodes
+// (POST /power); they queue behind the server's power-on limit.
+const BULK = [['on', 'Power on'], ['soft-off', 'Shut down'], ['off', 'Power off'], ['cycle', 'Power cycle'], ['reset', 'Reset']];
+
+function nodeRow(n, selected) {
+  const pick = selected ? h('td', { class: 'pick' }, h('input', {
+    type: 'checkbox', class: 'select-node', 'aria-label': `Select ${nodeLabel(n)}`, checked: selected.has(n.id),
+    onchange: (e) => { if (e.target.checked) selected.add(n.id); else selected.delete(n.id); selected.changed(); },
+  })) : null;
+  return h('tr', { 'data-node': n.id, class: `row-${n.state}` }, pick,
     h('td', { class: 'name' },
       h('a', { href: `#/nodes/${enc(n.id)}`, class: 'node-link', text: nodeLabel(n) }),
       n.name ? h('div', { class: 'sub mono', text: n.id }) : null,
@@ -69,21 +77,64 @@ export function nodesPage(root) {
     h('label', { class: 'filter filter-q' }, h('span', { text: 'Search' }), q, h('kbd', { class: 'kbd-hint', title: 'Press / to search', text: '/' })),
     labelled('State', state), labelled('Arch', arch), labelled('Rack', rack), labelled('GPU model', gpu), reset, racksList, gpuList);
 
+  // Techs select nodes for a bulk power action.
+  const selected = can('tech') ? new Set() : null;
+  const bulkAction = select('bulk-action', BULK, 'on');
+  const bulkGo = h('button', { type: 'button', class: 'btn btn-small', id: 'bulk-go', text: 'Apply to selected', disabled: true });
+  const bulkCount = h('span', { class: 'muted', id: 'bulk-count' });
+  const bulkBar = selected ? h('div', { class: 'bulk', id: 'bulk-bar' }, h('label', { class: 'filter' }, h('span', { text: 'Power' }), bulkAction), bulkGo, bulkCount) : null;
+  if (selected) {
+    selected.changed = () => {
+      bulkCount.textContent = selected.size ? `${selected.size} selected` : '';
+      bulkGo.disabled = selected.size === 0;
+    };
+  }
   const tbody = h('tbody', { id: 'nodes-body' });
+  const pickAll = selected ? h('input', {
+    type: 'checkbox', id: 'select-all', 'aria-label': 'Select every node on this page',
+    onchange: (e) => {
+      for (const n of nodes) { if (e.target.checked) selected.add(n.id); else selected.delete(n.id); }
+      for (const box of tbody.querySelectorAll('.select-node')) box.checked = e.target.checked;
+      selected.changed();
+    },
+  }) : null;
   const table = h('table', { class: 'grid', id: 'nodes-table' },
     h('caption', { class: 'sr-only', text: 'Nodes' }),
-    h('thead', {}, h('tr', {},
+    h('thead', {}, h('tr', {}, selected ? h('th', { scope: 'col', class: 'pick' }, pickAll) : null,
       ['Name / ID', 'State', 'Arch', 'Rack / U', 'GPUs', 'MACs', 'Last seen'].map((c) => h('th', { scope: 'col', text: c })))),
     tbody);
+  bulkGo.addEventListener('click', async () => {
+    const ids = [...selected];
+    const label = BULK.find(([id]) => id === bulkAction.value)[1];
+    try {
+      const res = await confirmDialog({
+        title: `${label} ${ids.length} node${ids.length === 1 ? '' : 's'}?`, ok: label, danger: bulkAction.value !== 'on' && bulkAction.value !== 'soft-off',
+        body: [h('p', { text: 'Power-ons start in turn, within the server\'s power.max_concurrent_on and power.on_rate; every node gets its own result and audit event.' })],
+        run: () => post('/power', { action: bulkAction.value, nodes: ids }),
+      });
+      if (!res || res === true) return;
+      const items = res.items || [];
+      const failed = items.filter((r) => !r.ok);
+      toast(`${label}: ${items.length - failed.length} of ${items.length} done`, failed.length ? 'warn' : 'ok');
+      bulkErr.textContent = failed.map((r) => `${r.node}: ${r.error}`).join('; ');
+      bulkErr.hidden = failed.length === 0;
+      load();
+    } catch (e) {
+      bulkErr.textContent = e.message;
+      bulkErr.hidden = false;
+    }
+  });
   const status = h('span', { class: 'muted', id: 'nodes-status', 'aria-live': 'polite' });
   const prev = h('button', { type: 'button', class: 'btn btn-small', text: '‹ Previous', disabled: true });
   const next = h('button', { type: 'button', class: 'btn btn-small', text: 'Next ›', disabled: true });
   const pageNo = h('span', { class: 'muted' });
   const errEl = h('p', { class: 'alert alert-error', role: 'alert', hidden: true });
+  // The last bulk action's failures, apart from the list's own errors.
+  const bulkErr = h('p', { class: 'alert alert-error', id: 'bulk-error', role: 'alert', hidden: true });
 
   clear(root,
     h('div', { class: 'page-head' }, h('h1', { text: 'Nodes' }), status),
-    form, errEl,
+    form, bulkBar, bulkErr, errEl,
     h('div', { class: 'table-wrap' }, table),
     h('div', { class: 'pager' }, prev, pageNo, next));
 
@@ -97,8 +148,8 @@ export function nodesPage(root) {
       if (!alive || mine !== loads) return;
       nodes = res.items || [];
       errEl.hidden = true;
-      clear(tbody, nodes.length ? nodes.map(nodeRow)
-        : h('tr', {}, h('td', { colspan: 7, class: 'empty', text: 'No nodes match.' })));
+      clear(tbody, nodes.length ? nodes.map((n) => nodeRow(n, selected))
+        : h('tr', {}, h('td', { colspan: selected ? 8 : 7, class: 'empty', text: 'No nodes match.' })));
       if (res.next_cursor) cursors[page + 1] = res.next_cursor;
       else cursors = cursors.slice(0, page + 1);
       next.disabled = !res.next_cursor;
@@ -153,7 +204,7 @@ export function nodesPage(root) {
       try {
         const n = await get(`/nodes/${enc(ev.node_id)}`);
         if (!alive) return;
-        const fresh = nodeRow(n);
+        const fresh = nodeRow(n, selected);
         fresh.classList.add('flash');
         row.replaceWith(fresh);
       } catch (e) {
