@@ -555,8 +555,23 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 	// TFTP and boot-time HTTP get the same planner (the core) and GRUB
 	// generators that differ only in where GRUB fetches the kernel from;
 	// neither they nor the core know each other.
-	files := &tftp.BootFiles{Loaders: loaders, Artifacts: artifacts, Planner: c, ClientMAC: c.MACOf,
+	var files tftp.Files = &tftp.BootFiles{Loaders: loaders, Artifacts: artifacts, Planner: c, ClientMAC: c.MACOf,
 		GRUBConfig: grub.Config, GRUBBootstrap: grub.Bootstrap()}
+	ironicRoots, err := r.Ironic.roots()
+	if err != nil {
+		return err
+	}
+	var trees []httpboot.Tree
+	for _, rt := range ironicRoots.Roots() {
+		if rt.HTTPRoot != "" {
+			trees = append(trees, httpboot.Tree{Prefix: rt.Prefix(), Dir: rt.HTTPRoot})
+		}
+		log.Info("serving an Ironic conductor's trees", "root", rt.Name, "tftp_root", rt.TFTPRoot, "http_root", rt.HTTPRoot,
+			"http", r.baseURL+"/"+rt.Prefix()+"/", "tftp", rt.Prefix()+"/")
+	}
+	if len(ironicRoots.Roots()) > 0 {
+		files = ironicRoots.TFTP(files, ironicOwned(c, ironicDir))
+	}
 	tftpServer := &tftp.Server{Files: files, Recorder: c, Logger: log.With("proto", "tftp"),
 		MaxBlockSize: r.TFTP.MaxBlockSize, MaxWindowSize: r.TFTP.MaxWindowSize,
 		MaxTransfers: r.TFTP.MaxTransfers, MaxPerSource: r.TFTP.MaxPerSource}
@@ -574,6 +589,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		GRUBBootstrap: grub.Bootstrap(),
 		Firmware:      filepath.Join(r.DataDir, FirmwareDir),
 		Artifacts:     filepath.Join(r.DataDir, ArtifactsDir),
+		Trees:         trees,
 		Recorder:      c,
 		Logger:        log.With("proto", "http"),
 	}

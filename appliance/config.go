@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/rackboot/rackboot/ironic/roots"
 )
 
 // DHCP modes.
@@ -100,21 +102,79 @@ type IronicConfig struct {
 	HostsDirs []string `yaml:"hostsdir"`
 	OptsDirs  []string `yaml:"optsdir"`
 	LeaseFile string   `yaml:"leasefile"`
+	// Roots are conductors' tftp_root and http_root, served read-only
+	// under ironic/NAME/ for conductors whose tftp_server and http_url
+	// name rackboot (package ironic/roots).
+	Roots []IronicRootConfig `yaml:"roots"`
+}
+
+// IronicRootConfig is one conductor's trees.
+type IronicRootConfig struct {
+	Name     string `yaml:"name"`
+	TFTPRoot string `yaml:"tftp_root"`
+	HTTPRoot string `yaml:"http_root"`
+	// Subnets are the clients whose /tftpboot/ paths (and the fixed names
+	// of the loaders of nodes Ironic boots) this conductor answers; the
+	// first root without any answers the rest.
+	Subnets []string `yaml:"subnets"`
+}
+
+// checkRootKeys refuses a misspelt setting in ironic.roots, which would
+// otherwise leave a root silently without its tree.
+func checkRootKeys(n *yaml.Node) error {
+	if n.Kind != yaml.SequenceNode {
+		return nil
+	}
+	for j, e := range n.Content {
+		if e.Kind != yaml.MappingNode {
+			continue
+		}
+		for i := 0; i+1 < len(e.Content); i += 2 {
+			switch k := e.Content[i].Value; k {
+			case "name", "tftp_root", "http_root", "subnets":
+			default:
+				return fmt.Errorf("ironic.roots[%d]: unknown setting %q (name, tftp_root, http_root, subnets)", j, k)
+			}
+		}
+	}
+	return nil
+}
+
+// roots is the config as package roots takes it.
+func (c IronicConfig) roots() (*roots.Set, error) {
+	var list []roots.Root
+	for i, rc := range c.Roots {
+		r := roots.Root{Name: rc.Name, TFTPRoot: rc.TFTPRoot, HTTPRoot: rc.HTTPRoot}
+		for _, s := range rc.Subnets {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, fmt.Errorf("ironic.roots[%d].subnets: %w", i, err)
+			}
+			r.Subnets = append(r.Subnets, p.Masked())
+		}
+		list = append(list, r)
+	}
+	return roots.New(list)
 }
 
 // UnmarshalYAML takes hostsdir and optsdir as one directory or a list.
 func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 	var raw struct {
-		HostsDirs yaml.Node `yaml:"hostsdir"`
-		OptsDirs  yaml.Node `yaml:"optsdir"`
-		LeaseFile string    `yaml:"leasefile"`
+		HostsDirs yaml.Node          `yaml:"hostsdir"`
+		OptsDirs  yaml.Node          `yaml:"optsdir"`
+		LeaseFile string             `yaml:"leasefile"`
+		Roots     []IronicRootConfig `yaml:"roots"`
 	}
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			switch k := n.Content[i].Value; k {
 			case "hostsdir", "optsdir", "leasefile":
+			case "roots":
+				if err := checkRootKeys(n.Content[i+1]); err != nil {
+					return err
+				}
 			default:
-				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile)", k)
+				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile, roots)", k)
 			}
 		}
 	}
@@ -139,7 +199,7 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 	if c.OptsDirs, err = list(raw.OptsDirs); err != nil {
 		return fmt.Errorf("ironic.optsdir: %w", err)
 	}
-	c.LeaseFile = raw.LeaseFile
+	c.LeaseFile, c.Roots = raw.LeaseFile, raw.Roots
 	return nil
 }
 

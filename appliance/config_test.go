@@ -174,3 +174,65 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+func TestIronicConfig(t *testing.T) {
+	dir := t.TempDir()
+	load := func(s string) (Config, error) {
+		p := filepath.Join(dir, "c.yaml")
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return LoadConfig(p)
+	}
+	c, err := load(`
+ironic:
+  hostsdir: /etc/dnsmasq.d/hostsdir.d
+  optsdir: [/a, /b]
+  leasefile: /var/lib/dnsmasq/dnsmasq.leases
+  roots:
+    - {name: c1, tftp_root: /tftpboot, http_root: /httpboot}
+    - {name: c2, http_root: /srv/c2/httpboot, subnets: [10.2.0.0/16]}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Ironic.HostsDirs) != 1 || len(c.Ironic.OptsDirs) != 2 || len(c.Ironic.Roots) != 2 {
+		t.Fatalf("ironic = %+v", c.Ironic)
+	}
+	set, err := c.Ironic.roots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := set.Roots()
+	if rs[0].Prefix() != "ironic/c1" || rs[0].TFTPRoot != "/tftpboot" || rs[1].Subnets[0].String() != "10.2.0.0/16" {
+		t.Errorf("roots = %+v", rs)
+	}
+	if err := checkIronic(c.Ironic, DHCPAuthoritative); err != nil {
+		t.Errorf("check: %v", err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"ironic:\n  roots:\n    - {name: c1, tftproot: /t}\n", `"tftproot"`},
+	} {
+		if _, err := load(tc.yaml); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err %v, want one naming %s", tc.yaml, err, tc.want)
+		}
+	}
+	// Roots alone (a conductor with DHCP of its own) need no dnsmasq
+	// settings, but a bad one is refused at the start.
+	for _, tc := range []struct{ yaml, want string }{
+		{"ironic:\n  roots:\n    - {name: C1, tftp_root: /t}\n", "name"},
+		{"ironic:\n  roots:\n    - {name: c1, tftp_root: /t, subnets: [10.0.0.0/33]}\n", "subnets"},
+	} {
+		c, err := load(tc.yaml)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkIronic(c.Ironic, DHCPProxy); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err %v, want one naming %s", tc.yaml, err, tc.want)
+		}
+	}
+	c, _ = load("ironic:\n  roots:\n    - {name: c1, tftp_root: /t}\n")
+	if err := checkIronic(c.Ironic, DHCPProxy); err != nil {
+		t.Errorf("roots alone: %v", err)
+	}
+}

@@ -11,8 +11,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/rackboot/rackboot/core"
 	"github.com/rackboot/rackboot/dhcp"
 	"github.com/rackboot/rackboot/ironic/dnsmasq"
+	"github.com/rackboot/rackboot/ironic/roots"
 	"github.com/rackboot/rackboot/lease"
 )
 
@@ -20,6 +22,9 @@ import (
 // rackboot's own pools (authoritative DHCP), a lease file where Ironic
 // reads addresses, and directories for both kinds of file.
 func checkIronic(ic IronicConfig, mode string) error {
+	if _, err := ic.roots(); err != nil {
+		return err
+	}
 	if len(ic.HostsDirs) == 0 && len(ic.OptsDirs) == 0 && ic.LeaseFile == "" {
 		return nil
 	}
@@ -52,6 +57,22 @@ func (e ironicExtern) ExternBoot(mac net.HardwareAddr, ipxe bool) (dhcp.ExternRe
 		out.Options = append(out.Options, dhcp.ExternOption{Code: o.Code, Value: o.Value})
 	}
 	return out, true
+}
+
+// ironicOwned says whether the client at an address is a node Ironic
+// boots: its MAC (by lease or neighbour table) is listed in Ironic's hosts
+// files, or its node is owned by Ironic.
+func ironicOwned(c *core.Core, d *dnsmasq.Dir) roots.Owned {
+	return func(ctx context.Context, ip netip.Addr) bool {
+		mac := c.MACOf(ctx, ip)
+		if len(mac) == 0 {
+			return false
+		}
+		if d != nil && d.Listed(mac) {
+			return true
+		}
+		return c.OwnedByIronic(ctx, mac)
+	}
 }
 
 // leaseSource is what the lease file is written from.

@@ -81,11 +81,23 @@ func TestNoPathLeavesItsRoot(t *testing.T) {
 		}
 	}
 	os.Symlink(top, filepath.Join(dir, "artifacts", "up"))
+	// An Ironic conductor's trees, outside the data dir, with links out of
+	// them too.
+	ironicTFTP, ironicHTTP := filepath.Join(top, "tftpboot"), filepath.Join(top, "httpboot")
+	for _, d := range []string{ironicTFTP, ironicHTTP} {
+		if err := os.MkdirAll(filepath.Join(d, "pxelinux.cfg"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		os.Symlink(filepath.Join(top, "canary.txt"), filepath.Join(d, "evil"))
+		os.Symlink("../../canary.txt", filepath.Join(d, "pxelinux.cfg", "evil"))
+		os.Symlink(top, filepath.Join(d, "up"))
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	httpAddr, tftpAddr := make(chan net.Addr, 1), make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	cfg := Config{DataDir: dir, ServerIP: "127.0.0.1", HTTPAddr: "127.0.0.1:0", TFTPAddr: "127.0.0.1:0", DHCP: DHCPConfig{Mode: DHCPOff}}
+	cfg := Config{DataDir: dir, ServerIP: "127.0.0.1", HTTPAddr: "127.0.0.1:0", TFTPAddr: "127.0.0.1:0", DHCP: DHCPConfig{Mode: DHCPOff},
+		Ironic: IronicConfig{Roots: []IronicRootConfig{{Name: "c1", TFTPRoot: ironicTFTP, HTTPRoot: ironicHTTP}}}}
 	go func() {
 		done <- run(ctx, cfg, nil, hooks{serving: func(a net.Addr) { httpAddr <- a }, tftpServing: func(a net.Addr) { tftpAddr <- a }})
 	}()
@@ -116,7 +128,7 @@ func TestNoPathLeavesItsRoot(t *testing.T) {
 		payloads = append(payloads, p)
 	}
 	payloads = append(payloads, "evil", "x86_64/evil", "ipxe/evil.efi", "up/canary.txt", "artifacts/up/canary.txt",
-		"artifacts/x86_64/evil", "artifacts/evil", "firmware/evil")
+		"artifacts/x86_64/evil", "artifacts/evil", "firmware/evil", "pxelinux.cfg/evil", "ironic/c1/evil", "ironic/c1/up/canary.txt")
 
 	client := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	// The control: the same bytes inside a served tree do come back, over
@@ -137,6 +149,29 @@ func TestNoPathLeavesItsRoot(t *testing.T) {
 		t.Fatalf("control: a file inside the tree over TFTP: %q", b)
 	}
 	os.Remove(filepath.Join(dir, "artifacts", "x86_64", "inside.txt"))
+	// The same for Ironic's trees, through a relative link as Ironic makes
+	// them (pxelinux.cfg/MAC -> ../UUID/config).
+	for _, d := range []string{ironicTFTP, ironicHTTP} {
+		os.WriteFile(filepath.Join(d, "inside.txt"), canary, 0o644)
+		os.Symlink("../inside.txt", filepath.Join(d, "pxelinux.cfg", "aa-bb"))
+	}
+	if resp, err := client.Get(base + "/ironic/c1/pxelinux.cfg/aa-bb"); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !bytes.Equal(b, canary) || resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("ETag") != "" {
+			t.Fatalf("control: a file inside Ironic's http_root, uncached: %d %q %v", resp.StatusCode, b, resp.Header)
+		}
+	}
+	for _, name := range []string{"ironic/c1/pxelinux.cfg/aa-bb", "/tftpboot/pxelinux.cfg/aa-bb"} {
+		if b := readTFTP(t, tftp, name); !bytes.Equal(b, canary) {
+			t.Fatalf("control: %s in Ironic's tftp_root over TFTP: %q", name, b)
+		}
+	}
+	for _, d := range []string{ironicTFTP, ironicHTTP} {
+		os.Remove(filepath.Join(d, "inside.txt"))
+	}
 	tried, leaked := 0, 0
 	check := func(where string, body []byte) {
 		tried++
@@ -146,7 +181,7 @@ func TestNoPathLeavesItsRoot(t *testing.T) {
 		}
 	}
 	for _, p := range payloads {
-		for _, prefix := range []string{"/firmware/", "/artifacts/", "/images/", "/api/v1/images/", "/ipxe/", "/grub/", "/"} {
+		for _, prefix := range []string{"/firmware/", "/artifacts/", "/images/", "/api/v1/images/", "/ipxe/", "/grub/", "/ironic/c1/", "/ironic/", "/"} {
 			// Sent as written: the request line carries the encodings.
 			req, err := http.NewRequest("GET", base+"/", nil)
 			if err != nil {
@@ -165,7 +200,7 @@ func TestNoPathLeavesItsRoot(t *testing.T) {
 			resp.Body.Close()
 			check("GET "+prefix+url.PathEscape(p), b)
 		}
-		for _, name := range []string{p, "artifacts/" + p, "ipxe/" + p} {
+		for _, name := range []string{p, "artifacts/" + p, "ipxe/" + p, "ironic/c1/" + p, "tftpboot/" + p, "/tftpboot/" + p} {
 			check("TFTP "+name, readTFTP(t, tftp, name))
 		}
 	}

@@ -395,6 +395,13 @@ func (c *Core) Record(ctx context.Context, e boot.Event) {
 
 // MACOf finds the MAC behind a client address, by lease or neighbour table;
 // nil when neither knows it. TFTP asks it whose GRUB config to send.
+// OwnedByIronic says whether the node with MAC mac is Ironic's to boot.
+// A MAC of no node is not: rackboot would enroll it.
+func (c *Core) OwnedByIronic(ctx context.Context, mac net.HardwareAddr) bool {
+	n, err := c.Store.NodeByMAC(ctx, mac)
+	return err == nil && n.Owner == store.OwnerIronic
+}
+
 func (c *Core) MACOf(ctx context.Context, ip netip.Addr) net.HardwareAddr {
 	if l, err := c.Store.ByIP(ctx, ip); err == nil && len(l.MAC) > 0 {
 		return l.MAC

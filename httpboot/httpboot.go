@@ -54,6 +54,10 @@ type Server struct {
 	// images). Empty turns the route off. Nothing outside either is ever
 	// served: not through "..", nor through a symlink.
 	Firmware, Artifacts string
+	// Trees are more directories, each under a prefix of its own, whose
+	// files another system rewrites in place (Ironic's http_root): they
+	// are never cached, and refused as Firmware's are.
+	Trees []Tree
 	// Recorder gets an event for every script, config or file served or
 	// refused (HEAD requests and 304s, which send no body, are not
 	// recorded). Nil records nothing.
@@ -77,6 +81,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return httpserve.Serve(ctx, ln, s.Handler(), s.log())
 }
 
+// Tree is a directory served under Prefix: a path without a slash at
+// either end ("ironic/c1"), none of the server's own routes.
+type Tree struct{ Prefix, Dir string }
+
 // Handler returns the routes. GET routes answer HEAD as well.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -94,6 +102,11 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /artifacts/{path...}", func(w http.ResponseWriter, r *http.Request) {
 		s.file(w, r, s.Artifacts)
 	})
+	for _, t := range s.Trees {
+		mux.HandleFunc("GET /"+t.Prefix+"/{path...}", func(w http.ResponseWriter, r *http.Request) {
+			s.serveFile(w, r, t.Dir, false)
+		})
+	}
 	return mux
 }
 
@@ -232,6 +245,13 @@ func (s *Server) record(r *http.Request, e boot.Event) {
 // file serves a file under dir through os.Root, so that neither "..", nor
 // its encodings, nor a symlink can reach outside it.
 func (s *Server) file(w http.ResponseWriter, r *http.Request, dir string) {
+	s.serveFile(w, r, dir, true)
+}
+
+// serveFile is file, with validators and caching allowed or not: a file
+// edited in place can keep its size and, within the clock's resolution,
+// its time, so a validator would let a client keep stale bytes.
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, dir string, cache bool) {
 	if dir == "" {
 		s.refuse(w, r, nil, http.StatusNotFound, "not configured")
 		return
@@ -264,7 +284,23 @@ func (s *Server) file(w http.ResponseWriter, r *http.Request, dir string) {
 		s.refuse(w, r, nil, http.StatusNotFound, "not found")
 		return
 	}
-	sent := httpserve.File(w, r, f, st.ModTime(), etag(st))
+	var sent httpserve.Sent
+	if cache {
+		sent = httpserve.File(w, r, f, st.ModTime(), etag(st))
+	} else {
+		w.Header().Set("Cache-Control", "no-store")
+		// With no validator of ours, a client's own (If-None-Match: *)
+		// must not turn into a 304 either; a range asked for only if the
+		// file is unchanged (If-Range) cannot be promised, so the whole
+		// file goes.
+		if r.Header.Get("If-Range") != "" {
+			r.Header.Del("Range")
+		}
+		for _, h := range []string{"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since", "If-Range"} {
+			r.Header.Del(h)
+		}
+		sent = httpserve.File(w, r, f, time.Time{}, "")
+	}
 	switch {
 	case sent.Status == http.StatusNotModified || r.Method == http.MethodHead:
 		return

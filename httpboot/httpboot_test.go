@@ -542,3 +542,37 @@ func TestServe(t *testing.T) {
 		t.Error("still serving after Serve returned")
 	}
 }
+
+// TestTrees: another system's tree (Ironic's http_root) is served under
+// its prefix, read again on every request and never with a validator, so
+// a file rewritten in place with the same size and time is never stale.
+func TestTrees(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "1234"), 0o755)
+	cfg := filepath.Join(dir, "1234", "config")
+	s := &Server{Trees: []Tree{{Prefix: "ironic/c1", Dir: dir}}}
+	h := s.Handler()
+	mtime := time.Unix(1700000000, 0)
+	for _, body := range []string{"#!ipxe deploy", "#!ipxe rescue"} {
+		os.WriteFile(cfg, []byte(body), 0o644)
+		os.Chtimes(cfg, mtime, mtime)
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", "/ironic/c1/1234/config", nil)
+		r.Header.Set("If-None-Match", "*")
+		r.Header.Set("If-Modified-Since", mtime.Add(time.Hour).UTC().Format(http.TimeFormat))
+		h.ServeHTTP(w, r)
+		if w.Code != 200 || w.Body.String() != body {
+			t.Errorf("got %d %q, want 200 %q", w.Code, w.Body.String(), body)
+		}
+		if w.Header().Get("Cache-Control") != "no-store" || w.Header().Get("ETag") != "" || w.Header().Get("Last-Modified") != "" {
+			t.Errorf("headers %v: want no-store and no validators", w.Header())
+		}
+	}
+	for _, path := range []string{"/ironic/c1/", "/ironic/c1/1234", "/ironic/c2/1234/config", "/ironic/c1/../c1/1234/config"} {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
+		if w.Code == 200 {
+			t.Errorf("%s: 200 %q", path, w.Body.String())
+		}
+	}
+}

@@ -321,3 +321,14 @@ func (d *Dir) MACs() []net.HardwareAddr {
 	slices.SortFunc(out, func(a, b net.HardwareAddr) int { return cmp.Compare(string(a), string(b)) })
 	return out
 }
+
+// Listed says whether a host line lists mac and does not ignore it: the
+// node is Ironic's to boot.
+func (d *Dir) Listed(mac net.HardwareAddr) bool {
+	t := d.tab.Load()
+	if t == nil {
+		return false
+	}
+	h, ok := t.hosts[string(mac)]
+	return ok && !h.Ignore
+}

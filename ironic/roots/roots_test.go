@@ -1,0 +1,197 @@
+package roots
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/rackboot/rackboot/tftp"
+)
+
+// tree writes files (name → content; "->target" makes a symlink) under a
+// new directory.
+func tree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if target, ok := strings.CutPrefix(content, "->"); ok {
+			if err := os.Symlink(target, p); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func read(t *testing.T, f tftp.File) string {
+	t.Helper()
+	defer f.Close()
+	b, err := io.ReadAll(io.NewSectionReader(f, 0, f.Size()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestTFTP(t *testing.T) {
+	outside := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(outside, []byte("SECRET"), 0o644)
+	c1 := tree(t, map[string]string{
+		"snponly.efi":             "c1 loader",
+		"grub/grub.cfg":           "c1 master grub",
+		"1234/config":             "c1 node config",
+		"pxelinux.cfg/aa-bb":      "->../1234/config", // as Ironic links, relative
+		"aa:bb:cc:dd:ee:ff.conf":  "->1234/config",
+		"leak":                    "->" + outside,
+		"grub.cfg-01-aa-bb-cc-dd": "c1 grub per mac",
+	})
+	c2 := tree(t, map[string]string{"grub/grub.cfg": "c2 master grub", "x.conf": "c2 x"})
+	own := tftp.FilesFunc(func(_ context.Context, _ netip.AddrPort, name string) (tftp.File, error) {
+		return tftp.NewBytes([]byte("rackboot " + name)), nil
+	})
+	s, err := New([]Root{
+		{Name: "c2", TFTPRoot: c2, Subnets: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}},
+		{Name: "c1", TFTPRoot: c1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ironicClients := map[netip.Addr]bool{netip.MustParseAddr("10.1.0.9"): true, netip.MustParseAddr("10.2.0.9"): true}
+	files := s.TFTP(own, func(_ context.Context, a netip.Addr) bool { return ironicClients[a] })
+
+	rackNode := netip.MustParseAddrPort("10.1.0.5:1000")
+	ironicNode := netip.MustParseAddrPort("10.1.0.9:1000")
+	ironicNode2 := netip.MustParseAddrPort("10.2.0.9:1000")
+	for _, tc := range []struct {
+		client netip.AddrPort
+		path   string
+		want   string
+		err    error
+	}{
+		// rackboot's own nodes keep rackboot's names.
+		{rackNode, "grub/grub.cfg", "rackboot grub/grub.cfg", nil},
+		{rackNode, "/snponly.efi", "rackboot snponly.efi", nil},
+		// The prefixes, for anyone.
+		{rackNode, "ironic/c1/snponly.efi", "c1 loader", nil},
+		{rackNode, "/ironic/c1/pxelinux.cfg/aa-bb", "c1 node config", nil},
+		{rackNode, "ironic/c2/x.conf", "c2 x", nil},
+		{rackNode, "/tftpboot/aa:bb:cc:dd:ee:ff.conf", "c1 node config", nil},
+		// Ironic's nodes get their conductor's tree for every name.
+		{ironicNode, "grub/grub.cfg", "c1 master grub", nil},
+		{ironicNode, "snponly.efi", "c1 loader", nil},
+		{ironicNode, "grub.cfg-01-aa-bb-cc-dd", "c1 grub per mac", nil},
+		{ironicNode2, "grub/grub.cfg", "c2 master grub", nil},
+		{ironicNode2, "/tftpboot/x.conf", "c2 x", nil},
+		// Refusals.
+		{rackNode, "ironic/c1/leak", "", tftp.ErrOutsideRoot},
+		{ironicNode, "leak", "", tftp.ErrOutsideRoot},
+		{rackNode, "ironic/c1/../../secret", "", tftp.ErrOutsideRoot},
+		{rackNode, "ironic/c3/snponly.efi", "", fs.ErrNotExist},
+		{rackNode, "ironic/c1/", "", fs.ErrNotExist},
+		{rackNode, "ironic/c1/grub", "", tftp.ErrNotRegular},
+		{ironicNode, "missing.efi", "", fs.ErrNotExist},
+	} {
+		f, err := files.Open(context.Background(), tc.client, tc.path)
+		if tc.err != nil {
+			if !errors.Is(err, tc.err) {
+				t.Errorf("%s %s: err %v, want %v", tc.client, tc.path, err, tc.err)
+			}
+			if err == nil {
+				f.Close()
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s %s: %v", tc.client, tc.path, err)
+			continue
+		}
+		if got := read(t, f); got != tc.want {
+			t.Errorf("%s %s: %q, want %q", tc.client, tc.path, got, tc.want)
+		}
+	}
+}
+
+// TestTFTPReadsEachTime: Ironic rewrites a node's config in place as it
+// moves between deploy stages; the next request sees the new bytes.
+func TestTFTPReadsEachTime(t *testing.T) {
+	dir := tree(t, map[string]string{"1234/config": "deploy"})
+	s, err := New([]Root{{Name: "c1", TFTPRoot: dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := s.TFTP(nil, nil)
+	client := netip.MustParseAddrPort("10.0.0.1:9")
+	for _, want := range []string{"deploy", "rescue"} {
+		os.WriteFile(filepath.Join(dir, "1234", "config"), []byte(want), 0o644)
+		f, err := files.Open(context.Background(), client, "ironic/c1/1234/config")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := read(t, f); got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+	// A tree Ironic has not made yet is no file, not a failure.
+	os.RemoveAll(dir)
+	if _, err := files.Open(context.Background(), client, "ironic/c1/1234/config"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing tree: %v, want not exist", err)
+	}
+}
+
+func TestNew(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		roots []Root
+		err   string
+	}{
+		{"ok", []Root{{Name: "c1", TFTPRoot: "/tftpboot", HTTPRoot: "/httpboot"}, {Name: "conductor-2_b", HTTPRoot: "/srv/h"}}, ""},
+		{"none", nil, ""},
+		{"upper", []Root{{Name: "C1", TFTPRoot: "/t"}}, "name"},
+		{"slash", []Root{{Name: "a/b", TFTPRoot: "/t"}}, "name"},
+		{"dots", []Root{{Name: "..", TFTPRoot: "/t"}}, "name"},
+		{"empty", []Root{{TFTPRoot: "/t"}}, "name"},
+		{"twice", []Root{{Name: "c1", TFTPRoot: "/t"}, {Name: "c1", TFTPRoot: "/u"}}, "twice"},
+		{"no trees", []Root{{Name: "c1"}}, "neither"},
+		{"relative", []Root{{Name: "c1", TFTPRoot: "tftpboot"}}, "absolute"},
+		{"bad subnet", []Root{{Name: "c1", TFTPRoot: "/t", Subnets: []netip.Prefix{{}}}}, "subnet"},
+	} {
+		_, err := New(tc.roots)
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: err %v, want one naming %q", tc.name, err, tc.err)
+		}
+	}
+}
+
+func TestFor(t *testing.T) {
+	s, _ := New([]Root{
+		{Name: "a", TFTPRoot: "/a", Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}},
+		{Name: "b", TFTPRoot: "/b"},
+		{Name: "c", TFTPRoot: "/c", Subnets: []netip.Prefix{netip.MustParsePrefix("10.3.0.0/24")}},
+	})
+	for addr, want := range map[string]string{"10.1.0.7": "a", "10.3.0.7": "c", "10.9.0.1": "b", "::ffff:10.1.0.7": "a"} {
+		if r, ok := s.For(netip.MustParseAddr(addr)); !ok || r.Name != want {
+			t.Errorf("For(%s) = %q, %v; want %q", addr, r.Name, ok, want)
+		}
+	}
+	only, _ := New([]Root{{Name: "a", TFTPRoot: "/a", Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}}})
+	if r, ok := only.For(netip.MustParseAddr("10.2.0.1")); ok {
+		t.Errorf("a client of no root's subnet got %q", r.Name)
+	}
+}
