@@ -1,46 +1,79 @@
 #!/usr/bin/env bash
-# Runs every Fuzz* target of the module for FUZZTIME each (default 4s), one at a
-# time. A crasher the fuzzer finds is written by go test under the package's
+# Runs every Fuzz* target of the module for FUZZTIME each (default 4s), two at a
+# time (FUZZJOBS), each with one fuzzing worker, so the run's builds and its
+# fuzzing share the machine's cores instead of waiting on each other. A crasher
+# the fuzzer finds is written by go test under the package's
 # testdata/fuzz/FuzzNAME/ and fails the run; commit it with the fix, and it is a
 # seed from then on. make test runs the quick version, make soak a long one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fuzztime=${FUZZTIME:-4s}
-n=0
+jobs=${FUZZJOBS:-2}
 start=$SECONDS
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
+# fuzz_one PKG DIR TARGET: one target, its output in $logs/TARGET.out and its
+# verdict in $logs/TARGET.rc.
+fuzz_one() {
+  local pkg=$1 dir=$2 f=$3 corpus before after out try=1 rc=0
+  corpus=$dir/testdata/fuzz/$f
+  before=$(ls "$corpus" 2>/dev/null | sort || true)
+  while ! out=$(go test -run '^$' -fuzz "^$f\$" -fuzztime "$fuzztime" -parallel 1 "$pkg" 2>&1); do
+    after=$(ls "$corpus" 2>/dev/null | sort || true)
+    # Go's fuzz coordinator can fail a target at the -fuzztime boundary with
+    # a bare "context deadline exceeded" when a worker is still busy as the
+    # deadline fires (go.dev/issue/75804, fixed in Go 1.27). Such a failure
+    # writes no input and names none. It gets one more whole run; a second
+    # failure of any kind, or any failure that left an input, fails.
+    if [ "$try" = 1 ] && [ "$before" = "$after" ] &&
+      grep -q '^    context deadline exceeded$' <<<"$out" &&
+      ! grep -qE 'Failing input|panic:|--- FAIL: .*#' <<<"$out"; then
+      echo "fuzz: $f ($pkg) hit the fuzz coordinator's deadline race with no input written; running it again" >&2
+      try=2
+      continue
+    fi
+    rc=1
+    break
+  done
+  printf '%s\n' "$out" >"$logs/$f.out"
+  echo "$rc" >"$logs/$f.rc"
+}
+
 # The targets, read from the test files (asking go test -list would build
 # every package's tests first). Files with build tags are left out: the
 # fuzz run builds without tags.
+targets=()
 for dir in $(git ls-files '*_test.go' | xargs grep -l '^func Fuzz' | xargs grep -L '^//go:build' | xargs -n1 dirname | sort -u); do
-  pkg=./$dir
   for f in $(cat "$dir"/*_test.go | sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p'); do
-    n=$((n + 1))
-    corpus=$dir/testdata/fuzz/$f
-    before=$(ls "$corpus" 2>/dev/null | sort || true)
-    try=1
-    while ! out=$(go test -run '^$' -fuzz "^$f\$" -fuzztime "$fuzztime" "$pkg" 2>&1); do
-      after=$(ls "$corpus" 2>/dev/null | sort || true)
-      # Go's fuzz coordinator can fail a target at the -fuzztime boundary with
-      # a bare "context deadline exceeded" when a worker is still busy as the
-      # deadline fires (go.dev/issue/75804, fixed in Go 1.27). Such a failure
-      # writes no input and names none. It gets one more whole run; a second
-      # failure of any kind, or any failure that left an input, fails.
-      if [ "$try" = 1 ] && [ "$before" = "$after" ] &&
-        grep -q '^    context deadline exceeded$' <<<"$out" &&
-        ! grep -qE 'Failing input|panic:|--- FAIL: .*#' <<<"$out"; then
-        echo "fuzz: $f ($pkg) hit the fuzz coordinator's deadline race with no input written; running it again" >&2
-        try=2
-        continue
-      fi
-      echo "$out"
-      echo "fuzz: $pkg $f failed; the input is under $(go list -f '{{.Dir}}' "$pkg")/testdata/fuzz/$f" >&2
-      exit 1
-    done
-    echo "fuzz: $f ($pkg) ok for $fuzztime"
+    targets+=("$dir $f")
   done
 done
-if [ "$n" = 0 ]; then
+if [ ${#targets[@]} = 0 ]; then
   echo "fuzz: no fuzz targets found: the run proves nothing" >&2
   exit 1
 fi
-echo "fuzz: $n targets, $fuzztime each, $((SECONDS - start)) s"
+for t in "${targets[@]}"; do
+  read -r dir f <<<"$t"
+  while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
+    wait -n || true
+  done
+  fuzz_one "./$dir" "$dir" "$f" &
+done
+wait
+failed=0
+for t in "${targets[@]}"; do
+  read -r dir f <<<"$t"
+  if [ "$(cat "$logs/$f.rc" 2>/dev/null)" = 0 ]; then
+    echo "fuzz: $f (./$dir) ok for $fuzztime"
+  else
+    failed=$((failed + 1))
+    cat "$logs/$f.out" 2>/dev/null || echo "fuzz: $f left no output"
+    echo "fuzz: ./$dir $f failed; the input is under $(go list -f '{{.Dir}}' "./$dir")/testdata/fuzz/$f" >&2
+  fi
+done
+if [ "$failed" != 0 ]; then
+  echo "fuzz: $failed of ${#targets[@]} targets failed" >&2
+  exit 1
+fi
+echo "fuzz: ${#targets[@]} targets, $fuzztime each, $jobs at a time, $((SECONDS - start)) s"
