@@ -570,7 +570,12 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 			"http", r.baseURL+"/"+rt.Prefix()+"/", "tftp", rt.Prefix()+"/")
 	}
 	if len(ironicRoots.Roots()) > 0 {
+		ironicRoots.Base = r.baseURL
 		files = ironicRoots.TFTP(files, ironicOwned(c, ironicDir))
+		c.Ironic = ironicRoots
+	}
+	if macs, _ := r.Ironic.macs(); len(macs) > 0 {
+		enrollIronic(ctx, st, macs, true, map[string]bool{}, log.With("proto", "ironic"))
 	}
 	tftpServer := &tftp.Server{Files: files, Recorder: c, Logger: log.With("proto", "tftp"),
 		MaxBlockSize: r.TFTP.MaxBlockSize, MaxWindowSize: r.TFTP.MaxWindowSize,

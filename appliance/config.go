@@ -106,6 +106,9 @@ type IronicConfig struct {
 	// under ironic/NAME/ for conductors whose tftp_server and http_url
 	// name rackboot (package ironic/roots).
 	Roots []IronicRootConfig `yaml:"roots"`
+	// MACs are nodes Ironic owns that no dnsmasq file lists (dhcp_provider
+	// = none): rackboot makes them nodes owned by Ironic at its start.
+	MACs []string `yaml:"macs"`
 }
 
 // IronicRootConfig is one conductor's trees.
@@ -117,6 +120,15 @@ type IronicRootConfig struct {
 	// of the loaders of nodes Ironic boots) this conductor answers; the
 	// first root without any answers the rest.
 	Subnets []string `yaml:"subnets"`
+	// For nodes Ironic's dnsmasq files do not list (dhcp_provider =
+	// none): the conductor's boot interface (ipxe or pxe), http_url
+	// (default: rackboot's own URL of http_root) and tftp_server
+	// (default: rackboot), and loader names by firmware (bios, uefi,
+	// aarch64; defaults: Ironic's).
+	BootInterface string            `yaml:"boot_interface"`
+	HTTPURL       string            `yaml:"http_url"`
+	TFTPServer    string            `yaml:"tftp_server"`
+	BootFiles     map[string]string `yaml:"bootfiles"`
 }
 
 // checkRootKeys refuses a misspelt setting in ironic.roots, which would
@@ -131,20 +143,46 @@ func checkRootKeys(n *yaml.Node) error {
 		}
 		for i := 0; i+1 < len(e.Content); i += 2 {
 			switch k := e.Content[i].Value; k {
-			case "name", "tftp_root", "http_root", "subnets":
+			case "name", "tftp_root", "http_root", "subnets", "boot_interface", "http_url", "tftp_server", "bootfiles":
 			default:
-				return fmt.Errorf("ironic.roots[%d]: unknown setting %q (name, tftp_root, http_root, subnets)", j, k)
+				return fmt.Errorf("ironic.roots[%d]: unknown setting %q (name, tftp_root, http_root, subnets, boot_interface, http_url, tftp_server, bootfiles)", j, k)
 			}
 		}
 	}
 	return nil
 }
 
+// macs is ironic.macs, parsed.
+func (c IronicConfig) macs() ([]net.HardwareAddr, error) {
+	var out []net.HardwareAddr
+	for _, s := range c.MACs {
+		m, err := net.ParseMAC(s)
+		if err != nil || len(m) != 6 {
+			return nil, fmt.Errorf("ironic.macs: %q is not an Ethernet MAC address", s)
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
 // roots is the config as package roots takes it.
 func (c IronicConfig) roots() (*roots.Set, error) {
 	var list []roots.Root
 	for i, rc := range c.Roots {
-		r := roots.Root{Name: rc.Name, TFTPRoot: rc.TFTPRoot, HTTPRoot: rc.HTTPRoot}
+		r := roots.Root{Name: rc.Name, TFTPRoot: rc.TFTPRoot, HTTPRoot: rc.HTTPRoot, BootInterface: rc.BootInterface, HTTPURL: rc.HTTPURL}
+		if rc.TFTPServer != "" {
+			a, err := netip.ParseAddr(rc.TFTPServer)
+			if err != nil {
+				return nil, fmt.Errorf("ironic.roots[%d].tftp_server: %w", i, err)
+			}
+			r.TFTPServer = a
+		}
+		for k, v := range rc.BootFiles {
+			if r.BootFiles == nil {
+				r.BootFiles = map[roots.Firmware]string{}
+			}
+			r.BootFiles[roots.Firmware(k)] = v
+		}
 		for _, s := range rc.Subnets {
 			p, err := netip.ParsePrefix(s)
 			if err != nil {
@@ -164,17 +202,18 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 		OptsDirs  yaml.Node          `yaml:"optsdir"`
 		LeaseFile string             `yaml:"leasefile"`
 		Roots     []IronicRootConfig `yaml:"roots"`
+		MACs      []string           `yaml:"macs"`
 	}
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			switch k := n.Content[i].Value; k {
-			case "hostsdir", "optsdir", "leasefile":
+			case "hostsdir", "optsdir", "leasefile", "macs":
 			case "roots":
 				if err := checkRootKeys(n.Content[i+1]); err != nil {
 					return err
 				}
 			default:
-				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile, roots)", k)
+				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile, roots, macs)", k)
 			}
 		}
 	}
@@ -199,7 +238,7 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 	if c.OptsDirs, err = list(raw.OptsDirs); err != nil {
 		return fmt.Errorf("ironic.optsdir: %w", err)
 	}
-	c.LeaseFile, c.Roots = raw.LeaseFile, raw.Roots
+	c.LeaseFile, c.Roots, c.MACs = raw.LeaseFile, raw.Roots, raw.MACs
 	return nil
 }
 

@@ -11,11 +11,13 @@ import (
 	"os"
 	"time"
 
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/core"
 	"github.com/rackboot/rackboot/dhcp"
 	"github.com/rackboot/rackboot/ironic/dnsmasq"
 	"github.com/rackboot/rackboot/ironic/roots"
 	"github.com/rackboot/rackboot/lease"
+	"github.com/rackboot/rackboot/store"
 )
 
 // checkIronic refuses an Ironic contract that cannot work: it needs
@@ -23,6 +25,9 @@ import (
 // reads addresses, and directories for both kinds of file.
 func checkIronic(ic IronicConfig, mode string) error {
 	if _, err := ic.roots(); err != nil {
+		return err
+	}
+	if _, err := ic.macs(); err != nil {
 		return err
 	}
 	if len(ic.HostsDirs) == 0 && len(ic.OptsDirs) == 0 && ic.LeaseFile == "" {
@@ -75,17 +80,71 @@ func ironicOwned(c *core.Core, d *dnsmasq.Dir) roots.Owned {
 	}
 }
 
-// leaseSource is what the lease file is written from.
+// ironicNodes is what makes Ironic's MACs nodes.
+type ironicNodes interface {
+	NodeByMAC(ctx context.Context, mac net.HardwareAddr) (store.Node, error)
+	EnrollClient(ctx context.Context, c boot.Client, now time.Time) (store.Node, bool, error)
+	UpdateNode(ctx context.Context, id string, p store.NodePatch) (store.Node, error)
+}
+
+// enrollIronic makes each MAC a node owned by Ironic, so that its boots
+// are traced and rackboot's lifecycle, agent and reaper leave it alone.
+// With claim (the config's ironic.macs) a node rackboot owns is handed
+// to Ironic; without (Ironic's hosts files) only a MAC of no node becomes
+// Ironic's, and a node rackboot already drives keeps its owner, with a
+// warning: an operator decides that handover, not a file. seen holds the
+// MACs done; one that failed is tried again on the next call.
+func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, claim bool, seen map[string]bool, log *slog.Logger) {
+	ironic := store.OwnerIronic
+	for _, mac := range macs {
+		if seen[mac.String()] {
+			continue
+		}
+		n, err := st.NodeByMAC(ctx, mac)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			// Unknown architecture: the first DHCP request tells it.
+			if n, _, err = st.EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientArch(0xffff)}, time.Now()); err != nil {
+				log.Warn("ironic: enroll a node of Ironic's", "mac", mac.String(), "err", err)
+				continue
+			}
+			log.Info("ironic: node enrolled as Ironic's", "node", n.ID, "mac", mac.String())
+		case err != nil:
+			log.Warn("ironic: look up a node of Ironic's", "mac", mac.String(), "err", err)
+			continue
+		case n.Owner == store.OwnerIronic:
+			seen[mac.String()] = true
+			continue
+		case !claim:
+			log.Warn("ironic: Ironic's hosts files list a node rackboot owns; Ironic's boot options win at DHCP, but rackboot's lifecycle still drives it until it is handed over (rackboot node set NODE --owner ironic)",
+				"node", n.ID, "mac", mac.String())
+			seen[mac.String()] = true
+			continue
+		}
+		if _, err := st.UpdateNode(ctx, n.ID, store.NodePatch{Owner: &ironic}); err != nil {
+			log.Warn("ironic: hand a node to Ironic", "node", n.ID, "mac", mac.String(), "err", err)
+			continue
+		}
+		seen[mac.String()] = true
+	}
+}
+
+// leaseSource is what the lease file is written from, and Ironic's MACs
+// made nodes in.
 type leaseSource interface {
+	ironicNodes
 	ByMAC(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr) (lease.Lease, error)
 }
 
 // writeIronicLeases keeps Ironic's lease file current: the bound leases
 // of the MACs its hosts files list, rewritten whole (atomically) when they
-// change, checked every interval.
+// change, checked every interval. Each round also makes the MACs nodes
+// owned by Ironic (enrollIronic).
 func writeIronicLeases(ctx context.Context, d *dnsmasq.Dir, st leaseSource, subnets []dhcp.Subnet, path string, interval time.Duration, log *slog.Logger) error {
 	var last []byte
+	seen := map[string]bool{}
 	for {
+		enrollIronic(ctx, st, d.MACs(), false, seen, log)
 		var ls []dnsmasq.Lease
 		for _, mac := range d.MACs() {
 			for _, sn := range subnets {

@@ -135,6 +135,9 @@ type Offer struct {
 	HTTPClient bool
 	// Node is the id of the node the client was enrolled as, for logs.
 	Node string
+	// NextServer is the TFTP server of File (siaddr and option 66) when
+	// it is not rackboot: an Ironic conductor's tftp_server.
+	NextServer netip.Addr
 }
 
 // Booter is the core's answer to "what should this client boot?". The DHCP

@@ -91,6 +91,16 @@ type Core struct {
 	NeighborAddrs func(mac net.HardwareAddr) []netip.Addr
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Ironic answers the firmware of the nodes Ironic owns as Ironic's
+	// conductor would have its DHCP server answer them ([dhcp]
+	// dhcp_provider = none; ironic/roots). Nil, or no answer, leaves
+	// them without a boot offer.
+	Ironic IronicBooter
+}
+
+// IronicBooter is the boot offer of a node Ironic owns.
+type IronicBooter interface {
+	Offer(boot.Client) (boot.Offer, bool)
 }
 
 // Store is what the core reads and writes; store.Store implements it.
@@ -137,6 +147,12 @@ func (c *Core) BootOffer(ctx context.Context, cl boot.Client) (boot.Offer, error
 		c.log().Info("node enrolled", "node", n.ID, "mac", cl.MAC.String(), "arch", cl.Arch.String())
 	}
 	if n.Owner == store.OwnerIronic {
+		if c.Ironic != nil {
+			if o, ok := c.Ironic.Offer(cl); ok {
+				o.Node = n.ID
+				return o, nil
+			}
+		}
 		return boot.Offer{}, fmt.Errorf("boot offer for %s: %w", cl.MAC, boot.ErrOtherOwner)
 	}
 	if cl.IPXE {
@@ -221,6 +237,13 @@ func (c *Core) Plan(ctx context.Context, mac net.HardwareAddr, arch boot.Arch, f
 	}
 	c.recordPlan(ctx, n.ID, mac, p, from, p.Action == boot.ActionNetboot && secret == "")
 	return p, nil
+}
+
+// OwnedByIronic says whether the node with MAC mac is Ironic's to boot.
+// A MAC of no node is not: rackboot would enroll it.
+func (c *Core) OwnedByIronic(ctx context.Context, mac net.HardwareAddr) bool {
+	n, err := c.Store.NodeByMAC(ctx, mac)
+	return err == nil && n.Owner == store.OwnerIronic
 }
 
 // Known says whether mac is a node's (the DHCP server's Known): known
@@ -395,13 +418,6 @@ func (c *Core) Record(ctx context.Context, e boot.Event) {
 
 // MACOf finds the MAC behind a client address, by lease or neighbour table;
 // nil when neither knows it. TFTP asks it whose GRUB config to send.
-// OwnedByIronic says whether the node with MAC mac is Ironic's to boot.
-// A MAC of no node is not: rackboot would enroll it.
-func (c *Core) OwnedByIronic(ctx context.Context, mac net.HardwareAddr) bool {
-	n, err := c.Store.NodeByMAC(ctx, mac)
-	return err == nil && n.Owner == store.OwnerIronic
-}
-
 func (c *Core) MACOf(ctx context.Context, ip netip.Addr) net.HardwareAddr {
 	if l, err := c.Store.ByIP(ctx, ip); err == nil && len(l.MAC) > 0 {
 		return l.MAC

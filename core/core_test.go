@@ -441,4 +441,24 @@ func TestIronicOwned(t *testing.T) {
 	if _, err := c.Plan(ctx, m, boot.ArchX86_64, netip.Addr{}); !errors.Is(err, boot.ErrOtherOwner) {
 		t.Errorf("plan of an Ironic node: %v", err)
 	}
+	if !c.OwnedByIronic(ctx, m) || c.OwnedByIronic(ctx, mac("52:54:00:00:0e:02")) {
+		t.Error("OwnedByIronic: wrong for the Ironic node or for a MAC of no node")
+	}
+	// With Ironic's conductor answers configured (dhcp_provider = none),
+	// the node gets those, and rackboot's own nodes still get rackboot's.
+	c.Ironic = ironicBooter{File: "snponly.efi", NextServer: netip.MustParseAddr("10.0.0.9")}
+	o, err := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI})
+	if err != nil || o.File != "snponly.efi" || o.NextServer != netip.MustParseAddr("10.0.0.9") || o.Node != n.ID {
+		t.Errorf("offer to an Ironic node with conductor answers: %+v, %v", o, err)
+	}
+	if o, err := c.BootOffer(ctx, boot.Client{MAC: mac("52:54:00:00:0e:03"), Arch: boot.ClientX64UEFI}); err != nil || o.NextServer.IsValid() || o.File == "snponly.efi" {
+		t.Errorf("rackboot's own node got %+v, %v", o, err)
+	}
+	if _, err := c.Plan(ctx, m, boot.ArchX86_64, netip.Addr{}); !errors.Is(err, boot.ErrOtherOwner) {
+		t.Errorf("plan of an Ironic node with conductor answers: %v", err)
+	}
 }
+
+type ironicBooter boot.Offer
+
+func (b ironicBooter) Offer(boot.Client) (boot.Offer, bool) { return boot.Offer(b), true }

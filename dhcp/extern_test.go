@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+
+	"github.com/rackboot/rackboot/boot"
 )
 
 // ironic answers as the files of Ironic's dnsmasq provider would: mac1 is
@@ -76,5 +78,29 @@ func TestExtern(t *testing.T) {
 	offer, _ = s.Handle(ctx, discover(t, mac3, pxe(7)...), peer)
 	if offer == nil || offer.BootFileName != "loader/x86_64-uefi" || !offer.ServerIPAddr.Equal(net.IPv4(10, 0, 0, 1)) {
 		t.Errorf("rackboot's own client: %s", summary(offer, nil))
+	}
+}
+
+// conductorBooter offers what an Ironic conductor's own DHCP server would
+// (dhcp_provider = none): its loader, on its own TFTP server.
+type conductorBooter struct{}
+
+func (conductorBooter) BootOffer(ctx context.Context, c boot.Client) (boot.Offer, error) {
+	return boot.Offer{File: "snponly.efi", NextServer: netip.MustParseAddr("10.0.0.7")}, nil
+}
+
+// TestOfferNextServer: a boot offer naming another TFTP server sends the
+// client there (siaddr and option 66), in both modes.
+func TestOfferNextServer(t *testing.T) {
+	ctx := context.Background()
+	peer := &net.UDPAddr{IP: net.IPv4zero, Port: 68}
+	for _, mode := range []Mode{ModeAuthoritative, ModeProxy} {
+		s, _ := newServer(mode)
+		s.Booter = conductorBooter{}
+		offer, _ := s.Handle(ctx, discover(t, mac1, pxe(7)...), peer)
+		if offer == nil || offer.BootFileName != "snponly.efi" || !offer.ServerIPAddr.Equal(net.IPv4(10, 0, 0, 7)) ||
+			offer.GetOneOption(dhcpv4.OptionTFTPServerName) == nil || string(offer.GetOneOption(dhcpv4.OptionTFTPServerName)) != "10.0.0.7" {
+			t.Errorf("%s: %s", mode, summary(offer, nil))
+		}
 	}
 }

@@ -440,10 +440,14 @@ func (s *Server) bootOptions(ctx context.Context, reply *dhcpv4.DHCPv4, c boot.C
 		s.log().Warn("no boot offer", "mac", c.MAC.String(), "arch", c.Arch.String(), "err", err)
 		return false
 	}
-	reply.ServerIPAddr = ip(s.ServerIP)
+	next := s.ServerIP
+	if o.NextServer.Is4() && !o.NextServer.IsUnspecified() {
+		next = o.NextServer
+	}
+	reply.ServerIPAddr = ip(next)
 	reply.BootFileName = o.File
 	reply.UpdateOption(dhcpv4.OptBootFileName(o.File))
-	reply.UpdateOption(dhcpv4.OptTFTPServerName(s.ServerIP.String()))
+	reply.UpdateOption(dhcpv4.OptTFTPServerName(next.String()))
 	if o.HTTPClient {
 		reply.UpdateOption(dhcpv4.OptClassIdentifier("HTTPClient"))
 	} else {

@@ -17,10 +17,12 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
 
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/tftp"
 )
 
@@ -36,6 +38,51 @@ type Root struct {
 	// conductor answers; a root without any answers the clients no other
 	// root claims.
 	Subnets []netip.Prefix
+	// What the DHCP answers of the conductor's nodes say where Ironic's
+	// dnsmasq files do not ([dhcp]dhcp_provider = none): the conductor's
+	// boot interface (BootIPXE, the default, or BootPXE), its
+	// [deploy]http_url (empty: rackboot's own URL of HTTPRoot) and
+	// [pxe]tftp_server (invalid: rackboot), and the loaders' names by
+	// firmware (Ironic's [pxe] bootfile names; missing ones get Ironic's
+	// defaults).
+	BootInterface string
+	HTTPURL       string
+	TFTPServer    netip.Addr
+	BootFiles     map[Firmware]string
+}
+
+// Boot interfaces of Ironic's that rackboot answers for.
+const (
+	BootIPXE = "ipxe"
+	BootPXE  = "pxe"
+)
+
+// Firmware is a kind of client firmware, as Ironic's bootfile settings
+// tell them apart.
+type Firmware string
+
+// The firmware a loader is named for.
+const (
+	FirmwareBIOS    Firmware = "bios"
+	FirmwareUEFI    Firmware = "uefi"
+	FirmwareAArch64 Firmware = "aarch64"
+)
+
+// defaultBootFiles are Ironic's own defaults (21.x): [pxe]ipxe_bootfile_name,
+// uefi_ipxe_bootfile_name, pxe_bootfile_name and uefi_pxe_bootfile_name;
+// Ironic has no AArch64 default, so it gets the names its install guide
+// sets in *_bootfile_name_by_arch.
+var defaultBootFiles = map[string]map[Firmware]string{
+	BootIPXE: {FirmwareBIOS: "undionly.kpxe", FirmwareUEFI: "snponly.efi", FirmwareAArch64: "snponly.efi"},
+	BootPXE:  {FirmwareBIOS: "pxelinux.0", FirmwareUEFI: "bootx64.efi", FirmwareAArch64: "grubaa64.efi"},
+}
+
+// bootInterface is r's, defaulted.
+func (r Root) bootInterface() string {
+	if r.BootInterface == "" {
+		return BootIPXE
+	}
+	return r.BootInterface
 }
 
 // Prefix is where the root is served: "ironic/NAME", without slashes at
@@ -52,6 +99,9 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 // Set is the conductors' roots rackboot serves.
 type Set struct {
 	roots []Root
+	// Base is rackboot's boot-time HTTP URL ("http://10.0.0.1:8080"): a
+	// root without an http_url has its http_root there.
+	Base string
 }
 
 // New checks the roots: names that are unique path elements, absolute
@@ -65,8 +115,26 @@ func New(list []Root) (*Set, error) {
 			return nil, fmt.Errorf("ironic root %d: name %q: want lower-case letters, digits, - and _ (it is a path element)", i+1, r.Name)
 		case seen[r.Name]:
 			return nil, fmt.Errorf("ironic root %q: named twice", r.Name)
-		case r.TFTPRoot == "" && r.HTTPRoot == "":
-			return nil, fmt.Errorf("ironic root %q: neither tftp_root nor http_root", r.Name)
+		case r.TFTPRoot == "" && r.HTTPRoot == "" && r.HTTPURL == "" && !r.TFTPServer.IsValid():
+			return nil, fmt.Errorf("ironic root %q: neither tftp_root nor http_root (nor the conductor's http_url or tftp_server)", r.Name)
+		case r.BootInterface != "" && r.BootInterface != BootIPXE && r.BootInterface != BootPXE:
+			return nil, fmt.Errorf("ironic root %q: boot interface %q: rackboot answers for ipxe and pxe", r.Name, r.BootInterface)
+		case r.TFTPServer.IsValid() && !r.TFTPServer.Is4():
+			return nil, fmt.Errorf("ironic root %q: tftp_server %s is not an IPv4 address", r.Name, r.TFTPServer)
+		}
+		if r.HTTPURL != "" {
+			u, err := url.Parse(r.HTTPURL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return nil, fmt.Errorf("ironic root %q: http_url %q: want http://HOST[:PORT][/PATH]", r.Name, r.HTTPURL)
+			}
+		}
+		for fw, name := range r.BootFiles {
+			if _, ok := defaultBootFiles[BootIPXE][fw]; !ok {
+				return nil, fmt.Errorf("ironic root %q: bootfile for %q: want bios, uefi or aarch64", r.Name, fw)
+			}
+			if name == "" || len(name) > 255 || strings.ContainsAny(name, "\x00\n") {
+				return nil, fmt.Errorf("ironic root %q: bootfile for %s: %q is no file name", r.Name, fw, name)
+			}
 		}
 		seen[r.Name] = true
 		for _, d := range []string{r.TFTPRoot, r.HTTPRoot} {
@@ -103,6 +171,69 @@ func (s *Set) For(addr netip.Addr) (Root, bool) {
 		}
 	}
 	return Root{}, false
+}
+
+// ForNetwork is For by a client's subnet, as a DHCP request gives it
+// before the client has an address.
+func (s *Set) ForNetwork(p netip.Prefix) (Root, bool) {
+	if p.IsValid() {
+		for _, r := range s.roots {
+			for _, q := range r.Subnets {
+				if q.Overlaps(p) && q.Bits() <= p.Bits() {
+					return r, true
+				}
+			}
+		}
+	}
+	return s.For(netip.Addr{})
+}
+
+// HTTPURL is where the conductor's nodes fetch its http_root: its
+// http_url, or rackboot's own.
+func (s *Set) HTTPURL(r Root) string {
+	if r.HTTPURL != "" {
+		return strings.TrimSuffix(r.HTTPURL, "/")
+	}
+	return strings.TrimSuffix(s.Base, "/") + "/" + r.Prefix()
+}
+
+// Offer is the DHCP answer Ironic's conductor would have its DHCP server
+// give a client of one of its nodes ([dhcp]dhcp_provider = none, where
+// no dnsmasq files say it): the loader named for the client's firmware
+// on the conductor's tftp_server, and once iPXE runs (boot interface
+// ipxe), the conductor's boot.ipxe. ok is false when no root answers the
+// client's network.
+func (s *Set) Offer(cl boot.Client) (o boot.Offer, ok bool) {
+	r, ok := s.ForNetwork(cl.Network)
+	if !ok {
+		return boot.Offer{}, false
+	}
+	if r.bootInterface() == BootIPXE && cl.IPXE {
+		if r.HTTPURL == "" && r.HTTPRoot == "" {
+			return boot.Offer{}, false
+		}
+		return boot.Offer{File: s.HTTPURL(r) + "/boot.ipxe"}, true
+	}
+	var fw Firmware
+	switch {
+	case cl.Arch.HTTP():
+		// Ironic's http boot interface gives these a URL of its own
+		// making; rackboot does not guess it.
+		return boot.Offer{}, false
+	case cl.Arch.Arch() == boot.ArchAArch64:
+		fw = FirmwareAArch64
+	case cl.Arch.Arch() == boot.ArchX86_64 && cl.Arch.Firmware() == boot.FirmwareBIOS:
+		fw = FirmwareBIOS
+	case cl.Arch.Arch() == boot.ArchX86_64:
+		fw = FirmwareUEFI
+	default:
+		return boot.Offer{}, false
+	}
+	file := r.BootFiles[fw]
+	if file == "" {
+		file = defaultBootFiles[r.bootInterface()][fw]
+	}
+	return boot.Offer{File: file, NextServer: r.TFTPServer}, true
 }
 
 // Owned says whether the client at addr is a node Ironic boots; the

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/tftp"
 )
 
@@ -193,5 +194,70 @@ func TestFor(t *testing.T) {
 	only, _ := New([]Root{{Name: "a", TFTPRoot: "/a", Subnets: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/24")}}})
 	if r, ok := only.For(netip.MustParseAddr("10.2.0.1")); ok {
 		t.Errorf("a client of no root's subnet got %q", r.Name)
+	}
+}
+
+// TestOffer: the answers Ironic's conductor has its DHCP server give
+// ([dhcp]dhcp_provider = none), by firmware, iPXE and subnet.
+func TestOffer(t *testing.T) {
+	s, err := New([]Root{
+		{Name: "c1", HTTPRoot: "/httpboot", TFTPRoot: "/tftpboot"},
+		{Name: "c2", Subnets: []netip.Prefix{netip.MustParsePrefix("10.2.0.0/16")}, BootInterface: BootPXE,
+			TFTPServer: netip.MustParseAddr("10.2.0.5"), BootFiles: map[Firmware]string{FirmwareUEFI: "shimx64.efi"}},
+		{Name: "c3", Subnets: []netip.Prefix{netip.MustParsePrefix("10.3.0.0/24")}, HTTPURL: "http://10.3.0.5:8080/",
+			TFTPServer: netip.MustParseAddr("10.3.0.5"), BootFiles: map[Firmware]string{FirmwareAArch64: "snponly-arm64.efi"}},
+		{Name: "c4", Subnets: []netip.Prefix{netip.MustParsePrefix("10.4.0.0/24")}, TFTPRoot: "/t4"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Base = "http://10.1.0.1:8080"
+	net1, net2, net3 := netip.MustParsePrefix("10.1.0.0/24"), netip.MustParsePrefix("10.2.7.0/24"), netip.MustParsePrefix("10.3.0.0/24")
+	c5 := netip.MustParseAddr("10.2.0.5")
+	c6 := netip.MustParseAddr("10.3.0.5")
+	for _, tc := range []struct {
+		name string
+		cl   boot.Client
+		want boot.Offer
+		ok   bool
+	}{
+		{"uefi", boot.Client{Arch: boot.ClientX64UEFI, Network: net1}, boot.Offer{File: "snponly.efi"}, true},
+		{"bios", boot.Client{Arch: boot.ClientX86BIOS, Network: net1}, boot.Offer{File: "undionly.kpxe"}, true},
+		{"arm", boot.Client{Arch: boot.ClientARM64UEFI, Network: net1}, boot.Offer{File: "snponly.efi"}, true},
+		{"ipxe on rackboot's http", boot.Client{Arch: boot.ClientX64UEFI, IPXE: true, Network: net1}, boot.Offer{File: "http://10.1.0.1:8080/ironic/c1/boot.ipxe"}, true},
+		{"no network: the default root", boot.Client{Arch: boot.ClientX64UEFI, IPXE: true}, boot.Offer{File: "http://10.1.0.1:8080/ironic/c1/boot.ipxe"}, true},
+		{"pxe uefi, named", boot.Client{Arch: boot.ClientX64UEFI, Network: net2}, boot.Offer{File: "shimx64.efi", NextServer: c5}, true},
+		{"pxe arm default", boot.Client{Arch: boot.ClientARM64UEFI, Network: net2}, boot.Offer{File: "grubaa64.efi", NextServer: c5}, true},
+		{"pxe bios", boot.Client{Arch: boot.ClientX86BIOS, Network: net2}, boot.Offer{File: "pxelinux.0", NextServer: c5}, true},
+		// GRUB is no iPXE: a client that is iPXE on a pxe conductor still
+		// gets the loader.
+		{"pxe and ipxe", boot.Client{Arch: boot.ClientX64UEFI, IPXE: true, Network: net2}, boot.Offer{File: "shimx64.efi", NextServer: c5}, true},
+		{"own conductor http_url", boot.Client{Arch: boot.ClientARM64UEFI, IPXE: true, Network: net3}, boot.Offer{File: "http://10.3.0.5:8080/boot.ipxe"}, true},
+		{"own conductor arm loader", boot.Client{Arch: boot.ClientARM64UEFI, Network: net3}, boot.Offer{File: "snponly-arm64.efi", NextServer: c6}, true},
+		{"ipxe with no http", boot.Client{Arch: boot.ClientX64UEFI, IPXE: true, Network: netip.MustParsePrefix("10.4.0.0/24")}, boot.Offer{}, false},
+		{"http boot", boot.Client{Arch: boot.ClientX64UEFIHTTP, Network: net1}, boot.Offer{}, false},
+		{"ia32", boot.Client{Arch: boot.ClientIA32UEFI, Network: net1}, boot.Offer{}, false},
+	} {
+		got, ok := s.Offer(tc.cl)
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("%s: %+v, %v; want %+v, %v", tc.name, got, ok, tc.want, tc.ok)
+		}
+	}
+	bad := []Root{
+		{Name: "c1", HTTPURL: "ftp://x"},
+		{Name: "c1", HTTPURL: "http://"},
+		{Name: "c1", TFTPRoot: "/t", BootInterface: "redfish-virtual-media"},
+		{Name: "c1", TFTPRoot: "/t", TFTPServer: netip.MustParseAddr("fd00::1")},
+		{Name: "c1", TFTPRoot: "/t", BootFiles: map[Firmware]string{"arm": "x.efi"}},
+		{Name: "c1", TFTPRoot: "/t", BootFiles: map[Firmware]string{FirmwareUEFI: ""}},
+	}
+	for _, r := range bad {
+		if _, err := New([]Root{r}); err == nil {
+			t.Errorf("New(%+v) took it", r)
+		}
+	}
+	// A conductor serving its own files needs no tree here.
+	if _, err := New([]Root{{Name: "c1", HTTPURL: "http://10.0.0.5:8080", TFTPServer: c5}}); err != nil {
+		t.Errorf("a conductor's own servers: %v", err)
 	}
 }
