@@ -99,8 +99,8 @@ const ironicAPIVersion = "1.49"
 //     deploy kernels outside /var/lib/ironic and a few others.
 //   - service_catalog endpoint_override: the agent's ipa-api-url, which
 //     prepare_ramdisk needs; without Keystone it comes from here.
-//   - policy_dirs empty: oslo.config finds relative policy dirs in
-//     /etc/ironic too.
+//   - policy_dirs absolute: oslo.config looks for relative ones (the
+//     default is policy.d) in /etc/ironic too.
 //   - the database's timeout: the API and every conductor write to the
 //     one SQLite file (heartbeats, locks); Python's default busy timeout,
 //     5 s, ends in "database is locked" when conductors register at once
@@ -149,7 +149,7 @@ auth_type = none
 endpoint_override = http://127.0.0.1:%[2]d
 [oslo_policy]
 policy_file = %[1]s/policy.yaml
-policy_dirs =
+policy_dirs = %[1]s/policy.d
 [oslo_concurrency]
 lock_path = %[1]s/locks
 [agent]
@@ -203,8 +203,9 @@ menuentry "boot_ramdisk"  {
 }
 `
 
-// ironicPy runs one of Ironic's programs (python3 -c ironicPy MODULE
-// ARGS...: ironic.cmd.api, ironic.cmd.conductor, ironic.cmd.dbsync) with
+// ironicPy, written to Dir/ironic-run.py, runs one of Ironic's programs
+// (python3 ironic-run.py MODULE ARGS...: ironic.cmd.api,
+// ironic.cmd.conductor, ironic.cmd.dbsync) with
 // every SQLite transaction begun IMMEDIATE. oslo.db begins them DEFERRED:
 // a transaction that reads and then writes asks for the write lock late,
 // and when another process wrote in between SQLite refuses at once with
@@ -213,7 +214,7 @@ menuentry "boot_ramdisk"  {
 // here the API and each conductor are processes of their own on one file.
 // IMMEDIATE takes the write lock at BEGIN, where the busy timeout applies,
 // so they wait for each other instead.
-const ironicPy = `import sqlite3, sqlite3.dbapi2, sys, runpy
+const ironicPy = `import sqlite3, sqlite3.dbapi2, sys
 
 class Cursor(sqlite3.Cursor):
     def execute(self, sql, *args):
@@ -258,7 +259,7 @@ func StartIronic(ctx context.Context, o IronicOptions) (*Ironic, error) {
 		ir.Stop()
 		return nil, fmt.Errorf("lab ironic: %s: %w", op, err)
 	}
-	for _, d := range []string{"conf.d", "state", "tmp", "locks", "logs", "images", "master_images", "master_iso_images", "deploy-logs", "certificates", "home", o.HostsDir, o.OptsDir, filepath.Dir(o.LeaseFile)} {
+	for _, d := range []string{"conf.d", "policy.d", "state", "tmp", "locks", "logs", "images", "master_images", "master_iso_images", "deploy-logs", "certificates", "home", o.HostsDir, o.OptsDir, filepath.Dir(o.LeaseFile)} {
 		if !filepath.IsAbs(d) {
 			d = filepath.Join(dir, d)
 		}
@@ -288,6 +289,7 @@ func StartIronic(ctx context.Context, o IronicOptions) (*Ironic, error) {
 	files := map[string]string{
 		"ironic.conf":                  common + o.Conf,
 		"policy.yaml":                  "{}\n",
+		"ironic-run.py":                ironicPy,
 		"grub_aarch64_config.template": grubAArch64Template,
 	}
 	names := map[string]bool{}
@@ -323,7 +325,7 @@ func StartIronic(ctx context.Context, o IronicOptions) (*Ironic, error) {
 		}
 	}
 	conf := filepath.Join(dir, "ironic.conf")
-	dbsync := exec.CommandContext(ctx, "/usr/bin/python3", append([]string{"-c", ironicPy, "ironic.cmd.dbsync"}, ir.args(conf, "create_schema")...)...)
+	dbsync := exec.CommandContext(ctx, "/usr/bin/python3", append([]string{filepath.Join(dir, "ironic-run.py"), "ironic.cmd.dbsync"}, ir.args(conf, "create_schema")...)...)
 	dbsync.Env = ir.env()
 	if out, err := dbsync.CombinedOutput(); err != nil {
 		return fail("ironic-dbsync create_schema", fmt.Errorf("%w: %s", err, Tail(string(out), 4000)))
@@ -379,7 +381,7 @@ func (ir *Ironic) start(name, module, conf string) error {
 		return err
 	}
 	defer out.Close()
-	cmd := exec.Command("/usr/bin/python3", append([]string{"-c", ironicPy, module}, ir.args(conf)...)...)
+	cmd := exec.Command("/usr/bin/python3", append([]string{filepath.Join(ir.Dir, "ironic-run.py"), module}, ir.args(conf)...)...)
 	cmd.Dir = ir.Dir
 	cmd.Env = ir.env()
 	cmd.Stdout, cmd.Stderr = out, out

@@ -127,10 +127,10 @@ func TestIronic(t *testing.T) {
 	hostsdir, optsdir := o.HostsDir, o.OptsDir
 	dumpTree(t, "hostsdir", hostsdir)
 	dumpTree(t, "optsdir", optsdir)
-	for i, c := range ir.Conductors {
+	for _, c := range ir.Conductors {
 		dumpTree(t, c.Name+" http_root", c.HTTPRoot)
 		dumpTree(t, c.Name+" tftp_root", c.TFTPRoot)
-		_ = i
+		dumpTree(t, c.Name+" master images", filepath.Join(ir.Dir, c.Name, "master_images"))
 	}
 
 	conductor := map[string]IronicConductor{}
@@ -146,7 +146,15 @@ func TestIronic(t *testing.T) {
 			}
 			hyphen := strings.ReplaceAll(n.mac, ":", "-")
 			for _, label := range []string{"deploy_kernel", "deploy_ramdisk"} {
-				expectFile(t, filepath.Join(root, n.uuid, label), marker[label])
+				path := filepath.Join(root, n.uuid, label)
+				expectFile(t, path, marker[label])
+				// A file:// source is hard-linked (copied across file
+				// systems), not cached in master_images: a plain file.
+				src, _ := os.Stat(filepath.Join(files, label))
+				got, err := os.Lstat(path)
+				if err == nil {
+					t.Logf("%s: regular file %v, same inode as the file:// source %v", path, got.Mode().IsRegular(), os.SameFile(src, got))
+				}
 			}
 			config := expectFile(t, filepath.Join(root, n.uuid, "config"), "")
 			if _, err := os.Lstat(filepath.Join(otherRoot, n.uuid)); err == nil {
