@@ -58,8 +58,12 @@ type IronicOptions struct {
 	HostsDir, OptsDir, LeaseFile string
 	// Conductors are started in order; at least one.
 	Conductors []IronicConductor
-	// Conf is appended to every process's ironic.conf. oslo.config merges
-	// repeated sections, so it may name any section again ("[pxe]\n...").
+	// Conf is appended to every process's ironic.conf, before each
+	// conductor's own settings. oslo.config merges repeated sections and
+	// the last value wins, so it may set any option again ("[pxe]\n...")
+	// but a conductor's. The one a lab with real nodes wants is
+	// [service_catalog]endpoint_override, the agent's ipa-api-url in the
+	// boot configs: by default URL, on 127.0.0.1.
 	Conf string
 }
 
@@ -244,11 +248,11 @@ sys.exit(__import__(module, fromlist=["main"]).main())
 // returns once the API answers and every conductor is registered alive
 // with its group. On error nothing it started is left running.
 func StartIronic(ctx context.Context, o IronicOptions) (*Ironic, error) {
-	if err := Check("ironic-api", "ironic-conductor", "baremetal"); err != nil {
+	if err := o.check(); err != nil {
 		return nil, fmt.Errorf("lab ironic: %w", err)
 	}
-	if o.Dir == "" || o.HostsDir == "" || o.OptsDir == "" || o.LeaseFile == "" || len(o.Conductors) == 0 {
-		return nil, errors.New("lab ironic: Dir, HostsDir, OptsDir, LeaseFile and one conductor at least are needed")
+	if err := Check("ironic-api", "ironic-conductor", "baremetal"); err != nil {
+		return nil, fmt.Errorf("lab ironic: %w", err)
 	}
 	dir, err := filepath.Abs(o.Dir)
 	if err != nil {
@@ -292,12 +296,7 @@ func StartIronic(ctx context.Context, o IronicOptions) (*Ironic, error) {
 		"ironic-run.py":                ironicPy,
 		"grub_aarch64_config.template": grubAArch64Template,
 	}
-	names := map[string]bool{}
 	for i, c := range o.Conductors {
-		if c.Name == "" || c.Name != filepath.Base(c.Name) || names[c.Name] || c.Name == "api" {
-			return fail("check conductors", fmt.Errorf("conductor %d: name %q is empty, a path, api or used twice", i, c.Name))
-		}
-		names[c.Name] = true
 		c.Host = hosts[i]
 		if c.TFTPServer == "" {
 			c.TFTPServer = "127.0.0.1"
@@ -349,6 +348,25 @@ func StartIronic(ctx context.Context, o IronicOptions) (*Ironic, error) {
 		return fail("wait for the API and the conductors", err)
 	}
 	return ir, nil
+}
+
+// check refuses options StartIronic cannot run with.
+func (o IronicOptions) check() error {
+	if o.Dir == "" || o.HostsDir == "" || o.OptsDir == "" || o.LeaseFile == "" || len(o.Conductors) == 0 {
+		return errors.New("Dir, HostsDir, OptsDir, LeaseFile and one conductor at least are needed")
+	}
+	if len(o.Conductors) > 250 {
+		return errors.New("at most 250 conductors: one loopback address each")
+	}
+	names := map[string]bool{}
+	for i, c := range o.Conductors {
+		// "api" would share the API's log; a path would leave Dir.
+		if c.Name == "" || c.Name != filepath.Base(c.Name) || c.Name == "." || c.Name == ".." || names[c.Name] || c.Name == "api" {
+			return fmt.Errorf("conductor %d: name %q is empty, a path, api or used twice", i, c.Name)
+		}
+		names[c.Name] = true
+	}
+	return nil
 }
 
 // args are a process's command-line arguments. --config-dir names an

@@ -32,7 +32,7 @@ type ironicNode struct {
 // Ironic writes in each conductor's roots and in the dnsmasq provider's
 // directories. The deploys stop at "wait call-back": there is no agent.
 func TestIronic(t *testing.T) {
-	RequireRoot(t)
+	// No root needed: Ironic runs as any user, on loopback.
 	Require(t, "ironic-api", "ironic-conductor", "baremetal")
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -46,6 +46,17 @@ func TestIronic(t *testing.T) {
 			{Name: "c1", Group: "g1", HTTPURL: "http://10.9.0.1/ironic/c1", TFTPServer: "10.9.0.1"},
 			{Name: "c2", Group: "g2", HTTPURL: "http://10.9.0.1/ironic/c2", TFTPServer: "10.9.0.2"},
 		},
+		// The agent's ipa-api-url in the boot configs: the API on
+		// 127.0.0.1 is no use to a node.
+		Conf: "[service_catalog]\nendpoint_override = http://10.9.0.1:6385\n",
+	}
+	// A dnsmasq lease for the x86 GRUB node: Ironic links its config by
+	// IP address too (tftp_root/IP.conf) when the provider knows one.
+	if err := os.MkdirAll(filepath.Dir(o.LeaseFile), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(o.LeaseFile, []byte("1893456000 aa:bb:cc:dd:ee:02 10.9.0.50 node-02 01:aa:bb:cc:dd:ee:02\n"), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	start := time.Now()
 	ir, err := StartIronic(ctx, o)
@@ -157,6 +168,9 @@ func TestIronic(t *testing.T) {
 				}
 			}
 			config := expectFile(t, filepath.Join(root, n.uuid, "config"), "")
+			if !strings.Contains(config, " ipa-api-url=http://10.9.0.1:6385 ") {
+				t.Errorf("config does not carry the ipa-api-url of Conf's endpoint_override")
+			}
 			if _, err := os.Lstat(filepath.Join(otherRoot, n.uuid)); err == nil {
 				t.Errorf("%s's files are in the other conductor's root %s too", n.name, otherRoot)
 			}
@@ -200,6 +214,9 @@ func TestIronic(t *testing.T) {
 			expectLink(t, filepath.Join(root, "grub.cfg-01-"+hyphen), n.uuid+"/config")
 			expectLink(t, filepath.Join(root, n.mac+".conf"), n.uuid+"/config")
 			expectLink(t, filepath.Join(root, "pxelinux.cfg", "01-"+hyphen), "../"+n.uuid+"/config")
+			if n.mac == "aa:bb:cc:dd:ee:02" {
+				expectLink(t, filepath.Join(root, "10.9.0.50.conf"), n.uuid+"/config")
+			}
 			master := expectFile(t, filepath.Join(root, "grub", "grub.cfg"), "")
 			if !strings.Contains(master, "configfile /$net_default_mac.conf") {
 				t.Errorf("grub/grub.cfg does not load /$net_default_mac.conf")
