@@ -254,10 +254,16 @@ func StartIronic(ctx context.Context, o IronicOptions) (*Ironic, error) {
 	if err := Check("ironic-api", "ironic-conductor", "baremetal"); err != nil {
 		return nil, fmt.Errorf("lab ironic: %w", err)
 	}
-	dir, err := filepath.Abs(o.Dir)
-	if err != nil {
-		return nil, fmt.Errorf("lab ironic: %w", err)
+	// Absolute: Ironic's processes run in Dir, and the paths land in
+	// DHCP options (210, the TFTP path prefix).
+	for _, p := range []*string{&o.Dir, &o.HostsDir, &o.OptsDir, &o.LeaseFile} {
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			return nil, fmt.Errorf("lab ironic: %w", err)
+		}
+		*p = abs
 	}
+	dir := o.Dir
 	ir := &Ironic{Dir: dir}
 	fail := func(op string, err error) (*Ironic, error) {
 		ir.Stop()
@@ -307,6 +313,13 @@ func StartIronic(ctx context.Context, o IronicOptions) (*Ironic, error) {
 		}
 		if c.HTTPRoot == "" {
 			c.HTTPRoot = filepath.Join(base, "httpboot")
+		}
+		var err error
+		if c.TFTPRoot, err = filepath.Abs(c.TFTPRoot); err != nil {
+			return fail("make "+c.Name+"'s roots absolute", err)
+		}
+		if c.HTTPRoot, err = filepath.Abs(c.HTTPRoot); err != nil {
+			return fail("make "+c.Name+"'s roots absolute", err)
 		}
 		for _, d := range []string{c.TFTPRoot, c.HTTPRoot, filepath.Join(base, "master_images")} {
 			if err := os.MkdirAll(d, 0o755); err != nil {
