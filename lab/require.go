@@ -25,6 +25,9 @@ var packages = map[string]string{
 	"go":                  "golang-go",
 	"ipmi_sim":            "openipmi",
 	"ipmitool":            "ipmitool",
+	"ironic-api":          "ironic-api",
+	"ironic-conductor":    "ironic-conductor",
+	"baremetal":           "python3-ironicclient",
 }
 
 // filePackages names the package behind each firmware directory, longest

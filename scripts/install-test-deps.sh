@@ -7,7 +7,11 @@
 # grub-mkimage (the AArch64 HTTP-boot GRUB), ironic-inspector (whose own
 # hooks read the inventory export), python3-ironic (whose dnsmasq DHCP
 # provider writes the files ironic/dnsmasq reads, and reads its lease
-# file), libvirt-daemon-system's libvirtd (the hypervisor tests run their
+# file), ironic-api, ironic-conductor and python3-ironicclient's baremetal
+# CLI (lab.StartIronic runs a whole Ironic, isolated, for the lab's
+# tests; the packages also pull in udev, open-iscsi, xinetd, pxelinux and
+# uwsgi), libvirt-daemon-system's
+# libvirtd (the hypervisor tests run their
 # own, isolated), libvirt-clients' virt-xml-validate with the xmllint it
 # runs (libxml2-utils; libvirt-clients does not pull it in), which checks
 # generated domain XML against libvirt's schemas; and lets apt fetch arm64
@@ -18,7 +22,8 @@ set -euo pipefail
 # that would hold port 53 and 67; the tests run their own.
 pkgs=(qemu-system-x86 qemu-system-arm seabios ovmf qemu-efi-aarch64 ipxe ipxe-qemu
       busybox udhcpc tftp-hpa tftpd-hpa atftp dnsmasq-base curl iproute2 qemu-utils util-linux
-      openipmi ipmitool grub-common python3-ironic-inspector python3-ironic libvirt-daemon-system libvirt-clients libxml2-utils)
+      openipmi ipmitool grub-common python3-ironic-inspector python3-ironic
+      ironic-api ironic-conductor python3-ironicclient libvirt-daemon-system libvirt-clients libxml2-utils)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,9 +47,10 @@ if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi
 echo "installing ${missing[*]}" >&2
-# tftpd-hpa's package starts a daemon on port 69, and libvirt-daemon-system
-# a system libvirtd, unless policy-rc.d says no; an existing policy is left
-# alone.
+# tftpd-hpa's package starts a daemon on port 69, libvirt-daemon-system
+# a system libvirtd, ironic-api and ironic-conductor system services (and
+# their dependencies xinetd, udev, iscsid and open-iscsi), unless policy-rc.d says no;
+# an existing policy is left alone.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
 	printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
 	chmod +x /usr/sbin/policy-rc.d
