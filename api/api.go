@@ -28,6 +28,9 @@ import (
 // its own needs), then call Handler once.
 type Server struct {
 	Store Store
+	// Handover hands nodes to OpenStack Ironic and back; nil answers
+	// that no Ironic API is configured.
+	Handover Handover
 	// Lifecycle applies node actions and agent outcomes; it must be set.
 	Lifecycle Lifecycle
 	// Broker wakes the live event streams; it must be set. Whatever

@@ -42,6 +42,8 @@ func (s *Server) table() []route {
 		{method: "GET", pattern: "/api/v1/nodes/{id}", role: ro, summary: "A node with its inventory (id, name or MAC)", out: Node{}, status: 200, h: s.getNode},
 		{method: "PATCH", pattern: "/api/v1/nodes/{id}", role: tech, summary: "Set a node's name, rack place, tags, owner or Secure Boot path", in: NodePatch{}, out: Node{}, status: 200, h: s.patchNode},
 		{method: "DELETE", pattern: "/api/v1/nodes/{id}", role: admin, summary: "Forget a node (its events stay in the audit log)", status: 204, h: s.deleteNode},
+		{method: "POST", pattern: "/api/v1/nodes/{id}/handover", role: admin, summary: "Hand the node to OpenStack Ironic (created there with its ports, BMC and inventory; owner ironic) or take it back once Ironic has released it (deleted there; owner rackboot); 409 when either side is busy with it, 502 when Ironic does not answer",
+			in: HandoverRequest{}, out: HandoverResult{}, status: 200, audited: true, h: s.handover},
 		{method: "POST", pattern: "/api/v1/nodes/{id}/actions/{action}", role: tech, summary: "Act on a node: " + actionNames() + "; 409 when its state does not allow it",
 			in: lifecycle.Params{}, out: ActionResult{}, status: 200, audited: true, h: s.action},
 		{method: "GET", pattern: "/api/v1/nodes/{id}/bmc", role: ro, summary: "The node's BMC: URL, user, whether a password is set (never the password)", out: BMC{}, status: 200, h: s.getBMC},

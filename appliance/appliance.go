@@ -39,6 +39,7 @@ import (
 	"github.com/rackboot/rackboot/internal/tlspin"
 	"github.com/rackboot/rackboot/ipxe"
 	"github.com/rackboot/rackboot/ironic/dnsmasq"
+	"github.com/rackboot/rackboot/ironic/handover"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/nodepower"
 	"github.com/rackboot/rackboot/power"
@@ -562,6 +563,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		return err
 	}
 	var trees []httpboot.Tree
+	var apiHandover api.Handover
 	for _, rt := range ironicRoots.Roots() {
 		if rt.HTTPRoot != "" {
 			trees = append(trees, httpboot.Tree{Prefix: rt.Prefix(), Dir: rt.HTTPRoot})
@@ -598,6 +600,14 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		Recorder:      c,
 		Logger:        log.With("proto", "http"),
 	}
+	var handoverSecrets handover.Secrets
+	if secrets != nil {
+		handoverSecrets = secrets
+	}
+	if h := ironicHandover(r.Ironic, st, handoverSecrets, log.With("proto", "ironic")); h != nil {
+		apiHandover = h
+		log.Info("handing nodes over through Ironic's API", "api_url", r.Ironic.APIURL, "keystone", r.Ironic.Auth.AuthURL != "")
+	}
 	if err := ensureAdminUser(ctx, st, r.DataDir, log); err != nil {
 		return err
 	}
@@ -613,7 +623,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		return err
 	}
 	vms := &hypervisor.Service{Store: st, Dial: hypervisor.LibvirtDialer(lvOpt), Logger: log.With("proto", "libvirt")}
-	apiServer := &api.Server{VMs: vms, HypervisorTLS: hypervisorTLS(r.DataDir, lvCA), PowerOn: powerOn, Power: poller, Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil, Secrets: secrets, BMCCAFile: r.BMCCAFile,
+	apiServer := &api.Server{Handover: apiHandover, VMs: vms, HypervisorTLS: hypervisorTLS(r.DataDir, lvCA), PowerOn: powerOn, Power: poller, Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil, Secrets: secrets, BMCCAFile: r.BMCCAFile,
 		Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
 		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images"), AllowNetworks: r.imageNets,
 			Reserve: r.imageReserve, MaxImports: r.Images.MaxImports},

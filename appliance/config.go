@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -109,6 +110,28 @@ type IronicConfig struct {
 	// MACs are nodes Ironic owns that no dnsmasq file lists (dhcp_provider
 	// = none): rackboot makes them nodes owned by Ironic at its start.
 	MACs []string `yaml:"macs"`
+	// APIURL is Ironic's API (http://ironic:6385), through which rackboot
+	// node handover creates nodes there and deletes them again; Auth its
+	// Keystone credentials (none: standalone Ironic without
+	// authentication); Driver the hardware type of a node without a BMC
+	// (default manual-management).
+	APIURL string           `yaml:"api_url"`
+	Auth   IronicAuthConfig `yaml:"auth"`
+	Driver string           `yaml:"driver"`
+}
+
+// IronicAuthConfig is Keystone v3: a password (username, password,
+// project_name and the domains, default "Default") or an application
+// credential.
+type IronicAuthConfig struct {
+	AuthURL                     string `yaml:"auth_url"`
+	Username                    string `yaml:"username"`
+	Password                    string `yaml:"password"`
+	UserDomainName              string `yaml:"user_domain_name"`
+	ProjectName                 string `yaml:"project_name"`
+	ProjectDomainName           string `yaml:"project_domain_name"`
+	ApplicationCredentialID     string `yaml:"application_credential_id"`
+	ApplicationCredentialSecret string `yaml:"application_credential_secret"`
 }
 
 // IronicRootConfig is one conductor's trees.
@@ -165,6 +188,19 @@ func (c IronicConfig) macs() ([]net.HardwareAddr, error) {
 	return out, nil
 }
 
+// checkKeys refuses a mapping key not in keys.
+func checkKeys(n *yaml.Node, where string, keys ...string) error {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i].Value; !slices.Contains(keys, k) {
+			return fmt.Errorf("%s: unknown setting %q (%s)", where, k, strings.Join(keys, ", "))
+		}
+	}
+	return nil
+}
+
 // roots is the config as package roots takes it.
 func (c IronicConfig) roots() (*roots.Set, error) {
 	var list []roots.Root
@@ -203,17 +239,25 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 		LeaseFile string             `yaml:"leasefile"`
 		Roots     []IronicRootConfig `yaml:"roots"`
 		MACs      []string           `yaml:"macs"`
+		APIURL    string             `yaml:"api_url"`
+		Auth      IronicAuthConfig   `yaml:"auth"`
+		Driver    string             `yaml:"driver"`
 	}
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			switch k := n.Content[i].Value; k {
-			case "hostsdir", "optsdir", "leasefile", "macs":
+			case "hostsdir", "optsdir", "leasefile", "macs", "api_url", "driver":
+			case "auth":
+				if err := checkKeys(n.Content[i+1], "ironic.auth", "auth_url", "username", "password", "user_domain_name",
+					"project_name", "project_domain_name", "application_credential_id", "application_credential_secret"); err != nil {
+					return err
+				}
 			case "roots":
 				if err := checkRootKeys(n.Content[i+1]); err != nil {
 					return err
 				}
 			default:
-				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile, roots, macs)", k)
+				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile, roots, macs, api_url, auth, driver)", k)
 			}
 		}
 	}
@@ -239,6 +283,7 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("ironic.optsdir: %w", err)
 	}
 	c.LeaseFile, c.Roots, c.MACs = raw.LeaseFile, raw.Roots, raw.MACs
+	c.APIURL, c.Auth, c.Driver = raw.APIURL, raw.Auth, raw.Driver
 	return nil
 }
 

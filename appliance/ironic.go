@@ -8,15 +8,19 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/core"
 	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/ironic/baremetal"
 	"github.com/rackboot/rackboot/ironic/dnsmasq"
+	"github.com/rackboot/rackboot/ironic/handover"
 	"github.com/rackboot/rackboot/ironic/roots"
 	"github.com/rackboot/rackboot/lease"
+	"github.com/rackboot/rackboot/nodepower"
 	"github.com/rackboot/rackboot/store"
 )
 
@@ -29,6 +33,21 @@ func checkIronic(ic IronicConfig, mode string) error {
 	}
 	if _, err := ic.macs(); err != nil {
 		return err
+	}
+	if ic.APIURL != "" {
+		if u, err := url.Parse(ic.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("ironic.api_url %q: want http(s)://HOST:PORT, Ironic's API endpoint", ic.APIURL)
+		}
+	}
+	if a := ic.Auth; a != (IronicAuthConfig{}) {
+		switch {
+		case ic.APIURL == "":
+			return errors.New("ironic.auth: without ironic.api_url there is nothing to authenticate to")
+		case a.AuthURL == "":
+			return errors.New("ironic.auth: auth_url (Keystone's, e.g. http://keystone:5000/v3) is needed")
+		case a.ApplicationCredentialID == "" && a.Username == "":
+			return errors.New("ironic.auth: a username and password, or an application_credential_id and secret")
+		}
 	}
 	if len(ic.HostsDirs) == 0 && len(ic.OptsDirs) == 0 && ic.LeaseFile == "" {
 		return nil
@@ -62,6 +81,20 @@ func (e ironicExtern) ExternBoot(mac net.HardwareAddr, ipxe bool) (dhcp.ExternRe
 		out.Options = append(out.Options, dhcp.ExternOption{Code: o.Code, Value: o.Value})
 	}
 	return out, true
+}
+
+// ironicHandover is the handover service of ironic.api_url; nil without.
+func ironicHandover(ic IronicConfig, st handover.Store, secrets handover.Secrets, log *slog.Logger) *handover.Service {
+	if ic.APIURL == "" {
+		return nil
+	}
+	c := &baremetal.Client{URL: ic.APIURL}
+	if a := ic.Auth; a.AuthURL != "" {
+		c.Auth = &baremetal.Keystone{AuthURL: a.AuthURL, Username: a.Username, Password: a.Password, UserDomain: a.UserDomainName,
+			Project: a.ProjectName, ProjectDomain: a.ProjectDomainName,
+			AppCredentialID: a.ApplicationCredentialID, AppCredentialSecret: a.ApplicationCredentialSecret}
+	}
+	return &handover.Service{Store: st, Ironic: c, Secrets: secrets, PasswordAD: nodepower.PasswordAD, Driver: ic.Driver, Logger: log}
 }
 
 // ironicOwned says whether the client at an address is a node Ironic

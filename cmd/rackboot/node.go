@@ -21,7 +21,7 @@ import (
 
 func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"node: want list, add, show, inventory, trace, events, set, delete, power, boot-device or an action (inspect, deploy, release, wipe, burnin, maintenance, reboot)"}
+		return usageError{"node: want list, add, show, inventory, trace, events, set, delete, power, boot-device, handover or an action (inspect, deploy, release, wipe, burnin, maintenance, reboot)"}
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("node "+sub, flag.ContinueOnError)
@@ -65,6 +65,8 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fs.StringVar(&f.bmcPasswordFile, "bmc-password-file", "", "read the BMC password from this file, or - for the first line of stdin (never on the command line; absent keeps the one set)")
 		fs.StringVar(&f.bmcFingerprint, "bmc-fingerprint", "", "pin a redfish:// BMC's certificate: its SHA-256, hex (default: verify it with serve --bmc-ca-file or the system's CAs)")
 		fs.BoolVar(&f.noBMC, "no-bmc", false, "forget the node's BMC")
+	case "handover":
+		fs.StringVar(&f.owner, "to", "", "ironic: create the node in Ironic (ironic.api_url) with its ports, BMC and inventory, and make it Ironic's; rackboot: take it back once Ironic has released it (deleted there)")
 	case "power":
 		fs.StringVar(&f.rack, "rack", "", "act on every node of this rack (then give only the action)")
 	case "boot-device":
@@ -149,6 +151,18 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.ID, orDash(n.Name), n.State, orDash(n.Arch), place,
 					orDash(strings.Join(n.GPUModels, ",")), strings.Join(n.MACs, ","), ts(n.LastSeen))
 			}
+		})
+	case "handover":
+		if f.owner != "ironic" && f.owner != "rackboot" {
+			return usageError{"node handover: --to ironic or --to rackboot"}
+		}
+		var res api.HandoverResult
+		if err := c.do(ctx, "POST", path+"/handover", api.HandoverRequest{To: f.owner}, &res); err != nil {
+			return err
+		}
+		return c.print(stdout, res, func(tw *tabwriter.Writer) {
+			fmt.Fprintln(tw, "ID\tNAME\tOWNER\tIRONIC NODE\tIRONIC STATE")
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", res.Node.ID, orDash(res.Node.Name), res.Node.Owner, orDash(res.IronicUUID), orDash(res.IronicState))
 		})
 	case "show":
 		var n api.Node
