@@ -13,7 +13,7 @@ import (
 // Handover hands nodes to OpenStack Ironic and takes them back
 // (ironic/handover.Service).
 type Handover interface {
-	ToIronic(ctx context.Context, ref string) (handover.Result, error)
+	ToIronic(ctx context.Context, ref string, o handover.Options) (handover.Result, error)
 	ToRackboot(ctx context.Context, ref string) (handover.Result, error)
 }
 
@@ -21,6 +21,9 @@ type Handover interface {
 type HandoverRequest struct {
 	// To is "ironic" or "rackboot".
 	To string `json:"to"`
+	// ConductorGroup is the Ironic conductor group to drive the node
+	// (to ironic; default ironic.conductor_group).
+	ConductorGroup string `json:"conductor_group,omitempty"`
 }
 
 // HandoverResult is what a handover did.
@@ -52,7 +55,7 @@ func (s *Server) handover(w http.ResponseWriter, r *http.Request) {
 	var res handover.Result
 	var err error
 	if req.To == "ironic" {
-		res, err = s.Handover.ToIronic(r.Context(), n.ID)
+		res, err = s.Handover.ToIronic(r.Context(), n.ID, handover.Options{ConductorGroup: req.ConductorGroup})
 	} else {
 		res, err = s.Handover.ToRackboot(r.Context(), n.ID)
 	}

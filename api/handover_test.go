@@ -31,7 +31,7 @@ func (h *fakeHandover) move(ctx context.Context, ref, owner string) (handover.Re
 	return handover.Result{Node: n, IronicUUID: "u-1", IronicState: "enroll"}, err
 }
 
-func (h *fakeHandover) ToIronic(ctx context.Context, ref string) (handover.Result, error) {
+func (h *fakeHandover) ToIronic(ctx context.Context, ref string, _ handover.Options) (handover.Result, error) {
 	return h.move(ctx, ref, store.OwnerIronic)
 }
 

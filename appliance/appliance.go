@@ -520,7 +520,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		if err := ironicDir.Load(); err != nil {
 			return fmt.Errorf("ironic: %w", err)
 		}
-		extern = ironicExtern{ironicDir}
+		extern = ironicExtern{d: ironicDir, rackbootOwns: c.OwnedByRackboot}
 		log.Info("serving Ironic's nodes through its dnsmasq files", "hostsdir", r.Ironic.HostsDirs, "optsdir", r.Ironic.OptsDirs, "leasefile", r.Ironic.LeaseFile)
 	}
 	if r.DHCP.Mode != DHCPOff {

@@ -114,10 +114,12 @@ type IronicConfig struct {
 	// node handover creates nodes there and deletes them again; Auth its
 	// Keystone credentials (none: standalone Ironic without
 	// authentication); Driver the hardware type of a node without a BMC
-	// (default manual-management).
-	APIURL string           `yaml:"api_url"`
-	Auth   IronicAuthConfig `yaml:"auth"`
-	Driver string           `yaml:"driver"`
+	// (default manual-management); ConductorGroup the conductor group of
+	// a node handed over without one named.
+	APIURL         string           `yaml:"api_url"`
+	Auth           IronicAuthConfig `yaml:"auth"`
+	Driver         string           `yaml:"driver"`
+	ConductorGroup string           `yaml:"conductor_group"`
 }
 
 // IronicAuthConfig is Keystone v3: a password (username, password,
@@ -242,11 +244,12 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 		APIURL    string             `yaml:"api_url"`
 		Auth      IronicAuthConfig   `yaml:"auth"`
 		Driver    string             `yaml:"driver"`
+		Group     string             `yaml:"conductor_group"`
 	}
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			switch k := n.Content[i].Value; k {
-			case "hostsdir", "optsdir", "leasefile", "macs", "api_url", "driver":
+			case "hostsdir", "optsdir", "leasefile", "macs", "api_url", "driver", "conductor_group":
 			case "auth":
 				if err := checkKeys(n.Content[i+1], "ironic.auth", "auth_url", "username", "password", "user_domain_name",
 					"project_name", "project_domain_name", "application_credential_id", "application_credential_secret"); err != nil {
@@ -257,7 +260,7 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 					return err
 				}
 			default:
-				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile, roots, macs, api_url, auth, driver)", k)
+				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile, roots, macs, api_url, auth, driver, conductor_group)", k)
 			}
 		}
 	}
@@ -283,7 +286,7 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("ironic.optsdir: %w", err)
 	}
 	c.LeaseFile, c.Roots, c.MACs = raw.LeaseFile, raw.Roots, raw.MACs
-	c.APIURL, c.Auth, c.Driver = raw.APIURL, raw.Auth, raw.Driver
+	c.APIURL, c.Auth, c.Driver, c.ConductorGroup = raw.APIURL, raw.Auth, raw.Driver, raw.Group
 	return nil
 }
 

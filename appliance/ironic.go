@@ -63,10 +63,23 @@ func checkIronic(ic IronicConfig, mode string) error {
 	return nil
 }
 
-// ironicExtern is Ironic's files as the DHCP server's Extern.
-type ironicExtern struct{ d *dnsmasq.Dir }
+// ironicExtern is Ironic's files as the DHCP server's Extern. A node
+// rackboot owns is rackboot's whatever Ironic's files still say: the
+// hosts line Ironic leaves behind (set:, or ignore after its cleanup)
+// must not keep a node it handed back from booting.
+type ironicExtern struct {
+	d *dnsmasq.Dir
+	// rackbootOwns says whether mac is a node rackboot owns.
+	rackbootOwns func(ctx context.Context, mac net.HardwareAddr) bool
+}
 
-func (e ironicExtern) ExternBoot(mac net.HardwareAddr, ipxe bool) (dhcp.ExternReply, bool) {
+func (e ironicExtern) ExternBoot(ctx context.Context, mac net.HardwareAddr, ipxe bool) (dhcp.ExternReply, bool) {
+	if !e.d.Listed(mac) && !e.d.Ignored(mac) {
+		return dhcp.ExternReply{}, false
+	}
+	if e.rackbootOwns != nil && e.rackbootOwns(ctx, mac) {
+		return dhcp.ExternReply{}, false
+	}
 	var tags []string
 	if ipxe {
 		// What dhcp-match=set:ipxe,175 sets in Ironic's dnsmasq setups.
@@ -94,7 +107,8 @@ func ironicHandover(ic IronicConfig, st handover.Store, secrets handover.Secrets
 			Project: a.ProjectName, ProjectDomain: a.ProjectDomainName,
 			AppCredentialID: a.ApplicationCredentialID, AppCredentialSecret: a.ApplicationCredentialSecret}
 	}
-	return &handover.Service{Store: st, Ironic: c, Secrets: secrets, PasswordAD: nodepower.PasswordAD, Driver: ic.Driver, Logger: log}
+	return &handover.Service{Store: st, Ironic: c, Secrets: secrets, PasswordAD: nodepower.PasswordAD, Driver: ic.Driver,
+		ConductorGroup: ic.ConductorGroup, Logger: log}
 }
 
 // ironicOwned says whether the client at an address is a node Ironic
@@ -121,12 +135,14 @@ type ironicNodes interface {
 }
 
 // enrollIronic makes each MAC a node owned by Ironic, so that its boots
-// are traced and rackboot's lifecycle, agent and reaper leave it alone.
-// With claim (the config's ironic.macs) a node rackboot owns is handed
-// to Ironic; without (Ironic's hosts files) only a MAC of no node becomes
-// Ironic's, and a node rackboot already drives keeps its owner, with a
-// warning: an operator decides that handover, not a file. seen holds the
-// MACs done; one that failed is tried again on the next call.
+// are traced and rackboot's lifecycle, agent and reaper leave it alone. A
+// MAC of no node becomes a node of Ironic's. A node rackboot owns is
+// handed to Ironic with claim (the config's ironic.macs), and otherwise
+// (Ironic's hosts files list it) only while rackboot does nothing to it
+// (discovered, available or failed): one rackboot is inspecting,
+// deploying or running keeps its owner, with a warning, until an
+// operator hands it over. seen holds the MACs done; one that failed is
+// tried again on the next call.
 func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, claim bool, seen map[string]bool, log *slog.Logger) {
 	ironic := store.OwnerIronic
 	for _, mac := range macs {
@@ -148,9 +164,9 @@ func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, 
 		case n.Owner == store.OwnerIronic:
 			seen[mac.String()] = true
 			continue
-		case !claim:
-			log.Warn("ironic: Ironic's hosts files list a node rackboot owns; Ironic's boot options win at DHCP, but rackboot's lifecycle still drives it until it is handed over (rackboot node set NODE --owner ironic)",
-				"node", n.ID, "mac", mac.String())
+		case !claim && !idleForIronic[n.State]:
+			log.Warn("ironic: Ironic's hosts files list a node rackboot is busy with; rackboot keeps booting it until it is handed over (rackboot node handover NODE --to ironic)",
+				"node", n.ID, "mac", mac.String(), "state", n.State)
 			seen[mac.String()] = true
 			continue
 		}
@@ -158,9 +174,16 @@ func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, 
 			log.Warn("ironic: hand a node to Ironic", "node", n.ID, "mac", mac.String(), "err", err)
 			continue
 		}
+		if n.Owner != store.OwnerIronic {
+			log.Info("ironic: node handed to Ironic, whose files list it", "node", n.ID, "mac", mac.String(), "state", n.State)
+		}
 		seen[mac.String()] = true
 	}
 }
+
+// idleForIronic are the states in which rackboot does nothing to a node,
+// so that Ironic may take it.
+var idleForIronic = map[store.State]bool{store.StateDiscovered: true, store.StateAvailable: true, store.StateFailed: true}
 
 // leaseSource is what the lease file is written from, and Ironic's MACs
 // made nodes in.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/ironic/dnsmasq"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/store/sqlite"
 )
@@ -24,7 +26,15 @@ func TestEnrollIronic(t *testing.T) {
 	defer st.Close()
 	mine, _ := net.ParseMAC("52:54:00:00:00:01")
 	newMAC, _ := net.ParseMAC("52:54:00:00:00:02")
-	if _, _, err := st.EnrollClient(ctx, boot.Client{MAC: mine, Arch: boot.ClientX64UEFI}, time.Now()); err != nil {
+	busy, _, err := st.EnrollClient(ctx, boot.Client{MAC: mine, Arch: boot.ClientX64UEFI}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.SetState(ctx, busy.ID, store.StateDeploying); err != nil {
+		t.Fatal(err)
+	}
+	idleMAC, _ := net.ParseMAC("52:54:00:00:00:03")
+	if _, _, err := st.EnrollClient(ctx, boot.Client{MAC: idleMAC, Arch: boot.ClientX64UEFI}, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
@@ -35,12 +45,12 @@ func TestEnrollIronic(t *testing.T) {
 		}
 		return n.Owner
 	}
-	// From Ironic's hosts files: the new MAC is Ironic's, rackboot's node
-	// stays rackboot's.
+	// From Ironic's hosts files: the new MAC and the idle node are
+	// Ironic's, the node rackboot is deploying stays rackboot's.
 	seen := map[string]bool{}
-	enrollIronic(ctx, st, []net.HardwareAddr{mine, newMAC}, false, seen, log)
-	if owner(newMAC) != store.OwnerIronic || owner(mine) != store.OwnerRackboot {
-		t.Errorf("from hosts files: new %s, rackboot's %s", owner(newMAC), owner(mine))
+	enrollIronic(ctx, st, []net.HardwareAddr{mine, newMAC, idleMAC}, false, seen, log)
+	if owner(newMAC) != store.OwnerIronic || owner(mine) != store.OwnerRackboot || owner(idleMAC) != store.OwnerIronic {
+		t.Errorf("from hosts files: new %s, busy %s, idle %s", owner(newMAC), owner(mine), owner(idleMAC))
 	}
 	n, _ := st.NodeByMAC(ctx, newMAC)
 	if n.Arch != boot.ArchUnknown {
@@ -55,7 +65,45 @@ func TestEnrollIronic(t *testing.T) {
 		t.Errorf("claimed: %s", owner(mine))
 	}
 	nodes, _ := st.Nodes(ctx)
-	if len(nodes) != 2 {
-		t.Errorf("%d nodes, want 2", len(nodes))
+	if len(nodes) != 3 {
+		t.Errorf("%d nodes, want 3", len(nodes))
+	}
+}
+
+// TestIronicExternOwner: Ironic's files answer for the MACs they list
+// unless rackboot owns the node: a node taken back from Ironic boots
+// rackboot's way whatever line Ironic left behind.
+func TestIronicExternOwner(t *testing.T) {
+	dir := t.TempDir()
+	hosts, opts := filepath.Join(dir, "hosts"), filepath.Join(dir, "opts")
+	os.MkdirAll(hosts, 0o755)
+	os.MkdirAll(opts, 0o755)
+	os.WriteFile(filepath.Join(hosts, "ironic-52:54:00:00:00:01.conf"), []byte("52:54:00:00:00:01,set:n1,set:ironic\n"), 0o644)
+	os.WriteFile(filepath.Join(hosts, "ironic-52:54:00:00:00:02.conf"), []byte("52:54:00:00:00:02,ignore\n"), 0o644)
+	os.WriteFile(filepath.Join(opts, "ironic-n1.conf"), []byte("tag:n1,67,snponly.efi\n"), 0o644)
+	d := &dnsmasq.Dir{HostsDirs: []string{hosts}, OptsDirs: []string{opts}}
+	if err := d.Load(); err != nil {
+		t.Fatal(err)
+	}
+	rackboots := map[string]bool{}
+	e := ironicExtern{d: d, rackbootOwns: func(_ context.Context, mac net.HardwareAddr) bool { return rackboots[mac.String()] }}
+	m1, _ := net.ParseMAC("52:54:00:00:00:01")
+	m2, _ := net.ParseMAC("52:54:00:00:00:02")
+	m3, _ := net.ParseMAC("52:54:00:00:00:03")
+	ctx := context.Background()
+	if r, ok := e.ExternBoot(ctx, m1, false); !ok || len(r.Options) != 1 || string(r.Options[0].Value) != "snponly.efi" {
+		t.Errorf("Ironic's node: %+v %v", r, ok)
+	}
+	if r, ok := e.ExternBoot(ctx, m2, false); !ok || !r.Ignore {
+		t.Errorf("an ignored host: %+v %v", r, ok)
+	}
+	if _, ok := e.ExternBoot(ctx, m3, false); ok {
+		t.Error("a MAC Ironic does not list was answered from its files")
+	}
+	rackboots[m1.String()], rackboots[m2.String()] = true, true
+	for _, m := range []net.HardwareAddr{m1, m2} {
+		if r, ok := e.ExternBoot(ctx, m, false); ok {
+			t.Errorf("a node rackboot owns (%s) got Ironic's answer %+v", m, r)
+		}
 	}
 }

@@ -246,6 +246,13 @@ func (c *Core) OwnedByIronic(ctx context.Context, mac net.HardwareAddr) bool {
 	return err == nil && n.Owner == store.OwnerIronic
 }
 
+// OwnedByRackboot says whether the node with MAC mac is one rackboot
+// drives. A MAC of no node is not, yet.
+func (c *Core) OwnedByRackboot(ctx context.Context, mac net.HardwareAddr) bool {
+	n, err := c.Store.NodeByMAC(ctx, mac)
+	return err == nil && n.Owner != store.OwnerIronic
+}
+
 // Known says whether mac is a node's (the DHCP server's Known): known
 // clients are never rate-limited.
 func (c *Core) Known(ctx context.Context, mac net.HardwareAddr) bool {

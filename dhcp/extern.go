@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"context"
 	"net"
 	"net/netip"
 
@@ -11,9 +12,11 @@ import (
 // owns: Ironic, through the files of its dnsmasq DHCP provider. A listed
 // MAC gets its address from rackboot's pools as any client does, and its
 // boot options from Extern, not from the Booter; one Extern ignores gets
-// no answer at all, as dnsmasq gives a host marked ignore.
+// no answer at all, as dnsmasq gives a host marked ignore. A MAC the
+// other system does not list, or no longer claims, is rackboot's (ok
+// false).
 type Extern interface {
-	ExternBoot(mac net.HardwareAddr, ipxe bool) (ExternReply, bool)
+	ExternBoot(ctx context.Context, mac net.HardwareAddr, ipxe bool) (ExternReply, bool)
 }
 
 // ExternReply is what Extern says of a listed MAC.

@@ -15,7 +15,7 @@ import (
 // a node of conductor 10.0.0.7, mac2 one it cleaned up (ignore).
 type ironic struct{}
 
-func (ironic) ExternBoot(mac net.HardwareAddr, ipxe bool) (ExternReply, bool) {
+func (ironic) ExternBoot(_ context.Context, mac net.HardwareAddr, ipxe bool) (ExternReply, bool) {
 	switch mac.String() {
 	case mac1.String():
 		file := "snponly.efi"

@@ -194,7 +194,7 @@ func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4, peer net.Addr) 
 	}
 	known := s.known(ctx, req)
 	if s.Extern != nil {
-		if r, ok := s.Extern.ExternBoot(req.ClientHWAddr, c.IPXE); ok {
+		if r, ok := s.Extern.ExternBoot(ctx, req.ClientHWAddr, c.IPXE); ok {
 			if r.Ignore {
 				log.Debug("dhcp: the client's provisioning system ignores it (a dnsmasq host marked ignore)")
 				return nil, nil
@@ -416,7 +416,7 @@ func (s *Server) proxy(ctx context.Context, req *dhcpv4.DHCPv4, c boot.Client, i
 // reports whether there was one.
 func (s *Server) bootOptions(ctx context.Context, reply *dhcpv4.DHCPv4, c boot.Client) bool {
 	if s.Extern != nil {
-		if r, ok := s.Extern.ExternBoot(c.MAC, c.IPXE); ok {
+		if r, ok := s.Extern.ExternBoot(ctx, c.MAC, c.IPXE); ok {
 			if r.Ignore {
 				return false
 			}

@@ -207,6 +207,16 @@ func (r *rig) cli(out any, args ...string) {
 	}
 }
 
+// cliErr runs the CLI as cli does and returns its standard error and
+// exit error, for calls that are meant to be refused.
+func (r *rig) cliErr(args ...string) (string, error) {
+	r.t.Helper()
+	args = append(args, "--server", "http://"+r.server.String()+":8080", "--data-dir", r.dataDir, "--output", "json")
+	cmd := r.net.Command(context.Background(), binary, args...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
 var payloadRE = regexp.MustCompile(`RACKBOOT-PAYLOAD arch=(\S+) cmdline=(.*)`)
 
 // bootVM powers on a VM, on a tap of its own unless it names one, and

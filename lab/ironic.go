@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,6 +64,11 @@ type IronicOptions struct {
 	// [service_catalog]endpoint_override, the agent's ipa-api-url in the
 	// boot configs: by default URL, on 127.0.0.1.
 	Conf string
+	// Command makes the command of each of Ironic's programs and of its
+	// client: Net.Command runs them inside a lab's namespace, where a
+	// rackboot in the same namespace reaches the API on loopback. Nil
+	// runs them here.
+	Command func(ctx context.Context, prog string, args ...string) *exec.Cmd
 }
 
 // Ironic is an OpenStack Ironic (Debian's ironic-api and ironic-conductor
@@ -80,6 +84,7 @@ type Ironic struct {
 	// filled in.
 	Conductors []IronicConductor
 	procs      []*ironicProc
+	command    func(ctx context.Context, prog string, args ...string) *exec.Cmd
 }
 
 type ironicProc struct {
@@ -264,7 +269,10 @@ func StartIronic(ctx context.Context, o IronicOptions) (*Ironic, error) {
 		*p = abs
 	}
 	dir := o.Dir
-	ir := &Ironic{Dir: dir}
+	ir := &Ironic{Dir: dir, command: o.Command}
+	if ir.command == nil {
+		ir.command = exec.CommandContext
+	}
 	fail := func(op string, err error) (*Ironic, error) {
 		ir.Stop()
 		return nil, fmt.Errorf("lab ironic: %s: %w", op, err)
@@ -412,7 +420,8 @@ func (ir *Ironic) start(name, module, conf string) error {
 		return err
 	}
 	defer out.Close()
-	cmd := exec.Command("/usr/bin/python3", append([]string{filepath.Join(ir.Dir, "ironic-run.py"), module}, ir.args(conf)...)...)
+	// Not the caller's context: Stop ends the process, by its pid.
+	cmd := ir.command(context.Background(), "/usr/bin/python3", append([]string{filepath.Join(ir.Dir, "ironic-run.py"), module}, ir.args(conf)...)...)
 	cmd.Dir = ir.Dir
 	cmd.Env = ir.env()
 	cmd.Stdout, cmd.Stderr = out, out
@@ -456,16 +465,10 @@ func (ir *Ironic) waitReady(ctx context.Context) error {
 // conductorsAlive is nil when GET /v1/conductors lists every conductor
 // alive with its group.
 func (ir *Ironic) conductorsAlive(ctx context.Context) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ir.URL+"/v1/conductors?detail=true", nil)
+	b, err := ir.Get(ctx, "/v1/conductors?detail=true")
 	if err != nil {
 		return err
 	}
-	req.Header.Set("X-OpenStack-Ironic-API-Version", ironicAPIVersion)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
 	var body struct {
 		Conductors []struct {
 			Hostname       string `json:"hostname"`
@@ -473,10 +476,7 @@ func (ir *Ironic) conductorsAlive(ctx context.Context) error {
 			Alive          bool   `json:"alive"`
 		} `json:"conductors"`
 	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET /v1/conductors: %s", resp.Status)
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+	if err := json.Unmarshal(b, &body); err != nil {
 		return fmt.Errorf("GET /v1/conductors: %w", err)
 	}
 next:
@@ -491,11 +491,32 @@ next:
 	return nil
 }
 
+// getScript fetches a URL with Ironic's API version header, from where
+// Ironic's programs run (a namespace), and prints the body; a status
+// other than 200 fails it.
+const getScript = `import sys, urllib.request
+r = urllib.request.Request(sys.argv[1], headers={"X-OpenStack-Ironic-API-Version": sys.argv[2]})
+sys.stdout.write(urllib.request.urlopen(r, timeout=10).read().decode())
+`
+
+// Get returns the body of GET URL+path from Ironic's API, asked from
+// where Ironic runs.
+func (ir *Ironic) Get(ctx context.Context, path string) ([]byte, error) {
+	cmd := ir.command(ctx, "/usr/bin/python3", "-c", getScript, ir.URL+path, ironicAPIVersion)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w: %s", path, err, Tail(strings.TrimSpace(stderr.String()), 300))
+	}
+	return out, nil
+}
+
 // Baremetal runs Ironic's own client, `baremetal --os-endpoint URL
 // --os-auth-type none ARGS...`, and returns its standard output; an error
 // carries its standard error.
 func (ir *Ironic) Baremetal(ctx context.Context, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "/usr/bin/baremetal", append([]string{"--os-endpoint", ir.URL, "--os-auth-type", "none"}, args...)...)
+	cmd := ir.command(ctx, "/usr/bin/baremetal", append([]string{"--os-endpoint", ir.URL, "--os-auth-type", "none"}, args...)...)
 	cmd.Env = ir.env()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -47,7 +47,7 @@ Usage:
                                       and power.on_rate, with a result per node
   rackboot node boot-device NODE pxe|disk [--persistent]
                                       the next boot's device (every boot's, persistent), through the BMC
-  rackboot node handover NODE --to ironic|rackboot
+  rackboot node handover NODE --to ironic|rackboot [--conductor-group GROUP]
                                       create the node in OpenStack Ironic (ironic.api_url) with its ports,
                                       BMC and inventory and make it Ironic's; or take it back once Ironic
                                       has released it (admin)

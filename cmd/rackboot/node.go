@@ -33,7 +33,7 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		duration, reason, format                              string
 		bmc, bmcUser, bmcPasswordFile, bmcFingerprint         string
 		noBMC, persistent                                     bool
-		hostname, sshKeys, rootSerial, role                   string
+		hostname, sshKeys, rootSerial, role, conductorGroup   string
 		rootMin                                               int64
 		grow                                                  bool
 		position                                              int
@@ -66,6 +66,7 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		fs.StringVar(&f.bmcFingerprint, "bmc-fingerprint", "", "pin a redfish:// BMC's certificate: its SHA-256, hex (default: verify it with serve --bmc-ca-file or the system's CAs)")
 		fs.BoolVar(&f.noBMC, "no-bmc", false, "forget the node's BMC")
 	case "handover":
+		fs.StringVar(&f.conductorGroup, "conductor-group", "", "with --to ironic: the Ironic conductor group to drive it (default: the server's ironic.conductor_group)")
 		fs.StringVar(&f.owner, "to", "", "ironic: create the node in Ironic (ironic.api_url) with its ports, BMC and inventory, and make it Ironic's; rackboot: take it back once Ironic has released it (deleted there)")
 	case "power":
 		fs.StringVar(&f.rack, "rack", "", "act on every node of this rack (then give only the action)")
@@ -157,7 +158,7 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 			return usageError{"node handover: --to ironic or --to rackboot"}
 		}
 		var res api.HandoverResult
-		if err := c.do(ctx, "POST", path+"/handover", api.HandoverRequest{To: f.owner}, &res); err != nil {
+		if err := c.do(ctx, "POST", path+"/handover", api.HandoverRequest{To: f.owner, ConductorGroup: f.conductorGroup}, &res); err != nil {
 			return err
 		}
 		return c.print(stdout, res, func(tw *tabwriter.Writer) {

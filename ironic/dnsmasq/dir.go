@@ -322,6 +322,17 @@ func (d *Dir) MACs() []net.HardwareAddr {
 	return out
 }
 
+// Ignored says whether a host line lists mac as ignore: Ironic has
+// cleaned the node up, and its DHCP server would not answer it.
+func (d *Dir) Ignored(mac net.HardwareAddr) bool {
+	t := d.tab.Load()
+	if t == nil {
+		return false
+	}
+	h, ok := t.hosts[string(mac)]
+	return ok && h.Ignore
+}
+
 // Listed says whether a host line lists mac and does not ignore it: the
 // node is Ironic's to boot.
 func (d *Dir) Listed(mac net.HardwareAddr) bool {

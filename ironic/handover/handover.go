@@ -62,7 +62,10 @@ type Service struct {
 	// Driver is Ironic's hardware type for a node without a BMC (default
 	// manual-management: Ironic powers nothing).
 	Driver string
-	Logger *slog.Logger
+	// ConductorGroup is the group of the conductors that get a node
+	// handed over without one named.
+	ConductorGroup string
+	Logger         *slog.Logger
 }
 
 // Result says what was done.
@@ -89,9 +92,16 @@ var idle = map[store.State]bool{store.StateDiscovered: true, store.StateAvailabl
 // a node and holds no instance on it.
 var released = map[string]bool{baremetal.StateEnroll: true, baremetal.StateManageable: true, baremetal.StateAvailable: true}
 
+// Options are a handover's choices.
+type Options struct {
+	// ConductorGroup is the Ironic conductor group that drives the node
+	// (default: the Service's).
+	ConductorGroup string
+}
+
 // ToIronic creates the node in Ironic with its ports and marks it owned
 // by Ironic.
-func (s *Service) ToIronic(ctx context.Context, ref string) (Result, error) {
+func (s *Service) ToIronic(ctx context.Context, ref string, o Options) (Result, error) {
 	n, err := s.Store.Node(ctx, ref)
 	if err != nil {
 		return Result{}, fmt.Errorf("hand over %s: %w", ref, err)
@@ -118,6 +128,10 @@ func (s *Service) ToIronic(ctx context.Context, ref string) (Result, error) {
 	in, err := s.ironicNode(ctx, n)
 	if err != nil {
 		return Result{}, fmt.Errorf("hand over %s: %w", n.ID, err)
+	}
+	in.ConductorGroup = o.ConductorGroup
+	if in.ConductorGroup == "" {
+		in.ConductorGroup = s.ConductorGroup
 	}
 	created, err := s.Ironic.CreateNode(ctx, in)
 	if err != nil {

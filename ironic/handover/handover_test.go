@@ -164,7 +164,7 @@ func TestToIronicAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	res, err := s.ToIronic(ctx, "gpu-01")
+	res, err := s.ToIronic(ctx, "gpu-01", Options{ConductorGroup: "g1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestToIronicAndBack(t *testing.T) {
 			t.Errorf("driver_info[%s] = %v, want %v", k, in.DriverInfo[k], v)
 		}
 	}
-	if in.Driver != "ipmi" || in.Name != "gpu-01" || in.Extra["rackboot_node"] != n.ID {
+	if in.Driver != "ipmi" || in.Name != "gpu-01" || in.Extra["rackboot_node"] != n.ID || in.ConductorGroup != "g1" {
 		t.Errorf("ironic node %+v", in)
 	}
 	props := map[string]any{"cpus": float64(64), "memory_mb": float64(524288), "local_gb": float64(3575), "cpu_arch": "x86_64", "capabilities": "boot_mode:uefi"}
@@ -196,7 +196,7 @@ func TestToIronicAndBack(t *testing.T) {
 		}
 	}
 	// Twice is refused.
-	if _, err := s.ToIronic(ctx, n.ID); !errors.Is(err, ErrState) {
+	if _, err := s.ToIronic(ctx, n.ID, Options{}); !errors.Is(err, ErrState) {
 		t.Errorf("second handover: %v", err)
 	}
 
@@ -232,7 +232,7 @@ func TestToIronicUndoes(t *testing.T) {
 	s, f, st := setup(t)
 	n := enroll(t, st, "52:54:00:00:00:02", boot.ClientARM64UEFI)
 	f.failPorts = true
-	_, err := s.ToIronic(ctx, n.ID)
+	_, err := s.ToIronic(ctx, n.ID, Options{})
 	var ie *baremetal.Error
 	if !errors.As(err, &ie) || ie.Message != "Invalid port" || !strings.Contains(err.Error(), "deleted again") {
 		t.Fatalf("err %v: want Ironic's message and the undo", err)
@@ -245,12 +245,12 @@ func TestToIronicUndoes(t *testing.T) {
 	}
 	f.failPorts = false
 	// Without a BMC: the configured hardware type, no driver info.
-	s.Driver = "fake-hardware"
-	res, err := s.ToIronic(ctx, n.ID)
+	s.Driver, s.ConductorGroup = "fake-hardware", "arm"
+	res, err := s.ToIronic(ctx, n.ID, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in := f.nodes[res.IronicUUID]; in.Driver != "fake-hardware" || len(in.DriverInfo) != 0 || in.Properties["cpu_arch"] != "aarch64" {
+	if in := f.nodes[res.IronicUUID]; in.Driver != "fake-hardware" || in.ConductorGroup != "arm" || len(in.DriverInfo) != 0 || in.Properties["cpu_arch"] != "aarch64" {
 		t.Errorf("ironic node %+v", in)
 	}
 }
@@ -262,13 +262,13 @@ func TestRefusals(t *testing.T) {
 	if err := st.SetState(ctx, busy.ID, store.StateDeploying); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ToIronic(ctx, busy.ID); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "deploying") {
+	if _, err := s.ToIronic(ctx, busy.ID, Options{}); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "deploying") {
 		t.Errorf("a deploying node: %v", err)
 	}
 	// A MAC Ironic already has.
 	taken := enroll(t, st, "52:54:00:00:00:04", boot.ClientX64UEFI)
 	f.ports["52:54:00:00:00:04"] = baremetal.Port{Address: "52:54:00:00:00:04", NodeUUID: "other"}
-	if _, err := s.ToIronic(ctx, taken.ID); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "other") {
+	if _, err := s.ToIronic(ctx, taken.ID, Options{}); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "other") {
 		t.Errorf("a MAC Ironic has: %v", err)
 	}
 	if len(f.nodes) != 0 {
@@ -276,7 +276,7 @@ func TestRefusals(t *testing.T) {
 	}
 	// An Ironic that does not answer.
 	s.Ironic = &baremetal.Client{URL: "http://127.0.0.1:1", HTTP: &http.Client{Timeout: 2 * time.Second}}
-	if _, err := s.ToIronic(ctx, taken.ID); err == nil || errors.Is(err, ErrState) {
+	if _, err := s.ToIronic(ctx, taken.ID, Options{}); err == nil || errors.Is(err, ErrState) {
 		t.Errorf("a dead Ironic: %v", err)
 	}
 	if got, _ := st.Node(ctx, taken.ID); got.Owner != store.OwnerRackboot {
