@@ -573,6 +573,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 	}
 	if len(ironicRoots.Roots()) > 0 {
 		ironicRoots.Base = r.baseURL
+		if ironicDir != nil {
+			ironicRoots.ConductorOf = ironicConductorOf(ironicDir, ironicRoots)
+		}
 		files = ironicRoots.TFTP(files, ironicOwned(c, ironicDir))
 		c.Ironic = ironicRoots
 	}
@@ -669,6 +672,11 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		g.Go(hc.add(name).run(func() error { return s.Serve(ctx, conn) }))
 	}
 	g.Go(hc.add("tftp").run(func() error { return tftpServer.Serve(ctx, tftpConn) }))
+	if ic := ironicClient(r.Ironic); ic != nil {
+		g.Go(func() error {
+			return syncIronicAPI(ctx, ic, ironicRoots, st, r.Ironic.apiInterval(), log.With("proto", "ironic"))
+		})
+	}
 	if ironicDir != nil {
 		g.Go(func() error { return ironicDir.Watch(ctx) })
 		g.Go(func() error {

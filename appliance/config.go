@@ -120,6 +120,17 @@ type IronicConfig struct {
 	Auth           IronicAuthConfig `yaml:"auth"`
 	Driver         string           `yaml:"driver"`
 	ConductorGroup string           `yaml:"conductor_group"`
+	// APIInterval is how often rackboot reads Ironic's nodes and ports
+	// (default 30s).
+	APIInterval time.Duration `yaml:"api_interval"`
+}
+
+// apiInterval is APIInterval, defaulted.
+func (c IronicConfig) apiInterval() time.Duration {
+	if c.APIInterval <= 0 {
+		return 30 * time.Second
+	}
+	return c.APIInterval
 }
 
 // IronicAuthConfig is Keystone v3: a password (username, password,
@@ -245,11 +256,12 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 		Auth      IronicAuthConfig   `yaml:"auth"`
 		Driver    string             `yaml:"driver"`
 		Group     string             `yaml:"conductor_group"`
+		Interval  time.Duration      `yaml:"api_interval"`
 	}
 	if n.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			switch k := n.Content[i].Value; k {
-			case "hostsdir", "optsdir", "leasefile", "macs", "api_url", "driver", "conductor_group":
+			case "hostsdir", "optsdir", "leasefile", "macs", "api_url", "driver", "conductor_group", "api_interval":
 			case "auth":
 				if err := checkKeys(n.Content[i+1], "ironic.auth", "auth_url", "username", "password", "user_domain_name",
 					"project_name", "project_domain_name", "application_credential_id", "application_credential_secret"); err != nil {
@@ -260,7 +272,7 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 					return err
 				}
 			default:
-				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile, roots, macs, api_url, auth, driver, conductor_group)", k)
+				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile, roots, macs, api_url, auth, driver, conductor_group, api_interval)", k)
 			}
 		}
 	}
@@ -286,7 +298,7 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 		return fmt.Errorf("ironic.optsdir: %w", err)
 	}
 	c.LeaseFile, c.Roots, c.MACs = raw.LeaseFile, raw.Roots, raw.MACs
-	c.APIURL, c.Auth, c.Driver, c.ConductorGroup = raw.APIURL, raw.Auth, raw.Driver, raw.Group
+	c.APIURL, c.Auth, c.Driver, c.ConductorGroup, c.APIInterval = raw.APIURL, raw.Auth, raw.Driver, raw.Group, raw.Interval
 	return nil
 }
 

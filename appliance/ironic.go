@@ -96,8 +96,8 @@ func (e ironicExtern) ExternBoot(ctx context.Context, mac net.HardwareAddr, ipxe
 	return out, true
 }
 
-// ironicHandover is the handover service of ironic.api_url; nil without.
-func ironicHandover(ic IronicConfig, st handover.Store, secrets handover.Secrets, log *slog.Logger) *handover.Service {
+// ironicClient is the client of ironic.api_url; nil without.
+func ironicClient(ic IronicConfig) *baremetal.Client {
 	if ic.APIURL == "" {
 		return nil
 	}
@@ -107,23 +107,50 @@ func ironicHandover(ic IronicConfig, st handover.Store, secrets handover.Secrets
 			Project: a.ProjectName, ProjectDomain: a.ProjectDomainName,
 			AppCredentialID: a.ApplicationCredentialID, AppCredentialSecret: a.ApplicationCredentialSecret}
 	}
+	return c
+}
+
+// ironicHandover is the handover service of ironic.api_url; nil without.
+func ironicHandover(ic IronicConfig, st handover.Store, secrets handover.Secrets, log *slog.Logger) *handover.Service {
+	c := ironicClient(ic)
+	if c == nil {
+		return nil
+	}
 	return &handover.Service{Store: st, Ironic: c, Secrets: secrets, PasswordAD: nodepower.PasswordAD, Driver: ic.Driver,
 		ConductorGroup: ic.ConductorGroup, Logger: log}
 }
 
+// ironicConductorOf names the root of a node from the boot options its
+// conductor wrote into the opts files, as a client that is iPXE and one
+// that is not would get them.
+func ironicConductorOf(d *dnsmasq.Dir, set *roots.Set) func(net.HardwareAddr) string {
+	return func(mac net.HardwareAddr) string {
+		for _, tags := range [][]string{nil, {"ipxe"}} {
+			r, ok := d.Lookup(mac, tags...)
+			if !ok || r.Ignore {
+				continue
+			}
+			if name := set.ConductorFromOptions(r.Option); name != "" {
+				return name
+			}
+		}
+		return ""
+	}
+}
+
 // ironicOwned says whether the client at an address is a node Ironic
-// boots: its MAC (by lease or neighbour table) is listed in Ironic's hosts
-// files, or its node is owned by Ironic.
+// boots: its MAC (by lease or neighbour table) is a node owned by Ironic,
+// or no node yet but listed in Ironic's hosts files.
 func ironicOwned(c *core.Core, d *dnsmasq.Dir) roots.Owned {
-	return func(ctx context.Context, ip netip.Addr) bool {
+	return func(ctx context.Context, ip netip.Addr) (net.HardwareAddr, bool) {
 		mac := c.MACOf(ctx, ip)
 		if len(mac) == 0 {
-			return false
+			return nil, false
 		}
-		if d != nil && d.Listed(mac) {
-			return true
+		if c.OwnedByIronic(ctx, mac) {
+			return mac, true
 		}
-		return c.OwnedByIronic(ctx, mac)
+		return mac, d != nil && d.Listed(mac) && !c.Known(ctx, mac)
 	}
 }
 
@@ -184,6 +211,87 @@ func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, 
 // idleForIronic are the states in which rackboot does nothing to a node,
 // so that Ironic may take it.
 var idleForIronic = map[store.State]bool{store.StateDiscovered: true, store.StateAvailable: true, store.StateFailed: true}
+
+// ironicLister reads Ironic's nodes and ports; *baremetal.Client is one.
+type ironicLister interface {
+	Nodes(ctx context.Context) ([]baremetal.Node, error)
+	Ports(ctx context.Context) ([]baremetal.Port, error)
+}
+
+// syncIronicAPI reads Ironic's nodes and ports every interval, for the
+// nodes no dnsmasq file describes (dhcp_provider = none): each port's MAC
+// becomes a node owned by Ironic as from its hosts files (enrollIronic),
+// and its node's conductor group, else its conductor, names the root that
+// answers it, with the node's boot interface (roots.Set.Assign). An
+// Ironic that does not answer keeps the last assignments and is asked
+// again.
+func syncIronicAPI(ctx context.Context, c ironicLister, set *roots.Set, st ironicNodes, interval time.Duration, log *slog.Logger) error {
+	seen := map[string]bool{}
+	failing := false
+	for {
+		macs, assign, err := readIronic(ctx, c, set)
+		switch {
+		case err != nil && !failing:
+			log.Warn("ironic: read nodes and ports from Ironic's API; trying again", "err", err, "every", interval)
+			failing = true
+		case err == nil:
+			if failing {
+				log.Info("ironic: Ironic's API answers again")
+			}
+			failing = false
+			enrollIronic(ctx, st, macs, false, seen, log)
+			if set != nil {
+				set.Assign(assign)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(interval):
+		}
+	}
+}
+
+// readIronic is Ironic's ports' MACs and what each is assigned.
+func readIronic(ctx context.Context, c ironicLister, set *roots.Set) ([]net.HardwareAddr, map[string]roots.Assignment, error) {
+	nodes, err := c.Nodes(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	ports, err := c.Ports(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	byUUID := map[string]baremetal.Node{}
+	for _, n := range nodes {
+		byUUID[n.UUID] = n
+	}
+	var macs []net.HardwareAddr
+	assign := map[string]roots.Assignment{}
+	for _, p := range ports {
+		mac, err := net.ParseMAC(p.Address)
+		if err != nil || len(mac) != 6 {
+			continue
+		}
+		n, ok := byUUID[p.NodeUUID]
+		if !ok {
+			// A node made between the two lists: the next round has it.
+			continue
+		}
+		macs = append(macs, mac)
+		a := roots.Assignment{BootInterface: n.BootInterface}
+		if set != nil {
+			for _, name := range []string{n.ConductorGroup, n.Conductor} {
+				if _, ok := set.Root(name); ok && name != "" {
+					a.Root = name
+					break
+				}
+			}
+		}
+		assign[mac.String()] = a
+	}
+	return macs, assign, nil
+}
 
 // leaseSource is what the lease file is written from, and Ironic's MACs
 // made nodes in.

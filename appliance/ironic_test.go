@@ -2,6 +2,7 @@ package appliance
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"os"
@@ -10,7 +11,9 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/ironic/baremetal"
 	"github.com/rackboot/rackboot/ironic/dnsmasq"
+	"github.com/rackboot/rackboot/ironic/roots"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/store/sqlite"
 )
@@ -105,5 +108,57 @@ func TestIronicExternOwner(t *testing.T) {
 		if r, ok := e.ExternBoot(ctx, m, false); ok {
 			t.Errorf("a node rackboot owns (%s) got Ironic's answer %+v", m, r)
 		}
+	}
+}
+
+type fakeLister struct {
+	nodes []baremetal.Node
+	ports []baremetal.Port
+	err   error
+}
+
+func (f fakeLister) Nodes(context.Context) ([]baremetal.Node, error) { return f.nodes, f.err }
+func (f fakeLister) Ports(context.Context) ([]baremetal.Port, error) { return f.ports, f.err }
+
+// TestReadIronic: each port's MAC is assigned the root of its node's
+// conductor group, else of its conductor, with the node's boot interface.
+func TestReadIronic(t *testing.T) {
+	set, err := roots.New([]roots.Root{{Name: "c1", HTTPRoot: "/h1"}, {Name: "g2", HTTPRoot: "/h2"}, {Name: "cond-3", HTTPRoot: "/h3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := fakeLister{
+		nodes: []baremetal.Node{
+			{UUID: "n1", ConductorGroup: "g2", Conductor: "c1", BootInterface: "ipxe"},
+			{UUID: "n2", Conductor: "cond-3", BootInterface: "pxe"},
+			{UUID: "n3", ConductorGroup: "elsewhere"},
+		},
+		ports: []baremetal.Port{
+			{Address: "52:54:00:00:00:01", NodeUUID: "n1"},
+			{Address: "52:54:00:00:00:02", NodeUUID: "n2"},
+			{Address: "52:54:00:00:00:03", NodeUUID: "n3"},
+			{Address: "52:54:00:00:00:04", NodeUUID: "made-since"},
+			{Address: "not a mac", NodeUUID: "n1"},
+		},
+	}
+	macs, assign, err := readIronic(context.Background(), l, set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(macs) != 3 {
+		t.Errorf("macs %v", macs)
+	}
+	want := map[string]roots.Assignment{
+		"52:54:00:00:00:01": {Root: "g2", BootInterface: "ipxe"},
+		"52:54:00:00:00:02": {Root: "cond-3", BootInterface: "pxe"},
+		"52:54:00:00:00:03": {},
+	}
+	for mac, a := range want {
+		if assign[mac] != a {
+			t.Errorf("%s: %+v, want %+v", mac, assign[mac], a)
+		}
+	}
+	if _, _, err := readIronic(context.Background(), fakeLister{err: errors.New("down")}, set); err == nil {
+		t.Error("a failing Ironic read as nothing")
 	}
 }

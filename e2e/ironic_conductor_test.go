@@ -85,7 +85,7 @@ func TestIronicConductor(t *testing.T) {
 	c1, c2 := ir.Conductors[0], ir.Conductors[1]
 
 	// rackboot serves both conductors' trees and reaches Ironic's API.
-	writeCfg(fmt.Sprintf("  api_url: %s\n  driver: fake-hardware\n  roots:\n"+
+	writeCfg(fmt.Sprintf("  api_url: %s\n  api_interval: 2s\n  driver: fake-hardware\n  roots:\n"+
 		"    - {name: c1, tftp_root: %s, http_root: %s}\n    - {name: c2, tftp_root: %s, http_root: %s}\n",
 		ir.URL, c1.TFTPRoot, c1.HTTPRoot, c2.TFTPRoot, c2.HTTPRoot))
 	r.stop()
@@ -262,6 +262,28 @@ func TestIronicConductor(t *testing.T) {
 	got = udhcpc(t, h, noneMAC, append(uefi, "-x", "0x4d:69505845")...)
 	if want := "http://" + server + ":8080/ironic/c1/boot.ipxe"; got["bootfile"] != want {
 		t.Errorf("the iPXE of a node of ironic.macs got %v; want %s", got, want)
+	}
+	// A node only Ironic's API names (dhcp_provider = none): rackboot
+	// reads its port, conductor group and boot interface, and answers it
+	// as its own conductor, c2, would.
+	const apiMAC = "52:54:00:60:00:40"
+	apiUUID := bm("node", "create", "--name", "ironic-api-only", "--driver", "fake-hardware", "--conductor-group", "g2",
+		"--boot-interface", "ipxe", "-f", "value", "-c", "uuid")
+	bm("port", "create", "--node", apiUUID, apiMAC)
+	want := "http://" + server + ":8080/ironic/c2/boot.ipxe"
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(time.Second) {
+		got = udhcpc(t, h, apiMAC, append(uefi, "-x", "0x4d:69505845")...)
+		if got["bootfile"] == want || time.Now().After(deadline) {
+			break
+		}
+	}
+	if got["bootfile"] != want {
+		t.Errorf("the iPXE of a node Ironic's API puts in group g2 got %v; want %s", got, want)
+	}
+	var apiNode api.Node
+	r.cli(&apiNode, "node", "show", apiMAC)
+	if apiNode.Owner != "ironic" {
+		t.Errorf("the node Ironic's API names is owned by %q in rackboot", apiNode.Owner)
 	}
 	// The node taken back is rackboot's at DHCP again, whatever line
 	// Ironic's cleanup left in its hosts file.

@@ -229,7 +229,7 @@ func (c *Client) PortByAddress(ctx context.Context, mac string) (Port, error) {
 // Ports lists every port, following Ironic's pages.
 func (c *Client) Ports(ctx context.Context) ([]Port, error) {
 	var all []Port
-	path := "/v1/ports?detail=True&limit=1000"
+	path := "/v1/ports?limit=1000&fields=uuid,address,node_uuid,pxe_enabled"
 	for path != "" {
 		var page struct {
 			Ports []Port `json:"ports"`
@@ -239,16 +239,50 @@ func (c *Client) Ports(ctx context.Context) ([]Port, error) {
 			return nil, err
 		}
 		all = append(all, page.Ports...)
-		path = ""
-		if page.Next != "" && len(page.Ports) > 0 {
-			u, err := url.Parse(page.Next)
-			if err != nil {
-				return nil, fmt.Errorf("ironic list ports: next page %q: %w", page.Next, err)
-			}
-			path = u.Path + "?" + u.RawQuery
+		next, err := nextPage(page.Next, len(page.Ports))
+		if err != nil {
+			return nil, fmt.Errorf("ironic list ports: %w", err)
 		}
+		path = next
 	}
 	return all, nil
+}
+
+// Nodes lists every node with the fields rackboot reads (uuid, name,
+// conductor, conductor_group, boot_interface, boot_mode,
+// provision_state), following Ironic's pages.
+func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
+	var all []Node
+	path := "/v1/nodes?limit=1000&fields=uuid,name,conductor,conductor_group,boot_interface,boot_mode,provision_state"
+	for path != "" {
+		var page struct {
+			Nodes []Node `json:"nodes"`
+			Next  string `json:"next"`
+		}
+		if err := c.do(ctx, "list nodes", http.MethodGet, path, nil, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Nodes...)
+		next, err := nextPage(page.Next, len(page.Nodes))
+		if err != nil {
+			return nil, fmt.Errorf("ironic list nodes: %w", err)
+		}
+		path = next
+	}
+	return all, nil
+}
+
+// nextPage is the path of Ironic's next link, "" when there is none (or
+// the page was empty, so a server that always links cannot loop).
+func nextPage(next string, got int) (string, error) {
+	if next == "" || got == 0 {
+		return "", nil
+	}
+	u, err := url.Parse(next)
+	if err != nil {
+		return "", fmt.Errorf("next page %q: %w", next, err)
+	}
+	return u.Path + "?" + u.RawQuery, nil
 }
 
 // SetProvisionState asks for a provision state change (manage, provide,

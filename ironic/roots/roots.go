@@ -16,11 +16,13 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/netip"
 	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/tftp"
@@ -102,6 +104,63 @@ type Set struct {
 	// Base is rackboot's boot-time HTTP URL ("http://10.0.0.1:8080"): a
 	// root without an http_url has its http_root there.
 	Base string
+	// ConductorOf names the root of the node with a MAC from what its
+	// conductor wrote for it (Ironic's dnsmasq options), "" when they do
+	// not say; it comes before Ironic's API and the subnet. Nil: none.
+	ConductorOf func(mac net.HardwareAddr) string
+	assigned    atomic.Pointer[map[string]Assignment]
+}
+
+// Assignment is what Ironic's API says of a node, by its MAC: the root of
+// its conductor and its boot interface.
+type Assignment struct {
+	// Root names the root: the one named as the node's conductor group,
+	// else as its conductor.
+	Root string
+	// BootInterface is the node's (ipxe or pxe); empty keeps the root's.
+	BootInterface string
+}
+
+// Assign replaces the nodes' assignments, by MAC (net.HardwareAddr's
+// String); safe while serving. A MAC assigned a root that does not exist
+// is answered as if unassigned.
+func (s *Set) Assign(a map[string]Assignment) { s.assigned.Store(&a) }
+
+// Assigned is mac's assignment.
+func (s *Set) Assigned(mac net.HardwareAddr) (Assignment, bool) {
+	m := s.assigned.Load()
+	if m == nil || len(mac) == 0 {
+		return Assignment{}, false
+	}
+	a, ok := (*m)[mac.String()]
+	return a, ok
+}
+
+// Root is the root named name.
+func (s *Set) Root(name string) (Root, bool) {
+	for _, r := range s.roots {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Root{}, false
+}
+
+// rootFor is the root of the node with MAC mac by its conductor's files
+// (ConductorOf), else by its assignment, else the one of the client's
+// address (For).
+func (s *Set) rootFor(addr netip.Addr, mac net.HardwareAddr) (Root, bool) {
+	if s.ConductorOf != nil && len(mac) > 0 {
+		if r, ok := s.Root(s.ConductorOf(mac)); ok {
+			return r, true
+		}
+	}
+	if a, ok := s.Assigned(mac); ok {
+		if r, ok := s.Root(a.Root); ok {
+			return r, true
+		}
+	}
+	return s.For(addr)
 }
 
 // New checks the roots: names that are unique path elements, absolute
@@ -201,10 +260,20 @@ func (s *Set) HTTPURL(r Root) string {
 // give a client of one of its nodes ([dhcp]dhcp_provider = none, where
 // no dnsmasq files say it): the loader named for the client's firmware
 // on the conductor's tftp_server, and once iPXE runs (boot interface
-// ipxe), the conductor's boot.ipxe. ok is false when no root answers the
-// client's network.
+// ipxe), the conductor's boot.ipxe. The conductor is the node's by its
+// assignment (Ironic's API), else the root of its subnet. ok is false
+// when no root answers the client, and for firmware Ironic's loaders do
+// not serve (32-bit UEFI) or that boots by URL (UEFI HTTP boot).
 func (s *Set) Offer(cl boot.Client) (o boot.Offer, ok bool) {
 	r, ok := s.ForNetwork(cl.Network)
+	if a, assigned := s.Assigned(cl.MAC); assigned {
+		if ar, found := s.Root(a.Root); found {
+			r, ok = ar, true
+		}
+		if a.BootInterface == BootIPXE || a.BootInterface == BootPXE {
+			r.BootInterface = a.BootInterface
+		}
+	}
 	if !ok {
 		return boot.Offer{}, false
 	}
@@ -236,9 +305,37 @@ func (s *Set) Offer(cl boot.Client) (o boot.Offer, ok bool) {
 	return boot.Offer{File: file, NextServer: r.TFTPServer}, true
 }
 
-// Owned says whether the client at addr is a node Ironic boots; the
-// appliance asks its lease and Ironic's hosts files.
-type Owned func(ctx context.Context, addr netip.Addr) bool
+// ConductorFromOptions names the root that the boot options of an
+// Ironic node point at: the one whose tftp_root is the TFTP path prefix
+// Ironic writes for GRUB and PXELINUX nodes (option 210, its conductor's
+// tftp_root), or whose prefix is in the path of the iPXE script URL
+// (option 67, http_url/boot.ipxe with http_url rackboot's
+// .../ironic/NAME). "" when neither says.
+func (s *Set) ConductorFromOptions(opt func(code uint8) ([]byte, bool)) string {
+	if v, ok := opt(210); ok {
+		p := filepath.Clean(strings.TrimRight(string(v), "\x00"))
+		for _, r := range s.roots {
+			if r.TFTPRoot != "" && filepath.Clean(r.TFTPRoot) == p {
+				return r.Name
+			}
+		}
+	}
+	if v, ok := opt(67); ok {
+		if u, err := url.Parse(strings.TrimRight(string(v), "\x00")); err == nil && u.Host != "" {
+			for _, r := range s.roots {
+				if strings.Contains(u.Path+"/", "/"+r.Prefix()+"/") {
+					return r.Name
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// Owned says whether the client at addr is a node Ironic boots, and its
+// MAC when known; the appliance asks its lease, its nodes and Ironic's
+// hosts files.
+type Owned func(ctx context.Context, addr netip.Addr) (mac net.HardwareAddr, ironic bool)
 
 // TFTP returns own with the roots in front:
 //
@@ -265,15 +362,20 @@ func (s *Set) TFTP(own tftp.Files, owned Owned) tftp.Files {
 			}
 			return nil, fmt.Errorf("open %s: no Ironic root %q: %w", p, rname, fs.ErrNotExist)
 		}
+		var mac net.HardwareAddr
+		ironic := false
+		if owned != nil {
+			mac, ironic = owned(ctx, client.Addr())
+		}
 		if rest, ok := strings.CutPrefix(p, TFTPBootPrefix); ok {
-			r, ok := s.For(client.Addr())
+			r, ok := s.rootFor(client.Addr(), mac)
 			if !ok {
 				return nil, fmt.Errorf("open %s: no Ironic root answers %s: %w", p, client.Addr(), fs.ErrNotExist)
 			}
 			return openTFTP(ctx, r, client, rest)
 		}
-		if owned != nil && owned(ctx, client.Addr()) {
-			if r, ok := s.For(client.Addr()); ok && r.TFTPRoot != "" {
+		if ironic {
+			if r, ok := s.rootFor(client.Addr(), mac); ok && r.TFTPRoot != "" {
 				return openTFTP(ctx, r, client, p)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -72,7 +73,7 @@ func TestTFTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	ironicClients := map[netip.Addr]bool{netip.MustParseAddr("10.1.0.9"): true, netip.MustParseAddr("10.2.0.9"): true}
-	files := s.TFTP(own, func(_ context.Context, a netip.Addr) bool { return ironicClients[a] })
+	files := s.TFTP(own, func(_ context.Context, a netip.Addr) (net.HardwareAddr, bool) { return nil, ironicClients[a] })
 
 	rackNode := netip.MustParseAddrPort("10.1.0.5:1000")
 	ironicNode := netip.MustParseAddrPort("10.1.0.9:1000")
@@ -243,6 +244,21 @@ func TestOffer(t *testing.T) {
 			t.Errorf("%s: %+v, %v; want %+v, %v", tc.name, got, ok, tc.want, tc.ok)
 		}
 	}
+	// Ironic's API names the node's conductor and boot interface: they
+	// win over the subnet's root.
+	m, _ := net.ParseMAC("52:54:00:00:00:09")
+	s.Assign(map[string]Assignment{m.String(): {Root: "c3", BootInterface: BootPXE}})
+	if got, ok := s.Offer(boot.Client{MAC: m, Arch: boot.ClientARM64UEFI, Network: net1}); !ok || got != (boot.Offer{File: "snponly-arm64.efi", NextServer: c6}) {
+		t.Errorf("assigned to c3, pxe: %+v %v", got, ok)
+	}
+	s.Assign(map[string]Assignment{m.String(): {Root: "c3", BootInterface: BootIPXE}})
+	if got, ok := s.Offer(boot.Client{MAC: m, Arch: boot.ClientX64UEFI, IPXE: true, Network: net1}); !ok || got.File != "http://10.3.0.5:8080/boot.ipxe" {
+		t.Errorf("assigned to c3, ipxe: %+v %v", got, ok)
+	}
+	s.Assign(map[string]Assignment{m.String(): {Root: "gone"}})
+	if got, ok := s.Offer(boot.Client{MAC: m, Arch: boot.ClientX64UEFI, IPXE: true, Network: net1}); !ok || got.File != "http://10.1.0.1:8080/ironic/c1/boot.ipxe" {
+		t.Errorf("assigned to a root that is not: %+v %v", got, ok)
+	}
 	bad := []Root{
 		{Name: "c1", HTTPURL: "ftp://x"},
 		{Name: "c1", HTTPURL: "http://"},
@@ -259,5 +275,53 @@ func TestOffer(t *testing.T) {
 	// A conductor serving its own files needs no tree here.
 	if _, err := New([]Root{{Name: "c1", HTTPURL: "http://10.0.0.5:8080", TFTPServer: c5}}); err != nil {
 		t.Errorf("a conductor's own servers: %v", err)
+	}
+}
+
+// TestConductorOf: two conductors on one subnet are told apart by what
+// each wrote for its node: the TFTP path prefix (210) of a GRUB node, the
+// iPXE script URL (67) of an iPXE one.
+func TestConductorOf(t *testing.T) {
+	c1 := tree(t, map[string]string{"grubaa64.efi": "c1 grub"})
+	c2 := tree(t, map[string]string{"grubaa64.efi": "c2 grub"})
+	s, err := New([]Root{{Name: "c1", TFTPRoot: c1, HTTPRoot: "/h1"}, {Name: "c2", TFTPRoot: c2, HTTPRoot: "/h2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := func(m map[uint8]string) func(uint8) ([]byte, bool) {
+		return func(c uint8) ([]byte, bool) {
+			v, ok := m[c]
+			return []byte(v), ok
+		}
+	}
+	for _, tc := range []struct {
+		opts map[uint8]string
+		want string
+	}{
+		{map[uint8]string{210: c2 + "/", 67: "grubaa64.efi"}, "c2"},
+		{map[uint8]string{210: c1}, "c1"},
+		{map[uint8]string{67: "http://10.0.0.1:8080/ironic/c2/boot.ipxe"}, "c2"},
+		{map[uint8]string{67: "http://10.0.0.1:8080/ironic/c22/boot.ipxe"}, ""},
+		{map[uint8]string{67: "snponly.efi"}, ""},
+		{map[uint8]string{210: "/elsewhere/"}, ""},
+	} {
+		if got := s.ConductorFromOptions(opts(tc.opts)); got != tc.want {
+			t.Errorf("%v: %q, want %q", tc.opts, got, tc.want)
+		}
+	}
+	arm, _ := net.ParseMAC("52:54:00:00:00:20")
+	s.ConductorOf = func(mac net.HardwareAddr) string {
+		if mac.String() == arm.String() {
+			return "c2"
+		}
+		return ""
+	}
+	files := s.TFTP(nil, func(context.Context, netip.Addr) (net.HardwareAddr, bool) { return arm, true })
+	f, err := files.Open(context.Background(), netip.MustParseAddrPort("10.0.0.5:1"), "grubaa64.efi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, f); got != "c2 grub" {
+		t.Errorf("the node of c2 got %q", got)
 	}
 }
