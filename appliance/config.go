@@ -165,6 +165,11 @@ type IronicRootConfig struct {
 	HTTPURL       string            `yaml:"http_url"`
 	TFTPServer    string            `yaml:"tftp_server"`
 	BootFiles     map[string]string `yaml:"bootfiles"`
+	// ConductorGroups and Conductors (their [DEFAULT]host) are the
+	// conductors whose nodes, as Ironic's API lists them (api_url), this
+	// root answers; a root named as a group or conductor answers it too.
+	ConductorGroups []string `yaml:"conductor_groups"`
+	Conductors      []string `yaml:"conductors"`
 }
 
 // checkRootKeys refuses a misspelt setting in ironic.roots, which would
@@ -179,9 +184,9 @@ func checkRootKeys(n *yaml.Node) error {
 		}
 		for i := 0; i+1 < len(e.Content); i += 2 {
 			switch k := e.Content[i].Value; k {
-			case "name", "tftp_root", "http_root", "subnets", "boot_interface", "http_url", "tftp_server", "bootfiles":
+			case "name", "tftp_root", "http_root", "subnets", "boot_interface", "http_url", "tftp_server", "bootfiles", "conductor_groups", "conductors":
 			default:
-				return fmt.Errorf("ironic.roots[%d]: unknown setting %q (name, tftp_root, http_root, subnets, boot_interface, http_url, tftp_server, bootfiles)", j, k)
+				return fmt.Errorf("ironic.roots[%d]: unknown setting %q (name, tftp_root, http_root, subnets, boot_interface, http_url, tftp_server, bootfiles, conductor_groups, conductors)", j, k)
 			}
 		}
 	}
@@ -218,7 +223,8 @@ func checkKeys(n *yaml.Node, where string, keys ...string) error {
 func (c IronicConfig) roots() (*roots.Set, error) {
 	var list []roots.Root
 	for i, rc := range c.Roots {
-		r := roots.Root{Name: rc.Name, TFTPRoot: rc.TFTPRoot, HTTPRoot: rc.HTTPRoot, BootInterface: rc.BootInterface, HTTPURL: rc.HTTPURL}
+		r := roots.Root{Name: rc.Name, TFTPRoot: rc.TFTPRoot, HTTPRoot: rc.HTTPRoot, BootInterface: rc.BootInterface, HTTPURL: rc.HTTPURL,
+			ConductorGroups: rc.ConductorGroups, Conductors: rc.Conductors}
 		if rc.TFTPServer != "" {
 			a, err := netip.ParseAddr(rc.TFTPServer)
 			if err != nil {

@@ -221,8 +221,9 @@ type ironicLister interface {
 // syncIronicAPI reads Ironic's nodes and ports every interval, for the
 // nodes no dnsmasq file describes (dhcp_provider = none): each port's MAC
 // becomes a node owned by Ironic as from its hosts files (enrollIronic),
-// and its node's conductor group, else its conductor, names the root that
-// answers it, with the node's boot interface (roots.Set.Assign). An
+// and its node's conductor group, else its conductor, picks the root that
+// answers it (roots.Set.ForConductor), with the node's boot interface
+// (roots.Set.Assign). An
 // Ironic that does not answer keeps the last assignments and is asked
 // again.
 func syncIronicAPI(ctx context.Context, c ironicLister, set *roots.Set, st ironicNodes, interval time.Duration, log *slog.Logger) error {
@@ -281,11 +282,8 @@ func readIronic(ctx context.Context, c ironicLister, set *roots.Set) ([]net.Hard
 		macs = append(macs, mac)
 		a := roots.Assignment{BootInterface: n.BootInterface}
 		if set != nil {
-			for _, name := range []string{n.ConductorGroup, n.Conductor} {
-				if _, ok := set.Root(name); ok && name != "" {
-					a.Root = name
-					break
-				}
+			if r, ok := set.ForConductor(n.ConductorGroup, n.Conductor); ok {
+				a.Root = r.Name
 			}
 		}
 		assign[mac.String()] = a

@@ -123,7 +123,8 @@ func (f fakeLister) Ports(context.Context) ([]baremetal.Port, error) { return f.
 // TestReadIronic: each port's MAC is assigned the root of its node's
 // conductor group, else of its conductor, with the node's boot interface.
 func TestReadIronic(t *testing.T) {
-	set, err := roots.New([]roots.Root{{Name: "c1", HTTPRoot: "/h1"}, {Name: "g2", HTTPRoot: "/h2"}, {Name: "cond-3", HTTPRoot: "/h3"}})
+	set, err := roots.New([]roots.Root{{Name: "c1", HTTPRoot: "/h1"}, {Name: "g2", HTTPRoot: "/h2"}, {Name: "cond-3", HTTPRoot: "/h3"},
+		{Name: "c4", HTTPRoot: "/h4", ConductorGroups: []string{"rack-4"}}, {Name: "c5", HTTPRoot: "/h5", Conductors: []string{"ironic-5.example"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,12 +133,16 @@ func TestReadIronic(t *testing.T) {
 			{UUID: "n1", ConductorGroup: "g2", Conductor: "c1", BootInterface: "ipxe"},
 			{UUID: "n2", Conductor: "cond-3", BootInterface: "pxe"},
 			{UUID: "n3", ConductorGroup: "elsewhere"},
+			{UUID: "n4", ConductorGroup: "rack-4", Conductor: "ironic-5.example"},
+			{UUID: "n5", Conductor: "ironic-5.example"},
 		},
 		ports: []baremetal.Port{
 			{Address: "52:54:00:00:00:01", NodeUUID: "n1"},
 			{Address: "52:54:00:00:00:02", NodeUUID: "n2"},
 			{Address: "52:54:00:00:00:03", NodeUUID: "n3"},
 			{Address: "52:54:00:00:00:04", NodeUUID: "made-since"},
+			{Address: "52:54:00:00:00:05", NodeUUID: "n4"},
+			{Address: "52:54:00:00:00:06", NodeUUID: "n5"},
 			{Address: "not a mac", NodeUUID: "n1"},
 		},
 	}
@@ -145,13 +150,15 @@ func TestReadIronic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(macs) != 3 {
+	if len(macs) != 5 {
 		t.Errorf("macs %v", macs)
 	}
 	want := map[string]roots.Assignment{
 		"52:54:00:00:00:01": {Root: "g2", BootInterface: "ipxe"},
 		"52:54:00:00:00:02": {Root: "cond-3", BootInterface: "pxe"},
 		"52:54:00:00:00:03": {},
+		"52:54:00:00:00:05": {Root: "c4"},
+		"52:54:00:00:00:06": {Root: "c5"},
 	}
 	for mac, a := range want {
 		if assign[mac] != a {

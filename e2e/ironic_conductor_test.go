@@ -86,7 +86,7 @@ func TestIronicConductor(t *testing.T) {
 
 	// rackboot serves both conductors' trees and reaches Ironic's API.
 	writeCfg(fmt.Sprintf("  api_url: %s\n  api_interval: 2s\n  driver: fake-hardware\n  roots:\n"+
-		"    - {name: c1, tftp_root: %s, http_root: %s}\n    - {name: c2, tftp_root: %s, http_root: %s}\n",
+		"    - {name: c1, tftp_root: %s, http_root: %s, conductor_groups: [g1]}\n    - {name: c2, tftp_root: %s, http_root: %s, conductor_groups: [g2]}\n",
 		ir.URL, c1.TFTPRoot, c1.HTTPRoot, c2.TFTPRoot, c2.HTTPRoot))
 	r.stop()
 	r.start()

@@ -248,12 +248,13 @@ func (c *Client) Ports(ctx context.Context) ([]Port, error) {
 	return all, nil
 }
 
-// Nodes lists every node with the fields rackboot reads (uuid, name,
-// conductor, conductor_group, boot_interface, boot_mode,
-// provision_state), following Ironic's pages.
+// Nodes lists every node, in detail, following Ironic's pages. Detail
+// and not a fields list: Ironic 21 computes conductor, which a fields
+// list cannot name (500 "type object 'Node' has no attribute
+// 'conductor'").
 func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
 	var all []Node
-	path := "/v1/nodes?limit=1000&fields=uuid,name,conductor,conductor_group,boot_interface,boot_mode,provision_state"
+	path := "/v1/nodes?detail=True&limit=200"
 	for path != "" {
 		var page struct {
 			Nodes []Node `json:"nodes"`

@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -51,6 +52,11 @@ type Root struct {
 	HTTPURL       string
 	TFTPServer    netip.Addr
 	BootFiles     map[Firmware]string
+	// ConductorGroups and Conductors say which of the nodes Ironic's API
+	// lists this root answers: those of these conductor groups, or of
+	// these conductors (their [DEFAULT]host). A root is also the one of
+	// the group or conductor its Name spells.
+	ConductorGroups, Conductors []string
 }
 
 // Boot interfaces of Ironic's that rackboot answers for.
@@ -134,6 +140,28 @@ func (s *Set) Assigned(mac net.HardwareAddr) (Assignment, bool) {
 	}
 	a, ok := (*m)[mac.String()]
 	return a, ok
+}
+
+// ForConductor is the root of a node Ironic's API puts in conductor
+// group group with conductor host: one that lists the group, else one
+// that lists the host, else one named as either.
+func (s *Set) ForConductor(group, host string) (Root, bool) {
+	for _, r := range s.roots {
+		if group != "" && slices.Contains(r.ConductorGroups, group) {
+			return r, true
+		}
+	}
+	for _, r := range s.roots {
+		if host != "" && slices.Contains(r.Conductors, host) {
+			return r, true
+		}
+	}
+	for _, name := range []string{group, host} {
+		if r, ok := s.Root(name); ok && name != "" {
+			return r, true
+		}
+	}
+	return Root{}, false
 }
 
 // Root is the root named name.
