@@ -68,6 +68,22 @@ func TestHandover(t *testing.T) {
 	if !found {
 		t.Errorf("no audit event of the handover in %+v", evs)
 	}
+	// Ironic drives its power now: rackboot refuses to, but reads it.
+	tech := f.tokens[store.RoleTech]
+	for _, c := range []struct{ method, path, body string }{
+		{"POST", "/api/v1/nodes/gpu-01/power", `{"action":"off"}`},
+		{"PUT", "/api/v1/nodes/gpu-01/boot-device", `{"device":"pxe"}`},
+	} {
+		if code, b := f.call(t, nil, c.method, c.path, tech, c.body); code != http.StatusConflict || !strings.Contains(string(b), "Ironic") {
+			t.Errorf("%s %s of Ironic's node: %d %s", c.method, c.path, code, b)
+		}
+	}
+	if code, b := f.call(t, nil, "POST", "/api/v1/power", tech, `{"nodes":["gpu-01"],"action":"on"}`); code != http.StatusOK || !strings.Contains(string(b), "owned by Ironic") {
+		t.Errorf("bulk power of Ironic's node: %d %s", code, b)
+	}
+	if code, b := f.call(t, nil, "GET", "/api/v1/nodes/gpu-01/power", tech, ""); code != http.StatusOK {
+		t.Errorf("reading the power of Ironic's node: %d %s", code, b)
+	}
 	for _, tc := range []struct {
 		err  error
 		code int

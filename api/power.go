@@ -163,6 +163,19 @@ func (s *Server) deleteBMC(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+const ironicPowerMsg = "owned by Ironic, which drives its power and boot device: ask Ironic (baremetal node power), or take it back (rackboot node handover NODE --to rackboot)"
+
+// notIronics refuses to change the power or boot device of a node Ironic
+// owns: two systems driving one BMC fight, and Ironic's state would no
+// longer say what the machine does. Reading its power state is allowed.
+func (s *Server) notIronics(w http.ResponseWriter, n store.Node) bool {
+	if n.Owner == store.OwnerIronic {
+		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("node %s is %s", n.ID, ironicPowerMsg))
+		return false
+	}
+	return true
+}
+
 // driver opens the power driver of a node's BMC, or answers why not.
 func (s *Server) driver(w http.ResponseWriter, r *http.Request, n store.Node) (power.Driver, store.BMC, bool) {
 	d, b, err := s.opener().Open(r.Context(), n)
@@ -294,7 +307,7 @@ func (s *Server) postPower(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, ok := s.node(w, r)
-	if !ok {
+	if !ok || !s.notIronics(w, n) {
 		return
 	}
 	d, b, ok := s.driver(w, r, n)
@@ -322,7 +335,7 @@ func (s *Server) putBootDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n, ok := s.node(w, r)
-	if !ok {
+	if !ok || !s.notIronics(w, n) {
 		return
 	}
 	bt := power.Boot{Device: dev, Persistent: in.Persistent, UEFI: n.Firmware != boot.FirmwareBIOS}
@@ -459,6 +472,10 @@ func (s *Server) bulkPower(w http.ResponseWriter, r *http.Request) {
 // powerOne runs a bulk action on one node, with its audit event.
 func (s *Server) powerOne(r *http.Request, n store.Node, a power.Action) BulkPowerResult {
 	res := BulkPowerResult{Node: n.ID}
+	if n.Owner == store.OwnerIronic {
+		res.Error = ironicPowerMsg
+		return res
+	}
 	b, err := s.Store.BMC(r.Context(), n.ID)
 	if errors.Is(err, store.ErrNotFound) {
 		res.Error = "no BMC: it waits for a reboot"
