@@ -184,7 +184,7 @@ func (m *Machine) Do(ctx context.Context, ref string, a Action, p Params, actor 
 		return n, store.Event{}, fmt.Errorf("%s: %w", a, err)
 	}
 	if n.Owner == store.OwnerIronic {
-		return n, store.Event{}, &RefusedError{Action: a, State: n.State, Reason: "the node is owned by Ironic, which drives its lifecycle (set its owner to rackboot to take it back)"}
+		return n, store.Event{}, &RefusedError{Action: a, State: n.State, Reason: "the node is owned by Ironic, which drives its lifecycle (take it back with rackboot node handover NODE --to rackboot once Ironic has released it)"}
 	}
 	if a == Maintenance {
 		return m.maintenance(ctx, n, p, actor)

@@ -125,6 +125,12 @@ func (m *Machine) addEvent(e store.Event) {
 // node has no BMC (nothing recorded: it waits for a reboot, as ever) or
 // it cannot be opened (recorded as a failed power event).
 func (m *Machine) openPower(ctx context.Context, n store.Node, actor, what string) (power.Driver, bool) {
+	// The node as it is now, not as the caller read it: one handed to
+	// Ironic since is Ironic's to power, and two systems driving one BMC
+	// fight.
+	if cur, err := m.Store.Node(ctx, n.ID); err != nil || cur.Owner == store.OwnerIronic {
+		return nil, false
+	}
 	d, _, err := m.Power.Open(ctx, n)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, false

@@ -435,3 +435,31 @@ func TestRunPowerEndsWork(t *testing.T) {
 		t.Errorf("calls %v after the stop", b.got())
 	}
 }
+
+// TestNoPowerForIronicsNodes: a busy node handed to Ironic since its
+// action began is never power-cycled by the reaper; Ironic drives its BMC.
+func TestNoPowerForIronicsNodes(t *testing.T) {
+	m, st, p := powerMachine(t)
+	ctx := context.Background()
+	n := node(t, st, 402, boot.ClientX64UEFI, store.StateAvailable)
+	b := &fakeBMC{state: power.StateOn}
+	p.add(n.ID, b)
+	if _, _, err := m.Do(ctx, n.ID, Inspect, Params{}, "user:t"); err != nil {
+		t.Fatal(err)
+	}
+	m.WaitPower()
+	before := len(b.got())
+	ironic := store.OwnerIronic
+	if _, err := st.UpdateNode(ctx, n.ID, store.NodePatch{Owner: &ironic}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	m.Now = func() time.Time { return start.Add(2 * time.Hour) }
+	if _, err := m.Reap(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	m.WaitPower()
+	if got := b.got(); len(got) != before {
+		t.Errorf("BMC calls %v after the node became Ironic's (had %d before)", got, before)
+	}
+}
