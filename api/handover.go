@@ -60,6 +60,12 @@ func (s *Server) handover(w http.ResponseWriter, r *http.Request) {
 		res, err = s.Handover.ToRackboot(r.Context(), n.ID)
 	}
 	var ie *baremetal.Error
+	var ae *baremetal.AuthError
+	if err != nil {
+		// A refused or failed handover is on record too: it may have
+		// touched Ironic before it was undone.
+		s.audit(r, principal(r), n.ID, "handover to "+req.To+" failed: "+err.Error())
+	}
 	switch {
 	case err == nil:
 	case errors.Is(err, handover.ErrState):
@@ -70,7 +76,7 @@ func (s *Server) handover(w http.ResponseWriter, r *http.Request) {
 		// enabled): the caller can act on its message.
 		writeError(w, http.StatusConflict, "ironic_refused", err.Error())
 		return
-	case errors.As(err, &ie), errors.Is(err, context.DeadlineExceeded):
+	case errors.As(err, &ie), errors.As(err, &ae), errors.Is(err, context.DeadlineExceeded):
 		writeError(w, http.StatusBadGateway, "ironic", err.Error())
 		return
 	default:

@@ -46,8 +46,23 @@ func TestHandover(t *testing.T) {
 	if code, b := f.call(t, nil, "POST", path, admin, `{"to":"ironic"}`); code != http.StatusConflict || !strings.Contains(string(b), "ironic.api_url") {
 		t.Errorf("without an Ironic API: %d %s", code, b)
 	}
+	// A plain owner change: admins only, and not of a busy node.
+	if code, b := f.call(t, nil, "PATCH", "/api/v1/nodes/gpu-01", f.tokens[store.RoleTech], `{"owner":"ironic"}`); code != http.StatusForbidden {
+		t.Errorf("a tech changed the owner: %d %s", code, b)
+	}
+	if code, b := f.call(t, nil, "PATCH", "/api/v1/nodes/gpu-01", f.tokens[store.RoleTech], `{"owner":"rackboot","name":"gpu-01"}`); code != http.StatusOK {
+		t.Errorf("a tech's edit that leaves the owner: %d %s", code, b)
+	}
+	f.st.SetState(context.Background(), f.node.ID, store.StateDeploying)
+	if code, b := f.call(t, nil, "PATCH", "/api/v1/nodes/gpu-01", admin, `{"owner":"ironic"}`); code != http.StatusConflict || !strings.Contains(string(b), "deploying") {
+		t.Errorf("a deploying node given to Ironic: %d %s", code, b)
+	}
+	f.st.SetState(context.Background(), f.node.ID, store.StateAvailable)
 	h := &fakeHandover{st: f.st}
 	f.api.Handover = h
+	if code, b := f.call(t, nil, "PATCH", "/api/v1/nodes/gpu-01", admin, `{"owner":"ironic"}`); code != http.StatusConflict || !strings.Contains(string(b), "handover") {
+		t.Errorf("a plain owner change with an Ironic API: %d %s", code, b)
+	}
 	if code, b := f.call(t, nil, "POST", path, f.tokens[store.RoleTech], `{"to":"ironic"}`); code != http.StatusForbidden {
 		t.Errorf("a tech handed a node over: %d %s", code, b)
 	}
@@ -92,6 +107,7 @@ func TestHandover(t *testing.T) {
 		{&baremetal.Error{Op: "create node", Status: 409, Message: "A node with name gpu-01 already exists."}, http.StatusConflict},
 		{&baremetal.Error{Op: "create node", Status: 503, Message: "down"}, http.StatusBadGateway},
 		{&baremetal.Error{Op: "create node", Status: 401, Message: "token"}, http.StatusBadGateway},
+		{fmt.Errorf("hand over: ironic create node: %w", &baremetal.AuthError{Status: 401, Message: "The request you have made requires authentication."}), http.StatusBadGateway},
 	} {
 		h.err = tc.err
 		if code, b := f.call(t, nil, "POST", path, admin, `{"to":"rackboot"}`); code != tc.code || !strings.Contains(string(b), tc.err.Error()[:10]) {

@@ -246,6 +246,24 @@ func (s *Server) createNode(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, NodeFrom(n))
 }
 
+// ownerChange says whether the caller may move n to owner by a plain
+// PATCH, or answers why not: only an admin may, never while an Ironic API
+// is configured (node handover checks both sides then), and a node goes
+// to Ironic only while rackboot does nothing to it.
+func (s *Server) ownerChange(w http.ResponseWriter, r *http.Request, n store.Node, owner string) bool {
+	switch {
+	case principal(r).Role != store.RoleAdmin:
+		writeError(w, http.StatusForbidden, "forbidden", "changing a node's owner needs the admin role")
+	case s.Handover != nil:
+		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("this server hands nodes over through Ironic's API: rackboot node handover %s --to %s", n.ID, owner))
+	case owner == store.OwnerIronic && n.State != store.StateDiscovered && n.State != store.StateAvailable && n.State != store.StateFailed:
+		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("node %s is %s: rackboot is at work on it; give it to Ironic when it is discovered, available or failed", n.ID, n.State))
+	default:
+		return true
+	}
+	return false
+}
+
 func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {
 	var p NodePatch
 	if !decode(w, r, &p) {
@@ -273,6 +291,9 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {
 	}
 	n, ok := s.node(w, r)
 	if !ok {
+		return
+	}
+	if p.Owner != nil && *p.Owner != n.Owner && !s.ownerChange(w, r, n, *p.Owner) {
 		return
 	}
 	if n.Kind == "vm" && p.Name != nil && *p.Name != n.Name {
