@@ -214,7 +214,7 @@ func resolve(c Config) (resolved, error) {
 	default:
 		return r, fmt.Errorf("dhcp enroll %q: want any or known", r.DHCP.Enroll)
 	}
-	if err := checkIronic(r.Ironic, r.DHCP.Mode); err != nil {
+	if err := checkIronic(r.Ironic, r.DHCP.Mode, r.DataDir); err != nil {
 		return r, err
 	}
 	if r.DHCP.Mode == DHCPAuthoritative {
@@ -580,7 +580,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		c.Ironic = ironicRoots
 	}
 	if macs, _ := r.Ironic.macs(); len(macs) > 0 {
-		enrollIronic(ctx, st, macs, true, map[string]bool{}, log.With("proto", "ironic"))
+		enrollIronic(ctx, st, macs, map[string]bool{}, log.With("proto", "ironic"))
 	}
 	tftpServer := &tftp.Server{Files: files, Recorder: c, Logger: log.With("proto", "tftp"),
 		MaxBlockSize: r.TFTP.MaxBlockSize, MaxWindowSize: r.TFTP.MaxWindowSize,

@@ -207,7 +207,7 @@ ironic:
 	if rs[0].Prefix() != "ironic/c1" || rs[0].TFTPRoot != "/tftpboot" || rs[1].Subnets[0].String() != "10.2.0.0/16" {
 		t.Errorf("roots = %+v", rs)
 	}
-	if err := checkIronic(c.Ironic, DHCPAuthoritative); err != nil {
+	if err := checkIronic(c.Ironic, DHCPAuthoritative, dir); err != nil {
 		t.Errorf("check: %v", err)
 	}
 	for _, tc := range []struct{ yaml, want string }{
@@ -227,12 +227,22 @@ ironic:
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := checkIronic(c.Ironic, DHCPProxy); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if err := checkIronic(c.Ironic, DHCPProxy, dir); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: err %v, want one naming %s", tc.yaml, err, tc.want)
 		}
 	}
 	c, _ = load("ironic:\n  roots:\n    - {name: c1, tftp_root: /t}\n")
-	if err := checkIronic(c.Ironic, DHCPProxy); err != nil {
+	if err := checkIronic(c.Ironic, DHCPProxy, dir); err != nil {
 		t.Errorf("roots alone: %v", err)
+	}
+	// A tree that would serve rackboot's own data dir (its database, its
+	// tokens, its keys) to anyone, or the whole machine, is refused.
+	data := filepath.Join(dir, "data")
+	os.MkdirAll(filepath.Join(data, "tftp"), 0o755)
+	for _, root := range []string{"/", data, filepath.Join(data, "tftp"), dir} {
+		c, _ = load("ironic:\n  roots:\n    - {name: c1, http_root: " + root + "}\n")
+		if err := checkIronic(c.Ironic, DHCPProxy, data); err == nil || !strings.Contains(err.Error(), "data") && !strings.Contains(err.Error(), "whole") {
+			t.Errorf("http_root %s: %v", root, err)
+		}
 	}
 }

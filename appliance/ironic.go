@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
@@ -27,12 +29,21 @@ import (
 // checkIronic refuses an Ironic contract that cannot work: it needs
 // rackboot's own pools (authoritative DHCP), a lease file where Ironic
 // reads addresses, and directories for both kinds of file.
-func checkIronic(ic IronicConfig, mode string) error {
+func checkIronic(ic IronicConfig, mode, dataDir string) error {
 	if _, err := ic.roots(); err != nil {
 		return err
 	}
-	if _, err := ic.macs(); err != nil {
+	for _, rc := range ic.Roots {
+		for _, d := range []string{rc.TFTPRoot, rc.HTTPRoot} {
+			if err := checkTree(d, dataDir); err != nil {
+				return fmt.Errorf("ironic root %q: %w", rc.Name, err)
+			}
+		}
+	}
+	if macs, err := ic.macs(); err != nil {
 		return err
+	} else if len(macs) > 0 && len(ic.Roots) == 0 {
+		return errors.New("ironic.macs: these nodes get their conductor's answers, from ironic.roots: list at least one root")
 	}
 	if ic.APIURL != "" {
 		if u, err := url.Parse(ic.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -47,6 +58,10 @@ func checkIronic(ic IronicConfig, mode string) error {
 			return errors.New("ironic.auth: auth_url (Keystone's, e.g. http://keystone:5000/v3) is needed")
 		case a.ApplicationCredentialID == "" && a.Username == "":
 			return errors.New("ironic.auth: a username and password, or an application_credential_id and secret")
+		case a.ApplicationCredentialID != "" && a.ApplicationCredentialSecret == "":
+			return errors.New("ironic.auth: application_credential_id needs its application_credential_secret")
+		case a.ApplicationCredentialID == "" && (a.Password == "" || a.ProjectName == ""):
+			return errors.New("ironic.auth: a username needs its password and a project_name (an unscoped token cannot call Ironic)")
 		}
 	}
 	if len(ic.HostsDirs) == 0 && len(ic.OptsDirs) == 0 && ic.LeaseFile == "" {
@@ -59,6 +74,39 @@ func checkIronic(ic IronicConfig, mode string) error {
 		return errors.New("ironic: leasefile is needed: Ironic reads its nodes' addresses there ([dnsmasq]dhcp_leasefile)")
 	case mode != DHCPAuthoritative:
 		return fmt.Errorf("ironic: the dnsmasq contract needs authoritative DHCP (addresses come from rackboot's pools), not %s", mode)
+	}
+	return nil
+}
+
+// checkTree refuses a conductor tree that would serve, to anyone on the
+// network, the whole machine or rackboot's own data dir (its database,
+// tokens, keys), which a tree above, at or below it would.
+func checkTree(tree, dataDir string) error {
+	if tree == "" {
+		return nil
+	}
+	real := func(p string) string {
+		p = filepath.Clean(p)
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return r
+		}
+		return p
+	}
+	t := real(tree)
+	if t == "/" {
+		return fmt.Errorf("%s would serve the whole machine", tree)
+	}
+	if dataDir == "" {
+		return nil
+	}
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return nil
+	}
+	d := real(abs)
+	within := func(a, b string) bool { return a == b || strings.HasPrefix(a, b+"/") }
+	if within(t, d) || within(d, t) {
+		return fmt.Errorf("%s would serve rackboot's data dir %s (its database, tokens and keys): give Ironic a tree of its own", tree, dataDir)
 	}
 	return nil
 }
@@ -163,14 +211,14 @@ type ironicNodes interface {
 
 // enrollIronic makes each MAC a node owned by Ironic, so that its boots
 // are traced and rackboot's lifecycle, agent and reaper leave it alone. A
-// MAC of no node becomes a node of Ironic's. A node rackboot owns is
-// handed to Ironic with claim (the config's ironic.macs), and otherwise
-// (Ironic's hosts files list it) only while rackboot does nothing to it
-// (discovered, available or failed): one rackboot is inspecting,
-// deploying or running keeps its owner, with a warning, until an
-// operator hands it over. seen holds the MACs done; one that failed is
-// tried again on the next call.
-func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, claim bool, seen map[string]bool, log *slog.Logger) {
+// MAC of no node becomes a node of Ironic's. A node rackboot owns (the
+// config's ironic.macs, Ironic's hosts files or its API list it) is
+// handed to Ironic only while rackboot does nothing to it (discovered,
+// available or failed): one rackboot is inspecting, deploying or running
+// keeps its owner, with a warning, until it is idle or an operator hands
+// it over. seen holds the MACs done; one that failed or was busy is tried
+// again on the next call.
+func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, seen map[string]bool, log *slog.Logger) {
 	ironic := store.OwnerIronic
 	for _, mac := range macs {
 		if seen[mac.String()] {
@@ -191,10 +239,14 @@ func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, 
 		case n.Owner == store.OwnerIronic:
 			seen[mac.String()] = true
 			continue
-		case !claim && !idleForIronic[n.State]:
-			log.Warn("ironic: Ironic's hosts files list a node rackboot is busy with; rackboot keeps booting it until it is handed over (rackboot node handover NODE --to ironic)",
-				"node", n.ID, "mac", mac.String(), "state", n.State)
-			seen[mac.String()] = true
+		case !idleForIronic[n.State]:
+			// Asked again each round, so it goes to Ironic once idle;
+			// said once.
+			if !seen["warned "+mac.String()] {
+				log.Warn("ironic: Ironic lists a node rackboot is busy with; rackboot keeps booting it until it is idle or handed over (rackboot node handover NODE --to ironic)",
+					"node", n.ID, "mac", mac.String(), "state", n.State)
+				seen["warned "+mac.String()] = true
+			}
 			continue
 		}
 		if _, err := st.UpdateNode(ctx, n.ID, store.NodePatch{Owner: &ironic}); err != nil {
@@ -202,7 +254,7 @@ func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, 
 			continue
 		}
 		if n.Owner != store.OwnerIronic {
-			log.Info("ironic: node handed to Ironic, whose files list it", "node", n.ID, "mac", mac.String(), "state", n.State)
+			log.Info("ironic: node handed to Ironic, which lists it", "node", n.ID, "mac", mac.String(), "state", n.State)
 		}
 		seen[mac.String()] = true
 	}
@@ -240,7 +292,7 @@ func syncIronicAPI(ctx context.Context, c ironicLister, set *roots.Set, st ironi
 				log.Info("ironic: Ironic's API answers again")
 			}
 			failing = false
-			enrollIronic(ctx, st, macs, false, seen, log)
+			enrollIronic(ctx, st, macs, seen, log)
 			if set != nil {
 				set.Assign(assign)
 			}
@@ -306,7 +358,7 @@ func writeIronicLeases(ctx context.Context, d *dnsmasq.Dir, st leaseSource, subn
 	var last []byte
 	seen := map[string]bool{}
 	for {
-		enrollIronic(ctx, st, d.MACs(), false, seen, log)
+		enrollIronic(ctx, st, d.MACs(), seen, log)
 		var ls []dnsmasq.Lease
 		for _, mac := range d.MACs() {
 			for _, sn := range subnets {

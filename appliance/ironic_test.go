@@ -51,7 +51,7 @@ func TestEnrollIronic(t *testing.T) {
 	// From Ironic's hosts files: the new MAC and the idle node are
 	// Ironic's, the node rackboot is deploying stays rackboot's.
 	seen := map[string]bool{}
-	enrollIronic(ctx, st, []net.HardwareAddr{mine, newMAC, idleMAC}, false, seen, log)
+	enrollIronic(ctx, st, []net.HardwareAddr{mine, newMAC, idleMAC}, seen, log)
 	if owner(newMAC) != store.OwnerIronic || owner(mine) != store.OwnerRackboot || owner(idleMAC) != store.OwnerIronic {
 		t.Errorf("from hosts files: new %s, busy %s, idle %s", owner(newMAC), owner(mine), owner(idleMAC))
 	}
@@ -59,13 +59,19 @@ func TestEnrollIronic(t *testing.T) {
 	if n.Arch != boot.ArchUnknown {
 		t.Errorf("a node enrolled from a MAC alone has arch %q, want unknown", n.Arch)
 	}
-	if !seen[mine.String()] || !seen[newMAC.String()] {
-		t.Errorf("seen %v", seen)
+	if seen[mine.String()] || !seen[newMAC.String()] || !seen[idleMAC.String()] {
+		t.Errorf("seen %v: want the busy node asked again", seen)
 	}
-	// Claimed by the config: handed over.
-	enrollIronic(ctx, st, []net.HardwareAddr{mine}, true, map[string]bool{}, log)
+	// Still busy, listed again (a restart): still rackboot's; once idle,
+	// Ironic's.
+	enrollIronic(ctx, st, []net.HardwareAddr{mine}, map[string]bool{}, log)
+	if owner(mine) != store.OwnerRackboot {
+		t.Errorf("busy, listed again: %s", owner(mine))
+	}
+	st.SetState(ctx, busy.ID, store.StateAvailable)
+	enrollIronic(ctx, st, []net.HardwareAddr{mine}, seen, log)
 	if owner(mine) != store.OwnerIronic {
-		t.Errorf("claimed: %s", owner(mine))
+		t.Errorf("idle, listed: %s", owner(mine))
 	}
 	nodes, _ := st.Nodes(ctx)
 	if len(nodes) != 3 {
@@ -124,7 +130,7 @@ func (f fakeLister) Ports(context.Context) ([]baremetal.Port, error) { return f.
 // conductor group, else of its conductor, with the node's boot interface.
 func TestReadIronic(t *testing.T) {
 	set, err := roots.New([]roots.Root{{Name: "c1", HTTPRoot: "/h1"}, {Name: "g2", HTTPRoot: "/h2"}, {Name: "cond-3", HTTPRoot: "/h3"},
-		{Name: "c4", HTTPRoot: "/h4", ConductorGroups: []string{"rack-4"}}, {Name: "c5", HTTPRoot: "/h5", Conductors: []string{"ironic-5.example"}}})
+		{Name: "c4", HTTPRoot: "/h4", ConductorGroups: []string{"Rack-4"}}, {Name: "c5", HTTPRoot: "/h5", Conductors: []string{"ironic-5.example"}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
@@ -269,7 +270,10 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, dir string, c
 		return
 	}
 	defer root.Close()
-	f, err := root.Open(name)
+	// O_NONBLOCK keeps a FIFO planted in a tree (another system writes
+	// Ironic's) from hanging the request; it is refused below as not
+	// regular.
+	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			// Most often a symlink that leads out of the root.

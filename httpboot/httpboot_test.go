@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -568,7 +569,11 @@ func TestTrees(t *testing.T) {
 			t.Errorf("headers %v: want no-store and no validators", w.Header())
 		}
 	}
-	for _, path := range []string{"/ironic/c1/", "/ironic/c1/1234", "/ironic/c2/1234/config", "/ironic/c1/../c1/1234/config"} {
+	// A FIFO in the tree is refused at once, never waited on.
+	if err := syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/ironic/c1/", "/ironic/c1/1234", "/ironic/c2/1234/config", "/ironic/c1/../c1/1234/config", "/ironic/c1/fifo"} {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, httptest.NewRequest("GET", path, nil))
 		if w.Code == 200 {

@@ -47,6 +47,16 @@ func (e *Error) Unwrap() error {
 	return nil
 }
 
+// AuthError is Keystone refusing rackboot a token.
+type AuthError struct {
+	Status  int
+	Message string
+}
+
+func (e *AuthError) Error() string {
+	return fmt.Sprintf("keystone token: %d %s", e.Status, e.Message)
+}
+
 // Client talks to one Ironic API endpoint.
 type Client struct {
 	// URL is the API's root, e.g. http://ironic:6385 (without /v1).
@@ -239,7 +249,7 @@ func (c *Client) Ports(ctx context.Context) ([]Port, error) {
 			return nil, err
 		}
 		all = append(all, page.Ports...)
-		next, err := nextPage(page.Next, len(page.Ports))
+		next, err := nextPage("/v1/ports", path, page.Next, len(page.Ports))
 		if err != nil {
 			return nil, fmt.Errorf("ironic list ports: %w", err)
 		}
@@ -264,7 +274,7 @@ func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
 			return nil, err
 		}
 		all = append(all, page.Nodes...)
-		next, err := nextPage(page.Next, len(page.Nodes))
+		next, err := nextPage("/v1/nodes", path, page.Next, len(page.Nodes))
 		if err != nil {
 			return nil, fmt.Errorf("ironic list nodes: %w", err)
 		}
@@ -273,9 +283,13 @@ func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
 	return all, nil
 }
 
-// nextPage is the path of Ironic's next link, "" when there is none (or
-// the page was empty, so a server that always links cannot loop).
-func nextPage(next string, got int) (string, error) {
+// nextPage is the request of Ironic's next link: the resource's path
+// under Client.URL with the link's query (its marker), not the link's own
+// path, which names Ironic as Ironic sees itself (behind a proxy, or under
+// a path such as /baremetal, it is not where rackboot reaches it). ""
+// ends the list: no link, an empty page, or a link that asks for the
+// page just read, so a server that always links cannot loop.
+func nextPage(resource, current, next string, got int) (string, error) {
 	if next == "" || got == 0 {
 		return "", nil
 	}
@@ -283,7 +297,11 @@ func nextPage(next string, got int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("next page %q: %w", next, err)
 	}
-	return u.Path + "?" + u.RawQuery, nil
+	p := resource + "?" + u.RawQuery
+	if p == current {
+		return "", nil
+	}
+	return p, nil
 }
 
 // SetProvisionState asks for a provision state change (manage, provide,
@@ -351,7 +369,7 @@ func (k *Keystone) Token(ctx context.Context, renew bool) (string, error) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusCreated {
-		return "", fmt.Errorf("keystone token: %d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		return "", &AuthError{Status: resp.StatusCode, Message: faultString(b)}
 	}
 	var out struct {
 		Token struct {

@@ -89,7 +89,9 @@ func TestKeystone(t *testing.T) {
 
 func TestNotFoundAndPorts(t *testing.T) {
 	pages := 0
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Ironic behind a path (devstack's /baremetal): its next links name
+	// the path it sees, rackboot asks under its own URL.
+	srv := httptest.NewServer(http.StripPrefix("/baremetal", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/v1/nodes/missing":
 			w.WriteHeader(404)
@@ -101,15 +103,23 @@ func TestNotFoundAndPorts(t *testing.T) {
 				return
 			}
 			fmt.Fprint(w, `{"ports": [{"address": "aa:bb:cc:dd:ee:02", "node_uuid": "n2"}]}`)
+		case "/v1/nodes":
+			// A server that links to the same page for ever.
+			pages++
+			fmt.Fprintf(w, `{"nodes": [{"uuid": "n1"}], "next": "http://%s/v1/nodes?%s"}`, r.Host, r.URL.RawQuery)
 		}
-	}))
+	})))
 	defer srv.Close()
-	c := &Client{URL: srv.URL}
+	c := &Client{URL: srv.URL + "/baremetal"}
 	if _, err := c.Node(context.Background(), "missing"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("missing node: %v", err)
 	}
 	ps, err := c.Ports(context.Background())
 	if err != nil || len(ps) != 2 || ps[1].NodeUUID != "n2" || pages != 2 {
 		t.Errorf("ports %+v, %v, %d pages", ps, err, pages)
+	}
+	pages = 0
+	if ns, err := c.Nodes(context.Background()); err != nil || len(ns) != 1 || pages != 1 {
+		t.Errorf("a next link to the same page: %+v, %v, %d pages", ns, err, pages)
 	}
 }

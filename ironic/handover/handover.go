@@ -15,8 +15,10 @@ import (
 	"log/slog"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rackboot/rackboot/agent/inventory"
 	"github.com/rackboot/rackboot/ironic/baremetal"
@@ -37,8 +39,14 @@ type Ironic interface {
 	CreatePort(ctx context.Context, p baremetal.Port) (baremetal.Port, error)
 	PortByAddress(ctx context.Context, mac string) (baremetal.Port, error)
 	Node(ctx context.Context, ident string) (baremetal.Node, error)
+	Nodes(ctx context.Context) ([]baremetal.Node, error)
 	DeleteNode(ctx context.Context, ident string) error
 }
+
+// timeout bounds a whole handover. It runs apart from the caller's
+// context: a client that goes away halfway must not leave one system
+// half-done.
+const timeout = 3 * time.Minute
 
 // Secrets opens sealed BMC passwords (package sealbox).
 type Secrets interface {
@@ -102,6 +110,8 @@ type Options struct {
 // ToIronic creates the node in Ironic with its ports and marks it owned
 // by Ironic.
 func (s *Service) ToIronic(ctx context.Context, ref string, o Options) (Result, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
 	n, err := s.Store.Node(ctx, ref)
 	if err != nil {
 		return Result{}, fmt.Errorf("hand over %s: %w", ref, err)
@@ -135,6 +145,11 @@ func (s *Service) ToIronic(ctx context.Context, ref string, o Options) (Result, 
 	}
 	created, err := s.Ironic.CreateNode(ctx, in)
 	if err != nil {
+		var ie *baremetal.Error
+		if !errors.As(err, &ie) || ie.Status >= 500 {
+			// Ironic may have made it before the answer was lost.
+			s.deleteMade(ctx, n.ID)
+		}
 		return Result{}, fmt.Errorf("hand over %s: %w", n.ID, err)
 	}
 	undo := func(cause error) error {
@@ -165,6 +180,8 @@ func (s *Service) ToIronic(ctx context.Context, ref string, o Options) (Result, 
 // available and not in maintenance; it is deleted there, and the node is
 // rackboot's again. A node Ironic does not know is taken back at once.
 func (s *Service) ToRackboot(ctx context.Context, ref string) (Result, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
 	n, err := s.Store.Node(ctx, ref)
 	if err != nil {
 		return Result{}, fmt.Errorf("take back %s: %w", ref, err)
@@ -172,7 +189,14 @@ func (s *Service) ToRackboot(ctx context.Context, ref string) (Result, error) {
 	if n.Owner != store.OwnerIronic {
 		return Result{}, fmt.Errorf("take back %s: it is rackboot's already: %w", n.ID, ErrState)
 	}
-	var found []string
+	// Ironic's nodes of this machine: the ones the handover made (by
+	// extra.rackboot_node, whatever became of their ports) and any other
+	// with one of its MACs, which rackboot did not make and will not
+	// delete.
+	made, err := s.madeFor(ctx, n.ID)
+	if err != nil {
+		return Result{}, fmt.Errorf("take back %s: %w", n.ID, err)
+	}
 	for _, mac := range n.MACs {
 		p, err := s.Ironic.PortByAddress(ctx, mac)
 		if errors.Is(err, baremetal.ErrNotFound) {
@@ -181,16 +205,21 @@ func (s *Service) ToRackboot(ctx context.Context, ref string) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("take back %s: %w", n.ID, err)
 		}
-		if !contains(found, p.NodeUUID) {
-			found = append(found, p.NodeUUID)
+		if !slices.ContainsFunc(made, func(m baremetal.Node) bool { return m.UUID == p.NodeUUID }) {
+			return Result{}, fmt.Errorf("take back %s: Ironic's node %s has its MAC %s and was not made by rackboot's handover: release and delete it in Ironic first: %w",
+				n.ID, p.NodeUUID, mac, ErrState)
 		}
 	}
-	if len(found) > 1 {
-		return Result{}, fmt.Errorf("take back %s: its MACs are ports of %d Ironic nodes (%s): %w", n.ID, len(found), strings.Join(found, ", "), ErrState)
+	if len(made) > 1 {
+		var ids []string
+		for _, m := range made {
+			ids = append(ids, m.UUID)
+		}
+		return Result{}, fmt.Errorf("take back %s: Ironic has %d nodes made for it (%s): %w", n.ID, len(made), strings.Join(ids, ", "), ErrState)
 	}
 	var res Result
-	if len(found) == 1 {
-		in, err := s.Ironic.Node(ctx, found[0])
+	if len(made) == 1 {
+		in, err := s.Ironic.Node(ctx, made[0].UUID)
 		if err != nil {
 			return Result{}, fmt.Errorf("take back %s: %w", n.ID, err)
 		}
@@ -213,6 +242,39 @@ func (s *Service) ToRackboot(ctx context.Context, ref string) (Result, error) {
 	res.Node = n
 	s.log().Info("node taken back from Ironic", "node", n.ID, "ironic", res.IronicUUID)
 	return res, nil
+}
+
+// madeFor is Ironic's nodes that a handover made for rackboot node id.
+func (s *Service) madeFor(ctx context.Context, id string) ([]baremetal.Node, error) {
+	all, err := s.Ironic.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []baremetal.Node
+	for _, in := range all {
+		if v, _ := in.Extra["rackboot_node"].(string); v == id {
+			out = append(out, in)
+		}
+	}
+	return out, nil
+}
+
+// deleteMade deletes the nodes a failed handover may have made in Ironic
+// for rackboot node id, still in enroll (none of Ironic's work began).
+func (s *Service) deleteMade(ctx context.Context, id string) {
+	made, err := s.madeFor(ctx, id)
+	if err != nil {
+		s.log().Error("handover: could not look for a node Ironic may have made; check for one with extra.rackboot_node", "node", id, "err", err)
+		return
+	}
+	for _, in := range made {
+		if in.ProvisionState != baremetal.StateEnroll {
+			continue
+		}
+		if err := s.Ironic.DeleteNode(ctx, in.UUID); err != nil {
+			s.log().Error("handover: the node Ironic made could not be deleted again", "node", id, "ironic", in.UUID, "err", err)
+		}
+	}
 }
 
 // ironicName is what Ironic accepts as a node name: a host name's

@@ -74,6 +74,12 @@ func (f *fakeIronic) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.ports[p.Address] = p
 		w.WriteHeader(201)
 		json.NewEncoder(w).Encode(p)
+	case r.Method == "GET" && path == "/v1/nodes":
+		var out []baremetal.Node
+		for _, n := range f.nodes {
+			out = append(out, n)
+		}
+		json.NewEncoder(w).Encode(map[string]any{"nodes": out})
 	case r.Method == "GET" && path == "/v1/ports":
 		var out []baremetal.Port
 		if p, ok := f.ports[r.URL.Query().Get("address")]; ok {
@@ -223,6 +229,56 @@ func TestToIronicAndBack(t *testing.T) {
 	if _, err := s.ToRackboot(ctx, n.ID); !errors.Is(err, ErrState) {
 		t.Errorf("second take back: %v", err)
 	}
+
+	// Handed over again; in Ironic its port is deleted and the MAC given
+	// to a node of Ironic's own: the node made for rackboot is still
+	// found (by extra), and the other one blocks the take back.
+	res, err = s.ToIronic(ctx, n.ID, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	delete(f.ports, "52:54:00:00:00:01")
+	f.mu.Unlock()
+	f.setState(res.IronicUUID, "active")
+	if _, err := s.ToRackboot(ctx, n.ID); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "active") {
+		t.Errorf("take back of a node Ironic runs, found without its port: %v", err)
+	}
+	f.setState(res.IronicUUID, baremetal.StateAvailable)
+	f.mu.Lock()
+	f.ports["52:54:00:00:00:01"] = baremetal.Port{Address: "52:54:00:00:00:01", NodeUUID: "theirs"}
+	f.mu.Unlock()
+	if _, err := s.ToRackboot(ctx, n.ID); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "theirs") {
+		t.Errorf("take back with Ironic's own node on the MAC: %v", err)
+	}
+}
+
+// TestToIronicLostAnswer: Ironic made the node but its answer was lost
+// (a 503 from a proxy): the node made is deleted again.
+func TestToIronicLostAnswer(t *testing.T) {
+	ctx := context.Background()
+	s, f, st := setup(t)
+	n := enroll(t, st, "52:54:00:00:00:05", boot.ClientX64UEFI)
+	s.Ironic = &lossyCreate{Ironic: s.Ironic, f: f}
+	if _, err := s.ToIronic(ctx, n.ID, Options{}); err == nil {
+		t.Fatal("a lost answer counted as a handover")
+	}
+	if len(f.nodes) != 0 {
+		t.Errorf("Ironic kept %d nodes after the lost answer", len(f.nodes))
+	}
+}
+
+// lossyCreate makes the node in Ironic and then answers 503.
+type lossyCreate struct {
+	Ironic
+	f *fakeIronic
+}
+
+func (l *lossyCreate) CreateNode(ctx context.Context, n baremetal.Node) (baremetal.Node, error) {
+	if _, err := l.Ironic.CreateNode(ctx, n); err != nil {
+		return baremetal.Node{}, err
+	}
+	return baremetal.Node{}, &baremetal.Error{Op: "create node", Status: 503, Message: "Service Unavailable"}
 }
 
 // TestToIronicUndoes: a step Ironic refuses leaves nothing behind in

@@ -146,8 +146,9 @@ func (s *Set) Assigned(mac net.HardwareAddr) (Assignment, bool) {
 // group group with conductor host: one that lists the group, else one
 // that lists the host, else one named as either.
 func (s *Set) ForConductor(group, host string) (Root, bool) {
+	// Ironic keeps conductor groups in lower case.
 	for _, r := range s.roots {
-		if group != "" && slices.Contains(r.ConductorGroups, group) {
+		if group != "" && slices.ContainsFunc(r.ConductorGroups, func(g string) bool { return strings.EqualFold(g, group) }) {
 			return r, true
 		}
 	}
@@ -298,8 +299,14 @@ func (s *Set) Offer(cl boot.Client) (o boot.Offer, ok bool) {
 		if ar, found := s.Root(a.Root); found {
 			r, ok = ar, true
 		}
-		if a.BootInterface == BootIPXE || a.BootInterface == BootPXE {
+		switch a.BootInterface {
+		case BootIPXE, BootPXE:
 			r.BootInterface = a.BootInterface
+		case "":
+		default:
+			// Virtual media, HTTP boot: nothing a loader from DHCP
+			// should answer.
+			return boot.Offer{}, false
 		}
 	}
 	if !ok {

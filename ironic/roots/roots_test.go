@@ -255,6 +255,10 @@ func TestOffer(t *testing.T) {
 	if got, ok := s.Offer(boot.Client{MAC: m, Arch: boot.ClientX64UEFI, IPXE: true, Network: net1}); !ok || got.File != "http://10.3.0.5:8080/boot.ipxe" {
 		t.Errorf("assigned to c3, ipxe: %+v %v", got, ok)
 	}
+	s.Assign(map[string]Assignment{m.String(): {Root: "c3", BootInterface: "redfish-virtual-media"}})
+	if got, ok := s.Offer(boot.Client{MAC: m, Arch: boot.ClientX64UEFI, Network: net1}); ok {
+		t.Errorf("a virtual-media node got %+v", got)
+	}
 	s.Assign(map[string]Assignment{m.String(): {Root: "gone"}})
 	if got, ok := s.Offer(boot.Client{MAC: m, Arch: boot.ClientX64UEFI, IPXE: true, Network: net1}); !ok || got.File != "http://10.1.0.1:8080/ironic/c1/boot.ipxe" {
 		t.Errorf("assigned to a root that is not: %+v %v", got, ok)
