@@ -13,6 +13,7 @@ import (
 
 	"github.com/rackboot/rackboot/agent/inventory"
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/ironic/handover"
 	"github.com/rackboot/rackboot/lifecycle"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/trace"
@@ -256,7 +257,7 @@ func (s *Server) ownerChange(w http.ResponseWriter, r *http.Request, n store.Nod
 		writeError(w, http.StatusForbidden, "forbidden", "changing a node's owner needs the admin role")
 	case s.Handover != nil:
 		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("this server hands nodes over through Ironic's API: rackboot node handover %s --to %s", n.ID, owner))
-	case owner == store.OwnerIronic && n.State != store.StateDiscovered && n.State != store.StateAvailable && n.State != store.StateFailed:
+	case owner == store.OwnerIronic && !handover.Idle(n.State):
 		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("node %s is %s: rackboot is at work on it; give it to Ironic when it is discovered, available or failed", n.ID, n.State))
 	default:
 		return true
@@ -301,7 +302,19 @@ func (s *Server) patchNode(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "conflict", fmt.Sprintf("node %s is a VM: its name is its domain's and stays %s", n.ID, n.Name))
 		return
 	}
-	n, err := s.Store.UpdateNode(r.Context(), n.ID, store.NodePatch{Name: p.Name, Rack: p.Rack, Position: p.Position, Tags: p.Tags, Owner: p.Owner})
+	if p.Owner != nil && *p.Owner != n.Owner {
+		// In one statement with the state check: an action that took
+		// the node since it was read wins.
+		var states []store.State
+		if *p.Owner == store.OwnerIronic {
+			states = handover.IdleStates
+		}
+		if _, err := s.Store.SetOwner(r.Context(), n.ID, n.Owner, *p.Owner, states...); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	n, err := s.Store.UpdateNode(r.Context(), n.ID, store.NodePatch{Name: p.Name, Rack: p.Rack, Position: p.Position, Tags: p.Tags})
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -20,6 +20,7 @@ type Store interface {
 	EnrollClient(ctx context.Context, c boot.Client, now time.Time) (n store.Node, created bool, err error)
 	CountNodes(ctx context.Context) (map[store.State]int, error)
 	UpdateNode(ctx context.Context, id string, p store.NodePatch) (store.Node, error)
+	SetOwner(ctx context.Context, id, from, to string, states ...store.State) (store.Node, error)
 	SetSecureBoot(ctx context.Context, id string, on *bool) error
 	SetInventory(ctx context.Context, id string, inv json.RawMessage, gpuModels []string) error
 	TouchNode(ctx context.Context, id string, now time.Time) error

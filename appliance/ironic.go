@@ -206,7 +206,7 @@ func ironicOwned(c *core.Core, d *dnsmasq.Dir) roots.Owned {
 type ironicNodes interface {
 	NodeByMAC(ctx context.Context, mac net.HardwareAddr) (store.Node, error)
 	EnrollClient(ctx context.Context, c boot.Client, now time.Time) (store.Node, bool, error)
-	UpdateNode(ctx context.Context, id string, p store.NodePatch) (store.Node, error)
+	SetOwner(ctx context.Context, id, from, to string, states ...store.State) (store.Node, error)
 }
 
 // enrollIronic makes each MAC a node owned by Ironic, so that its boots
@@ -239,7 +239,7 @@ func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, 
 		case n.Owner == store.OwnerIronic:
 			seen[mac.String()] = true
 			continue
-		case !idleForIronic[n.State]:
+		case !handover.Idle(n.State):
 			// Asked again each round, so it goes to Ironic once idle;
 			// said once.
 			if !seen["warned "+mac.String()] {
@@ -249,8 +249,11 @@ func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, 
 			}
 			continue
 		}
-		if _, err := st.UpdateNode(ctx, n.ID, store.NodePatch{Owner: &ironic}); err != nil {
-			log.Warn("ironic: hand a node to Ironic", "node", n.ID, "mac", mac.String(), "err", err)
+		// Only while still idle: an action may have taken it since.
+		if _, err := st.SetOwner(ctx, n.ID, store.OwnerRackboot, ironic, handover.IdleStates...); err != nil {
+			if !errors.Is(err, store.ErrConflict) {
+				log.Warn("ironic: hand a node to Ironic", "node", n.ID, "mac", mac.String(), "err", err)
+			}
 			continue
 		}
 		if n.Owner != store.OwnerIronic {
@@ -259,10 +262,6 @@ func enrollIronic(ctx context.Context, st ironicNodes, macs []net.HardwareAddr, 
 		seen[mac.String()] = true
 	}
 }
-
-// idleForIronic are the states in which rackboot does nothing to a node,
-// so that Ironic may take it.
-var idleForIronic = map[store.State]bool{store.StateDiscovered: true, store.StateAvailable: true, store.StateFailed: true}
 
 // ironicLister reads Ironic's nodes and ports; *baremetal.Client is one.
 type ironicLister interface {

@@ -455,6 +455,11 @@ type Store interface {
 	TouchNode(ctx context.Context, id string, now time.Time) error
 	// UpdateNode applies a patch. A name taken by another node is ErrConflict.
 	UpdateNode(ctx context.Context, id string, p NodePatch) (Node, error)
+	// SetOwner moves node id from owner from to owner to, in one statement
+	// that also requires its state to be one of states (any, when none):
+	// a node that an action took meanwhile, or another server handed over
+	// first, is ErrConflict and keeps its owner.
+	SetOwner(ctx context.Context, id, from, to string, states ...State) (Node, error)
 	// SetInventory stores an inventory and the GPU models found in it.
 	SetInventory(ctx context.Context, id string, inv json.RawMessage, gpuModels []string) error
 	// DeleteNode removes a node with its interfaces, trace, tasks and

@@ -29,7 +29,7 @@ import (
 type Store interface {
 	Node(ctx context.Context, ref string) (store.Node, error)
 	BMC(ctx context.Context, nodeID string) (store.BMC, error)
-	UpdateNode(ctx context.Context, id string, p store.NodePatch) (store.Node, error)
+	SetOwner(ctx context.Context, id, from, to string, states ...store.State) (store.Node, error)
 }
 
 // Ironic is the part of Ironic's API the handover uses;
@@ -92,9 +92,13 @@ func (s *Service) log() *slog.Logger {
 	return s.Logger
 }
 
-// idle are the states in which rackboot is doing nothing to a node, so
-// that another system may take it.
-var idle = map[store.State]bool{store.StateDiscovered: true, store.StateAvailable: true, store.StateFailed: true}
+// IdleStates are the states in which rackboot is doing nothing to a
+// node, so that Ironic may take it; whatever moves a node to Ironic
+// moves it only from these (store.SetOwner).
+var IdleStates = []store.State{store.StateDiscovered, store.StateAvailable, store.StateFailed}
+
+// Idle says whether st is one of IdleStates.
+func Idle(st store.State) bool { return slices.Contains(IdleStates, st) }
 
 // released are Ironic's provision states in which Ironic does nothing to
 // a node and holds no instance on it.
@@ -121,7 +125,7 @@ func (s *Service) ToIronic(ctx context.Context, ref string, o Options) (Result, 
 		return Result{}, fmt.Errorf("hand over %s: already owned by Ironic: %w", n.ID, ErrState)
 	case n.Kind == "vm":
 		return Result{}, fmt.Errorf("hand over %s: a VM is its hypervisor's, not Ironic's: %w", n.ID, ErrState)
-	case !idle[n.State]:
+	case !Idle(n.State):
 		return Result{}, fmt.Errorf("hand over %s: it is %s; hand over a node that is discovered, available or failed: %w", n.ID, n.State, ErrState)
 	case len(n.MACs) == 0:
 		return Result{}, fmt.Errorf("hand over %s: no MAC: Ironic finds nodes by their ports: %w", n.ID, ErrState)
@@ -166,8 +170,12 @@ func (s *Service) ToIronic(ctx context.Context, ref string, o Options) (Result, 
 			return Result{}, undo(err)
 		}
 	}
-	owner := store.OwnerIronic
-	n, err = s.Store.UpdateNode(ctx, n.ID, store.NodePatch{Owner: &owner})
+	// Only if no action took the node, nor another server handed it
+	// over, since it was checked above.
+	n, err = s.Store.SetOwner(ctx, n.ID, store.OwnerRackboot, store.OwnerIronic, IdleStates...)
+	if errors.Is(err, store.ErrConflict) {
+		return Result{}, undo(fmt.Errorf("%w: %w", err, ErrState))
+	}
 	if err != nil {
 		return Result{}, undo(err)
 	}
@@ -235,8 +243,7 @@ func (s *Service) ToRackboot(ctx context.Context, ref string) (Result, error) {
 			return Result{}, fmt.Errorf("take back %s: %w", n.ID, err)
 		}
 	}
-	owner := store.OwnerRackboot
-	if n, err = s.Store.UpdateNode(ctx, n.ID, store.NodePatch{Owner: &owner}); err != nil {
+	if n, err = s.Store.SetOwner(ctx, n.ID, store.OwnerIronic, store.OwnerRackboot); err != nil {
 		return Result{}, fmt.Errorf("take back %s: Ironic's node deleted, but: %w", ref, err)
 	}
 	res.Node = n

@@ -339,3 +339,30 @@ func TestRefusals(t *testing.T) {
 		t.Errorf("owner %s", got.Owner)
 	}
 }
+
+// racingStore starts a deploy of the node just before the handover moves
+// its owner, as another tech's action between the check and the move.
+type racingStore struct{ store.Store }
+
+func (r racingStore) SetOwner(ctx context.Context, id, from, to string, states ...store.State) (store.Node, error) {
+	r.Store.SetState(ctx, id, store.StateDeploying)
+	return r.Store.SetOwner(ctx, id, from, to, states...)
+}
+
+// TestToIronicLosesTheRace: the action wins; the node made in Ironic is
+// deleted again and rackboot keeps the node.
+func TestToIronicLosesTheRace(t *testing.T) {
+	ctx := context.Background()
+	s, f, st := setup(t)
+	n := enroll(t, st, "52:54:00:00:00:06", boot.ClientX64UEFI)
+	s.Store = racingStore{st}
+	if _, err := s.ToIronic(ctx, n.ID, Options{}); !errors.Is(err, ErrState) {
+		t.Fatalf("err %v, want ErrState", err)
+	}
+	if len(f.nodes) != 0 {
+		t.Errorf("Ironic kept %d nodes", len(f.nodes))
+	}
+	if got, _ := st.Node(ctx, n.ID); got.Owner != store.OwnerRackboot || got.State != store.StateDeploying {
+		t.Errorf("node %s, %s", got.Owner, got.State)
+	}
+}

@@ -220,6 +220,30 @@ func (s *Store) updateNode(ctx context.Context, op, id, set string, args ...any)
 	return nil
 }
 
+// SetOwner implements store.Store.
+func (s *Store) SetOwner(ctx context.Context, id, from, to string, states ...store.State) (store.Node, error) {
+	q := `UPDATE nodes SET owner = ? WHERE id = ? AND owner = ?`
+	args := []any{to, id, from}
+	if len(states) > 0 {
+		q += ` AND state IN (?` + strings.Repeat(", ?", len(states)-1) + `)`
+		for _, st := range states {
+			args = append(args, string(st))
+		}
+	}
+	n, err := s.db.exec(ctx, q, args...)
+	if err != nil {
+		return store.Node{}, fmt.Errorf("set owner of node %s: %w", id, err)
+	}
+	cur, err := s.Node(ctx, id)
+	if err != nil {
+		return store.Node{}, fmt.Errorf("set owner of node %s: %w", id, err)
+	}
+	if n == 0 {
+		return cur, fmt.Errorf("set owner of node %s to %s: it is %s's and %s now: %w", id, to, cur.Owner, cur.State, store.ErrConflict)
+	}
+	return cur, nil
+}
+
 // SetState implements store.Store.
 func (s *Store) SetState(ctx context.Context, id string, st store.State) error {
 	return s.updateNode(ctx, "set state of node", id, "state = ?, state_changed = ?", string(st), time.Now().UnixNano())

@@ -722,3 +722,34 @@ func testPrune(t *testing.T, open Opener) {
 		t.Errorf("event after pruning: seq %d (%v), want more than %d", e.Seq, err, evs[len(evs)-1].Seq)
 	}
 }
+
+// testSetOwner: an owner moves only from the owner and the states asked
+// for, so two servers handing one node over, or a handover racing an
+// action, cannot both win.
+func testSetOwner(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	n := enroll(t, s, 1, boot.ClientX64UEFI)
+	idle := []store.State{store.StateDiscovered, store.StateAvailable, store.StateFailed}
+	got, err := s.SetOwner(ctx, n.ID, store.OwnerRackboot, store.OwnerIronic, idle...)
+	if err != nil || got.Owner != store.OwnerIronic {
+		t.Fatalf("set owner: %+v, %v", got, err)
+	}
+	// The second of two servers finds it moved.
+	if got, err := s.SetOwner(ctx, n.ID, store.OwnerRackboot, store.OwnerIronic, idle...); !errors.Is(err, store.ErrConflict) || got.Owner != store.OwnerIronic {
+		t.Errorf("second move: %+v, %v; want ErrConflict", got.Owner, err)
+	}
+	if _, err := s.SetOwner(ctx, n.ID, store.OwnerIronic, store.OwnerRackboot); err != nil {
+		t.Fatal(err)
+	}
+	// A node an action took meanwhile keeps its owner.
+	if err := s.SetState(ctx, n.ID, store.StateDeploying); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.SetOwner(ctx, n.ID, store.OwnerRackboot, store.OwnerIronic, idle...); !errors.Is(err, store.ErrConflict) || got.Owner != store.OwnerRackboot {
+		t.Errorf("move of a deploying node: %+v, %v; want ErrConflict", got.Owner, err)
+	}
+	if _, err := s.SetOwner(ctx, "nope", store.OwnerRackboot, store.OwnerIronic); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("unknown node: %v", err)
+	}
+}

@@ -35,6 +35,7 @@ func Run(t *testing.T, open Opener) {
 	t.Run("ConcurrentAllocate", func(t *testing.T) { testConcurrentAllocate(t, open) })
 	t.Run("ListNodes", func(t *testing.T) { testListNodes(t, open) })
 	t.Run("UpdateNode", func(t *testing.T) { testUpdateNode(t, open) })
+	t.Run("SetOwner", func(t *testing.T) { testSetOwner(t, open) })
 	t.Run("Transition", func(t *testing.T) { testTransition(t, open) })
 	t.Run("ConcurrentTransition", func(t *testing.T) { testConcurrentTransition(t, open) })
 	t.Run("Apply", func(t *testing.T) { testApply(t, open) })
