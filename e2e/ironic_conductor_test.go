@@ -53,7 +53,7 @@ func TestIronicConductor(t *testing.T) {
 	const noneMAC = "52:54:00:60:00:30"
 	cfg := filepath.Join(dir, "rackboot.yaml")
 	writeCfg := func(extra string) {
-		os.WriteFile(cfg, []byte(fmt.Sprintf("ironic:\n  hostsdir: %s\n  optsdir: %s\n  leasefile: %s\n  macs: [%q]\n%s", hostsdir, optsdir, leases, noneMAC, extra)), 0o644)
+		os.WriteFile(cfg, []byte(fmt.Sprintf("ironic:\n  hostsdir: %s\n  optsdir: %s\n  leasefile: %s\n%s", hostsdir, optsdir, leases, extra)), 0o644)
 	}
 	writeCfg("")
 	r := newRig(t, rigOptions{name: "rbirc", prefix: "10.77.60.0/24", mode: "authoritative",
@@ -85,9 +85,9 @@ func TestIronicConductor(t *testing.T) {
 	c1, c2 := ir.Conductors[0], ir.Conductors[1]
 
 	// rackboot serves both conductors' trees and reaches Ironic's API.
-	writeCfg(fmt.Sprintf("  api_url: %s\n  api_interval: 2s\n  driver: fake-hardware\n  roots:\n"+
+	writeCfg(fmt.Sprintf("  macs: [%q]\n  api_url: %s\n  api_interval: 2s\n  driver: fake-hardware\n  roots:\n"+
 		"    - {name: c1, tftp_root: %s, http_root: %s, conductor_groups: [g1]}\n    - {name: c2, tftp_root: %s, http_root: %s, conductor_groups: [g2]}\n",
-		ir.URL, c1.TFTPRoot, c1.HTTPRoot, c2.TFTPRoot, c2.HTTPRoot))
+		noneMAC, ir.URL, c1.TFTPRoot, c1.HTTPRoot, c2.TFTPRoot, c2.HTTPRoot))
 	r.stop()
 	r.start()
 
