@@ -179,15 +179,9 @@ func checkRootKeys(n *yaml.Node) error {
 		return nil
 	}
 	for j, e := range n.Content {
-		if e.Kind != yaml.MappingNode {
-			continue
-		}
-		for i := 0; i+1 < len(e.Content); i += 2 {
-			switch k := e.Content[i].Value; k {
-			case "name", "tftp_root", "http_root", "subnets", "boot_interface", "http_url", "tftp_server", "bootfiles", "conductor_groups", "conductors":
-			default:
-				return fmt.Errorf("ironic.roots[%d]: unknown setting %q (name, tftp_root, http_root, subnets, boot_interface, http_url, tftp_server, bootfiles, conductor_groups, conductors)", j, k)
-			}
+		if err := checkKeys(e, fmt.Sprintf("ironic.roots[%d]", j), "name", "tftp_root", "http_root", "subnets",
+			"boot_interface", "http_url", "tftp_server", "bootfiles", "conductor_groups", "conductors"); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -264,22 +258,20 @@ func (c *IronicConfig) UnmarshalYAML(n *yaml.Node) error {
 		Group     string             `yaml:"conductor_group"`
 		Interval  time.Duration      `yaml:"api_interval"`
 	}
-	if n.Kind == yaml.MappingNode {
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			switch k := n.Content[i].Value; k {
-			case "hostsdir", "optsdir", "leasefile", "macs", "api_url", "driver", "conductor_group", "api_interval":
-			case "auth":
-				if err := checkKeys(n.Content[i+1], "ironic.auth", "auth_url", "username", "password", "user_domain_name",
-					"project_name", "project_domain_name", "application_credential_id", "application_credential_secret"); err != nil {
-					return err
-				}
-			case "roots":
-				if err := checkRootKeys(n.Content[i+1]); err != nil {
-					return err
-				}
-			default:
-				return fmt.Errorf("ironic: unknown setting %q (hostsdir, optsdir, leasefile, roots, macs, api_url, auth, driver, conductor_group, api_interval)", k)
-			}
+	if err := checkKeys(n, "ironic", "hostsdir", "optsdir", "leasefile", "roots", "macs", "api_url", "auth", "driver", "conductor_group", "api_interval"); err != nil {
+		return err
+	}
+	for i := 0; n.Kind == yaml.MappingNode && i+1 < len(n.Content); i += 2 {
+		var err error
+		switch n.Content[i].Value {
+		case "auth":
+			err = checkKeys(n.Content[i+1], "ironic.auth", "auth_url", "username", "password", "user_domain_name",
+				"project_name", "project_domain_name", "application_credential_id", "application_credential_secret")
+		case "roots":
+			err = checkRootKeys(n.Content[i+1])
+		}
+		if err != nil {
+			return err
 		}
 	}
 	if err := n.Decode(&raw); err != nil {
