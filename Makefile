@@ -56,7 +56,7 @@ ramdisks: build ## build the agent ramdisks (amd64, arm64) into DATA_DIR/artifac
 lab: deps firmware ramdisks ## a virtual rack of QEMU nodes booting through rackboot (root; Ctrl-C ends it)
 	bin/rackboot lab --data-dir $(DATA_DIR)
 
-deps: ## install the Debian packages the tests use (QEMU, firmware, DHCP/TFTP clients)
+deps: ## install the Debian packages the tests use (QEMU, firmware, DHCP/TFTP clients, ipmi_sim, libvirtd, OpenStack Ironic)
 	bash scripts/install-test-deps.sh
 
 unit: ## unit tests, vet and formatting (no root needed)
