@@ -85,6 +85,7 @@ type Ironic struct {
 	Conductors []IronicConductor
 	procs      []*ironicProc
 	command    func(ctx context.Context, prog string, args ...string) *exec.Cmd
+	parent     *parentThread
 }
 
 type ironicProc struct {
@@ -269,7 +270,7 @@ func StartIronic(ctx context.Context, o IronicOptions) (*Ironic, error) {
 		*p = abs
 	}
 	dir := o.Dir
-	ir := &Ironic{Dir: dir, command: o.Command}
+	ir := &Ironic{Dir: dir, command: o.Command, parent: newParentThread()}
 	if ir.command == nil {
 		ir.command = exec.CommandContext
 	}
@@ -427,7 +428,7 @@ func (ir *Ironic) start(name, module, conf string) error {
 	cmd.Stdout, cmd.Stderr = out, out
 	// Pdeathsig: a test binary that dies leaves no Ironic behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	if err := ir.parent.Start(cmd); err != nil {
 		return err
 	}
 	p := &ironicProc{name: name, log: logPath, cmd: cmd, exited: make(chan struct{})}
@@ -554,6 +555,10 @@ func (ir *Ironic) Stop() error {
 		}
 	}
 	ir.procs = nil
+	if ir.parent != nil {
+		ir.parent.Close()
+		ir.parent = nil
+	}
 	return errors.Join(errs...)
 }
 

@@ -35,6 +35,7 @@ type Libvirtd struct {
 	TCPAddr, TLSAddr string
 	cmd              *exec.Cmd
 	exited           chan struct{}
+	parent           *parentThread
 }
 
 // URI is the daemon's libvirt URI.
@@ -195,7 +196,8 @@ func StartLibvirtd(ctx context.Context, n *Net, o LibvirtdOptions) (*Libvirtd, e
 	d.cmd.ExtraFiles = fds // from fd 3
 	d.cmd.Env = append(os.Environ(), fmt.Sprintf("LISTEN_FDS=%d", len(fds)), "LISTEN_FDNAMES="+names)
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
-	if err := d.cmd.Start(); err != nil {
+	d.parent = newParentThread()
+	if err := d.parent.Start(d.cmd); err != nil {
 		return fail(err)
 	}
 	d.exited = make(chan struct{})
@@ -245,6 +247,10 @@ func (d *Libvirtd) Close() {
 			d.cmd.Process.Kill()
 			<-d.exited
 		}
+	}
+	if d.parent != nil {
+		d.parent.Close()
+		d.parent = nil
 	}
 	pids, _ := filepath.Glob(filepath.Join(d.Root, "run", "qemu", "*.pid"))
 	for _, f := range pids {
