@@ -153,3 +153,72 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	*d = Duration(v)
 	return err
 }
+
+// HypervisorPath is where a hypervisor's agent (rackboot-agent
+// hypervisor, a service on a deployed GPU hypervisor) calls in:
+// fmt.Sprintf(HypervisorPath, nodeID). It proves itself with the
+// hypervisor token rackboot issued for that node, which opens this path
+// for that node and nothing else. Each call reports what the host's GPUs
+// carry and is answered with what they must carry.
+const HypervisorPath = "/agent/hypervisors/%s"
+
+// Device kinds a hypervisor's VMs hold (HypervisorDevice.Kind).
+const (
+	DevicePassthrough = "passthrough"
+	DeviceVGPU        = "vgpu"
+	DeviceMIG         = "mig"
+)
+
+// HypervisorReport is what a hypervisor's agent says each time it calls
+// in.
+type HypervisorReport struct {
+	// Booted is when the host last booted. MIG instances, vGPUs and
+	// SR-IOV virtual functions do not survive a boot: a new Booted means
+	// the agent has applied the layout again.
+	Booted time.Time `json:"booted"`
+	// Applied is the GPU mode and profile the cards carry as the agent
+	// last applied them ("mig 3g.40gb,3g.40gb", "vgpu nvidia-1030",
+	// "passthrough"); "" when nothing was applied yet.
+	Applied string `json:"applied"`
+	// GPUs is what the cards really carry (package gpuconf's State): MIG
+	// mode, GPU and compute instances and their UUIDs, mdevs. Null where
+	// the host has no NVIDIA driver.
+	GPUs json.RawMessage `json:"gpus,omitempty"`
+	// Errors are what the agent could not do on this round: a layout a
+	// card refused, an mdev that could not be made. Empty when the host
+	// carries what it was asked.
+	Errors []string `json:"errors,omitempty"`
+	// Version is the agent's build.
+	Version string `json:"version,omitempty"`
+}
+
+// HypervisorWork is the server's answer: the layout the host's GPUs must
+// carry and the devices its VMs hold.
+type HypervisorWork struct {
+	// GPUMode is "", "passthrough", "vgpu" or "mig"; GPUProfile the vGPU
+	// type (sysfs type id, nvidia-1030) or the MIG layout, its profiles
+	// comma-separated, applied alike to every card.
+	GPUMode    string `json:"gpu_mode"`
+	GPUProfile string `json:"gpu_profile,omitempty"`
+	// Devices are the devices the host's VMs hold. Every vGPU and MIG
+	// device here must exist as a mediated device with its UUID; a
+	// mediated device the agent made that is not here is removed. A
+	// passthrough GPU held here and not on a later answer is reset
+	// (function-level reset) before its next tenant.
+	Devices []HypervisorDevice `json:"devices"`
+	// Interval is when to call in again.
+	Interval Duration `json:"interval"`
+}
+
+// HypervisorDevice is one device a VM holds on the hypervisor.
+type HypervisorDevice struct {
+	VM   string `json:"vm"`
+	Kind string `json:"kind"` // DevicePassthrough, DeviceVGPU or DeviceMIG
+	// GPU is the card's PCI address (0000:17:00.0).
+	GPU string `json:"gpu"`
+	// Profile is the vGPU type (vgpu) or the MIG profile (mig, 3g.40gb).
+	Profile string `json:"profile,omitempty"`
+	// Mdev is the mediated device's UUID (vgpu, mig): the VM's domain
+	// names it.
+	Mdev string `json:"mdev,omitempty"`
+}
