@@ -17,6 +17,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/hypervisor"
 	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/lifecycle"
@@ -77,6 +78,11 @@ type Server struct {
 	// hypervisor, its server certificate naming hosts; nil refuses
 	// deploys with role hypervisor.
 	HypervisorTLS func(hosts []string) (hypervisor.TLSFiles, error)
+	// HypervisorAgent says how node nodeID's hypervisor agent is
+	// installed and reaches this server: the URL and SHA-256 of the agent
+	// for arch, and its configuration line (Token is left empty); nil
+	// refuses hypervisor deploys and agent tokens.
+	HypervisorAgent func(nodeID string, arch boot.Arch) (hypervisor.Agent, error)
 
 	requests requestCounter
 	logins   loginLimiter

@@ -229,7 +229,8 @@ func (f *fixture) testPath(pattern string) string {
 // TestAuthorization walks every route with every role, no token and a bad
 // token: 401 without valid credentials, 403 below the route's role, and
 // anything but those with enough. Agent routes open to the node's own
-// agent token only, and that token opens nothing else.
+// agent token only, and that token opens nothing else; so do a
+// hypervisor's agent route and token.
 func TestAuthorization(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -241,10 +242,18 @@ func TestAuthorization(t *testing.T) {
 		}
 		agentTokens[who] = secret
 	}
+	for who, node := range map[string]string{"hypervisor": f.node.ID, "other-hypervisor": "some-other-node"} {
+		secret, hash := NewSecret()
+		if _, err := f.st.CreateToken(ctx, store.Token{Hash: hash, Kind: store.TokenHypervisor, NodeID: node}); err != nil {
+			t.Fatal(err)
+		}
+		agentTokens[who] = secret
+	}
 	for _, rt := range f.api.table() {
-		for _, who := range []string{"none", "bad", "readonly", "tech", "admin", "bootstrap", "agent", "other-agent"} {
+		for _, who := range []string{"none", "bad", "readonly", "tech", "admin", "bootstrap", "agent", "other-agent", "hypervisor", "other-hypervisor"} {
 			tok := map[string]string{"none": "", "bad": "rbt_nope", "readonly": f.tokens[store.RoleReadonly], "tech": f.tokens[store.RoleTech],
-				"admin": f.tokens[store.RoleAdmin], "bootstrap": bootstrap, "agent": agentTokens["agent"], "other-agent": agentTokens["other-agent"]}[who]
+				"admin": f.tokens[store.RoleAdmin], "bootstrap": bootstrap, "agent": agentTokens["agent"], "other-agent": agentTokens["other-agent"],
+				"hypervisor": agentTokens["hypervisor"], "other-hypervisor": agentTokens["other-hypervisor"]}[who]
 			if who == "agent" {
 				// Actions on the node kill its agent token: issue a fresh one.
 				f.st.DeleteTokens(ctx, "agent", f.node.ID, "")
@@ -281,7 +290,11 @@ func TestAuthorization(t *testing.T) {
 				if who != "agent" {
 					want = "403"
 				}
-			case who == "agent" || who == "other-agent":
+			case rt.role == store.RoleHypervisor:
+				if who != "hypervisor" {
+					want = "403"
+				}
+			case who == "agent" || who == "other-agent" || who == "hypervisor" || who == "other-hypervisor":
 				want = "403"
 			case rank(role) < rank(rt.role):
 				want = "403"

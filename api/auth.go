@@ -111,6 +111,8 @@ func (s *Server) authenticate(r *http.Request) (p Principal, present, ok bool, e
 			return Principal{Actor: "token:" + t.ID, Role: role, User: t.User, tokenID: t.ID}, true, true, nil
 		case "agent":
 			return Principal{Actor: "agent:" + t.NodeID, Role: store.RoleAgent, NodeID: t.NodeID, tokenID: t.ID}, true, true, nil
+		case store.TokenHypervisor:
+			return Principal{Actor: "hypervisor:" + t.NodeID, Role: store.RoleHypervisor, NodeID: t.NodeID, tokenID: t.ID}, true, true, nil
 		}
 		return p, true, false, nil
 	}
@@ -163,6 +165,13 @@ func (s *Server) wrap(rt route) http.Handler {
 			// nothing else does.
 			if p.Role != store.RoleAgent || p.NodeID != chi.URLParam(r, "id") {
 				writeError(w, http.StatusForbidden, "forbidden", "this route takes the agent token of node "+chi.URLParam(r, "id"))
+				return
+			}
+		} else if rt.role == store.RoleHypervisor {
+			// A hypervisor's agent token opens its own hypervisor's
+			// agent route, and nothing else does.
+			if p.Role != store.RoleHypervisor || p.NodeID != chi.URLParam(r, "id") {
+				writeError(w, http.StatusForbidden, "forbidden", "this route takes the hypervisor agent token of node "+chi.URLParam(r, "id"))
 				return
 			}
 		} else if rank(p.Role) < rank(rt.role) {

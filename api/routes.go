@@ -70,6 +70,8 @@ func (s *Server) table() []route {
 			in: HypervisorSettings{}, out: Hypervisor{}, status: 200, audited: true, h: s.putHypervisor},
 		{method: "PATCH", pattern: "/api/v1/hypervisors/{id}", role: admin, summary: "Change some of a hypervisor's settings (drain one: {\"drained\": true}; its VMs are listed to move)",
 			in: HypervisorPatch{}, out: Hypervisor{}, status: 200, audited: true, h: s.patchHypervisor},
+		{method: "POST", pattern: "/api/v1/hypervisors/{id}/agent-token", role: admin, summary: "Issue the hypervisor's agent token (rackboot-agent hypervisor), revoking the one it had, with the agent's configuration line and where its binary is; shown once",
+			out: HypervisorAgentToken{}, status: 200, h: s.hypervisorAgentToken},
 		{method: "DELETE", pattern: "/api/v1/hypervisors/{id}", role: admin, summary: "Stop using a node as a hypervisor; 409 while it has VMs", status: 204, audited: true, h: s.deleteHypervisor},
 		{method: "GET", pattern: "/api/v1/flavors", role: ro, summary: "List flavors", out: FlavorList{}, status: 200, h: s.listFlavors},
 		{method: "POST", pattern: "/api/v1/flavors", role: admin, summary: "Add a flavor: vCPUs, memory, disk, architecture and optionally a GPU (model, mode, profile, count)", in: Flavor{}, out: Flavor{}, status: 201, h: s.createFlavor},
@@ -107,6 +109,8 @@ func (s *Server) table() []route {
 		{method: "POST", pattern: "/api/v1" + fmt.Sprintf(protocol.BMCPath, "{id}"), role: agent, summary: "Agent: the BMC user it enrolled when its inspect task asked (bmc.enroll); the password is stored encrypted and never shown",
 			in: protocol.BMCEnrollment{}, status: 204, audited: true, h: s.agentBMC},
 		{method: "POST", pattern: "/api/v1" + fmt.Sprintf(protocol.HeartbeatPath, "{id}"), role: agent, summary: "Agent: call in, and take the next task when idle", in: protocol.Heartbeat{}, out: protocol.HeartbeatResult{}, status: 200, audited: true, h: s.agentHeartbeat},
+		{method: "POST", pattern: "/api/v1" + fmt.Sprintf(protocol.HypervisorPath, "{id}"), role: store.RoleHypervisor, summary: "Hypervisor agent: report what the GPUs carry (MIG instances, mdevs) and get the layout and the devices the hypervisor's VMs hold",
+			in: protocol.HypervisorReport{}, out: protocol.HypervisorWork{}, status: 200, audited: true, h: s.agentHypervisor},
 		{method: "POST", pattern: "/api/v1" + fmt.Sprintf(protocol.TaskPath, "{id}", "{tid}"), role: agent, summary: "Agent: report a task's end", in: protocol.TaskReport{}, out: protocol.HeartbeatResult{}, status: 200, audited: true, h: s.agentTask},
 	}
 }

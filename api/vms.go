@@ -37,6 +37,9 @@ type Hypervisor struct {
 	// limits), when it takes none.
 	Unplaceable string  `json:"unplaceable,omitempty"`
 	VMs         []VMRef `json:"vms"`
+	// Agent is what its agent (rackboot-agent hypervisor) last reported
+	// of its GPUs; absent when none ever called in.
+	Agent *hypervisor.AgentView `json:"agent,omitempty"`
 }
 
 // HypervisorSettings are what an operator sets on a hypervisor (PUT
@@ -273,7 +276,12 @@ func (s *Server) listHypervisors(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, err)
 			return
 		}
-		out.Items = append(out.Items, hypervisorFrom(h, n, u, vms))
+		v := hypervisorFrom(h, n, u, vms)
+		if v.Agent, err = agentView(ctx, svc, n.ID); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		out.Items = append(out.Items, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -314,7 +322,17 @@ func (s *Server) hypervisorView(ctx context.Context, svc *hypervisor.Service, id
 	if err != nil {
 		return Hypervisor{}, err
 	}
-	return hypervisorFrom(h, n, u, vms), nil
+	v := hypervisorFrom(h, n, u, vms)
+	v.Agent, err = agentView(ctx, svc, n.ID)
+	return v, err
+}
+
+func agentView(ctx context.Context, svc *hypervisor.Service, id string) (*hypervisor.AgentView, error) {
+	a, ok, err := svc.Agent(ctx, id)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return &a, nil
 }
 
 func (s *Server) getHypervisor(w http.ResponseWriter, r *http.Request) {
@@ -625,6 +643,9 @@ func (s *Server) hypervisorSeed(ctx context.Context, ref string, asked json.RawM
 	if s.HypervisorTLS == nil {
 		return nil, fmt.Errorf("%w: this server issues no hypervisor certificates", hypervisor.ErrInvalid)
 	}
+	if s.HypervisorAgent == nil {
+		return nil, fmt.Errorf("%w: this server serves no hypervisor agent", hypervisor.ErrInvalid)
+	}
 	n, err := s.Store.Node(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -668,11 +689,21 @@ func (s *Server) hypervisorSeed(ctx context.Context, ref string, asked json.RawM
 			}
 		}
 	}
+	if n.Arch == boot.ArchUnknown {
+		return nil, fmt.Errorf("%w: node %s has no known architecture for its agent: inspect it first", hypervisor.ErrInvalid, n.ID)
+	}
+	if _, err := s.HypervisorAgent(n.ID, n.Arch); err != nil {
+		return nil, fmt.Errorf("%w: %v", hypervisor.ErrInvalid, err)
+	}
 	files, err := s.HypervisorTLS(hosts)
 	if err != nil {
 		return nil, err
 	}
-	user, err := hypervisor.CloudConfig(seed.Hostname, seed.SSHKeys, files)
+	agent, err := s.issueHypervisorToken(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	user, err := hypervisor.CloudConfig(seed.Hostname, seed.SSHKeys, files, agent)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", hypervisor.ErrInvalid, err)
 	}

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/hypervisor"
 	"github.com/rackboot/rackboot/hypervisor/virttest"
@@ -183,6 +185,10 @@ func TestDeployAsHypervisor(t *testing.T) {
 		asked = append(asked, hosts...)
 		return hypervisor.TLSFiles{CACert: []byte("CA PEM\n"), ServerCert: []byte("SERVER PEM\n"), ServerKey: []byte("KEY PEM\n"), ClientDN: "O=rackboot,CN=rackboot"}, nil
 	}
+	if code, b := f.call(t, nil, "POST", path, admin, `{"image":"deb-x86","role":"hypervisor"}`); code != 400 || !strings.Contains(string(b), "serves no hypervisor agent") {
+		t.Errorf("without an agent to install: %d %s", code, b)
+	}
+	f.api.HypervisorAgent = testHypervisorAgent
 	// A tech may deploy, not make a hypervisor: that mints a certificate
 	// rackboot trusts.
 	if code, b := f.call(t, nil, "POST", path, tech, `{"image":"deb-x86","role":"hypervisor"}`); code != 403 || len(asked) != 0 {
@@ -241,4 +247,47 @@ func TestDeployAsHypervisor(t *testing.T) {
 	if code != 200 || strings.Contains(string(b), "KEY PEM") {
 		t.Errorf("the task as a tech sees it: %d %s", code, b)
 	}
+	// The seed installs the agent with a token of this node's: it opens
+	// the node's hypervisor agent path (the node is no hypervisor yet)
+	// and nothing else.
+	var seed struct {
+		WriteFiles []struct{ Path, Content string } `yaml:"write_files"`
+	}
+	if err := yaml.Unmarshal([]byte(u), &seed); err != nil {
+		t.Fatal(err)
+	}
+	var token, conf string
+	for _, wf := range seed.WriteFiles {
+		switch wf.Path {
+		case hypervisor.AgentTokenPath:
+			token = strings.TrimSpace(wf.Content)
+		case hypervisor.AgentConfigPath:
+			conf = wf.Content
+		}
+	}
+	if !strings.Contains(conf, "rackboot.node="+f.node.ID) || !strings.HasPrefix(token, TokenPrefix) {
+		t.Fatalf("agent files: %q %q", conf, token)
+	}
+	f.api.VMs = &hypervisor.Service{Store: f.st, Dial: virttest.New([]boot.Arch{boot.ArchX86_64}, nil).Dial}
+	report := `{"booted":"2026-12-01T08:00:00Z","applied":""}`
+	if code, b := f.call(t, nil, "POST", "/api/v1/agent/hypervisors/"+f.node.ID, token, report); code != 404 || !strings.Contains(string(b), "no hypervisor") {
+		t.Errorf("agent of a node that is no hypervisor yet: %d %s", code, b)
+	}
+	if code, b := f.call(t, nil, "GET", "/api/v1/nodes", token, ""); code != 403 {
+		t.Errorf("the hypervisor token on the API: %d %s", code, b)
+	}
+	// Deploying it again revokes the first token.
+	f.st.SetState(ctx, f.node.ID, store.StateAvailable)
+	if code, b := f.call(t, nil, "POST", path, admin, `{"image":"deb-x86","role":"hypervisor"}`); code != 200 {
+		t.Fatalf("deploy again: %d %s", code, b)
+	}
+	if code, b := f.call(t, nil, "POST", "/api/v1/agent/hypervisors/"+f.node.ID, token, report); code != 401 {
+		t.Errorf("the first token after a second deploy: %d %s", code, b)
+	}
+}
+
+// testHypervisorAgent serves an agent for either architecture.
+func testHypervisorAgent(nodeID string, arch boot.Arch) (hypervisor.Agent, error) {
+	return hypervisor.Agent{BinaryURL: "http://10.0.0.1:8080/artifacts/" + string(arch) + "/rackboot-agent", SHA256: strings.Repeat("0f", 32),
+		Config: "rackboot.api=http://10.0.0.1:8080 rackboot.node=" + nodeID}, nil
 }

@@ -625,8 +625,13 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 	if err != nil {
 		return err
 	}
+	agentSums, err := publishAgents(r.DataDir, log)
+	if err != nil {
+		return err
+	}
 	vms := &hypervisor.Service{Store: st, Dial: hypervisor.LibvirtDialer(lvOpt), Logger: log.With("proto", "libvirt")}
-	apiServer := &api.Server{Handover: apiHandover, VMs: vms, HypervisorTLS: hypervisorTLS(r.DataDir, lvCA), PowerOn: powerOn, Power: poller, Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil, Secrets: secrets, BMCCAFile: r.BMCCAFile,
+	apiServer := &api.Server{Handover: apiHandover, VMs: vms, HypervisorTLS: hypervisorTLS(r.DataDir, lvCA),
+		HypervisorAgent: hypervisorAgent(r.baseURL, r.apiURL, r.pins, agentSums), PowerOn: powerOn, Power: poller, Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil, Secrets: secrets, BMCCAFile: r.BMCCAFile,
 		Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
 		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images"), AllowNetworks: r.imageNets,
 			Reserve: r.imageReserve, MaxImports: r.Images.MaxImports},

@@ -19,6 +19,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -40,6 +41,8 @@ type Store interface {
 	Hypervisor(ctx context.Context, nodeID string) (store.Hypervisor, error)
 	Hypervisors(ctx context.Context) ([]store.Hypervisor, error)
 	DeleteHypervisor(ctx context.Context, nodeID string) error
+	PutHypervisorAgent(ctx context.Context, a store.HypervisorAgent) error
+	HypervisorAgent(ctx context.Context, nodeID string) (store.HypervisorAgent, error)
 
 	CreateFlavor(ctx context.Context, f store.Flavor) error
 	Flavor(ctx context.Context, name string) (store.Flavor, error)
@@ -91,6 +94,10 @@ type Service struct {
 	Store  Store
 	Dial   Dialer
 	Logger *slog.Logger
+	// DeviceWait bounds how long a VM's start waits for the
+	// hypervisor's agent to make its mediated devices (DeviceWait when
+	// zero).
+	DeviceWait time.Duration
 }
 
 func (s *Service) log() *slog.Logger {

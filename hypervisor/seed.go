@@ -3,6 +3,8 @@ package hypervisor
 import (
 	"errors"
 	"fmt"
+	"net/url"
+	"regexp"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -25,6 +27,70 @@ const (
 	LibvirtdConf   = "/etc/libvirt/libvirtd.conf"
 )
 
+// Agent is how a hypervisor's agent (rackboot-agent hypervisor) is
+// installed: its binary, fetched from rackboot and checked against its
+// SHA-256 before it runs, its configuration line and its token.
+type Agent struct {
+	// BinaryURL serves the static agent for the node's architecture.
+	BinaryURL string
+	SHA256    string
+	// Config is the agent's configuration, one line in the kernel
+	// command line's form: rackboot.api=URL rackboot.node=ID, and
+	// rackboot.files= and rackboot.ca= where the API needs them.
+	Config string
+	// Token is the hypervisor token the agent proves itself with.
+	Token string
+}
+
+// Where a hypervisor's agent and its files go.
+const (
+	AgentBinaryPath = "/usr/local/sbin/rackboot-agent"
+	AgentConfigPath = "/etc/rackboot/hypervisor.conf"
+	AgentTokenPath  = "/etc/rackboot/hypervisor.token"
+	AgentStatePath  = "/var/lib/rackboot/hypervisor-agent.json"
+	AgentUnit       = "rackboot-agent-hypervisor.service"
+	AgentUnitPath   = "/etc/systemd/system/" + AgentUnit
+)
+
+// agentUnit runs the agent after the NVIDIA driver's own services: MIG
+// and vGPU need the driver loaded, and nvidia-persistenced keeps it so.
+const agentUnit = `[Unit]
+Description=rackboot hypervisor agent: applies this host's GPU layout and its VMs' devices
+Wants=network-online.target
+After=network-online.target nvidia-persistenced.service nvidia-vgpud.service nvidia-vgpu-mgr.service
+Before=libvirtd.service
+
+[Service]
+ExecStart=` + AgentBinaryPath + ` hypervisor --config ` + AgentConfigPath + ` --token-file ` + AgentTokenPath + ` --state-file ` + AgentStatePath + `
+Restart=always
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+`
+
+var (
+	sha256Hex  = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	agentToken = regexp.MustCompile(`^[A-Za-z0-9_-]{16,128}$`)
+)
+
+func (a Agent) check() error {
+	u, err := url.Parse(a.BinaryURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(a.BinaryURL, "'\"\n\\ $`") {
+		return fmt.Errorf("hypervisor seed: agent URL %q", a.BinaryURL)
+	}
+	if !sha256Hex.MatchString(a.SHA256) {
+		return fmt.Errorf("hypervisor seed: agent SHA-256 %q", a.SHA256)
+	}
+	if a.Config == "" || strings.ContainsAny(a.Config, "\n\r") {
+		return fmt.Errorf("hypervisor seed: agent config %q", a.Config)
+	}
+	if !agentToken.MatchString(a.Token) {
+		return errors.New("hypervisor seed: agent token malformed")
+	}
+	return nil
+}
+
 type writeFile struct {
 	Path        string `yaml:"path"`
 	Permissions string `yaml:"permissions"`
@@ -42,9 +108,10 @@ type cloudConfig struct {
 // CloudConfig is the #cloud-config of a node deployed as a hypervisor: its
 // hostname and SSH keys as any deploy's, the libvirt TLS files, a
 // tls_allowed_dn_list that admits rackboot's client certificate and no
-// other, and libvirtd's TLS socket enabled. The image must carry
-// libvirt-daemon-system and QEMU.
-func CloudConfig(hostname string, sshKeys []string, t TLSFiles) (string, error) {
+// other, and libvirtd's TLS socket enabled; and rackboot's hypervisor
+// agent, fetched from rackboot, checked and run as a systemd service. The
+// image must carry libvirt-daemon-system, QEMU, and curl or wget.
+func CloudConfig(hostname string, sshKeys []string, t TLSFiles, a Agent) (string, error) {
 	if err := CheckSeed(hostname, sshKeys); err != nil {
 		return "", err
 	}
@@ -53,6 +120,9 @@ func CloudConfig(hostname string, sshKeys []string, t TLSFiles) (string, error) 
 	}
 	if t.ClientDN == "" || strings.ContainsAny(t.ClientDN, "\"\n\\") {
 		return "", fmt.Errorf("hypervisor seed: client DN %q", t.ClientDN)
+	}
+	if err := a.check(); err != nil {
+		return "", err
 	}
 	c := cloudConfig{
 		Hostname: hostname,
@@ -63,8 +133,20 @@ func CloudConfig(hostname string, sshKeys []string, t TLSFiles) (string, error) 
 			{Path: ServerKeyPath, Permissions: "0600", Content: string(t.ServerKey)},
 			// The last setting of a key wins in libvirtd.conf.
 			{Path: LibvirtdConf, Permissions: "0644", Append: true, Content: "# rackboot: only rackboot's client certificate may use qemu+tls\n" + AllowedDNLine(t.ClientDN)},
+			{Path: AgentConfigPath, Permissions: "0644", Content: a.Config + "\n"},
+			{Path: AgentTokenPath, Permissions: "0600", Content: a.Token + "\n"},
+			{Path: AgentUnitPath, Permissions: "0644", Content: agentUnit},
 		},
-		RunCmd: [][]string{{"systemctl", "enable", "--now", "libvirtd-tls.socket"}},
+		RunCmd: [][]string{
+			{"systemctl", "enable", "--now", "libvirtd-tls.socket"},
+			// The agent is checked before it is put where the unit runs
+			// it: a download cut short or changed on the way never runs.
+			{"sh", "-c", fmt.Sprintf("set -e; f=%[1]s.new; rm -f \"$f\"; "+
+				"if command -v curl >/dev/null; then curl -fsS --retry 5 --retry-connrefused -o \"$f\" '%[2]s'; else wget -q -t 5 -O \"$f\" '%[2]s'; fi; "+
+				"echo '%[3]s  '\"$f\" | sha256sum -c --quiet -; chmod 0755 \"$f\"; mv -f \"$f\" %[1]s", AgentBinaryPath, a.BinaryURL, a.SHA256)},
+			{"systemctl", "daemon-reload"},
+			{"systemctl", "enable", "--now", AgentUnit},
+		},
 	}
 	var b strings.Builder
 	enc := yaml.NewEncoder(&b)

@@ -317,11 +317,18 @@ func (s *Service) start(ctx context.Context, p Plan) error {
 		conn.DeleteVolume(c, p.Hypervisor.Pool, p.VM.Volume)
 		return fmt.Errorf("%w: %w", ErrHypervisor, err)
 	}
-	if err := conn.Start(ctx, p.Name); err != nil {
+	err = s.waitDevices(ctx, p.VM)
+	if err == nil {
+		err = conn.Start(ctx, p.Name)
+		if err != nil {
+			err = fmt.Errorf("%w: %w", ErrHypervisor, err)
+		}
+	}
+	if err != nil {
 		conn.Destroy(c, p.Name)
 		conn.Undefine(c, p.Name)
 		conn.DeleteVolume(c, p.Hypervisor.Pool, p.VM.Volume)
-		return fmt.Errorf("%w: %w", ErrHypervisor, err)
+		return err
 	}
 	return nil
 }
@@ -435,6 +442,16 @@ func (s *Service) Do(ctx context.Context, ref, action, actor string) (VM, error)
 		op = Conn.Reboot
 	default:
 		return VM{}, invalid("VM action %q (start, stop, poweroff or reboot)", action)
+	}
+	if action == ActionStart {
+		// A rebooted hypervisor's agent makes the VM's vGPU again first.
+		stored, err := s.Store.VM(ctx, vm.NodeID)
+		if err != nil {
+			return VM{}, err
+		}
+		if err := s.waitDevices(ctx, stored); err != nil {
+			return VM{}, fmt.Errorf("vm %s: start: %w", vm.Node.Name, err)
+		}
 	}
 	conn, err := s.dial(ctx, h)
 	if err != nil {

@@ -224,6 +224,8 @@ const (
 	RoleTech     Role = "tech"
 	RoleReadonly Role = "readonly"
 	RoleAgent    Role = "agent"
+	// RoleHypervisor is a hypervisor's agent: it ranks with nobody.
+	RoleHypervisor Role = "hypervisor"
 )
 
 // User is a person who logs in to the web UI.
@@ -262,6 +264,9 @@ type Token struct {
 const (
 	TokenBoot     = "boot"
 	TokenBootUsed = "boot-used"
+	// TokenHypervisor is a hypervisor's agent's credential, bound to
+	// its node: it opens that hypervisor's agent path and nothing else.
+	TokenHypervisor = "hypervisor"
 )
 
 // BootTokenID is the id of a node's boot secret.
@@ -338,6 +343,24 @@ type Hypervisor struct {
 	VLAN             int
 	Pool             string
 	Created, Updated time.Time
+}
+
+// HypervisorAgent is what a hypervisor's agent (rackboot-agent
+// hypervisor) last reported of the host's GPUs.
+type HypervisorAgent struct {
+	NodeID string
+	// Booted is when the host last booted, as the agent read it.
+	Booted time.Time
+	// Applied is the GPU mode and profile the agent last applied.
+	Applied string
+	// GPUs is what the cards carry, as package gpuconf's State in JSON;
+	// nil where the host has no NVIDIA driver.
+	GPUs json.RawMessage
+	// Errors are what the agent could not do on its last round.
+	Errors  []string
+	Version string
+	// Seen is when it last called in.
+	Seen time.Time
 }
 
 // Flavor is a named VM shape, as in Nova.
@@ -506,6 +529,12 @@ type Store interface {
 	Hypervisors(ctx context.Context) ([]Hypervisor, error)
 	// DeleteHypervisor forgets a hypervisor; one with VMs is ErrConflict.
 	DeleteHypervisor(ctx context.Context, nodeID string) error
+	// PutHypervisorAgent keeps what a hypervisor's agent reported
+	// (ErrNotFound when the node is no hypervisor); HypervisorAgent reads
+	// it back (ErrNotFound when its agent never called in). Deleting the
+	// hypervisor forgets it.
+	PutHypervisorAgent(ctx context.Context, a HypervisorAgent) error
+	HypervisorAgent(ctx context.Context, nodeID string) (HypervisorAgent, error)
 
 	// CreateFlavor adds a flavor; a name already taken is ErrConflict.
 	CreateFlavor(ctx context.Context, f Flavor) error

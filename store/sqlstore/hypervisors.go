@@ -120,6 +120,13 @@ func (s *Store) DeleteHypervisor(ctx context.Context, nodeID string) error {
 		if n > 0 {
 			return fmt.Errorf("it has %d VMs: %w", n, store.ErrConflict)
 		}
+		// Its agent's report goes with it. Its agent's token stays: it
+		// opens nothing but this node's agent path, which answers that
+		// the node is no hypervisor, and the host keeps working when
+		// the node is made a hypervisor again.
+		if _, err := tx.exec(ctx, `DELETE FROM hypervisor_agents WHERE node_id = ?`, nodeID); err != nil {
+			return err
+		}
 		return tx.change(ctx, `DELETE FROM hypervisors WHERE node_id = ?`, nodeID)
 	})
 	if err != nil {
@@ -343,4 +350,56 @@ func (s *Store) DeleteVM(ctx context.Context, nodeID string) error {
 		return fmt.Errorf("delete vm %s: %w", nodeID, err)
 	}
 	return nil
+}
+
+// PutHypervisorAgent implements store.Store.
+func (s *Store) PutHypervisorAgent(ctx context.Context, a store.HypervisorAgent) error {
+	if a.Seen.IsZero() {
+		a.Seen = time.Now().UTC()
+	}
+	if a.Errors == nil {
+		a.Errors = []string{}
+	}
+	var gpus []byte
+	if len(a.GPUs) > 0 {
+		gpus = []byte(a.GPUs)
+	}
+	err := s.tx(ctx, func(tx runner) error {
+		var one int
+		if err := tx.row(ctx, `SELECT 1 FROM hypervisors WHERE node_id = ?`, a.NodeID).Scan(&one); err != nil {
+			return noRows(err)
+		}
+		_, err := tx.exec(ctx, `INSERT INTO hypervisor_agents (node_id, booted, applied, gpus, errors, version, seen)
+			VALUES (?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (node_id) DO UPDATE SET booted = excluded.booted, applied = excluded.applied, gpus = excluded.gpus,
+			errors = excluded.errors, version = excluded.version, seen = excluded.seen`,
+			a.NodeID, nanos(a.Booted), a.Applied, gpus, jsonText(a.Errors), a.Version, nanos(a.Seen))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("put hypervisor agent %s: %w", a.NodeID, err)
+	}
+	return nil
+}
+
+// HypervisorAgent implements store.Store.
+func (s *Store) HypervisorAgent(ctx context.Context, nodeID string) (store.HypervisorAgent, error) {
+	a, err := one(ctx, s.db, func(r scanner) (store.HypervisorAgent, error) {
+		var a store.HypervisorAgent
+		var booted, seen int64
+		var gpus []byte
+		var errs string
+		if err := r.Scan(&a.NodeID, &booted, &a.Applied, &gpus, &errs, &a.Version, &seen); err != nil {
+			return a, err
+		}
+		a.Booted, a.Seen, a.GPUs = fromNanos(booted), fromNanos(seen), rawJSON(gpus)
+		if err := json.Unmarshal([]byte(errs), &a.Errors); err != nil {
+			return a, fmt.Errorf("errors %q: %w", errs, err)
+		}
+		return a, nil
+	}, `SELECT node_id, booted, applied, gpus, errors, version, seen FROM hypervisor_agents WHERE node_id = ?`, nodeID)
+	if err != nil {
+		return a, fmt.Errorf("hypervisor agent %s: %w", nodeID, err)
+	}
+	return a, nil
 }

@@ -189,6 +189,15 @@ var sqliteMigrations = []string{
 		PRIMARY KEY (hypervisor, device, slot)
 	);
 	CREATE INDEX vm_devices_vm ON vm_devices(vm);`,
+	`CREATE TABLE hypervisor_agents (
+		node_id TEXT PRIMARY KEY REFERENCES hypervisors(node_id) ON DELETE CASCADE,
+		booted  INTEGER NOT NULL,
+		applied TEXT NOT NULL,
+		gpus    BLOB,
+		errors  TEXT NOT NULL,
+		version TEXT NOT NULL,
+		seen    INTEGER NOT NULL
+	);`,
 }
 
 // postgresMigrations build the PostgreSQL schema. nodes_name makes node
@@ -378,4 +387,13 @@ var postgresMigrations = []string{
 		PRIMARY KEY (hypervisor, device, slot)
 	);
 	CREATE INDEX vm_devices_vm ON vm_devices(vm);`,
+	`CREATE TABLE hypervisor_agents (
+		node_id TEXT PRIMARY KEY REFERENCES hypervisors(node_id) ON DELETE CASCADE,
+		booted  BIGINT NOT NULL,
+		applied TEXT NOT NULL,
+		gpus    BYTEA,
+		errors  TEXT NOT NULL,
+		version TEXT NOT NULL,
+		seen    BIGINT NOT NULL
+	);`,
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -48,6 +49,37 @@ func testHypervisors(t *testing.T, open Opener) {
 	}
 	if _, err := s.Hypervisor(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("unknown hypervisor: %v", err)
+	}
+
+	// The agent's report: kept per hypervisor, replaced by the next,
+	// and gone with the hypervisor.
+	if err := s.PutHypervisorAgent(ctx, store.HypervisorAgent{NodeID: "nope"}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("agent report of no hypervisor: %v", err)
+	}
+	if _, err := s.HypervisorAgent(ctx, n.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("agent that never called in: %v", err)
+	}
+	booted := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	rep := store.HypervisorAgent{NodeID: n.ID, Booted: booted, Applied: "mig 3g.40gb,2g.20gb,1g.10gb,1g.10gb",
+		GPUs: []byte(`{"gpus":[{"index":0}]}`), Errors: []string{"GPU 1: pending reset"}, Version: "v1", Seen: booted.Add(time.Minute)}
+	if err := s.PutHypervisorAgent(ctx, rep); err != nil {
+		t.Fatal(err)
+	}
+	rep.Errors, rep.GPUs, rep.Seen = []string{}, nil, booted.Add(2*time.Minute)
+	if err := s.PutHypervisorAgent(ctx, rep); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.HypervisorAgent(ctx, n.ID); err != nil || cmp.Diff(rep, got) != "" {
+		t.Errorf("agent report (-put +got): %v\n%s", err, cmp.Diff(rep, got))
+	}
+	if err := s.DeleteHypervisor(ctx, n.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.HypervisorAgent(ctx, n.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("agent report after its hypervisor went: %v", err)
+	}
+	if err := s.PutHypervisor(ctx, h); err != nil {
+		t.Fatal(err)
 	}
 
 	f := store.Flavor{Name: "g1.mig3", VCPUs: 16, MemoryMiB: 65536, DiskGiB: 40, Arch: boot.ArchX86_64, GPUModel: "A100", GPUMode: "mig", GPUProfile: "3g.40gb", GPUCount: 1}

@@ -1,0 +1,112 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/hypervisor"
+	"github.com/rackboot/rackboot/store"
+)
+
+// HypervisorAgentToken is a hypervisor agent's new credential, shown
+// once, with the configuration line it reads; the host keeps them in
+// hypervisor.AgentConfigPath and hypervisor.AgentTokenPath.
+type HypervisorAgentToken struct {
+	Node   string `json:"node"`
+	Token  string `json:"token"`
+	Config string `json:"config"`
+	// Binary is where the agent for the node's architecture is served,
+	// and its SHA-256.
+	Binary string `json:"binary"`
+	SHA256 string `json:"sha256"`
+}
+
+// issueHypervisorToken makes node n's hypervisor agent token, replacing
+// any it had: the agent's one credential, which opens its own agent path
+// and nothing else.
+func (s *Server) issueHypervisorToken(ctx context.Context, n store.Node) (hypervisor.Agent, error) {
+	if s.HypervisorAgent == nil {
+		return hypervisor.Agent{}, fmt.Errorf("%w: this server serves no hypervisor agent", hypervisor.ErrInvalid)
+	}
+	a, err := s.HypervisorAgent(n.ID, n.Arch)
+	if err != nil {
+		return hypervisor.Agent{}, fmt.Errorf("%w: %v", hypervisor.ErrInvalid, err)
+	}
+	if err := s.Store.DeleteTokens(ctx, store.TokenHypervisor, n.ID, ""); err != nil {
+		return hypervisor.Agent{}, err
+	}
+	secret, hash := NewSecret()
+	if _, err := s.Store.CreateToken(ctx, store.Token{Hash: hash, Kind: store.TokenHypervisor, Name: "hypervisor agent of " + nodeLabel(n), NodeID: n.ID}); err != nil {
+		return hypervisor.Agent{}, err
+	}
+	a.Token = secret
+	return a, nil
+}
+
+func nodeLabel(n store.Node) string {
+	if n.Name != "" {
+		return n.Name
+	}
+	return n.ID
+}
+
+// hypervisorAgentToken issues a hypervisor's agent token for a host that
+// was not deployed by rackboot (hypervisor add): the operator installs it
+// with the agent.
+func (s *Server) hypervisorAgentToken(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	n, err := s.Store.Node(ctx, chi.URLParam(r, "id"))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if _, err := s.Store.Hypervisor(ctx, n.ID); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			writeError(w, http.StatusNotFound, "not_found", nodeLabel(n)+" is no hypervisor (rackboot hypervisor add)")
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	if n.Arch == boot.ArchUnknown {
+		writeError(w, http.StatusConflict, "conflict", nodeLabel(n)+" has no known architecture: inspect it first")
+		return
+	}
+	a, err := s.issueHypervisorToken(ctx, n)
+	if err != nil {
+		s.failVM(w, r, err)
+		return
+	}
+	s.Store.AddEvent(ctx, store.Event{NodeID: n.ID, Actor: principal(r).Actor, Kind: "hypervisor", Reason: "agent-token", Message: "a new hypervisor agent token was issued; the previous one is revoked"})
+	writeJSON(w, http.StatusOK, HypervisorAgentToken{Node: n.ID, Token: a.Token, Config: a.Config, Binary: a.BinaryURL, SHA256: a.SHA256})
+}
+
+// agentHypervisor is a hypervisor's agent calling in: what its GPUs
+// carry, answered with what they must carry.
+func (s *Server) agentHypervisor(w http.ResponseWriter, r *http.Request) {
+	svc, ok := s.vms(w)
+	if !ok {
+		return
+	}
+	var rep protocol.HypervisorReport
+	if !decode(w, r, &rep) {
+		return
+	}
+	id := principal(r).NodeID
+	work, err := svc.AgentRound(r.Context(), id, rep)
+	if errors.Is(err, store.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "not_found", "node "+id+" is no hypervisor now (rackboot hypervisor add)")
+		return
+	}
+	if err != nil {
+		s.failVM(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, work)
+}

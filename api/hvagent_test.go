@@ -1,0 +1,180 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rackboot/rackboot/agent/gpuconf"
+	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/hypervisor"
+	"github.com/rackboot/rackboot/hypervisor/virttest"
+	"github.com/rackboot/rackboot/store"
+)
+
+// TestHypervisorAgent: a hypervisor's agent, with the token an admin
+// issued, is told the devices the VMs hold; a VM with a vGPU starts once
+// the agent reports its mediated device, and is not kept when the agent
+// says it could not make it.
+func TestHypervisorAgent(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	admin, tech, ro := f.tokens[store.RoleAdmin], f.tokens[store.RoleTech], f.tokens[store.RoleReadonly]
+	d := virttest.New([]boot.Arch{boot.ArchX86_64}, nil)
+	f.api.VMs = &hypervisor.Service{Store: f.st, Dial: d.Dial, DeviceWait: 3 * time.Second}
+	f.api.HypervisorAgent = testHypervisorAgent
+
+	mac, _ := net.ParseMAC("52:54:00:12:34:96")
+	n, _, err := f.st.EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientX64UEFI}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := os.ReadFile(filepath.Join("..", "agent", "inventory", "testdata", "t4.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.st.SetInventory(ctx, n.ID, inv, nil)
+	f.st.UpdateNode(ctx, n.ID, store.NodePatch{Name: ptr("t4-01")})
+	tokenPath := "/api/v1/hypervisors/t4-01/agent-token"
+	if code, b := f.call(t, nil, "POST", tokenPath, admin, ""); code != 404 || !strings.Contains(string(b), "no hypervisor") {
+		t.Errorf("a token for a node that is no hypervisor: %d %s", code, b)
+	}
+	if _, err := f.api.VMs.SetHypervisor(ctx, n.ID, hypervisor.Settings{URI: "qemu+tls://t4-01/system", GPUMode: "vgpu", GPUProfile: "nvidia-230", VGPUMax: 4, Bridge: "br0"}, "user:test"); err != nil {
+		t.Fatal(err)
+	}
+	if code, b := f.call(t, nil, "POST", tokenPath, tech, ""); code != 403 {
+		t.Errorf("a tech issuing an agent token: %d %s", code, b)
+	}
+	code, b := f.call(t, nil, "POST", tokenPath, admin, "")
+	var issued HypervisorAgentToken
+	if code != 200 || json.Unmarshal(b, &issued) != nil || !strings.HasPrefix(issued.Token, TokenPrefix) || !strings.Contains(issued.Config, "rackboot.node="+n.ID) {
+		t.Fatalf("agent token: %d %s", code, b)
+	}
+	token := issued.Token
+	agentPath := "/api/v1/agent/hypervisors/" + n.ID
+	if code, b := f.call(t, nil, "POST", "/api/v1/agent/hypervisors/"+f.node.ID, token, `{}`); code != 403 {
+		t.Errorf("the token on another node's path: %d %s", code, b)
+	}
+	if code, b := f.call(t, nil, "POST", agentPath, token, `{"gpus":"not a state"}`); code != 400 {
+		t.Errorf("a report with a broken GPU state: %d %s", code, b)
+	}
+
+	booted := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
+	// round is one call of the agent, with the mdevs the cards carry
+	// and its errors.
+	round := func(mdevs []string, errs ...string) protocol.HypervisorWork {
+		t.Helper()
+		st := gpuconf.State{GPUs: []gpuconf.GPUState{{Index: 0, PCIAddress: "0000:3b:00.0", MIGMode: "[N/A]", MIGPending: "[N/A]"}}}
+		for _, m := range mdevs {
+			st.GPUs[0].Mdevs = append(st.GPUs[0].Mdevs, gpuconf.Mdev{UUID: m, Type: "nvidia-230", Parent: "0000:3b:00.0", GPU: "0000:3b:00.0"})
+		}
+		gpus, _ := json.Marshal(st)
+		body, _ := json.Marshal(protocol.HypervisorReport{Booted: booted, Applied: "vgpu nvidia-230", GPUs: gpus, Errors: errs, Version: "test"})
+		code, b := f.call(t, nil, "POST", agentPath, token, string(body))
+		var w protocol.HypervisorWork
+		if code != 200 || json.Unmarshal(b, &w) != nil {
+			t.Fatalf("agent round: %d %s", code, b)
+		}
+		return w
+	}
+	if w := round(nil); w.GPUMode != "vgpu" || w.GPUProfile != "nvidia-230" || len(w.Devices) != 0 || time.Duration(w.Interval) != hypervisor.AgentInterval {
+		t.Errorf("work with no VMs: %+v", w)
+	}
+
+	// create runs a VM's create as the API does, and waits for its
+	// answer in the background.
+	create := func(name string) chan [2]any {
+		done := make(chan [2]any, 1)
+		go func() {
+			code, b := f.call(t, nil, "POST", "/api/v1/vms", tech, `{"name":"`+name+`","shape":{"vcpus":2,"memory_mib":2048,"disk_gib":10,"arch":"x86_64","gpu_mode":"vgpu","gpu_profile":"nvidia-230","gpu_count":1}}`)
+			done <- [2]any{code, string(b)}
+		}()
+		return done
+	}
+	// pending waits for the work to name a device of a VM not yet
+	// reported.
+	pending := func(have []string) protocol.HypervisorWork {
+		t.Helper()
+		for i := 0; i < 200; i++ {
+			if w := round(have); len(w.Devices) > len(have) {
+				if time.Duration(w.Interval) != hypervisor.AgentIntervalPending {
+					t.Errorf("interval while a device waits: %v", w.Interval)
+				}
+				return w
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatal("the VM's device never reached the agent's work")
+		return protocol.HypervisorWork{}
+	}
+	done := create("vm-a")
+	select {
+	case r := <-done:
+		t.Fatalf("create: %v", r)
+	case <-time.After(200 * time.Millisecond):
+	}
+	w := pending(nil)
+	dev := w.Devices[0]
+	if dev.Kind != protocol.DeviceVGPU || dev.GPU != "0000:3b:00.0" || dev.Profile != "nvidia-230" || dev.Mdev == "" {
+		t.Errorf("the VM's device: %+v", dev)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("the VM was created before its mdev was reported: %v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+	round([]string{dev.Mdev})
+	if r := <-done; r[0] != 201 {
+		t.Fatalf("create with its mdev reported: %v", r)
+	}
+	if dom, ok := d.Domain("vm-a"); !ok || !strings.Contains(dom.XML, dev.Mdev) {
+		t.Errorf("vm-a's domain: %v %+v", ok, dom)
+	}
+
+	// The agent says it could not make the second VM's device: the
+	// create fails with its words and keeps nothing.
+	done = create("vm-b")
+	w = pending([]string{dev.Mdev})
+	var second string
+	for _, x := range w.Devices {
+		if x.Mdev != dev.Mdev {
+			second = x.Mdev
+		}
+	}
+	round([]string{dev.Mdev}, "create mdev "+second+": 0000:3b:00.0 has no room for another nvidia-230")
+	if r := <-done; r[0] != 502 || !strings.Contains(r[1].(string), "could not make mediated device") || !strings.Contains(r[1].(string), "no room") {
+		t.Errorf("create whose mdev the agent could not make: %v", r)
+	}
+	if _, err := f.st.Node(ctx, "vm-b"); err == nil {
+		t.Error("vm-b was kept")
+	}
+	// An agent that stays silent: the create gives up after DeviceWait.
+	done = create("vm-c")
+	if r := <-done; r[0] != 502 || !strings.Contains(r[1].(string), "has not reported mediated devices") {
+		t.Errorf("create with a silent agent: %v", r)
+	}
+
+	// What the agent said is on the hypervisor's page.
+	code, b = f.call(t, nil, "GET", "/api/v1/hypervisors/t4-01", ro, "")
+	var hv Hypervisor
+	if code != 200 || json.Unmarshal(b, &hv) != nil || hv.Agent == nil || hv.Agent.Applied != "vgpu nvidia-230" || hv.Agent.GPUs == nil || len(hv.Agent.Errors) != 1 {
+		t.Errorf("the hypervisor with its agent: %d %s", code, b)
+	}
+	// A new boot is an event.
+	booted = booted.Add(time.Hour)
+	round([]string{dev.Mdev})
+	evs, _ := f.st.Events(ctx, store.EventFilter{NodeID: n.ID})
+	found := false
+	for _, e := range evs {
+		found = found || e.Reason == "rebooted"
+	}
+	if !found {
+		t.Errorf("no reboot event: %+v", evs)
+	}
+}

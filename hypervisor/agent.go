@@ -1,0 +1,210 @@
+package hypervisor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rackboot/rackboot/agent/gpuconf"
+	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/hypervisor/placement"
+	"github.com/rackboot/rackboot/store"
+)
+
+// How often a hypervisor's agent is asked to call in: soon while a VM
+// waits for a device the agent has not reported yet, seldom otherwise.
+const (
+	AgentIntervalPending = 2 * time.Second
+	AgentInterval        = 15 * time.Second
+)
+
+// AgentRound keeps what a hypervisor's agent reported and answers with
+// the layout its GPUs must carry and the devices its VMs hold.
+func (s *Service) AgentRound(ctx context.Context, nodeID string, rep protocol.HypervisorReport) (protocol.HypervisorWork, error) {
+	h, err := s.Store.Hypervisor(ctx, nodeID)
+	if err != nil {
+		return protocol.HypervisorWork{}, fmt.Errorf("hypervisor agent %s: %w", nodeID, err)
+	}
+	if len(rep.GPUs) > 0 && string(rep.GPUs) != "null" {
+		var st gpuconf.State
+		if err := json.Unmarshal(rep.GPUs, &st); err != nil {
+			return protocol.HypervisorWork{}, invalid("gpus: %v", err)
+		}
+	} else {
+		rep.GPUs = nil
+	}
+	if len(rep.Errors) > 64 {
+		rep.Errors = append(rep.Errors[:63], fmt.Sprintf("and %d more", len(rep.Errors)-63))
+	}
+	prev, perr := s.Store.HypervisorAgent(ctx, nodeID)
+	a := store.HypervisorAgent{NodeID: nodeID, Booted: rep.Booted, Applied: rep.Applied, GPUs: rep.GPUs, Errors: rep.Errors, Version: rep.Version}
+	if err := s.Store.PutHypervisorAgent(ctx, a); err != nil {
+		return protocol.HypervisorWork{}, err
+	}
+	if perr == nil && !prev.Booted.IsZero() && !rep.Booted.Equal(prev.Booted) {
+		s.event(ctx, nodeID, "hypervisor:"+nodeID, "rebooted", fmt.Sprintf("the hypervisor booted at %s; its agent applied %q again", rep.Booted.Format(time.RFC3339), rep.Applied))
+	}
+	vms, err := s.Store.VMs(ctx, nodeID)
+	if err != nil {
+		return protocol.HypervisorWork{}, err
+	}
+	w := protocol.HypervisorWork{GPUMode: h.GPUMode, GPUProfile: h.GPUProfile, Devices: []protocol.HypervisorDevice{}, Interval: protocol.Duration(AgentInterval)}
+	have := reportedMdevs(rep.GPUs)
+	for _, vm := range vms {
+		for _, d := range vm.Devices {
+			switch d.Kind {
+			case string(placement.Passthrough):
+				w.Devices = append(w.Devices, protocol.HypervisorDevice{VM: vm.NodeID, Kind: protocol.DevicePassthrough, GPU: d.GPU})
+			case string(placement.VGPU), string(placement.MIG):
+				w.Devices = append(w.Devices, protocol.HypervisorDevice{VM: vm.NodeID, Kind: d.Kind, GPU: d.GPU, Profile: mdevProfile(h, d), Mdev: d.Mdev})
+				if !have[d.Mdev] {
+					w.Interval = protocol.Duration(AgentIntervalPending)
+				}
+			}
+		}
+	}
+	sort.Slice(w.Devices, func(i, j int) bool {
+		if w.Devices[i].GPU != w.Devices[j].GPU {
+			return w.Devices[i].GPU < w.Devices[j].GPU
+		}
+		return w.Devices[i].Mdev < w.Devices[j].Mdev
+	})
+	return w, nil
+}
+
+// mdevProfile is what the agent makes a VM's mediated device of: the
+// hypervisor's vGPU type, or the VM's MIG profile (the agent finds the
+// MIG-backed vGPU type that carries it).
+func mdevProfile(h store.Hypervisor, d store.VMDevice) string {
+	if d.Kind == string(placement.VGPU) {
+		return h.GPUProfile
+	}
+	return d.Profile
+}
+
+// reportedMdevs are the mediated devices a report says the cards carry.
+func reportedMdevs(gpus json.RawMessage) map[string]bool {
+	have := map[string]bool{}
+	var st gpuconf.State
+	if len(gpus) == 0 || json.Unmarshal(gpus, &st) != nil {
+		return have
+	}
+	for _, g := range st.GPUs {
+		for _, m := range g.Mdevs {
+			have[strings.ToLower(m.UUID)] = true
+		}
+	}
+	return have
+}
+
+// ErrDevices is a VM's mediated device its hypervisor's agent did not
+// make in time, or said it could not make.
+var ErrDevices = fmt.Errorf("%w: devices not ready", ErrHypervisor)
+
+// DeviceWait is how long a VM's start waits for the hypervisor's agent to
+// report its mediated devices.
+const DeviceWait = 90 * time.Second
+
+// waitDevices waits until the hypervisor's agent reports every mediated
+// device the VM names. A hypervisor whose agent never called in is
+// managed by hand: its operator makes the devices, and libvirt says so
+// when one is missing.
+func (s *Service) waitDevices(ctx context.Context, vm store.VM) error {
+	var want []string
+	for _, d := range vm.Devices {
+		if d.Mdev != "" {
+			want = append(want, strings.ToLower(d.Mdev))
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	if _, err := s.Store.HypervisorAgent(ctx, vm.Hypervisor); errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	wait := s.DeviceWait
+	if wait == 0 {
+		wait = DeviceWait
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		a, err := s.Store.HypervisorAgent(ctx, vm.Hypervisor)
+		if err != nil {
+			return err
+		}
+		have := reportedMdevs(a.GPUs)
+		var missing []string
+		for _, m := range want {
+			if !have[m] {
+				missing = append(missing, m)
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		// The agent has seen this VM's devices once it reported after
+		// they were stored: its errors are then about them.
+		if a.Seen.After(vm.Created) && len(a.Errors) > 0 {
+			for _, e := range a.Errors {
+				for _, m := range missing {
+					if strings.Contains(e, m) {
+						return fmt.Errorf("%w: the hypervisor's agent could not make mediated device %s: %s", ErrDevices, m, e)
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			why := "it last called in " + a.Seen.Format(time.RFC3339)
+			if len(a.Errors) > 0 {
+				why += "; it said: " + strings.Join(a.Errors, "; ")
+			}
+			return fmt.Errorf("%w: the hypervisor's agent has not reported mediated devices %s within %s (%s)", ErrDevices, strings.Join(missing, ", "), wait, why)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// AgentView is what a hypervisor's agent last said, for the API and UI.
+type AgentView struct {
+	Seen    time.Time      `json:"seen"`
+	Booted  time.Time      `json:"booted,omitzero"`
+	Applied string         `json:"applied"`
+	Errors  []string       `json:"errors"`
+	Version string         `json:"version,omitempty"`
+	GPUs    *gpuconf.State `json:"gpus,omitempty"`
+	// Stale says the agent has not called in for three of its intervals.
+	Stale bool `json:"stale"`
+}
+
+// Agent is what hypervisor ref's agent last reported; ok is false when it
+// never called in.
+func (s *Service) Agent(ctx context.Context, nodeID string) (AgentView, bool, error) {
+	a, err := s.Store.HypervisorAgent(ctx, nodeID)
+	if errors.Is(err, store.ErrNotFound) {
+		return AgentView{}, false, nil
+	}
+	if err != nil {
+		return AgentView{}, false, err
+	}
+	v := AgentView{Seen: a.Seen, Booted: a.Booted, Applied: a.Applied, Errors: slices.Clip(a.Errors), Version: a.Version,
+		Stale: time.Since(a.Seen) > 3*AgentInterval}
+	if v.Errors == nil {
+		v.Errors = []string{}
+	}
+	if len(a.GPUs) > 0 {
+		var st gpuconf.State
+		if json.Unmarshal(a.GPUs, &st) == nil {
+			v.GPUs = &st
+		}
+	}
+	return v, true, nil
+}
