@@ -15,88 +15,88 @@ const smiQuery = "nvidia-smi --query-gpu=index,pci.bus_id,mig.mode.current,mig.m
 // a100Host is two A100-SXM4-40GB and an NVSwitch, which is no GPU.
 func a100Host(t *testing.T, state string) (*Host, *script) {
 	tr := newTree(t)
-	tr.pci("0000:07:00.0", "10de", "20b0", "030200")
-	tr.pci("0000:0f:00.0", "10de", "20b0", "030200")
-	tr.pci("0000:c1:00.0", "10de", "1af1", "068000")
-	q := reply{file: "a100x2/query.txt"}
+	tr.PCI("0000:07:00.0", "10de", "20b0", "030200")
+	tr.PCI("0000:0f:00.0", "10de", "20b0", "030200")
+	tr.PCI("0000:c1:00.0", "10de", "1af1", "068000")
+	q := reply{File: "a100x2/query.txt"}
 	none := map[string]reply{
-		"nvidia-smi mig -lgi": {file: "lgi-none.txt", fail: true},
-		"nvidia-smi mig -lci": {file: "lci-none.txt", fail: true},
+		"nvidia-smi mig -lgi": {File: "lgi-none.txt", Fail: true},
+		"nvidia-smi mig -lci": {File: "lci-none.txt", Fail: true},
 	}
-	s := &script{t: t, state: state, table: map[string]map[string]reply{
+	s := &script{T: t, State: state, Table: map[string]map[string]reply{
 		"empty": {
 			smiQuery:                          q,
 			"nvidia-smi mig -lgi":             none["nvidia-smi mig -lgi"],
 			"nvidia-smi mig -lci":             none["nvidia-smi mig -lci"],
-			"nvidia-smi mig -lgip":            {file: "a100x2/lgip.txt"},
-			"nvidia-smi mig -i 0 -cgi 9,9 -C": {file: "a100x2/cgi-0.txt", next: "gpu0"},
+			"nvidia-smi mig -lgip":            {File: "a100x2/lgip.txt"},
+			"nvidia-smi mig -i 0 -cgi 9,9 -C": {File: "a100x2/cgi-0.txt", Next: "gpu0"},
 		},
 		"gpu0": {
-			"nvidia-smi mig -i 1 -cgi 9,9 -C": {file: "a100x2/cgi-1.txt", next: "layout"},
+			"nvidia-smi mig -i 1 -cgi 9,9 -C": {File: "a100x2/cgi-1.txt", Next: "layout"},
 		},
 		"layout": {
 			smiQuery:              q,
-			"nvidia-smi mig -lgi": {file: "a100x2/lgi-3g.txt"},
-			"nvidia-smi mig -lci": {file: "a100x2/lci-3g.txt"},
-			"nvidia-smi -L":       {file: "a100x2/list-3g.txt"},
+			"nvidia-smi mig -lgi": {File: "a100x2/lgi-3g.txt"},
+			"nvidia-smi mig -lci": {File: "a100x2/lci-3g.txt"},
+			"nvidia-smi -L":       {File: "a100x2/list-3g.txt"},
 		},
 		// GPU 0 carries the layout, GPU 1 a single 7g.40gb.
 		"mixed": {
 			smiQuery:                   q,
-			"nvidia-smi mig -lgi":      {file: "a100x2/lgi-mixed.txt"},
-			"nvidia-smi mig -lci":      {file: "a100x2/lci-mixed.txt"},
-			"nvidia-smi mig -lgip":     {file: "a100x2/lgip.txt"},
-			"nvidia-smi mig -i 1 -dci": {file: "a100x2/dci-1.txt", next: "mixed-gis"},
+			"nvidia-smi mig -lgi":      {File: "a100x2/lgi-mixed.txt"},
+			"nvidia-smi mig -lci":      {File: "a100x2/lci-mixed.txt"},
+			"nvidia-smi mig -lgip":     {File: "a100x2/lgip.txt"},
+			"nvidia-smi mig -i 1 -dci": {File: "a100x2/dci-1.txt", Next: "mixed-gis"},
 		},
 		"mixed-gis": {
-			"nvidia-smi mig -i 1 -dgi": {file: "a100x2/dgi-1.txt", next: "gpu0"},
+			"nvidia-smi mig -i 1 -dgi": {File: "a100x2/dgi-1.txt", Next: "gpu0"},
 		},
 	}}
-	return &Host{Root: tr.root, Runner: s}, s
+	return &Host{Root: tr.Root, Runner: s}, s
 }
 
 // h100Host is one H100 80GB HBM3.
 func h100Host(t *testing.T, state string) (*Host, *script) {
 	tr := newTree(t)
-	tr.pci("0000:18:00.0", "10de", "2330", "030200")
-	s := &script{t: t, state: state, table: map[string]map[string]reply{
+	tr.PCI("0000:18:00.0", "10de", "2330", "030200")
+	s := &script{T: t, State: state, Table: map[string]map[string]reply{
 		"off": {
-			smiQuery:                 {file: "h100/query-off.txt"},
-			"nvidia-smi -i 0 -mig 1": {file: "h100/mig1.txt", next: "on"},
-			"nvidia-smi -L":          {file: "h100/list-off.txt"},
+			smiQuery:                 {File: "h100/query-off.txt"},
+			"nvidia-smi -i 0 -mig 1": {File: "h100/mig1.txt", Next: "on"},
+			"nvidia-smi -L":          {File: "h100/list-off.txt"},
 		},
 		// A process holds the card: MIG mode can only become pending.
 		"busy": {
-			smiQuery:                 {file: "h100/query-off.txt"},
-			"nvidia-smi -i 0 -mig 1": {file: "h100/mig1-busy.txt", next: "pending"},
+			smiQuery:                 {File: "h100/query-off.txt"},
+			"nvidia-smi -i 0 -mig 1": {File: "h100/mig1-busy.txt", Next: "pending"},
 		},
 		"pending": {
-			smiQuery:        {file: "h100/query-pending.txt"},
-			"nvidia-smi -L": {file: "h100/list-off.txt"},
+			smiQuery:        {File: "h100/query-pending.txt"},
+			"nvidia-smi -L": {File: "h100/list-off.txt"},
 		},
 		"on": {
-			smiQuery:                              {file: "h100/query-on.txt"},
-			"nvidia-smi mig -lgi":                 {file: "lgi-none.txt", fail: true},
-			"nvidia-smi mig -lci":                 {file: "lci-none.txt", fail: true},
-			"nvidia-smi mig -lgip":                {file: "h100/lgip.txt"},
-			"nvidia-smi mig -i 0 -cgi 9,14,15 -C": {file: "h100/cgi.txt", next: "layout"},
+			smiQuery:                              {File: "h100/query-on.txt"},
+			"nvidia-smi mig -lgi":                 {File: "lgi-none.txt", Fail: true},
+			"nvidia-smi mig -lci":                 {File: "lci-none.txt", Fail: true},
+			"nvidia-smi mig -lgip":                {File: "h100/lgip.txt"},
+			"nvidia-smi mig -i 0 -cgi 9,14,15 -C": {File: "h100/cgi.txt", Next: "layout"},
 		},
 		// MIG is on, but set to go off at the next reset.
 		"disabling": {
-			smiQuery:                 {file: "h100/query-disabling.txt"},
-			"nvidia-smi -i 0 -mig 1": {file: "h100/mig1.txt", next: "layout"},
+			smiQuery:                 {File: "h100/query-disabling.txt"},
+			"nvidia-smi -i 0 -mig 1": {File: "h100/mig1.txt", Next: "layout"},
 		},
 		"layout": {
-			smiQuery:              {file: "h100/query-on.txt"},
-			"nvidia-smi mig -lgi": {file: "h100/lgi-layout.txt"},
-			"nvidia-smi mig -lci": {file: "h100/lci-layout.txt"},
-			"nvidia-smi -L":       {file: "h100/list-layout.txt"},
+			smiQuery:              {File: "h100/query-on.txt"},
+			"nvidia-smi mig -lgi": {File: "h100/lgi-layout.txt"},
+			"nvidia-smi mig -lci": {File: "h100/lci-layout.txt"},
+			"nvidia-smi -L":       {File: "h100/list-layout.txt"},
 		},
 	}}
-	return &Host{Root: tr.root, Runner: s}, s
+	return &Host{Root: tr.Root, Runner: s}, s
 }
 
-func calls(s *script) string { return strings.Join(s.calls, "\n") + "\n" }
+func calls(s *script) string { return strings.Join(s.Calls, "\n") + "\n" }
 
 var a100Layout = []string{"3g.20gb", "3g.20gb"}
 
@@ -125,8 +125,8 @@ func TestApplyMIG(t *testing.T) {
 			if err := h.ApplyMIG(context.Background(), tc.layout); err != nil {
 				t.Fatal(err)
 			}
-			if s.state != tc.end {
-				t.Errorf("host left in state %s, want %s", s.state, tc.end)
+			if s.State != tc.end {
+				t.Errorf("host left in state %s, want %s", s.State, tc.end)
 			}
 			golden(t, tc.name+".calls", calls(s))
 		})
@@ -142,33 +142,33 @@ func TestApplyMIGReboot(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := calls(s)
-	s.calls = nil
+	s.Calls = nil
 	if err := h.ApplyMIG(ctx, a100Layout); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range s.calls {
+	for _, c := range s.Calls {
 		if strings.Contains(c, "-cgi") || strings.Contains(c, "-dgi") || strings.Contains(c, "-dci") {
 			t.Errorf("applied on a host that carries the layout: %s", c)
 		}
 	}
-	s.state, s.calls = "empty", nil // the reboot
+	s.State, s.Calls = "empty", nil // the reboot
 	if err := h.ApplyMIG(ctx, a100Layout); err != nil {
 		t.Fatal(err)
 	}
 	if d := cmp.Diff(first, calls(s)); d != "" {
 		t.Errorf("after the reboot (-first apply +this one):\n%s", d)
 	}
-	if s.state != "layout" {
-		t.Errorf("host left in state %s", s.state)
+	if s.State != "layout" {
+		t.Errorf("host left in state %s", s.State)
 	}
 }
 
 func TestApplyMIGRefused(t *testing.T) {
 	t4 := func(t *testing.T, _ string) (*Host, *script) {
 		tr := newTree(t)
-		tr.pci("0000:3b:00.0", "10de", "1eb8", "030200")
-		s := &script{t: t}
-		return &Host{Root: tr.root, Runner: s}, s
+		tr.PCI("0000:3b:00.0", "10de", "1eb8", "030200")
+		s := &script{T: t}
+		return &Host{Root: tr.Root, Runner: s}, s
 	}
 	for _, tc := range []struct {
 		name   string
@@ -189,8 +189,8 @@ func TestApplyMIGRefused(t *testing.T) {
 			if !errors.Is(err, ErrLayout) || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("ApplyMIG(%q) = %v, want ErrLayout saying %q", tc.layout, err, tc.want)
 			}
-			if len(s.calls) > 0 {
-				t.Errorf("a refused layout ran %q", s.calls)
+			if len(s.Calls) > 0 {
+				t.Errorf("a refused layout ran %q", s.Calls)
 			}
 		})
 	}
@@ -220,7 +220,7 @@ func TestApplyMIGPending(t *testing.T) {
 			if !strings.Contains(err.Error(), "reset or a reboot") {
 				t.Errorf("error %q does not say what makes the mode effective", err)
 			}
-			if d := cmp.Diff(tc.calls, s.calls); d != "" {
+			if d := cmp.Diff(tc.calls, s.Calls); d != "" {
 				t.Errorf("calls (-want +got):\n%s", d)
 			}
 		})
@@ -248,7 +248,7 @@ func TestState(t *testing.T) {
 				t.Fatal(err)
 			}
 			golden(t, tc.name+".json", string(b)+"\n")
-			for _, c := range s.calls {
+			for _, c := range s.Calls {
 				if strings.Contains(c, "-cgi") || strings.Contains(c, "-d") || strings.Contains(c, "-mig") {
 					t.Errorf("State changed the cards: %s", c)
 				}

@@ -17,7 +17,7 @@ const t4 = "0000:3b:00.0"
 // made on the card itself.
 func t4Host(t *testing.T) (*Host, *tree, *script) {
 	tr := newTree(t)
-	tr.pci(t4, "10de", "1eb8", "030200")
+	tr.PCI(t4, "10de", "1eb8", "030200")
 	for _, ty := range []struct {
 		id, name string
 		avail    int
@@ -28,10 +28,10 @@ func t4Host(t *testing.T) (*Host, *tree, *script) {
 		{"nvidia-233", "GRID T4-8Q", 2},
 		{"nvidia-234", "GRID T4-16Q", 1},
 	} {
-		tr.mdevType(t4, ty.id, ty.name, ty.avail)
+		tr.MdevType(t4, ty.id, ty.name, ty.avail)
 	}
-	s := &script{t: t}
-	return &Host{Root: tr.root, Runner: s}, tr, s
+	s := &script{T: t}
+	return &Host{Root: tr.Root, Runner: s}, tr, s
 }
 
 func typeDir(parent, typ string) string {
@@ -45,10 +45,10 @@ func TestMdevLifecycle(t *testing.T) {
 	if err := h.CreateMdev(ctx, t4, "nvidia-222", id); err != nil {
 		t.Fatal(err)
 	}
-	if got := tr.read(typeDir(t4, "nvidia-222") + "/create"); got != id {
+	if got := tr.Read(typeDir(t4, "nvidia-222") + "/create"); got != id {
 		t.Errorf("create holds %q, want %q", got, id)
 	}
-	tr.kernelCreate(t4, "nvidia-222")
+	tr.KernelCreate(t4, "nvidia-222")
 	ms, err := h.Mdevs(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +60,7 @@ func TestMdevLifecycle(t *testing.T) {
 	if err := h.RemoveMdev(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if got := tr.read(devDir(t4) + "/" + id + "/remove"); got != "1" {
+	if got := tr.Read(devDir(t4) + "/" + id + "/remove"); got != "1" {
 		t.Errorf("remove holds %q, want 1", got)
 	}
 	if err := h.RemoveMdev(ctx, "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"); !errors.Is(err, ErrNoMdev) {
@@ -83,13 +83,13 @@ func TestCreateMdevRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, tr, _ := t4Host(t)
-			tr.write(typeDir(t4, "nvidia-234")+"/available_instances", "0\n")
+			tr.Write(typeDir(t4, "nvidia-234")+"/available_instances", "0\n")
 			err := h.CreateMdev(context.Background(), tc.parent, tc.typ, tc.id)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("CreateMdev = %v, want an error saying %q", err, tc.want)
 			}
 			for _, typ := range []string{"nvidia-222", "nvidia-223", "nvidia-230", "nvidia-233", "nvidia-234"} {
-				if got := tr.read(typeDir(t4, typ) + "/create"); got != "" {
+				if got := tr.Read(typeDir(t4, typ) + "/create"); got != "" {
 					t.Errorf("refused, yet %s/create holds %q", typ, got)
 				}
 			}
@@ -113,19 +113,19 @@ func TestApplyVGPU(t *testing.T) {
 	if d := cmp.Diff(want, ms); d != "" {
 		t.Errorf("ApplyVGPU (-want +got):\n%s", d)
 	}
-	if got := tr.read(typeDir(t4, "nvidia-233") + "/create"); got != StableUUID(t4, "nvidia-233", 1) {
+	if got := tr.Read(typeDir(t4, "nvidia-233") + "/create"); got != StableUUID(t4, "nvidia-233", 1) {
 		t.Errorf("last create wrote %q", got)
 	}
-	if len(s.calls) > 0 {
-		t.Errorf("a card without SR-IOV ran %q", s.calls)
+	if len(s.Calls) > 0 {
+		t.Errorf("a card without SR-IOV ran %q", s.Calls)
 	}
 
 	// The kernel made both; applying again makes nothing.
 	for i := 0; i < 2; i++ {
-		tr.write(typeDir(t4, "nvidia-233")+"/create", StableUUID(t4, "nvidia-233", i))
-		tr.kernelCreate(t4, "nvidia-233")
+		tr.Write(typeDir(t4, "nvidia-233")+"/create", StableUUID(t4, "nvidia-233", i))
+		tr.KernelCreate(t4, "nvidia-233")
 	}
-	tr.write(typeDir(t4, "nvidia-233")+"/create", "")
+	tr.Write(typeDir(t4, "nvidia-233")+"/create", "")
 	again, err := h.ApplyVGPU(ctx, "nvidia-233")
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +133,7 @@ func TestApplyVGPU(t *testing.T) {
 	if d := cmp.Diff(want, again); d != "" {
 		t.Errorf("ApplyVGPU again (-want +got):\n%s", d)
 	}
-	if got := tr.read(typeDir(t4, "nvidia-233") + "/create"); got != "" {
+	if got := tr.Read(typeDir(t4, "nvidia-233") + "/create"); got != "" {
 		t.Errorf("applied again on a full card, and wrote %q", got)
 	}
 
@@ -141,7 +141,7 @@ func TestApplyVGPU(t *testing.T) {
 	if _, err := h.ApplyVGPU(ctx, "nvidia-222"); err == nil || !strings.Contains(err.Error(), "of type nvidia-233") {
 		t.Errorf("ApplyVGPU of a second type = %v, want a refusal naming nvidia-233", err)
 	}
-	if got := tr.read(typeDir(t4, "nvidia-222") + "/create"); got != "" {
+	if got := tr.Read(typeDir(t4, "nvidia-222") + "/create"); got != "" {
 		t.Errorf("refused, yet nvidia-222/create holds %q", got)
 	}
 	if _, err := h.ApplyVGPU(ctx, "nvidia-999"); err == nil || !strings.Contains(err.Error(), "it offers nvidia-222 (GRID T4-1B)") {
@@ -165,24 +165,24 @@ const a100PCIe = "0000:41:00.0"
 // functions, which sriov-manage enables (here: four of them).
 func sriovHost(t *testing.T) (*Host, *tree, *script, []string) {
 	tr := newTree(t)
-	tr.pci(a100PCIe, "10de", "20f1", "030200")
-	tr.write(devDir(a100PCIe)+"/sriov_totalvfs", "16\n")
-	tr.write(devDir(a100PCIe)+"/sriov_numvfs", "0\n")
+	tr.PCI(a100PCIe, "10de", "20f1", "030200")
+	tr.Write(devDir(a100PCIe)+"/sriov_totalvfs", "16\n")
+	tr.Write(devDir(a100PCIe)+"/sriov_numvfs", "0\n")
 	vfs := []string{"0000:41:00.4", "0000:41:00.5", "0000:41:00.6", "0000:41:00.7"}
 	enable := func() {
 		for i, vf := range vfs {
-			tr.pci(vf, "10de", "20f1", "030200")
-			tr.link(devDir(a100PCIe), devDir(vf)+"/physfn")
-			tr.link(devDir(vf), devDir(a100PCIe)+"/virtfn"+strconv.Itoa(i))
-			tr.mdevType(vf, "nvidia-472", "NVIDIA A100-10C", 1)
-			tr.mdevType(vf, "nvidia-473", "NVIDIA A100-20C", 1)
+			tr.PCI(vf, "10de", "20f1", "030200")
+			tr.Link(devDir(a100PCIe), devDir(vf)+"/physfn")
+			tr.Link(devDir(vf), devDir(a100PCIe)+"/virtfn"+strconv.Itoa(i))
+			tr.MdevType(vf, "nvidia-472", "NVIDIA A100-10C", 1)
+			tr.MdevType(vf, "nvidia-473", "NVIDIA A100-20C", 1)
 		}
-		tr.write(devDir(a100PCIe)+"/sriov_numvfs", "4\n")
+		tr.Write(devDir(a100PCIe)+"/sriov_numvfs", "4\n")
 	}
-	s := &script{t: t, state: "vfs off", table: map[string]map[string]reply{
-		"vfs off": {"/usr/lib/nvidia/sriov-manage -e " + a100PCIe: {do: enable, next: "vfs on"}},
+	s := &script{T: t, State: "vfs off", Table: map[string]map[string]reply{
+		"vfs off": {"/usr/lib/nvidia/sriov-manage -e " + a100PCIe: {Do: enable, Next: "vfs on"}},
 	}}
-	return &Host{Root: tr.root, Runner: s}, tr, s, vfs
+	return &Host{Root: tr.Root, Runner: s}, tr, s, vfs
 }
 
 func TestApplyVGPUSRIOV(t *testing.T) {
@@ -192,13 +192,13 @@ func TestApplyVGPUSRIOV(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff([]string{"/usr/lib/nvidia/sriov-manage -e " + a100PCIe}, s.calls); d != "" {
+	if d := cmp.Diff([]string{"/usr/lib/nvidia/sriov-manage -e " + a100PCIe}, s.Calls); d != "" {
 		t.Errorf("calls (-want +got):\n%s", d)
 	}
 	var want []Mdev
 	for _, vf := range vfs {
 		want = append(want, Mdev{UUID: StableUUID(vf, "nvidia-472", 0), Type: "nvidia-472", TypeName: "NVIDIA A100-10C", Parent: vf, GPU: a100PCIe})
-		if got := tr.read(typeDir(vf, "nvidia-472") + "/create"); got != StableUUID(vf, "nvidia-472", 0) {
+		if got := tr.Read(typeDir(vf, "nvidia-472") + "/create"); got != StableUUID(vf, "nvidia-472", 0) {
 			t.Errorf("%s: create holds %q", vf, got)
 		}
 	}
@@ -207,8 +207,8 @@ func TestApplyVGPUSRIOV(t *testing.T) {
 	}
 
 	for _, vf := range vfs {
-		tr.kernelCreate(vf, "nvidia-472")
-		tr.write(typeDir(vf, "nvidia-472")+"/create", "")
+		tr.KernelCreate(vf, "nvidia-472")
+		tr.Write(typeDir(vf, "nvidia-472")+"/create", "")
 	}
 	listed, err := h.Mdevs(ctx)
 	if err != nil {
@@ -218,15 +218,15 @@ func TestApplyVGPUSRIOV(t *testing.T) {
 		t.Errorf("Mdevs (-want +got):\n%s", d)
 	}
 	// Virtual functions on and full: nothing to run, nothing to make.
-	s.calls = nil
+	s.Calls = nil
 	if _, err := h.ApplyVGPU(ctx, "nvidia-472"); err != nil {
 		t.Fatal(err)
 	}
-	if len(s.calls) > 0 {
-		t.Errorf("applied again, and ran %q", s.calls)
+	if len(s.Calls) > 0 {
+		t.Errorf("applied again, and ran %q", s.Calls)
 	}
 	for _, vf := range vfs {
-		if got := tr.read(typeDir(vf, "nvidia-472") + "/create"); got != "" {
+		if got := tr.Read(typeDir(vf, "nvidia-472") + "/create"); got != "" {
 			t.Errorf("applied again, and %s/create holds %q", vf, got)
 		}
 	}
@@ -234,7 +234,7 @@ func TestApplyVGPUSRIOV(t *testing.T) {
 
 func TestApplyVGPUNoVFs(t *testing.T) {
 	h, _, s, _ := sriovHost(t)
-	s.table["vfs off"]["/usr/lib/nvidia/sriov-manage -e "+a100PCIe] = reply{} // enables nothing
+	s.Table["vfs off"]["/usr/lib/nvidia/sriov-manage -e "+a100PCIe] = reply{} // enables nothing
 	if _, err := h.ApplyVGPU(context.Background(), "nvidia-472"); err == nil || !strings.Contains(err.Error(), "left the card with none") {
 		t.Errorf("ApplyVGPU = %v, want an error saying no virtual function came up", err)
 	}
@@ -242,14 +242,14 @@ func TestApplyVGPUNoVFs(t *testing.T) {
 
 func TestResetFunction(t *testing.T) {
 	tr := newTree(t)
-	tr.pci("0000:65:00.0", "10de", "26b9", "030200") // L40S
-	tr.write(devDir("0000:65:00.0")+"/reset", "")
-	tr.pci("0000:65:00.1", "10de", "22ba", "040300") // its audio function
-	tr.write(devDir("0000:65:00.1")+"/reset", "")
-	tr.pci("0000:01:00.0", "8086", "1592", "020000") // a NIC
-	tr.write(devDir("0000:01:00.0")+"/reset", "")
-	tr.pci("0000:66:00.0", "10de", "26b9", "030200") // no reset
-	h := &Host{Root: tr.root, Runner: &script{t: t}}
+	tr.PCI("0000:65:00.0", "10de", "26b9", "030200") // L40S
+	tr.Write(devDir("0000:65:00.0")+"/reset", "")
+	tr.PCI("0000:65:00.1", "10de", "22ba", "040300") // its audio function
+	tr.Write(devDir("0000:65:00.1")+"/reset", "")
+	tr.PCI("0000:01:00.0", "8086", "1592", "020000") // a NIC
+	tr.Write(devDir("0000:01:00.0")+"/reset", "")
+	tr.PCI("0000:66:00.0", "10de", "26b9", "030200") // no reset
+	h := &Host{Root: tr.Root, Runner: &script{T: t}}
 	for _, tc := range []struct {
 		addr, want string
 	}{
@@ -266,14 +266,14 @@ func TestResetFunction(t *testing.T) {
 			case tc.want == "" && err != nil:
 				t.Fatal(err)
 			case tc.want == "":
-				if got := tr.read(devDir(tc.addr) + "/reset"); got != "1" {
+				if got := tr.Read(devDir(tc.addr) + "/reset"); got != "1" {
 					t.Errorf("reset holds %q, want 1", got)
 				}
 			case err == nil || !strings.Contains(err.Error(), tc.want):
 				t.Errorf("ResetFunction = %v, want an error saying %q", err, tc.want)
 			default:
-				if p := devDir(tc.addr) + "/reset"; tc.addr != "../../../etc" && tc.addr != "0000:67:00.0" && tc.addr != "0000:66:00.0" && tr.read(p) != "" {
-					t.Errorf("refused, yet %s holds %q", p, tr.read(p))
+				if p := devDir(tc.addr) + "/reset"; tc.addr != "../../../etc" && tc.addr != "0000:67:00.0" && tc.addr != "0000:66:00.0" && tr.Read(p) != "" {
+					t.Errorf("refused, yet %s holds %q", p, tr.Read(p))
 				}
 			}
 		})
@@ -289,11 +289,11 @@ func TestStateVGPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, vf := range vfs[:2] {
-		tr.kernelCreate(vf, "nvidia-473")
+		tr.KernelCreate(vf, "nvidia-473")
 	}
-	s.table["vfs on"] = map[string]reply{
-		smiQuery:        {file: "a100-pcie/query.txt"},
-		"nvidia-smi -L": {file: "a100-pcie/list.txt"},
+	s.Table["vfs on"] = map[string]reply{
+		smiQuery:        {File: "a100-pcie/query.txt"},
+		"nvidia-smi -L": {File: "a100-pcie/list.txt"},
 	}
 	st, err := h.State(ctx)
 	if err != nil {

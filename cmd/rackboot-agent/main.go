@@ -1,10 +1,14 @@
 // Command rackboot-agent runs in the node's ramdisk: it loads the drivers
 // for the machine's hardware, brings its network up, and serves the node
 // for the rackboot API (inspect, deploy, wipe, burn-in). Its inventory
-// subcommand is also a hardware report for any Linux machine.
+// subcommand is also a hardware report for any Linux machine. Its
+// hypervisor subcommand is a service on a deployed GPU hypervisor: it
+// keeps the host's MIG layout, vGPUs and passthrough GPUs as the API
+// asks (package hypervisor).
 //
 //	rackboot-agent run [--api URL] [--node ID]
 //	rackboot-agent inventory [--root DIR] [--pci-ids FILE]
+//	rackboot-agent hypervisor [--config FILE] [--token-file FILE] [--state-file FILE] [--once]
 package main
 
 import (
@@ -31,6 +35,7 @@ func commands() []command {
 	return []command{
 		{"run", "serve this node: load drivers, bring the network up, take tasks from the API", runAgent},
 		{"inventory", "print this machine's hardware inventory as JSON", runInventory},
+		{"hypervisor", "keep a GPU hypervisor's MIG layout, vGPUs and passthrough GPUs as the API asks", runHypervisor},
 	}
 }
 
