@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/agent/gpuconf"
+	"github.com/rackboot/rackboot/agent/gpuconf/gpufake"
+	"github.com/rackboot/rackboot/agent/gpuconf/gpufake/fakehost"
+	hvagent "github.com/rackboot/rackboot/agent/hypervisor"
 	"github.com/rackboot/rackboot/agent/protocol"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/hypervisor"
@@ -176,5 +179,85 @@ func TestHypervisorAgent(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no reboot event: %+v", evs)
+	}
+}
+
+// TestHypervisorAgentWithAPI runs rackboot-agent hypervisor's loop
+// against this API, on a T4 host made of a fake sysfs tree and a scripted
+// nvidia-smi: a VM created with a vGPU gets its mediated device, with the
+// UUID its domain names, before it starts, and the device goes with the
+// VM.
+func TestHypervisorAgentWithAPI(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	tech := f.tokens[store.RoleTech]
+	d := virttest.New([]boot.Arch{boot.ArchX86_64}, nil)
+	f.api.VMs = &hypervisor.Service{Store: f.st, Dial: d.Dial, DeviceWait: 20 * time.Second, AgentInterval: 100 * time.Millisecond}
+	f.api.HypervisorAgent = testHypervisorAgent
+	mac, _ := net.ParseMAC("52:54:00:12:34:95")
+	n, _, err := f.st.EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientX64UEFI}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := os.ReadFile(filepath.Join("..", "agent", "inventory", "testdata", "t4.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.st.SetInventory(ctx, n.ID, inv, nil)
+	f.st.UpdateNode(ctx, n.ID, store.NodePatch{Name: ptr("t4-02")})
+	if _, err := f.api.VMs.SetHypervisor(ctx, n.ID, hypervisor.Settings{URI: "qemu+tls://t4-02/system", GPUMode: "vgpu", GPUProfile: "nvidia-222", VGPUMax: 16, Bridge: "br0"}, "user:test"); err != nil {
+		t.Fatal(err)
+	}
+	code, b := f.call(t, nil, "POST", "/api/v1/hypervisors/t4-02/agent-token", f.tokens[store.RoleAdmin], "")
+	var issued HypervisorAgentToken
+	if code != 200 || json.Unmarshal(b, &issued) != nil {
+		t.Fatalf("agent token: %d %s", code, b)
+	}
+
+	const t4 = "0000:3b:00.0"
+	tr := gpufake.NewTree(t)
+	tr.PCI(t4, "10de", "1eb8", "030200")
+	tr.MdevType(t4, "nvidia-222", "GRID T4-1B", 16)
+	script := &gpufake.Script{T: t, State: "host", Dir: "../agent/gpuconf/testdata/smi", Table: map[string]map[string]gpufake.Reply{"host": {
+		"nvidia-smi --query-gpu=index,pci.bus_id,mig.mode.current,mig.mode.pending --format=csv,noheader": {File: "a100-t4/query.txt"},
+		"nvidia-smi -L": {File: "a100-t4/list.txt"},
+	}}}
+	// The script and the tree are the agent's while it runs: the test
+	// only looks at the files.
+	k := fakehost.NewKernel(&gpuconf.Host{Root: tr.Root, Runner: script}, tr, script)
+	a := &hvagent.Agent{API: f.srv.URL + "/api/v1", NodeID: n.ID, Token: issued.Token, GPUs: k,
+		StateFile: filepath.Join(t.TempDir(), "state.json"), Booted: func() time.Time { return time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC) }}
+	stopped := make(chan error, 1)
+	go func() { stopped <- a.Run(ctx) }()
+
+	code, b = f.call(t, nil, "POST", "/api/v1/vms", tech, `{"name":"vm-t4","shape":{"vcpus":2,"memory_mib":2048,"disk_gib":10,"arch":"x86_64","gpu_mode":"vgpu","gpu_profile":"nvidia-222","gpu_count":1}}`)
+	var vm VM
+	if code != 201 || json.Unmarshal(b, &vm) != nil || len(vm.Devices) != 1 || vm.Devices[0].Mdev == "" {
+		t.Fatalf("create: %d %s", code, b)
+	}
+	id := vm.Devices[0].Mdev
+	mdev := func() bool {
+		_, err := os.Lstat(filepath.Join(tr.Root, "sys/bus/mdev/devices", id))
+		return err == nil
+	}
+	if !mdev() {
+		t.Fatalf("vm-t4 started without its mdev %s", id)
+	}
+	if dom, ok := d.Domain("vm-t4"); !ok || !strings.Contains(dom.XML, id) {
+		t.Errorf("vm-t4's domain names another mdev: %+v", dom)
+	}
+	if code, b := f.call(t, nil, "DELETE", "/api/v1/vms/vm-t4", tech, ""); code != 204 {
+		t.Fatalf("delete: %d %s", code, b)
+	}
+	for i := 0; mdev(); i++ {
+		if i == 200 {
+			t.Fatalf("mdev %s outlived its VM", id)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	cancel()
+	if err := <-stopped; err != nil {
+		t.Errorf("agent: %v", err)
 	}
 }

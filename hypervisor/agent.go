@@ -53,7 +53,11 @@ func (s *Service) AgentRound(ctx context.Context, nodeID string, rep protocol.Hy
 	if err != nil {
 		return protocol.HypervisorWork{}, err
 	}
-	w := protocol.HypervisorWork{GPUMode: h.GPUMode, GPUProfile: h.GPUProfile, Devices: []protocol.HypervisorDevice{}, Interval: protocol.Duration(AgentInterval)}
+	every := s.AgentInterval
+	if every == 0 {
+		every = AgentInterval
+	}
+	w := protocol.HypervisorWork{GPUMode: h.GPUMode, GPUProfile: h.GPUProfile, Devices: []protocol.HypervisorDevice{}, Interval: protocol.Duration(every)}
 	have := reportedMdevs(rep.GPUs)
 	for _, vm := range vms {
 		for _, d := range vm.Devices {
@@ -63,7 +67,7 @@ func (s *Service) AgentRound(ctx context.Context, nodeID string, rep protocol.Hy
 			case string(placement.VGPU), string(placement.MIG):
 				w.Devices = append(w.Devices, protocol.HypervisorDevice{VM: vm.NodeID, Kind: d.Kind, GPU: d.GPU, Profile: mdevProfile(h, d), Mdev: d.Mdev})
 				if !have[d.Mdev] {
-					w.Interval = protocol.Duration(AgentIntervalPending)
+					w.Interval = protocol.Duration(min(every, AgentIntervalPending))
 				}
 			}
 		}
@@ -196,7 +200,7 @@ func (s *Service) Agent(ctx context.Context, nodeID string) (AgentView, bool, er
 		return AgentView{}, false, err
 	}
 	v := AgentView{Seen: a.Seen, Booted: a.Booted, Applied: a.Applied, Errors: slices.Clip(a.Errors), Version: a.Version,
-		Stale: time.Since(a.Seen) > 3*AgentInterval}
+		Stale: time.Since(a.Seen) > 3*max(s.AgentInterval, AgentInterval)}
 	if v.Errors == nil {
 		v.Errors = []string{}
 	}

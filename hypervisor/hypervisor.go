@@ -98,6 +98,9 @@ type Service struct {
 	// hypervisor's agent to make its mediated devices (DeviceWait when
 	// zero).
 	DeviceWait time.Duration
+	// AgentInterval is how often hypervisors' agents are asked to call
+	// in (AgentInterval when zero).
+	AgentInterval time.Duration
 }
 
 func (s *Service) log() *slog.Logger {

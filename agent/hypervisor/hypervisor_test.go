@@ -21,6 +21,7 @@ import (
 
 	"github.com/rackboot/rackboot/agent/gpuconf"
 	"github.com/rackboot/rackboot/agent/gpuconf/gpufake"
+	"github.com/rackboot/rackboot/agent/gpuconf/gpufake/fakehost"
 	"github.com/rackboot/rackboot/agent/protocol"
 )
 
@@ -85,84 +86,13 @@ func (s *api) taken() []protocol.HypervisorReport {
 	return r
 }
 
-// kernel is gpuconf's Host on the fake tree, with what the kernel does
-// on top: an mdev written to a type's create appears, one removed goes,
-// and one a VM holds (busy) is refused. Each operation is logged among
-// the script's calls, so one list shows what the agent did in order.
-type kernel struct {
-	*gpuconf.Host
-	tr     *gpufake.Tree
-	s      *gpufake.Script
-	busy   map[string]bool
-	resets map[string]int
-}
-
-func (k *kernel) note(f string, args ...any) {
-	k.s.Calls = append(k.s.Calls, "> "+fmt.Sprintf(f, args...))
-}
-
-func (k *kernel) ApplyMIG(ctx context.Context, layout []string) error {
-	k.note("ApplyMIG %s", strings.Join(layout, ","))
-	return k.Host.ApplyMIG(ctx, layout)
-}
-
-func (k *kernel) EnsureMdev(ctx context.Context, gpu, kind, profile, id string) (gpuconf.Mdev, error) {
-	k.note("EnsureMdev %s %s %s %s", gpu, kind, profile, id)
-	m, err := k.Host.EnsureMdev(ctx, gpu, kind, profile, id)
-	if err != nil {
-		k.note("  %v", err)
-		return m, err
-	}
-	td := gpufake.TypeDir(m.Parent, m.Type)
-	if got := strings.TrimSpace(k.tr.Read(td + "/create")); got == id {
-		k.tr.KernelCreate(m.Parent, m.Type)
-		k.tr.Write(td+"/create", "")
-		k.note("  created on %s as %s (%s)", m.Parent, m.Type, m.TypeName)
-	}
-	return m, nil
-}
-
-func (k *kernel) RemoveMdev(ctx context.Context, id string) error {
-	k.note("RemoveMdev %s", id)
-	if k.busy[id] {
-		return fmt.Errorf("remove mdev %s: write %s/remove: device or resource busy", id, id)
-	}
-	ms, err := k.Host.Mdevs(ctx)
-	if err != nil {
-		return err
-	}
-	if err := k.Host.RemoveMdev(ctx, id); err != nil {
-		return err
-	}
-	for _, m := range ms {
-		if m.UUID == id {
-			k.tr.KernelRemove(m.Parent, m.Type, id)
-		}
-	}
-	return nil
-}
-
-func (k *kernel) ResetFunction(ctx context.Context, addr string) error {
-	k.note("ResetFunction %s", addr)
-	if err := k.Host.ResetFunction(ctx, addr); err != nil {
-		return err
-	}
-	k.resets[addr]++
-	return nil
-}
-
-func (k *kernel) Parents(ctx context.Context, gpu string) ([]string, error) {
-	k.note("Parents %s", gpu)
-	return k.Host.Parents(ctx, gpu)
-}
-
 type rig struct {
 	t     *testing.T
 	api   *api
 	srv   *httptest.Server
 	tr    *gpufake.Tree
 	s     *gpufake.Script
-	k     *kernel
+	k     *fakehost.Kernel
 	boot  time.Time
 	state string // the agent's state file
 }
@@ -172,7 +102,7 @@ func newRig(t *testing.T, table map[string]map[string]gpufake.Reply, start strin
 	r.srv = httptest.NewServer(r.api)
 	t.Cleanup(r.srv.Close)
 	r.s = &gpufake.Script{T: t, State: start, Table: table, Dir: "../gpuconf/testdata/smi"}
-	r.k = &kernel{Host: &gpuconf.Host{Root: r.tr.Root, Runner: r.s}, tr: r.tr, s: r.s, busy: map[string]bool{}, resets: map[string]int{}}
+	r.k = fakehost.NewKernel(&gpuconf.Host{Root: r.tr.Root, Runner: r.s}, r.tr, r.s)
 	r.state = filepath.Join(t.TempDir(), "lib/hypervisor-agent.json")
 	return r
 }
@@ -448,7 +378,7 @@ func TestVGPUDevices(t *testing.T) {
 	// vm-b goes: its mdev is removed; vm-a's is in use and the kernel
 	// refuses, which the next report says.
 	w.Devices = []protocol.HypervisorDevice{w.Devices[2]}
-	r.k.busy[idA] = true
+	r.k.Busy[idA] = true
 	reps, calls = r.round(a, w)
 	golden(t, "vgpu-remove.calls", calls)
 	if len(reps) != 2 {
@@ -463,7 +393,7 @@ func TestVGPUDevices(t *testing.T) {
 	}
 
 	// Given back: removed on the next round, and the errors clear.
-	delete(r.k.busy, idA)
+	delete(r.k.Busy, idA)
 	reps, _ = r.round(a, w)
 	if len(reps) != 2 || len(reps[1].Errors) > 0 {
 		t.Fatalf("reports %+v", reps)
@@ -516,7 +446,7 @@ func TestPassthroughReset(t *testing.T) {
 	w.Devices = w.Devices[1:]
 	r.round(a, w)
 	r.round(a, w)
-	if d := cmp.Diff(map[string]int{l40a: 1}, r.k.resets); d != "" {
+	if d := cmp.Diff(map[string]int{l40a: 1}, r.k.Resets); d != "" {
 		t.Errorf("resets (-want +got):\n%s", d)
 	}
 	if got := r.tr.Read(gpufake.DevDir(l40a) + "/reset"); got != "1" {
@@ -531,7 +461,7 @@ func TestPassthroughReset(t *testing.T) {
 	w.Devices = nil
 	r.round(a, w)
 	r.round(a, w)
-	if d := cmp.Diff(map[string]int{l40a: 1, l40b: 1}, r.k.resets); d != "" {
+	if d := cmp.Diff(map[string]int{l40a: 1, l40b: 1}, r.k.Resets); d != "" {
 		t.Errorf("resets (-want +got):\n%s", d)
 	}
 	if got := held(); got != "" {
