@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/hypervisor"
 	"github.com/rackboot/rackboot/hypervisor/libvirt"
 	"github.com/rackboot/rackboot/internal/tlspin"
@@ -40,7 +41,12 @@ func TestHypervisorTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seed, err := hypervisor.CloudConfig("hv-01", nil, files)
+	agent, err := hypervisorAgent("http://10.79.3.1:8080", "", nil, map[boot.Arch]string{boot.ArchX86_64: strings.Repeat("0f", 32)})("node-1", boot.ArchX86_64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent.Token = "rbt_" + strings.Repeat("ab", 32)
+	seed, err := hypervisor.CloudConfig("hv-01", nil, files, agent)
 	if err != nil {
 		t.Fatal(err)
 	}

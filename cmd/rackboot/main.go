@@ -71,6 +71,10 @@ Usage:
   rackboot hypervisor set|drain|undrain|remove NODE
   rackboot hypervisor list|show [NODE]
                                       hypervisors with vCPUs, memory, GPUs and partitions used and free
+  rackboot hypervisor agent-token NODE
+                                      issue the hypervisor's agent token (admin), revoking its last, with
+                                      the agent's config line and binary: for a host rackboot did not
+                                      deploy (node deploy --role hypervisor installs the agent itself)
   rackboot flavor create NAME --vcpus N --memory 64GiB --disk GIB [--arch A]
                          [--gpu passthrough|vgpu:TYPE|mig:PROFILE --gpu-model M --gpu-count N]
   rackboot flavor list|delete         VM shapes

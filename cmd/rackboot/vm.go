@@ -11,10 +11,12 @@ import (
 	"net/url"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/appliance"
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/hypervisor"
 )
 
 // gpuFlag parses --gpu MODE[:PROFILE] for hypervisors (vgpu TYPE, mig
@@ -36,7 +38,7 @@ func archList(s string) []boot.Arch {
 
 func hypervisorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return usageError{"hypervisor: want add, set, drain, undrain, list, show or remove"}
+		return usageError{"hypervisor: want add, set, drain, undrain, list, show, agent-token or remove"}
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("hypervisor "+sub, flag.ContinueOnError)
@@ -164,6 +166,16 @@ func hypervisorCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return show(out)
 	case "remove":
 		return c.do(ctx, "DELETE", "/api/v1/hypervisors/"+url.PathEscape(pos[0]), nil, nil)
+	case "agent-token":
+		var t api.HypervisorAgentToken
+		if err := c.do(ctx, "POST", "/api/v1/hypervisors/"+url.PathEscape(pos[0])+"/agent-token", nil, &t); err != nil {
+			return err
+		}
+		return c.print(stdout, t, func(tw *tabwriter.Writer) {
+			fmt.Fprintf(tw, "token\t%s\t(shown once: put it in %s, mode 0600)\n", t.Token, hypervisor.AgentTokenPath)
+			fmt.Fprintf(tw, "config\t%s\t(%s)\n", t.Config, hypervisor.AgentConfigPath)
+			fmt.Fprintf(tw, "agent\t%s\t(sha256 %s, to %s; run as %s)\n", t.Binary, t.SHA256, hypervisor.AgentBinaryPath, hypervisor.AgentUnit)
+		})
 	}
 	return usageError{"hypervisor: unknown subcommand " + sub}
 }
@@ -194,6 +206,23 @@ func showHypervisor(tw *tabwriter.Writer, h api.Hypervisor) {
 		names = append(names, v.Name)
 	}
 	fmt.Fprintf(tw, "vms\t%s\n", orDash(strings.Join(names, ", ")))
+	if a := h.Agent; a != nil {
+		state := "seen " + a.Seen.Format(time.RFC3339)
+		if a.Stale {
+			state += " (silent since)"
+		}
+		fmt.Fprintf(tw, "agent\t%s, booted %s, applied %s\n", state, a.Booted.Format(time.RFC3339), orDash(a.Applied))
+		if a.GPUs != nil {
+			for _, g := range a.GPUs.GPUs {
+				fmt.Fprintf(tw, "  gpu %d\t%s %s: mig %s, %d MIG instances, %d mdevs\n", g.Index, g.PCIAddress, orDash(g.Name), g.MIGMode, len(g.Instances), len(g.Mdevs))
+			}
+		}
+		for _, e := range a.Errors {
+			fmt.Fprintf(tw, "  agent error\t%s\n", e)
+		}
+	} else {
+		fmt.Fprintf(tw, "agent\tnever called in\n")
+	}
 }
 
 func flavorCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -75,6 +75,18 @@ func TestVMCommands(t *testing.T) {
 			t.Errorf("hypervisor add lacks %q:\n%s", want, out)
 		}
 	}
+	if !strings.Contains(out, "agent never called in") {
+		t.Errorf("hypervisor add with no agent yet:\n%s", out)
+	}
+	as.HypervisorAgent = func(node string, arch boot.Arch) (hypervisor.Agent, error) {
+		return hypervisor.Agent{BinaryURL: "http://h/artifacts/" + string(arch) + "/rackboot-agent", SHA256: strings.Repeat("0f", 32), Config: "rackboot.api=http://h rackboot.node=" + node}, nil
+	}
+	out = must("hypervisor", "agent-token", "a100-01")
+	for _, want := range []string{"token rbt_", "config rackboot.api=http://h rackboot.node=" + n.ID, "/artifacts/x86_64/rackboot-agent"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("hypervisor agent-token lacks %q:\n%s", want, out)
+		}
+	}
 	must("flavor", "create", "g1.mig3", "--vcpus", "8", "--memory", "32GiB", "--disk", "20", "--gpu", "mig:3g.20gb", "--gpu-model", "A100")
 	if out := must("flavor", "list"); !strings.Contains(out, "32768") || !strings.Contains(out, "mig 3g.20gb A100") {
 		t.Errorf("flavor list:\n%s", out)

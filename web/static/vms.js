@@ -52,6 +52,25 @@ function vmLinks(vms) {
 
 // ---------------------------------------------------------------- hypervisors
 
+// agentLine says what the hypervisor's agent last reported of its GPUs:
+// the layout it applied, what each card carries, and what it could not
+// do.
+function agentLine(a) {
+  if (!a) return h('p', { class: 'muted small hv-agent', text: 'GPU agent: never called in' });
+  const gpus = (a.gpus && a.gpus.gpus) || [];
+  const carried = gpus.map((g) => {
+    const parts = [];
+    if ((g.mig_instances || []).length) parts.push(`${g.mig_instances.length} MIG`);
+    if ((g.mdevs || []).length) parts.push(`${g.mdevs.length} vGPU`);
+    return `GPU ${g.index}: ${parts.join(', ') || 'nothing'}`;
+  }).join(' · ');
+  const seen = new Date(a.seen).toLocaleString();
+  return h('div', { class: 'hv-agent' },
+    h('p', { class: ['small', a.stale ? 'alert alert-warn' : 'muted'] },
+      `GPU agent: ${a.stale ? 'silent since' : 'seen'} ${seen} · applied ${a.applied || 'nothing'}${carried ? ' · ' + carried : ''}`),
+    ...(a.errors || []).map((e) => h('p', { class: 'alert alert-error small hv-agent-error', text: e })));
+}
+
 export function hypervisorsPage(root) {
   let alive = true;
   let known = new Set();
@@ -78,6 +97,7 @@ export function hypervisorsPage(root) {
       h('div', { class: 'card-body' },
         hv.unplaceable ? h('p', { class: 'alert alert-warn hv-unplaceable', text: `Takes no VMs: ${hv.unplaceable}` }) : null,
         h('div', { class: 'meters' }, meters(hv.usage, s.gpu_mode)),
+        agentLine(hv.agent),
         h('h3', { class: 'hv-vms-title', text: `VMs (${(hv.vms || []).length})` }),
         vmLinks(hv.vms),
         h('p', { class: 'muted small hv-conf' }, mono(s.uri || '—'), ` · ${native}${emulated} · bridge ${s.bridge || '—'} · pool ${s.pool || '—'}`)));
