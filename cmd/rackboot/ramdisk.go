@@ -30,6 +30,16 @@ from, with ramdisk.json listing what they were built from, the modules and firmw
 inside, and the firmware files no package provides. When none of that changed, the build
 does nothing and says so. An initrd may not exceed 64 MiB.
 
+--overlay DIR packs an operator's tree into the initrd after all that: a driver rackboot
+does not ship, such as NVIDIA's (its modules under lib/modules/<release>/, built for the
+ramdisk's kernel, which join modules.dep and modules.alias so the agent loads them for
+their devices; nvidia-smi and its libraries, with the C library they need, so the burn-in
+can test GPUs), or any file a site needs. It may add to the ramdisk's directories, not
+replace rackboot's programs, init or module indexes; device nodes and FIFOs are refused.
+With an overlay the initrd may reach 512 MiB, which iPXE loads over HTTP and some firmware
+does not. On Secure Boot nodes its modules must be signed with a key the node trusts
+(enrolled in its MOK or db), or the kernel refuses them.
+
 The programs for both architectures are inside this binary (make build compiles them):
 the build needs no Go toolchain and no source tree, only Debian's archive.
 
@@ -55,6 +65,7 @@ func ramdiskCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	uinit := fs.String("uinit", "", "the command line init starts (default: \""+ramdisk.DefaultUInit+"\")")
 	update := fs.Bool("update", false, "ask the archive for a newer kernel even when one is cached")
 	force := fs.Bool("force", false, "rebuild even when nothing changed")
+	overlay := fs.String("overlay", "", "a directory packed into the initrd last: a driver's modules (lib/modules/RELEASE/), tools and libraries")
 	configPath := fs.String("config", "", "the appliance's YAML config file; ramdisk build reads its ramdisk section")
 	nonfree := fs.Bool("nonfree-firmware", true, "carry the firmware files the modules ask for, from Debian's non-free-firmware component (ramdisk.nonfree_firmware)")
 	fs.Usage = func() {
@@ -89,7 +100,7 @@ func ramdiskCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		res, err := ramdisk.Build(ctx, ramdisk.Options{
 			Arch: a, DataDir: *dataDir, CacheDir: *cacheDir, UInit: *uinit, OmitNonfreeFirmware: !withFirmware,
 			Firmware: firmware.Options{Mirror: *mirror, Suite: *suite},
-			Update:   *update, Force: *force, Logger: log,
+			Update:   *update, Force: *force, Overlay: *overlay, Logger: log,
 		})
 		if err != nil {
 			return err
@@ -104,6 +115,9 @@ func ramdiskCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			len(m.Firmware), len(m.Inputs.Firmware), len(m.MissingFirmware), res.Dir)
 		if len(m.Missing) > 0 {
 			fmt.Fprintf(stdout, "  missing %s (neither in the kernel package nor built in)\n", strings.Join(m.Missing, " "))
+		}
+		if m.Inputs.Overlay != "" {
+			fmt.Fprintf(stdout, "  overlay %d files, modules %s\n", m.OverlayFiles, orDash(strings.Join(m.OverlayModules, " ")))
 		}
 	}
 	return nil

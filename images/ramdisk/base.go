@@ -33,6 +33,9 @@ const (
 // /bin instead of one multiplexer: /init → bin/init; /bin/uinit → the
 // uinit's program, its arguments in /etc/uinit.flags (one quoted argument
 // a line, which init passes on); /bin/sh and /bin/defaultsh → gosh.
+// baseDirList are the directories of every ramdisk.
+var baseDirList = []string{"bin", "dev", "env", "etc", "lib64", "proc", "sys", "tcz", "tmp", "ubin", "usr", "usr/lib", "var", "var/log", "var/lock"}
+
 func baseArchive(progs []payload.Program, uinit string) ([]byte, error) {
 	args := strings.Fields(uinit)
 	if len(args) == 0 {
@@ -49,7 +52,7 @@ func baseArchive(progs []payload.Program, uinit string) ([]byte, error) {
 	}
 	var buf bytes.Buffer
 	c := cpio.New(&buf)
-	for _, d := range []string{"bin", "dev", "env", "etc", "lib64", "proc", "sys", "tcz", "tmp", "ubin", "usr", "usr/lib", "var", "var/log", "var/lock"} {
+	for _, d := range baseDirList {
 		perm := uint32(0o755)
 		if d == "tmp" || d == "var/log" || d == "var/lock" {
 			perm = 0o777

@@ -56,13 +56,22 @@ func List(r io.Reader) ([]Entry, error) {
 		return nil, fmt.Errorf("list initramfs: %w", err)
 	}
 	var out []Entry
+	if err := walkNewc(b, func(e Entry, _ []byte) { out = append(out, e) }); err != nil {
+		return nil, fmt.Errorf("list initramfs: %w", err)
+	}
+	return out, nil
+}
+
+// walkNewc calls fn for every member of newc archives laid one after
+// another in b, trailers left out, with each member's data.
+func walkNewc(b []byte, fn func(e Entry, data []byte)) error {
 	for off := 0; off < len(b); {
 		if b[off] == 0 { // padding between archives
 			off++
 			continue
 		}
 		if len(b)-off < 110 || string(b[off:off+6]) != "070701" {
-			return nil, fmt.Errorf("list initramfs: no newc header at %d", off)
+			return fmt.Errorf("no newc header at %d", off)
 		}
 		h := b[off : off+110]
 		field := func(i int) (int64, error) {
@@ -71,14 +80,14 @@ func List(r io.Reader) ([]Entry, error) {
 		mode, err1 := field(1)
 		size, err2 := field(6)
 		nsize, err3 := field(11)
-		if err1 != nil || err2 != nil || err3 != nil || nsize < 1 || size < 0 {
-			return nil, fmt.Errorf("list initramfs: bad header at %d", off)
+		if err1 != nil || err2 != nil || err3 != nil || nsize < 1 || size < 0 || size > int64(len(b)) || nsize > int64(len(b)) {
+			return fmt.Errorf("bad header at %d", off)
 		}
 		nameEnd := off + 110 + int(nsize)
 		dataStart := (nameEnd + 3) &^ 3
 		dataEnd := dataStart + int(size)
 		if nameEnd > len(b) || dataEnd > len(b) || dataEnd < dataStart {
-			return nil, fmt.Errorf("list initramfs: entry at %d truncated", off)
+			return fmt.Errorf("entry at %d truncated", off)
 		}
 		name := string(b[off+110 : nameEnd-1])
 		off = (dataEnd + 3) &^ 3
@@ -89,9 +98,9 @@ func List(r io.Reader) ([]Entry, error) {
 		if mode&0o170000 == 0o120000 {
 			e.Link = string(b[dataStart:dataEnd])
 		}
-		out = append(out, e)
+		fn(e, b[dataStart:dataEnd])
 	}
-	return out, nil
+	return nil
 }
 
 // file is one file for the modules archive.

@@ -62,6 +62,16 @@ var DefaultModules = []string{
 // network stacks fail well below the gigabytes a kernel could take.
 const MaxInitrd = 64 << 20
 
+// MaxOverlayInitrd bounds the compressed initrd of a build with an
+// overlay: a GPU driver with its firmware and libraries is hundreds of
+// megabytes unpacked. iPXE loads such initrds over HTTP; some firmware
+// HTTP and TFTP clients do not, which the operator who adds the overlay
+// checks on the nodes it is for.
+const MaxOverlayInitrd = 512 << 20
+
+// maxOverlayTree bounds the overlay as read: the node unpacks it to RAM.
+const maxOverlayTree = 2 << 30
+
 // DefaultUInit is the command line init runs: the agent's.
 const DefaultUInit = "rackboot-agent run"
 
@@ -134,6 +144,11 @@ type Options struct {
 	Firmware firmware.Options
 	// Update asks the archive for a newer kernel even when one is cached.
 	Update bool
+	// Overlay is a directory packed into the initrd after everything
+	// else: an operator's driver (its kernel modules under
+	// lib/modules/<release>/, which join the module indexes, and its
+	// tools and libraries), or any file a site needs. "" for none.
+	Overlay string
 	// Force rebuilds even when the inputs did not change.
 	Force bool
 	// Logger receives progress; nil means discard.
@@ -156,6 +171,9 @@ type Inputs struct {
 	// packages they came from.
 	Nonfree  bool              `json:"nonfree_firmware"`
 	Firmware []FirmwarePackage `json:"firmware_packages,omitempty"`
+	// Overlay is the SHA-256 of the operator's overlay tree as packed;
+	// "" for none.
+	Overlay string `json:"overlay,omitempty"`
 }
 
 // Output is one file a build wrote.
@@ -176,11 +194,15 @@ type Manifest struct {
 	// /lib/firmware; MissingFirmware those the modules ask for that no
 	// package of non-free-firmware provides (drivers usually work
 	// without most: they name every version of a file they can load).
-	Firmware        []string  `json:"firmware,omitempty"`
-	MissingFirmware []string  `json:"missing_firmware,omitempty"`
-	Vmlinuz         Output    `json:"vmlinuz"`
-	Initrd          Output    `json:"initrd"`
-	Built           time.Time `json:"built"`
+	Firmware        []string `json:"firmware,omitempty"`
+	MissingFirmware []string `json:"missing_firmware,omitempty"`
+	// OverlayFiles and OverlayModules are what the overlay added: its
+	// files, and the kernel modules among them by name.
+	OverlayFiles   int       `json:"overlay_files,omitempty"`
+	OverlayModules []string  `json:"overlay_modules,omitempty"`
+	Vmlinuz        Output    `json:"vmlinuz"`
+	Initrd         Output    `json:"initrd"`
+	Built          time.Time `json:"built"`
 }
 
 // Result says what a build did.
@@ -283,6 +305,8 @@ func diffInputs(old, new Inputs) string {
 		return "firmware packages changed"
 	case old.PCIIDs != new.PCIIDs:
 		return fmt.Sprintf("pci.ids changed: %s → %s", old.PCIIDs.Version, new.PCIIDs.Version)
+	case old.Overlay != new.Overlay:
+		return "overlay changed"
 	}
 	return ""
 }
@@ -465,8 +489,19 @@ func Build(ctx context.Context, o Options) (Result, error) {
 			return res, fmt.Errorf("build ramdisk: %w", err)
 		}
 	}
+	var ov overlayTree
+	if o.Overlay != "" {
+		names := make([]string, 0, len(progs))
+		for _, p := range progs {
+			names = append(names, p.Name)
+		}
+		if ov, err = readOverlay(o.Overlay, kc.Release, modArchive, reservedPaths(names, kc.Release)); err != nil {
+			return res, fmt.Errorf("build ramdisk: %w", err)
+		}
+		log.Info("overlay read", "dir", o.Overlay, "files", ov.files, "modules", strings.Join(ov.modules, ","))
+	}
 	in := Inputs{Format: format, Arch: string(o.Arch), Kernel: k, Programs: hashes, URoot: urootVersion(progs), UInit: o.UInit,
-		Modules: mods, Dirs: dirs, PCIIDs: pids, Nonfree: !o.OmitNonfreeFirmware, Firmware: fw.Packages}
+		Modules: mods, Dirs: dirs, PCIIDs: pids, Nonfree: !o.OmitNonfreeFirmware, Firmware: fw.Packages, Overlay: ov.key}
 	why := upToDate(res.Dir, in)
 	if why == "" && !o.Force {
 		m, _ := ReadManifest(res.Dir)
@@ -495,14 +530,19 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
-	initrd, err := compress(base, modArchive, idsArchive, fw.Archive)
+	initrd, err := compress(base, modArchive, idsArchive, fw.Archive, ov.archive)
 	if err != nil {
 		return res, fmt.Errorf("build ramdisk: %w", err)
 	}
-	if len(initrd) > MaxInitrd {
-		return res, fmt.Errorf("build ramdisk: the initrd is %d bytes, more than %d", len(initrd), MaxInitrd)
+	limit := MaxInitrd
+	if o.Overlay != "" {
+		limit = MaxOverlayInitrd
+	}
+	if len(initrd) > limit {
+		return res, fmt.Errorf("build ramdisk: the initrd is %d bytes, more than %d", len(initrd), limit)
 	}
 	m := Manifest{Inputs: in, Release: kc.Release, Modules: kc.Modules, Missing: kc.Missing, Firmware: fw.Files, MissingFirmware: fw.Missing,
+		OverlayFiles: ov.files, OverlayModules: ov.modules,
 		Vmlinuz: Output{sha(vmlinuz), int64(len(vmlinuz))}, Initrd: Output{sha(initrd), int64(len(initrd))}, Built: time.Now().UTC()}
 	// The manifest goes last: a build cut short leaves one that does not
 	// match, so the next build redoes it.
