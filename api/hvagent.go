@@ -27,26 +27,38 @@ type HypervisorAgentToken struct {
 	SHA256 string `json:"sha256"`
 }
 
-// issueHypervisorToken makes node n's hypervisor agent token, replacing
-// any it had: the agent's one credential, which opens its own agent path
-// and nothing else.
-func (s *Server) issueHypervisorToken(ctx context.Context, n store.Node) (hypervisor.Agent, error) {
+// issueHypervisorToken makes a new hypervisor agent token for node n,
+// the agent's one credential, which opens its own agent path and nothing
+// else. The tokens it had stay until the caller, once what the new one is
+// for has succeeded, calls replaceHypervisorToken; a failure calls
+// dropHypervisorToken, and the running agent keeps working.
+func (s *Server) issueHypervisorToken(ctx context.Context, n store.Node) (hypervisor.Agent, string, error) {
 	if s.HypervisorAgent == nil {
-		return hypervisor.Agent{}, fmt.Errorf("%w: this server serves no hypervisor agent", hypervisor.ErrInvalid)
+		return hypervisor.Agent{}, "", fmt.Errorf("%w: this server serves no hypervisor agent", hypervisor.ErrInvalid)
 	}
 	a, err := s.HypervisorAgent(n.ID, n.Arch)
 	if err != nil {
-		return hypervisor.Agent{}, fmt.Errorf("%w: %v", hypervisor.ErrInvalid, err)
-	}
-	if err := s.Store.DeleteTokens(ctx, store.TokenHypervisor, n.ID, ""); err != nil {
-		return hypervisor.Agent{}, err
+		return hypervisor.Agent{}, "", fmt.Errorf("%w: %v", hypervisor.ErrInvalid, err)
 	}
 	secret, hash := NewSecret()
-	if _, err := s.Store.CreateToken(ctx, store.Token{Hash: hash, Kind: store.TokenHypervisor, Name: "hypervisor agent of " + nodeLabel(n), NodeID: n.ID}); err != nil {
-		return hypervisor.Agent{}, err
+	t, err := s.Store.CreateToken(ctx, store.Token{Hash: hash, Kind: store.TokenHypervisor, Name: "hypervisor agent of " + nodeLabel(n), NodeID: n.ID})
+	if err != nil {
+		return hypervisor.Agent{}, "", err
 	}
 	a.Token = secret
-	return a, nil
+	return a, t.ID, nil
+}
+
+// replaceHypervisorToken revokes node's hypervisor agent tokens but id.
+func (s *Server) replaceHypervisorToken(ctx context.Context, node, id string) error {
+	return s.Store.DeleteTokensBut(context.WithoutCancel(ctx), store.TokenHypervisor, node, id)
+}
+
+// dropHypervisorToken revokes a token issued for something that failed.
+func (s *Server) dropHypervisorToken(ctx context.Context, id string) {
+	if err := s.Store.DeleteToken(context.WithoutCancel(ctx), id); err != nil {
+		s.log().Warn("revoke an unused hypervisor agent token", "token", id, "err", err)
+	}
 }
 
 func nodeLabel(n store.Node) string {
@@ -78,9 +90,14 @@ func (s *Server) hypervisorAgentToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, "conflict", nodeLabel(n)+" has no known architecture: inspect it first")
 		return
 	}
-	a, err := s.issueHypervisorToken(ctx, n)
+	a, id, err := s.issueHypervisorToken(ctx, n)
 	if err != nil {
 		s.failVM(w, r, err)
+		return
+	}
+	if err := s.replaceHypervisorToken(ctx, n.ID, id); err != nil {
+		s.dropHypervisorToken(ctx, id)
+		s.fail(w, r, err)
 		return
 	}
 	s.Store.AddEvent(ctx, store.Event{NodeID: n.ID, Actor: principal(r).Actor, Kind: "hypervisor", Reason: "agent-token", Message: "a new hypervisor agent token was issued; the previous one is revoked"})

@@ -194,8 +194,13 @@ func (s *Server) mayReadImage(w http.ResponseWriter, r *http.Request, name strin
 		unauthorized(w, present, "an image file needs an API token (Authorization: Bearer ...) or the agent token of a node deploying it")
 		return false
 	}
-	if p.Role != store.RoleAgent {
+	if rank(p.Role) > 0 {
 		return true // a person's credential, of any role
+	}
+	if p.Role != store.RoleAgent {
+		// A hypervisor's agent reads no images.
+		writeError(w, http.StatusForbidden, "forbidden", "this credential reads no image files")
+		return false
 	}
 	running, err := s.Store.Tasks(r.Context(), store.TaskFilter{NodeID: p.NodeID, State: store.TaskRunning})
 	if err != nil {

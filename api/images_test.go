@@ -147,6 +147,13 @@ func TestImages(t *testing.T) {
 		}
 		return res.Token
 	}
+	hvSecret, hvHash := NewSecret()
+	if _, err := f.st.CreateToken(ctx, store.Token{Hash: hvHash, Kind: store.TokenHypervisor, NodeID: f.node.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, _ := get("/images/deb-13", hvSecret); resp.StatusCode != 403 {
+		t.Errorf("image to a hypervisor's agent: %d", resp.StatusCode)
+	}
 	idle := agentToken(f.node.ID, mustMAC("52:54:00:12:34:56"))
 	if resp, _ := get("/images/deb-13", idle); resp.StatusCode != 403 {
 		t.Errorf("image to the agent of a node not deploying it: %d", resp.StatusCode)

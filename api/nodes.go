@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -356,6 +357,7 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := lifecycle.Action(chi.URLParam(r, "action"))
+	var hvToken string
 	if p.Role != "" {
 		// The node gets a server certificate rackboot trusts for
 		// hypervisors: making one is an admin's, as adding one is.
@@ -367,17 +369,34 @@ func (s *Server) action(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("role %q: deploy takes role hypervisor, and no other action a role", p.Role))
 			return
 		}
-		seed, err := s.hypervisorSeed(r.Context(), chi.URLParam(r, "id"), p.CloudInit)
+		seed, id, err := s.hypervisorSeed(r.Context(), chi.URLParam(r, "id"), p.CloudInit)
 		if err != nil {
 			s.failVM(w, r, err)
 			return
 		}
-		p.CloudInit = seed
+		p.CloudInit, hvToken = seed, id
 	}
 	n, ev, err := s.Lifecycle.Do(r.Context(), chi.URLParam(r, "id"), a, p, principal(r).Actor)
 	if err != nil {
+		if hvToken != "" {
+			s.dropHypervisorToken(r.Context(), hvToken)
+		}
 		s.fail(w, r, err)
 		return
+	}
+	switch {
+	case hvToken != "":
+		// The node is deploying with the new token: its old agent,
+		// whose disk is being written, needs its own no more.
+		if err := s.replaceHypervisorToken(r.Context(), n.ID, hvToken); err != nil {
+			s.log().Warn("revoke the node's old hypervisor agent tokens", "node", n.ID, "err", err)
+		}
+	case a == lifecycle.Deploy || a == lifecycle.Wipe:
+		// Its disk gets another system, or none: no hypervisor agent
+		// of it will call in again.
+		if err := s.Store.DeleteTokens(context.WithoutCancel(r.Context()), store.TokenHypervisor, n.ID, ""); err != nil {
+			s.log().Warn("revoke the node's hypervisor agent tokens", "node", n.ID, "err", err)
+		}
 	}
 	writeJSON(w, http.StatusOK, ActionResult{Node: s.view(r, n), Event: EventFrom(ev)})
 }

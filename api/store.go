@@ -67,6 +67,7 @@ type Store interface {
 	DeleteToken(ctx context.Context, id string) error
 	SetTokenKind(ctx context.Context, id, hash, from, to string) error
 	DeleteTokens(ctx context.Context, kind, nodeID, user string) error
+	DeleteTokensBut(ctx context.Context, kind, nodeID, keep string) error
 }
 
 // Lifecycle applies the actions users ask for and the outcomes agents

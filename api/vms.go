@@ -639,16 +639,20 @@ func (fw flushWriter) Write(p []byte) (int, error) {
 // hostname and SSH keys asked for, and rackboot's user data with libvirt's
 // TLS files, the server certificate naming the hostname, the node's name
 // and its last boot's address.
-func (s *Server) hypervisorSeed(ctx context.Context, ref string, asked json.RawMessage) (json.RawMessage, error) {
+//
+// The seed carries a new hypervisor agent token, whose id is returned: the
+// caller revokes the node's other tokens once the deploy is under way, or
+// this one when it was refused.
+func (s *Server) hypervisorSeed(ctx context.Context, ref string, asked json.RawMessage) (json.RawMessage, string, error) {
 	if s.HypervisorTLS == nil {
-		return nil, fmt.Errorf("%w: this server issues no hypervisor certificates", hypervisor.ErrInvalid)
+		return nil, "", fmt.Errorf("%w: this server issues no hypervisor certificates", hypervisor.ErrInvalid)
 	}
 	if s.HypervisorAgent == nil {
-		return nil, fmt.Errorf("%w: this server serves no hypervisor agent", hypervisor.ErrInvalid)
+		return nil, "", fmt.Errorf("%w: this server serves no hypervisor agent", hypervisor.ErrInvalid)
 	}
 	n, err := s.Store.Node(ctx, ref)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var seed struct {
 		Hostname string          `json:"hostname"`
@@ -658,24 +662,24 @@ func (s *Server) hypervisorSeed(ctx context.Context, ref string, asked json.RawM
 	}
 	if len(asked) > 0 {
 		if err := json.Unmarshal(asked, &seed); err != nil {
-			return nil, fmt.Errorf("%w: cloud_init: %v", hypervisor.ErrInvalid, err)
+			return nil, "", fmt.Errorf("%w: cloud_init: %v", hypervisor.ErrInvalid, err)
 		}
 	}
 	if seed.UserData != "" {
-		return nil, fmt.Errorf("%w: a hypervisor's user data is rackboot's: give a hostname and SSH keys, not user_data", hypervisor.ErrInvalid)
+		return nil, "", fmt.Errorf("%w: a hypervisor's user data is rackboot's: give a hostname and SSH keys, not user_data", hypervisor.ErrInvalid)
 	}
 	if seed.Hostname == "" {
 		seed.Hostname = n.Name
 	}
 	if seed.Hostname == "" {
-		return nil, fmt.Errorf("%w: node %s has no name: give the hypervisor a hostname", hypervisor.ErrInvalid, n.ID)
+		return nil, "", fmt.Errorf("%w: node %s has no name: give the hypervisor a hostname", hypervisor.ErrInvalid, n.ID)
 	}
 	// Checked before a key is made for it.
 	if err := hypervisor.CheckSeed(seed.Hostname, seed.SSHKeys); err != nil {
-		return nil, fmt.Errorf("%w: %v", hypervisor.ErrInvalid, err)
+		return nil, "", fmt.Errorf("%w: %v", hypervisor.ErrInvalid, err)
 	}
 	if other, err := s.Store.Node(ctx, seed.Hostname); err == nil && other.ID != n.ID {
-		return nil, fmt.Errorf("%w: hostname %s is node %s's name", hypervisor.ErrInvalid, seed.Hostname, other.ID)
+		return nil, "", fmt.Errorf("%w: hostname %s is node %s's name", hypervisor.ErrInvalid, seed.Hostname, other.ID)
 	}
 	hosts := []string{seed.Hostname}
 	if n.Name != "" && n.Name != seed.Hostname {
@@ -690,23 +694,29 @@ func (s *Server) hypervisorSeed(ctx context.Context, ref string, asked json.RawM
 		}
 	}
 	if n.Arch == boot.ArchUnknown {
-		return nil, fmt.Errorf("%w: node %s has no known architecture for its agent: inspect it first", hypervisor.ErrInvalid, n.ID)
+		return nil, "", fmt.Errorf("%w: node %s has no known architecture for its agent: inspect it first", hypervisor.ErrInvalid, n.ID)
 	}
 	if _, err := s.HypervisorAgent(n.ID, n.Arch); err != nil {
-		return nil, fmt.Errorf("%w: %v", hypervisor.ErrInvalid, err)
+		return nil, "", fmt.Errorf("%w: %v", hypervisor.ErrInvalid, err)
 	}
 	files, err := s.HypervisorTLS(hosts)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	agent, err := s.issueHypervisorToken(ctx, n)
+	agent, id, err := s.issueHypervisorToken(ctx, n)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	user, err := hypervisor.CloudConfig(seed.Hostname, seed.SSHKeys, files, agent)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", hypervisor.ErrInvalid, err)
+		s.dropHypervisorToken(ctx, id)
+		return nil, "", fmt.Errorf("%w: %v", hypervisor.ErrInvalid, err)
 	}
 	seed.UserData = user
-	return json.Marshal(seed)
+	b, err := json.Marshal(seed)
+	if err != nil {
+		s.dropHypervisorToken(ctx, id)
+		return nil, "", err
+	}
+	return b, id, nil
 }

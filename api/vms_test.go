@@ -276,13 +276,47 @@ func TestDeployAsHypervisor(t *testing.T) {
 	if code, b := f.call(t, nil, "GET", "/api/v1/nodes", token, ""); code != 403 {
 		t.Errorf("the hypervisor token on the API: %d %s", code, b)
 	}
-	// Deploying it again revokes the first token.
+	// A deploy that is refused (the node is deploying) leaves the
+	// token working; one that goes ahead revokes it.
+	if code, b := f.call(t, nil, "POST", path, admin, `{"image":"deb-x86","role":"hypervisor"}`); code != 409 {
+		t.Fatalf("deploy while deploying: %d %s", code, b)
+	}
+	if code, b := f.call(t, nil, "POST", "/api/v1/agent/hypervisors/"+f.node.ID, token, report); code != 404 {
+		t.Errorf("the token after a refused deploy: %d %s", code, b)
+	}
 	f.st.SetState(ctx, f.node.ID, store.StateAvailable)
 	if code, b := f.call(t, nil, "POST", path, admin, `{"image":"deb-x86","role":"hypervisor"}`); code != 200 {
 		t.Fatalf("deploy again: %d %s", code, b)
 	}
 	if code, b := f.call(t, nil, "POST", "/api/v1/agent/hypervisors/"+f.node.ID, token, report); code != 401 {
 		t.Errorf("the first token after a second deploy: %d %s", code, b)
+	}
+	// A plain deploy revokes the hypervisor token: no agent of that
+	// disk will call in.
+	var second string
+	tasks, _ = f.st.Tasks(ctx, store.TaskFilter{NodeID: f.node.ID})
+	for _, tk := range tasks {
+		if tk.Kind == "deploy" {
+			var p struct {
+				CloudInit struct {
+					UserData string `json:"user_data"`
+				} `json:"cloud_init"`
+			}
+			json.Unmarshal(tk.Params, &p)
+			if i := strings.Index(p.CloudInit.UserData, TokenPrefix); i >= 0 {
+				second = p.CloudInit.UserData[i : i+len(TokenPrefix)+64]
+			}
+		}
+	}
+	if code, b := f.call(t, nil, "POST", "/api/v1/agent/hypervisors/"+f.node.ID, second, report); code != 404 {
+		t.Fatalf("the second deploy's token: %d %s", code, b)
+	}
+	f.st.SetState(ctx, f.node.ID, store.StateAvailable)
+	if code, b := f.call(t, nil, "POST", path, admin, `{"image":"deb-x86"}`); code != 200 {
+		t.Fatalf("plain deploy: %d %s", code, b)
+	}
+	if code, b := f.call(t, nil, "POST", "/api/v1/agent/hypervisors/"+f.node.ID, second, report); code != 401 {
+		t.Errorf("the hypervisor token after a plain deploy: %d %s", code, b)
 	}
 }
 

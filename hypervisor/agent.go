@@ -53,10 +53,7 @@ func (s *Service) AgentRound(ctx context.Context, nodeID string, rep protocol.Hy
 	if err != nil {
 		return protocol.HypervisorWork{}, err
 	}
-	every := s.AgentInterval
-	if every == 0 {
-		every = AgentInterval
-	}
+	every := s.agentInterval()
 	w := protocol.HypervisorWork{GPUMode: h.GPUMode, GPUProfile: h.GPUProfile, Devices: []protocol.HypervisorDevice{}, Interval: protocol.Duration(every)}
 	have := reportedMdevs(rep.GPUs)
 	for _, vm := range vms {
@@ -66,7 +63,7 @@ func (s *Service) AgentRound(ctx context.Context, nodeID string, rep protocol.Hy
 				w.Devices = append(w.Devices, protocol.HypervisorDevice{VM: vm.NodeID, Kind: protocol.DevicePassthrough, GPU: d.GPU})
 			case string(placement.VGPU), string(placement.MIG):
 				w.Devices = append(w.Devices, protocol.HypervisorDevice{VM: vm.NodeID, Kind: d.Kind, GPU: d.GPU, Profile: mdevProfile(h, d), Mdev: d.Mdev})
-				if !have[d.Mdev] {
+				if !have[strings.ToLower(d.Mdev)] {
 					w.Interval = protocol.Duration(min(every, AgentIntervalPending))
 				}
 			}
@@ -111,13 +108,20 @@ func reportedMdevs(gpus json.RawMessage) map[string]bool {
 var ErrDevices = fmt.Errorf("%w: devices not ready", ErrHypervisor)
 
 // DeviceWait is how long a VM's start waits for the hypervisor's agent to
-// report its mediated devices.
-const DeviceWait = 90 * time.Second
+// report its mediated devices: under the minute an API client waits for
+// its answer.
+const DeviceWait = 40 * time.Second
 
-// waitDevices waits until the hypervisor's agent reports every mediated
-// device the VM names. A hypervisor whose agent never called in is
-// managed by hand: its operator makes the devices, and libvirt says so
-// when one is missing.
+// errorReports is how many of the agent's reports must name a VM's device
+// in an error before its start gives up early: the agent tries again on
+// each round, and a first failure (the room of a device just removed not
+// yet given back) often passes.
+const errorReports = 3
+
+// waitDevices waits until the hypervisor's agent, in a report it made
+// lately, says the cards carry every mediated device the VM names. A
+// hypervisor whose agent never called in is managed by hand: its
+// operator makes the devices, and libvirt says so when one is missing.
 func (s *Service) waitDevices(ctx context.Context, vm store.VM) error {
 	var want []string
 	for _, d := range vm.Devices {
@@ -135,34 +139,44 @@ func (s *Service) waitDevices(ctx context.Context, vm store.VM) error {
 	if wait == 0 {
 		wait = DeviceWait
 	}
-	deadline := time.Now().Add(wait)
+	// A report older than a few of the agent's rounds may predate a
+	// reboot that took the devices away (the agent waits at least a
+	// second between rounds, and a slow round takes seconds).
+	fresh := 3*s.agentInterval() + 10*time.Second
+	start := time.Now()
+	deadline := start.Add(wait)
+	failed := map[time.Time]string{} // reports naming a missing device in an error
 	for {
 		a, err := s.Store.HypervisorAgent(ctx, vm.Hypervisor)
 		if err != nil {
 			return err
 		}
-		have := reportedMdevs(a.GPUs)
 		var missing []string
-		for _, m := range want {
-			if !have[m] {
-				missing = append(missing, m)
+		if time.Since(a.Seen) <= fresh {
+			have := reportedMdevs(a.GPUs)
+			for _, m := range want {
+				if !have[m] {
+					missing = append(missing, m)
+				}
 			}
-		}
-		if len(missing) == 0 {
-			return nil
-		}
-		// The agent has seen this VM's devices once it reported after
-		// they were stored: its errors are then about them.
-		if a.Seen.After(vm.Created) && len(a.Errors) > 0 {
+			if len(missing) == 0 {
+				return nil
+			}
 			for _, e := range a.Errors {
 				for _, m := range missing {
-					if strings.Contains(e, m) {
-						return fmt.Errorf("%w: the hypervisor's agent could not make mediated device %s: %s", ErrDevices, m, e)
+					if strings.Contains(strings.ToLower(e), m) && a.Seen.After(start) {
+						failed[a.Seen] = e
 					}
 				}
 			}
+			if len(failed) >= errorReports {
+				return fmt.Errorf("%w: the hypervisor's agent could not make mediated device %s: %s", ErrDevices, strings.Join(missing, ", "), failed[a.Seen])
+			}
 		}
 		if time.Now().After(deadline) {
+			if len(missing) == 0 {
+				return fmt.Errorf("%w: the hypervisor's agent is silent since %s: it has not reported mediated devices %s", ErrDevices, a.Seen.Format(time.RFC3339), strings.Join(want, ", "))
+			}
 			why := "it last called in " + a.Seen.Format(time.RFC3339)
 			if len(a.Errors) > 0 {
 				why += "; it said: " + strings.Join(a.Errors, "; ")
@@ -175,6 +189,13 @@ func (s *Service) waitDevices(ctx context.Context, vm store.VM) error {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+func (s *Service) agentInterval() time.Duration {
+	if s.AgentInterval == 0 {
+		return AgentInterval
+	}
+	return s.AgentInterval
 }
 
 // AgentView is what a hypervisor's agent last said, for the API and UI.
@@ -200,7 +221,7 @@ func (s *Service) Agent(ctx context.Context, nodeID string) (AgentView, bool, er
 		return AgentView{}, false, err
 	}
 	v := AgentView{Seen: a.Seen, Booted: a.Booted, Applied: a.Applied, Errors: slices.Clip(a.Errors), Version: a.Version,
-		Stale: time.Since(a.Seen) > 3*max(s.AgentInterval, AgentInterval)}
+		Stale: time.Since(a.Seen) > 3*s.agentInterval()}
 	if v.Errors == nil {
 		v.Errors = []string{}
 	}

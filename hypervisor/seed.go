@@ -58,7 +58,8 @@ const agentUnit = `[Unit]
 Description=rackboot hypervisor agent: applies this host's GPU layout and its VMs' devices
 Wants=network-online.target
 After=network-online.target nvidia-persistenced.service nvidia-vgpud.service nvidia-vgpu-mgr.service
-Before=libvirtd.service
+# A download that failed its checksum left no binary: nothing to restart.
+ConditionFileIsExecutable=` + AgentBinaryPath + `
 
 [Service]
 ExecStart=` + AgentBinaryPath + ` hypervisor --config ` + AgentConfigPath + ` --token-file ` + AgentTokenPath + ` --state-file ` + AgentStatePath + `

@@ -616,6 +616,10 @@ type Store interface {
 	// DeleteTokens removes every token of a kind bound to a node (or, with
 	// nodeID empty, of a user), e.g. an agent's token when its node moves.
 	DeleteTokens(ctx context.Context, kind, nodeID, user string) error
+	// DeleteTokensBut removes every token of a kind bound to a node but
+	// the one with id keep: a new credential replaces the old ones only
+	// once what it was made for has succeeded.
+	DeleteTokensBut(ctx context.Context, kind, nodeID, keep string) error
 
 	// AddTrace appends a boot event to a node's trace.
 	AddTrace(ctx context.Context, nodeID string, e boot.Event) error

@@ -422,6 +422,14 @@ func (s *Store) DeleteTokens(ctx context.Context, kind, nodeID, user string) err
 	return nil
 }
 
+// DeleteTokensBut implements store.Store.
+func (s *Store) DeleteTokensBut(ctx context.Context, kind, nodeID, keep string) error {
+	if _, err := s.db.exec(ctx, `DELETE FROM tokens WHERE kind = ? AND node_id = ? AND id <> ?`, kind, nodeID, keep); err != nil {
+		return fmt.Errorf("delete %s tokens of %s: %w", kind, nodeID, err)
+	}
+	return nil
+}
+
 // pruneBatch is how many rows one statement of Prune deletes at most.
 const pruneBatch = 1000
 

@@ -120,11 +120,12 @@ func (s *Store) DeleteHypervisor(ctx context.Context, nodeID string) error {
 		if n > 0 {
 			return fmt.Errorf("it has %d VMs: %w", n, store.ErrConflict)
 		}
-		// Its agent's report goes with it. Its agent's token stays: it
-		// opens nothing but this node's agent path, which answers that
-		// the node is no hypervisor, and the host keeps working when
-		// the node is made a hypervisor again.
+		// Its agent's report and credential go with it: a host that
+		// is no hypervisor keeps no standing token.
 		if _, err := tx.exec(ctx, `DELETE FROM hypervisor_agents WHERE node_id = ?`, nodeID); err != nil {
+			return err
+		}
+		if _, err := tx.exec(ctx, `DELETE FROM tokens WHERE kind = ? AND node_id = ?`, store.TokenHypervisor, nodeID); err != nil {
 			return err
 		}
 		return tx.change(ctx, `DELETE FROM hypervisors WHERE node_id = ?`, nodeID)
@@ -365,8 +366,10 @@ func (s *Store) PutHypervisorAgent(ctx context.Context, a store.HypervisorAgent)
 		gpus = []byte(a.GPUs)
 	}
 	err := s.tx(ctx, func(tx runner) error {
+		// The hypervisor's row is locked so that its delete cannot
+		// slip between this check and the insert.
 		var one int
-		if err := tx.row(ctx, `SELECT 1 FROM hypervisors WHERE node_id = ?`, a.NodeID).Scan(&one); err != nil {
+		if err := tx.row(ctx, `SELECT 1 FROM hypervisors WHERE node_id = ?`+s.d.forUpdate, a.NodeID).Scan(&one); err != nil {
 			return noRows(err)
 		}
 		_, err := tx.exec(ctx, `INSERT INTO hypervisor_agents (node_id, booted, applied, gpus, errors, version, seen)

@@ -72,8 +72,28 @@ func testHypervisors(t *testing.T, open Opener) {
 	if got, err := s.HypervisorAgent(ctx, n.ID); err != nil || cmp.Diff(rep, got) != "" {
 		t.Errorf("agent report (-put +got): %v\n%s", err, cmp.Diff(rep, got))
 	}
+	// A new hypervisor token replaces the old ones only when asked.
+	var toks []store.Token
+	for i := 0; i < 3; i++ {
+		tok, err := s.CreateToken(ctx, store.Token{Hash: fmt.Sprintf("hv-%d", i), Kind: store.TokenHypervisor, NodeID: n.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	if err := s.DeleteTokensBut(ctx, store.TokenHypervisor, n.ID, toks[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	for i, tok := range toks {
+		if _, err := s.TokenByHash(ctx, tok.Hash); (err == nil) != (i == 1) {
+			t.Errorf("hypervisor token %d after DeleteTokensBut: %v", i, err)
+		}
+	}
 	if err := s.DeleteHypervisor(ctx, n.ID); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := s.TokenByHash(ctx, toks[1].Hash); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("hypervisor token after its hypervisor went: %v", err)
 	}
 	if _, err := s.HypervisorAgent(ctx, n.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("agent report after its hypervisor went: %v", err)
