@@ -108,6 +108,7 @@ func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last n
 				return false, nil
 			}
 			out = lease.Lease{MAC: mac, IP: a, Subnet: subnet, State: lease.Offered, Expires: expires.UTC()}
+			s.probes.Add(1)
 			ok, err := claimLease(ctx, tx, out, now)
 			if ok {
 				s.setCursor(subnet, a.Next())
@@ -120,7 +121,13 @@ func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last n
 		// Probe from where this server's last allocation in the subnet
 		// ended, wrapping once: one indexed statement per address, so a
 		// new client costs the same with ten leases or ten thousand.
-		start := s.cursor(subnet, first, last)
+		start, warm := s.cursor(subnet, first, last)
+		if !warm {
+			var err error
+			if start, err = coldCursor(ctx, tx, subnet, first, last, reservedSet, now); err != nil {
+				return err
+			}
+		}
 		a := start
 		for i := 0; i < maxScan; i++ {
 			if ok, err := try(a); ok || err != nil {
@@ -215,14 +222,47 @@ func (s *Store) ByIP(ctx context.Context, ip netip.Addr) (lease.Lease, error) {
 // It lives in memory only: after a restart the first search walks the
 // taken addresses once, and every server sharing a database keeps its
 // own; the claim checks every candidate either way.
-func (s *Store) cursor(subnet netip.Prefix, first, last netip.Addr) netip.Addr {
+func (s *Store) cursor(subnet netip.Prefix, first, last netip.Addr) (a netip.Addr, warm bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a, ok := s.next[subnet]
 	if !ok || a.Compare(first) < 0 || a.Compare(last) > 0 {
-		return first
+		return first, false
 	}
-	return a
+	return a, true
+}
+
+// coldCursor is where a server that has not allocated in the subnet yet
+// (it has just started) begins its search: the lowest address of the
+// range that no live lease holds, found from one read of the subnet's
+// leases. Probing from the range's start instead costs one statement per
+// address taken, under the subnet's lock: 40,000 of them took the first
+// new client of a restarted server most of a second.
+func coldCursor(ctx context.Context, tx runner, subnet netip.Prefix, first, last netip.Addr, reserved map[netip.Addr]bool, now int64) (netip.Addr, error) {
+	rows, err := tx.query(ctx, `SELECT ip FROM leases WHERE subnet = ? AND expires > ?`, subnet.String(), now)
+	if err != nil {
+		return first, err
+	}
+	defer rows.Close()
+	taken := map[netip.Addr]bool{}
+	for rows.Next() {
+		var ip string
+		if err := rows.Scan(&ip); err != nil {
+			return first, err
+		}
+		if a, err := netip.ParseAddr(ip); err == nil {
+			taken[a] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return first, err
+	}
+	for a, i := first, 0; a.IsValid() && a.Compare(last) <= 0 && i < maxScan; a, i = a.Next(), i+1 {
+		if !taken[a] && !reserved[a] {
+			return a, nil
+		}
+	}
+	return first, nil
 }
 
 func (s *Store) setCursor(subnet netip.Prefix, a netip.Addr) {

@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rackboot/rackboot/store"
@@ -31,6 +32,8 @@ type Store struct {
 
 	mu   sync.Mutex
 	next map[netip.Prefix]netip.Addr // allocation cursor per subnet
+	// probes counts the addresses Allocate tried to claim.
+	probes atomic.Int64
 }
 
 var _ store.Store = (*Store)(nil)

@@ -2,8 +2,11 @@ package sqlstore
 
 import (
 	"context"
+	"net"
+	"net/netip"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestMigrateTwice(t *testing.T) {
@@ -93,5 +96,62 @@ func TestDurability(t *testing.T) {
 	var n int
 	if err := s.db.row(ctx, `SELECT COUNT(*) FROM leases`).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("the offer's row: %d, %v", n, err)
+	}
+}
+
+// TestColdCursor: a server that has just started finds its subnet's first
+// free address with one read, not by claiming each taken address in turn;
+// one that holds a cursor goes on from it.
+func TestColdCursor(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rackboot.db")
+	s, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subnet := netip.MustParsePrefix("10.9.0.0/16")
+	first, last := netip.MustParseAddr("10.9.0.10"), netip.MustParseAddr("10.9.255.250")
+	expires := time.Now().Add(time.Hour)
+	mac := func(i int) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, byte(i >> 16), byte(i >> 8), byte(i)} }
+	const n = 3000
+	a := first
+	for i := 0; i < n; i++ {
+		if _, err := s.Bind(ctx, subnet, mac(i), a, "", expires); err != nil {
+			t.Fatal(err)
+		}
+		a = a.Next()
+	}
+	// A gap the first new client of the restarted server gets, with the
+	// reserved address before it skipped.
+	gap := netip.MustParseAddr("10.9.1.0")
+	if err := s.Release(ctx, mac(int(gap.As4()[3])+256-10), gap); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s, err = OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l, err := s.Allocate(ctx, subnet, first, last, mac(n), netip.Addr{}, nil, expires)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.IP != gap || s.probes.Load() > 1 {
+		t.Errorf("first allocation after a start: %s after %d probes, want %s after 1", l.IP, s.probes.Load(), gap)
+	}
+	// The next one goes on from there: past the gap, the taken run ends
+	// at first+n.
+	before := s.probes.Load()
+	l, err = s.Allocate(ctx, subnet, first, last, mac(n+1), netip.Addr{}, []netip.Addr{a}, expires)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := a.Next(); l.IP != want {
+		t.Errorf("second allocation: %s, want %s (%s is reserved)", l.IP, want, a)
+	}
+	if p := s.probes.Load() - before; p > int64(n) {
+		t.Errorf("second allocation took %d probes", p)
 	}
 }
