@@ -16,6 +16,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/rackboot/rackboot/agent/inventory"
 )
@@ -51,6 +53,14 @@ type Host struct {
 	SRIOVManage string
 	// Log receives what changed on the cards; nil discards.
 	Log *slog.Logger
+	// SysfsTimeout bounds the sysfs writes the kernel may sit on (an
+	// mdev's remove, a function reset); 0 means 10 s.
+	SysfsTimeout time.Duration
+
+	mu sync.Mutex
+	// inflight are the sysfs attributes whose write has not returned:
+	// another write to one would only pile up behind it.
+	inflight map[string]bool
 }
 
 func (h *Host) path(p ...string) string {

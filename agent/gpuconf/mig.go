@@ -21,9 +21,14 @@ var ErrResetNeeded = errors.New("MIG mode is pending: a GPU reset or a reboot ma
 // PendingError names the cards whose MIG mode is pending.
 type PendingError struct {
 	GPUs []string // "GPU 0 (0000:07:00.0)"
+	// Disable is set when MIG is pending off (DisableMIG), not on.
+	Disable bool
 }
 
 func (e *PendingError) Error() string {
+	if e.Disable {
+		return fmt.Sprintf("disable MIG: %s: %v; MIG stays on there until then", strings.Join(e.GPUs, ", "), ErrResetNeeded)
+	}
 	return fmt.Sprintf("apply MIG layout: %s: %v; the other cards carry the layout", strings.Join(e.GPUs, ", "), ErrResetNeeded)
 }
 
@@ -116,6 +121,75 @@ func (h *Host) ApplyMIG(ctx context.Context, layout []string) error {
 			e.GPUs = append(e.GPUs, c.String())
 			h.log().Warn("MIG mode pending: reset the GPU or reboot", "gpu", c.Index, "pci", c.addr)
 		}
+		return e
+	}
+	return nil
+}
+
+// DisableMIG undoes ApplyMIG on every NVIDIA GPU of the host: destroys
+// its compute and GPU instances and switches MIG mode off. A card whose
+// mode only goes off at its next reset (a process holds it) makes the
+// error a *PendingError with Disable set; gpuconf does not reset it.
+func (h *Host) DisableMIG(ctx context.Context) error {
+	cards, err := h.cards()
+	if err != nil {
+		return fmt.Errorf("disable MIG: %w", err)
+	}
+	if len(cards) == 0 {
+		return nil
+	}
+	mc, err := h.migCards(ctx, cards)
+	if err != nil {
+		return fmt.Errorf("disable MIG: %w", err)
+	}
+	var on []migCard
+	for _, c := range mc {
+		if c.Current == ModeEnabled || c.Pending == ModeEnabled {
+			on = append(on, c)
+		}
+	}
+	if len(on) == 0 {
+		return nil
+	}
+	have, err := h.readLayout(ctx)
+	if err != nil {
+		return fmt.Errorf("disable MIG: %w", err)
+	}
+	for _, c := range on {
+		i := strconv.Itoa(c.Index)
+		// Compute instances first: the driver refuses to destroy a GPU
+		// instance that still has some.
+		if len(have.cis[c.Index]) > 0 {
+			if _, err := h.smi(ctx, "mig", "-i", i, "-dci"); err != nil {
+				return fmt.Errorf("disable MIG: destroy compute instances on %s: %w", c, err)
+			}
+		}
+		if len(have.gis[c.Index]) > 0 {
+			if _, err := h.smi(ctx, "mig", "-i", i, "-dgi"); err != nil {
+				return fmt.Errorf("disable MIG: destroy GPU instances on %s: %w", c, err)
+			}
+		}
+		if c.Pending == ModeEnabled {
+			if _, err := h.smi(ctx, "-i", i, "-mig", "0"); err != nil {
+				return fmt.Errorf("disable MIG on %s: %w", c, err)
+			}
+			h.log().Info("MIG mode disabled", "gpu", c.Index, "pci", c.addr)
+		}
+	}
+	if mc, err = h.migCards(ctx, cards); err != nil {
+		return fmt.Errorf("disable MIG: %w", err)
+	}
+	e := &PendingError{Disable: true}
+	for _, c := range mc {
+		switch {
+		case c.Pending == ModeEnabled:
+			return fmt.Errorf("disable MIG: %s: MIG mode is still set to %s after nvidia-smi -mig 0", c, c.Pending)
+		case c.Current == ModeEnabled:
+			e.GPUs = append(e.GPUs, c.String())
+			h.log().Warn("MIG mode pending off: reset the GPU or reboot", "gpu", c.Index, "pci", c.addr)
+		}
+	}
+	if len(e.GPUs) > 0 {
 		return e
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -75,6 +76,52 @@ func writeSysfs(p, s string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// ErrKernelSilent: a sysfs write did not return in time. The kernel
+// waits on the device's user before it removes or resets it (vfio waits
+// for a VM to let go), and a write left waiting must not hold up the
+// caller's loop.
+var ErrKernelSilent = errors.New("the kernel has not answered (a VM may still hold the device)")
+
+// writeSysfsBounded writes an attribute as writeSysfs does, but gives up
+// waiting after h.SysfsTimeout or when ctx ends. The write itself cannot
+// be taken back: its goroutine stays blocked until the kernel answers,
+// and until then a new write to the same attribute is refused at once
+// rather than stacked behind it.
+func (h *Host) writeSysfsBounded(ctx context.Context, p, s string) error {
+	timeout := h.SysfsTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	h.mu.Lock()
+	if h.inflight[p] {
+		h.mu.Unlock()
+		return fmt.Errorf("write %s: an earlier write is still waiting: %w", p, ErrKernelSilent)
+	}
+	if h.inflight == nil {
+		h.inflight = map[string]bool{}
+	}
+	h.inflight[p] = true
+	h.mu.Unlock()
+	done := make(chan error, 1)
+	go func() {
+		err := writeSysfs(p, s)
+		h.mu.Lock()
+		delete(h.inflight, p)
+		h.mu.Unlock()
+		done <- err
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("write %s: no answer in %v: %w", p, timeout, ErrKernelSilent)
+	case <-ctx.Done():
+		return fmt.Errorf("write %s: %w: %w", p, ErrKernelSilent, ctx.Err())
+	}
 }
 
 // MdevTypes lists the vGPU types a parent offers, with how many more of
@@ -156,7 +203,9 @@ func (h *Host) CreateMdev(ctx context.Context, parent, typ, id string) error {
 	return nil
 }
 
-// RemoveMdev removes a vGPU. The kernel refuses while a VM holds it.
+// RemoveMdev removes a vGPU. The kernel refuses while a VM holds it, or
+// waits for the VM to let go: past h.SysfsTimeout that is an
+// ErrKernelSilent.
 func (h *Host) RemoveMdev(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -169,7 +218,7 @@ func (h *Host) RemoveMdev(ctx context.Context, id string) error {
 	if _, err := os.Stat(p); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("remove mdev %s: %w", id, ErrNoMdev)
 	}
-	if err := writeSysfs(p, "1"); err != nil {
+	if err := h.writeSysfsBounded(ctx, p, "1"); err != nil {
 		return fmt.Errorf("remove mdev %s: %w", id, err)
 	}
 	h.log().Info("mdev removed", "mdev", id)
@@ -283,6 +332,55 @@ func (h *Host) parents(ctx context.Context, c card) ([]string, error) {
 		return nil, fmt.Errorf("enable virtual functions of %s: sriov-manage -e left the card with none", c.addr)
 	}
 	return vfs, nil
+}
+
+// DisableVFs undoes what parents did: on every SR-IOV card with virtual
+// functions enabled it runs sriov-manage -d. A card still carrying an
+// mdev is refused: its virtual functions cannot go while the mdev
+// lives, and removing it is the caller's decision.
+func (h *Host) DisableVFs(ctx context.Context) error {
+	cards, err := h.cards()
+	if err != nil {
+		return fmt.Errorf("disable virtual functions: %w", err)
+	}
+	ms, err := h.Mdevs(ctx)
+	if err != nil {
+		return fmt.Errorf("disable virtual functions: %w", err)
+	}
+	tool := h.SRIOVManage
+	if tool == "" {
+		tool = defaultSRIOVManage
+	}
+	var errs []error
+	for _, c := range cards {
+		if !c.model.SRIOV {
+			continue
+		}
+		vfs, err := h.vfs(c.addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("disable virtual functions: %w", err))
+			continue
+		}
+		if len(vfs) == 0 {
+			continue
+		}
+		var held []string
+		for _, m := range ms {
+			if m.GPU == c.addr {
+				held = append(held, m.UUID)
+			}
+		}
+		if len(held) > 0 {
+			errs = append(errs, fmt.Errorf("disable virtual functions of %s: it carries mdevs %s", c.addr, strings.Join(held, ", ")))
+			continue
+		}
+		if _, err := h.run(ctx, tool, "-d", c.addr); err != nil {
+			errs = append(errs, fmt.Errorf("disable virtual functions of %s: %w", c.addr, err))
+			continue
+		}
+		h.log().Info("virtual functions disabled", "pci", c.addr)
+	}
+	return errors.Join(errs...)
 }
 
 // ApplyVGPU fills every NVIDIA GPU of the host with vGPUs of type typ:

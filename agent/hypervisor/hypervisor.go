@@ -5,9 +5,10 @@
 // the agent calls the rackboot API in at an interval with what the cards
 // carry (package gpuconf's State) and is answered with the layout they
 // must carry and the devices the host's VMs hold. It applies the layout
-// once per boot or when it changes, makes each VM's mediated device with
-// the UUID its domain names, removes those no VM holds, and resets a
-// passthrough GPU a VM gave back before its next tenant gets it.
+// once per boot or when it changes (undoing the old mode's first), makes
+// each VM's mediated device with the UUID its domain names, removes those
+// it made that no VM holds, and resets a passthrough GPU a VM gave back
+// before its next tenant gets it.
 package hypervisor
 
 import (
@@ -20,6 +21,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -44,7 +46,9 @@ type GPUs interface {
 	EnsureMdev(ctx context.Context, gpu, kind, profile, uuid string) (gpuconf.Mdev, error)
 	Mdevs(ctx context.Context) ([]gpuconf.Mdev, error)
 	RemoveMdev(ctx context.Context, uuid string) error
-	ResetFunction(ctx context.Context, addr string) error
+	ResetGPU(ctx context.Context, addr string) error
+	DisableMIG(ctx context.Context) error
+	DisableVFs(ctx context.Context) error
 }
 
 // Agent is one hypervisor's agent. Its methods are not safe for
@@ -60,22 +64,43 @@ type Agent struct {
 	// HTTP nil means a client with a 30 s timeout and no TLS pinning.
 	HTTP *http.Client
 	GPUs GPUs
-	// StateFile keeps the passthrough GPUs the last answer held, so that
-	// an agent restarted meanwhile still resets one freed while it was
-	// down; "" keeps them in memory only.
+	// StateFile keeps what an agent restarted meanwhile must still know:
+	// the passthrough GPUs the last answer held and the resets owed, the
+	// mdevs this agent made, the GPU mode it applied. "" keeps them in
+	// memory only.
 	StateFile string
-	// Booted says when the host booted; nil reads /proc/stat.
+	// Root is where the host's /proc is; "" means "/".
+	Root string
+	// Booted says when the host booted, for people to read in the
+	// report; nil reads /proc/stat. A new boot is told by the kernel's
+	// boot_id, not by this: btime moves when NTP steps the clock.
 	Booted  func() time.Time
 	Logger  *slog.Logger
 	Version string
 
-	booted  time.Time
+	bootID  string // the boot the layout was applied on
 	mode    string // the GPUMode the last answer gave
 	applied string // the layout applied on this boot, as reported
 	layout  bool   // whether a layout was applied on this boot
 	errs    []string
-	held    []string // passthrough GPUs of the last answer (and resets still owed)
-	loaded  bool     // held was read from StateFile
+	st      state
+	loaded  bool // st was read from StateFile
+	dirty   bool // st differs from StateFile
+}
+
+// state is what StateFile keeps.
+type state struct {
+	// passthrough are the passthrough GPUs of the last answer and the VM
+	// holding each ("" when read from a file that did not say).
+	passthrough map[string]string
+	// owed are GPUs given back whose reset has not been done yet.
+	owed []string
+	// mdevs are the mdevs this agent made or an answer listed: the only
+	// ones it removes. Others on the cards are an operator's or belong
+	// to VMs rackboot does not manage.
+	mdevs []string
+	// mode is the GPU mode last applied, so a change of mode undoes it.
+	mode string
 }
 
 // Intervals and backoff.
@@ -156,13 +181,17 @@ func (a *Agent) Round(ctx context.Context) (protocol.HypervisorWork, error) {
 
 func (a *Agent) exchange(ctx context.Context) (protocol.HypervisorWork, error) {
 	booted := a.bootTime()
-	if !booted.Equal(a.booted) {
-		if !a.booted.IsZero() {
-			a.log().Info("host booted again: applying the layout again", "booted", booted)
+	id := a.readBootID(booted)
+	if id != a.bootID {
+		if a.bootID != "" {
+			a.log().Info("host booted again: applying the layout again", "booted", booted, "boot_id", id)
 		}
-		a.booted, a.layout, a.applied = booted, false, ""
+		a.bootID, a.layout, a.applied = id, false, ""
 	}
 	rep := protocol.HypervisorReport{Booted: booted, Applied: a.applied, Errors: slices.Clone(a.errs), Version: a.Version}
+	if !strings.HasPrefix(id, btimeID) {
+		rep.BootID = id
+	}
 	st, err := a.GPUs.State(ctx)
 	switch {
 	case err == nil:
@@ -237,10 +266,24 @@ func (a *Agent) apply(ctx context.Context, work protocol.HypervisorWork) (change
 		a.log().Warn("hypervisor apply", "err", err)
 		errs = append(errs, err.Error())
 	}
+	defer func() { a.errs = errs }()
 	a.mode = work.GPUMode
+	if !a.loadState(fail) {
+		return false // a later round reads it again rather than forget a GPU owed a reset
+	}
+	before := a.st.clone()
+	wanted := wantedMdevs(work.Devices, fail)
+	// Removing first gives a card's room back to the VM that replaces
+	// another, and takes an old mode's mdevs off before it is undone.
+	existing, err := a.removeMdevs(ctx, wanted, fail)
+	if err != nil {
+		fail(err)
+	} else if existing.changed {
+		changed = true
+	}
 	want := strings.TrimSpace(work.GPUMode + " " + work.GPUProfile)
 	if !a.layout || want != a.applied {
-		ok, err := a.applyLayout(ctx, work)
+		ok, err := a.applyLayout(ctx, work, wanted)
 		if err != nil {
 			fail(err)
 		}
@@ -248,30 +291,51 @@ func (a *Agent) apply(ctx context.Context, work protocol.HypervisorWork) (change
 			a.layout, a.applied, changed = true, want, true
 		}
 	}
-	if c, err := a.applyMdevs(ctx, work.Devices, fail); err != nil {
-		fail(err)
-	} else if c {
+	if err == nil && a.ensureMdevs(ctx, work.Devices, wanted, existing.uuids, fail) {
 		changed = true
+	}
+	for id := range wanted {
+		a.st.addMdev(id)
 	}
 	if a.applyPassthrough(ctx, work.Devices, fail) {
 		changed = true
 	}
-	a.errs = errs
+	if a.dirty || !a.st.equal(before) {
+		a.dirty = true
+		if err := a.saveState(); err != nil {
+			// Kept in memory meanwhile: only a restart before the next
+			// save forgets it.
+			fail(err)
+		} else {
+			a.dirty = false
+		}
+	}
 	return changed
 }
 
 // applyLayout applies the mode's layout; ok when it did. Passthrough and
-// no mode have none, and are applied by doing nothing.
-func (a *Agent) applyLayout(ctx context.Context, work protocol.HypervisorWork) (ok bool, err error) {
+// no mode have none, and are applied by doing nothing. A mode other than
+// the one applied before is undone first.
+func (a *Agent) applyLayout(ctx context.Context, work protocol.HypervisorWork, wanted map[string]protocol.HypervisorDevice) (ok bool, err error) {
 	switch work.GPUMode {
-	case "", protocol.DevicePassthrough:
-		return true, nil
+	case "", protocol.DevicePassthrough, protocol.DeviceMIG, protocol.DeviceVGPU:
+	default:
+		return false, fmt.Errorf("GPU mode %q: want passthrough, vgpu or mig", work.GPUMode)
+	}
+	if old := a.st.mode; old != "" && old != work.GPUMode {
+		if err := a.undoMode(ctx, old, work, wanted); err != nil {
+			return false, err
+		}
+	}
+	// Whatever the new layout leaves, even half applied, is the new
+	// mode's to undo.
+	a.st.mode = work.GPUMode
+	switch work.GPUMode {
 	case protocol.DeviceMIG:
 		if err := a.GPUs.ApplyMIG(ctx, strings.Split(work.GPUProfile, ",")); err != nil {
 			return false, err
 		}
 		a.log().Info("MIG layout applied", "layout", work.GPUProfile)
-		return true, nil
 	case protocol.DeviceVGPU:
 		// The devices themselves come with the VMs; the layout is the
 		// virtual functions they are made on.
@@ -291,15 +355,54 @@ func (a *Agent) applyLayout(ctx context.Context, work protocol.HypervisorWork) (
 		if len(errs) > 0 {
 			return false, errors.Join(errs...)
 		}
-		return true, nil
 	}
-	return false, fmt.Errorf("GPU mode %q: want passthrough, vgpu or mig", work.GPUMode)
+	return true, nil
 }
 
-// applyMdevs removes the NVIDIA cards' mdevs no device names, then makes
-// the ones missing. Removing first gives a card's room back to the VM
-// that replaces another.
-func (a *Agent) applyMdevs(ctx context.Context, devs []protocol.HypervisorDevice, fail func(error)) (changed bool, err error) {
+// undoMode takes off what mode old left on the cards: MIG instances and
+// MIG mode, the virtual functions sriov-manage enabled. The server
+// refuses a change of mode while VMs hold devices, but the host may not
+// have caught up: while any device of the old kind is still asked for,
+// or an mdev the agent made is still there, nothing is undone.
+func (a *Agent) undoMode(ctx context.Context, old string, work protocol.HypervisorWork, wanted map[string]protocol.HypervisorDevice) error {
+	if old != protocol.DeviceMIG && old != protocol.DeviceVGPU {
+		return nil // passthrough leaves nothing on the cards
+	}
+	fail := func(err error) error {
+		return fmt.Errorf("GPU mode %s to %q: %w; the cards stay as %s left them", old, work.GPUMode, err, old)
+	}
+	for _, d := range work.Devices {
+		if d.Kind == old {
+			return fail(fmt.Errorf("VM %s still holds a %s device on %s", d.VM, d.Kind, d.GPU))
+		}
+	}
+	have, err := a.GPUs.Mdevs(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	for _, m := range have {
+		if _, ok := wanted[m.UUID]; !ok && slices.Contains(a.st.mdevs, m.UUID) {
+			return fail(fmt.Errorf("mdev %s on %s is not removed yet", m.UUID, m.GPU))
+		}
+	}
+	// The new mode's mdevs need the virtual functions as much as the
+	// old one's did.
+	if !needsGPUs(work.GPUMode) {
+		if err := a.GPUs.DisableVFs(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	if old == protocol.DeviceMIG {
+		if err := a.GPUs.DisableMIG(ctx); err != nil {
+			return fail(err)
+		}
+	}
+	a.log().Info("GPU mode undone", "from", old, "to", work.GPUMode)
+	return nil
+}
+
+// wantedMdevs are the mediated devices the answer's VMs hold, by UUID.
+func wantedMdevs(devs []protocol.HypervisorDevice, fail func(error)) map[string]protocol.HypervisorDevice {
 	wanted := map[string]protocol.HypervisorDevice{}
 	for _, d := range devs {
 		if d.Kind != protocol.DeviceVGPU && d.Kind != protocol.DeviceMIG {
@@ -311,14 +414,32 @@ func (a *Agent) applyMdevs(ctx context.Context, devs []protocol.HypervisorDevice
 		}
 		wanted[strings.ToLower(d.Mdev)] = d
 	}
+	return wanted
+}
+
+type mdevsLeft struct {
+	uuids   map[string]bool // the host's mdevs after the removals
+	changed bool
+}
+
+// removeMdevs removes the mdevs on NVIDIA cards that this agent made and
+// no device names. It forgets those of its own that are gone (a reboot
+// took them) and not asked for.
+// The error is one listing them, after which nothing else about mdevs is
+// done this round.
+func (a *Agent) removeMdevs(ctx context.Context, wanted map[string]protocol.HypervisorDevice, fail func(error)) (mdevsLeft, error) {
+	left := mdevsLeft{uuids: map[string]bool{}}
 	have, err := a.GPUs.Mdevs(ctx)
 	if err != nil {
-		return false, err
+		return left, err
+	}
+	for _, m := range have {
+		left.uuids[m.UUID] = true
 	}
 	if len(have) > 0 {
 		cards, err := a.GPUs.Cards()
 		if err != nil {
-			return false, err
+			return left, err
 		}
 		nvidia := map[string]bool{}
 		for _, c := range cards {
@@ -328,20 +449,30 @@ func (a *Agent) applyMdevs(ctx context.Context, devs []protocol.HypervisorDevice
 			if _, ok := wanted[m.UUID]; ok || !nvidia[m.GPU] {
 				continue
 			}
-			// The kernel refuses while a VM still holds it: the next
-			// round tries again.
+			if !slices.Contains(a.st.mdevs, m.UUID) {
+				a.log().Debug("mdev not made by this agent: left alone", "mdev", m.UUID, "gpu", m.GPU)
+				continue
+			}
+			// The kernel refuses, or sits on the write, while a VM still
+			// holds it: the next round tries again.
 			if err := a.GPUs.RemoveMdev(ctx, m.UUID); err != nil {
 				fail(fmt.Errorf("mdev %s on %s is in no VM's devices, but: %w", m.UUID, m.GPU, err))
 				continue
 			}
 			a.log().Info("mdev removed: no VM holds it", "mdev", m.UUID, "gpu", m.GPU)
-			changed = true
+			delete(left.uuids, m.UUID)
+			left.changed = true
 		}
 	}
-	existed := map[string]bool{}
-	for _, m := range have {
-		existed[m.UUID] = true
-	}
+	a.st.mdevs = slices.DeleteFunc(a.st.mdevs, func(id string) bool {
+		_, w := wanted[id]
+		return !w && !left.uuids[id]
+	})
+	return left, nil
+}
+
+// ensureMdevs makes the devices' mdevs that are missing.
+func (a *Agent) ensureMdevs(ctx context.Context, devs []protocol.HypervisorDevice, wanted map[string]protocol.HypervisorDevice, existed map[string]bool, fail func(error)) (changed bool) {
 	for _, d := range devs {
 		if w, ok := wanted[strings.ToLower(d.Mdev)]; !ok || w != d {
 			continue
@@ -356,71 +487,143 @@ func (a *Agent) applyMdevs(ctx context.Context, devs []protocol.HypervisorDevice
 			changed = true
 		}
 	}
-	return changed, nil
+	return changed
 }
 
-// stateFile is what StateFile holds.
-type stateFile struct {
-	// Held are the passthrough GPUs of the last answer, and those freed
-	// whose reset failed: both are reset once no answer holds them.
-	Held []string `json:"held"`
-}
-
-// applyPassthrough resets the passthrough GPUs held before and not now.
+// applyPassthrough resets the passthrough GPUs whose VM gave them back.
+// A GPU handed from one VM to another between two answers is not reset
+// here: libvirt's managed attach reset it for the new VM, and a reset
+// now would hit a running guest. A reset that fails (the device is still
+// open, nvidia-smi refuses) stays owed and is tried each round.
 func (a *Agent) applyPassthrough(ctx context.Context, devs []protocol.HypervisorDevice, fail func(error)) (changed bool) {
-	if !a.loaded && a.StateFile != "" {
-		b, err := os.ReadFile(a.StateFile)
-		switch {
-		case err == nil:
-			var st stateFile
-			if err := json.Unmarshal(b, &st); err != nil {
-				fail(fmt.Errorf("read state file %s: %w", a.StateFile, err))
-				return false // a later round reads it again rather than forget a GPU owed a reset
-			}
-			a.held = slices.Sorted(slices.Values(st.Held))
-		case !errors.Is(err, fs.ErrNotExist):
-			fail(fmt.Errorf("read state file: %w", err))
-			return false
-		}
-	}
-	a.loaded = true
-	var now []string
+	now := map[string]string{}
 	for _, d := range devs {
-		if d.Kind == protocol.DevicePassthrough && !slices.Contains(now, d.GPU) {
-			now = append(now, d.GPU)
+		if _, ok := now[d.GPU]; d.Kind == protocol.DevicePassthrough && !ok {
+			now[d.GPU] = d.VM
 		}
 	}
-	next := slices.Clone(now)
-	for _, g := range a.held {
-		if slices.Contains(now, g) {
+	owed := slices.Clone(a.st.owed)
+	for g, vm := range a.st.passthrough {
+		nvm, held := now[g]
+		switch {
+		case !held:
+			a.log().Info("passthrough GPU given back: reset owed", "gpu", g, "vm", vm)
+			if !slices.Contains(owed, g) {
+				owed = append(owed, g)
+			}
+		case vm != "" && nvm != vm:
+			a.log().Info("passthrough GPU handed to another VM in one interval: libvirt's managed attach reset it, no reset here", "gpu", g, "from", vm, "to", nvm)
+		}
+	}
+	slices.Sort(owed)
+	var next []string
+	for _, g := range owed {
+		if vm, held := now[g]; held {
+			a.log().Info("passthrough GPU owed a reset is held again: libvirt's managed attach reset it, the reset is dropped", "gpu", g, "vm", vm)
 			continue
 		}
-		if err := a.GPUs.ResetFunction(ctx, g); err != nil {
-			fail(fmt.Errorf("GPU %s was given back, but: %w", g, err))
+		if err := a.GPUs.ResetGPU(ctx, g); err != nil {
+			fail(fmt.Errorf("GPU %s was given back, but (retried next round): %w", g, err))
 			next = append(next, g)
 			continue
 		}
 		a.log().Info("passthrough GPU given back: reset", "gpu", g)
 		changed = true
 	}
-	slices.Sort(next)
-	if !slices.Equal(next, a.held) {
-		if err := a.saveState(stateFile{Held: next}); err != nil {
-			// Kept as it was, so a GPU freed now is still reset.
-			fail(err)
-			return changed
-		}
-	}
-	a.held = next
+	a.st.owed, a.st.passthrough = next, now
 	return changed
 }
 
-func (a *Agent) saveState(st stateFile) error {
+func (s state) clone() state {
+	return state{passthrough: maps.Clone(s.passthrough), owed: slices.Clone(s.owed), mdevs: slices.Clone(s.mdevs), mode: s.mode}
+}
+
+func (s state) equal(o state) bool {
+	return maps.Equal(s.passthrough, o.passthrough) && slices.Equal(s.owed, o.owed) && slices.Equal(s.mdevs, o.mdevs) && s.mode == o.mode
+}
+
+func (s *state) addMdev(id string) {
+	if i, found := slices.BinarySearch(s.mdevs, id); !found {
+		s.mdevs = slices.Insert(s.mdevs, i, id)
+	}
+}
+
+// stateFile is what StateFile holds.
+type stateFile struct {
+	// Held is what agents before this format kept: the passthrough GPUs
+	// of the last answer and those owed a reset, without their VMs. It
+	// is read, never written: each becomes a GPU held by an unknown VM,
+	// reset once no answer holds it.
+	Held []string `json:"held,omitempty"`
+	// Passthrough maps each passthrough GPU of the last answer to its
+	// VM.
+	Passthrough map[string]string `json:"passthrough"`
+	// Owed are GPUs given back whose reset is still to do.
+	Owed []string `json:"owed_resets"`
+	// Mdevs are the mdevs the agent made or an answer listed.
+	Mdevs []string `json:"mdevs"`
+	// GPUMode is the mode last applied.
+	GPUMode string `json:"gpu_mode"`
+}
+
+// loadState reads StateFile once; false when it could not be read and a
+// later round must try again. A file that does not parse would stop the
+// agent for good, so it is moved aside and the agent starts afresh.
+func (a *Agent) loadState(fail func(error)) bool {
+	if a.loaded || a.StateFile == "" {
+		a.loaded = true
+		return true
+	}
+	b, err := os.ReadFile(a.StateFile)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		fail(fmt.Errorf("read state file: %w", err))
+		return false
+	default:
+		var f stateFile
+		if err := json.Unmarshal(b, &f); err != nil {
+			aside := a.StateFile + ".corrupt"
+			if rerr := os.Rename(a.StateFile, aside); rerr != nil {
+				fail(fmt.Errorf("state file %s is corrupt (%v), and moving it aside failed (%v): started afresh, forgetting the resets owed and the mdevs made", a.StateFile, err, rerr))
+			} else {
+				fail(fmt.Errorf("state file %s is corrupt (%v): moved to %s, started afresh, forgetting the resets owed and the mdevs made", a.StateFile, err, aside))
+			}
+			a.dirty = true
+			break
+		}
+		a.st = state{passthrough: f.Passthrough, mode: f.GPUMode}
+		if a.st.passthrough == nil {
+			a.st.passthrough = map[string]string{}
+		}
+		for _, g := range f.Held {
+			if _, ok := a.st.passthrough[g]; !ok {
+				a.st.passthrough[g] = ""
+			}
+		}
+		a.st.owed = slices.Sorted(slices.Values(f.Owed))
+		a.st.owed = slices.Compact(a.st.owed)
+		for _, id := range f.Mdevs {
+			a.st.addMdev(strings.ToLower(id))
+		}
+	}
+	a.loaded = true
+	return true
+}
+
+func (a *Agent) saveState() error {
 	if a.StateFile == "" {
 		return nil
 	}
-	if st.Held == nil {
-		st.Held = []string{}
+	st := stateFile{Passthrough: a.st.passthrough, Owed: a.st.owed, Mdevs: a.st.mdevs, GPUMode: a.st.mode}
+	if st.Passthrough == nil {
+		st.Passthrough = map[string]string{}
+	}
+	if st.Owed == nil {
+		st.Owed = []string{}
+	}
+	if st.Mdevs == nil {
+		st.Mdevs = []string{}
 	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -439,8 +642,8 @@ func (a *Agent) saveState(st stateFile) error {
 		f.Close()
 		return fmt.Errorf("write state file: %w", err)
 	}
-	// Renamed only once on disk, so a crash leaves the old list or the
-	// new one, never none: a lost list is a GPU never reset.
+	// Renamed only once on disk, so a crash leaves the old state or the
+	// new one, never none: a lost state is a GPU never reset.
 	if err := f.Sync(); err != nil {
 		f.Close()
 		return fmt.Errorf("write state file: %w", err)
@@ -494,15 +697,38 @@ func interval(d protocol.Duration) time.Duration {
 	return min(max(time.Duration(d), MinInterval), MaxInterval)
 }
 
+func (a *Agent) procPath(p string) string {
+	root := a.Root
+	if root == "" {
+		root = "/"
+	}
+	return filepath.Join(root, "proc", p)
+}
+
 func (a *Agent) bootTime() time.Time {
 	if a.Booted != nil {
 		return a.Booted()
 	}
-	t, err := BootTime("/proc/stat")
+	t, err := BootTime(a.procPath("stat"))
 	if err != nil {
 		a.log().Warn("boot time", "err", err)
 	}
 	return t
+}
+
+// btimeID starts what stands for the boot id where the kernel's cannot
+// be read: the boot time, which tells boots apart less well.
+const btimeID = "btime:"
+
+// readBootID is the kernel's id of this boot, which changes on every
+// boot and only then.
+func (a *Agent) readBootID(booted time.Time) string {
+	b, err := os.ReadFile(a.procPath("sys/kernel/random/boot_id"))
+	if id := strings.TrimSpace(string(b)); err == nil && id != "" {
+		return id
+	}
+	a.log().Warn("no boot id: telling boots apart by the boot time", "err", err)
+	return btimeID + strconv.FormatInt(booted.Unix(), 10)
 }
 
 // BootTime reads the boot time (btime) from a /proc/stat.

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -94,6 +95,7 @@ type rig struct {
 	s     *gpufake.Script
 	k     *fakehost.Kernel
 	boot  time.Time
+	boots int    // the boots so far, which make the boot id
 	state string // the agent's state file
 }
 
@@ -104,7 +106,28 @@ func newRig(t *testing.T, table map[string]map[string]gpufake.Reply, start strin
 	r.s = &gpufake.Script{T: t, State: start, Table: table, Dir: "../gpuconf/testdata/smi"}
 	r.k = fakehost.NewKernel(&gpuconf.Host{Root: r.tr.Root, Runner: r.s}, r.tr, r.s)
 	r.state = filepath.Join(t.TempDir(), "lib/hypervisor-agent.json")
+	r.reboot()
 	return r
+}
+
+// reboot gives the host a new boot id, as the kernel does on each boot.
+func (r *rig) reboot() {
+	r.boots++
+	r.tr.Write("proc/sys/kernel/random/boot_id", fmt.Sprintf("6b1f0c3e-2a4d-4f8e-9c7b-%012d\n", r.boots))
+}
+
+// saved reads the agent's state file.
+func (r *rig) saved() stateFile {
+	r.t.Helper()
+	b, err := os.ReadFile(r.state)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var st stateFile
+	if err := json.Unmarshal(b, &st); err != nil {
+		r.t.Fatal(err)
+	}
+	return st
 }
 
 // noDriver makes the host one without NVIDIA's driver: no nvidia-smi.
@@ -116,7 +139,7 @@ func (r *rig) noDriver() {
 func (r *rig) agent() *Agent {
 	return &Agent{
 		API: r.srv.URL + "/api/v1", NodeID: nodeID, Token: token, HTTP: r.srv.Client(),
-		GPUs: r.k, StateFile: r.state, Booted: func() time.Time { return r.boot },
+		GPUs: r.k, StateFile: r.state, Root: r.tr.Root, Booted: func() time.Time { return r.boot },
 		Logger: slog.New(slog.NewTextHandler(testWriter{r.t}, nil)), Version: "test",
 	}
 }
@@ -251,6 +274,7 @@ func TestMIGLayout(t *testing.T) {
 
 	// The reboot: MIG mode outlives it, the instances do not.
 	r.s.State, r.boot = "on", r.boot.Add(time.Hour)
+	r.reboot()
 	reps, calls = r.round(a, mig3g2)
 	golden(t, "mig-reboot.calls", calls)
 	if len(reps) != 2 || reps[0].Applied != "" || !reps[0].Booted.Equal(r.boot) || reps[1].Applied != "mig 3g.40gb,3g.40gb" {
@@ -430,15 +454,8 @@ func TestPassthroughReset(t *testing.T) {
 		}
 	}
 	held := func() string {
-		b, err := os.ReadFile(r.state)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var st stateFile
-		if err := json.Unmarshal(b, &st); err != nil {
-			t.Fatal(err)
-		}
-		return strings.Join(st.Held, " ")
+		st := r.saved()
+		return strings.Join(append(slices.Sorted(maps.Keys(st.Passthrough)), st.Owed...), " ")
 	}
 	if got := held(); got != l40a+" "+l40b {
 		t.Errorf("state file holds %q", got)

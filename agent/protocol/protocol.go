@@ -176,6 +176,10 @@ type HypervisorReport struct {
 	// SR-IOV virtual functions do not survive a boot: a new Booted means
 	// the agent has applied the layout again.
 	Booted time.Time `json:"booted"`
+	// BootID is the kernel's id of the boot (/proc/sys/kernel/random/boot_id):
+	// it changes on every boot and only then, where Booted moves when the
+	// clock is stepped. Empty from agents that do not send it.
+	BootID string `json:"boot_id,omitempty"`
 	// Applied is the GPU mode and profile the cards carry as the agent
 	// last applied them ("mig 3g.40gb,3g.40gb", "vgpu nvidia-1030",
 	// "passthrough"); "" when nothing was applied yet.
@@ -202,9 +206,12 @@ type HypervisorWork struct {
 	GPUProfile string `json:"gpu_profile,omitempty"`
 	// Devices are the devices the host's VMs hold. Every vGPU and MIG
 	// device here must exist as a mediated device with its UUID; a
-	// mediated device the agent made that is not here is removed. A
-	// passthrough GPU held here and not on a later answer is reset
-	// (function-level reset) before its next tenant.
+	// mediated device the agent made that is not here is removed (one it
+	// did not make, and no answer listed, is left alone). A passthrough
+	// GPU held here and free on a later answer is reset before its next
+	// tenant (nvidia-smi -r when bound to nvidia, a function-level reset
+	// under vfio-pci once no process holds it); one handed to another VM
+	// between two answers is not: libvirt's managed attach reset it.
 	Devices []HypervisorDevice `json:"devices"`
 	// Interval is when to call in again.
 	Interval Duration `json:"interval"`

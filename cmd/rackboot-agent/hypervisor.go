@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -22,7 +21,7 @@ func runHypervisor(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.SetOutput(stderr)
 	conf := fs.String("config", "/etc/rackboot/hypervisor.conf", "file holding rackboot.api=URL rackboot.node=ID rackboot.ca=PINS on one line")
 	tokenFile := fs.String("token-file", "/etc/rackboot/hypervisor.token", "file holding the hypervisor token (mode 0600); read again when the server refuses the token")
-	stateFile := fs.String("state-file", "/var/lib/rackboot/hypervisor-agent.json", "where the agent keeps the passthrough GPUs VMs hold, to reset one freed while it was down")
+	stateFile := fs.String("state-file", "/var/lib/rackboot/hypervisor-agent.json", "where the agent keeps what a restart must not forget: the passthrough GPUs VMs hold and the resets owed, the mdevs it made, the GPU mode it applied")
 	root := fs.String("root", "/", "directory holding the host's /sys and /proc (a fake tree in tests)")
 	smi := fs.String("nvidia-smi", "", "nvidia-smi's path (default: found on PATH)")
 	once := fs.Bool("once", false, "call in once, apply the answer, print it as JSON and exit; non-zero when anything failed")
@@ -43,21 +42,14 @@ func runHypervisor(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
-	procStat := filepath.Join(*root, "proc/stat")
 	a := &hypervisor.Agent{
 		API: cl.API, NodeID: cl.Node, Token: token, TokenFile: *tokenFile,
 		HTTP:      cl.Client(30 * time.Second),
 		GPUs:      &gpuconf.Host{Root: *root, SMI: *smi, Log: log.With("part", "gpuconf")},
 		StateFile: *stateFile,
-		Booted: func() time.Time {
-			t, err := hypervisor.BootTime(procStat)
-			if err != nil {
-				log.Warn("boot time", "err", err)
-			}
-			return t
-		},
-		Logger:  log.With("part", "hypervisor"),
-		Version: buildVersion(),
+		Root:      *root,
+		Logger:    log.With("part", "hypervisor"),
+		Version:   buildVersion(),
 	}
 	if !*once {
 		log.Info("hypervisor agent calling in", "api", cl.API, "node", cl.Node)

@@ -78,6 +78,7 @@ func TestHypervisorOnce(t *testing.T) {
 		}
 	}
 	write(filepath.Join(root, "proc/stat"), "btime 1772352000\n", 0o644)
+	write(filepath.Join(root, "proc/sys/kernel/random/boot_id"), "5f3c1a2e-8d7b-4e6f-9a0c-1b2d3e4f5a6b\n", 0o444)
 	if err := os.MkdirAll(filepath.Join(root, "sys/bus/pci/devices"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +97,7 @@ func TestHypervisorOnce(t *testing.T) {
 		t.Errorf("printed %q: %v", stdout.String(), err)
 	}
 	mu.Lock()
-	if len(reports) != 2 || reports[0].Booted.Unix() != 1772352000 || reports[0].GPUs != nil || reports[1].Applied != "passthrough" {
+	if len(reports) != 2 || reports[0].Booted.Unix() != 1772352000 || reports[0].BootID != "5f3c1a2e-8d7b-4e6f-9a0c-1b2d3e4f5a6b" || reports[0].GPUs != nil || reports[1].Applied != "passthrough" {
 		t.Errorf("reports %+v", reports)
 	}
 

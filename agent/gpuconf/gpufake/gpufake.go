@@ -193,3 +193,61 @@ func (tr *Tree) KernelRemove(parent, typ, id string) {
 	}
 	tr.Write(td+"/available_instances", strconv.Itoa(n+1)+"\n")
 }
+
+// Bind binds a function to a driver: its driver link, as the kernel
+// makes it.
+func (tr *Tree) Bind(addr, driver string) {
+	tr.Mkdir("sys/bus/pci/drivers/" + driver)
+	tr.Link("sys/bus/pci/drivers/"+driver, DevDir(addr)+"/driver")
+}
+
+// IOMMUGroup puts a function in an IOMMU group.
+func (tr *Tree) IOMMUGroup(addr string, group int) {
+	g := "sys/kernel/iommu_groups/" + strconv.Itoa(group)
+	tr.Mkdir(g)
+	tr.Link(g, DevDir(addr)+"/iommu_group")
+}
+
+// OpenFD makes process pid (named comm) hold target (an absolute path on
+// the host, /dev/vfio/42) open as its descriptor fd: the link /proc
+// shows.
+func (tr *Tree) OpenFD(pid int, comm string, fd int, target string) {
+	dir := filepath.Join("proc", strconv.Itoa(pid))
+	tr.Write(filepath.Join(dir, "comm"), comm+"\n")
+	tr.Mkdir(filepath.Join(dir, "fd"))
+	if err := os.Symlink(target, filepath.Join(tr.Root, dir, "fd", strconv.Itoa(fd))); err != nil {
+		tr.T.Fatal(err)
+	}
+}
+
+// Exit ends process pid: its /proc directory goes.
+func (tr *Tree) Exit(pid int) {
+	if err := os.RemoveAll(filepath.Join(tr.Root, "proc", strconv.Itoa(pid))); err != nil {
+		tr.T.Fatal(err)
+	}
+}
+
+// RemoveVFs does what sriov-manage -d does to the tree: pf's virtual
+// functions go, with their vGPU types.
+func (tr *Tree) RemoveVFs(pf string) {
+	dir := filepath.Join(tr.Root, DevDir(pf))
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		tr.T.Fatal(err)
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), "virtfn") {
+			continue
+		}
+		t, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			tr.T.Fatal(err)
+		}
+		vf := filepath.Base(t)
+		for _, p := range []string{DevDir(vf), "sys/bus/pci/devices/" + vf, "sys/class/mdev_bus/" + vf, DevDir(pf) + "/" + e.Name()} {
+			if err := os.RemoveAll(filepath.Join(tr.Root, p)); err != nil {
+				tr.T.Fatal(err)
+			}
+		}
+	}
+}

@@ -85,6 +85,27 @@ func (k *Kernel) ResetFunction(ctx context.Context, addr string) error {
 	return nil
 }
 
+// ResetGPU is counted in Resets once it succeeded; its errors are noted.
+func (k *Kernel) ResetGPU(ctx context.Context, addr string) error {
+	k.note("ResetGPU %s", addr)
+	if err := k.Host.ResetGPU(ctx, addr); err != nil {
+		k.note("  %v", err)
+		return err
+	}
+	k.Resets[addr]++
+	return nil
+}
+
+func (k *Kernel) DisableMIG(ctx context.Context) error {
+	k.note("DisableMIG")
+	return k.Host.DisableMIG(ctx)
+}
+
+func (k *Kernel) DisableVFs(ctx context.Context) error {
+	k.note("DisableVFs")
+	return k.Host.DisableVFs(ctx)
+}
+
 func (k *Kernel) Parents(ctx context.Context, gpu string) ([]string, error) {
 	k.note("Parents %s", gpu)
 	return k.Host.Parents(ctx, gpu)
