@@ -249,6 +249,16 @@ func TestHypervisorAgentWithAPI(t *testing.T) {
 		StateFile: filepath.Join(t.TempDir(), "state.json"), Booted: func() time.Time { return time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC) }}
 	stopped := make(chan error, 1)
 	go func() { stopped <- a.Run(ctx) }()
+	// Until its agent calls in, the hypervisor is one managed by hand.
+	for i := 0; ; i++ {
+		if _, err := f.st.HypervisorAgent(ctx, n.ID); err == nil {
+			break
+		}
+		if i == 400 {
+			t.Fatal("the agent never called in")
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
 
 	code, b = f.call(t, nil, "POST", "/api/v1/vms", tech, `{"name":"vm-t4","shape":{"vcpus":2,"memory_mib":2048,"disk_gib":10,"arch":"x86_64","gpu_mode":"vgpu","gpu_profile":"nvidia-222","gpu_count":1}}`)
 	var vm VM
