@@ -158,7 +158,7 @@ func TestGolden(t *testing.T) {
 			{"discover", before, discover(t, mac1), nil},
 			{"request", before, request(t, mac1, "10.0.0.100", "10.0.0.1"), nil},
 			{"init-reboot after the restart", after, request(t, mac1, "10.0.0.100", ""), nil},
-			{"renewing", after, renew, nil},
+			{"renewing", after, renew, &net.UDPAddr{IP: net.ParseIP("10.0.0.100"), Port: 68}},
 			{"another MAC wants it", after, request(t, mac2, "10.0.0.100", ""), nil},
 		}
 	})

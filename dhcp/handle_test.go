@@ -174,8 +174,10 @@ func TestAuthoritativeExchanges(t *testing.T) {
 	check("reservation request", request(t, resMAC, "10.0.0.9", "10.0.0.1"), `ACK yiaddr=10.0.0.9 siaddr=0.0.0.0 file="" to=255.255.255.255:68 router=10.0.0.254 host=gpu-09`)
 
 	// A restart loses the store: an INIT-REBOOT for a free address is ACKed.
+	var reply *dhcpv4.DHCPv4
+	var dst net.Addr
 	s2, _ := newServer(ModeAuthoritative)
-	reply, _ := s2.Handle(ctx, request(t, mac1, "10.0.0.100", ""), nil)
+	reply, _ = s2.Handle(ctx, request(t, mac1, "10.0.0.100", ""), nil)
 	if reply == nil || reply.MessageType() != dhcpv4.MessageTypeAck {
 		t.Errorf("init-reboot after a restart: %s", summary(reply, nil))
 	}
@@ -207,7 +209,10 @@ func TestAuthoritativeExchanges(t *testing.T) {
 	check("declined address not offered", discover(t, mac1), "no reply")
 
 	inf, _ := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithHwAddr(mac2), dhcpv4.WithClientIP(net.ParseIP("10.0.0.50")))
-	check("inform", inf, `ACK yiaddr=0.0.0.0 siaddr=0.0.0.0 file="" to=10.0.0.50:68 router=10.0.0.254`)
+	reply, dst = s.Handle(ctx, inf, &net.UDPAddr{IP: net.ParseIP("10.0.0.50"), Port: 68})
+	if got, want := summary(reply, dst), `ACK yiaddr=0.0.0.0 siaddr=0.0.0.0 file="" to=10.0.0.50:68 router=10.0.0.254`; got != want {
+		t.Errorf("inform:\n got %s\nwant %s", got, want)
+	}
 	if st := s.Stats(); st.NAKs != 3 {
 		t.Errorf("stats %+v: want 3 NAKs", st)
 	}
@@ -252,27 +257,36 @@ func TestRelayed(t *testing.T) {
 }
 
 // A ciaddr is only the client's word: replies go there only for a client
-// renewing a lease it holds, or an INFORM from a served subnet.
+// renewing a lease it holds, or an INFORM from a served subnet, and only
+// when the request came from that address. Otherwise a forged INFORM or
+// renewal aims the reply at an address no host answers ARP for, where it
+// holds the server's send buffer for 3 s (TestIntegrationBadTraffic saw
+// 3 s stalls of all replies before).
 func TestCiaddrReflection(t *testing.T) {
 	ctx := context.Background()
 	s, _ := newServer(ModeAuthoritative)
 	victim := net.ParseIP("192.0.2.77")
 	bcast := "255.255.255.255:68"
 	withCI := func(a net.IP) dhcpv4.Modifier { return dhcpv4.WithClientIP(a) }
+	other := "10.0.0.66"
 	cases := []struct {
 		name string
 		req  *dhcpv4.DHCPv4
+		from string
 		want string // destination, or "" for no reply
 	}{
-		{"discover naming a victim", discover(t, mac1, withCI(victim)), bcast},
-		{"request naming a victim", request(t, mac1, "10.0.0.100", "10.0.0.1", withCI(victim)), bcast},
-		{"inform from outside the served subnets", mustNew(t, dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithHwAddr(mac2), withCI(victim)), ""},
-		{"renewal of another client's lease", request(t, mac2, "", "", withCI(net.ParseIP("10.0.0.100"))), bcast},
-		{"renewal of one's own lease", request(t, mac1, "", "", withCI(net.ParseIP("10.0.0.100"))), "10.0.0.100:68"},
-		{"inform from a served subnet", mustNew(t, dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithHwAddr(mac2), withCI(net.ParseIP("10.0.0.50"))), "10.0.0.50:68"},
+		{"discover naming a victim", discover(t, mac1, withCI(victim)), other, bcast},
+		{"request naming a victim", request(t, mac1, "10.0.0.100", "10.0.0.1", withCI(victim)), other, bcast},
+		{"inform from outside the served subnets", mustNew(t, dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithHwAddr(mac2), withCI(victim)), "192.0.2.77", ""},
+		{"renewal of another client's lease", request(t, mac2, "", "", withCI(net.ParseIP("10.0.0.100"))), "10.0.0.100", bcast},
+		{"renewal of one's own lease", request(t, mac1, "", "", withCI(net.ParseIP("10.0.0.100"))), "10.0.0.100", "10.0.0.100:68"},
+		{"renewal of one's own lease sent from another address", request(t, mac1, "", "", withCI(net.ParseIP("10.0.0.100"))), other, bcast},
+		{"renewal of one's own lease sent from 0.0.0.0", request(t, mac1, "", "", withCI(net.ParseIP("10.0.0.100"))), "0.0.0.0", bcast},
+		{"inform from a served subnet", mustNew(t, dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithHwAddr(mac2), withCI(net.ParseIP("10.0.0.50"))), "10.0.0.50", "10.0.0.50:68"},
+		{"inform naming a served address, sent from another", mustNew(t, dhcpv4.WithMessageType(dhcpv4.MessageTypeInform), dhcpv4.WithHwAddr(mac2), withCI(net.ParseIP("10.0.0.50"))), other, bcast},
 	}
 	for _, c := range cases {
-		reply, dst := s.Handle(ctx, c.req, &net.UDPAddr{IP: net.ParseIP("10.0.0.66"), Port: 68})
+		reply, dst := s.Handle(ctx, c.req, &net.UDPAddr{IP: net.ParseIP(c.from), Port: 68})
 		got := ""
 		if reply != nil {
 			got = dst.String()

@@ -361,20 +361,31 @@ func (s *Server) record(ctx context.Context, e boot.Event) {
 // destination follows RFC 2131 4.1: relays get the reply at giaddr (a
 // relay already checked by relayAllowed), a client at its ciaddr only
 // when toClient says the address is its own (a renewal of a lease it
-// holds, an INFORM from a served subnet), everyone else by broadcast
-// (rackboot has no raw socket to unicast to an address the client does
-// not have yet). A ciaddr is the client's word: unicasting to any ciaddr
-// would let anyone aim replies at a host of their choosing.
+// holds, an INFORM from a served subnet) and the request came from that
+// address, everyone else by broadcast (rackboot has no raw socket to
+// unicast to an address the client does not have yet). A ciaddr is the
+// client's word: unicasting to any ciaddr would let anyone aim replies at
+// a host of their choosing. And a reply to an address no host holds waits
+// in the kernel's neighbour queue for the 3 s ARP takes to give up,
+// charged to the server's socket: a couple of hundred of them fill its
+// send buffer and every reply, to everyone, waits with them. A host that
+// sends from its address answers ARP.
 func (s *Server) destination(req *dhcpv4.DHCPv4, peer net.Addr, toClient bool) net.Addr {
 	switch {
 	case addr(req.GatewayIPAddr).IsValid():
 		return &net.UDPAddr{IP: req.GatewayIPAddr, Port: 67}
 	case s.ProxyPort:
 		return peer
-	case toClient:
+	case toClient && sentFrom(peer, addr(req.ClientIPAddr)):
 		return &net.UDPAddr{IP: req.ClientIPAddr, Port: 68}
 	}
 	return &net.UDPAddr{IP: net.IPv4bcast, Port: 68}
+}
+
+// sentFrom says whether the packet from peer came from address a.
+func sentFrom(peer net.Addr, a netip.Addr) bool {
+	u, ok := peer.(*net.UDPAddr)
+	return ok && u != nil && a.IsValid() && addr(u.IP) == a
 }
 
 // proxy answers boot clients only, never with an address.

@@ -92,14 +92,19 @@ func ParseRequest(b []byte) (Request, error) {
 	if r.Filename == "" || r.Mode == "" {
 		return Request{}, fmt.Errorf("parse request: empty filename or mode: %w", ErrMalformed)
 	}
+	// A set, not a search of the options so far: a 4 KiB request holds
+	// some 700 options, and comparing each with all before it took 2.6 ms
+	// of the one goroutine that reads every request.
+	seen := make(map[string]bool, (len(fields)-2)/2)
 	for i := 2; i < len(fields); i += 2 {
 		name := strings.ToLower(fields[i])
 		if name == "" {
 			return Request{}, fmt.Errorf("parse request: empty option name: %w", ErrMalformed)
 		}
-		if _, dup := r.Option(name); dup {
+		if seen[name] {
 			return Request{}, fmt.Errorf("parse request: option %q repeated: %w", name, ErrMalformed)
 		}
+		seen[name] = true
 		r.Options = append(r.Options, Option{Name: name, Value: fields[i+1]})
 	}
 	return r, nil

@@ -84,6 +84,34 @@ func TestParseReply(t *testing.T) {
 	}
 }
 
+// A request as full of options as 4096 bytes allow parses whole, and a
+// repeat at its end is still caught: the set that replaced the search of
+// the options so far finds the same duplicates.
+func TestParseRequestManyOptions(t *testing.T) {
+	opts := thousandOptions()
+	r, err := ParseRequest(rrq(OpRRQ, "f", "octet", opts...))
+	if err != nil || !cmp.Equal(r.Options, opts) {
+		t.Fatalf("%d options: got %d, %v", len(opts), len(r.Options), err)
+	}
+	opts[len(opts)-1] = Option{"BLKSIZE", "8"}
+	opts[0] = Option{"blksize", "512"}
+	if _, err := ParseRequest(rrq(OpRRQ, "f", "octet", opts...)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("blksize first and BLKSIZE last of %d options: err = %v, want ErrMalformed", len(opts), err)
+	}
+}
+
+// BenchmarkParseManyOptions is the cost of the largest request the server
+// reads, on the goroutine that reads every request: 2.6 ms a request when
+// each option was compared with all before it.
+func BenchmarkParseManyOptions(b *testing.B) {
+	p := rrq(OpRRQ, "f", "octet", thousandOptions()...)
+	for b.Loop() {
+		if _, err := ParseRequest(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // FuzzParseRequest checks that no bytes make the parser panic, and that
 // what it accepts encodes back to bytes that parse to the same request.
 func FuzzParseRequest(f *testing.F) {
