@@ -811,6 +811,9 @@ func TestBrowserVMs(t *testing.T) {
 	if got := b.text(hv + " .card-head"); !strings.Contains(got, "a100-01") || !strings.Contains(got, "MIG 3g.20gb,3g.20gb") || !strings.Contains(got, "x86_64") {
 		t.Errorf("hypervisor head %q: want its name, arch and GPU mode", got)
 	}
+	if got := b.text(hv + " .hv-agent"); !strings.Contains(got, "never called in") {
+		t.Errorf("the GPU agent of a host that has none: %q", got)
+	}
 
 	// The create form: a dry run says where, and creates nothing.
 	b.do("open the VMs", chromedp.Click(chromedp.CSS(`a[data-nav="vms"]`)))
@@ -993,6 +996,20 @@ func TestBrowserVMs(t *testing.T) {
 	if got := eval[int](b, `document.querySelectorAll("[data-vm-action], #vm-actions-card").length`); got != 0 {
 		t.Errorf("readonly is offered %d VM actions", got)
 	}
+	// Its agent calls in, and says what it could not do. (Last: a host
+	// whose agent called in starts MIG VMs only once their devices are
+	// reported.)
+	gpus := `{"gpus":[{"index":0,"pci_address":"0000:17:00.0","mig_mode":"Enabled","mig_mode_pending":"Enabled","mig_instances":[{"id":1,"profile":"3g.20gb","profile_id":9,"placement":"0:4","compute_instances":[]},{"id":2,"profile":"3g.20gb","profile_id":9,"placement":"4:4","compute_instances":[]}]}]}`
+	if err := r.st.PutHypervisorAgent(ctx, store.HypervisorAgent{NodeID: r.host.ID, Booted: time.Now().Add(-time.Hour), Applied: "mig 3g.20gb,3g.20gb",
+		GPUs: []byte(gpus), Errors: []string{"GPU 1 (0000:31:00.0): MIG mode is pending a GPU reset"}}); err != nil {
+		t.Fatal(err)
+	}
+	b.do("open the hypervisors again", chromedp.Click(chromedp.CSS(`a[data-nav="nodes"]`)), chromedp.Click(chromedp.CSS(`a[data-nav="hypervisors"]`)))
+	b.wait("the agent's error", `document.querySelector(`+strconv.Quote(hv+" .hv-agent-error")+`)`)
+	if got := b.text(hv + " .hv-agent"); !strings.Contains(got, "applied mig 3g.20gb,3g.20gb") || !strings.Contains(got, "GPU 0: 2 MIG") || !strings.Contains(got, "pending a GPU reset") {
+		t.Errorf("the GPU agent's report: %q", got)
+	}
+	b.screenshot("hypervisor-agent.png")
 	b.logout()
 	b.checkNoProblems()
 }
