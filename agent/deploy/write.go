@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -36,6 +37,10 @@ type Image struct {
 	// Retries is how many failed attempts in a row to resume the
 	// download survives (default 8, with a backoff up to 10 s).
 	Retries int
+	// DiskTimeout is how long one write, the flush or one read of the
+	// verification may take before the disk counts as wedged
+	// (DefaultDiskTimeout when zero).
+	DiskTimeout time.Duration
 }
 
 // Progress is reported while an image is written.
@@ -107,7 +112,7 @@ func (c *countingHash) Read(p []byte) (int, error) {
 }
 
 // deviceSize is the size of a block device or a regular file.
-func deviceSize(f *os.File) (int64, error) {
+func deviceSize(f io.Seeker) (int64, error) {
 	n, err := f.Seek(0, io.SeekEnd)
 	if err != nil {
 		return 0, err
@@ -120,6 +125,11 @@ func deviceSize(f *os.File) (int64, error) {
 // began, the disk's partition tables are destroyed, so a half-written
 // disk can never boot as if it were good.
 func Write(ctx context.Context, c *http.Client, im Image, dev string, progress func(Progress)) (res Result, err error) {
+	return write(ctx, c, im, dev, progress, func(dev string) (device, error) { return os.OpenFile(dev, os.O_RDWR, 0) })
+}
+
+// write is Write on the device open gives.
+func write(ctx context.Context, c *http.Client, im Image, dev string, progress func(Progress), open func(string) (device, error)) (res Result, err error) {
 	start := time.Now()
 	res.Device = dev
 	if c == nil {
@@ -128,11 +138,20 @@ func Write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 	if im.SHA256 == "" {
 		return res, errors.New("write image: no sha256 to check it against")
 	}
-	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	f, err := open(dev)
 	if err != nil {
 		return res, fmt.Errorf("write image: %w", err)
 	}
-	defer f.Close()
+	wd := newWatchdog(im.DiskTimeout)
+	defer wd.stop()
+	wedged := false
+	defer func() {
+		if !wedged {
+			f.Close()
+		}
+		// A wedged disk's file stays open: the goroutine stuck in the
+		// kernel still holds it.
+	}()
 	size, err := deviceSize(f)
 	if err != nil {
 		return res, fmt.Errorf("write image: size of %s: %w", dev, err)
@@ -150,7 +169,11 @@ func Write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 	defer body.Close()
 	started := false
 	defer func() {
-		if err != nil && started {
+		switch {
+		case err != nil && started && errors.Is(err, ErrWedged):
+			wedged = true
+			err = fmt.Errorf("%w (its partial image could not be cleared: the disk does not answer)", err)
+		case err != nil && started:
 			if serr := spoil(f, size); serr != nil {
 				err = fmt.Errorf("%w (and clearing the partial image failed: %v)", err, serr)
 			}
@@ -185,7 +208,10 @@ func Write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 		for b := range full {
 			if err == nil {
 				rawHash.Write(b.buf[:b.n])
-				if _, werr := f.WriteAt(b.buf[:b.n], b.off); werr != nil {
+				wd.begin()
+				_, werr := f.WriteAt(b.buf[:b.n], b.off)
+				wd.end()
+				if werr != nil {
 					err = fmt.Errorf("write image: at byte %d of %s: %w", b.off, dev, werr)
 				}
 			}
@@ -193,11 +219,26 @@ func Write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 		}
 		werr <- err
 	}()
-	finish := func() error { close(full); return <-werr }
+	var closeFull sync.Once
+	defer closeFull.Do(func() { close(full) })
+	finish := func() error {
+		closeFull.Do(func() { close(full) })
+		select {
+		case err := <-werr:
+			return err
+		case <-wd.tripped:
+			return wd.err(dev, "a write")
+		}
+	}
 	var off int64
 	lastReport := time.Now()
 	for {
-		buf := <-free
+		var buf []byte
+		select {
+		case buf = <-free:
+		case <-wd.tripped:
+			return res, wd.err(dev, "a write")
+		}
 		n, rerr := io.ReadFull(raw, buf)
 		if n > 0 {
 			if off+int64(n) > size {
@@ -206,7 +247,11 @@ func Write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 				return res, fmt.Errorf("write image: %w: it goes on past byte %d of %s", ErrTooLarge, size, dev)
 			}
 			started = true
-			full <- block{buf, n, off}
+			select {
+			case full <- block{buf, n, off}:
+			case <-wd.tripped:
+				return res, wd.err(dev, "a write")
+			}
 			off += int64(n)
 			if progress != nil && time.Since(lastReport) > time.Second {
 				lastReport = time.Now()
@@ -230,7 +275,7 @@ func Write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 	if err := finish(); err != nil {
 		return res, err
 	}
-	buf := <-free
+	buf := <-free // the writer has ended: every buffer is back
 	// The decompressor may stop before the file does (trailing bytes):
 	// the whole file counts for its hash.
 	if _, err := io.Copy(io.Discard, down); err != nil {
@@ -248,20 +293,34 @@ func Write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 	if im.RawSize > 0 && off != im.RawSize {
 		return res, fmt.Errorf("write image: %d bytes decompressed, the catalog says %d", off, im.RawSize)
 	}
-	if err := f.Sync(); err != nil {
+	if err := wd.do(dev, "the flush", f.Sync); err != nil {
+		if errors.Is(err, ErrWedged) {
+			return res, err
+		}
 		return res, fmt.Errorf("write image: fsync %s: %w", dev, err)
 	}
 	// Read back from the disk, not from the page cache.
-	unix.Fadvise(int(f.Fd()), 0, off, unix.FADV_DONTNEED)
-	back, err := readBack(f, off, buf)
-	if err != nil {
+	if file, ok := asFile(f); ok {
+		unix.Fadvise(int(file.Fd()), 0, off, unix.FADV_DONTNEED)
+	}
+	var back string
+	if err := wd.do(dev, "a read of the verification", func() error {
+		var err error
+		back, err = readBack(watchedReader{f, wd}, off, buf)
+		return err
+	}); err != nil {
+		if errors.Is(err, ErrWedged) {
+			return res, err
+		}
 		return res, fmt.Errorf("write image: verify %s: %w", dev, err)
 	}
 	if back != res.RawSHA256 {
 		return res, fmt.Errorf("write image: %s reads back with sha256 %s, %s was written", dev, back, res.RawSHA256)
 	}
 	res.Verified = true
-	rereadPartitions(f)
+	if file, ok := asFile(f); ok {
+		rereadPartitions(file)
+	}
 	res.Seconds = time.Since(start).Seconds()
 	res.MBps = float64(off) / 1e6 / res.Seconds
 	if progress != nil {
@@ -270,7 +329,7 @@ func Write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 	return res, nil
 }
 
-func readBack(f *os.File, n int64, buf []byte) (string, error) {
+func readBack(f io.ReaderAt, n int64, buf []byte) (string, error) {
 	h := sha256.New()
 	if _, err := io.CopyBuffer(h, io.NewSectionReader(f, 0, n), buf); err != nil {
 		return "", err
@@ -299,7 +358,7 @@ func rereadPartitions(f *os.File) {
 
 // spoil zeroes the first and last MiB of a disk: the MBR, the primary GPT
 // and the backup GPT, so firmware finds nothing to boot.
-func spoil(f *os.File, size int64) error {
+func spoil(f device, size int64) error {
 	z := make([]byte, 1<<20)
 	head := min(int64(len(z)), size)
 	if _, err := f.WriteAt(z[:head], 0); err != nil {
