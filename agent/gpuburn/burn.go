@@ -1,7 +1,9 @@
 // Package gpuburn loads NVIDIA GPUs through the CUDA driver API and checks
 // what they compute, for the burn-in's GPU test: every block of a kernel
 // computes the same chaotic values, so a block that disagrees is a GPU
-// that computed wrongly under load. It also times device-to-device copies
+// that computed wrongly under load, and each new launch length's answer
+// is checked against the CPU's for two threads, so blocks that all agree
+// on a wrong value are caught too. It also times device-to-device copies
 // for a bandwidth figure. libcuda is loaded at run time (purego), so the
 // helper needs no CUDA toolkit and no cgo, only the driver's libraries.
 package gpuburn
@@ -360,6 +362,19 @@ func (l *load) check() {
 		return
 	}
 	if l.refIters != l.iters {
+		// A new length's first answer becomes the reference, so it is
+		// checked against the CPU's: blocks that all agree on a wrong
+		// value (or a kernel that computes other than this host
+		// expects) show here. Two threads, to keep this to a fraction
+		// of a launch.
+		for _, tid := range []int{0, l.threads - 1} {
+			want := referenceThread(uint32(tid), l.iters)
+			got := refb[tid*wordsPerThread : (tid+1)*wordsPerThread]
+			if i := firstDiff(got, want[:]); i >= 0 {
+				l.wrong(int64(l.blocks), "launch %d: every block's thread %d, %s: %#08x, but the CPU computes %#08x", l.launches, tid, word(i), got[i], want[i])
+				return
+			}
+		}
 		l.ref, l.refIters = slices.Clone(refb), l.iters
 	}
 }

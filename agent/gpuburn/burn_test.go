@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,6 +100,73 @@ func TestBlockZeroWrong(t *testing.T) {
 	g := rep.GPUs[0]
 	if g.Errors != g.Iterations || !strings.Contains(g.FirstError, "block 0 is the odd one out") {
 		t.Errorf("%+v", g)
+	}
+}
+
+// TestAllBlocksWrong: a GPU whose blocks agree on a wrong answer is
+// caught by the CPU's reference.
+func TestAllBlocksWrong(t *testing.T) {
+	lib := fakeCUDA(t)
+	t.Setenv("FAKECUDA_CORRUPT", "1:all")
+	rep, err := Run(context.Background(), small(lib))
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if g := rep.GPUs[0]; g.Errors != 0 {
+		t.Errorf("GPU 0, sound, counted errors: %+v", g)
+	}
+	g := rep.GPUs[1]
+	if g.Errors == 0 || !strings.Contains(g.FirstError, "launch 1: every block's thread 0, chain 3's value") || !strings.Contains(g.FirstError, "but the CPU computes") {
+		t.Errorf("%+v", g)
+	}
+}
+
+// TestReference: the Go model of the kernel agrees with the fake's C
+// (fmaf, float multiply) over many steps, chaotic ones, so a rounding
+// slip in either would show.
+func TestReference(t *testing.T) {
+	lib := fakeCUDA(t)
+	d, err := Open(lib)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	dev, err := d.device(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.ctxCreate(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.ctxDestroy(c)
+	m, err := d.moduleLoad(logisticPTX)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fn, err := d.function(m, "logistic")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const threads, iters = 64, 20000
+	out, err := d.alloc(threads * wordsPerThread * 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.launchLogistic(fn, 1, threads, out, iters); err != nil {
+		t.Fatal(err)
+	}
+	host := make([]uint32, threads*wordsPerThread)
+	if err := d.copyToHost(host, out); err != nil {
+		t.Fatal(err)
+	}
+	for tid := range threads {
+		want := referenceThread(uint32(tid), iters)
+		if got := host[tid*wordsPerThread : (tid+1)*wordsPerThread]; !slices.Equal(got, want[:]) {
+			t.Fatalf("thread %d: C %x, Go %x", tid, got, want)
+		}
 	}
 }
 
@@ -213,4 +282,22 @@ func TestConcurrentCalls(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+func TestFMA32(t *testing.T) {
+	for _, c := range []struct{ a, b, c, want float32 }{
+		{2, 3, 1, 7},
+		{-4, 0.5, 4, 2},
+		// 1+2^-23 squared minus 1: exact is 2^-22 + 2^-46, which a
+		// rounding of the product first would lose.
+		{1 + 0x1p-23, 1 + 0x1p-23, -1, 0x1p-22 + 0x1p-46},
+		// Exact is 1 + 2^-23 + 2^-24 - 2^-70, just below a tie between
+		// singles: rounded to a double first it becomes the tie, which
+		// goes to even, 1 + 2^-22; correctly rounded it stays down.
+		{1 + 0x1p-23, 0x1p-24 - 0x1p-47, 1 + 0x1p-23, 1 + 0x1p-23},
+	} {
+		if got := fma32(c.a, c.b, c.c); got != c.want {
+			t.Errorf("fma32(%g, %g, %g) = %g, want %g", c.a, c.b, c.c, got, c.want)
+		}
+	}
 }

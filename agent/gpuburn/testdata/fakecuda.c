@@ -10,7 +10,8 @@
  *   FAKECUDA_DEVICES=N         how many devices (default 2)
  *   FAKECUDA_MEM=BYTES         each device's memory (default 64 MiB)
  *   FAKECUDA_CORRUPT=dev:block flip a bit of that block's output on every
- *                              launch on that device
+ *                              launch on that device; dev:all, of every
+ *                              block
  *   FAKECUDA_FAIL=name         that call fails with
  *                              CUDA_ERROR_DEVICES_UNAVAILABLE
  *
@@ -245,8 +246,14 @@ static void thread(uint32_t tid, uint32_t iters, uint32_t *out) {
 
 static void corrupt(CUdevice dev, unsigned int block, uint32_t *base, unsigned int threads) {
 	const char *s = getenv("FAKECUDA_CORRUPT");
-	int d, b;
-	if (!s || sscanf(s, "%d:%d", &d, &b) != 2 || d != dev || (unsigned)b != block) return;
+	int d, b, n = 0;
+	if (!s) return;
+	/* dev:all: every block alike, a GPU that agrees with itself. */
+	if (sscanf(s, "%d:all%n", &d, &n) == 1 && n > 0 && s[n] == 0) {
+		if (d == dev) base[block * threads * 2 * K + 3] ^= 1u << 7;
+		return;
+	}
+	if (sscanf(s, "%d:%d", &d, &b) != 2 || d != dev || (unsigned)b != block) return;
 	base[block * threads * 2 * K + 3] ^= 1u << 7;
 }
 
