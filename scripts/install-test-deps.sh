@@ -14,8 +14,10 @@
 # libvirtd (the hypervisor tests run their
 # own, isolated), libvirt-clients' virt-xml-validate with the xmllint it
 # runs (libxml2-utils; libvirt-clients does not pull it in), which checks
-# generated domain XML against libvirt's schemas; and lets apt fetch arm64
-# packages (the AArch64 test kernel and loaders). Idempotent and quiet: it
+# generated domain XML against libvirt's schemas; gcc and libc6-dev,
+# which build the fake libcuda the GPU load helper's tests run against;
+# and lets apt fetch arm64 packages (the AArch64 test kernel and
+# loaders). Idempotent and quiet: it
 # changes nothing when all is there.
 set -euo pipefail
 # dnsmasq-base and not dnsmasq: the latter starts a system-wide daemon
@@ -23,7 +25,8 @@ set -euo pipefail
 pkgs=(qemu-system-x86 qemu-system-arm seabios ovmf qemu-efi-aarch64 ipxe ipxe-qemu
       busybox udhcpc tftp-hpa tftpd-hpa atftp dnsmasq-base curl iproute2 qemu-utils util-linux
       openipmi ipmitool grub-common python3-ironic-inspector python3-ironic
-      ironic-api ironic-conductor python3-ironicclient libvirt-daemon-system libvirt-clients libxml2-utils)
+      ironic-api ironic-conductor python3-ironicclient libvirt-daemon-system libvirt-clients libxml2-utils
+      gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,7 +1,8 @@
 // Package burnin proves a node sound before it takes work: every CPU
 // computes and cross-checks, most of memory is written with patterns and
 // read back, disks are written and read back, the network is timed
-// against the appliance, and GPUs are exercised where nvidia-smi exists.
+// against the appliance, and GPUs are loaded and checked where NVIDIA's
+// driver and the rackboot-gpuburn helper are there.
 // Each result carries its figures; a test that could not run says so and
 // never counts as passed.
 package burnin
@@ -16,7 +17,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -42,6 +42,17 @@ type Params struct {
 	// GPUs is how many GPUs the node has (its inventory's): with any, a
 	// burn-in that could not test them is incomplete.
 	GPUs int
+	// Runner runs nvidia-smi and the GPU load; nil runs them as
+	// processes.
+	Runner Runner
+	// SMI is nvidia-smi; "" finds it on PATH.
+	SMI string
+	// GPUBurn is the GPU load helper, rackboot-gpuburn; "" finds it on
+	// PATH or beside this program.
+	GPUBurn string
+	// GPUSample is how often nvidia-smi is read while the GPUs are
+	// loaded; 0 means every 5 s.
+	GPUSample time.Duration
 }
 
 // Outcome of one test.
@@ -106,7 +117,7 @@ func Run(ctx context.Context, p Params) (Result, error) {
 	} else {
 		res.Tests = append(res.Tests, Test{Name: "network", Outcome: NotRun, Reason: "no URL to time the network against"})
 	}
-	gpu := GPU(ctx, p.GPUs, slice)
+	gpu := GPU(ctx, p, slice)
 	res.Tests = append(res.Tests, gpu)
 	var failed []string
 	for _, t := range res.Tests {
@@ -313,62 +324,4 @@ func Network(ctx context.Context, url string, d time.Duration) (map[string]float
 	}
 	secs := time.Since(start).Seconds()
 	return map[string]float64{"bytes": float64(n), "mbit_per_s": float64(n) * 8 / 1e6 / secs}, nil
-}
-
-// gpuQuery is what the GPU check asks nvidia-smi of every GPU.
-const gpuQuery = "pci.bus_id,name,temperature.gpu,ecc.errors.uncorrected.volatile.total,retired_pages.pending"
-
-// GPU checks the node's gpus GPUs where NVIDIA's driver is there: each
-// must be seen by nvidia-smi, with no uncorrected ECC error and no page
-// waiting for retirement. rackboot has no GPU load yet, so a healthy
-// answer is still not a burn-in: the test is "not run", with the health
-// figures, and a node with GPUs is incomplete. Without nvidia-smi the
-// GPUs were not tested at all, and the reason says so.
-func GPU(ctx context.Context, gpus int, d time.Duration) Test {
-	path, err := exec.LookPath("nvidia-smi")
-	if err != nil {
-		if gpus == 0 {
-			return Test{Name: "gpu", Outcome: NotRun, Reason: "the node has no GPUs"}
-		}
-		return Test{Name: "gpu", Outcome: NotRun, Reason: fmt.Sprintf("%d GPUs, but no NVIDIA driver here (no nvidia-smi): the ramdisk needs a driver overlay to test them", gpus)}
-	}
-	start := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, max(d, time.Minute))
-	defer cancel()
-	out, err := exec.CommandContext(cctx, path, "--query-gpu="+gpuQuery, "--format=csv,noheader,nounits").Output()
-	t := Test{Name: "gpu", Seconds: time.Since(start).Seconds()}
-	if err != nil {
-		t.Outcome, t.Reason = Failed, fmt.Sprintf("nvidia-smi: %v: %s", err, strings.TrimSpace(string(out)))
-		return t
-	}
-	seen, bad, hottest := 0, []string{}, 0.0
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.Split(line, ",")
-		if len(f) != 5 {
-			continue
-		}
-		for i := range f {
-			f[i] = strings.TrimSpace(f[i])
-		}
-		seen++
-		if n, err := strconv.Atoi(f[3]); err == nil && n > 0 {
-			bad = append(bad, fmt.Sprintf("%s (%s): %d uncorrected ECC errors", f[0], f[1], n))
-		}
-		if f[4] == "Yes" {
-			bad = append(bad, fmt.Sprintf("%s (%s): pages waiting for retirement", f[0], f[1]))
-		}
-		if c, err := strconv.ParseFloat(f[2], 64); err == nil && c > hottest {
-			hottest = c
-		}
-	}
-	t.Figures = map[string]float64{"gpus_seen": float64(seen), "max_temperature_c": hottest}
-	switch {
-	case seen < gpus:
-		t.Outcome, t.Reason = Failed, fmt.Sprintf("nvidia-smi sees %d of the node's %d GPUs", seen, gpus)
-	case len(bad) > 0:
-		t.Outcome, t.Reason = Failed, strings.Join(bad, "; ")
-	default:
-		t.Outcome, t.Reason = NotRun, fmt.Sprintf("%d GPUs healthy (no uncorrected ECC error, no page to retire), but not loaded: rackboot has no GPU load yet", seen)
-	}
-	return t
 }

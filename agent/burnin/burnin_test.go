@@ -70,7 +70,7 @@ func fakeSMI(t *testing.T, out string) {
 // the node has fails it.
 func TestGPUVerdicts(t *testing.T) {
 	root := fakeRoot(t, 64<<10)
-	healthy := "00000000:19:00.0, NVIDIA H100 80GB HBM3, 41, 0, No\n00000000:9B:00.0, NVIDIA H100 80GB HBM3, 43, 0, No\n"
+	healthy := "0, 00000000:19:00.0, 41, 1980, 2619, 16, 16, 0x0000000000000001, 0, No, No\n1, 00000000:9B:00.0, 43, 1980, 2619, 16, 16, 0x0000000000000001, 0, No, No\n"
 	for _, c := range []struct {
 		name, smi string // smi "" for none on PATH
 		gpus      int
@@ -78,10 +78,10 @@ func TestGPUVerdicts(t *testing.T) {
 		reason    string
 	}{
 		{"driverless GPU node", "", 2, VerdictIncomplete, "no NVIDIA driver"},
-		{"healthy but not loaded", healthy, 2, VerdictIncomplete, "not loaded"},
-		{"ECC errors", "00000000:19:00.0, NVIDIA H100 80GB HBM3, 41, 3, No\n00000000:9B:00.0, NVIDIA H100 80GB HBM3, 43, 0, No\n", 2, VerdictFailed, "3 uncorrected ECC errors"},
-		{"pages to retire", "00000000:19:00.0, NVIDIA H100 80GB HBM3, 41, 0, Yes\n00000000:9B:00.0, NVIDIA H100 80GB HBM3, 43, 0, No\n", 2, VerdictFailed, "retirement"},
-		{"a GPU gone", "00000000:19:00.0, NVIDIA H100 80GB HBM3, 41, 0, No\n", 2, VerdictFailed, "sees 1 of the node's 2 GPUs"},
+		{"healthy but not loaded", healthy, 2, VerdictIncomplete, "not loaded: no rackboot-gpuburn on PATH or beside"},
+		{"ECC errors", "0, 00000000:19:00.0, 41, 1980, 2619, 16, 16, 0x0, 3, No, No\n1, 00000000:9B:00.0, 43, 1980, 2619, 16, 16, 0x0, 0, No, No\n", 2, VerdictFailed, "GPU 0 (00000000:19:00.0): 3 uncorrected ECC errors"},
+		{"pages to retire", "0, 00000000:19:00.0, 41, 1980, 2619, 16, 16, 0x0, 0, Yes, No\n1, 00000000:9B:00.0, 43, 1980, 2619, 16, 16, 0x0, 0, No, No\n", 2, VerdictFailed, "retirement"},
+		{"a GPU gone", "0, 00000000:19:00.0, 41, 1980, 2619, 16, 16, 0x0, 0, No, No\n", 2, VerdictFailed, "sees 1 of the node's 2 GPUs"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if c.smi == "" {

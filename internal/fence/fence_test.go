@@ -43,6 +43,8 @@ func TestFences(t *testing.T) {
 	fences = append(fences,
 		fence{mod + "cmd/rackboot-agent", "the ramdisk stays small: the agent shares types with the server but none of its router, drivers or store; it talks to its BMC through /dev/ipmi0, not the server's lanplus client",
 			[]string{"github.com/go-chi/", "modernc.org/sqlite", "github.com/jackc/pgx", "github.com/mattn/go-sqlite3", "github.com/bougou/go-ipmi", mod + "store", mod + "api", mod + "power"}},
+		fence{mod + "cmd/rackboot-agent", "the agent stays static: libcuda is loaded at run time by the rackboot-gpuburn helper, which reports as JSON",
+			[]string{"github.com/ebitengine/purego"}},
 		fence{mod + "store", "the store keeps the data; the rules and servers above it are not its business",
 			pkgs("lifecycle", "core", "api", "appliance", "web", "cmd", "dhcp", "tftp", "httpboot", "ipxe", "grub")},
 		fence{mod + "lifecycle", "the lifecycle is the state machine over the store, whoever asks",
