@@ -394,7 +394,15 @@ func gpuTest(ctx context.Context, p Params, d time.Duration) Test {
 	return Test{Outcome: Passed, Figures: figs, Reason: reason}
 }
 
+// throttleIdle is NVML's clocks-event reason "GPU idle": a sample that
+// says so was taken before the load reached the card (its context and
+// first kernel take a moment) or after it left, whatever the clock says.
+const throttleIdle = 0x1
+
 func (s *gpuSeen) add(r smiRow, underLoad bool) {
+	if v, ok := r.num("clocks_throttle_reasons.active"); ok && uint64(v)&throttleIdle != 0 {
+		underLoad = false
+	}
 	if v, ok := r.num("ecc.errors.uncorrected.volatile.total"); ok {
 		if !s.eccKnown {
 			s.ecc0 = v
