@@ -7,7 +7,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -15,25 +14,21 @@ import (
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/rackboot/rackboot/internal/leakcheck"
 	"github.com/rackboot/rackboot/lab"
 )
 
 // openFDs counts the descriptors the test process holds.
 func openFDs(t *testing.T) int {
 	t.Helper()
-	es, err := os.ReadDir("/proc/self/fd")
+	n, err := leakcheck.FDs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(es)
+	return n
 }
 
-func heapAfterGC() uint64 {
-	var ms runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
-}
+var heapAfterGC = leakcheck.HeapAfterGC
 
 // TestIntegrationBadTraffic sends the packets of badDHCP over a veth pair
 // to a server in a namespace, in batches, and after each batch a known

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/internal/leakcheck"
 )
 
 // badRequest is one packet of the request-port half of the bad traffic: each packet with
@@ -135,21 +136,17 @@ func (c *countingRecorder) counts() (events, byClient, refused int, others map[s
 	return c.events, c.byClient, c.refused, maps.Clone(c.others)
 }
 
+// openFDs counts the descriptors the test process holds.
 func openFDs(t *testing.T) int {
 	t.Helper()
-	es, err := os.ReadDir("/proc/self/fd")
+	n, err := leakcheck.FDs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(es)
+	return n
 }
 
-func heapAfterGC() uint64 {
-	var ms runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	return ms.HeapAlloc
-}
+var heapAfterGC = leakcheck.HeapAfterGC
 
 // badClient is a misbehaving client on a socket of its own: it sends an
 // RRQ with bad options, checks what was negotiated, then does one of the

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // Reply is a recorded answer to one command line.
@@ -249,5 +251,25 @@ func (tr *Tree) RemoveVFs(pf string) {
 				tr.T.Fatal(err)
 			}
 		}
+	}
+}
+
+// Golden compares got with testdata/name, or rewrites it when update is
+// set (the tests' -update flag).
+func Golden(t testing.TB, update bool, name, got string) {
+	t.Helper()
+	p := filepath.Join("testdata", name)
+	if update {
+		if err := os.WriteFile(p, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatalf("%v (run go test -update)", err)
+	}
+	if d := cmp.Diff(string(want), got); d != "" {
+		t.Errorf("%s (-want +got):\n%s", name, d)
 	}
 }
