@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultDiskTimeout is how long one disk operation of an image write may
@@ -107,8 +109,57 @@ func (w *watchdog) do(dev, what string, op func() error) error {
 	case err := <-res:
 		return err
 	case <-w.tripped:
+		// An operation that ended as the watchdog tripped did end.
+		select {
+		case err := <-res:
+			return err
+		default:
+		}
 		return w.err(dev, what)
 	}
+}
+
+// writebackWindow is how much written data may wait in the page cache
+// for the disk: the final flush then has at most about twice this to
+// write, well within the disk timeout, however much memory the node has
+// and however much faster its network is than its disk.
+const writebackWindow = 64 << 20
+
+// writeback starts the disk writing each window once it is written and
+// waits for the window before it, as dd's oflag=direct would bound it
+// without direct I/O's alignment rules.
+type writeback struct {
+	fd      int
+	started int64 // bytes up to which writeback was started
+	waited  int64 // bytes up to which it was waited for
+}
+
+// newWriteback is nil for a device that is not a real file (tests).
+func newWriteback(d device) *writeback {
+	f, ok := asFile(d)
+	if !ok {
+		return nil
+	}
+	return &writeback{fd: int(f.Fd())}
+}
+
+// wrote says the image has been written up to end.
+func (w *writeback) wrote(end int64) error {
+	if w == nil || end-w.started < writebackWindow {
+		return nil
+	}
+	if err := unix.SyncFileRange(w.fd, w.started, end-w.started, unix.SYNC_FILE_RANGE_WRITE); err != nil {
+		return fmt.Errorf("start writeback: %w", err)
+	}
+	if w.started > w.waited {
+		if err := unix.SyncFileRange(w.fd, w.waited, w.started-w.waited,
+			unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER); err != nil {
+			return fmt.Errorf("wait for writeback: %w", err)
+		}
+		w.waited = w.started
+	}
+	w.started = end
+	return nil
 }
 
 // watchedReader counts each read of the verification as a disk

@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -63,7 +65,9 @@ func TestWedgedDisk(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := disk(t, 16<<20)
 			release := make(chan struct{})
-			defer close(release)
+			var once sync.Once
+			unstick := func() { once.Do(func() { close(release) }) }
+			defer unstick()
 			open := func(dev string) (device, error) {
 				f, err := os.OpenFile(dev, os.O_RDWR, 0)
 				if err != nil {
@@ -85,6 +89,20 @@ func TestWedgedDisk(t *testing.T) {
 				t.Errorf("the write gave up after %s", took)
 			}
 			t.Logf("%s: failed after %s: %v", tc.name, took.Round(time.Millisecond), err)
+			if tc.name != "the first write" {
+				return
+			}
+			// The disk answers again: the stuck write lands, and
+			// nothing written after it does.
+			unstick()
+			time.Sleep(300 * time.Millisecond)
+			got, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got[BlockSize:2*BlockSize], make([]byte, BlockSize)) {
+				t.Error("the writer went on writing once the disk answered again")
+			}
 		})
 	}
 

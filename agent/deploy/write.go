@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
@@ -174,7 +175,11 @@ func write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 			wedged = true
 			err = fmt.Errorf("%w (its partial image could not be cleared: the disk does not answer)", err)
 		case err != nil && started:
-			if serr := spoil(f, size); serr != nil {
+			serr := wd.do(dev, "clearing the partial image", func() error { return spoil(f, size) })
+			if errors.Is(serr, ErrWedged) {
+				wedged = true
+			}
+			if serr != nil {
 				err = fmt.Errorf("%w (and clearing the partial image failed: %v)", err, serr)
 			}
 		}
@@ -203,13 +208,20 @@ func write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 	}
 	full := make(chan block, cap(free))
 	werr := make(chan error, 1)
+	// A disk the watchdog gave up on may answer again: the writer then
+	// writes nothing more of an image the agent has reported failed.
+	var abandoned atomic.Bool
+	flush := newWriteback(f)
 	go func() {
 		var err error
 		for b := range full {
-			if err == nil {
+			if err == nil && !abandoned.Load() {
 				rawHash.Write(b.buf[:b.n])
 				wd.begin()
 				_, werr := f.WriteAt(b.buf[:b.n], b.off)
+				if werr == nil {
+					werr = flush.wrote(b.off + int64(b.n))
+				}
 				wd.end()
 				if werr != nil {
 					err = fmt.Errorf("write image: at byte %d of %s: %w", b.off, dev, werr)
@@ -218,6 +230,11 @@ func write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 			free <- b.buf
 		}
 		werr <- err
+	}()
+	defer func() {
+		if errors.Is(err, ErrWedged) {
+			abandoned.Store(true)
+		}
 	}()
 	var closeFull sync.Once
 	defer closeFull.Do(func() { close(full) })
@@ -243,7 +260,9 @@ func write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 		if n > 0 {
 			if off+int64(n) > size {
 				started = true
-				finish()
+				if ferr := finish(); errors.Is(ferr, ErrWedged) {
+					return res, ferr
+				}
 				return res, fmt.Errorf("write image: %w: it goes on past byte %d of %s", ErrTooLarge, size, dev)
 			}
 			started = true
@@ -264,11 +283,15 @@ func write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 			break
 		}
 		if rerr != nil {
-			finish()
+			if ferr := finish(); errors.Is(ferr, ErrWedged) {
+				return res, ferr
+			}
 			return res, fmt.Errorf("write image: reading %s: %w", im.URL, rerr)
 		}
 		if ctx.Err() != nil {
-			finish()
+			if ferr := finish(); errors.Is(ferr, ErrWedged) {
+				return res, ferr
+			}
 			return res, ctx.Err()
 		}
 	}
