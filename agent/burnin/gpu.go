@@ -207,9 +207,15 @@ func gpuTest(ctx context.Context, p Params, d time.Duration) Test {
 		tools.smi = path
 	}
 	base, err := tools.query(ctx)
+	reduced := false
 	if err != nil {
-		// An older driver refuses fields it does not know by name.
-		tools.fields = smiCoreFields
+		// An older driver refuses fields it does not know by name; any
+		// other failure is the GPUs' or the driver's, not a reason to
+		// check less.
+		if !strings.Contains(err.Error(), "is not a valid field") {
+			return Test{Outcome: Failed, Reason: err.Error()}
+		}
+		tools.fields, reduced = smiCoreFields, true
 		var cerr error
 		if base, cerr = tools.query(ctx); cerr != nil {
 			return Test{Outcome: Failed, Reason: err.Error()}
@@ -334,6 +340,10 @@ func gpuTest(ctx context.Context, p Params, d time.Duration) Test {
 		loaded[busKey(g.PCIBusID)] = g
 	}
 	var notes []string
+	if reduced {
+		figs["smi_core_fields_only"] = 1
+		notes = append(notes, "this driver's nvidia-smi reads only the core fields: PCIe link width, clocks, throttle reasons and row remapping were not checked")
+	}
 	for _, k := range order {
 		s := seen[k]
 		name, idx := s.row.name(), s.row["index"]

@@ -21,6 +21,8 @@ type gpuScript struct {
 	// core is what an old driver prints for the core fields; with it,
 	// a query naming any other field fails.
 	core string
+	// smiErr is what a failing nvidia-smi prints.
+	smiErr string
 	// burn is the helper's report, burnErr its failure.
 	burn    report.Report
 	burnErr error
@@ -38,6 +40,9 @@ func (s *gpuScript) Run(ctx context.Context, argv []string) ([]byte, error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.reads[s.state]++
+		if s.smiErr != "" {
+			return []byte(s.smiErr), errors.New("exit status 15")
+		}
 		if s.core != "" {
 			if !strings.Contains(argv[1], strings.Join(smiCoreFields, ",")) || strings.Contains(argv[1], "remapped") {
 				return []byte(`Field "remapped_rows.pending" is not a valid field to query.`), errors.New("exit status 2")
@@ -165,7 +170,11 @@ func TestGPULoadVerdicts(t *testing.T) {
 		}, Passed, "every result right"},
 		{"a driver that refuses a field", func(s *gpuScript) {
 			s.core = "0, " + bus0 + ", 40, 0, No\n1, " + bus1 + ", 41, 0, No\n"
-		}, Passed, "every result right"},
+		}, Passed, "PCIe link width, clocks, throttle reasons and row remapping were not checked"},
+		{"nvidia-smi failing", func(s *gpuScript) {
+			s.smiErr = "Unable to determine the device handle for GPU0000:19:00.0: Unknown Error"
+		},
+			Failed, "Unknown Error"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := healthyScript()

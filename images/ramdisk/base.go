@@ -33,6 +33,10 @@ const (
 // /bin instead of one multiplexer: /init → bin/init; /bin/uinit → the
 // uinit's program, its arguments in /etc/uinit.flags (one quoted argument
 // a line, which init passes on); /bin/sh and /bin/defaultsh → gosh.
+// baseDevices are the device nodes of every ramdisk, which baseArchive
+// makes.
+var baseDevices = []string{"dev/console", "dev/tty", "dev/null", "dev/port", "dev/urandom"}
+
 // baseDirList are the directories of every ramdisk.
 var baseDirList = []string{"bin", "dev", "env", "etc", "lib64", "proc", "sys", "tcz", "tmp", "ubin", "usr", "usr/lib", "var", "var/log", "var/lock"}
 

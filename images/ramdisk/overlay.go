@@ -79,10 +79,18 @@ func readOverlay(dir, release string, mods []byte, reserved map[string]bool) (ov
 		}
 		perm := uint32(info.Mode().Perm())
 		switch t := info.Mode().Type(); {
+		case t == fs.ModeDir && baseDirs[name]:
+			// The unpacker would give rackboot's directory the tree's
+			// mode (a umask of 077 would shut users out of /usr).
 		case t == fs.ModeDir:
 			c.Dir(name, perm)
 			fmt.Fprintf(sum, "d %s %o\n", name, perm)
 		case t == fs.ModeSymlink:
+			if _, mrel, ok := moduleDir(name); ok && isModule(mrel) {
+				// A module is checked for its release and indexed: a
+				// link would be neither.
+				return fmt.Errorf("%s is a symlink: an overlay's modules are files", name)
+			}
 			target, err := os.Readlink(p)
 			if err != nil {
 				return err
@@ -219,12 +227,13 @@ func moduleIndexes(archive []byte, release string) ([]kmod.Dep, []kmod.Alias, ma
 	return deps, aliases, in, err
 }
 
-// baseDirs are the ramdisk's directories (baseArchive's and the modules
-// archive's).
+// baseDirs are the directories every ramdisk has (baseArchive's, the
+// modules archive's and pci.ids'): lib/firmware is not one, as a build
+// without firmware has none.
 var baseDirs = map[string]bool{}
 
 func init() {
-	for _, d := range append(baseDirList, "lib", "lib/modules", "lib/firmware", "usr/share", "usr/share/misc") {
+	for _, d := range append(baseDirList, "lib", "lib/modules", "usr/share", "usr/share/misc") {
 		baseDirs[d] = true
 	}
 }
@@ -233,6 +242,9 @@ func init() {
 func reservedPaths(programs []string, release string) map[string]bool {
 	r := map[string]bool{"init": true, "bin/uinit": true, "bin/sh": true, "bin/defaultsh": true, "etc/uinit.flags": true,
 		"etc/resolv.conf": true, "etc/localtime": true, PCIIDsPath: true}
+	for _, d := range baseDevices {
+		r[d] = true
+	}
 	for _, p := range programs {
 		r[path.Join("bin", p)] = true
 	}

@@ -67,6 +67,13 @@ func TestOverlay(t *testing.T) {
 	for _, e := range ents {
 		got[e.Name] = e
 	}
+	// rackboot's own directories keep their modes: the tree's are not
+	// packed for them.
+	walkNewc(ov.archive, func(e Entry, _ []byte) {
+		if baseDirs[e.Name] {
+			t.Errorf("the overlay packs rackboot's directory %s: %+v", e.Name, e)
+		}
+	})
 	if e := got["usr/bin/nvidia-smi"]; e.Mode&0o777 != 0o755 {
 		t.Errorf("nvidia-smi: %+v", e)
 	}
@@ -143,6 +150,14 @@ func TestOverlay(t *testing.T) {
 		}, "rackboot's own"},
 		{"a directory of the ramdisk replaced", func(d string) { os.Symlink("/tmp", filepath.Join(d, "usr")) }, "a directory of the ramdisk"},
 		{"a FIFO", func(d string) { syscall.Mkfifo(filepath.Join(d, "pipe"), 0o644) }, "carries files, directories and symlinks"},
+		{"a device node replaced", func(d string) {
+			os.MkdirAll(filepath.Join(d, "dev"), 0o755)
+			os.Symlink("/tmp/x", filepath.Join(d, "dev/null"))
+		}, "rackboot's own"},
+		{"a module as a link", func(d string) {
+			os.MkdirAll(filepath.Join(d, m), 0o755)
+			os.Symlink("/lib/modules/6.1.0-8-amd64/nvidia.ko", filepath.Join(d, m+"nvidia.ko"))
+		}, "is a symlink"},
 		{"a module that is no ELF", func(d string) {
 			os.MkdirAll(filepath.Join(d, m), 0o755)
 			os.WriteFile(filepath.Join(d, m+"nvidia.ko"), []byte("not elf"), 0o644)
