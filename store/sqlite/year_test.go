@@ -12,10 +12,10 @@ import (
 	"time"
 )
 
-// TestSimulatedYear boots a site every day for a year into one database
-// and prunes it as the appliance does, with the default retention (boot
-// events 90 days, audit events 365): the file stops growing once the
-// retention window is full, and stays within what the README's sizing
+// TestSimulatedYear boots a site every day for 400 days into one
+// database and prunes it as the appliance does, with the default
+// retention (boot events 90 days, audit events 365): the file stops
+// growing once the retention windows are full, and stays within what the README's sizing
 // says (about 233 bytes a boot event, 250 an audit event, times the rows
 // the windows keep). The rows go in through SQL, a day per transaction,
 // to simulate a year in seconds; the pruning is the store's own. It is
@@ -27,7 +27,8 @@ func TestSimulatedYear(t *testing.T) {
 	if os.Getenv("RACKBOOT_SOAK") != "" {
 		nodes = 5000
 	}
-	const days, bootDays, eventDays = 365, 90, 365
+	// 400 days: past the audit log's window too, so its pruning shows.
+	const days, bootDays, eventDays = 400, 90, 365
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "rackboot.db")
 	s, err := Open(ctx, path)
@@ -100,7 +101,7 @@ func TestSimulatedYear(t *testing.T) {
 			t.Fatal(err)
 		}
 		pruned[0], pruned[1] = pruned[0]+b, pruned[1]+e
-		if d+1 == bootDays || d+1 == 2*bootDays || d+1 == days {
+		if d+1 == bootDays || d+1 == 2*bootDays || d+1 == eventDays || d+1 == days {
 			// The WAL is folded in first: the file is what stays.
 			if _, err := raw.Exec(`PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
 				t.Fatal(err)
@@ -117,18 +118,26 @@ func TestSimulatedYear(t *testing.T) {
 	if want := int64(nodes * eventsADay * eventDays); eventRows != want {
 		t.Errorf("audit events kept: %d, want the year's %d", eventRows, want)
 	}
+	if want := int64(nodes * eventsADay * (days - eventDays)); pruned[1] != want {
+		t.Errorf("audit events pruned: %d, want %d", pruned[1], want)
+	}
 	// The README's sizing, with a quarter for the indexes' slack.
 	budget := int64(float64(bootRows)*233*1.25 + float64(eventRows)*250*1.25)
-	t.Logf("%d nodes, %d boot events a day, %d audit events a day, for %d days in %.0f s: %d boot and %d audit events pruned; file %.1f MB at day %d, %.1f MB at day %d, %.1f MB at day %d (budget %.1f MB)",
+	t.Logf("%d nodes, %d boot events a day, %d audit events a day, for %d days in %.0f s: %d boot and %d audit events pruned; file %.1f MB at day %d, %.1f MB at day %d, %.1f MB at day %d, %.1f MB at day %d (budget %.1f MB)",
 		nodes, nodes*steps, nodes*eventsADay, days, time.Since(began).Seconds(), pruned[0], pruned[1],
-		float64(sizes[bootDays])/1e6, bootDays, float64(sizes[2*bootDays])/1e6, 2*bootDays, float64(sizes[days])/1e6, days, float64(budget)/1e6)
+		float64(sizes[bootDays])/1e6, bootDays, float64(sizes[2*bootDays])/1e6, 2*bootDays, float64(sizes[eventDays])/1e6, eventDays, float64(sizes[days])/1e6, days, float64(budget)/1e6)
+	// Once both windows are full the file stops growing: pruned pages
+	// are reused.
+	if grew := sizes[days] - sizes[eventDays]; grew > sizes[eventDays]/50 {
+		t.Errorf("the file grew %d bytes from day %d to %d, with both windows full", grew, eventDays, days)
+	}
 	if sizes[days] > budget {
 		t.Errorf("the file is %d bytes after a year, over the sizing's %d", sizes[days], budget)
 	}
 	// Past the boot window only the audit log grows: the boot events'
 	// pages are reused.
-	auditGrowth := int64(float64(nodes*eventsADay*(days-2*bootDays)) * 250 * 1.5)
-	if grew := sizes[days] - sizes[2*bootDays]; grew > auditGrowth {
-		t.Errorf("the file grew %d bytes from day %d to %d, more than the audit events' %d", grew, 2*bootDays, days, auditGrowth)
+	auditGrowth := int64(float64(nodes*eventsADay*(eventDays-2*bootDays)) * 250 * 1.5)
+	if grew := sizes[eventDays] - sizes[2*bootDays]; grew > auditGrowth {
+		t.Errorf("the file grew %d bytes from day %d to %d, more than the audit events' %d", grew, 2*bootDays, eventDays, auditGrowth)
 	}
 }
