@@ -33,17 +33,7 @@ func TestHypervisorAgent(t *testing.T) {
 	f.api.VMs = &hypervisor.Service{Store: f.st, Dial: d.Dial, DeviceWait: 3 * time.Second}
 	f.api.HypervisorAgent = testHypervisorAgent
 
-	mac, _ := net.ParseMAC("52:54:00:12:34:96")
-	n, _, err := f.st.EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientX64UEFI}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := os.ReadFile(filepath.Join("..", "agent", "inventory", "testdata", "t4.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.st.SetInventory(ctx, n.ID, inv, nil)
-	f.st.UpdateNode(ctx, n.ID, store.NodePatch{Name: ptr("t4-01")})
+	n := t4Node(t, f, "52:54:00:12:34:96", "t4-01")
 	tokenPath := "/api/v1/hypervisors/t4-01/agent-token"
 	if code, b := f.call(t, nil, "POST", tokenPath, admin, ""); code != 404 || !strings.Contains(string(b), "no hypervisor") {
 		t.Errorf("a token for a node that is no hypervisor: %d %s", code, b)
@@ -214,17 +204,7 @@ func TestHypervisorAgentWithAPI(t *testing.T) {
 	d := virttest.New([]boot.Arch{boot.ArchX86_64}, nil)
 	f.api.VMs = &hypervisor.Service{Store: f.st, Dial: d.Dial, DeviceWait: 20 * time.Second, AgentInterval: 100 * time.Millisecond}
 	f.api.HypervisorAgent = testHypervisorAgent
-	mac, _ := net.ParseMAC("52:54:00:12:34:95")
-	n, _, err := f.st.EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientX64UEFI}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	inv, err := os.ReadFile(filepath.Join("..", "agent", "inventory", "testdata", "t4.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.st.SetInventory(ctx, n.ID, inv, nil)
-	f.st.UpdateNode(ctx, n.ID, store.NodePatch{Name: ptr("t4-02")})
+	n := t4Node(t, f, "52:54:00:12:34:95", "t4-02")
 	if _, err := f.api.VMs.SetHypervisor(ctx, n.ID, hypervisor.Settings{URI: "qemu+tls://t4-02/system", GPUMode: "vgpu", GPUProfile: "nvidia-222", VGPUMax: 16, Bridge: "br0"}, "user:test"); err != nil {
 		t.Fatal(err)
 	}
@@ -289,4 +269,26 @@ func TestHypervisorAgentWithAPI(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Errorf("agent: %v", err)
 	}
+}
+
+// t4Node enrolls a node named name with one Tesla T4 in its inventory.
+func t4Node(t *testing.T, f *fixture, macText, name string) store.Node {
+	t.Helper()
+	ctx := context.Background()
+	mac, _ := net.ParseMAC(macText)
+	n, _, err := f.st.EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientX64UEFI}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv, err := os.ReadFile(filepath.Join("..", "agent", "inventory", "testdata", "t4.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.st.SetInventory(ctx, n.ID, inv, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.st.UpdateNode(ctx, n.ID, store.NodePatch{Name: ptr(name)}); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
