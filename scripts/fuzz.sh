@@ -2,7 +2,7 @@
 # Runs every Fuzz* target of the module for FUZZTIME each (default 4s), two at a
 # time (FUZZJOBS), each with one fuzzing worker, so the run's builds and its
 # fuzzing share the machine's cores instead of waiting on each other. A crasher
-# the fuzzer finds is written by go test under the package's
+# the fuzzer finds is written by the test binary under the package's
 # testdata/fuzz/FuzzNAME/ and fails the run; commit it with the fix, and it is a
 # seed from then on. make test runs the quick version, make soak a long one.
 set -euo pipefail
@@ -13,31 +13,49 @@ start=$SECONDS
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 
-# fuzz_one PKG DIR TARGET: one target, its output in $logs/TARGET.out and its
-# verdict in $logs/TARGET.rc.
-fuzz_one() {
-  local pkg=$1 dir=$2 f=$3 corpus before after out try=1 rc=0
-  corpus=$dir/testdata/fuzz/$f
-  before=$(ls "$corpus" 2>/dev/null | sort || true)
-  while ! out=$(go test -run '^$' -fuzz "^$f\$" -fuzztime "$fuzztime" -parallel 1 "$pkg" 2>&1); do
-    after=$(ls "$corpus" 2>/dev/null | sort || true)
-    # Go's fuzz coordinator can fail a target at the -fuzztime boundary with
-    # a bare "context deadline exceeded" when a worker is still busy as the
-    # deadline fires (go.dev/issue/75804, fixed in Go 1.27). Such a failure
-    # writes no input and names none. It gets one more whole run; a second
-    # failure of any kind, or any failure that left an input, fails.
-    if [ "$try" = 1 ] && [ "$before" = "$after" ] &&
-      grep -q '^    context deadline exceeded$' <<<"$out" &&
-      ! grep -qE 'Failing input|panic:|--- FAIL: .*#' <<<"$out"; then
-      echo "fuzz: $f ($pkg) hit the fuzz coordinator's deadline race with no input written; running it again" >&2
-      try=2
-      continue
-    fi
-    rc=1
-    break
+# fuzz_pkg DIR TARGET...: builds the package's fuzzing test binary once and
+# runs each of its targets from it in turn (a go test -fuzz per target would
+# link the same instrumented binary again for each). A target's output goes
+# to $logs/DIR_TARGET.out and its verdict to $logs/DIR_TARGET.rc.
+fuzz_pkg() {
+  local dir=$1 f corpus before after out try rc cache bin key
+  shift
+  key=$(tr / _ <<<"$dir")
+  bin=$logs/$key.test
+  if ! out=$(go test -c -fuzz . -o "$bin" "./$dir" 2>&1); then
+    for f in "$@"; do
+      printf 'fuzz: building ./%s failed:\n%s\n' "$dir" "$out" >"$logs/${key}_$f.out"
+      echo 1 >"$logs/${key}_$f.rc"
+    done
+    return
+  fi
+  # go test keeps each package's generated corpus here; so do we.
+  cache=$(go env GOCACHE)/fuzz/$(go list "./$dir")
+  for f in "$@"; do
+    corpus=$dir/testdata/fuzz/$f
+    before=$(ls "$corpus" 2>/dev/null | sort || true)
+    try=1 rc=0
+    while ! out=$(cd "$dir" && "$bin" -test.run '^$' -test.fuzz "^$f\$" -test.fuzztime "$fuzztime" \
+      -test.parallel 1 -test.timeout 10m -test.fuzzcachedir "$cache" 2>&1); do
+      after=$(ls "$corpus" 2>/dev/null | sort || true)
+      # Go's fuzz coordinator can fail a target at the -fuzztime boundary with
+      # a bare "context deadline exceeded" when a worker is still busy as the
+      # deadline fires (go.dev/issue/75804, fixed in Go 1.27). Such a failure
+      # writes no input and names none. It gets one more whole run; a second
+      # failure of any kind, or any failure that left an input, fails.
+      if [ "$try" = 1 ] && [ "$before" = "$after" ] &&
+        grep -q '^    context deadline exceeded$' <<<"$out" &&
+        ! grep -qE 'Failing input|panic:|--- FAIL: .*#' <<<"$out"; then
+        echo "fuzz: $f (./$dir) hit the fuzz coordinator's deadline race with no input written; running it again" >&2
+        try=2
+        continue
+      fi
+      rc=1
+      break
+    done
+    printf '%s\n' "$out" >"$logs/${key}_$f.out"
+    echo "$rc" >"$logs/${key}_$f.rc"
   done
-  printf '%s\n' "$out" >"$logs/$f.out"
-  echo "$rc" >"$logs/$f.rc"
 }
 
 # The targets, read from the test files (asking go test -list would build
@@ -53,22 +71,24 @@ if [ ${#targets[@]} = 0 ]; then
   echo "fuzz: no fuzz targets found: the run proves nothing" >&2
   exit 1
 fi
-for t in "${targets[@]}"; do
-  read -r dir f <<<"$t"
+# One job per package, FUZZJOBS at a time.
+for dir in $(printf '%s\n' "${targets[@]}" | cut -d' ' -f1 | uniq); do
   while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
     wait -n || true
   done
-  fuzz_one "./$dir" "$dir" "$f" &
+  # shellcheck disable=SC2046
+  fuzz_pkg "$dir" $(printf '%s\n' "${targets[@]}" | awk -v d="$dir" '$1 == d {print $2}') &
 done
 wait
 failed=0
 for t in "${targets[@]}"; do
   read -r dir f <<<"$t"
-  if [ "$(cat "$logs/$f.rc" 2>/dev/null)" = 0 ]; then
+  key=$(tr / _ <<<"$dir")_$f
+  if [ "$(cat "$logs/$key.rc" 2>/dev/null)" = 0 ]; then
     echo "fuzz: $f (./$dir) ok for $fuzztime"
   else
     failed=$((failed + 1))
-    cat "$logs/$f.out" 2>/dev/null || echo "fuzz: $f left no output"
+    cat "$logs/$key.out" 2>/dev/null || echo "fuzz: $f left no output"
     echo "fuzz: ./$dir $f failed; the input is under $(go list -f '{{.Dir}}' "./$dir")/testdata/fuzz/$f" >&2
   fi
 done
