@@ -336,7 +336,17 @@ func gpuTest(ctx context.Context, p Params, d time.Duration) Test {
 		return Test{Outcome: NotRun, Figures: figs, Reason: fmt.Sprintf("%d GPUs healthy, but the load could not start: %s", len(base), rep.Error)}
 	}
 	loaded := map[string]report.GPU{}
+	// A device whose first driver calls failed never learnt its bus id,
+	// so no nvidia-smi row can be matched to it; its CUDA error is kept
+	// for the verdict, not lost behind "the load did not reach it".
+	var unnamed []string
 	for _, g := range rep.GPUs {
+		if g.PCIBusID == "" {
+			if g.Failed != "" {
+				unnamed = append(unnamed, fmt.Sprintf("CUDA device %d: the load failed before it could read the device's PCI bus id: %s", g.Index, g.Failed))
+			}
+			continue
+		}
 		loaded[busKey(g.PCIBusID)] = g
 	}
 	var notes []string
@@ -390,6 +400,7 @@ func gpuTest(ctx context.Context, p Params, d time.Duration) Test {
 			}
 		}
 	}
+	bad = append(bad, unnamed...)
 	if len(bad) > 0 {
 		return Test{Outcome: Failed, Figures: figs, Reason: strings.Join(bad, "; ")}
 	}

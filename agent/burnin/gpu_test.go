@@ -160,6 +160,10 @@ func TestGPULoadVerdicts(t *testing.T) {
 			s.burn.GPUs[1].Failed = "cuCtxCreate_v2: CUDA error 46: CUDA-capable device(s) is/are busy or unavailable"
 			s.burnErr = errors.New("exit status 1")
 		}, Failed, "GPU 0 (00000000:19:00.0): the load failed: cuCtxCreate_v2: CUDA error 46"},
+		{"a driver call failing before the bus id is read", func(s *gpuScript) {
+			s.burn.GPUs[1] = report.GPU{Index: 0, Failed: "cuDeviceGetPCIBusId: CUDA error 999: unknown error"}
+			s.burnErr = errors.New("exit status 1")
+		}, Failed, "CUDA device 0: the load failed before it could read the device's PCI bus id: cuDeviceGetPCIBusId: CUDA error 999"},
 		{"no libcuda", func(s *gpuScript) {
 			s.burn = report.Report{GPUs: []report.GPU{}, Error: "load libcuda.so.1: libcuda.so.1: cannot open shared object file"}
 			s.burnErr = errors.New("exit status 1")
