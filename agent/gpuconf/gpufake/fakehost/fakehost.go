@@ -110,3 +110,29 @@ func (k *Kernel) Parents(ctx context.Context, gpu string) ([]string, error) {
 	k.note("Parents %s", gpu)
 	return k.Host.Parents(ctx, gpu)
 }
+
+// EnsureVF notes the call and what the write did: the file holds the
+// type id, as the driver's attribute reads back.
+func (k *Kernel) EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (gpuconf.VF, bool, error) {
+	k.note("EnsureVF %s %s %s %s", gpu, vf, kind, profile)
+	v, changed, err := k.Host.EnsureVF(ctx, gpu, vf, kind, profile)
+	switch {
+	case err != nil:
+		k.note("  %v", err)
+	case changed:
+		k.note("  current_vgpu_type %s", strings.TrimSpace(k.tr.Read(gpufake.DevDir(vf)+"/nvidia/current_vgpu_type")))
+	}
+	return v, changed, err
+}
+
+// FreeVF notes the call and its error.
+func (k *Kernel) FreeVF(ctx context.Context, vf string) error {
+	k.note("FreeVF %s", vf)
+	err := k.Host.FreeVF(ctx, vf)
+	if err != nil {
+		k.note("  %v", err)
+	} else {
+		k.note("  current_vgpu_type %s", strings.TrimSpace(k.tr.Read(gpufake.DevDir(vf)+"/nvidia/current_vgpu_type")))
+	}
+	return err
+}
