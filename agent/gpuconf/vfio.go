@@ -273,6 +273,9 @@ func (h *Host) FreeVF(ctx context.Context, vf string) error {
 	if err := checkPCI(vf); err != nil {
 		return fmt.Errorf("free vGPU: %w", err)
 	}
+	if _, err := os.Lstat(h.path("sys/bus/pci/devices", vf)); errors.Is(err, fs.ErrNotExist) {
+		return nil // gone with its type: a reboot, or sriov-manage -d
+	}
 	if pf := h.physfn(vf); pf == vf {
 		return fmt.Errorf("free vGPU on %s: not a virtual function", vf)
 	} else if _, err := h.card(pf); err != nil {

@@ -5,7 +5,10 @@ package fakehost
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/rackboot/rackboot/agent/gpuconf"
@@ -120,7 +123,7 @@ func (k *Kernel) EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (g
 	case err != nil:
 		k.note("  %v", err)
 	case changed:
-		k.note("  current_vgpu_type %s", strings.TrimSpace(k.tr.Read(gpufake.DevDir(vf)+"/nvidia/current_vgpu_type")))
+		k.noteType(vf)
 	}
 	return v, changed, err
 }
@@ -132,7 +135,18 @@ func (k *Kernel) FreeVF(ctx context.Context, vf string) error {
 	if err != nil {
 		k.note("  %v", err)
 	} else {
-		k.note("  current_vgpu_type %s", strings.TrimSpace(k.tr.Read(gpufake.DevDir(vf)+"/nvidia/current_vgpu_type")))
+		k.noteType(vf)
 	}
 	return err
+}
+
+// noteType notes what a virtual function's current_vgpu_type holds, or
+// that the function is gone.
+func (k *Kernel) noteType(vf string) {
+	b, err := os.ReadFile(filepath.Join(k.tr.Root, gpufake.DevDir(vf), "nvidia/current_vgpu_type"))
+	if err != nil {
+		k.note("  %s: no current_vgpu_type (%v)", vf, errors.Unwrap(err))
+		return
+	}
+	k.note("  current_vgpu_type %s", strings.TrimSpace(string(b)))
 }
