@@ -106,6 +106,11 @@ func (h *Host) isVFIO(addr string) bool {
 // vgpuWay says how a card offers vGPU and, for the vendor VFIO framework,
 // lists its virtual functions.
 func (h *Host) vgpuWay(addr string) (string, []VF, error) {
+	if _, err := os.Stat(h.path("sys/bus/pci/devices", addr)); errors.Is(err, fs.ErrNotExist) {
+		// nvidia-smi lists a card sysfs does not show (a bus id it
+		// spells another way): nothing to say of its vGPUs.
+		return "", nil, nil
+	}
 	vfs, err := h.vfs(addr)
 	if err != nil {
 		return "", nil, err
@@ -202,6 +207,24 @@ func typeList(ts []VGPUType) string {
 	return strings.Join(s, ", ")
 }
 
+// Carries says whether virtual function v carries the vGPU type of kind
+// and profile, as EnsureVF sets it: for a MIG profile, a type whose name
+// is known and names the profile.
+func Carries(v VF, kind, profile string) bool {
+	if v.Type == 0 {
+		return false
+	}
+	switch kind {
+	case "vgpu":
+		id, err := TypeID(profile)
+		return err == nil && id == v.Type
+	case "mig":
+		suffix, err := migTypeSuffix(profile)
+		return err == nil && strings.HasSuffix(v.TypeName, suffix)
+	}
+	return false
+}
+
 // EnsureVF makes virtual function vf of card gpu carry the vGPU type of
 // kind and profile ("vgpu" and a type, nvidia-1155; "mig" and a MIG
 // profile, whose MIG-backed type it finds by name), writing the type id
@@ -241,11 +264,7 @@ func (h *Host) EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (v V
 	}
 	v.Index = at
 	if v.Type != 0 {
-		if kind == "vgpu" {
-			if id, err := TypeID(profile); err == nil && id == v.Type {
-				return v, false, nil
-			}
-		} else if suffix, err := migTypeSuffix(profile); err == nil && strings.HasSuffix(v.TypeName, suffix) {
+		if Carries(v, kind, profile) {
 			return v, false, nil
 		}
 		return fail(fmt.Errorf("it carries vGPU type %d %s", v.Type, v.TypeName))
