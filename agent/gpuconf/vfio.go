@@ -128,6 +128,19 @@ func (h *Host) vgpuWay(addr string) (string, []VF, error) {
 			v.Index = i
 			out = append(out, v)
 		}
+		// The driver may drop a function's own type from its list once
+		// it carries it; a sibling's list still names it.
+		names := map[int]string{}
+		for _, v := range out {
+			for _, t := range v.Creatable {
+				names[t.ID] = t.Name
+			}
+		}
+		for i := range out {
+			if out[i].Type != 0 && out[i].TypeName == "" {
+				out[i].TypeName = names[out[i].Type]
+			}
+		}
 		return VGPUVFIO, out, nil
 	}
 	for _, p := range append([]string{addr}, vfs...) {
@@ -263,6 +276,15 @@ func (h *Host) EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (v V
 		return fail(err)
 	}
 	v.Index = at
+	if v.Type != 0 && v.TypeName == "" {
+		if _, all, err := h.vgpuWay(gpu); err == nil {
+			for _, o := range all {
+				if o.Address == vf {
+					v.TypeName = o.TypeName
+				}
+			}
+		}
+	}
 	if v.Type != 0 {
 		if Carries(v, kind, profile) {
 			return v, false, nil
