@@ -199,6 +199,10 @@ type VMDevice struct {
 	Slot    int    `json:"slot"`
 	Profile string `json:"profile,omitempty"`
 	Mdev    string `json:"mdev,omitempty"`
+	// VF is the virtual function that is the VM's vGPU on a card whose
+	// driver offers vGPU through NVIDIA's vendor-specific VFIO framework
+	// (then Device too, and no Mdev).
+	VF string `json:"vf,omitempty"`
 }
 
 // VMList is a list of VMs.
@@ -214,7 +218,7 @@ func vmFrom(v store.VM, name string, host store.Node, nodeState store.State) VM 
 		out.Hypervisor.ID = v.Hypervisor
 	}
 	for _, d := range v.Devices {
-		out.Devices = append(out.Devices, VMDevice{Device: d.Device, GPU: d.GPU, Kind: d.Kind, Slot: d.Slot, Profile: d.Profile, Mdev: d.Mdev})
+		out.Devices = append(out.Devices, VMDevice{Device: d.Device, GPU: d.GPU, Kind: d.Kind, Slot: d.Slot, Profile: d.Profile, Mdev: d.Mdev, VF: hypervisor.VFOf(d)})
 	}
 	return out
 }

@@ -56,14 +56,16 @@ func (s *Service) AgentRound(ctx context.Context, nodeID string, rep protocol.Hy
 	every := s.agentInterval()
 	w := protocol.HypervisorWork{GPUMode: h.GPUMode, GPUProfile: h.GPUProfile, Devices: []protocol.HypervisorDevice{}, Interval: protocol.Duration(every)}
 	have := reportedMdevs(rep.GPUs)
+	vfs := reportedVFs(rep.GPUs)
 	for _, vm := range vms {
 		for _, d := range vm.Devices {
 			switch d.Kind {
 			case string(placement.Passthrough):
 				w.Devices = append(w.Devices, protocol.HypervisorDevice{VM: vm.NodeID, Kind: protocol.DevicePassthrough, GPU: d.GPU})
 			case string(placement.VGPU), string(placement.MIG):
-				w.Devices = append(w.Devices, protocol.HypervisorDevice{VM: vm.NodeID, Kind: d.Kind, GPU: d.GPU, Profile: mdevProfile(h, d), Mdev: d.Mdev})
-				if !have[strings.ToLower(d.Mdev)] {
+				hd := protocol.HypervisorDevice{VM: vm.NodeID, Kind: d.Kind, GPU: d.GPU, Profile: mdevProfile(h, d), Mdev: d.Mdev, VF: VFOf(d)}
+				w.Devices = append(w.Devices, hd)
+				if !ready(hd, have, vfs) {
 					w.Interval = protocol.Duration(min(every, AgentIntervalPending))
 				}
 			}
@@ -72,6 +74,9 @@ func (s *Service) AgentRound(ctx context.Context, nodeID string, rep protocol.Hy
 	sort.Slice(w.Devices, func(i, j int) bool {
 		if w.Devices[i].GPU != w.Devices[j].GPU {
 			return w.Devices[i].GPU < w.Devices[j].GPU
+		}
+		if w.Devices[i].VF != w.Devices[j].VF {
+			return w.Devices[i].VF < w.Devices[j].VF
 		}
 		return w.Devices[i].Mdev < w.Devices[j].Mdev
 	})
@@ -103,6 +108,32 @@ func reportedMdevs(gpus json.RawMessage) map[string]bool {
 	return have
 }
 
+// reportedVFs are the vendor VFIO virtual functions a report gives, by
+// address.
+func reportedVFs(gpus json.RawMessage) map[string]gpuconf.VF {
+	out := map[string]gpuconf.VF{}
+	var st gpuconf.State
+	if len(gpus) == 0 || json.Unmarshal(gpus, &st) != nil {
+		return out
+	}
+	for _, g := range st.GPUs {
+		for _, v := range g.VFs {
+			out[strings.ToLower(v.Address)] = v
+		}
+	}
+	return out
+}
+
+// ready says whether a report shows a VM's vGPU device made: its mdev
+// there, or its virtual function carrying its type.
+func ready(d protocol.HypervisorDevice, mdevs map[string]bool, vfs map[string]gpuconf.VF) bool {
+	if d.VF != "" {
+		v, ok := vfs[strings.ToLower(d.VF)]
+		return ok && gpuconf.Carries(v, d.Kind, d.Profile)
+	}
+	return mdevs[strings.ToLower(d.Mdev)]
+}
+
 // ErrDevices is a VM's mediated device its hypervisor's agent did not
 // make in time, or said it could not make.
 var ErrDevices = fmt.Errorf("%w: devices not ready", ErrHypervisor)
@@ -119,21 +150,43 @@ const DeviceWait = 40 * time.Second
 const errorReports = 3
 
 // waitDevices waits until the hypervisor's agent, in a report it made
-// lately, says the cards carry every mediated device the VM names. A
+// lately, says the cards carry every mediated device the VM names, and
+// every vendor VFIO virtual function it holds carries its vGPU type. A
 // hypervisor whose agent never called in is managed by hand: its
 // operator makes the devices, and libvirt says so when one is missing.
 func (s *Service) waitDevices(ctx context.Context, vm store.VM) error {
-	var want []string
+	var devs []protocol.HypervisorDevice
+	var want []string // how the devices are named, in the agent's errors too
 	for _, d := range vm.Devices {
-		if d.Mdev != "" {
-			want = append(want, strings.ToLower(d.Mdev))
+		if d.Kind != string(placement.VGPU) && d.Kind != string(placement.MIG) {
+			continue
 		}
+		hd := protocol.HypervisorDevice{Kind: d.Kind, GPU: d.GPU, Profile: d.Profile, Mdev: strings.ToLower(d.Mdev), VF: strings.ToLower(VFOf(d))}
+		switch {
+		case hd.VF != "":
+			want = append(want, hd.VF)
+		case hd.Mdev != "":
+			want = append(want, hd.Mdev)
+		default:
+			continue
+		}
+		devs = append(devs, hd)
 	}
-	if len(want) == 0 {
+	if len(devs) == 0 {
 		return nil
 	}
 	if _, err := s.Store.HypervisorAgent(ctx, vm.Hypervisor); errors.Is(err, store.ErrNotFound) {
 		return nil
+	}
+	if slices.ContainsFunc(devs, func(d protocol.HypervisorDevice) bool { return d.Kind == string(placement.VGPU) }) {
+		// A vGPU's type is the hypervisor's, as the agent is told it.
+		h, err := s.Store.Hypervisor(ctx, vm.Hypervisor)
+		if err != nil {
+			return err
+		}
+		for i := range devs {
+			devs[i].Profile = mdevProfile(h, store.VMDevice{Kind: devs[i].Kind, Profile: devs[i].Profile})
+		}
 	}
 	wait := s.DeviceWait
 	if wait == 0 {
@@ -153,10 +206,10 @@ func (s *Service) waitDevices(ctx context.Context, vm store.VM) error {
 		}
 		var missing []string
 		if time.Since(a.Seen) <= fresh {
-			have := reportedMdevs(a.GPUs)
-			for _, m := range want {
-				if !have[m] {
-					missing = append(missing, m)
+			have, vfs := reportedMdevs(a.GPUs), reportedVFs(a.GPUs)
+			for i, d := range devs {
+				if !ready(d, have, vfs) {
+					missing = append(missing, want[i])
 				}
 			}
 			if len(missing) == 0 {
@@ -170,18 +223,18 @@ func (s *Service) waitDevices(ctx context.Context, vm store.VM) error {
 				}
 			}
 			if len(failed) >= errorReports {
-				return fmt.Errorf("%w: the hypervisor's agent could not make mediated device %s: %s", ErrDevices, strings.Join(missing, ", "), failed[a.Seen])
+				return fmt.Errorf("%w: the hypervisor's agent could not make mediated device or vGPU virtual function %s: %s", ErrDevices, strings.Join(missing, ", "), failed[a.Seen])
 			}
 		}
 		if time.Now().After(deadline) {
 			if len(missing) == 0 {
-				return fmt.Errorf("%w: the hypervisor's agent is silent since %s: it has not reported mediated devices %s", ErrDevices, a.Seen.Format(time.RFC3339), strings.Join(want, ", "))
+				return fmt.Errorf("%w: the hypervisor's agent is silent since %s: it has not reported mediated devices or vGPU virtual functions %s", ErrDevices, a.Seen.Format(time.RFC3339), strings.Join(want, ", "))
 			}
 			why := "it last called in " + a.Seen.Format(time.RFC3339)
 			if len(a.Errors) > 0 {
 				why += "; it said: " + strings.Join(a.Errors, "; ")
 			}
-			return fmt.Errorf("%w: the hypervisor's agent has not reported mediated devices %s within %s (%s)", ErrDevices, strings.Join(missing, ", "), wait, why)
+			return fmt.Errorf("%w: the hypervisor's agent has not reported mediated devices or vGPU virtual functions %s within %s (%s)", ErrDevices, strings.Join(missing, ", "), wait, why)
 		}
 		select {
 		case <-ctx.Done():

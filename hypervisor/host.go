@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/rackboot/rackboot/agent/gpuconf"
 	"github.com/rackboot/rackboot/agent/inventory"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/hypervisor/placement"
@@ -14,8 +15,11 @@ import (
 
 // Host is the placement engine's view of a hypervisor: its CPUs, memory,
 // NUMA nodes and GPUs from the node's inventory, the rest from what the
-// operator set. A node never inspected has no inventory and is an error.
-func Host(h store.Hypervisor, n store.Node) (placement.Host, error) {
+// operator set. vfs are, by card, the virtual functions its agent last
+// reported for cards whose driver offers vGPU through the vendor VFIO
+// framework (VFs); nil where it reported none. A node never inspected
+// has no inventory and is an error.
+func Host(h store.Hypervisor, n store.Node, vfs map[string][]string) (placement.Host, error) {
 	if len(n.Inventory) == 0 {
 		return placement.Host{}, fmt.Errorf("hypervisor %s: node has no inventory: inspect it first", nodeName(n))
 	}
@@ -64,7 +68,7 @@ func Host(h store.Hypervisor, n store.Node) (placement.Host, error) {
 			}
 		}
 		for _, g := range inv.GPUs {
-			pg := placement.GPU{Address: g.PCIAddress, Model: modelOf(g), NUMA: g.NUMANode}
+			pg := placement.GPU{Address: g.PCIAddress, Model: modelOf(g), NUMA: g.NUMANode, VFs: slices.Clone(vfs[g.PCIAddress])}
 			var group []string
 			for _, m := range g.IOMMUMembers {
 				if !bridges[m] {
@@ -82,6 +86,29 @@ func Host(h store.Hypervisor, n store.Node) (placement.Host, error) {
 		}
 	}
 	return out, nil
+}
+
+// VFs reads, from a report of a hypervisor's agent (gpuconf's State),
+// the virtual functions of each card whose driver offers vGPU through
+// the vendor-specific VFIO framework, in their order. A report that does
+// not parse gives none: the cards are then taken as mdev ones.
+func VFs(gpus json.RawMessage) map[string][]string {
+	var st gpuconf.State
+	if len(gpus) == 0 || json.Unmarshal(gpus, &st) != nil {
+		return nil
+	}
+	out := map[string][]string{}
+	for _, g := range st.GPUs {
+		if g.VGPU != gpuconf.VGPUVFIO || len(g.VFs) == 0 {
+			continue
+		}
+		vs := slices.Clone(g.VFs)
+		slices.SortFunc(vs, func(a, b gpuconf.VF) int { return a.Index - b.Index })
+		for _, v := range vs {
+			out[g.PCIAddress] = append(out[g.PCIAddress], v.Address)
+		}
+	}
+	return out
 }
 
 func modelOf(g inventory.GPU) string {

@@ -193,7 +193,7 @@ func (s *Service) SetHypervisor(ctx context.Context, ref string, set Settings, a
 	if h.CPURatio < 0 || h.RAMRatio < 0 {
 		return store.Hypervisor{}, invalid("negative overcommit ratio")
 	}
-	ph, err := Host(h, n)
+	ph, err := Host(h, n, nil)
 	if err != nil {
 		return store.Hypervisor{}, invalid("%v", err)
 	}
@@ -302,6 +302,22 @@ type fleet struct {
 	// broken are hypervisors the engine could not take (no inventory),
 	// with why.
 	broken map[string]error
+	// vfs are, by hypervisor, its vendor VFIO cards' virtual functions
+	// as its agent last reported them (VFs).
+	vfs map[string]map[string][]string
+}
+
+// agentVFs are the vendor VFIO virtual functions hypervisor id's agent
+// last reported; nil when it never called in.
+func (s *Service) agentVFs(ctx context.Context, id string) (map[string][]string, error) {
+	a, err := s.Store.HypervisorAgent(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return VFs(a.GPUs), nil
 }
 
 func (s *Service) fleet(ctx context.Context) (*fleet, error) {
@@ -317,10 +333,15 @@ func (s *Service) fleet(ctx context.Context) (*fleet, error) {
 	for _, n := range nodes {
 		byID[n.ID] = n
 	}
-	f := &fleet{hypervisors: map[string]store.Hypervisor{}, nodes: byID, broken: map[string]error{}}
+	f := &fleet{hypervisors: map[string]store.Hypervisor{}, nodes: byID, broken: map[string]error{}, vfs: map[string]map[string][]string{}}
 	var hosts []placement.Host
 	for _, h := range hs {
-		ph, err := Host(h, byID[h.NodeID])
+		vfs, err := s.agentVFs(ctx, h.NodeID)
+		if err != nil {
+			return nil, err
+		}
+		f.vfs[h.NodeID] = vfs
+		ph, err := Host(h, byID[h.NodeID], vfs)
 		if err != nil {
 			f.broken[h.NodeID] = err
 			continue
@@ -393,9 +414,19 @@ func allocation(vm store.VM) placement.Allocation {
 		if d.Kind == kindGroup {
 			continue
 		}
-		a.Devices = append(a.Devices, placement.Device{GPU: d.GPU, Kind: placement.Kind(d.Kind), Slot: d.Slot, Profile: d.Profile, Group: groups[d.GPU]})
+		a.Devices = append(a.Devices, placement.Device{GPU: d.GPU, Kind: placement.Kind(d.Kind), Slot: d.Slot, Profile: d.Profile, Group: groups[d.GPU], VF: VFOf(d)})
 	}
 	return a
+}
+
+// VFOf is the virtual function a VM's vGPU is, on a vendor VFIO card,
+// or "": such a device holds the function's address in place of the
+// card's, and no mdev.
+func VFOf(d store.VMDevice) string {
+	if (d.Kind == string(placement.VGPU) || d.Kind == string(placement.MIG)) && d.Mdev == "" && d.Device != d.GPU {
+		return d.Device
+	}
+	return ""
 }
 
 // kindGroup marks a device taken with a passed-through GPU: another
@@ -408,7 +439,11 @@ func devices(a placement.Allocation) []store.VMDevice {
 	var out []store.VMDevice
 	for _, d := range a.Devices {
 		sd := store.VMDevice{Device: d.GPU, Slot: d.Slot, GPU: d.GPU, Kind: string(d.Kind), Profile: d.Profile}
-		if d.Kind == placement.VGPU || d.Kind == placement.MIG {
+		switch {
+		case d.VF != "":
+			// The virtual function is what the VM holds: no mdev.
+			sd.Device = d.VF
+		case d.Kind == placement.VGPU || d.Kind == placement.MIG:
 			sd.Mdev = uuid.NewString()
 		}
 		out = append(out, sd)

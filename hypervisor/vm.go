@@ -116,6 +116,9 @@ type Plan struct {
 	Name       string
 	// XML is the libvirt domain.
 	XML string
+	// vfs are the chosen host's vendor VFIO virtual functions the
+	// decision was taken on, for the store's re-check.
+	vfs map[string][]string
 }
 
 // Plan decides where a VM would go and writes its domain, storing
@@ -173,7 +176,7 @@ func (s *Service) plan(ctx context.Context, f *fleet, r VMRequest) (Plan, error)
 			}
 			return Plan{}, fmt.Errorf("hypervisor %s: %w", r.Hypervisor, store.ErrNotFound)
 		}
-		if place, err = one(h, n, f.vms); err != nil {
+		if place, err = one(h, n, f.vms, f.vfs[n.ID]); err != nil {
 			return Plan{}, err
 		}
 	}
@@ -196,12 +199,12 @@ func (s *Service) plan(ctx context.Context, f *fleet, r VMRequest) (Plan, error)
 	if err != nil {
 		return Plan{}, err
 	}
-	return Plan{Decision: d, Hypervisor: h, Host: host, VM: vm, Name: r.Name, XML: x}, nil
+	return Plan{Decision: d, Hypervisor: h, Host: host, VM: vm, Name: r.Name, XML: x, vfs: f.vfs[d.Host]}, nil
 }
 
 // one is a fleet of the one hypervisor h with the VMs on it.
-func one(h store.Hypervisor, n store.Node, vms []store.VM) (*placement.Fleet, error) {
-	ph, err := Host(h, n)
+func one(h store.Hypervisor, n store.Node, vms []store.VM, vfs map[string][]string) (*placement.Fleet, error) {
+	ph, err := Host(h, n, vfs)
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
@@ -236,7 +239,11 @@ func domainXML(h store.Hypervisor, name string, vm store.VM) (string, error) {
 		case string(placement.Passthrough), kindGroup:
 			spec.PCI = append(spec.PCI, d.Device)
 		case string(placement.VGPU), string(placement.MIG):
-			spec.Mdevs = append(spec.Mdevs, d.Mdev)
+			if vf := VFOf(d); vf != "" {
+				spec.VFs = append(spec.VFs, vf)
+			} else {
+				spec.Mdevs = append(spec.Mdevs, d.Mdev)
+			}
 		}
 	}
 	sort.Strings(spec.PCI)
@@ -265,7 +272,7 @@ func (s *Service) CreateVM(ctx context.Context, r VMRequest, actor string) (Plan
 		alloc := p.Decision.Allocation
 		var stored store.VM
 		stored, err = s.Store.CreateVM(ctx, p.VM, p.Name, func(h store.Hypervisor, on []store.VM) error {
-			f, err := one(h, p.Host, on)
+			f, err := one(h, p.Host, on, p.vfs)
 			if err != nil {
 				return err
 			}

@@ -100,25 +100,30 @@ func (h *Host) ResetGPU(ctx context.Context, addr string) error {
 // (/dev/vfio/<group>) or its VFIO cdev (/dev/vfio/devices/vfioN) open,
 // as /proc's fd links tell.
 func (h *Host) checkUnheld(addr, dir string) error {
+	return h.unheld("reset", addr, dir)
+}
+
+// unheld is checkUnheld for operation op.
+func (h *Host) unheld(op, addr, dir string) error {
 	var nodes []string
 	if t, err := os.Readlink(filepath.Join(dir, "iommu_group")); err == nil {
 		nodes = append(nodes, "/dev/vfio/"+filepath.Base(t))
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("reset %s: read its IOMMU group: %w", addr, err)
+		return fmt.Errorf(op+" %s: read its IOMMU group: %w", addr, err)
 	}
 	if ents, err := os.ReadDir(filepath.Join(dir, "vfio-dev")); err == nil {
 		for _, e := range ents {
 			nodes = append(nodes, "/dev/vfio/devices/"+e.Name())
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("reset %s: read its VFIO devices: %w", addr, err)
+		return fmt.Errorf(op+" %s: read its VFIO devices: %w", addr, err)
 	}
 	if len(nodes) == 0 {
 		return nil // not under VFIO: no VM can hold it
 	}
 	pid, node, err := h.holder(nodes)
 	if err != nil {
-		return fmt.Errorf("reset %s: %w", addr, err)
+		return fmt.Errorf(op+" %s: %w", addr, err)
 	}
 	if pid != 0 {
 		comm, _ := os.ReadFile(h.path("proc", strconv.Itoa(pid), "comm"))
@@ -126,7 +131,7 @@ func (h *Host) checkUnheld(addr, dir string) error {
 		if c := strings.TrimSpace(string(comm)); c != "" {
 			who += " (" + c + ")"
 		}
-		return fmt.Errorf("reset %s: %s is %w by pid %s", addr, node, ErrInUse, who)
+		return fmt.Errorf(op+" %s: %s is %w by pid %s", addr, node, ErrInUse, who)
 	}
 	return nil
 }

@@ -174,7 +174,7 @@ func TestDisableVFs(t *testing.T) {
 	tr.Write(typeDir(vfs[0], "nvidia-472")+"/create", id)
 	tr.KernelCreate(vfs[0], "nvidia-472")
 	s.Calls = nil
-	if err := h.DisableVFs(ctx); err == nil || !strings.Contains(err.Error(), "carries mdevs "+id) || len(s.Calls) > 0 {
+	if err := h.DisableVFs(ctx); err == nil || !strings.Contains(err.Error(), "carries mdev "+id) || len(s.Calls) > 0 {
 		t.Errorf("with an mdev: %v %q", err, s.Calls)
 	}
 	tr.KernelRemove(vfs[0], "nvidia-472", id)

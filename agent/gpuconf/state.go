@@ -26,6 +26,13 @@ type GPUState struct {
 	MIGDevices []MIGDevice `json:"mig_devices,omitempty"`
 	// Mdevs are the vGPUs on the card and its virtual functions.
 	Mdevs []Mdev `json:"mdevs,omitempty"`
+	// VGPU is how the card's driver offers vGPU: VGPUMdev, VGPUVFIO, or
+	// "" when it offers none (no vGPU manager, or its virtual functions
+	// not enabled yet).
+	VGPU string `json:"vgpu,omitempty"`
+	// VFs are the card's virtual functions where VGPU is VGPUVFIO, in
+	// their order, with the type each carries.
+	VFs []VF `json:"vfs,omitempty"`
 }
 
 // GPUInstance is a MIG GPU instance.
@@ -106,6 +113,9 @@ func (h *Host) State(ctx context.Context) (State, error) {
 			if m.GPU == gs.PCIAddress {
 				gs.Mdevs = append(gs.Mdevs, m)
 			}
+		}
+		if gs.VGPU, gs.VFs, err = h.vgpuWay(gs.PCIAddress); err != nil {
+			return st, fmt.Errorf("gpu state: %w", err)
 		}
 		st.GPUs = append(st.GPUs, gs)
 	}

@@ -367,11 +367,19 @@ func (h *Host) DisableVFs(ctx context.Context) error {
 		var held []string
 		for _, m := range ms {
 			if m.GPU == c.addr {
-				held = append(held, m.UUID)
+				held = append(held, "mdev "+m.UUID)
+			}
+		}
+		for _, vf := range vfs {
+			if !h.isVFIO(vf) {
+				continue
+			}
+			if v, err := h.readVF(vf); err != nil || v.Type != 0 {
+				held = append(held, "vGPU type on "+vf)
 			}
 		}
 		if len(held) > 0 {
-			errs = append(errs, fmt.Errorf("disable virtual functions of %s: it carries mdevs %s", c.addr, strings.Join(held, ", ")))
+			errs = append(errs, fmt.Errorf("disable virtual functions of %s: it carries %s", c.addr, strings.Join(held, ", ")))
 			continue
 		}
 		if _, err := h.run(ctx, tool, "-d", c.addr); err != nil {

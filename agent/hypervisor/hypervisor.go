@@ -6,8 +6,10 @@
 // carry (package gpuconf's State) and is answered with the layout they
 // must carry and the devices the host's VMs hold. It applies the layout
 // once per boot or when it changes (undoing the old mode's first), makes
-// each VM's mediated device with the UUID its domain names, removes those
-// it made that no VM holds, and resets a passthrough GPU a VM gave back
+// each VM's mediated device with the UUID its domain names (or, on cards
+// whose driver offers vGPU as vendor VFIO virtual functions, gives the
+// VM's function its vGPU type), removes or frees those it made that no VM
+// holds, and resets a passthrough GPU a VM gave back
 // before its next tenant gets it.
 package hypervisor
 
@@ -46,6 +48,8 @@ type GPUs interface {
 	EnsureMdev(ctx context.Context, gpu, kind, profile, uuid string) (gpuconf.Mdev, error)
 	Mdevs(ctx context.Context) ([]gpuconf.Mdev, error)
 	RemoveMdev(ctx context.Context, uuid string) error
+	EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (gpuconf.VF, bool, error)
+	FreeVF(ctx context.Context, vf string) error
 	ResetGPU(ctx context.Context, addr string) error
 	DisableMIG(ctx context.Context) error
 	DisableVFs(ctx context.Context) error
@@ -99,6 +103,9 @@ type state struct {
 	// ones it removes. Others on the cards are an operator's or belong
 	// to VMs rackboot does not manage.
 	mdevs []string
+	// vfs are the virtual functions this agent gave a vGPU type (vendor
+	// VFIO): the only ones it frees.
+	vfs []string
 	// mode is the GPU mode last applied, so a change of mode undoes it.
 	mode string
 }
@@ -273,6 +280,9 @@ func (a *Agent) apply(ctx context.Context, work protocol.HypervisorWork) (change
 	}
 	before := a.st.clone()
 	wanted := wantedMdevs(work.Devices, fail)
+	if a.freeVFs(ctx, work.Devices, fail) {
+		changed = true
+	}
 	// Removing first gives a card's room back to the VM that replaces
 	// another, and takes an old mode's mdevs off before it is undone.
 	existing, err := a.removeMdevs(ctx, wanted, fail)
@@ -292,6 +302,9 @@ func (a *Agent) apply(ctx context.Context, work protocol.HypervisorWork) (change
 		}
 	}
 	if err == nil && a.ensureMdevs(ctx, work.Devices, wanted, existing.uuids, fail) {
+		changed = true
+	}
+	if err == nil && a.ensureVFs(ctx, work.Devices, fail) {
 		changed = true
 	}
 	for id := range wanted {
@@ -385,6 +398,9 @@ func (a *Agent) undoMode(ctx context.Context, old string, work protocol.Hypervis
 			return fail(fmt.Errorf("mdev %s on %s is not removed yet", m.UUID, m.GPU))
 		}
 	}
+	if len(a.st.vfs) > 0 {
+		return fail(fmt.Errorf("the vGPU types of virtual functions %s are not freed yet", strings.Join(a.st.vfs, ", ")))
+	}
 	// The new mode's mdevs need the virtual functions as much as the
 	// old one's did.
 	if !needsGPUs(work.GPUMode) {
@@ -405,7 +421,7 @@ func (a *Agent) undoMode(ctx context.Context, old string, work protocol.Hypervis
 func wantedMdevs(devs []protocol.HypervisorDevice, fail func(error)) map[string]protocol.HypervisorDevice {
 	wanted := map[string]protocol.HypervisorDevice{}
 	for _, d := range devs {
-		if d.Kind != protocol.DeviceVGPU && d.Kind != protocol.DeviceMIG {
+		if d.Kind != protocol.DeviceVGPU && d.Kind != protocol.DeviceMIG || d.VF != "" {
 			continue
 		}
 		if d.Mdev == "" {
@@ -490,6 +506,65 @@ func (a *Agent) ensureMdevs(ctx context.Context, devs []protocol.HypervisorDevic
 	return changed
 }
 
+// wantedVFs are the virtual functions the answer's VMs hold as vendor
+// VFIO vGPUs.
+func wantedVFs(devs []protocol.HypervisorDevice) map[string]bool {
+	w := map[string]bool{}
+	for _, d := range devs {
+		if d.VF != "" && (d.Kind == protocol.DeviceVGPU || d.Kind == protocol.DeviceMIG) {
+			w[strings.ToLower(d.VF)] = true
+		}
+	}
+	return w
+}
+
+// freeVFs frees the vGPU types this agent set on virtual functions that
+// no device names any more. The driver refuses while a VM still holds
+// one, and the next round tries again. Freeing first gives the card's
+// room back to the VM that replaces another.
+func (a *Agent) freeVFs(ctx context.Context, devs []protocol.HypervisorDevice, fail func(error)) (changed bool) {
+	wanted := wantedVFs(devs)
+	var keep []string
+	for _, vf := range a.st.vfs {
+		if wanted[vf] {
+			keep = append(keep, vf)
+			continue
+		}
+		if err := a.GPUs.FreeVF(ctx, vf); err != nil {
+			fail(fmt.Errorf("virtual function %s is in no VM's devices, but: %w", vf, err))
+			keep = append(keep, vf)
+			continue
+		}
+		a.log().Info("vGPU freed: no VM holds it", "pci", vf)
+		changed = true
+	}
+	a.st.vfs = keep
+	return changed
+}
+
+// ensureVFs gives each device's virtual function its vGPU type. A
+// function is counted as this agent's before the write, so that one
+// whose write was left waiting is still freed later.
+func (a *Agent) ensureVFs(ctx context.Context, devs []protocol.HypervisorDevice, fail func(error)) (changed bool) {
+	for _, d := range devs {
+		if d.VF == "" || d.Kind != protocol.DeviceVGPU && d.Kind != protocol.DeviceMIG {
+			continue
+		}
+		vf := strings.ToLower(d.VF)
+		a.st.addVF(vf)
+		v, set, err := a.GPUs.EnsureVF(ctx, d.GPU, vf, d.Kind, d.Profile)
+		if err != nil {
+			fail(fmt.Errorf("VM %s: %w", d.VM, err))
+			continue
+		}
+		if set {
+			a.log().Info("vGPU type set", "vm", d.VM, "pci", vf, "type", v.Type, "type_name", v.TypeName)
+			changed = true
+		}
+	}
+	return changed
+}
+
 // applyPassthrough resets the passthrough GPUs whose VM gave them back.
 // A GPU handed from one VM to another between two answers is not reset
 // here: libvirt's managed attach reset it for the new VM, and a reset
@@ -535,16 +610,22 @@ func (a *Agent) applyPassthrough(ctx context.Context, devs []protocol.Hypervisor
 }
 
 func (s state) clone() state {
-	return state{passthrough: maps.Clone(s.passthrough), owed: slices.Clone(s.owed), mdevs: slices.Clone(s.mdevs), mode: s.mode}
+	return state{passthrough: maps.Clone(s.passthrough), owed: slices.Clone(s.owed), mdevs: slices.Clone(s.mdevs), vfs: slices.Clone(s.vfs), mode: s.mode}
 }
 
 func (s state) equal(o state) bool {
-	return maps.Equal(s.passthrough, o.passthrough) && slices.Equal(s.owed, o.owed) && slices.Equal(s.mdevs, o.mdevs) && s.mode == o.mode
+	return maps.Equal(s.passthrough, o.passthrough) && slices.Equal(s.owed, o.owed) && slices.Equal(s.mdevs, o.mdevs) && slices.Equal(s.vfs, o.vfs) && s.mode == o.mode
 }
 
 func (s *state) addMdev(id string) {
 	if i, found := slices.BinarySearch(s.mdevs, id); !found {
 		s.mdevs = slices.Insert(s.mdevs, i, id)
+	}
+}
+
+func (s *state) addVF(vf string) {
+	if i, found := slices.BinarySearch(s.vfs, vf); !found {
+		s.vfs = slices.Insert(s.vfs, i, vf)
 	}
 }
 
@@ -562,6 +643,8 @@ type stateFile struct {
 	Owed []string `json:"owed_resets"`
 	// Mdevs are the mdevs the agent made or an answer listed.
 	Mdevs []string `json:"mdevs"`
+	// VFs are the virtual functions the agent gave a vGPU type.
+	VFs []string `json:"vfs,omitempty"`
 	// GPUMode is the mode last applied.
 	GPUMode string `json:"gpu_mode"`
 }
@@ -606,6 +689,9 @@ func (a *Agent) loadState(fail func(error)) bool {
 		for _, id := range f.Mdevs {
 			a.st.addMdev(strings.ToLower(id))
 		}
+		for _, vf := range f.VFs {
+			a.st.addVF(strings.ToLower(vf))
+		}
 	}
 	a.loaded = true
 	return true
@@ -615,7 +701,7 @@ func (a *Agent) saveState() error {
 	if a.StateFile == "" {
 		return nil
 	}
-	st := stateFile{Passthrough: a.st.passthrough, Owed: a.st.owed, Mdevs: a.st.mdevs, GPUMode: a.st.mode}
+	st := stateFile{Passthrough: a.st.passthrough, Owed: a.st.owed, Mdevs: a.st.mdevs, VFs: a.st.vfs, GPUMode: a.st.mode}
 	if st.Passthrough == nil {
 		st.Passthrough = map[string]string{}
 	}

@@ -185,8 +185,11 @@ type HypervisorReport struct {
 	// "passthrough"); "" when nothing was applied yet.
 	Applied string `json:"applied"`
 	// GPUs is what the cards really carry (package gpuconf's State): MIG
-	// mode, GPU and compute instances and their UUIDs, mdevs. Null where
-	// the host has no NVIDIA driver.
+	// mode, GPU and compute instances and their UUIDs, mdevs, and on
+	// cards whose driver offers vGPU through the vendor-specific VFIO
+	// framework their virtual functions with the vGPU type each carries
+	// and whether a VM holds it. Null where the host has no NVIDIA
+	// driver.
 	GPUs json.RawMessage `json:"gpus,omitempty"`
 	// Errors are what the agent could not do on this round: a layout a
 	// card refused, an mdev that could not be made. Empty when the host
@@ -205,9 +208,11 @@ type HypervisorWork struct {
 	GPUMode    string `json:"gpu_mode"`
 	GPUProfile string `json:"gpu_profile,omitempty"`
 	// Devices are the devices the host's VMs hold. Every vGPU and MIG
-	// device here must exist as a mediated device with its UUID; a
-	// mediated device the agent made that is not here is removed (one it
-	// did not make, and no answer listed, is left alone). A passthrough
+	// device here must exist as a mediated device with its UUID, or,
+	// where it names a VF, as that virtual function carrying its vGPU
+	// type; a mediated device the agent made that is not here is removed,
+	// and a virtual function it gave a type that is not here is freed
+	// (what it did not make, and no answer listed, is left alone). A passthrough
 	// GPU held here and free on a later answer is reset before its next
 	// tenant (nvidia-smi -r when bound to nvidia, a function-level reset
 	// under vfio-pci once no process holds it); one handed to another VM
@@ -228,4 +233,9 @@ type HypervisorDevice struct {
 	// Mdev is the mediated device's UUID (vgpu, mig): the VM's domain
 	// names it.
 	Mdev string `json:"mdev,omitempty"`
+	// VF is, instead of Mdev, the virtual function of GPU that is the
+	// VM's vGPU (vgpu, mig) on a card whose driver offers vGPU through
+	// the vendor-specific VFIO framework: the agent writes Profile's type
+	// id to its current_vgpu_type, and the VM's domain passes it through.
+	VF string `json:"vf,omitempty"`
 }

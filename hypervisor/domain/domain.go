@@ -209,6 +209,17 @@ func devices(s Spec) *libvirtxml.DomainDeviceList {
 			},
 		})
 	}
+	for _, a := range s.VFs {
+		p, _ := parsePCI(a) // validated
+		dev.Hostdevs = append(dev.Hostdevs, libvirtxml.DomainHostdev{
+			Managed: "no",
+			SubsysPCI: &libvirtxml.DomainHostdevSubsysPCI{
+				Source: &libvirtxml.DomainHostdevSubsysPCISource{
+					Address: &libvirtxml.DomainAddressPCI{Domain: &p.domain, Bus: &p.bus, Slot: &p.slot, Function: &p.function},
+				},
+			},
+		})
+	}
 	for _, m := range s.Mdevs {
 		dev.Hostdevs = append(dev.Hostdevs, libvirtxml.DomainHostdev{
 			SubsysMDev: &libvirtxml.DomainHostdevSubsysMDev{

@@ -62,6 +62,9 @@ func goldenCases() []struct {
 		{"x86_64-kvm-vgpu", with(x86(), func(s *Spec) {
 			s.Mdevs = []string{"c5a1e6f0-3b7d-4e2a-9f10-8d6c4b2a1e3f"}
 		})},
+		{"x86_64-kvm-vgpu-vf", with(x86(), func(s *Spec) {
+			s.VFs = []string{"0000:b4:00.5"}
+		})},
 		{"x86_64-tcg", with(x86(), func(s *Spec) {
 			s.Name, s.Accel, s.VCPUs, s.MemoryMiB = "tcg-node-01", AccelTCG, 2, 2048
 			s.Disk = Disk{Pool: "default", Volume: "tcg-node-01.img"}
@@ -186,15 +189,20 @@ func TestXMLContents(t *testing.T) {
 			if len(d.Devices.Serials) != 1 || d.Devices.Serials[0].Source.Pty == nil || len(d.Devices.Consoles) != 1 || d.Devices.Consoles[0].Source.Pty == nil {
 				t.Errorf("serial %+v console %+v, want one pty each", d.Devices.Serials, d.Devices.Consoles)
 			}
-			var pci, mdevs []string
+			var pci, vfs, mdevs []string
 			for _, h := range d.Devices.Hostdevs {
 				switch {
 				case h.SubsysPCI != nil:
 					a := h.SubsysPCI.Source.Address
-					if h.Managed != "yes" {
-						t.Errorf("PCI hostdev %+v not managed", a)
+					addr := pciAddr{*a.Domain, *a.Bus, *a.Slot, *a.Function}.String()
+					switch h.Managed {
+					case "yes":
+						pci = append(pci, addr)
+					case "no":
+						vfs = append(vfs, addr)
+					default:
+						t.Errorf("PCI hostdev %s managed=%q", addr, h.Managed)
 					}
-					pci = append(pci, pciAddr{*a.Domain, *a.Bus, *a.Slot, *a.Function}.String())
 				case h.SubsysMDev != nil:
 					if h.SubsysMDev.Model != "vfio-pci" {
 						t.Errorf("mdev model %q, want vfio-pci", h.SubsysMDev.Model)
@@ -202,8 +210,8 @@ func TestXMLContents(t *testing.T) {
 					mdevs = append(mdevs, h.SubsysMDev.Source.Address.UUID)
 				}
 			}
-			if !slices.Equal(pci, s.PCI) || !slices.Equal(mdevs, s.Mdevs) {
-				t.Errorf("hostdevs PCI %v mdev %v, want %v and %v", pci, mdevs, s.PCI, s.Mdevs)
+			if !slices.Equal(pci, s.PCI) || !slices.Equal(vfs, s.VFs) || !slices.Equal(mdevs, s.Mdevs) {
+				t.Errorf("hostdevs PCI %v VFs %v mdev %v, want %v, %v and %v", pci, vfs, mdevs, s.PCI, s.VFs, s.Mdevs)
 			}
 			if d.OnPoweroff != "destroy" || d.OnReboot != "restart" || d.OnCrash != "destroy" {
 				t.Errorf("lifecycle %s/%s/%s, want destroy/restart/destroy", d.OnPoweroff, d.OnReboot, d.OnCrash)
@@ -294,6 +302,8 @@ func TestXMLInvalid(t *testing.T) {
 		{"PCI function 8", func(s *Spec) { s.PCI = []string{"0000:41:00.8"} }, []string{"PCI[0]"}},
 		{"PCI not hex", func(s *Spec) { s.PCI = []string{"0000:4g:00.0"} }, []string{"PCI[0]"}},
 		{"PCI twice", func(s *Spec) { s.PCI = []string{"0000:41:00.0", "0000:41:00.0"} }, []string{"PCI[1]"}},
+		{"VF not an address", func(s *Spec) { s.VFs = []string{"b4:00.5"} }, []string{"VFs[0]"}},
+		{"VF also passed through", func(s *Spec) { s.PCI, s.VFs = []string{"0000:b4:00.5"}, []string{"0000:B4:00.5"} }, []string{"VFs[0]"}},
 		{"PCI twice in two cases", func(s *Spec) { s.PCI = []string{"0000:af:00.0", "0000:AF:00.0"} }, []string{"PCI[1]"}},
 		{"bad PCI, then the zero address", func(s *Spec) { s.PCI = []string{"41:00.0", "0000:00:00.0"} }, []string{"PCI[0]"}},
 		{"mdev not a UUID", func(s *Spec) { s.Mdevs = []string{"nvidia-474"} }, []string{"Mdevs[0]"}},

@@ -58,6 +58,12 @@ type Spec struct {
 	PCI []string
 	// Mdevs lists mediated devices by UUID: vGPUs and MIG partitions alike.
 	Mdevs []string
+	// VFs lists vGPUs that are SR-IOV virtual functions (NVIDIA's
+	// vendor-specific VFIO framework), as DDDD:BB:SS.F. They are passed
+	// through unmanaged: the hypervisor's agent gave each its vGPU type
+	// and keeps it bound to the NVIDIA driver, which libvirt's managed
+	// rebinding to vfio-pci would undo.
+	VFs []string
 	// Emulator is the QEMU binary on the hypervisor; empty lets libvirt
 	// pick the one its capabilities list for Arch and Accel.
 	Emulator string
@@ -228,6 +234,18 @@ func (s Spec) validate() error {
 	seen := make(map[string]bool)
 	for i, a := range s.PCI {
 		field := fmt.Sprintf("PCI[%d]", i)
+		p, err := parsePCI(a)
+		switch {
+		case err != nil:
+			bad(field, a, err.Error())
+		case seen[p.String()]:
+			bad(field, a, "listed twice")
+		default:
+			seen[p.String()] = true
+		}
+	}
+	for i, a := range s.VFs {
+		field := fmt.Sprintf("VFs[%d]", i)
 		p, err := parsePCI(a)
 		switch {
 		case err != nil:

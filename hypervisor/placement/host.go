@@ -39,6 +39,7 @@ type card struct {
 	group int      // index in groups
 	slots []string // VM in each vGPU instance or MIG partition
 	used  int      // slots taken
+	vfs   []string // the virtual function of each slot, on a vendor VFIO card
 }
 
 // group is one IOMMU group. Passthrough takes a group whole, so it has one
@@ -170,9 +171,24 @@ func newHost(h Host) (*host, error) {
 		}
 		switch h.Mode.Kind {
 		case VGPU:
-			c.slots = make([]string, h.Mode.VGPUMax)
+			n := h.Mode.VGPUMax
+			if len(g.VFs) > 0 {
+				n = min(n, len(g.VFs))
+			}
+			c.slots = make([]string, n)
 		case MIG:
+			if len(g.VFs) > 0 && len(g.VFs) < len(h.Mode.MIGLayout) {
+				return nil, bad("GPU %s has %d virtual functions for the %d partitions of its MIG layout", g.Address, len(g.VFs), len(h.Mode.MIGLayout))
+			}
 			c.slots = make([]string, len(h.Mode.MIGLayout))
+		}
+		if len(g.VFs) > 0 && (h.Mode.Kind == VGPU || h.Mode.Kind == MIG) {
+			c.vfs = slices.Clone(g.VFs[:len(c.slots)])
+			for _, vf := range c.vfs {
+				if vf == "" || vf == g.Address {
+					return nil, bad("GPU %s: virtual function %q", g.Address, vf)
+				}
+			}
 		}
 		s.gpus = append(s.gpus, c)
 	}
@@ -304,7 +320,11 @@ func (h *host) pick(g *GPURequest, ni int) []Device {
 		if g.Kind == MIG {
 			p = h.Mode.MIGLayout[slot]
 		}
-		return []Device{{GPU: h.gpus[best].addr, Kind: g.Kind, Slot: slot, Profile: p}}
+		d := Device{GPU: h.gpus[best].addr, Kind: g.Kind, Slot: slot, Profile: p}
+		if vfs := h.gpus[best].vfs; len(vfs) > 0 {
+			d.VF = vfs[slot]
+		}
+		return []Device{d}
 	}
 
 	// Passthrough: free matching cards by IOMMU group. Whole groups whose
@@ -417,7 +437,7 @@ func (h *host) admit(a Allocation) error {
 				}
 			}
 			got := slices.Sorted(slices.Values(d.Group))
-			if d.Slot != 0 || d.Profile != "" || !slices.Equal(got, rest) {
+			if d.Slot != 0 || d.Profile != "" || d.VF != "" || !slices.Equal(got, rest) {
 				return bad("GPU %s goes with its IOMMU group %v, no slot and no profile", d.GPU, rest)
 			}
 			if gr.owner != "" {
@@ -437,6 +457,14 @@ func (h *host) admit(a Allocation) error {
 			}
 			if !strings.EqualFold(d.Profile, want) {
 				return bad("slot %d of GPU %s is %s, not %s", d.Slot, d.GPU, want, d.Profile)
+			}
+			if vf := ""; len(c.vfs) > 0 || d.VF != "" {
+				if len(c.vfs) > 0 {
+					vf = c.vfs[d.Slot]
+				}
+				if !strings.EqualFold(d.VF, vf) {
+					return bad("slot %d of GPU %s is virtual function %q, not %q", d.Slot, d.GPU, vf, d.VF)
+				}
 			}
 			if vm := c.slots[d.Slot]; vm != "" {
 				return clash("slot %d of GPU %s is taken by vm %s", d.Slot, d.GPU, vm)

@@ -67,6 +67,13 @@ type GPU struct {
 	// included; empty means the card is alone in its group. Cards of one
 	// group must list the same group.
 	Group []string
+	// VFs are the card's SR-IOV virtual functions, in their order, where
+	// its driver offers vGPU through NVIDIA's vendor-specific VFIO
+	// framework: there each vGPU or MIG-backed vGPU is one function, and
+	// slot n is function n. A vGPU host's card then holds at most as
+	// many instances as it has functions. Empty for cards whose vGPUs
+	// are mediated devices.
+	VFs []string
 }
 
 // NUMANode is one NUMA node of a host.
@@ -147,6 +154,9 @@ type Device struct {
 	// Group is, for passthrough, the other members of the card's IOMMU
 	// group, which the VM takes with it.
 	Group []string
+	// VF is, on a card with VFs, the virtual function of Slot: the VM's
+	// vGPU.
+	VF string
 }
 
 // Decision is where Place would put a VM.

@@ -62,6 +62,9 @@ function agentLine(a) {
     const parts = [];
     if ((g.mig_instances || []).length) parts.push(`${g.mig_instances.length} MIG`);
     if ((g.mdevs || []).length) parts.push(`${g.mdevs.length} vGPU`);
+    // Vendor VFIO cards: a virtual function with a type is one vGPU.
+    const typed = (g.vfs || []).filter((v) => v.type);
+    if (typed.length) parts.push(`${typed.length} vGPU (VF)`);
     return `GPU ${g.index}: ${parts.join(', ') || 'nothing'}`;
   }).join(' · ');
   const seen = new Date(a.seen).toLocaleString();

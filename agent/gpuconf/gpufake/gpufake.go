@@ -161,6 +161,20 @@ func (tr *Tree) MdevType(addr, id, name string, avail int) {
 	}
 }
 
+// VendorVF gives virtual function vf the vendor VFIO framework's files,
+// as NVIDIA's vGPU manager does on cards that offer vGPU that way: no
+// type yet, and creatable, the types it lists as "ID : name" pairs.
+func (tr *Tree) VendorVF(vf string, creatable ...string) {
+	d := DevDir(vf) + "/nvidia"
+	tr.Write(d+"/current_vgpu_type", "0\n")
+	var b strings.Builder
+	b.WriteString("ID    : vGPU Name\n")
+	for i := 0; i+1 < len(creatable); i += 2 {
+		b.WriteString(creatable[i] + "  : " + creatable[i+1] + "\n")
+	}
+	tr.Write(d+"/creatable_vgpu_types", b.String())
+}
+
 // KernelCreate does what the kernel does on a write to a type's create:
 // the mdev appears under its parent and on the mdev bus, and the type
 // has one instance less. It returns the UUID written.

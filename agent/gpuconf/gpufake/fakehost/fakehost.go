@@ -5,7 +5,10 @@ package fakehost
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/rackboot/rackboot/agent/gpuconf"
@@ -109,4 +112,41 @@ func (k *Kernel) DisableVFs(ctx context.Context) error {
 func (k *Kernel) Parents(ctx context.Context, gpu string) ([]string, error) {
 	k.note("Parents %s", gpu)
 	return k.Host.Parents(ctx, gpu)
+}
+
+// EnsureVF notes the call and what the write did: the file holds the
+// type id, as the driver's attribute reads back.
+func (k *Kernel) EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (gpuconf.VF, bool, error) {
+	k.note("EnsureVF %s %s %s %s", gpu, vf, kind, profile)
+	v, changed, err := k.Host.EnsureVF(ctx, gpu, vf, kind, profile)
+	switch {
+	case err != nil:
+		k.note("  %v", err)
+	case changed:
+		k.noteType(vf)
+	}
+	return v, changed, err
+}
+
+// FreeVF notes the call and its error.
+func (k *Kernel) FreeVF(ctx context.Context, vf string) error {
+	k.note("FreeVF %s", vf)
+	err := k.Host.FreeVF(ctx, vf)
+	if err != nil {
+		k.note("  %v", err)
+	} else {
+		k.noteType(vf)
+	}
+	return err
+}
+
+// noteType notes what a virtual function's current_vgpu_type holds, or
+// that the function is gone.
+func (k *Kernel) noteType(vf string) {
+	b, err := os.ReadFile(filepath.Join(k.tr.Root, gpufake.DevDir(vf), "nvidia/current_vgpu_type"))
+	if err != nil {
+		k.note("  %s: no current_vgpu_type (%v)", vf, errors.Unwrap(err))
+		return
+	}
+	k.note("  current_vgpu_type %s", strings.TrimSpace(string(b)))
 }

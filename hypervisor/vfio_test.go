@@ -1,0 +1,129 @@
+package hypervisor_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rackboot/rackboot/agent/gpuconf"
+	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/hypervisor"
+	"github.com/rackboot/rackboot/hypervisor/virttest"
+	"github.com/rackboot/rackboot/store"
+)
+
+// report is what an H100 host's agent says when its first card offers
+// vGPU through the vendor VFIO framework, on two virtual functions whose
+// types are given, and its second card offers it as mdevs.
+func report(t *testing.T, types ...int) json.RawMessage {
+	t.Helper()
+	g := gpuconf.GPUState{PCIAddress: "0000:19:00.0", VGPU: gpuconf.VGPUVFIO}
+	for i, vf := range []string{"0000:19:00.5", "0000:19:00.4"} { // listed out of order
+		g.VFs = append(g.VFs, gpuconf.VF{Address: vf, Index: 1 - i, Type: types[1-i]})
+	}
+	st := gpuconf.State{GPUs: []gpuconf.GPUState{g, {PCIAddress: "0000:9b:00.0", VGPU: gpuconf.VGPUMdev}}}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestVendorVFIOVMs: on a card whose agent reported vendor VFIO virtual
+// functions, a vGPU VM is given one of them: its domain passes it through
+// unmanaged, its start waits until the agent reports the function with
+// the VM's type, and the agent is told to set it.
+func TestVendorVFIOVMs(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, virttest.New(x86, arm))
+	r.svc.DeviceWait = 500 * time.Millisecond
+	n := r.node(t, 1, "h100-01", "h100")
+	if _, err := r.svc.SetHypervisor(ctx, "h100-01", hypervisor.Settings{URI: "u", GPUMode: "vgpu", GPUProfile: "nvidia-1050", VGPUMax: 4, Bridge: "br0"}, "user:test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.st.PutHypervisorAgent(ctx, store.HypervisorAgent{NodeID: n.ID, Booted: testTime, Applied: "vgpu nvidia-1050", GPUs: report(t, 0, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := hypervisor.VFs(report(t, 0, 0)); len(got) != 1 || strings.Join(got["0000:19:00.0"], " ") != "0000:19:00.4 0000:19:00.5" {
+		t.Errorf("VFs = %v", got)
+	}
+	shape := store.Flavor{VCPUs: 4, MemoryMiB: 8192, DiskGiB: 10, Arch: boot.ArchX86_64, GPUModel: "H100", GPUMode: "vgpu", GPUProfile: "nvidia-1050"}
+
+	p, err := r.svc.Plan(ctx, hypervisor.VMRequest{Name: "vm-0", Shape: shape})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := p.VM.Devices[0]
+	if dev.Device != "0000:19:00.4" || dev.GPU != "0000:19:00.0" || dev.Mdev != "" || hypervisor.VFOf(dev) != "0000:19:00.4" {
+		t.Errorf("planned device %+v, want virtual function 0000:19:00.4 and no mdev", dev)
+	}
+	if !strings.Contains(p.XML, `managed="no"`) || !strings.Contains(p.XML, `bus="0x19" slot="0x00" function="0x4"`) || strings.Contains(p.XML, "mdev") {
+		t.Errorf("dry run XML:\n%s", p.XML)
+	}
+
+	// The agent has not set the type: the start gives up, nothing is kept.
+	if _, err := r.svc.CreateVM(ctx, hypervisor.VMRequest{Name: "vm-0", Shape: shape}, "user:test"); !errors.Is(err, hypervisor.ErrDevices) || !strings.Contains(err.Error(), "0000:19:00.4") {
+		t.Fatalf("create before the type is set: %v", err)
+	}
+	if vs, _ := r.st.VMs(ctx, ""); len(vs) != 0 {
+		t.Fatalf("a VM whose start failed is kept: %+v", vs)
+	}
+
+	// The agent reports the function with the type: the VM starts.
+	if err := r.st.PutHypervisorAgent(ctx, store.HypervisorAgent{NodeID: n.ID, Booted: testTime, Applied: "vgpu nvidia-1050", GPUs: report(t, 1050, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	p, err = r.svc.CreateVM(ctx, hypervisor.VMRequest{Name: "vm-0", Shape: shape}, "user:test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dom, ok := r.d.Domain("vm-0"); !ok || dom.State != "running" || !strings.Contains(dom.XML, `managed="no"`) {
+		t.Errorf("vm-0's domain %+v", dom)
+	}
+	w, err := r.svc.AgentRound(ctx, n.ID, protocol.HypervisorReport{Booted: testTime, Applied: "vgpu nvidia-1050", GPUs: report(t, 1050, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := protocol.HypervisorDevice{VM: p.VM.NodeID, Kind: "vgpu", GPU: "0000:19:00.0", Profile: "nvidia-1050", VF: "0000:19:00.4"}
+	if len(w.Devices) != 1 || w.Devices[0] != want || time.Duration(w.Interval) != hypervisor.AgentInterval {
+		t.Errorf("work %+v, want %+v at the usual interval", w, want)
+	}
+
+	// The second VM takes the other function, and the agent, not having
+	// set it yet, is asked to call in soon.
+	p1, err := r.svc.Plan(ctx, hypervisor.VMRequest{Name: "vm-1", Shape: shape})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := hypervisor.VFOf(p1.VM.Devices[0]); got != "0000:19:00.5" {
+		t.Errorf("vm-1 planned on %q, want 0000:19:00.5", got)
+	}
+	if err := r.st.PutHypervisorAgent(ctx, store.HypervisorAgent{NodeID: n.ID, Booted: testTime, GPUs: report(t, 1050, 1050)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.svc.CreateVM(ctx, hypervisor.VMRequest{Name: "vm-1", Shape: shape}, "user:test"); err != nil {
+		t.Fatal(err)
+	}
+	w, err = r.svc.AgentRound(ctx, n.ID, protocol.HypervisorReport{Booted: testTime, GPUs: report(t, 1050, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.Devices) != 2 || w.Devices[1].VF != "0000:19:00.5" || time.Duration(w.Interval) != hypervisor.AgentIntervalPending {
+		t.Errorf("work %+v, want vm-1's function and the pending interval", w)
+	}
+
+	// Both functions of the first card are taken: the next vGPU goes to
+	// the card whose vGPUs are mdevs, and gets one.
+	shape.GPUModel = ""
+	p2, err := r.svc.Plan(ctx, hypervisor.VMRequest{Name: "vm-2", Shape: shape})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := p2.VM.Devices[0]; d.GPU != "0000:9b:00.0" || d.Mdev == "" || hypervisor.VFOf(d) != "" {
+		t.Errorf("vm-2 planned %+v, want an mdev on 0000:9b:00.0", d)
+	}
+}
