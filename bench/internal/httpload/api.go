@@ -66,6 +66,14 @@ func (r *route) merge(o *route) {
 	}
 }
 
+// statusError is an answer with another status than the one wanted.
+type statusError struct {
+	code         int
+	status, body string
+}
+
+func (e *statusError) Error() string { return e.status + ": " + e.body }
+
 // call sends a JSON request with a bearer token and decodes a JSON
 // answer into out (nil: drained), wanting status want.
 func call(ctx context.Context, c *http.Client, method, u, token string, in, out any, want int) error {
@@ -94,7 +102,7 @@ func call(ctx context.Context, c *http.Client, method, u, token string, in, out 
 	defer drain(resp.Body)
 	if resp.StatusCode != want {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("%s %s: %s: %s", method, u, resp.Status, bytes.TrimSpace(msg))
+		return fmt.Errorf("%s %s: %w", method, u, &statusError{code: resp.StatusCode, status: resp.Status, body: string(bytes.TrimSpace(msg))})
 	}
 	if out != nil {
 		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
@@ -131,7 +139,8 @@ func runAPI(ctx context.Context, c apiConfig, log *slog.Logger) (string, error) 
 		wg.Go(func() {
 			for i := range next {
 				err := call(ctx, client, "POST", api+"/nodes", admin, map[string]string{"mac": nodeMAC(i), "arch": "x86_64"}, nil, http.StatusCreated)
-				if err != nil && !strings.Contains(err.Error(), "409") {
+				var se *statusError
+				if err != nil && !(errors.As(err, &se) && se.code == http.StatusConflict) {
 					once.Do(func() { enrollErr = err })
 				}
 			}
