@@ -86,8 +86,9 @@ soak: deps build ## the long variants, not in CI: every fuzz target for 2 minute
 	FUZZTIME=2m bash scripts/fuzz.sh
 	RACKBOOT_SOAK=1 go test -tags e2e -count=1 -timeout 45m -run 'TestVMs' -v ./e2e/
 
-bench: ## Go benchmarks (bench/*.sh compare with other tools)
+bench: ## Go benchmarks, then every bench/*.sh at its defaults beside Kea, dnsmasq, tftpd-hpa, atftpd, nginx, dd (root; installs them with apt; SMOKE=1 for tiny runs); figures in docs/benchmarks.md
 	go test -run '^$$' -bench . -benchtime 2x ./...
+	@rc=0; for s in bench/*.sh; do echo "== $$s"; bash $$s || { echo "$$s failed"; rc=1; }; done; exit $$rc
 
 clean: ## remove build outputs (not DATA_DIR)
 	rm -rf bin e2e.log $(PAYLOAD)/*.tar.zst $(PAYLOAD)/.stamp

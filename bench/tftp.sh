@@ -10,12 +10,14 @@
 # the directory $ROOT over TFTP on 127.0.0.1:$PORT in the foreground; both
 # variables are exported to it. SIZE_MB (default 100), BLKSIZE (1468),
 # WINDOWS (rackboot's windowsizes, "1 16 32 64") and ATFTPD_WINDOW (32) tune
-# the runs. Needs root only to install packages: atftp and tftpd-hpa with
+# the runs; SMOKE=1 makes it a tiny run (1 MiB, windowsizes 1 and 32).
+# Needs root only to install packages: atftp and tftpd-hpa with
 # apt-get, atftpd extracted into .cache/tftpbench (its package conflicts
 # with tftpd-hpa's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
+[ -n "${SMOKE:-}" ] && : "${SIZE_MB:=1}" "${WINDOWS:=1 32}"
 CACHE=$REPO/.cache/tftpbench
 SIZE_MB=${SIZE_MB:-100}
 BLKSIZE=${BLKSIZE:-1468}

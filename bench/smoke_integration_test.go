@@ -1,0 +1,101 @@
+//go:build integration
+
+package bench
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// figure is a number a script must print: the first group of re, which
+// must be above zero (a rate, a ratio) or, with zero set, exactly zero (a
+// failure count).
+type figure struct {
+	re   string
+	zero bool
+}
+
+// TestSmoke runs every benchmark script at its tiny size (SMOKE=1) against
+// a rackboot built for the test, and checks that each printed its result
+// lines with real figures: a script that breaks, or a server it measures
+// that no longer answers, fails here rather than on the day someone
+// benchmarks. The figures themselves are not judged: that is make bench.
+func TestSmoke(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the benchmark scripts need root: network namespaces (dhcp.sh) and the anchors' packages")
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "rackboot")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/rackboot")
+	build.Dir = root
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build rackboot: %v\n%s", err, out)
+	}
+	num := `([0-9]+(?:\.[0-9]+)?)`
+	for _, tc := range []struct {
+		script  string
+		figures []figure
+	}{
+		{"dhcp.sh", []figure{
+			{re: `(?m)^rackboot\s+` + num + ` DORA/s`}, {re: `(?m)^kea\s+` + num + ` DORA/s`},
+			{re: `(?m)^dnsmasq\s+` + num + ` DORA/s`}, {re: `(?m)^rackboot / kea: ` + num}}},
+		{"tftp.sh", []figure{
+			{re: `(?m)^tftpd-hpa \(no windowsize\)\s+\S+ s\s+` + num + ` MB/s`},
+			{re: `(?m)^rackboot windowsize 1\s+\S+ s\s+` + num + ` MB/s`},
+			{re: `(?m)^rackboot windowsize 32\s+\S+ s\s+` + num + ` MB/s`}}},
+		{"deploy.sh", []figure{
+			{re: `(?m)^agent #1\s+\S+ \(` + num + `\)`}, {re: `(?m)^pipeline #1\s+\S+ \(` + num + `\)`},
+			{re: `(?m)^agent speed / pipeline speed:\s+` + num}}},
+		{"http.sh", []figure{
+			{re: `(?m)^median whole rackboot mbps=` + num}, {re: `(?m)^median whole rackboot .* failures=` + num, zero: true},
+			{re: `(?m)^median range rackboot mbps=` + num}, {re: `(?m)^median range rackboot .* failures=` + num, zero: true},
+			{re: `(?m)^median whole nginx mbps=` + num}, {re: `(?m)^median range nginx mbps=` + num},
+			{re: `(?m)^ratio whole rackboot/nginx=` + num}, {re: `(?m)^ratio range rackboot/nginx=` + num}}},
+		{"api.sh", []figure{
+			{re: `(?m)^median .*\blist_per_s=` + num}, {re: `(?m)^median .*\bnode_per_s=` + num},
+			{re: `(?m)^median .*\bheartbeat_per_s=` + num}, {re: `(?m)^median .*\bfailures=` + num, zero: true}}},
+	} {
+		t.Run(tc.script, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			start := time.Now()
+			cmd := exec.CommandContext(ctx, "bash", filepath.Join("bench", tc.script))
+			cmd.Dir = root
+			cmd.Env = append(os.Environ(), "SMOKE=1", "RACKBOOT="+bin)
+			out, err := cmd.CombinedOutput()
+			t.Logf("%s took %s", tc.script, time.Since(start).Round(100*time.Millisecond))
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", tc.script, err, out)
+			}
+			for _, f := range tc.figures {
+				m := regexp.MustCompile(f.re).FindSubmatch(out)
+				if m == nil {
+					t.Errorf("%s printed nothing matching %s", tc.script, f.re)
+					continue
+				}
+				v, err := strconv.ParseFloat(string(m[1]), 64)
+				switch {
+				case err != nil:
+					t.Errorf("%s: %q in %q: %v", tc.script, m[1], m[0], err)
+				case f.zero && v != 0:
+					t.Errorf("%s: %q: want 0", tc.script, m[0])
+				case !f.zero && v <= 0:
+					t.Errorf("%s: %q: want a figure above 0", tc.script, m[0])
+				}
+			}
+			if t.Failed() {
+				t.Logf("%s printed:\n%s", tc.script, out)
+			}
+		})
+	}
+}
