@@ -16,6 +16,8 @@
 # runs (libxml2-utils; libvirt-clients does not pull it in), which checks
 # generated domain XML against libvirt's schemas; gcc and libc6-dev,
 # which build the fake libcuda the GPU load helper's tests run against;
+# Kea (kea-dhcp4-server, and kea-admin for perfdhcp) and nginx-light, the
+# anchors the benchmark scripts' smoke runs start on their own ports;
 # and lets apt fetch arm64 packages (the AArch64 test kernel and
 # loaders). Idempotent and quiet: it
 # changes nothing when all is there.
@@ -26,7 +28,7 @@ pkgs=(qemu-system-x86 qemu-system-arm seabios ovmf qemu-efi-aarch64 ipxe ipxe-qe
       busybox udhcpc tftp-hpa tftpd-hpa atftp dnsmasq-base curl iproute2 qemu-utils util-linux
       openipmi ipmitool grub-common python3-ironic-inspector python3-ironic
       ironic-api ironic-conductor python3-ironicclient libvirt-daemon-system libvirt-clients libxml2-utils
-      gcc libc6-dev)
+      gcc libc6-dev kea-dhcp4-server kea-admin nginx-light)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -50,7 +52,8 @@ if [ ${#missing[@]} -eq 0 ]; then
 	exit 0
 fi
 echo "installing ${missing[*]}" >&2
-# tftpd-hpa's package starts a daemon on port 69, libvirt-daemon-system
+# tftpd-hpa's package starts a daemon on port 69, kea-dhcp4-server one on
+# port 67, nginx-light one on port 80, libvirt-daemon-system
 # a system libvirtd, ironic-api and ironic-conductor system services (and
 # their dependencies xinetd, udev, iscsid and open-iscsi), unless policy-rc.d says no;
 # an existing policy is left alone.
