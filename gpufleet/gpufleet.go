@@ -9,7 +9,6 @@ package gpufleet
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -161,6 +160,9 @@ func Compare(bs []Burnin, o Options) *Fleet {
 			values[key{c.Model, "memory"}] = append(values[key{c.Model, "memory"}], *v)
 		}
 	}
+	for _, vs := range values {
+		sort.Float64s(vs)
+	}
 	for i := range f.cards {
 		c := &f.cards[i]
 		if c.Verdict != "" {
@@ -184,25 +186,37 @@ func Compare(bs []Burnin, o Options) *Fleet {
 	return f
 }
 
-// compare fills in fig's peers from all, the values of every card of the
-// model, fig's own among them once.
-func compare(fig *Figure, all []float64, o Options) {
+// compare fills in fig's peers from sorted, the values of every card of
+// the model in order, fig's own among them once.
+func compare(fig *Figure, sorted []float64, o Options) {
 	if fig.Value == nil {
 		return
 	}
-	others := slices.Clone(all)
-	if i := slices.Index(others, *fig.Value); i >= 0 {
-		others = slices.Delete(others, i, i+1)
-	}
-	fig.Peers = len(others)
+	fig.Peers = len(sorted) - 1
 	if fig.Peers < o.MinPeers {
 		return
 	}
-	fig.PeerMedian = median(others)
+	fig.PeerMedian = medianWithout(sorted, sort.SearchFloat64s(sorted, *fig.Value))
 	if fig.PeerMedian > 0 {
 		fig.Ratio = *fig.Value / fig.PeerMedian
 		fig.Below = fig.Ratio < o.Threshold
 	}
+}
+
+// medianWithout is the median of sorted without its element at p: found
+// by place, not by copying, so a fleet of n cards costs n log n and not n².
+func medianWithout(sorted []float64, p int) float64 {
+	at := func(k int) float64 {
+		if k >= p {
+			k++
+		}
+		return sorted[k]
+	}
+	m := len(sorted) - 1
+	if m%2 == 1 {
+		return at(m / 2)
+	}
+	return (at(m/2-1) + at(m/2)) / 2
 }
 
 func verdict(c Card, o Options) (string, string) {
@@ -228,16 +242,6 @@ func verdict(c Card, o Options) (string, string) {
 		return TooFewPeers, fmt.Sprintf("%d other %s cards measured: a verdict needs %d", max(c.TFLOPS.Peers, c.MemoryGBps.Peers), c.Model, o.MinPeers)
 	}
 	return OK, fmt.Sprintf("within %.0f%% of its peers' median", 100*o.Threshold)
-}
-
-// median of vs, which it sorts.
-func median(vs []float64) float64 {
-	sort.Float64s(vs)
-	n := len(vs)
-	if n%2 == 1 {
-		return vs[n/2]
-	}
-	return (vs[n/2-1] + vs[n/2]) / 2
 }
 
 // cards reads one burn-in's GPU figures. nvidia-smi numbers a node's

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -234,5 +236,31 @@ func TestNodeWithoutFigures(t *testing.T) {
 	}
 	if len(f.Cards(false)) != 0 {
 		t.Errorf("cards: %v", f.Cards(false))
+	}
+}
+
+// medianWithout agrees with the median of a copy that lacks the element,
+// whatever its place and however many equal values there are.
+func TestMedianWithout(t *testing.T) {
+	naive := func(vs []float64, p int) float64 {
+		o := append(append([]float64(nil), vs[:p]...), vs[p+1:]...)
+		sort.Float64s(o)
+		if len(o)%2 == 1 {
+			return o[len(o)/2]
+		}
+		return (o[len(o)/2-1] + o[len(o)/2]) / 2
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for n := 2; n < 40; n++ {
+		vs := make([]float64, n)
+		for i := range vs {
+			vs[i] = float64(rng.IntN(6))
+		}
+		sort.Float64s(vs)
+		for p := range vs {
+			if got, want := medianWithout(vs, p), naive(vs, p); got != want {
+				t.Fatalf("%v without [%d]: %v, want %v", vs, p, got, want)
+			}
+		}
 	}
 }

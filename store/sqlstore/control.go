@@ -203,14 +203,16 @@ func (s *Store) Tasks(ctx context.Context, f store.TaskFilter) ([]store.Task, er
 	return out, nil
 }
 
-// LatestTasks implements store.Store. The window runs over the tasks_node
-// index (node_id, created): one pass, whatever the number of nodes.
+// LatestTasks implements store.Store. The window ranks the tasks by their
+// small columns only; the results, the large ones, are read for the
+// newest task of each node alone.
 func (s *Store) LatestTasks(ctx context.Context, kind string) ([]store.NodeTask, error) {
 	q := `SELECT n.id, n.name, n.rack, n.state, n.gpu_models, ` + prefixed("t.", taskColumns) + `
-		FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY node_id ORDER BY created DESC, id DESC) AS newest
-			FROM tasks WHERE kind = ? AND state IN (?, ?)) t
+		FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY node_id ORDER BY created DESC, id DESC) AS newest
+			FROM tasks WHERE kind = ? AND state IN (?, ?)) w
+		JOIN tasks t ON t.id = w.id
 		JOIN nodes n ON n.id = t.node_id
-		WHERE t.newest = 1 ORDER BY n.id`
+		WHERE w.newest = 1 ORDER BY n.id`
 	out, err := all(ctx, s.db, func(r scanner) (store.NodeTask, error) {
 		var nt store.NodeTask
 		var state, tstate, gpus string
