@@ -18,6 +18,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/gpufleet"
 	"github.com/rackboot/rackboot/hypervisor"
 	"github.com/rackboot/rackboot/images/catalog"
 	"github.com/rackboot/rackboot/lifecycle"
@@ -83,6 +84,10 @@ type Server struct {
 	// for arch, and its configuration line (Token is left empty); nil
 	// refuses hypervisor deploys and agent tokens.
 	HypervisorAgent func(nodeID string, arch boot.Arch) (hypervisor.Agent, error)
+
+	// GPUPeers says when a GPU is below its peers (zero fields: 90% of
+	// their median, from 3 other cards of its model).
+	GPUPeers gpufleet.Options
 
 	requests requestCounter
 	logins   loginLimiter

@@ -61,7 +61,12 @@ func (s *Server) table() []route {
 			query: []string{"format"}, out: inventory.Inventory{}, status: 200, h: s.getInventory},
 		{method: "PUT", pattern: "/api/v1/nodes/{id}/inventory", role: admin, summary: "Set the inventory of a machine rackboot did not inspect (an existing hypervisor), as rackboot-agent inventory prints it on that machine",
 			in: inventory.Inventory{}, status: 204, audited: true, h: s.putInventory},
+		{method: "GET", pattern: "/api/v1/nodes/{id}/gpus", role: ro, summary: "The GPU figures (TFLOP/s, memory GB/s, temperature, SM clock, throttling) of the node's latest ended burn-in, each beside the median of the other cards of its model across the fleet, with a verdict: ok, below peers, too few peers, no figures or model unknown",
+			out: NodeGPUs{}, status: 200, h: s.getNodeGPUs},
 		{method: "GET", pattern: "/api/v1/nodes/{id}/trace", role: ro, summary: "The node's boot trace: boots with verdicts, and raw events", query: []string{"limit"}, out: Trace{}, status: 200, h: s.getTrace},
+
+		{method: "GET", pattern: "/api/v1/gpus", role: ro, summary: "The GPUs of every node's latest ended burn-in, compared with their peers (the cards of their model across the fleet); below=true lists only the cards below their peers, model= one model",
+			query: []string{"below", "model"}, out: GPUList{}, status: 200, h: s.listGPUs},
 
 		{method: "GET", pattern: "/api/v1/hypervisors", role: ro, summary: "List hypervisors with what each holds and has free (vCPUs, memory, GPUs, vGPUs, MIG partitions), their VMs, and the fleet's totals",
 			out: HypervisorList{}, status: 200, h: s.listHypervisors},

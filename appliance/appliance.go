@@ -31,6 +31,7 @@ import (
 	"github.com/rackboot/rackboot/core"
 	"github.com/rackboot/rackboot/dhcp"
 	"github.com/rackboot/rackboot/firmware"
+	"github.com/rackboot/rackboot/gpufleet"
 	"github.com/rackboot/rackboot/grub"
 	"github.com/rackboot/rackboot/httpboot"
 	"github.com/rackboot/rackboot/hypervisor"
@@ -105,6 +106,9 @@ func resolve(c Config) (resolved, error) {
 		return r, fmt.Errorf("dhcp mode %q: want authoritative, proxy or off", r.DHCP.Mode)
 	}
 	if err := checkPower(r.Power); err != nil {
+		return r, err
+	}
+	if err := checkGPUPeers(r.GPUPeers); err != nil {
 		return r, err
 	}
 	var local netip.Prefix
@@ -633,6 +637,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 	apiServer := &api.Server{Handover: apiHandover, VMs: vms, HypervisorTLS: hypervisorTLS(r.DataDir, lvCA),
 		HypervisorAgent: hypervisorAgent(r.baseURL, r.apiURL, r.pins, agentSums), PowerOn: powerOn, Power: poller, Store: st, Lifecycle: machine, Broker: broker, SecureCookies: tlsCfg != nil, Secrets: secrets, BMCCAFile: r.BMCCAFile,
 		Logger: log.With("proto", "api"), Version: r.Version, AgentHeartbeat: r.AgentHeartbeat,
+		GPUPeers: gpufleet.Options{Threshold: r.GPUPeers.Threshold, MinPeers: r.GPUPeers.MinPeers},
 		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images"), AllowNetworks: r.imageNets,
 			Reserve: r.imageReserve, MaxImports: r.Images.MaxImports},
 		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP, poller) }}
@@ -762,6 +767,18 @@ func checkPower(pc PowerConfig) error {
 		return fmt.Errorf("power.max_concurrent_on %d: want 1 or more", pc.MaxConcurrentOn)
 	case pc.OnRate < 0:
 		return fmt.Errorf("power.on_rate %v: want more than 0 a second", pc.OnRate)
+	}
+	return nil
+}
+
+// checkGPUPeers refuses a comparison that could never or would always
+// find a card below its peers.
+func checkGPUPeers(g GPUPeersConfig) error {
+	switch {
+	case g.Threshold < 0 || g.Threshold > 1:
+		return fmt.Errorf("gpu_peers.threshold %v: want a fraction of the peers' median, above 0 and at most 1 (0.9)", g.Threshold)
+	case g.MinPeers < 0:
+		return fmt.Errorf("gpu_peers.min_peers %d: want 1 or more", g.MinPeers)
 	}
 	return nil
 }

@@ -68,6 +68,9 @@ type Config struct {
 	AgentHeartbeat time.Duration `yaml:"agent_heartbeat"`
 	// Retention bounds how long boot events and audit events are kept.
 	Retention RetentionConfig `yaml:"retention"`
+	// GPUPeers says when a GPU's burn-in figures are below its peers'
+	// (the other cards of its model across the fleet).
+	GPUPeers GPUPeersConfig `yaml:"gpu_peers"`
 	// SecretKeyFile holds the keys BMC passwords are encrypted with. Every
 	// server sharing a database needs the same file. Empty means
 	// DATA_DIR/secret.key, written (0600) on first start; a file named
@@ -90,6 +93,15 @@ type Config struct {
 	Ramdisk RamdiskConfig `yaml:"ramdisk"`
 	// Version is the binary's version, reported by the API.
 	Version string `yaml:"-"`
+}
+
+// GPUPeersConfig: a GPU is below its peers when its TFLOP/s or memory
+// bandwidth is under Threshold of their median, judged once MinPeers
+// other cards of its model were measured. Zero means the default (0.9,
+// 3).
+type GPUPeersConfig struct {
+	Threshold float64 `yaml:"threshold"`
+	MinPeers  int     `yaml:"min_peers"`
 }
 
 // IronicConfig is the file contract of Ironic's dnsmasq DHCP provider

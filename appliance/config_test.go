@@ -162,6 +162,32 @@ func TestPowerConfig(t *testing.T) {
 	}
 }
 
+func TestGPUPeersConfig(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	for _, tc := range []struct {
+		yaml string
+		want GPUPeersConfig
+		bad  bool
+	}{
+		{yaml: "", want: GPUPeersConfig{}},
+		{yaml: "gpu_peers:\n  threshold: 0.95\n  min_peers: 5\n", want: GPUPeersConfig{Threshold: 0.95, MinPeers: 5}},
+		{yaml: "gpu_peers:\n  threshold: 1.5\n", bad: true},
+		{yaml: "gpu_peers:\n  threshold: -0.1\n", bad: true},
+		{yaml: "gpu_peers:\n  min_peers: -1\n", bad: true},
+	} {
+		if err := os.WriteFile(p, []byte(tc.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := checkGPUPeers(c.GPUPeers); (err != nil) != tc.bad || (!tc.bad && c.GPUPeers != tc.want) {
+			t.Errorf("%q: %+v, %v", tc.yaml, c.GPUPeers, err)
+		}
+	}
+}
+
 func TestParseSize(t *testing.T) {
 	for in, want := range map[string]int64{"2GiB": 2 << 30, "500MiB": 500 << 20, "64KiB": 64 << 10, "10GB": 10e9, "1TiB": 1 << 40, "0": 0, "4096": 4096, " 3 GiB ": 3 << 30} {
 		if got, err := ParseSize(in); err != nil || got != want {

@@ -207,6 +207,13 @@ type Change struct {
 	Update []Task
 }
 
+// NodeTask is a task with the node it belongs to, as LatestTasks lists
+// them: of the node, only its ID, Name, Rack, State and GPUModels.
+type NodeTask struct {
+	Node Node
+	Task Task
+}
+
 // TaskFilter selects tasks; zero fields match everything.
 type TaskFilter struct {
 	NodeID string
@@ -582,6 +589,10 @@ type Store interface {
 	// that is not running (it ended meanwhile) is left alone and gives
 	// ErrConflict, so a late heartbeat never overwrites a task's end.
 	TaskProgress(ctx context.Context, id string, progress json.RawMessage, now time.Time) error
+	// LatestTasks lists, in one query, the newest ended (done or failed)
+	// task of kind of every node that has one, with its node, by node
+	// id: a node's latest burn-in, say, while a newer one still runs.
+	LatestTasks(ctx context.Context, kind string) ([]NodeTask, error)
 	// ClaimTask hands out a node's oldest pending task, moving it to
 	// running in the same transaction, so no task is handed out twice.
 	// It returns ErrNotFound when the node has none pending.

@@ -678,6 +678,79 @@ func TestBrowser(t *testing.T) {
 		b.logout()
 		b.checkNoProblems()
 	})
+
+	t.Run("gpus", func(t *testing.T) {
+		b.t = t
+		// Four HGX nodes burned in, two H100s each; hgx-02's second card
+		// moves memory at two thirds of its peers' rate.
+		var slow store.Node
+		for i := 0; i < 4; i++ {
+			hw, _ := net.ParseMAC(fmt.Sprintf("52:54:00:c0:00:%02x", i))
+			n, _, err := s.st.EnrollClient(ctx, boot.Client{MAC: hw, Arch: boot.ClientX64UEFI}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.st.UpdateNode(ctx, n.ID, store.NodePatch{Name: ptr(fmt.Sprintf("hgx-%02d", i)), Rack: ptr("C03"), Position: ptr(10 + 4*i)})
+			s.st.SetInventory(ctx, n.ID, json.RawMessage(`{"version":1}`), []string{"NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3"})
+			bw := 2950.0
+			if i == 2 {
+				slow, bw = n, 1980
+			}
+			task, err := s.st.CreateTask(ctx, store.Task{NodeID: n.ID, Kind: "burnin", Created: time.Now().Add(-time.Hour)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			task.State, task.Updated = store.TaskDone, time.Now().Add(-10*time.Minute)
+			task.Result = json.RawMessage(fmt.Sprintf(`{"passed":true,"verdict":"passed","tests":[{"name":"gpu","outcome":"passed","reason":"2 GPUs loaded for 10m0s: every result right, no ECC error",
+				"figures":{"gpus_seen":2,"gpu0_tflops":%g,"gpu0_memory_gbps":2940,"gpu0_max_temperature_c":74,"gpu0_min_sm_clock_mhz":1755,
+				"gpu1_tflops":%g,"gpu1_memory_gbps":%g,"gpu1_max_temperature_c":77,"gpu1_min_sm_clock_mhz":1740}}]}`, 51.2+float64(i)/10, 51.0+float64(i)/10, bw))
+			if err := s.st.UpdateTask(ctx, task); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The readonly role sees both views, as it sees the nodes.
+		b.do("open the appliance", chromedp.Navigate(ts.URL+"/ui/#/nodes"))
+		b.login("rory", "correct horse rory")
+		b.wait("the node list", nodeRows+".length >= 4")
+		b.do("open the GPUs", chromedp.Click(chromedp.CSS(`a[data-nav="gpus"]`)))
+		b.wait("the cards below their peers", `document.querySelectorAll("#gpus tr[data-gpu]").length === 1`)
+		if got := eval[string](b, `document.querySelector("#gpus tr[data-gpu]").dataset.gpu`); got != slow.ID+"/1" {
+			t.Errorf("below their peers: %s, want %s/1", got, slow.ID)
+		}
+		row := b.text("#gpus tr[data-gpu]")
+		for _, want := range []string{"hgx-02", "NVIDIA H100 80GB HBM3", "1980", "peers 2940 ×7 · 67%", "below peers"} {
+			if !strings.Contains(row, want) {
+				t.Errorf("the below row lacks %q: %q", want, row)
+			}
+		}
+		if got := b.text("#gpus-status"); !strings.Contains(got, "1 below their peers") {
+			t.Errorf("status %q", got)
+		}
+		b.screenshot("gpus-below.png")
+		b.do("show every card", chromedp.Click(chromedp.CSS("#gpus-all")))
+		b.wait("every H100", `document.querySelectorAll("#gpus tr[data-gpu]").length === 8`)
+		if got := eval[int](b, `document.querySelectorAll('#gpus [data-verdict="ok"]').length`); got != 7 {
+			t.Errorf("%d cards ok, want 7", got)
+		}
+
+		b.do("open the slow card's node", chromedp.Click(chromedp.CSS(fmt.Sprintf(`#gpus tr[data-gpu="%s/1"] a`, slow.ID))))
+		b.wait("the node's GPU figures", `document.querySelectorAll("#node-gpus tr[data-gpu]").length === 2`)
+		if got := eval[[]string](b, `[...document.querySelectorAll("#node-gpus [data-verdict]")].map(e => e.dataset.verdict)`); strings.Join(got, ",") != "ok,below peers" {
+			t.Errorf("node verdicts %q", got)
+		}
+		if got := eval[int](b, `document.querySelectorAll('#node-gpus td[data-below="true"]').length`); got != 1 {
+			t.Errorf("%d figures marked below, want 1 (gpu 1's memory bandwidth)", got)
+		}
+		if got := b.text("#gpus-card"); !strings.Contains(got, "1 of 2 GPUs below their peers") || !strings.Contains(got, "under 90% of the median") {
+			t.Errorf("the node's GPU card: %q", got)
+		}
+		b.screenshot("node-gpus.png")
+		// A node without GPU figures says why.
+		b.do("open the A100 node", chromedp.Navigate(ts.URL+"/ui/#/nodes/"+s.a100.ID))
+		b.wait("why it has no figures", `document.querySelector("#node-gpus")?.textContent.includes("No GPU figures: 4 GPUs, but no NVIDIA driver here")`)
+		b.logout()
+		b.checkNoProblems()
+	})
 }
 
 // vmRig is an appliance with one hypervisor, a100-01 (four A100s in

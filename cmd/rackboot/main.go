@@ -27,7 +27,8 @@ Usage:
                                       admit machines before they boot (what enroll: known boots)
   rackboot node list [--state S --arch A --gpu MODEL --rack R --tag T --q TEXT]
                                       list nodes
-  rackboot node show NODE             show one node (id, name or MAC)
+  rackboot node show NODE             show one node (id, name or MAC), with its GPUs' burn-in
+                                      figures beside their peers'
   rackboot node inventory NODE [--format rackboot|ironic]
                                       a node's inventory as JSON; ironic: as ironic-python-agent sends it
   rackboot node inventory NODE --set FILE
@@ -82,6 +83,10 @@ Usage:
                                       place a VM and start it; it network-boots through rackboot as a
                                       node of kind vm; --dry-run prints the placement and domain XML
   rackboot vm list [--hypervisor NODE] | show|start|stop|poweroff|reboot|delete|console VM
+  rackboot gpu list [--below] [--model M]
+                                      the GPUs of every node's latest burn-in, TFLOP/s and memory GB/s
+                                      beside the median of the other cards of their model; --below: only
+                                      those under the threshold (default 90%) of it
   rackboot token create --name N --role admin|tech|readonly [--ttl 720h]
                                       print a new API token (shown once)
   rackboot token list|delete          API tokens (admin)
@@ -149,6 +154,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return flavorCmd(ctx, args[1:], stdout, stderr)
 	case "vm":
 		return vmCmd(ctx, args[1:], stdout, stderr)
+	case "gpu":
+		return gpuCmd(ctx, args[1:], stdout, stderr)
 	case "user":
 		return userCmd(ctx, args[1:], os.Stdin, stdout, stderr)
 	case "backup", "restore":

@@ -170,7 +170,16 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		if err := c.do(ctx, "GET", path, nil, &n); err != nil {
 			return err
 		}
-		return c.print(stdout, n, func(tw *tabwriter.Writer) { showNode(tw, n) })
+		if c.output == "json" {
+			return c.print(stdout, n, nil)
+		}
+		var g api.NodeGPUs
+		if len(n.GPUModels) > 0 {
+			if err := c.do(ctx, "GET", path+"/gpus", nil, &g); err != nil {
+				return err
+			}
+		}
+		return c.print(stdout, n, func(tw *tabwriter.Writer) { showNode(tw, n); showGPUs(tw, g) })
 	case "inventory":
 		if f.image != "" {
 			b, err := os.ReadFile(f.image)

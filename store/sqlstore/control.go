@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -200,6 +201,49 @@ func (s *Store) Tasks(ctx context.Context, f store.TaskFilter) ([]store.Task, er
 		return nil, fmt.Errorf("list tasks: %w", err)
 	}
 	return out, nil
+}
+
+// LatestTasks implements store.Store. The window ranks the tasks by their
+// small columns only; the results, the large ones, are read for the
+// newest task of each node alone.
+func (s *Store) LatestTasks(ctx context.Context, kind string) ([]store.NodeTask, error) {
+	q := `SELECT n.id, n.name, n.rack, n.state, n.gpu_models, ` + prefixed("t.", taskColumns) + `
+		FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY node_id ORDER BY created DESC, id DESC) AS newest
+			FROM tasks WHERE kind = ? AND state IN (?, ?)) w
+		JOIN tasks t ON t.id = w.id
+		JOIN nodes n ON n.id = t.node_id
+		WHERE w.newest = 1 ORDER BY n.id`
+	out, err := all(ctx, s.db, func(r scanner) (store.NodeTask, error) {
+		var nt store.NodeTask
+		var state, tstate, gpus string
+		var params, result []byte
+		var created, updated int64
+		t := &nt.Task
+		if err := r.Scan(&nt.Node.ID, &nt.Node.Name, &nt.Node.Rack, &state, &gpus,
+			&t.ID, &t.NodeID, &t.Kind, &tstate, &params, &result, &t.Error, &created, &updated); err != nil {
+			return nt, err
+		}
+		nt.Node.State, t.State = store.State(state), store.TaskState(tstate)
+		if err := json.Unmarshal([]byte(gpus), &nt.Node.GPUModels); err != nil {
+			return nt, fmt.Errorf("gpu models of node %s: %w", nt.Node.ID, err)
+		}
+		t.Created, t.Updated = unixNanos(created), unixNanos(updated)
+		t.Params, t.Result = rawJSON(params), rawJSON(result)
+		return nt, nil
+	}, q, kind, string(store.TaskDone), string(store.TaskFailed))
+	if err != nil {
+		return nil, fmt.Errorf("latest %s tasks: %w", kind, err)
+	}
+	return out, nil
+}
+
+// prefixed puts p before every column of a comma-separated list.
+func prefixed(p, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = p + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
 }
 
 // UpdateTask implements store.Store.

@@ -753,3 +753,67 @@ func testSetOwner(t *testing.T, open Opener) {
 		t.Errorf("unknown node: %v", err)
 	}
 }
+
+// testLatestTasks: each node's newest ended task of a kind, whatever
+// runs or waits after it and whatever other kinds it has, with the
+// node's GPU models.
+func testLatestTasks(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	now := time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC)
+	a := enroll(t, s, 1, boot.ClientX64UEFI)
+	b := enroll(t, s, 2, boot.ClientX64UEFI)
+	c := enroll(t, s, 3, boot.ClientX64UEFI)
+	if err := s.SetInventory(ctx, a.ID, json.RawMessage(`{"version":1}`), []string{"NVIDIA H200", "NVIDIA H200"}); err != nil {
+		t.Fatal(err)
+	}
+	add := func(node, kind string, st store.TaskState, at int, result string) store.Task {
+		t.Helper()
+		task, err := s.CreateTask(ctx, store.Task{NodeID: node, Kind: kind, Created: now.Add(time.Duration(at) * time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st != store.TaskPending {
+			task.State, task.Result = st, json.RawMessage(result)
+			if err := s.UpdateTask(ctx, task); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return task
+	}
+	add(a.ID, "burnin", store.TaskDone, 0, `{"old":true}`)
+	newest := add(a.ID, "burnin", store.TaskFailed, 10, `{"new":true}`)
+	add(a.ID, "burnin", store.TaskRunning, 20, `{"progress":1}`)
+	add(a.ID, "wipe", store.TaskDone, 30, `{}`)
+	onlyB := add(b.ID, "burnin", store.TaskDone, 5, `{"b":1}`)
+	add(b.ID, "burnin", store.TaskPending, 50, ``)
+	add(c.ID, "inspect", store.TaskDone, 5, `{}`)
+
+	got, err := s.LatestTasks(ctx, "burnin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, nt := range got {
+		ids = append(ids, nt.Node.ID+"="+nt.Task.ID)
+	}
+	want := []string{a.ID + "=" + newest.ID, b.ID + "=" + onlyB.ID}
+	if a.ID > b.ID {
+		want[0], want[1] = want[1], want[0]
+	}
+	if !cmp.Equal(ids, want) {
+		t.Fatalf("latest burn-ins %v, want %v", ids, want)
+	}
+	for _, nt := range got {
+		if nt.Node.ID != a.ID {
+			continue
+		}
+		if string(nt.Task.Result) != `{"new":true}` || nt.Task.State != store.TaskFailed || nt.Task.Kind != "burnin" ||
+			!cmp.Equal(nt.Node.GPUModels, []string{"NVIDIA H200", "NVIDIA H200"}) || nt.Node.State != a.State || !nt.Task.Created.Equal(now.Add(10*time.Minute)) {
+			t.Errorf("node a's latest burn-in: %+v", nt)
+		}
+	}
+	if none, err := s.LatestTasks(ctx, "deploy"); err != nil || len(none) != 0 {
+		t.Errorf("no deploy ever: %v %v", none, err)
+	}
+}

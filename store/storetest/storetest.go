@@ -44,6 +44,7 @@ func Run(t *testing.T, open Opener) {
 	t.Run("Events", func(t *testing.T) { testEvents(t, open) })
 	t.Run("Images", func(t *testing.T) { testImages(t, open) })
 	t.Run("Tasks", func(t *testing.T) { testTasks(t, open) })
+	t.Run("LatestTasks", func(t *testing.T) { testLatestTasks(t, open) })
 	t.Run("UsersAndTokens", func(t *testing.T) { testUsersAndTokens(t, open) })
 	t.Run("BMC", func(t *testing.T) { testBMC(t, open) })
 	t.Run("PowerState", func(t *testing.T) { testPowerState(t, open) })

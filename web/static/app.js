@@ -1,6 +1,6 @@
 // rackboot's web UI: the shell (session, router, live events, dialogs).
 // Pages live in their own modules and are hash routes: #/nodes,
-// #/nodes/ID, #/racks, #/hypervisors, #/vms, #/vms/ID, #/images,
+// #/nodes/ID, #/racks, #/gpus, #/hypervisors, #/vms, #/vms/ID, #/images,
 // #/events, #/admin.
 
 import { h, clear, $, $$ } from './dom.js';
@@ -10,6 +10,7 @@ import { nodesPage, racksPage } from './nodes.js';
 import { nodePage } from './node.js';
 import { imagesPage, eventsPage, adminPage } from './admin.js';
 import { hypervisorsPage, vmsPage, vmPage } from './vms.js';
+import { gpusPage } from './gpus.js';
 
 let view = null;
 let stream = null;
@@ -126,6 +127,7 @@ const routes = [
   [/^\/nodes\/?$/, 'nodes', nodesPage],
   [/^\/nodes\/([^/]+)$/, 'nodes', nodePage],
   [/^\/racks\/?$/, 'racks', racksPage],
+  [/^\/gpus\/?$/, 'gpus', gpusPage],
   [/^\/hypervisors\/?$/, 'hypervisors', hypervisorsPage],
   [/^\/vms\/?$/, 'vms', vmsPage],
   [/^\/vms\/([^/]+)$/, 'vms', vmPage],

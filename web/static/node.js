@@ -6,6 +6,7 @@ import { api, get, post, patch, del, enc, query, APIError } from './api.js';
 import { can, toast, confirmDialog } from './ui.js';
 import { inventoryView } from './inventory.js';
 import { nodeLabel } from './nodes.js';
+import { loadNodeGPUs } from './gpus.js';
 
 // The actions, in the order people meet them, with what the dialog says.
 const ACTIONS = [
@@ -123,6 +124,9 @@ export function nodePage(root, id) {
   const traceBody = h('div', { id: 'trace' }, empty('Loading…'));
   const invBody = h('div', { id: 'inventory' }, empty('Loading…'));
   const tasksBody = h('div', { id: 'tasks' });
+  const gpusBody = h('div', { id: 'node-gpus' }, empty('Loading…'));
+  const gpusCard = card('GPU figures', gpusBody, { id: 'gpus-card' });
+  gpusCard.hidden = true;
 
   const editBtn = can('tech') ? h('button', { type: 'button', class: 'btn btn-small', id: 'edit-node', text: 'Edit' }) : null;
   const deleteBtn = can('admin') ? h('button', { type: 'button', class: 'btn btn-small btn-danger-quiet', id: 'delete-node', text: 'Delete' }) : null;
@@ -136,6 +140,7 @@ export function nodePage(root, id) {
       h('div', { class: 'col-main' },
         card('Summary', summaryBody, { id: 'summary', actions: [editBtn, deleteBtn] }),
         card('Inventory', invBody, { id: 'inventory-card' }),
+        gpusCard,
         card('Boot trace', traceBody, { id: 'trace-card' })),
       h('div', { class: 'col-side' },
         can('tech') ? card('Actions', actionsBody, { id: 'actions-card' })
@@ -399,6 +404,13 @@ export function nodePage(root, id) {
     }
   }
 
+  // Only a node with GPUs has figures to show; a burn-in's end brings
+  // new ones.
+  function loadGPUs() {
+    gpusCard.hidden = !(node?.gpu_models || []).length;
+    if (!gpusCard.hidden) loadNodeGPUs(gpusBody, node.id);
+  }
+
   async function loadTimeline() {
     try {
       const page = await get('/events' + query({ node: node.id, order: 'desc', limit: 300 }));
@@ -461,9 +473,11 @@ export function nodePage(root, id) {
     loadTimeline();
     loadTrace();
     loadTasks();
+    loadGPUs();
   })();
 
   const later = debounce(() => { refresh(); loadTasks(); }, 150);
+  const gpusLater = debounce(loadGPUs, 500);
   const traceLater = debounce(loadTrace, 1000);
   return {
     dispose() { alive = false; clearTimeout(taskPoll); },
@@ -472,6 +486,7 @@ export function nodePage(root, id) {
       addEvent(ev, true);
       later();
       if (ev.kind === 'transition' || ev.kind === 'audit') traceLater();
+      if (ev.kind === 'transition' || ev.kind === 'task') gpusLater();
     },
   };
 }
