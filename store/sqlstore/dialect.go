@@ -164,7 +164,8 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 
 // ParseDSN checks that dsn is a PostgreSQL URL (postgres:// or
 // postgresql://) that pgx can use, and returns the configuration it
-// describes, pool settings (pool_max_conns) included. Its errors never
+// describes, pool settings (pool_max_conns) included, and
+// application_name rackboot unless the DSN sets one. Its errors never
 // show the password.
 func ParseDSN(dsn string) (*pgxpool.Config, error) {
 	u, err := url.Parse(dsn)
@@ -183,8 +184,17 @@ func ParseDSN(dsn string) (*pgxpool.Config, error) {
 		// pgx's errors quote the whole URL, password included.
 		return nil, fmt.Errorf("database url %s: %w", u.Redacted(), errors.Unwrap(err))
 	}
+	// Named, so that an operator (or a test) finds rackboot's sessions in
+	// pg_stat_activity, and can end them, without touching anyone else's.
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = ApplicationName
+	}
 	return cfg, nil
 }
+
+// ApplicationName is the application_name of rackboot's PostgreSQL
+// sessions, unless the DSN (or PGAPPNAME) names another.
+const ApplicationName = "rackboot"
 
 // OpenPostgres connects to the PostgreSQL database dsn names
 // (postgres://...) through pgx and applies the migrations it lacks, under
