@@ -3,12 +3,16 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -44,6 +48,9 @@ type dialect struct {
 	retryable func(err error) bool
 	// unique says whether err is a unique constraint's refusal.
 	unique func(err error) bool
+	// lost says whether err means the connection is gone: the
+	// transaction on it, if one was open, did not commit.
+	lost func(err error) bool
 	// laxBegin and laxEnd surround a transaction whose commit need not
 	// survive a power loss (a DHCP offer): laxBegin runs in place of
 	// begin, laxEnd, when not empty, after the transaction ends on the
@@ -81,6 +88,8 @@ var sqliteDialect = &dialect{
 	instr:      "instr",
 	retryable:  func(error) bool { return false },
 	unique:     func(err error) bool { return err != nil && strings.Contains(err.Error(), "UNIQUE") },
+	// An embedded file has no connection to lose.
+	lost: func(error) bool { return false },
 }
 
 var postgresDialect = &dialect{
@@ -106,6 +115,24 @@ var postgresDialect = &dialect{
 		var pe *pgconn.PgError
 		return errors.As(err, &pe) && pe.Code == "23505"
 	},
+	lost: pgLost,
+}
+
+// pgLost says whether err means the session is gone: the server ended it
+// (admin_shutdown, as pg_terminate_backend does; crash_shutdown; a
+// server still starting), or the socket broke or closed under it.
+func pgLost(err error) bool {
+	// A context that ended is the caller's doing, not the connection's.
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	var ne net.Error
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.As(err, &ne) || pgconn.SafeToRetry(err)
 }
 
 // dollars numbers a query's placeholders: ? becomes $1, $2, ... The
