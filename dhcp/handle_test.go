@@ -3,6 +3,7 @@ package dhcp
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -538,5 +539,32 @@ func TestKnownNodesKeepAPartOfThePool(t *testing.T) {
 	r, _ := s.Handle(ctx, discover(t, known), nil)
 	if r == nil || r.YourIPAddr.String() != "10.0.0.118" {
 		t.Errorf("the known node after the pool's unknown part ran out: %s", summary(r, nil))
+	}
+}
+
+// failingRelease is a lease store whose ReleaseOffer fails.
+type failingRelease struct{ *MemoryLeases }
+
+func (failingRelease) ReleaseOffer(context.Context, netip.Prefix, net.HardwareAddr, netip.Addr) error {
+	return fmt.Errorf("release offer: connection lost")
+}
+
+// TestFreeOfferFailureLogged: a REQUEST for another server's offer whose
+// freeing of ours fails is logged with the client's MAC as text and the
+// exchange's xid, as every other line (before: the MAC's raw bytes).
+func TestFreeOfferFailureLogged(t *testing.T) {
+	s, l := newServer(ModeAuthoritative)
+	s.Leases = failingRelease{l}
+	var buf strings.Builder
+	s.Logger = slog.New(slog.NewTextHandler(&buf, nil))
+	req := request(t, mac1, "10.0.0.100", "10.0.0.2")
+	if reply, _ := s.Handle(context.Background(), req, &net.UDPAddr{IP: net.IPv4zero, Port: 68}); reply != nil {
+		t.Fatalf("answered a REQUEST for another server: %v", reply.MessageType())
+	}
+	got := buf.String()
+	for _, want := range []string{`msg="free offer"`, "mac=" + mac1.String(), "xid=" + req.TransactionID.String(), "connection lost"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("log %q lacks %q", got, want)
+		}
 	}
 }

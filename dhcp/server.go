@@ -585,7 +585,7 @@ func (s *Server) authoritative(ctx context.Context, req *dhcpv4.DHCPv4, c boot.C
 		if sid := req.ServerIdentifier(); sid != nil && !sid.Equal(ip(s.ServerIP)) {
 			// The client took another server's offer: free ours.
 			if err := s.Leases.ReleaseOffer(ctx, sn.Prefix, mac, addr(req.RequestedIPAddress())); err != nil {
-				s.log().Warn("free offer", "mac", mac, "err", err)
+				log.Warn("free offer", "err", err)
 			}
 			return nil, false, nil
 		}

@@ -72,18 +72,25 @@ func TestKill9UnderDHCPLoad(t *testing.T) {
 	if os.Getenv("RACKBOOT_SOAK") != "" {
 		cycles, bigCycles = 1000, 100
 	}
+	bin := buildRackboot(t)
+	t.Run("clients", func(t *testing.T) { killLoop(t, bin, 0, cycles) })
+	t.Run("40000 leases", func(t *testing.T) { killLoop(t, bin, 40000, bigCycles) })
+}
+
+// buildRackboot builds the rackboot the kill tests run.
+func buildRackboot(t *testing.T) string {
 	bin := filepath.Join(t.TempDir(), "rackboot")
 	build := exec.Command("go", "build", "-o", bin, ".")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build rackboot: %v\n%s", err, out)
 	}
-	t.Run("clients", func(t *testing.T) { killLoop(t, bin, 0, cycles) })
-	t.Run("40000 leases", func(t *testing.T) { killLoop(t, bin, 40000, bigCycles) })
+	return bin
 }
 
 // udhcpcScript is the clients' script: each event a line "EVENT MAC IP
-// LEASE TIME" in the client's record, stamped first thing; bound and
+// LEASE TIME SERVER" in the client's record, stamped first thing (SERVER
+// is the server identifier of the ACK, - for events without one); bound and
 // renew also put the address on the interface, where a renewal is sent
 // from and its ACK comes to.
 const udhcpcScript = `#!/bin/sh
@@ -97,7 +104,7 @@ deconfig)
 	ip addr flush dev "$interface"
 	;;
 esac
-echo "$1 $RB_MAC ${ip:--} ${lease:-0} $now" >> "$RB_RECORD"
+echo "$1 $RB_MAC ${ip:--} ${lease:-0} $now ${serverid:--}" >> "$RB_RECORD"
 exit 0
 `
 
@@ -107,6 +114,9 @@ type acked struct {
 	ip    netip.Addr
 	at    time.Time
 	lease time.Duration
+	// server is the server identifier of the ACK, where the record has
+	// it.
+	server string
 }
 
 func (a acked) expires() time.Time { return a.at.Add(a.lease) }
@@ -119,13 +129,15 @@ type dbLease struct {
 
 // killRig is the segment, its clients and the server's data dir.
 type killRig struct {
-	t        *testing.T
-	bin      string
-	dir      string
-	data     string
-	cfg      string
-	n        *lab.Net
-	records  string // the clients' record files
+	t       *testing.T
+	bin     string
+	dir     string
+	data    string
+	cfg     string
+	n       *lab.Net
+	records string // the clients' record files
+	// readDB reads the leases table.
+	readDB   func() (map[netip.Addr]dbLease, error)
 	probe    net.PacketConn
 	probeMAC int
 
@@ -248,7 +260,7 @@ func spread(ds []time.Duration) string {
 	}
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	return fmt.Sprintf("median %.0f ms, 90th %.0f ms, max %.0f ms (%d starts)", ms(s[len(s)/2]), ms(s[len(s)*9/10]), ms(s[len(s)-1]), len(s))
+	return fmt.Sprintf("median %.0f ms, 90th %.0f ms, max %.0f ms (n = %d)", ms(s[len(s)/2]), ms(s[len(s)*9/10]), ms(s[len(s)-1]), len(s))
 }
 
 // wallNow is the time by the wall clock alone, which the server dates
@@ -274,6 +286,7 @@ func newKillRig(t *testing.T, bin string) *killRig {
 	dir := t.TempDir()
 	r := &killRig{t: t, bin: bin, dir: dir, data: filepath.Join(dir, "data"), cfg: filepath.Join(dir, "rackboot.yaml"),
 		records: filepath.Join(dir, "records"), probed: map[string]acked{}, began: time.Now()}
+	r.readDB = func() (map[netip.Addr]dbLease, error) { return readLeases(filepath.Join(r.data, "rackboot.db")) }
 	for _, d := range []string{r.data, r.records} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			t.Fatal(err)
@@ -390,12 +403,19 @@ func (r *killRig) stopClients() {
 func (r *killRig) start(cycle int) (again, fresh time.Duration) {
 	r.t.Helper()
 	begin := r.launch(fmt.Sprint(cycle + 1))
-	fail := func(err error) {
+	again, fresh, err := r.served(begin, begin.Add(60*time.Second))
+	if err != nil {
 		r.server.Process.Kill()
 		r.server.Wait()
 		r.t.Fatalf("start %d: %v; server log:\n%s", cycle+1, err, lab.Tail(r.serverLog(), 3000))
 	}
-	deadline := begin.Add(60 * time.Second)
+	return again, fresh
+}
+
+// served asks for the probe's last lease as a client does that reboots
+// (INIT-REBOOT), then takes a new lease for a new MAC, and returns how
+// long after begin the first was ACKed and the second OFFERed.
+func (r *killRig) served(begin, deadline time.Time) (again, fresh time.Duration, err error) {
 	if r.last.ip.IsValid() {
 		a, err := r.reboot(r.last, deadline)
 		switch {
@@ -403,7 +423,7 @@ func (r *killRig) start(cycle int) (again, fresh time.Duration) {
 			r.naks++ // see killLoop
 			again = time.Since(begin)
 		case err != nil:
-			fail(err)
+			return 0, 0, err
 		default:
 			again = time.Since(begin)
 			r.record(a)
@@ -413,11 +433,11 @@ func (r *killRig) start(cycle int) (again, fresh time.Duration) {
 	mac := net.HardwareAddr{0x02, 0x61, 0x02, 0x00, byte(r.probeMAC >> 8), byte(r.probeMAC)}
 	offered, a, err := r.dora(mac, deadline)
 	if err != nil {
-		fail(err)
+		return 0, 0, err
 	}
 	r.record(a)
 	r.last = a
-	return again, offered.Sub(begin)
+	return again, offered.Sub(begin), nil
 }
 
 // launch starts rackboot serve, and returns when.
@@ -539,18 +559,17 @@ func (r *killRig) probedCopy() map[string]acked {
 	return out
 }
 
-// check holds the database, with the server stopped, to what the clients
-// were ACKed. A client's script may still be writing down an ACK that
-// came just before the kill, so a check that fails is made once more,
-// from the records as they are a moment later; the database does not
-// change in between. It returns how many ACKs it checked, the problems,
-// and how many leases are live.
+// check holds the database to what the clients were ACKed. A client's
+// script may still be writing down an ACK that came just before the
+// kill, so a check that fails is made once more, from the records as
+// they are a moment later. The records are read before the database: a
+// server that still runs (of two on one database) may renew a lease in
+// between, which only makes it longer than the record says, but every
+// ACK written down was committed before the database is read. It returns
+// how many ACKs it checked, the problems, and how many leases are live.
 func (r *killRig) check() (int, []string, int) {
 	r.t.Helper()
-	db, err := readLeases(filepath.Join(r.data, "rackboot.db"))
-	if err != nil {
-		r.t.Fatal(err)
-	}
+	var db map[netip.Addr]dbLease
 	var n int
 	var problems []string
 	for try := 0; try < 2; try++ {
@@ -559,6 +578,9 @@ func (r *killRig) check() (int, []string, int) {
 		}
 		acks, err := r.lastACKs()
 		if err != nil {
+			r.t.Fatal(err)
+		}
+		if db, err = r.readDB(); err != nil {
 			r.t.Fatal(err)
 		}
 		if n, problems = leaseProblems(acks, db, wallNow()); len(problems) == 0 {
@@ -597,7 +619,7 @@ func (r *killRig) lastACKs() (map[string]acked, error) {
 		}
 		at := time.Unix(0, int64(ts*1e9))
 		if prev, ok := acks[f[1]]; !ok || at.After(prev.at) {
-			acks[f[1]] = acked{mac: f[1], ip: ip, at: at, lease: time.Duration(secs) * time.Second}
+			acks[f[1]] = acked{mac: f[1], ip: ip, at: at, lease: time.Duration(secs) * time.Second, server: f[5]}
 		}
 		return nil
 	})
@@ -634,7 +656,7 @@ func (r *killRig) eachRecord(f func([]string) error) error {
 			fields := strings.Fields(sc.Text())
 			// A line being written has fewer fields: the next check
 			// reads it whole.
-			if len(fields) != 5 {
+			if len(fields) != 6 {
 				continue
 			}
 			if err := f(fields); err != nil {
@@ -702,9 +724,15 @@ func readLeases(path string) (map[netip.Addr]dbLease, error) {
 		return nil, err
 	}
 	defer db.Close()
+	return scanLeases(db, path)
+}
+
+// scanLeases reads the leases table of db, on either engine; where
+// names it in errors.
+func scanLeases(db *sql.DB, where string) (map[netip.Addr]dbLease, error) {
 	rows, err := db.Query(`SELECT ip, mac, state, expires FROM leases`)
 	if err != nil {
-		return nil, fmt.Errorf("read leases of %s: %w", path, err)
+		return nil, fmt.Errorf("read leases of %s: %w", where, err)
 	}
 	defer rows.Close()
 	out := map[netip.Addr]dbLease{}

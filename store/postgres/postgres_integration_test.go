@@ -3,16 +3,10 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
 	"net"
 	"net/netip"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,6 +17,7 @@ import (
 
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/dhcp/dhcptest"
+	"github.com/rackboot/rackboot/internal/pgtest"
 	"github.com/rackboot/rackboot/lease"
 	"github.com/rackboot/rackboot/store"
 	"github.com/rackboot/rackboot/store/storetest"
@@ -33,48 +28,22 @@ var (
 	serverDSN  string
 	serverErr  error
 	// stopServer stops the server testServer started, if it did.
-	stopServer func()
+	stopServer = func() {}
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if stopServer != nil {
-		stopServer()
-	}
+	stopServer()
 	os.Exit(code)
 }
 
-// testServer returns the DSN of a PostgreSQL server to test against:
-// RACKBOOT_TEST_POSTGRES, or else one that scripts/postgres.sh installs
-// and starts. It never skips: a test that cannot get a server fails and
-// says how to give it one.
+// testServer returns the DSN of a PostgreSQL server to test against (see
+// pgtest.Server). It never skips: a test that cannot get a server fails
+// and says how to give it one.
 func testServer(t testing.TB) string {
 	t.Helper()
 	serverOnce.Do(func() {
-		if dsn := os.Getenv("RACKBOOT_TEST_POSTGRES"); dsn != "" {
-			serverDSN = dsn
-			return
-		}
-		script, err := filepath.Abs(filepath.Join("..", "..", "scripts", "postgres.sh"))
-		if err != nil {
-			serverErr = err
-			return
-		}
-		dir := filepath.Join(os.TempDir(), "rackboot-postgres-test")
-		// One that is already running (a developer's) stays running.
-		running := exec.Command(script, "dsn", dir).Run() == nil
-		var stdout, stderr bytes.Buffer
-		cmd := exec.Command(script, "start", dir)
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			serverErr = fmt.Errorf("%s: %v\n%s\nThese tests need PostgreSQL: run them as root (the script installs Debian's postgresql), "+
-				"or set RACKBOOT_TEST_POSTGRES to the postgres:// URL of a server where the user may create databases", script, err, stderr.String())
-			return
-		}
-		serverDSN = strings.TrimSpace(stdout.String())
-		if !running {
-			stopServer = func() { exec.Command(script, "stop", dir).Run() }
-		}
+		serverDSN, stopServer, serverErr = pgtest.Server(filepath.Join("..", "..", "scripts", "postgres.sh"))
 	})
 	if serverErr != nil {
 		t.Fatal(serverErr)
@@ -86,36 +55,7 @@ func testServer(t testing.TB) string {
 // when the test ends, and returns its DSN.
 func freshDatabase(t testing.TB) string {
 	t.Helper()
-	base := testServer(t)
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect to the test server: %v", err)
-	}
-	defer admin.Close(ctx)
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "rbtest_" + hex.EncodeToString(b)
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return pgtest.Database(t, testServer(t))
 }
 
 func openTest(t testing.TB, dsn string) *Store {

@@ -46,3 +46,21 @@ func TestParseDSNPool(t *testing.T) {
 		t.Error("pool_max_conns would be sent to the server")
 	}
 }
+
+// TestParseDSNApplicationName: rackboot's sessions carry a name an
+// operator can find them by, unless the DSN names them otherwise.
+func TestParseDSNApplicationName(t *testing.T) {
+	t.Setenv("PGAPPNAME", "")
+	for _, tc := range []struct{ dsn, want string }{
+		{"postgres://db.example/rackboot", "rackboot"},
+		{"postgres://db.example/rackboot?application_name=rack-a", "rack-a"},
+	} {
+		cfg, err := ParseDSN(tc.dsn)
+		if err != nil {
+			t.Fatalf("ParseDSN(%q): %v", tc.dsn, err)
+		}
+		if got := cfg.ConnConfig.RuntimeParams["application_name"]; got != tc.want {
+			t.Errorf("ParseDSN(%q): application_name %q, want %q", tc.dsn, got, tc.want)
+		}
+	}
+}

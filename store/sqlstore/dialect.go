@@ -3,12 +3,16 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -44,6 +48,9 @@ type dialect struct {
 	retryable func(err error) bool
 	// unique says whether err is a unique constraint's refusal.
 	unique func(err error) bool
+	// lost says whether err means the connection is gone: the
+	// transaction on it, if one was open, did not commit.
+	lost func(err error) bool
 	// laxBegin and laxEnd surround a transaction whose commit need not
 	// survive a power loss (a DHCP offer): laxBegin runs in place of
 	// begin, laxEnd, when not empty, after the transaction ends on the
@@ -81,6 +88,8 @@ var sqliteDialect = &dialect{
 	instr:      "instr",
 	retryable:  func(error) bool { return false },
 	unique:     func(err error) bool { return err != nil && strings.Contains(err.Error(), "UNIQUE") },
+	// An embedded file has no connection to lose.
+	lost: func(error) bool { return false },
 }
 
 var postgresDialect = &dialect{
@@ -106,6 +115,24 @@ var postgresDialect = &dialect{
 		var pe *pgconn.PgError
 		return errors.As(err, &pe) && pe.Code == "23505"
 	},
+	lost: pgLost,
+}
+
+// pgLost says whether err means the session is gone: the server ended it
+// (admin_shutdown, as pg_terminate_backend does; crash_shutdown; a
+// server still starting), or the socket broke or closed under it.
+func pgLost(err error) bool {
+	// A context that ended is the caller's doing, not the connection's.
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	var ne net.Error
+	return errors.Is(err, driver.ErrBadConn) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.As(err, &ne) || pgconn.SafeToRetry(err)
 }
 
 // dollars numbers a query's placeholders: ? becomes $1, $2, ... The
@@ -164,7 +191,8 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 
 // ParseDSN checks that dsn is a PostgreSQL URL (postgres:// or
 // postgresql://) that pgx can use, and returns the configuration it
-// describes, pool settings (pool_max_conns) included. Its errors never
+// describes, pool settings (pool_max_conns) included, and
+// application_name rackboot unless the DSN sets one. Its errors never
 // show the password.
 func ParseDSN(dsn string) (*pgxpool.Config, error) {
 	u, err := url.Parse(dsn)
@@ -183,8 +211,17 @@ func ParseDSN(dsn string) (*pgxpool.Config, error) {
 		// pgx's errors quote the whole URL, password included.
 		return nil, fmt.Errorf("database url %s: %w", u.Redacted(), errors.Unwrap(err))
 	}
+	// Named, so that an operator (or a test) finds rackboot's sessions in
+	// pg_stat_activity, and can end them, without touching anyone else's.
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = ApplicationName
+	}
 	return cfg, nil
 }
+
+// ApplicationName is the application_name of rackboot's PostgreSQL
+// sessions, unless the DSN (or PGAPPNAME) names another.
+const ApplicationName = "rackboot"
 
 // OpenPostgres connects to the PostgreSQL database dsn names
 // (postgres://...) through pgx and applies the migrations it lacks, under

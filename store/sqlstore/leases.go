@@ -69,9 +69,12 @@ func claimLease(ctx context.Context, tx runner, l lease.Lease, now int64) (bool,
 // subnetTx runs f in a transaction that holds the lock of subnet, which
 // serialises Allocate and Bind in one subnet across every server on the
 // database until the transaction ends, so a MAC that two servers serve at
-// once ends up with one lease, not one per server.
+// once ends up with one lease, not one per server. Allocate and Bind are
+// idempotent: run again after they committed, they find the MAC's own
+// lease and write it again, so a connection lost during their COMMIT
+// runs them again rather than failing the client's exchange.
 func (s *Store) subnetTx(ctx context.Context, subnet netip.Prefix, f func(runner) error) error {
-	return s.lockedTx(ctx, lockKey("lease "+subnet.String()), f)
+	return s.lockedTx(ctx, lockKey("lease "+subnet.String()), true, f)
 }
 
 // offerTx is subnetTx for an offer, whose commit need not reach the disk
@@ -79,7 +82,7 @@ func (s *Store) subnetTx(ctx context.Context, subnet netip.Prefix, f func(runner
 // REQUEST's Bind is durable, and takes only a free address or the
 // client's own.
 func (s *Store) offerTx(ctx context.Context, subnet netip.Prefix, f func(runner) error) error {
-	return s.laxLockedTx(ctx, lockKey("lease "+subnet.String()), f)
+	return s.laxLockedTx(ctx, lockKey("lease "+subnet.String()), true, f)
 }
 
 // Allocate implements dhcp.Leases.

@@ -183,34 +183,46 @@ const maxAttempts = 8
 // cures: the dialect's (a serialization failure, a deadlock) or f's
 // errRetry.
 func (s *Store) tx(ctx context.Context, f func(runner) error) error {
-	return s.retry(ctx, func() error { return s.tx1(ctx, s.d.begin, "", f) })
+	return s.retry(ctx, func() error { return s.tx1(ctx, s.d.begin, "", false, f) })
 }
 
 // lockedTx is tx holding, where the engine needs it, the lock on key
 // from the start. On PostgreSQL the lock is taken with the BEGIN, in one
-// round trip: on the DHCP path, one of five.
-func (s *Store) lockedTx(ctx context.Context, key int32, f func(runner) error) error {
+// round trip: on the DHCP path, one of five. idempotent says that f, run
+// again after it committed, changes nothing more (a lease's Bind of the
+// same MAC and address): then a connection lost during COMMIT runs it
+// again too, and the caller learns for sure that it committed.
+func (s *Store) lockedTx(ctx context.Context, key int32, idempotent bool, f func(runner) error) error {
 	begin := s.d.begin
 	if s.d.lock != nil {
 		begin += "; " + s.d.lock(key)
 	}
-	return s.retry(ctx, func() error { return s.tx1(ctx, begin, "", f) })
+	return s.retry(ctx, func() error { return s.tx1(ctx, begin, "", idempotent, f) })
 }
 
 // laxLockedTx is lockedTx for a write that may be lost in a power cut
 // without harm, such as an offer: its commit does not wait for the disk.
-func (s *Store) laxLockedTx(ctx context.Context, key int32, f func(runner) error) error {
+func (s *Store) laxLockedTx(ctx context.Context, key int32, idempotent bool, f func(runner) error) error {
 	begin := s.d.laxBegin
 	if s.d.lock != nil {
 		begin += "; " + s.d.lock(key)
 	}
-	return s.retry(ctx, func() error { return s.tx1(ctx, begin, s.d.laxEnd, f) })
+	return s.retry(ctx, func() error { return s.tx1(ctx, begin, s.d.laxEnd, idempotent, f) })
 }
+
+// errLost marks a transaction that failed because its connection was
+// lost before COMMIT was sent (the database ended the session, or it had
+// ended while the connection sat idle in the pool): nothing of it
+// committed, so it runs again, on another connection. A connection lost
+// during COMMIT is retried only for an idempotent transaction (see
+// lockedTx): the commit may have happened, and any other caller must see
+// the error (a DHCP server then sends no ACK).
+var errLost = errors.New("database connection lost")
 
 func (s *Store) retry(ctx context.Context, run func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := run()
-		if err == nil || attempt == maxAttempts || !(errors.Is(err, errRetry) || s.d.retryable(err)) {
+		if err == nil || attempt == maxAttempts || !(errors.Is(err, errRetry) || errors.Is(err, errLost) || s.d.retryable(err)) {
 			if errors.Is(err, errRetry) {
 				err = fmt.Errorf("lost the race %d times", attempt)
 			}
@@ -230,7 +242,7 @@ func (s *Store) retry(ctx context.Context, run func() error) error {
 // in it another, which on PostgreSQL cost a DORA a sixth of its time.
 // end, when not empty, runs on the connection after the transaction, to
 // undo a setting begin made: a connection where it fails is not reused.
-func (s *Store) tx1(ctx context.Context, begin, end string, f func(runner) error) error {
+func (s *Store) tx1(ctx context.Context, begin, end string, idempotent bool, f func(runner) error) error {
 	c, err := s.pool.Conn(ctx)
 	if err != nil {
 		return err
@@ -244,16 +256,31 @@ func (s *Store) tx1(ctx context.Context, begin, end string, f func(runner) error
 			}
 		}()
 	}
+	lost := func(err error) error {
+		if s.d.lost(err) {
+			c.Raw(func(any) error { return driver.ErrBadConn })
+			return fmt.Errorf("%w: %w", errLost, err)
+		}
+		return err
+	}
 	if _, err := tx.exec(ctx, begin); err != nil {
 		// No transaction is open (SQLite), or the driver discards the
 		// connection for the one left (pgx, when the lock failed).
-		return err
+		return lost(err)
 	}
 	if err = f(tx); err == nil {
 		_, err = tx.exec(ctx, "COMMIT")
 		if err == nil {
 			return nil
 		}
+		if idempotent && s.d.lost(err) {
+			return lost(err)
+		}
+		// Said so: where the connection was lost, whether the change
+		// committed is unknown.
+		err = fmt.Errorf("commit: %w", err)
+	} else if s.d.lost(err) {
+		return lost(err)
 	}
 	if _, rerr := tx.exec(context.WithoutCancel(ctx), "ROLLBACK"); rerr != nil {
 		// The connection may still be in the transaction: never reuse it.

@@ -81,7 +81,7 @@ func TestDurability(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.laxLockedTx(ctx, 1, func(tx runner) error {
+	if err := s.laxLockedTx(ctx, 1, false, func(tx runner) error {
 		if m := mode(tx); m != normal {
 			t.Errorf("synchronous %d in an offer's transaction, want NORMAL (%d)", m, normal)
 		}
