@@ -128,8 +128,10 @@ func serve(t *testing.T, s *Server, packets [][]byte) *chanConn {
 func TestServeOneClientInOrder(t *testing.T) {
 	s, mem := newServer(ModeAuthoritative)
 	w := &watchedLeases{Leases: mem, hold: time.Millisecond, busy: map[string]bool{}}
-	s.Leases, s.Workers, s.UnknownRate = w, 8, -1
 	const clients, each = 20, 5
+	// Queues long enough for every packet: the test sends them all at
+	// once, faster than any client would.
+	s.Leases, s.Workers, s.UnknownRate, s.queueLen = w, 8, -1, clients*each
 	var packets [][]byte
 	for j := range each {
 		for i := range clients {
@@ -164,7 +166,7 @@ func TestServeUnknownRateConcurrent(t *testing.T) {
 	s, _ := newServer(ModeAuthoritative)
 	now := time.Now()
 	s.Now = func() time.Time { return now } // no refill during the test
-	s.UnknownRate, s.UnknownBurst, s.Workers = 10, 10, 16
+	s.UnknownRate, s.UnknownBurst, s.Workers, s.queueLen = 10, 10, 16, 50
 	var packets [][]byte
 	for i := range 50 {
 		packets = append(packets, discover(t, net.HardwareAddr{0x02, 0, 0, 1, 0, byte(i)}, dhcpv4.WithRelay(net.ParseIP("10.5.0.1"))).ToBytes())
@@ -215,6 +217,44 @@ func TestServeWaitsForWorkers(t *testing.T) {
 	case <-time.After(50 * time.Millisecond):
 	}
 	close(b.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestServeDropsStalePackets checks that a packet that waited in its
+// worker's queue past maxQueueWait is dropped and counted, not answered
+// late.
+func TestServeDropsStalePackets(t *testing.T) {
+	s, mem := newServer(ModeAuthoritative)
+	b := &blockingLeases{Leases: mem, entered: make(chan struct{}), release: make(chan struct{})}
+	s.Leases = b
+	c := newChanConn()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, c) }()
+	c.in <- discover(t, mac1, pxe(7)...).ToBytes()
+	<-b.entered
+	// Queued behind the first, on the same worker: the same client.
+	c.in <- discover(t, mac1, pxe(7)...).ToBytes()
+	for s.Stats().Received < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(maxQueueWait + 100*time.Millisecond)
+	b.entered = make(chan struct{}) // the second, if run, must not close the first's
+	close(b.release)
+	deadline := time.Now().Add(10 * time.Second)
+	for st := s.Stats(); st.Replied+st.Overloaded < 2; st = s.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v", st)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if st := s.Stats(); st.Replied != 1 || st.Overloaded != 1 {
+		t.Errorf("stats %+v: want the first answered, the stale second dropped", st)
+	}
+	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

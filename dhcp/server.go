@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,7 +71,7 @@ type Stats struct {
 	// UnknownRate.
 	Throttled uint64
 	// Overloaded counts requests dropped unread because the worker of
-	// their client had a full queue.
+	// their client had a full queue, or they waited in it too long.
 	Overloaded uint64
 }
 
@@ -117,6 +118,9 @@ type Server struct {
 	// Each client's requests are handled one after another, in order.
 	Workers int
 
+	// queueLen replaces workerQueue (tests).
+	queueLen int
+
 	overloaded,
 	received, replied, malformed, ignored, naks, relayRefused, throttled atomic.Uint64
 	limiter unknownLimiter
@@ -161,7 +165,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	queues := make([]chan packet, workers)
 	var wg sync.WaitGroup
 	for i := range queues {
-		queues[i] = make(chan packet, workerQueue)
+		queues[i] = make(chan packet, cmp.Or(s.queueLen, workerQueue))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -188,7 +192,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			return fmt.Errorf("dhcp read: %w", err)
 		}
 		s.received.Add(1)
-		p := packet{b: append([]byte(nil), buf[:n]...), peer: peer}
+		p := packet{b: append([]byte(nil), buf[:n]...), peer: peer, at: time.Now()}
 		select {
 		case queues[shard(p.b, len(queues))] <- p:
 		default:
@@ -199,13 +203,21 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	}
 }
 
-// workerQueue is how many packets may wait for one worker. A client
-// resends after seconds: a packet that waits longer is one it gave up on.
-const workerQueue = 64
+// workerQueue is how many packets may wait for one worker, and
+// maxQueueWait how long: a packet older than that is dropped unanswered
+// (and counted as overloaded). Past what the server can answer, queues
+// only fill: answering what waited there answers every client late, and
+// a client that has asked again is answered twice. A reply to the fresh
+// requests completes exchanges; clients resend what was dropped.
+const (
+	workerQueue  = 8
+	maxQueueWait = 500 * time.Millisecond
+)
 
 type packet struct {
 	b    []byte
 	peer net.Addr
+	at   time.Time // when it was read
 }
 
 // shard is the worker of a packet: a hash of its chaddr (RFC 2131
@@ -225,6 +237,10 @@ func shard(b []byte, n int) int {
 func (s *Server) work(ctx context.Context, conn net.PacketConn, q <-chan packet) {
 	for p := range q {
 		if ctx.Err() != nil {
+			continue
+		}
+		if time.Since(p.at) > maxQueueWait {
+			s.overloaded.Add(1)
 			continue
 		}
 		reply, dst := s.HandleBytes(ctx, p.b, p.peer)
