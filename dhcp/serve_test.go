@@ -94,9 +94,9 @@ func (w *watchedLeases) Allocate(ctx context.Context, subnet netip.Prefix, first
 	return w.Leases.Allocate(ctx, subnet, first, last, mac, want, reserved, expires)
 }
 
-// serve runs s on a chanConn until every packet sent was handled, then
+// serveAll runs s on a chanConn until every packet sent was handled, then
 // stops it and waits for Serve to return.
-func serve(t *testing.T, s *Server, packets [][]byte) *chanConn {
+func serveAll(t *testing.T, s *Server, packets [][]byte) *chanConn {
 	t.Helper()
 	c := newChanConn()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -140,7 +140,7 @@ func TestServeOneClientInOrder(t *testing.T) {
 			packets = append(packets, m.ToBytes())
 		}
 	}
-	c := serve(t, s, packets)
+	c := serveAll(t, s, packets)
 	if st := s.Stats(); st.Replied != clients*each {
 		t.Fatalf("stats %+v: want %d replies", st, clients*each)
 	}
@@ -171,7 +171,7 @@ func TestServeUnknownRateConcurrent(t *testing.T) {
 	for i := range 50 {
 		packets = append(packets, discover(t, net.HardwareAddr{0x02, 0, 0, 1, 0, byte(i)}, dhcpv4.WithRelay(net.ParseIP("10.5.0.1"))).ToBytes())
 	}
-	serve(t, s, packets)
+	serveAll(t, s, packets)
 	if st := s.Stats(); st.Replied != 10 || st.Throttled != 40 {
 		t.Errorf("stats %+v: want 10 replied, 40 throttled", st)
 	}
