@@ -70,7 +70,7 @@ func TestGroupCommitShares(t *testing.T) {
 	}
 	defer s.Close()
 	const n = 32
-	before := s.commits.Load()
+	before, syncs := s.commits.Load(), s.syncs.Load()
 	release := holdWriteLock(t, s)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
@@ -94,6 +94,18 @@ func TestGroupCommitShares(t *testing.T) {
 	}
 	if got := s.commits.Load() - before; got != 2 {
 		t.Errorf("%d binds took %d commits, want 2 (one for the first, one for the rest)", n, got)
+	}
+	// The commits do not wait for the disk: the log's fsync after each
+	// does, before its binds return.
+	if got := s.syncs.Load() - syncs; got != 2 {
+		t.Errorf("%d binds took %d fsyncs of the log, want 2", n, got)
+	}
+	syncs = s.syncs.Load()
+	if _, err := s.Bind(ctx, testSubnet, testMAC(n), testIP(n+1), "", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if s.syncs.Load() == syncs {
+		t.Error("a bind returned without an fsync of the log")
 	}
 	for i := 0; i < n; i++ {
 		l, err := s.ByIP(ctx, testIP(i+1))
