@@ -28,6 +28,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/core"
 	"github.com/rackboot/rackboot/dhcp"
 	"github.com/rackboot/rackboot/firmware"
@@ -510,6 +511,9 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		RoutedNetworks:  r.routed,
 		Subnets:         leased,
 	}}
+	// The protocol servers record boot events through a queue, never
+	// waiting for the store's write on their serving path.
+	traces := &boot.Queue{Next: c}
 
 	g, ctx := errgroup.WithContext(ctx)
 
@@ -540,7 +544,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 			dhcpConns = append(dhcpConns, conn)
 			dhcpServers = append(dhcpServers, &dhcp.Server{
 				Mode: dhcp.Mode(r.DHCP.Mode), ServerIP: r.serverIP, Subnets: r.subnets, ProxyPort: port == 4011,
-				Booter: c, Extern: extern, Leases: st, Recorder: c, Logger: log.With("proto", "dhcp"), DeclineTime: r.DHCP.DeclineTime,
+				Booter: c, Extern: extern, Leases: st, Recorder: traces, Logger: log.With("proto", "dhcp"), DeclineTime: r.DHCP.DeclineTime,
 				Known: c.Known, UnknownRate: r.DHCP.UnknownRate, KnownReserve: r.DHCP.KnownReserve,
 			})
 		}
@@ -586,7 +590,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 	if macs, _ := r.Ironic.macs(); len(macs) > 0 {
 		enrollIronic(ctx, st, macs, map[string]bool{}, log.With("proto", "ironic"))
 	}
-	tftpServer := &tftp.Server{Files: files, Recorder: c, Logger: log.With("proto", "tftp"),
+	tftpServer := &tftp.Server{Files: files, Recorder: traces, Logger: log.With("proto", "tftp"),
 		MaxBlockSize: r.TFTP.MaxBlockSize, MaxWindowSize: r.TFTP.MaxWindowSize,
 		MaxTransfers: r.TFTP.MaxTransfers, MaxPerSource: r.TFTP.MaxPerSource}
 	httpLn, err := net.Listen("tcp", r.HTTPAddr)
@@ -604,7 +608,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		Firmware:      filepath.Join(r.DataDir, FirmwareDir),
 		Artifacts:     filepath.Join(r.DataDir, ArtifactsDir),
 		Trees:         trees,
-		Recorder:      c,
+		Recorder:      traces,
 		Logger:        log.With("proto", "http"),
 	}
 	var handoverSecrets handover.Secrets
@@ -640,7 +644,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		GPUPeers: gpufleet.Options{Threshold: r.GPUPeers.Threshold, MinPeers: r.GPUPeers.MinPeers},
 		Catalog: &catalog.Catalog{Dir: filepath.Join(r.DataDir, ImagesDir), Logger: log.With("proto", "images"), AllowNetworks: r.imageNets,
 			Reserve: r.imageReserve, MaxImports: r.Images.MaxImports},
-		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP, poller) }}
+		Metrics: func(w io.Writer) { writeMetrics(w, dhcpServers, tftpServer, &bootHTTP, poller, traces) }}
 	// A poll is one attempt of one timeout: a silent BMC holds a worker
 	// for the driver's timeout, and waits for a later round.
 	poller.Dial = func(b store.BMC) (power.Driver, error) {
@@ -682,6 +686,7 @@ func run(ctx context.Context, cfg Config, log *slog.Logger, h hooks) (err error)
 		g.Go(hc.add(name).run(func() error { return s.Serve(ctx, conn) }))
 	}
 	g.Go(hc.add("tftp").run(func() error { return tftpServer.Serve(ctx, tftpConn) }))
+	g.Go(func() error { return traces.Run(ctx) })
 	if ic := ironicClient(r.Ironic); ic != nil {
 		g.Go(func() error {
 			return syncIronicAPI(ctx, ic, ironicRoots, st, r.Ironic.apiInterval(), log.With("proto", "ironic"))

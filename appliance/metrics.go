@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/rackboot/rackboot/api"
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/dhcp"
 	"github.com/rackboot/rackboot/internal/httpserve"
 	"github.com/rackboot/rackboot/store"
@@ -91,7 +92,7 @@ func (h *httpCounter) wrap(next http.Handler) http.Handler {
 // powerCounts gives the power-managed nodes per power state.
 type powerCounts interface{ Counts() map[string]int }
 
-func writeMetrics(w io.Writer, dhcps []*dhcp.Server, t *tftp.Server, h *httpCounter, pc powerCounts) {
+func writeMetrics(w io.Writer, dhcps []*dhcp.Server, t *tftp.Server, h *httpCounter, pc powerCounts, traces *boot.Queue) {
 	counter := func(name, help string) {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name)
 	}
@@ -106,7 +107,7 @@ func writeMetrics(w io.Writer, dhcps []*dhcp.Server, t *tftp.Server, h *httpCoun
 			for _, kv := range []struct {
 				k string
 				v uint64
-			}{{"received", st.Received}, {"replied", st.Replied}, {"malformed", st.Malformed}, {"ignored", st.Ignored}, {"nak", st.NAKs}, {"relay_refused", st.RelayRefused}, {"throttled", st.Throttled}} {
+			}{{"received", st.Received}, {"replied", st.Replied}, {"malformed", st.Malformed}, {"ignored", st.Ignored}, {"nak", st.NAKs}, {"relay_refused", st.RelayRefused}, {"throttled", st.Throttled}, {"overloaded", st.Overloaded}} {
 				fmt.Fprintf(w, "rackboot_dhcp_packets_total{port=%q,outcome=%q} %d\n", port, kv.k, kv.v)
 			}
 		}
@@ -133,6 +134,10 @@ func writeMetrics(w io.Writer, dhcps []*dhcp.Server, t *tftp.Server, h *httpCoun
 		v uint64
 	}{{"2xx", h.ok.Load()}, {"3xx", h.redirect.Load()}, {"4xx", h.clientErr.Load()}, {"5xx", h.serverErr.Load()}} {
 		fmt.Fprintf(w, "rackboot_boot_http_responses_total{class=%q} %d\n", kv.k, kv.v)
+	}
+	if traces != nil {
+		counter("rackboot_boot_events_dropped_total", "Boot events not recorded: the trace queue was full.")
+		fmt.Fprintf(w, "rackboot_boot_events_dropped_total %d\n", traces.Dropped())
 	}
 	if pc != nil {
 		// Counts per state, not a series per node: thousands of nodes

@@ -15,7 +15,7 @@ func TestPowerMetrics(t *testing.T) {
 	var b strings.Builder
 	writeMetrics(&b, nil, &tftp.Server{}, &httpCounter{}, countsFunc(func() map[string]int {
 		return map[string]int{"on": 9000, "off": 990, "unknown": 10}
-	}))
+	}), nil)
 	for _, want := range []string{
 		"# TYPE rackboot_power_nodes gauge\n",
 		`rackboot_power_nodes{state="on"} 9000` + "\n",

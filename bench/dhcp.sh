@@ -1,21 +1,35 @@
 #!/usr/bin/env bash
 # DHCP throughput: perfdhcp (Kea's load generator) drives full DORA exchanges
-# through a relay address against rackboot (authoritative, SQLite leases),
-# Kea (memfile) and dnsmasq, one at a time, each in a network namespace
-# joined to perfdhcp's by a veth pair. Prints the 4-way exchanges per second
-# each sustained at the offered rate, the drops, and rackboot's ratio to the
-# others. Needs root; installs kea-dhcp4-server, kea-admin (perfdhcp) and
-# dnsmasq-base with apt when missing.
+# through a relay address against rackboot (authoritative, SQLite leases,
+# each ACKed lease fsynced before its ACK leaves), Kea with memfile leases
+# persisted (persist: true, the anchor: it appends each lease to its file),
+# Kea with persist: false (keeps nothing) and dnsmasq, one at a time, each in
+# a network namespace joined to perfdhcp's by a veth pair. Every server is
+# run REPEAT times at each offered rate of RATES; it prints each run, then
+# the median exchanges per second and drops per server and rate, and
+# rackboot's ratio to each other server. Needs root; installs
+# kea-dhcp4-server, kea-admin (perfdhcp) and dnsmasq-base with apt when
+# missing.
 #
-#   bench/dhcp.sh                 # RATE=2000 offered DORA/s, PERIOD=15 s, CLIENTS=50000
+# perfdhcp's clients are all new to rackboot: the benchmark lifts the limit on
+# unknown clients (dhcp.unknown_rate: -1), as a site expecting that many new
+# machines a second would.
+#
+#   bench/dhcp.sh          # RATES="1000 3000" REPEAT=3 PERIOD=10 CLIENTS=50000
+#   RATES="4000 8000" SERVERS="rackboot kea-persist" bench/dhcp.sh
+#   RACKBOOT=/path/to/other/rackboot bench/dhcp.sh   # another build, same rig
+#   BASELINE=/path/to/old/rackboot SERVERS="rackboot baseline kea-persist" bench/dhcp.sh
+#                          # an older build as one more server, runs interleaved
 #   SMOKE=1 RACKBOOT=/tmp/rackboot bench/dhcp.sh   # a tiny run of the binary given
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -n "${SMOKE:-}" ] && : "${RATE:=200}" "${PERIOD:=3}" "${CLIENTS:=1000}"
-RACKBOOT=${RACKBOOT:-bin/rackboot}
-RATE=${RATE:-2000}
-PERIOD=${PERIOD:-15}
+[ -n "${SMOKE:-}" ] && : "${RATES:=200}" "${REPEAT:=1}" "${PERIOD:=3}" "${CLIENTS:=1000}"
+RATES=${RATES:-1000 3000}
+REPEAT=${REPEAT:-3}
+PERIOD=${PERIOD:-10}
 CLIENTS=${CLIENTS:-50000}
+SERVERS=${SERVERS:-rackboot kea-persist kea dnsmasq}
+RACKBOOT=${RACKBOOT:-bin/rackboot}
 S=rbbench-s C=rbbench-c
 WORK=$(mktemp -d)
 
@@ -28,7 +42,7 @@ cleanup() {
 	[ -n "${PID:-}" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
 	ip netns del $S 2>/dev/null || true
 	ip netns del $C 2>/dev/null || true
-	rm -rf "$WORK"
+	[ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
 ip netns del $S 2>/dev/null || true
@@ -42,22 +56,34 @@ for ns in $S $C; do ip -n $ns link set lo up; done
 ip -n $S link set s0 up
 ip -n $C link set c0 up
 
-cat > "$WORK/kea.json" <<JSON
+for persist in false true; do
+	cat > "$WORK/kea-$persist.json" <<JSON
 {"Dhcp4": {"interfaces-config": {"interfaces": ["s0"]},
-  "lease-database": {"type": "memfile", "persist": false},
+  "lease-database": {"type": "memfile", "persist": $persist, "name": "$WORK/kea-leases.csv", "lfc-interval": 0},
   "valid-lifetime": 3600,
   "subnet4": [{"id": 1, "subnet": "10.66.0.0/16", "pools": [{"pool": "10.66.1.0 - 10.66.255.254"}]}]}}
 JSON
+done
+# perfdhcp is the relay (giaddr 10.66.0.2) of the subnet it asks for.
+cat > "$WORK/rackboot.yaml" <<YAML
+dhcp:
+  unknown_rate: -1
+  subnets:
+    - prefix: 10.66.0.0/16
+      range: 10.66.1.0-10.66.255.254
+      relays: [10.66.0.2/32]
+YAML
 mkdir -p /run/kea
-# perfdhcp sends as a relay (giaddr 10.66.0.2): rackboot drops relayed
-# requests from senders its subnet does not list.
-printf 'dhcp:\n  subnets:\n    - {prefix: 10.66.0.0/16, range: 10.66.1.0-10.66.255.254, relays: [10.66.0.2]}\n' >"$WORK/rackboot.yaml"
 
 start() {
 	case $1 in
-	rackboot) ip netns exec $S "$RACKBOOT" serve --data-dir "$WORK/rackboot" --interface s0 --dhcp-mode authoritative \
-		--config "$WORK/rackboot.yaml" --http-addr 10.66.0.1:8080 --log-level warn >"$WORK/server.log" 2>&1 & ;;
-	kea) ip netns exec $S kea-dhcp4 -c "$WORK/kea.json" >"$WORK/server.log" 2>&1 & ;;
+	rackboot | baseline)
+		bin=$RACKBOOT
+		[ "$1" = baseline ] && bin=$BASELINE
+		ip netns exec $S "$bin" serve --config "$WORK/rackboot.yaml" --data-dir "$WORK/rackboot" --interface s0 \
+		--dhcp-mode authoritative --http-addr 10.66.0.1:8080 --log-level warn >"$WORK/server.log" 2>&1 & ;;
+	kea) ip netns exec $S kea-dhcp4 -c "$WORK/kea-false.json" >"$WORK/server.log" 2>&1 & ;;
+	kea-persist) ip netns exec $S kea-dhcp4 -c "$WORK/kea-true.json" >"$WORK/server.log" 2>&1 & ;;
 	dnsmasq) ip netns exec $S dnsmasq --no-daemon --port=0 --interface=s0 --bind-interfaces --no-ping --quiet-dhcp \
 		--dhcp-range=10.66.1.0,10.66.255.254,1h --dhcp-leasefile="$WORK/dnsmasq.leases" --conf-file=/dev/null \
 		--dhcp-lease-max=200000 >"$WORK/server.log" 2>&1 & ;;
@@ -66,18 +92,37 @@ start() {
 	sleep 2
 }
 
-declare -A rate drops
-for server in rackboot kea dnsmasq; do
-	rm -rf "$WORK/rackboot" "$WORK/dnsmasq.leases"
-	start $server
-	ip netns exec $C perfdhcp -4 -l c0 -r "$RATE" -R "$CLIENTS" -p "$PERIOD" 10.66.0.1 >"$WORK/perf.out" 2>&1 || true
-	kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
-	PID=
-	rate[$server]=$(awk '/^Rate:/ {print $2; exit}' "$WORK/perf.out")
-	drops[$server]=$(awk '/drops ratio/ {printf "%s%s ", $3, $4}' "$WORK/perf.out")
-	printf '%-9s %10s DORA/s   drops (discover, request): %s\n' "$server" "${rate[$server]:-?}" "${drops[$server]:-?}"
+median() { sort -n | awk '{v[NR] = $1} END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+
+declare -A runs lost med
+for rate in $RATES; do
+	for i in $(seq "$REPEAT"); do
+		for server in $SERVERS; do
+			rm -rf "$WORK/rackboot" "$WORK/dnsmasq.leases" "$WORK"/kea-leases.csv*
+			start $server
+			ip netns exec $C perfdhcp -4 -l c0 -r "$rate" -R "$CLIENTS" -p "$PERIOD" 10.66.0.1 >"$WORK/perf.out" 2>&1 || true
+			kill "$PID" 2>/dev/null; wait "$PID" 2>/dev/null || true
+			PID=
+			got=$(awk '/^Rate:/ {print $2; exit}' "$WORK/perf.out")
+			# perfdhcp prints the drops of the DISCOVER-OFFER and the
+			# REQUEST-ACK exchange; a DORA is lost if either is.
+			drop=$(awk '/drops ratio/ {gsub(/%/, "", $3); s += $3} END {print s + 0}' "$WORK/perf.out")
+			printf 'rate %6s run %s %-12s %10s DORA/s   drops %s%%\n' "$rate" "$i" "$server" "${got:-0}" "$drop"
+			runs[$server,$rate]+="${got:-0} "
+			lost[$server,$rate]+="$drop "
+		done
+	done
 done
-for other in kea dnsmasq; do
-	awk -v a="${rate[rackboot]:-0}" -v b="${rate[$other]:-0}" -v o=$other \
-		'BEGIN { if (b > 0) printf "rackboot / %s: %.2f\n", o, a / b }'
+echo
+printf '%-8s %-12s %12s %10s\n' offered server 'median DORA/s' 'drops %'
+for rate in $RATES; do
+	for server in $SERVERS; do
+		med[$server]=$(tr ' ' '\n' <<<"${runs[$server,$rate]}" | grep . | median)
+		printf '%-8s %-12s %12s %10s\n' "$rate" "$server" "${med[$server]}" "$(tr ' ' '\n' <<<"${lost[$server,$rate]}" | grep . | median)"
+	done
+	for other in $SERVERS; do
+		[ "$other" = rackboot ] && continue
+		awk -v a="${med[rackboot]:-0}" -v b="${med[$other]:-0}" -v o="$other" -v r="$rate" \
+			'BEGIN { if (b > 0) printf "%-8s rackboot / %s: %.2f\n", r, o, a / b }'
+	done
 done

@@ -47,8 +47,9 @@ func TestSmoke(t *testing.T) {
 		figures []figure
 	}{
 		{"dhcp.sh", []figure{
-			{re: `(?m)^rackboot\s+` + num + ` DORA/s`}, {re: `(?m)^kea\s+` + num + ` DORA/s`},
-			{re: `(?m)^dnsmasq\s+` + num + ` DORA/s`}, {re: `(?m)^rackboot / kea: ` + num}}},
+			{re: `(?m)^200\s+rackboot\s+` + num + `\s`}, {re: `(?m)^200\s+kea-persist\s+` + num + `\s`},
+			{re: `(?m)^200\s+kea\s+` + num + `\s`}, {re: `(?m)^200\s+dnsmasq\s+` + num + `\s`},
+			{re: `(?m)^200\s+rackboot / kea-persist: ` + num}}},
 		{"tftp.sh", []figure{
 			{re: `(?m)^tftpd-hpa \(no windowsize\)\s+\S+ s\s+` + num + ` MB/s`},
 			{re: `(?m)^rackboot windowsize 1\s+\S+ s\s+` + num + ` MB/s`},

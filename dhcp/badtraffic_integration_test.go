@@ -195,8 +195,11 @@ func TestIntegrationBadTraffic(t *testing.T) {
 	if want := uint64(len(ps)) + ownPackets; st.Received != want {
 		t.Errorf("server received %d packets, want %d", st.Received, want)
 	}
-	if sum := st.Malformed + st.Ignored + st.Replied; sum != st.Received {
-		t.Errorf("malformed %d + ignored %d + replied %d = %d of %d received: some packets are unaccounted for", st.Malformed, st.Ignored, st.Replied, sum, st.Received)
+	// Overloaded: dropped unread, their worker's queue full under the
+	// burst; a client would ask again.
+	if sum := st.Malformed + st.Ignored + st.Replied + st.Overloaded; sum != st.Received {
+		t.Errorf("malformed %d + ignored %d + replied %d + overloaded %d = %d of %d received: some packets are unaccounted for",
+			st.Malformed, st.Ignored, st.Replied, st.Overloaded, sum, st.Received)
 	}
 	// Every reply is broadcast: none may go to a ciaddr the packet did
 	// not come from, where no host need answer ARP (see destination).

@@ -1,9 +1,11 @@
 package dhcp
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -68,6 +70,9 @@ type Stats struct {
 	// Throttled counts requests of unknown clients dropped over
 	// UnknownRate.
 	Throttled uint64
+	// Overloaded counts requests dropped unread because the worker of
+	// their client had a full queue, or they waited in it too long.
+	Overloaded uint64
 }
 
 // Server is a DHCPv4 server. Zero values of optional fields are defaults.
@@ -109,15 +114,23 @@ type Server struct {
 	// none: new machines are unknown at their first DISCOVER, and a pool
 	// sized for a rack of them must serve them all.
 	KnownReserve float64
+	// Workers is how many requests are handled at once (default 64).
+	// Each client's requests are handled one after another, in order.
+	Workers int
 
+	// queueLen replaces workerQueue (tests).
+	queueLen int
+
+	overloaded,
 	received, replied, malformed, ignored, naks, relayRefused, throttled atomic.Uint64
-	limiter                                                              unknownLimiter
+	limiter unknownLimiter
 }
 
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
 	return Stats{Received: s.received.Load(), Replied: s.replied.Load(), Malformed: s.malformed.Load(),
-		Ignored: s.ignored.Load(), NAKs: s.naks.Load(), RelayRefused: s.relayRefused.Load(), Throttled: s.throttled.Load()}
+		Ignored: s.ignored.Load(), NAKs: s.naks.Load(), RelayRefused: s.relayRefused.Load(), Throttled: s.throttled.Load(),
+		Overloaded: s.overloaded.Load()}
 }
 
 func (s *Server) log() *slog.Logger {
@@ -134,10 +147,37 @@ func (s *Server) now() time.Time {
 	return time.Now()
 }
 
-// Serve answers requests on conn until ctx ends, then returns nil.
+// Serve answers requests on conn until ctx ends, then returns nil, once
+// every worker has finished the packet in its hands.
+//
+// Packets are handled by a pool of workers, so that one client's reply
+// waiting for its lease to reach the disk does not hold up the others
+// (and the lease store can commit the leases of many in one write). All
+// packets of one client (by chaddr) go to one worker, in the order they
+// came: a client's DISCOVER and REQUEST never race each other.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
+	workers := s.Workers
+	if workers <= 0 {
+		workers = 64
+	}
+	queues := make([]chan packet, workers)
+	var wg sync.WaitGroup
+	for i := range queues {
+		queues[i] = make(chan packet, cmp.Or(s.queueLen, workerQueue))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.work(ctx, conn, queues[i])
+		}()
+	}
+	defer func() {
+		for _, q := range queues {
+			close(q)
+		}
+		wg.Wait()
+	}()
 	buf := make([]byte, 4096)
 	for {
 		n, peer, err := conn.ReadFrom(buf)
@@ -152,7 +192,58 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			return fmt.Errorf("dhcp read: %w", err)
 		}
 		s.received.Add(1)
-		reply, dst := s.HandleBytes(ctx, buf[:n], peer)
+		p := packet{b: append([]byte(nil), buf[:n]...), peer: peer, at: time.Now()}
+		select {
+		case queues[shard(p.b, len(queues))] <- p:
+		default:
+			// Its worker is that far behind: the client asks again, and
+			// the reader never stops for one busy worker.
+			s.overloaded.Add(1)
+		}
+	}
+}
+
+// workerQueue is how many packets may wait for one worker, and
+// maxQueueWait how long: a packet older than that is dropped unanswered
+// (and counted as overloaded). Past what the server can answer, queues
+// only fill: answering what waited there answers every client late, and
+// a client that has asked again is answered twice. A reply to the fresh
+// requests completes exchanges; clients resend what was dropped.
+const (
+	workerQueue  = 8
+	maxQueueWait = 500 * time.Millisecond
+)
+
+type packet struct {
+	b    []byte
+	peer net.Addr
+	at   time.Time // when it was read
+}
+
+// shard is the worker of a packet: a hash of its chaddr (RFC 2131
+// offsets: hlen at 2, chaddr at 28). A packet too short for one is
+// malformed, and any worker will drop it.
+func shard(b []byte, n int) int {
+	if len(b) < 44 {
+		return 0
+	}
+	h := fnv.New32a()
+	h.Write(b[28 : 28+min(int(b[2]), 16)])
+	return int(h.Sum32() % uint32(n))
+}
+
+// work handles the packets of one queue until it is closed; packets
+// still queued when ctx ends are dropped, not answered late.
+func (s *Server) work(ctx context.Context, conn net.PacketConn, q <-chan packet) {
+	for p := range q {
+		if ctx.Err() != nil {
+			continue
+		}
+		if time.Since(p.at) > maxQueueWait {
+			s.overloaded.Add(1)
+			continue
+		}
+		reply, dst := s.HandleBytes(ctx, p.b, p.peer)
 		if reply == nil {
 			continue
 		}

@@ -2,8 +2,12 @@ package sqlite
 
 import (
 	"context"
+	"net"
+	"net/netip"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/rackboot/rackboot/dhcp/dhcptest"
 )
@@ -18,4 +22,42 @@ func BenchmarkDORA(b *testing.B) {
 	}
 	defer st.Close()
 	dhcptest.DORA(b, st)
+}
+
+// BenchmarkDORAParallel is BenchmarkDORA with many clients at once.
+func BenchmarkDORAParallel(b *testing.B) {
+	st, err := Open(context.Background(), filepath.Join(b.TempDir(), "db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	dhcptest.DORAParallel(b, st)
+}
+
+// BenchmarkBindParallel measures durable binds from 32 goroutines at
+// once, as the DHCP server's workers make them under load: each returns
+// only once its lease is on disk, so this is the ACK rate the disk's
+// fsyncs allow.
+func BenchmarkBindParallel(b *testing.B) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(b.TempDir(), "db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	sub := netip.MustParsePrefix("10.0.0.0/8")
+	var n atomic.Uint32
+	b.SetParallelism(16) // times GOMAXPROCS
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := n.Add(1)
+			mac := net.HardwareAddr{2, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+			a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+			if _, err := st.Bind(ctx, sub, mac, a, "", time.Now().Add(time.Hour)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }

@@ -85,6 +85,18 @@ func (s *Store) offerTx(ctx context.Context, subnet netip.Prefix, f func(runner)
 	return s.laxLockedTx(ctx, lockKey("lease "+subnet.String()), true, f)
 }
 
+// bindTx runs f, a lease write that must be durable before the caller
+// answers (an ACK), in subnetTx, or on SQLite in a group commit with
+// the binds that arrive meanwhile: one fsync for all of them. Either way
+// it returns only when the write is on disk, and the conditional upsert
+// inside f is what keeps one address to one MAC, batch or not.
+func (s *Store) bindTx(ctx context.Context, subnet netip.Prefix, f func(context.Context, runner) error) error {
+	if s.d.oneWriter {
+		return s.groupTx(ctx, f)
+	}
+	return s.subnetTx(ctx, subnet, func(tx runner) error { return f(ctx, tx) })
+}
+
 // Allocate implements dhcp.Leases.
 func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last netip.Addr, mac net.HardwareAddr, want netip.Addr, reserved []netip.Addr, expires time.Time) (lease.Lease, error) {
 	m := macText(mac)
@@ -155,7 +167,7 @@ func (s *Store) Allocate(ctx context.Context, subnet netip.Prefix, first, last n
 func (s *Store) Bind(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, ip netip.Addr, hostname string, expires time.Time) (lease.Lease, error) {
 	m := macText(mac)
 	out := lease.Lease{MAC: mac, IP: ip, Subnet: subnet, State: lease.Bound, Expires: expires.UTC(), Hostname: hostname}
-	err := s.subnetTx(ctx, subnet, func(tx runner) error {
+	err := s.bindTx(ctx, subnet, func(ctx context.Context, tx runner) error {
 		ok, err := claimLease(ctx, tx, out, time.Now().UnixNano())
 		if err != nil {
 			return err

@@ -32,8 +32,14 @@ type Store struct {
 
 	mu   sync.Mutex
 	next map[netip.Prefix]netip.Addr // allocation cursor per subnet
-	// probes counts the addresses Allocate tried to claim.
-	probes atomic.Int64
+	// probes counts the addresses Allocate tried to claim, commits the
+	// transactions committed, syncs the fsyncs of the log by syncLog.
+	probes, commits, syncs atomic.Int64
+	wal                    string // SQLite's write-ahead log
+	group                  group  // the durable lease writes waiting to commit
+	// writer, on an engine of one writer, is held by the transaction
+	// that writes (see dialect.oneWriter).
+	writer chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -117,6 +123,9 @@ func one[T any](ctx context.Context, r runner, scan func(scanner) (T, error), q 
 
 func open(ctx context.Context, db *sql.DB, d *dialect, where string) (*Store, error) {
 	s := &Store{pool: db, db: runner{db, d}, d: d}
+	if d.oneWriter {
+		s.writer = make(chan struct{}, 1)
+	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open database %s: %w", where, err)
@@ -243,6 +252,12 @@ func (s *Store) retry(ctx context.Context, run func() error) error {
 // end, when not empty, runs on the connection after the transaction, to
 // undo a setting begin made: a connection where it fails is not reused.
 func (s *Store) tx1(ctx context.Context, begin, end string, idempotent bool, f func(runner) error) error {
+	if s.writer != nil {
+		if err := s.takeWriter(ctx); err != nil {
+			return err
+		}
+		defer func() { <-s.writer }()
+	}
 	c, err := s.pool.Conn(ctx)
 	if err != nil {
 		return err
@@ -271,6 +286,7 @@ func (s *Store) tx1(ctx context.Context, begin, end string, idempotent bool, f f
 	if err = f(tx); err == nil {
 		_, err = tx.exec(ctx, "COMMIT")
 		if err == nil {
+			s.commits.Add(1)
 			return nil
 		}
 		if idempotent && s.d.lost(err) {
@@ -287,6 +303,24 @@ func (s *Store) tx1(ctx context.Context, begin, end string, idempotent bool, f f
 		c.Raw(func(any) error { return driver.ErrBadConn })
 	}
 	return err
+}
+
+// writerWait is how long a transaction waits for its turn to write, as
+// long as SQLite's busy timeout that it waited in before.
+const writerWait = 10 * time.Second
+
+// takeWriter waits for the turn to write.
+func (s *Store) takeWriter(ctx context.Context) error {
+	t := time.NewTimer(writerWait)
+	defer t.Stop()
+	select {
+	case s.writer <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return fmt.Errorf("database busy: no turn to write in %s", writerWait)
+	}
 }
 
 func macText(mac net.HardwareAddr) string { return strings.ToLower(mac.String()) }

@@ -1,0 +1,175 @@
+package sqlstore
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rackboot/rackboot/lease"
+)
+
+// holdWriteLock takes SQLite's write lock on a connection of its own, so
+// that the next batch blocks at its BEGIN while the test queues more
+// binds behind it; the returned function lets go.
+func holdWriteLock(t *testing.T, s *Store) func() {
+	t.Helper()
+	ctx := context.Background()
+	c, err := s.pool.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if _, err := c.ExecContext(ctx, "ROLLBACK"); err != nil {
+			t.Error(err)
+		}
+		c.Close()
+	}
+}
+
+// waitGroup waits until the group commit is running with n binds queued
+// behind the batch in flight.
+func waitGroup(t *testing.T, s *Store, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s.group.mu.Lock()
+		got, running := len(s.group.pending), s.group.running
+		s.group.mu.Unlock()
+		if running && got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group commit: %d queued (running %v), want %d", got, running, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func testMAC(i int) net.HardwareAddr { return net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)} }
+
+func testIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}) }
+
+var testSubnet = netip.MustParsePrefix("10.0.0.0/16")
+
+// TestGroupCommitShares checks that binds arriving while a commit is in
+// flight share the next one: 32 concurrent binds, two commits. Without
+// group commit each bind is a transaction of its own.
+func TestGroupCommitShares(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "rackboot.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 32
+	before, syncs := s.commits.Load(), s.syncs.Load()
+	release := holdWriteLock(t, s)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	bind := func(i int) {
+		defer wg.Done()
+		_, errs[i] = s.Bind(ctx, testSubnet, testMAC(i), testIP(i+1), "", time.Now().Add(time.Hour))
+	}
+	wg.Add(n)
+	go bind(0)
+	waitGroup(t, s, 0) // the first batch took bind 0 and waits for the lock
+	for i := 1; i < n; i++ {
+		go bind(i)
+	}
+	waitGroup(t, s, n-1)
+	release()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("bind %d: %v", i, err)
+		}
+	}
+	if got := s.commits.Load() - before; got != 2 {
+		t.Errorf("%d binds took %d commits, want 2 (one for the first, one for the rest)", n, got)
+	}
+	// The commits do not wait for the disk: the log's fsync after each
+	// does, before its binds return.
+	if got := s.syncs.Load() - syncs; got != 2 {
+		t.Errorf("%d binds took %d fsyncs of the log, want 2", n, got)
+	}
+	syncs = s.syncs.Load()
+	if _, err := s.Bind(ctx, testSubnet, testMAC(n), testIP(n+1), "", time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if s.syncs.Load() == syncs {
+		t.Error("a bind returned without an fsync of the log")
+	}
+	for i := 0; i < n; i++ {
+		l, err := s.ByIP(ctx, testIP(i+1))
+		if err != nil || l.State != lease.Bound || l.MAC.String() != testMAC(i).String() {
+			t.Errorf("lease on %s: %+v, %v", testIP(i+1), l, err)
+		}
+	}
+}
+
+// TestGroupCommitConflictFailsAlone checks that a bind refused inside a
+// batch (its address is another MAC's, committed before or earlier in
+// the same batch) fails alone, and the rest of the batch commits.
+func TestGroupCommitConflictFailsAlone(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "rackboot.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	exp := time.Now().Add(time.Hour)
+	if _, err := s.Bind(ctx, testSubnet, testMAC(1), testIP(1), "", exp); err != nil {
+		t.Fatal(err)
+	}
+	binds := []struct {
+		mac, ip int
+		refused bool
+	}{
+		{mac: 9, ip: 9},                // the first batch, alone
+		{mac: 2, ip: 1, refused: true}, // bound to MAC 1 before
+		{mac: 3, ip: 3},                // a free address
+		{mac: 4, ip: 4},                // free, and taken first...
+		{mac: 5, ip: 4, refused: true}, // ...so refused in the same batch
+		{mac: 1, ip: 1},                // MAC 1 renews its own
+		{mac: 6, ip: 6},                // after the refusals
+	}
+	release := holdWriteLock(t, s)
+	errs := make([]error, len(binds))
+	var wg sync.WaitGroup
+	for i, b := range binds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = s.Bind(ctx, testSubnet, testMAC(b.mac), testIP(b.ip), "", exp)
+		}()
+		waitGroup(t, s, i) // queued in this order, all but the first in one batch
+	}
+	before := s.commits.Load()
+	release()
+	wg.Wait()
+	for i, b := range binds {
+		if b.refused != errors.Is(errs[i], lease.ErrNoLease) || !b.refused && errs[i] != nil {
+			t.Errorf("bind of MAC %d to %s: %v, refused %v", b.mac, testIP(b.ip), errs[i], b.refused)
+		}
+	}
+	if got := s.commits.Load() - before; got != 2 {
+		t.Errorf("%d commits, want 2", got)
+	}
+	for ip, mac := range map[int]int{1: 1, 3: 3, 4: 4, 6: 6, 9: 9} {
+		l, err := s.ByIP(ctx, testIP(ip))
+		if err != nil || l.MAC.String() != testMAC(mac).String() || l.State != lease.Bound {
+			t.Errorf("lease on %s: %+v, %v; want MAC %s", testIP(ip), l, err, testMAC(mac))
+		}
+	}
+	if _, err := s.ByMAC(ctx, testSubnet, testMAC(5)); !errors.Is(err, lease.ErrNoLease) {
+		t.Errorf("MAC 5, refused, has a lease: %v", err)
+	}
+}
