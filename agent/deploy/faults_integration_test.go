@@ -394,6 +394,7 @@ type child struct {
 	mu      sync.Mutex
 	log     bytes.Buffer
 	runtime time.Duration
+	endedAt time.Time // when ended closed
 }
 
 func (r *rig) startAgent(task protocol.Task) *child {
@@ -422,7 +423,7 @@ func (r *rig) startAgent(task protocol.Task) *child {
 			c.log.Write(append(sc.Bytes(), '\n'))
 			c.mu.Unlock()
 			if strings.Contains(sc.Text(), `msg="task ended"`) {
-				once.Do(func() { close(c.ended) })
+				once.Do(func() { c.endedAt = time.Now(); close(c.ended) })
 			}
 		}
 		c.cmd.Wait()
@@ -807,8 +808,8 @@ func testNetworkCut(t *testing.T, r *rig) {
 	var res deployResult
 	json.Unmarshal(reps[0].Result, &res)
 	ended := time.Since(back)
-	t.Logf("cut for %s with %d of %d bytes downloaded (%.1f s into the deploy): %s after the network came back; the whole deploy %s; report %s, resumes %d, error %q",
-		cut, rchar, z, cutAt.Sub(c.start).Seconds(), ended.Round(100*time.Millisecond), c.runtime.Round(100*time.Millisecond), reps[0].State, res.Resumes, reps[0].Error)
+	t.Logf("cut for %s with %d of %d bytes downloaded (%.1f s into the deploy): the task ended %s into the cut, its report came %s after the network came back; the whole deploy %s; report %s, resumes %d, error %q",
+		cut, rchar, z, cutAt.Sub(c.start).Seconds(), c.endedAt.Sub(cutAt).Round(100*time.Millisecond), ended.Round(100*time.Millisecond), c.runtime.Round(100*time.Millisecond), reps[0].State, res.Resumes, reps[0].Error)
 	if reps[0].State == protocol.Done && !res.Verified {
 		t.Errorf("done but not verified: %s", reps[0].Result)
 	}
