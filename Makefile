@@ -77,12 +77,13 @@ FUZZTIME ?= 4s
 fuzz: ## run every fuzz target for FUZZTIME (4s; crashers land in the package's testdata/fuzz)
 	FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
-soak: deps build ## the long variants, not in CI: every fuzz target for 2 minutes, the power poller over 10,000 simulated BMCs for 30 rounds, 1,000 + 100 kill -9s of rackboot serve under DHCP clients, 300 kill -9s and 300 ended database sessions of two servers on PostgreSQL, 100,000 bad DHCP packets and 30,000 bad TFTP clients, a simulated year of a 5,000-node site's boots, the VM scenario with the AArch64 VM deployed too (root)
+soak: deps build ## the long variants, not in CI: every fuzz target for 2 minutes, the power poller over 10,000 simulated BMCs for 30 rounds, 1,000 + 100 kill -9s of rackboot serve under DHCP clients, 300 kill -9s and 300 ended database sessions of two servers on PostgreSQL, 100,000 bad DHCP packets and 30,000 bad TFTP clients, a simulated year of a 5,000-node site's boots, 404 kills of the agent mid-deploy, the VM scenario with the AArch64 VM deployed too (root)
 	RACKBOOT_SOAK=1 go test -count=1 -timeout 30m -run 'Soak' -v ./power/poll
 	RACKBOOT_SOAK=1 go test -tags integration -count=1 -timeout 40m -run 'TestKill9UnderDHCPLoad|TestTwoServersFaults' -v ./cmd/rackboot/
 	RACKBOOT_SOAK=1 go test -tags integration -count=1 -timeout 10m -run 'TestIntegrationBadTraffic' -v ./dhcp/
 	RACKBOOT_SOAK=1 go test -count=1 -timeout 10m -run 'TestBadTraffic' -v ./tftp/
 	RACKBOOT_SOAK=1 go test -tags integration -count=1 -timeout 60m -run 'TestSimulatedYear' -v ./store/sqlite/
+	RACKBOOT_SOAK=1 go test -tags integration -count=1 -timeout 60m -run 'TestAgentFaults/kills' -v ./agent/deploy/
 	FUZZTIME=2m bash scripts/fuzz.sh
 	RACKBOOT_SOAK=1 go test -tags e2e -count=1 -timeout 45m -run 'TestVMs' -v ./e2e/
 

@@ -14,24 +14,28 @@ import (
 	"time"
 )
 
-// stuckDisk is a disk file whose writes from byte at on, its flush or its
-// reads hang in the "kernel" until the test ends, as a wedged disk's do.
+// stuckDisk is a disk file whose writes of bytes from at up to until, its
+// flush or its reads hang in the "kernel" until the test ends, as a
+// wedged disk's do.
 type stuckDisk struct {
 	*os.File
-	at          int64
+	at, until   int64
 	sync, reads bool
 	release     chan struct{}
+	syncs       int
 }
 
 func (d *stuckDisk) WriteAt(p []byte, off int64) (int, error) {
-	if d.at >= 0 && off+int64(len(p)) > d.at {
+	if d.at >= 0 && off+int64(len(p)) > d.at && off < d.until {
 		<-d.release
 	}
 	return d.File.WriteAt(p, off)
 }
 
+// Sync hangs from the second call on: the first makes the clearing of
+// the old tables durable, before the image.
 func (d *stuckDisk) Sync() error {
-	if d.sync {
+	if d.syncs++; d.sync && d.syncs > 1 {
 		<-d.release
 	}
 	return d.File.Sync()
@@ -57,8 +61,11 @@ func TestWedgedDisk(t *testing.T) {
 		disk func(*os.File) *stuckDisk
 		want string
 	}{
-		{"a write", func(f *os.File) *stuckDisk { return &stuckDisk{File: f, at: 3 << 20} }, "a write of"},
-		{"the first write", func(f *os.File) *stuckDisk { return &stuckDisk{File: f, at: 0} }, "a write of"},
+		// Within the image: the disk's last MiB, which the write
+		// clears first, answers.
+		{"a write", func(f *os.File) *stuckDisk { return &stuckDisk{File: f, at: 3 << 20, until: 8 << 20} }, "a write of"},
+		// The first write clears the old partition tables.
+		{"the first write", func(f *os.File) *stuckDisk { return &stuckDisk{File: f, at: 0, until: 8 << 20} }, "clearing the old partition tables of"},
 		{"the flush", func(f *os.File) *stuckDisk { return &stuckDisk{File: f, at: -1, sync: true} }, "the flush of"},
 		{"the verification", func(f *os.File) *stuckDisk { return &stuckDisk{File: f, at: -1, reads: true} }, "a read of the verification of"},
 	} {

@@ -122,9 +122,12 @@ func deviceSize(f io.Seeker) (int64, error) {
 	return n, err
 }
 
-// Write writes im to the disk at path dev. On any failure after writing
-// began, the disk's partition tables are destroyed, so a half-written
-// disk can never boot as if it were good.
+// Write writes im to the disk at path dev. The old partition tables go
+// before the image's first byte, the image's own (its first MiB, and its
+// last when it reaches the disk's end) after the rest of it is synced,
+// and on any failure after writing began the tables are destroyed again:
+// a half-written disk never boots as if it were good, even when the
+// agent is killed or the power goes mid-write.
 func Write(ctx context.Context, c *http.Client, im Image, dev string, progress func(Progress)) (res Result, err error) {
 	return write(ctx, c, im, dev, progress, func(dev string) (device, error) { return os.OpenFile(dev, os.O_RDWR, 0) })
 }
@@ -168,7 +171,20 @@ func write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 		return res, fmt.Errorf("write image: %w", err)
 	}
 	defer body.Close()
+	// The new image's tables are written only once the rest of it is on
+	// the disk (held), and the old image's go before its first byte
+	// changes (begin): a write cut short at any point, even by a kill
+	// that runs no cleanup, leaves a disk firmware finds nothing on,
+	// never a new table over half an image.
+	held := newHeldBack(size)
 	started := false
+	begin := func() error {
+		if started {
+			return nil
+		}
+		started = true
+		return wd.do(dev, "clearing the old partition tables", func() error { return spoil(f, size) })
+	}
 	defer func() {
 		switch {
 		case err != nil && started && errors.Is(err, ErrWedged):
@@ -218,7 +234,7 @@ func write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 			if err == nil && !abandoned.Load() {
 				rawHash.Write(b.buf[:b.n])
 				wd.begin()
-				_, werr := f.WriteAt(b.buf[:b.n], b.off)
+				werr := held.writeAt(f, b.buf[:b.n], b.off)
 				if werr == nil {
 					werr = flush.wrote(b.off + int64(b.n))
 				}
@@ -258,14 +274,18 @@ func write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 		}
 		n, rerr := io.ReadFull(raw, buf)
 		if n > 0 {
+			if err := begin(); err != nil {
+				if errors.Is(err, ErrWedged) {
+					return res, err
+				}
+				return res, fmt.Errorf("write image: %w", err)
+			}
 			if off+int64(n) > size {
-				started = true
 				if ferr := finish(); errors.Is(ferr, ErrWedged) {
 					return res, ferr
 				}
 				return res, fmt.Errorf("write image: %w: it goes on past byte %d of %s", ErrTooLarge, size, dev)
 			}
-			started = true
 			select {
 			case full <- block{buf, n, off}:
 			case <-wd.tripped:
@@ -322,6 +342,13 @@ func write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 		}
 		return res, fmt.Errorf("write image: fsync %s: %w", dev, err)
 	}
+	// The rest of the image is on the disk: now its tables.
+	if err := wd.do(dev, "writing the partition tables", func() error { return held.flush(f) }); err != nil {
+		if errors.Is(err, ErrWedged) {
+			return res, err
+		}
+		return res, fmt.Errorf("write image: the partition tables of %s: %w", dev, err)
+	}
 	// Read back from the disk, not from the page cache.
 	if file, ok := asFile(f); ok {
 		unix.Fadvise(int(file.Fd()), 0, off, unix.FADV_DONTNEED)
@@ -377,6 +404,69 @@ func rereadPartitions(f *os.File) {
 	if st, err := f.Stat(); err == nil && st.Mode()&os.ModeDevice != 0 {
 		unix.IoctlSetInt(int(f.Fd()), unix.BLKRRPART, 0)
 	}
+}
+
+// heldBack keeps the image's bytes that fall in the disk's first and
+// last MiB (the MBR, the primary GPT, and a backup GPT when the image
+// reaches the disk's end) out of the disk until flush: the image is
+// written in order, so without it a disk cut short would start with the
+// new image's tables over a part of the image.
+type heldBack struct{ regions []heldRegion }
+
+type heldRegion struct {
+	off int64
+	buf []byte
+	// hi is how many bytes of buf the image has filled.
+	hi int64
+}
+
+func newHeldBack(size int64) *heldBack {
+	head := min(size, 1<<20)
+	h := &heldBack{regions: []heldRegion{{off: 0, buf: make([]byte, head)}}}
+	if tail := max(size-1<<20, head); tail < size {
+		h.regions = append(h.regions, heldRegion{off: tail, buf: make([]byte, size-tail)})
+	}
+	return h
+}
+
+// writeAt writes p at off to f, but for the held regions' parts, which
+// it keeps.
+func (h *heldBack) writeAt(f io.WriterAt, p []byte, off int64) error {
+	for len(p) > 0 {
+		n := int64(len(p))
+		var in *heldRegion
+		for i := range h.regions {
+			r := &h.regions[i]
+			end := r.off + int64(len(r.buf))
+			switch {
+			case off >= r.off && off < end:
+				in, n = r, min(n, end-off)
+			case off < r.off:
+				n = min(n, r.off-off)
+			}
+		}
+		if in != nil {
+			copy(in.buf[off-in.off:], p[:n])
+			in.hi = max(in.hi, off+n-in.off)
+		} else if _, err := f.WriteAt(p[:n], off); err != nil {
+			return err
+		}
+		p, off = p[n:], off+n
+	}
+	return nil
+}
+
+// flush writes what the held regions keep, and syncs it.
+func (h *heldBack) flush(f device) error {
+	for _, r := range h.regions {
+		if r.hi == 0 {
+			continue
+		}
+		if _, err := f.WriteAt(r.buf[:r.hi], r.off); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
 }
 
 // spoil zeroes the first and last MiB of a disk: the MBR, the primary GPT

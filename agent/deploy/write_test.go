@@ -247,3 +247,95 @@ func TestContentRange(t *testing.T) {
 		}
 	}
 }
+
+// orderDisk records, at every write, whether the disk could be taken for
+// deployed while it is not: a nonzero byte in its first or last MiB (the
+// partition tables) before the rest of the image is on it and synced.
+type orderDisk struct {
+	*os.File
+	raw      []byte
+	size     int64
+	dirty    bool // an image write outside the tables since the last Sync
+	problems []string
+	tables   int // writes into the tables' regions holding image bytes
+}
+
+func (d *orderDisk) inTables(off, n int64) bool {
+	return off < 1<<20 || off+n > d.size-1<<20
+}
+
+func (d *orderDisk) WriteAt(p []byte, off int64) (int, error) {
+	if d.inTables(off, int64(len(p))) && !bytes.Equal(p, make([]byte, len(p))) {
+		d.tables++
+		got, _ := os.ReadFile(d.Name())
+		rest := min(int64(len(d.raw)), d.size-1<<20)
+		switch {
+		case d.dirty:
+			d.problems = append(d.problems, fmt.Sprintf("tables written at %d before the image was synced", off))
+		case rest > 1<<20 && !bytes.Equal(got[1<<20:rest], d.raw[1<<20:rest]):
+			d.problems = append(d.problems, fmt.Sprintf("tables written at %d before the image was whole", off))
+		}
+		return d.File.WriteAt(p, off)
+	}
+	if off > 0 && off+int64(len(p)) < d.size-1<<20 && d.tables == 0 {
+		// An image byte outside the tables: the old tables must be gone.
+		head := make([]byte, 512)
+		d.File.ReadAt(head, 0)
+		tail := make([]byte, 512)
+		d.File.ReadAt(tail, d.size-512)
+		if !bytes.Equal(head, make([]byte, 512)) || !bytes.Equal(tail, make([]byte, 512)) {
+			d.problems = append(d.problems, fmt.Sprintf("image written at %d while the old tables were there", off))
+		}
+	}
+	d.dirty = true
+	return d.File.WriteAt(p, off)
+}
+
+func (d *orderDisk) Sync() error {
+	d.dirty = false
+	return d.File.Sync()
+}
+
+// TestTablesLast: at no moment of a write does the disk hold partition
+// tables over a partial image, so a write cut short (a kill, a power cut,
+// which run no cleanup) never leaves a disk that boots as if deployed:
+// the old tables go before the first byte of the image, the new ones
+// (the first MiB, and the last when the image reaches the disk's end)
+// come after the rest of the image is synced.
+func TestTablesLast(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		raw, disk  int64
+		wantTables int
+	}{
+		{"smaller than the disk", 9<<20 + 123, 16 << 20, 1},
+		{"the whole disk", 16 << 20, 16 << 20, 2},
+		{"within the disk's last MiB", 16<<20 - 4096, 16 << 20, 2},
+		{"under a MiB", 300 << 10, 16 << 20, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := testImage(int(tc.raw))
+			copy(raw[len(raw)-512:], "EFI PART backup header")
+			file := compress(t, "raw.zst", raw)
+			srv := serve(t, file)
+			path := disk(t, tc.disk)
+			var od *orderDisk
+			open := func(dev string) (device, error) {
+				f, err := os.OpenFile(dev, os.O_RDWR, 0)
+				od = &orderDisk{File: f, raw: raw, size: tc.disk}
+				return od, err
+			}
+			res, err := write(context.Background(), nil, Image{URL: srv.URL, Format: "raw.zst", SHA256: sum(file), RawSHA256: sum(raw), RawSize: tc.raw}, path, nil, open)
+			if err != nil || !res.Verified {
+				t.Fatalf("%+v %v", res, err)
+			}
+			got, _ := os.ReadFile(path)
+			if !bytes.Equal(got[:len(raw)], raw) {
+				t.Fatal("the disk does not hold the image")
+			}
+			if od.tables != tc.wantTables || len(od.problems) > 0 {
+				t.Fatalf("%d writes of tables (want %d); %v", od.tables, tc.wantTables, od.problems)
+			}
+		})
+	}
+}
