@@ -23,6 +23,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/rackboot/rackboot/agent/gpuconf"
 	"github.com/rackboot/rackboot/agent/inventory"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/hypervisor/domain"
@@ -193,7 +194,7 @@ func (s *Service) SetHypervisor(ctx context.Context, ref string, set Settings, a
 	if h.CPURatio < 0 || h.RAMRatio < 0 {
 		return store.Hypervisor{}, invalid("negative overcommit ratio")
 	}
-	ph, err := Host(h, n, nil)
+	ph, err := Host(h, n, nil, nil)
 	if err != nil {
 		return store.Hypervisor{}, invalid("%v", err)
 	}
@@ -304,12 +305,12 @@ type fleet struct {
 	broken map[string]error
 	// vfs are, by hypervisor, its vendor VFIO cards' virtual functions
 	// as its agent last reported them (VFs).
-	vfs map[string]map[string][]string
+	vfs map[string]map[string][]gpuconf.VF
 }
 
 // agentVFs are the vendor VFIO virtual functions hypervisor id's agent
 // last reported; nil when it never called in.
-func (s *Service) agentVFs(ctx context.Context, id string) (map[string][]string, error) {
+func (s *Service) agentVFs(ctx context.Context, id string) (map[string][]gpuconf.VF, error) {
 	a, err := s.Store.HypervisorAgent(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
@@ -333,7 +334,10 @@ func (s *Service) fleet(ctx context.Context) (*fleet, error) {
 	for _, n := range nodes {
 		byID[n.ID] = n
 	}
-	f := &fleet{hypervisors: map[string]store.Hypervisor{}, nodes: byID, broken: map[string]error{}, vfs: map[string]map[string][]string{}}
+	f := &fleet{hypervisors: map[string]store.Hypervisor{}, nodes: byID, broken: map[string]error{}, vfs: map[string]map[string][]gpuconf.VF{}}
+	if f.vms, err = s.Store.VMs(ctx, ""); err != nil {
+		return nil, err
+	}
 	var hosts []placement.Host
 	for _, h := range hs {
 		vfs, err := s.agentVFs(ctx, h.NodeID)
@@ -341,16 +345,18 @@ func (s *Service) fleet(ctx context.Context) (*fleet, error) {
 			return nil, err
 		}
 		f.vfs[h.NodeID] = vfs
-		ph, err := Host(h, byID[h.NodeID], vfs)
+		ph, err := Host(h, byID[h.NodeID], vfs, f.vms)
+		if err == nil {
+			// One host the engine refuses must not stop placement on
+			// every other: it is left out, with why.
+			_, err = placement.NewFleet(ph)
+		}
 		if err != nil {
 			f.broken[h.NodeID] = err
 			continue
 		}
 		f.hypervisors[h.NodeID] = h
 		hosts = append(hosts, ph)
-	}
-	if f.vms, err = s.Store.VMs(ctx, ""); err != nil {
-		return nil, err
 	}
 	if f.Fleet, err = load(hosts, f.vms, f.broken); err != nil {
 		return nil, err

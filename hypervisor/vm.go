@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/rackboot/rackboot/agent/gpuconf"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/hypervisor/domain"
 	"github.com/rackboot/rackboot/hypervisor/placement"
@@ -118,7 +119,7 @@ type Plan struct {
 	XML string
 	// vfs are the chosen host's vendor VFIO virtual functions the
 	// decision was taken on, for the store's re-check.
-	vfs map[string][]string
+	vfs map[string][]gpuconf.VF
 }
 
 // Plan decides where a VM would go and writes its domain, storing
@@ -203,8 +204,8 @@ func (s *Service) plan(ctx context.Context, f *fleet, r VMRequest) (Plan, error)
 }
 
 // one is a fleet of the one hypervisor h with the VMs on it.
-func one(h store.Hypervisor, n store.Node, vms []store.VM, vfs map[string][]string) (*placement.Fleet, error) {
-	ph, err := Host(h, n, vfs)
+func one(h store.Hypervisor, n store.Node, vms []store.VM, vfs map[string][]gpuconf.VF) (*placement.Fleet, error) {
+	ph, err := Host(h, n, vfs, vms)
 	if err != nil {
 		return nil, invalid("%v", err)
 	}

@@ -74,6 +74,10 @@ type GPU struct {
 	// many instances as it has functions. Empty for cards whose vGPUs
 	// are mediated devices.
 	VFs []string
+	// Taken are functions of VFs that something other than this
+	// engine's VMs uses: an operator gave them a vGPU type or a process
+	// holds them. Their slots take no VM.
+	Taken []string
 }
 
 // NUMANode is one NUMA node of a host.
