@@ -198,6 +198,30 @@ func testVMs(t *testing.T, open Opener) {
 		t.Errorf("a taken MAC: %v", err)
 	}
 	vm2.MAC = "52:54:00:aa:00:02"
+
+	// A slot is one VM's whether it is an mdev or a vendor VFIO virtual
+	// function, and a function is one VM's whatever its slot.
+	vf := vm
+	vf.NodeID, vf.MAC = "", "52:54:00:aa:00:03"
+	vf.Devices = []store.VMDevice{{Device: "0000:41:00.4", Slot: 0, GPU: "0000:41:00.0", Kind: "mig", Profile: "3g.40gb"}}
+	if _, err := s.CreateVM(ctx, vf, "vm-vf", nil); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("a virtual function on the slot an mdev holds: %v", err)
+	}
+	vf.Devices = []store.VMDevice{{Device: "0000:41:00.5", Slot: 2, GPU: "0000:41:00.0", Kind: "mig", Profile: "1g.10gb"}}
+	held, err := s.CreateVM(ctx, vf, "vm-vf", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vf2 := vf
+	vf2.MAC = "52:54:00:aa:00:04"
+	vf2.Devices = []store.VMDevice{{Device: "0000:41:00.5", Slot: 3, GPU: "0000:41:00.0", Kind: "mig", Profile: "1g.10gb"}}
+	if _, err := s.CreateVM(ctx, vf2, "vm-vf2", nil); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("a virtual function at a second slot: %v", err)
+	}
+	if err := s.DeleteVM(ctx, held.NodeID); err != nil {
+		t.Fatal(err)
+	}
+
 	if _, err := s.CreateVM(ctx, vm2, "vm-1", nil); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("a taken name: %v", err)
 	}
