@@ -16,14 +16,14 @@ import (
 
 // Host is the placement engine's view of a hypervisor: its CPUs, memory,
 // NUMA nodes and GPUs from the node's inventory, the rest from what the
-// operator set. vfs are, by card, the virtual functions its agent last
-// reported for cards whose driver offers vGPU through the vendor VFIO
-// framework (VFs); nil where it reported none. vms are the stored VMs (of
-// any host): a function with a vGPU type or a holder that none of this
-// host's accounts for is an operator's, and takes no VM. A node never
-// inspected has no inventory, and functions that could put two VMs on
-// one device, are errors.
-func Host(h store.Hypervisor, n store.Node, vfs map[string][]gpuconf.VF, vms []store.VM) (placement.Host, error) {
+// operator set. ac is what its agent last reported of the cards (zero
+// where none ever called in). vms are the stored VMs (of any host): a
+// function with a vGPU type or a holder that none of this host's
+// accounts for is an operator's, and takes no VM. A node never inspected
+// has no inventory, and functions that could put two VMs on one device,
+// are errors.
+func Host(h store.Hypervisor, n store.Node, ac AgentCards, vms []store.VM) (placement.Host, error) {
+	vfs := ac.VFs
 	if len(n.Inventory) == 0 {
 		return placement.Host{}, fmt.Errorf("hypervisor %s: node has no inventory: inspect it first", nodeName(n))
 	}
@@ -81,6 +81,11 @@ func Host(h store.Hypervisor, n store.Node, vfs map[string][]gpuconf.VF, vms []s
 			if len(reported) == 0 && len(held[g.PCIAddress]) > 0 {
 				reported = unreported(mode, g.PCIAddress, held[g.PCIAddress])
 			}
+			if len(reported) == 0 && ac.Reported && ac.Way[g.PCIAddress] == "" {
+				// Neither mdevs nor functions: the agent cannot see the
+				// card yet, or its vGPU manager is not loaded.
+				pg.Closed = true
+			}
 			for _, v := range reported {
 				pg.VFs = append(pg.VFs, v.Address)
 				if _, ours := held[g.PCIAddress][strings.ToLower(v.Address)]; (v.Type != 0 || v.InUse) && !ours {
@@ -128,6 +133,35 @@ func VFs(gpus json.RawMessage) map[string][]gpuconf.VF {
 		out[g.PCIAddress] = vs
 	}
 	return out
+}
+
+// AgentCards is what a hypervisor's agent last reported of its cards.
+type AgentCards struct {
+	// Reported says the report gave the cards' state. Without it (no
+	// agent: a host managed by hand) every card is taken as an mdev one.
+	Reported bool
+	// Way is, by card, how its driver offers vGPU (gpuconf.VGPUMdev or
+	// VGPUVFIO); a card not in it said neither.
+	Way map[string]string
+	// VFs are the functions of its vendor VFIO cards (VFs).
+	VFs map[string][]gpuconf.VF
+}
+
+// Cards reads a report of a hypervisor's agent. An agent that called
+// in without the cards' state (nvidia-smi failed) reports them, as
+// unknown; one that never called in is gpus nil and reported false.
+func Cards(gpus json.RawMessage, called bool) AgentCards {
+	ac := AgentCards{Reported: called, Way: map[string]string{}, VFs: VFs(gpus)}
+	var st gpuconf.State
+	if len(gpus) == 0 || json.Unmarshal(gpus, &st) != nil {
+		return ac
+	}
+	for _, g := range st.GPUs {
+		if g.VGPU != "" {
+			ac.Way[g.PCIAddress] = g.VGPU
+		}
+	}
+	return ac
 }
 
 var pciAddr = regexp.MustCompile(`^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)

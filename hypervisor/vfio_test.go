@@ -240,4 +240,16 @@ func TestVendorVFIOReports(t *testing.T) {
 	if d := p.VM.Devices[0]; d.GPU == "0000:19:00.0" {
 		t.Errorf("planned %+v on the vendor VFIO card whose functions are not reported", d)
 	}
+
+	// A card whose agent says neither mdevs nor functions (its first
+	// report after a boot, before the functions are enabled) takes no
+	// vGPU: an mdev would be one such a driver cannot make.
+	put(n2, vfState(t))
+	p, err = r.svc.Plan(ctx, hypervisor.VMRequest{Name: "vm-1", Shape: shape, Hypervisor: "h100-02"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := p.VM.Devices[0]; d.GPU != "0000:9b:00.0" {
+		t.Errorf("planned %+v, want the mdev card 0000:9b:00.0, not the card of unknown way", d)
+	}
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/rackboot/rackboot/agent/gpuconf"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/hypervisor/domain"
 	"github.com/rackboot/rackboot/hypervisor/placement"
@@ -119,7 +118,7 @@ type Plan struct {
 	XML string
 	// vfs are the chosen host's vendor VFIO virtual functions the
 	// decision was taken on, for the store's re-check.
-	vfs map[string][]gpuconf.VF
+	vfs AgentCards
 }
 
 // Plan decides where a VM would go and writes its domain, storing
@@ -204,7 +203,7 @@ func (s *Service) plan(ctx context.Context, f *fleet, r VMRequest) (Plan, error)
 }
 
 // one is a fleet of the one hypervisor h with the VMs on it.
-func one(h store.Hypervisor, n store.Node, vms []store.VM, vfs map[string][]gpuconf.VF) (*placement.Fleet, error) {
+func one(h store.Hypervisor, n store.Node, vms []store.VM, vfs AgentCards) (*placement.Fleet, error) {
 	ph, err := Host(h, n, vfs, vms)
 	if err != nil {
 		return nil, invalid("%v", err)

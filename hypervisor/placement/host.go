@@ -42,11 +42,20 @@ type card struct {
 	vfs    []string // the virtual function of each slot, on a vendor VFIO card
 	taken  []bool   // slots whose function is used outside this engine (GPU.Taken)
 	nTaken int
+	closed bool // GPU.Closed
 }
 
-// free says whether slot s of c can take a VM.
+// free says whether slot s of c can take a new VM.
 func (c *card) free(s int) bool {
-	return c.slots[s] == "" && (c.taken == nil || !c.taken[s])
+	return c.slots[s] == "" && !c.closed && (c.taken == nil || !c.taken[s])
+}
+
+// spare is how many slots of c can take a new VM.
+func (c *card) spare() int {
+	if c.closed {
+		return 0
+	}
+	return len(c.slots) - c.used - c.nTaken
 }
 
 // group is one IOMMU group. Passthrough takes a group whole, so it has one
@@ -167,7 +176,7 @@ func newHost(h Host) (*host, error) {
 			}
 			s.models = append(s.models, m)
 		}
-		c := card{addr: g.Address, model: mi, node: -1, group: gi}
+		c := card{addr: g.Address, model: mi, node: -1, group: gi, closed: g.Closed}
 		if len(h.NUMA) == 0 {
 			c.node = 0
 		} else {
@@ -309,7 +318,7 @@ func (h *host) free(g *GPURequest, ni int) int {
 				n++
 			}
 		case VGPU:
-			n += len(c.slots) - c.used - c.nTaken
+			n += c.spare()
 		case MIG:
 			for s := range c.slots {
 				if c.free(s) && strings.EqualFold(h.Mode.MIGLayout[s], g.Profile) {
@@ -498,7 +507,7 @@ func (h *host) admit(a Allocation) error {
 			if vm := c.slots[d.Slot]; vm != "" {
 				return clash("slot %d of GPU %s is taken by vm %s", d.Slot, d.GPU, vm)
 			}
-			if !c.free(d.Slot) {
+			if c.taken != nil && c.taken[d.Slot] {
 				return clash("slot %d of GPU %s: its virtual function %s is used outside rackboot", d.Slot, d.GPU, c.vfs[d.Slot])
 			}
 		}

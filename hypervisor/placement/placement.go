@@ -78,6 +78,10 @@ type GPU struct {
 	// engine's VMs uses: an operator gave them a vGPU type or a process
 	// holds them. Their slots take no VM.
 	Taken []string
+	// Closed: the card takes no new vGPU or MIG VM (its hypervisor's
+	// agent has not said how its driver offers vGPU, and a guess would
+	// give a VM a device the driver cannot make). The VMs on it stay.
+	Closed bool
 }
 
 // NUMANode is one NUMA node of a host.

@@ -3,6 +3,7 @@ package placement
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -159,5 +160,27 @@ func TestVendorVFIOBadFunctions(t *testing.T) {
 				t.Errorf("NewFleet = %v, want ErrInvalidHost", err)
 			}
 		})
+	}
+}
+
+// TestClosedCard: a closed card takes no new vGPU, keeps the VMs it
+// holds, and counts nothing free.
+func TestClosedCard(t *testing.T) {
+	x := boot.ArchX86_64
+	m := Mode{Kind: VGPU, VGPUType: "nvidia-1155", VGPUMax: 4}
+	h := gpus(x86("l40s-01", 64, 256), m, "NVIDIA L40S", 0)
+	h.GPUs[0].Closed = true
+	f := mustFleet(t, h)
+	held := Allocation{VM: "old", Host: "l40s-01", Arch: x, VCPUs: 1, MemoryMiB: 1024, NUMA: -1,
+		Devices: []Device{{GPU: "0000:41:00.0", Kind: VGPU, Slot: 0, Profile: "nvidia-1155"}}}
+	if err := f.Commit(held); err != nil {
+		t.Fatalf("a VM already on the closed card: %v", err)
+	}
+	if u := f.Usage(); u.Total.VGPUsFree != 0 || u.Total.VGPUs != 1 {
+		t.Errorf("usage %+v, want 1 used and none free", u.Total)
+	}
+	var ref *Refusal
+	if _, err := f.Place(withGPU(vm("a", x, 1, 1), VGPU, "", "nvidia-1155", 1)); !errors.As(err, &ref) || !strings.Contains(err.Error(), "1 of its GPUs take none until their hypervisor's agent reports") {
+		t.Errorf("a vGPU on the closed card: %v, want a refusal saying why", err)
 	}
 }
