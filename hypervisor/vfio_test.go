@@ -253,3 +253,61 @@ func TestVendorVFIOReports(t *testing.T) {
 		t.Errorf("planned %+v, want the mdev card 0000:9b:00.0, not the card of unknown way", d)
 	}
 }
+
+// typesFirst is a store where, the first time a VM is stored, an
+// operator has just given a function a vGPU type: after the decision,
+// before the transaction.
+type typesFirst struct {
+	hypervisor.Store
+	once   bool
+	report json.RawMessage
+}
+
+func (s *typesFirst) CreateVM(ctx context.Context, vm store.VM, name string, check store.PlaceCheck) (store.VM, error) {
+	if !s.once {
+		s.once = true
+		if err := s.PutHypervisorAgent(ctx, store.HypervisorAgent{NodeID: vm.Hypervisor, Booted: testTime, GPUs: s.report}); err != nil {
+			return store.VM{}, err
+		}
+	}
+	return s.Store.CreateVM(ctx, vm, name, check)
+}
+
+// TestVendorVFIOTakenMeanwhile: the transaction checks the VM against the
+// functions as the agent reports them then; one an operator took after
+// the decision is refused there, and the VM is placed again on another.
+func TestVendorVFIOTakenMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	r := newRig(t, virttest.New(x86, arm))
+	n := r.node(t, 1, "h100-01", "h100")
+	if _, err := r.svc.SetHypervisor(ctx, "h100-01", hypervisor.Settings{URI: "u", GPUMode: "vgpu", GPUProfile: "nvidia-1050", VGPUMax: 4, Bridge: "br0"}, "user:test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.st.PutHypervisorAgent(ctx, store.HypervisorAgent{NodeID: n.ID, Booted: testTime, GPUs: report(t, 0, 0)}); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	r.svc.Store = &typesFirst{Store: recordVF{Store: r.st, got: &got}, report: report(t, 1153, 0)}
+	r.svc.DeviceWait = 300 * time.Millisecond
+	shape := store.Flavor{VCPUs: 4, MemoryMiB: 8192, DiskGiB: 10, Arch: boot.ArchX86_64, GPUModel: "H100", GPUMode: "vgpu", GPUProfile: "nvidia-1050"}
+	// The start waits for a type no agent sets here: what matters is
+	// which function the stored VM was given.
+	_, _ = r.svc.CreateVM(ctx, hypervisor.VMRequest{Name: "vm-0", Shape: shape}, "user:test")
+	if got != "0000:19:00.5" {
+		t.Errorf("stored on %q, want 0000:19:00.5: the operator took 0000:19:00.4 after the decision", got)
+	}
+}
+
+// recordVF notes the function of the VM it stores.
+type recordVF struct {
+	hypervisor.Store
+	got *string
+}
+
+func (s recordVF) CreateVM(ctx context.Context, vm store.VM, name string, check store.PlaceCheck) (store.VM, error) {
+	out, err := s.Store.CreateVM(ctx, vm, name, check)
+	if err == nil {
+		*s.got = hypervisor.VFOf(out.Devices[0])
+	}
+	return out, err
+}
