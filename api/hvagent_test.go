@@ -63,7 +63,7 @@ func TestHypervisorAgent(t *testing.T) {
 	// and its errors.
 	round := func(mdevs []string, errs ...string) protocol.HypervisorWork {
 		t.Helper()
-		st := gpuconf.State{GPUs: []gpuconf.GPUState{{Index: 0, PCIAddress: "0000:3b:00.0", MIGMode: "[N/A]", MIGPending: "[N/A]"}}}
+		st := gpuconf.State{GPUs: []gpuconf.GPUState{{Index: 0, PCIAddress: "0000:3b:00.0", MIGMode: "[N/A]", MIGPending: "[N/A]", VGPU: gpuconf.VGPUMdev}}}
 		for _, m := range mdevs {
 			st.GPUs[0].Mdevs = append(st.GPUs[0].Mdevs, gpuconf.Mdev{UUID: m, Type: "nvidia-230", Parent: "0000:3b:00.0", GPU: "0000:3b:00.0"})
 		}

@@ -261,6 +261,10 @@ type AgentView struct {
 	GPUs    *gpuconf.State `json:"gpus,omitempty"`
 	// Stale says the agent has not called in for three of its intervals.
 	Stale bool `json:"stale"`
+	// ForeignVFs are the vendor VFIO virtual functions that carry a vGPU
+	// type or are held open while none of the host's VMs holds them: an
+	// operator's, not rackboot's, and no VM is placed on them.
+	ForeignVFs []string `json:"foreign_vfs"`
 }
 
 // Agent is what hypervisor ref's agent last reported; ok is false when it
@@ -284,5 +288,19 @@ func (s *Service) Agent(ctx context.Context, nodeID string) (AgentView, bool, er
 			v.GPUs = &st
 		}
 	}
+	vms, err := s.Store.VMs(ctx, nodeID)
+	if err != nil {
+		return AgentView{}, false, err
+	}
+	held := heldVFs(nodeID, vms)
+	v.ForeignVFs = []string{}
+	for card, vs := range VFs(a.GPUs) {
+		for _, f := range vs {
+			if _, ours := held[card][f.Address]; (f.Type != 0 || f.InUse) && !ours {
+				v.ForeignVFs = append(v.ForeignVFs, f.Address)
+			}
+		}
+	}
+	slices.Sort(v.ForeignVFs)
 	return v, true, nil
 }

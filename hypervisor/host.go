@@ -3,6 +3,7 @@ package hypervisor
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -15,11 +16,14 @@ import (
 
 // Host is the placement engine's view of a hypervisor: its CPUs, memory,
 // NUMA nodes and GPUs from the node's inventory, the rest from what the
-// operator set. vfs are, by card, the virtual functions its agent last
-// reported for cards whose driver offers vGPU through the vendor VFIO
-// framework (VFs); nil where it reported none. A node never inspected
-// has no inventory and is an error.
-func Host(h store.Hypervisor, n store.Node, vfs map[string][]string) (placement.Host, error) {
+// operator set. ac is what its agent last reported of the cards (zero
+// where none ever called in). vms are the stored VMs (of any host): a
+// function with a vGPU type or a holder that none of this host's
+// accounts for is an operator's, and takes no VM. A node never inspected
+// has no inventory, and functions that could put two VMs on one device,
+// are errors.
+func Host(h store.Hypervisor, n store.Node, ac AgentCards, vms []store.VM) (placement.Host, error) {
+	vfs := ac.VFs
 	if len(n.Inventory) == 0 {
 		return placement.Host{}, fmt.Errorf("hypervisor %s: node has no inventory: inspect it first", nodeName(n))
 	}
@@ -67,8 +71,27 @@ func Host(h store.Hypervisor, n store.Node, vfs map[string][]string) (placement.
 				bridges[d.Address] = true
 			}
 		}
+		held := heldVFs(h.NodeID, vms)
+		if err := checkVFs(inv, mode, vfs); err != nil {
+			return placement.Host{}, fmt.Errorf("hypervisor %s: its agent's report: %w", nodeName(n), err)
+		}
 		for _, g := range inv.GPUs {
-			pg := placement.GPU{Address: g.PCIAddress, Model: modelOf(g), NUMA: g.NUMANode, VFs: slices.Clone(vfs[g.PCIAddress])}
+			pg := placement.GPU{Address: g.PCIAddress, Model: modelOf(g), NUMA: g.NUMANode}
+			reported := vfs[g.PCIAddress]
+			if len(reported) == 0 && len(held[g.PCIAddress]) > 0 {
+				reported = unreported(mode, g.PCIAddress, held[g.PCIAddress])
+			}
+			if len(reported) == 0 && ac.Reported && ac.Way[g.PCIAddress] == "" {
+				// Neither mdevs nor functions: the agent cannot see the
+				// card yet, or its vGPU manager is not loaded.
+				pg.Closed = true
+			}
+			for _, v := range reported {
+				pg.VFs = append(pg.VFs, v.Address)
+				if _, ours := held[g.PCIAddress][strings.ToLower(v.Address)]; (v.Type != 0 || v.InUse) && !ours {
+					pg.Taken = append(pg.Taken, v.Address)
+				}
+			}
 			var group []string
 			for _, m := range g.IOMMUMembers {
 				if !bridges[m] {
@@ -92,20 +115,147 @@ func Host(h store.Hypervisor, n store.Node, vfs map[string][]string) (placement.
 // the virtual functions of each card whose driver offers vGPU through
 // the vendor-specific VFIO framework, in their order. A report that does
 // not parse gives none: the cards are then taken as mdev ones.
-func VFs(gpus json.RawMessage) map[string][]string {
+func VFs(gpus json.RawMessage) map[string][]gpuconf.VF {
 	var st gpuconf.State
 	if len(gpus) == 0 || json.Unmarshal(gpus, &st) != nil {
 		return nil
 	}
-	out := map[string][]string{}
+	out := map[string][]gpuconf.VF{}
 	for _, g := range st.GPUs {
 		if g.VGPU != gpuconf.VGPUVFIO || len(g.VFs) == 0 {
 			continue
 		}
 		vs := slices.Clone(g.VFs)
 		slices.SortFunc(vs, func(a, b gpuconf.VF) int { return a.Index - b.Index })
+		for i := range vs {
+			vs[i].Address = strings.ToLower(vs[i].Address)
+		}
+		out[g.PCIAddress] = vs
+	}
+	return out
+}
+
+// AgentCards is what a hypervisor's agent last reported of its cards.
+type AgentCards struct {
+	// Reported says the report gave the cards' state. Without it (no
+	// agent: a host managed by hand) every card is taken as an mdev one.
+	Reported bool
+	// Way is, by card, how its driver offers vGPU (gpuconf.VGPUMdev or
+	// VGPUVFIO); a card not in it said neither.
+	Way map[string]string
+	// VFs are the functions of its vendor VFIO cards (VFs).
+	VFs map[string][]gpuconf.VF
+}
+
+// Cards reads a report of a hypervisor's agent. An agent that called
+// in without the cards' state (nvidia-smi failed) reports them, as
+// unknown; one that never called in is gpus nil and reported false.
+func Cards(gpus json.RawMessage, called bool) AgentCards {
+	ac := AgentCards{Reported: called, Way: map[string]string{}, VFs: VFs(gpus)}
+	var st gpuconf.State
+	if len(gpus) == 0 || json.Unmarshal(gpus, &st) != nil {
+		return ac
+	}
+	for _, g := range st.GPUs {
+		if g.VGPU != "" {
+			ac.Way[g.PCIAddress] = g.VGPU
+		}
+	}
+	return ac
+}
+
+var pciAddr = regexp.MustCompile(`^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$`)
+
+// checkVFs refuses reported functions that would put two VMs on one
+// device or a VM on a GPU: an address that is not one, one listed twice
+// on the host, one that is a GPU or in a GPU's IOMMU group, more than the
+// card's inventory says it can have, or, in MIG mode, fewer than the
+// layout's partitions. The agent reports what sysfs shows, so only a
+// broken or forged agent trips this, and then only its host is refused.
+func checkVFs(inv inventory.Inventory, mode placement.Mode, vfs map[string][]gpuconf.VF) error {
+	if mode.Kind != placement.VGPU && mode.Kind != placement.MIG {
+		return nil
+	}
+	gpu := map[string]bool{}
+	total := map[string]int{}
+	for _, g := range inv.GPUs {
+		gpu[strings.ToLower(g.PCIAddress)] = true
+		for _, m := range g.IOMMUMembers {
+			gpu[strings.ToLower(m)] = true
+		}
+		if g.SRIOV != nil {
+			total[g.PCIAddress] = g.SRIOV.TotalVFs
+		}
+	}
+	seen := map[string]string{}
+	for _, g := range inv.GPUs {
+		vs := vfs[g.PCIAddress]
+		if len(vs) == 0 {
+			continue
+		}
+		if t, ok := total[g.PCIAddress]; ok && len(vs) > t {
+			return fmt.Errorf("GPU %s: %d virtual functions, but it has at most %d", g.PCIAddress, len(vs), t)
+		}
+		if mode.Kind == placement.MIG && len(vs) < len(mode.MIGLayout) {
+			return fmt.Errorf("GPU %s: %d virtual functions for the %d partitions of its MIG layout", g.PCIAddress, len(vs), len(mode.MIGLayout))
+		}
 		for _, v := range vs {
-			out[g.PCIAddress] = append(out[g.PCIAddress], v.Address)
+			a := v.Address
+			switch {
+			case !pciAddr.MatchString(a):
+				return fmt.Errorf("GPU %s: virtual function %q is no PCI address", g.PCIAddress, a)
+			case gpu[a]:
+				return fmt.Errorf("GPU %s: virtual function %s is a GPU or in a GPU's IOMMU group", g.PCIAddress, a)
+			case seen[a] != "":
+				return fmt.Errorf("GPU %s: virtual function %s listed twice (also on GPU %s)", g.PCIAddress, a, seen[a])
+			}
+			seen[a] = g.PCIAddress
+		}
+	}
+	return nil
+}
+
+// heldVFs are, by card, the virtual functions stored VMs of hypervisor
+// id hold, with the slot each holds.
+func heldVFs(id string, vms []store.VM) map[string]map[string]int {
+	out := map[string]map[string]int{}
+	for _, vm := range vms {
+		if vm.Hypervisor != id {
+			continue
+		}
+		for _, d := range vm.Devices {
+			if vf := strings.ToLower(VFOf(d)); vf != "" {
+				if out[d.GPU] == nil {
+					out[d.GPU] = map[string]int{}
+				}
+				out[d.GPU][vf] = d.Slot
+			}
+		}
+	}
+	return out
+}
+
+// unreported stands for the functions of a card its agent's latest
+// report does not list (the first report after a boot, or one whose GPU
+// state failed) while stored VMs hold some: the card is still a vendor
+// VFIO one, not an mdev card. The VMs keep their slots; the others are
+// unknown and take no VM until a report lists them.
+func unreported(mode placement.Mode, gpu string, held map[string]int) []gpuconf.VF {
+	n := mode.VGPUMax
+	if mode.Kind == placement.MIG {
+		n = len(mode.MIGLayout)
+	}
+	for _, s := range held {
+		n = max(n, s+1)
+	}
+	out := make([]gpuconf.VF, n)
+	for i := range out {
+		// Not a PCI address: no domain can be given one.
+		out[i] = gpuconf.VF{Address: fmt.Sprintf("unreported:%s:%d", gpu, i), Index: i, InUse: true}
+	}
+	for vf, s := range held {
+		if s >= 0 {
+			out[s] = gpuconf.VF{Address: vf, Index: s}
 		}
 	}
 	return out

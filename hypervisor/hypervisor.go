@@ -193,7 +193,7 @@ func (s *Service) SetHypervisor(ctx context.Context, ref string, set Settings, a
 	if h.CPURatio < 0 || h.RAMRatio < 0 {
 		return store.Hypervisor{}, invalid("negative overcommit ratio")
 	}
-	ph, err := Host(h, n, nil)
+	ph, err := Host(h, n, AgentCards{}, nil)
 	if err != nil {
 		return store.Hypervisor{}, invalid("%v", err)
 	}
@@ -304,20 +304,20 @@ type fleet struct {
 	broken map[string]error
 	// vfs are, by hypervisor, its vendor VFIO cards' virtual functions
 	// as its agent last reported them (VFs).
-	vfs map[string]map[string][]string
+	vfs map[string]AgentCards
 }
 
-// agentVFs are the vendor VFIO virtual functions hypervisor id's agent
-// last reported; nil when it never called in.
-func (s *Service) agentVFs(ctx context.Context, id string) (map[string][]string, error) {
+// agentCards are what hypervisor id's agent last reported of its cards;
+// zero when it never called in.
+func (s *Service) agentCards(ctx context.Context, id string) (AgentCards, error) {
 	a, err := s.Store.HypervisorAgent(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil, nil
+		return AgentCards{}, nil
 	}
 	if err != nil {
-		return nil, err
+		return AgentCards{}, err
 	}
-	return VFs(a.GPUs), nil
+	return Cards(a.GPUs, true), nil
 }
 
 func (s *Service) fleet(ctx context.Context) (*fleet, error) {
@@ -333,24 +333,29 @@ func (s *Service) fleet(ctx context.Context) (*fleet, error) {
 	for _, n := range nodes {
 		byID[n.ID] = n
 	}
-	f := &fleet{hypervisors: map[string]store.Hypervisor{}, nodes: byID, broken: map[string]error{}, vfs: map[string]map[string][]string{}}
+	f := &fleet{hypervisors: map[string]store.Hypervisor{}, nodes: byID, broken: map[string]error{}, vfs: map[string]AgentCards{}}
+	if f.vms, err = s.Store.VMs(ctx, ""); err != nil {
+		return nil, err
+	}
 	var hosts []placement.Host
 	for _, h := range hs {
-		vfs, err := s.agentVFs(ctx, h.NodeID)
+		vfs, err := s.agentCards(ctx, h.NodeID)
 		if err != nil {
 			return nil, err
 		}
 		f.vfs[h.NodeID] = vfs
-		ph, err := Host(h, byID[h.NodeID], vfs)
+		ph, err := Host(h, byID[h.NodeID], vfs, f.vms)
+		if err == nil {
+			// One host the engine refuses must not stop placement on
+			// every other: it is left out, with why.
+			_, err = placement.NewFleet(ph)
+		}
 		if err != nil {
 			f.broken[h.NodeID] = err
 			continue
 		}
 		f.hypervisors[h.NodeID] = h
 		hosts = append(hosts, ph)
-	}
-	if f.vms, err = s.Store.VMs(ctx, ""); err != nil {
-		return nil, err
 	}
 	if f.Fleet, err = load(hosts, f.vms, f.broken); err != nil {
 		return nil, err

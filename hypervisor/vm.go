@@ -116,9 +116,6 @@ type Plan struct {
 	Name       string
 	// XML is the libvirt domain.
 	XML string
-	// vfs are the chosen host's vendor VFIO virtual functions the
-	// decision was taken on, for the store's re-check.
-	vfs map[string][]string
 }
 
 // Plan decides where a VM would go and writes its domain, storing
@@ -199,12 +196,12 @@ func (s *Service) plan(ctx context.Context, f *fleet, r VMRequest) (Plan, error)
 	if err != nil {
 		return Plan{}, err
 	}
-	return Plan{Decision: d, Hypervisor: h, Host: host, VM: vm, Name: r.Name, XML: x, vfs: f.vfs[d.Host]}, nil
+	return Plan{Decision: d, Hypervisor: h, Host: host, VM: vm, Name: r.Name, XML: x}, nil
 }
 
 // one is a fleet of the one hypervisor h with the VMs on it.
-func one(h store.Hypervisor, n store.Node, vms []store.VM, vfs map[string][]string) (*placement.Fleet, error) {
-	ph, err := Host(h, n, vfs)
+func one(h store.Hypervisor, n store.Node, vms []store.VM, vfs AgentCards) (*placement.Fleet, error) {
+	ph, err := Host(h, n, vfs, vms)
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
@@ -271,8 +268,15 @@ func (s *Service) CreateVM(ctx context.Context, r VMRequest, actor string) (Plan
 		}
 		alloc := p.Decision.Allocation
 		var stored store.VM
-		stored, err = s.Store.CreateVM(ctx, p.VM, p.Name, func(h store.Hypervisor, on []store.VM) error {
-			f, err := one(h, p.Host, on, p.vfs)
+		stored, err = s.Store.CreateVM(ctx, p.VM, p.Name, func(ps store.PlaceState) error {
+			// The agent's functions as the transaction reads them, not
+			// as they were when the decision was taken: one an operator
+			// took meanwhile is refused here.
+			var ac AgentCards
+			if ps.HasAgent {
+				ac = Cards(ps.Agent.GPUs, true)
+			}
+			f, err := one(ps.Hypervisor, p.Host, ps.VMs, ac)
 			if err != nil {
 				return err
 			}

@@ -428,10 +428,21 @@ type VMDevice struct {
 }
 
 // PlaceCheck is asked, inside the transaction that stores a VM, whether the
-// VM still fits its hypervisor given the VMs already on it: the rules are
-// the placement engine's, the store only makes the check and the write
-// one step.
-type PlaceCheck func(h Hypervisor, on []VM) error
+// VM still fits its hypervisor given the VMs already on it and what its
+// agent last reported: the rules are the placement engine's, the store
+// only makes the check and the write one step.
+type PlaceCheck func(PlaceState) error
+
+// PlaceState is what a PlaceCheck is given, read in the transaction.
+type PlaceState struct {
+	Hypervisor Hypervisor
+	// Agent is what the hypervisor's agent last reported; HasAgent is
+	// false when it never called in.
+	Agent    HypervisorAgent
+	HasAgent bool
+	// VMs are the VMs already on the hypervisor.
+	VMs []VM
+}
 
 // TraceEvent is a boot event stored against a node.
 type TraceEvent struct {
@@ -552,7 +563,8 @@ type Store interface {
 	// CreateVM stores a VM and creates its node (kind vm, in state
 	// discovered, with vm.MAC and the given name) in one transaction
 	// that holds the hypervisor's row: check is called there with the
-	// hypervisor and the VMs on it, and its error aborts the write. Two
+	// hypervisor, its agent's last report and the VMs on it, and its
+	// error aborts the write. Two
 	// servers placing on one hypervisor take turns, so neither places on
 	// what the other took. A MAC, name or device already taken is
 	// ErrConflict, a hypervisor that does not exist ErrNotFound. vm.NodeID

@@ -2,6 +2,7 @@ package gpuconf
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -47,8 +48,12 @@ func (h *Host) card(gpu string) (card, error) {
 			return c, nil
 		}
 	}
-	return card{}, fmt.Errorf("no NVIDIA GPU at %s (a physical function)", gpu)
+	return card{}, fmt.Errorf("%w at %s (a physical function)", ErrNoCard, gpu)
 }
+
+// ErrNoCard: an address that names no NVIDIA card's physical function
+// on this host, although the host's cards could be listed.
+var ErrNoCard = errors.New("no NVIDIA GPU")
 
 // Parents lists the PCI functions the vGPUs of card gpu live on: the
 // card itself, or on an SR-IOV card its virtual functions, which it

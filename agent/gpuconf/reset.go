@@ -105,6 +105,13 @@ func (h *Host) checkUnheld(addr, dir string) error {
 
 // unheld is checkUnheld for operation op.
 func (h *Host) unheld(op, addr, dir string) error {
+	return h.unheldIn(op, addr, dir, nil)
+}
+
+// unheldIn is unheld with the host's open files read once already (nil:
+// read them now). A report asks it for every virtual function, and /proc
+// is read once for all of them.
+func (h *Host) unheldIn(op, addr, dir string, open *openFiles) error {
 	var nodes []string
 	if t, err := os.Readlink(filepath.Join(dir, "iommu_group")); err == nil {
 		nodes = append(nodes, "/dev/vfio/"+filepath.Base(t))
@@ -121,7 +128,10 @@ func (h *Host) unheld(op, addr, dir string) error {
 	if len(nodes) == 0 {
 		return nil // not under VFIO: no VM can hold it
 	}
-	pid, node, err := h.holder(nodes)
+	if open == nil {
+		open = &openFiles{}
+	}
+	pid, node, err := open.holder(h, nodes)
 	if err != nil {
 		return fmt.Errorf(op+" %s: %w", addr, err)
 	}
@@ -136,12 +146,39 @@ func (h *Host) unheld(op, addr, dir string) error {
 	return nil
 }
 
+// openFiles is the host's /dev/vfio files held open, read from /proc
+// once, on first use.
+type openFiles struct {
+	read bool
+	by   map[string]int // link target to the lowest pid holding it
+	err  error
+}
+
 // holder finds a process with one of nodes open: its pid and the node,
 // or 0.
-func (h *Host) holder(nodes []string) (int, string, error) {
+func (o *openFiles) holder(h *Host, nodes []string) (int, string, error) {
+	if !o.read {
+		o.read = true
+		o.by, o.err = h.vfioOpen()
+	}
+	if o.err != nil {
+		return 0, "", fmt.Errorf("look for processes holding %s: %w", strings.Join(nodes, ", "), o.err)
+	}
+	pid, node := 0, ""
+	for _, n := range nodes {
+		if p, ok := o.by[n]; ok && (pid == 0 || p < pid) {
+			pid, node = p, n
+		}
+	}
+	return pid, node, nil
+}
+
+// vfioOpen reads every process's fd links once: the /dev/vfio files
+// open, each with the lowest pid holding it.
+func (h *Host) vfioOpen() (map[string]int, error) {
 	ents, err := os.ReadDir(h.path("proc"))
 	if err != nil {
-		return 0, "", fmt.Errorf("look for processes holding %s: %w", strings.Join(nodes, ", "), err)
+		return nil, err
 	}
 	var pids []int
 	for _, e := range ents {
@@ -150,6 +187,7 @@ func (h *Host) holder(nodes []string) (int, string, error) {
 		}
 	}
 	sort.Ints(pids)
+	by := map[string]int{}
 	for _, pid := range pids {
 		fdDir := h.path("proc", strconv.Itoa(pid), "fd")
 		fds, err := os.ReadDir(fdDir)
@@ -159,19 +197,17 @@ func (h *Host) holder(nodes []string) (int, string, error) {
 			}
 			// A process whose files cannot be read may be the VM: saying
 			// "not held" would be a guess.
-			return 0, "", fmt.Errorf("look for processes holding %s: %w", strings.Join(nodes, ", "), err)
+			return nil, err
 		}
 		for _, fd := range fds {
 			t, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
 			if err != nil {
 				continue // closed meanwhile
 			}
-			for _, n := range nodes {
-				if t == n {
-					return pid, n, nil
-				}
+			if _, seen := by[t]; !seen && strings.HasPrefix(t, "/dev/vfio/") {
+				by[t] = pid
 			}
 		}
 	}
-	return 0, "", nil
+	return by, nil
 }

@@ -77,6 +77,7 @@ func (h *Host) State(ctx context.Context) (State, error) {
 		return st, fmt.Errorf("gpu state: %w", err)
 	}
 	byIndex := map[int]listed{}
+	open := &openFiles{} // /proc read once for every card's functions
 	for _, l := range list {
 		byIndex[l.Index] = l
 	}
@@ -114,7 +115,7 @@ func (h *Host) State(ctx context.Context) (State, error) {
 				gs.Mdevs = append(gs.Mdevs, m)
 			}
 		}
-		if gs.VGPU, gs.VFs, err = h.vgpuWay(gs.PCIAddress); err != nil {
+		if gs.VGPU, gs.VFs, err = h.vgpuWay(gs.PCIAddress, open); err != nil {
 			return st, fmt.Errorf("gpu state: %w", err)
 		}
 		st.GPUs = append(st.GPUs, gs)

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -104,8 +105,11 @@ func (h *Host) isVFIO(addr string) bool {
 }
 
 // vgpuWay says how a card offers vGPU and, for the vendor VFIO framework,
-// lists its virtual functions.
-func (h *Host) vgpuWay(addr string) (string, []VF, error) {
+// lists its virtual functions. A function without the driver's attribute
+// (still probing, or bound to another driver) or whose attribute cannot
+// be read is left out, not the card's whole report: placement uses only
+// the functions listed.
+func (h *Host) vgpuWay(addr string, open *openFiles) (string, []VF, error) {
 	if _, err := os.Stat(h.path("sys/bus/pci/devices", addr)); errors.Is(err, fs.ErrNotExist) {
 		// nvidia-smi lists a card sysfs does not show (a bus id it
 		// spells another way): nothing to say of its vGPUs.
@@ -115,43 +119,45 @@ func (h *Host) vgpuWay(addr string) (string, []VF, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	for _, vf := range vfs {
-		if !h.isVFIO(vf) {
+	if !slices.ContainsFunc(vfs, h.isVFIO) {
+		for _, p := range append([]string{addr}, vfs...) {
+			if _, err := os.Stat(h.path("sys/class/mdev_bus", p, "mdev_supported_types")); err == nil {
+				return VGPUMdev, nil, nil
+			}
+		}
+		return "", nil, nil
+	}
+	var out []VF
+	for i, a := range vfs {
+		if !h.isVFIO(a) {
+			h.log().Debug("virtual function without vendor VFIO: left out of the report", "pci", a, "gpu", addr)
 			continue
 		}
-		var out []VF
-		for i, a := range vfs {
-			v, err := h.readVF(a)
-			if err != nil {
-				return "", nil, err
-			}
-			v.Index = i
-			out = append(out, v)
+		v, err := h.readVF(a, open)
+		if err != nil {
+			h.log().Warn("virtual function left out of the report", "pci", a, "gpu", addr, "err", err)
+			continue
 		}
-		// The driver may drop a function's own type from its list once
-		// it carries it; a sibling's list still names it.
-		names := map[int]string{}
-		for _, v := range out {
-			for _, t := range v.Creatable {
-				names[t.ID] = t.Name
-			}
-		}
-		for i := range out {
-			if out[i].Type != 0 && out[i].TypeName == "" {
-				out[i].TypeName = names[out[i].Type]
-			}
-		}
-		return VGPUVFIO, out, nil
+		v.Index = i
+		out = append(out, v)
 	}
-	for _, p := range append([]string{addr}, vfs...) {
-		if _, err := os.Stat(h.path("sys/class/mdev_bus", p, "mdev_supported_types")); err == nil {
-			return VGPUMdev, nil, nil
+	// The driver may drop a function's own type from its list once it
+	// carries it; a sibling's list still names it.
+	names := map[int]string{}
+	for _, v := range out {
+		for _, t := range v.Creatable {
+			names[t.ID] = t.Name
 		}
 	}
-	return "", nil, nil
+	for i := range out {
+		if out[i].Type != 0 && out[i].TypeName == "" {
+			out[i].TypeName = names[out[i].Type]
+		}
+	}
+	return VGPUVFIO, out, nil
 }
 
-func (h *Host) readVF(addr string) (VF, error) {
+func (h *Host) readVF(addr string, open *openFiles) (VF, error) {
 	v := VF{Address: addr}
 	dir := h.vfioDir(addr)
 	b, err := os.ReadFile(filepath.Join(dir, "current_vgpu_type"))
@@ -173,7 +179,7 @@ func (h *Host) readVF(addr string) (VF, error) {
 			v.TypeName = t.Name
 		}
 	}
-	if err := h.unheld("vGPU of", addr, h.path("sys/bus/pci/devices", addr)); errors.Is(err, ErrInUse) {
+	if err := h.unheldIn("vGPU of", addr, h.path("sys/bus/pci/devices", addr), open); errors.Is(err, ErrInUse) {
 		v.InUse = true
 	} else if err != nil {
 		return v, err
@@ -238,13 +244,38 @@ func Carries(v VF, kind, profile string) bool {
 	return false
 }
 
-// EnsureVF makes virtual function vf of card gpu carry the vGPU type of
-// kind and profile ("vgpu" and a type, nvidia-1155; "mig" and a MIG
-// profile, whose MIG-backed type it finds by name), writing the type id
-// to its current_vgpu_type. A function that carries the type already is
-// left as it is (changed is false); one carrying another type is
-// refused: freeing it is FreeVF's, once no VM holds it.
-func (h *Host) EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (v VF, changed bool, err error) {
+// VFRequest asks EnsureVF for a vGPU on a virtual function.
+type VFRequest struct {
+	// GPU is the card, VF its virtual function.
+	GPU, VF string
+	// Kind and Profile: "vgpu" and a type (nvidia-1155), or "mig" and a
+	// MIG profile, whose MIG-backed type is found by name.
+	Kind, Profile string
+	// Names are type names by id that the caller saw when it set them. A
+	// MIG-backed type leaves every function's list once its profile's
+	// last instance is taken, and then only these still name it.
+	Names map[int]string
+	// Before, when set, is called with the type just before it is
+	// written, and an error from it stops the write. The caller records
+	// there what it is about to own, so that a crash, or a write the
+	// kernel leaves waiting, still leaves the function freed later,
+	// while a function refused before any write is never counted as
+	// its own.
+	Before func(VGPUType) error
+}
+
+// ErrNotVF: the address is not a virtual function of any NVIDIA card on
+// this host (not a virtual function at all, or one of another vendor's
+// card). Nothing can ever be freed there.
+var ErrNotVF = errors.New("not a virtual function of an NVIDIA card")
+
+// EnsureVF makes virtual function r.VF of card r.GPU carry the vGPU type
+// r asks for, writing the type id to its current_vgpu_type. A function
+// that carries the type already is left as it is (changed is false); one
+// carrying another type is refused: freeing it is FreeVF's, once no VM
+// holds it.
+func (h *Host) EnsureVF(ctx context.Context, r VFRequest) (v VF, changed bool, err error) {
+	gpu, vf, kind, profile := r.GPU, r.VF, r.Kind, r.Profile
 	fail := func(err error) (VF, bool, error) {
 		return VF{}, false, fmt.Errorf("ensure vGPU on %s (%s %s on %s): %w", vf, kind, profile, gpu, err)
 	}
@@ -255,7 +286,12 @@ func (h *Host) EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (v V
 	if err != nil {
 		return fail(err)
 	}
-	vfs, err := h.parents(ctx, c)
+	// A card the catalog does not mark SR-IOV may still have its
+	// functions enabled and offering vendor VFIO: those are its vGPUs.
+	vfs, err := h.vfs(c.addr)
+	if err == nil && len(vfs) == 0 {
+		vfs, err = h.parents(ctx, c)
+	}
 	if err != nil {
 		return fail(err)
 	}
@@ -271,19 +307,22 @@ func (h *Host) EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (v V
 	if !h.isVFIO(vf) {
 		return fail(fmt.Errorf("its driver offers no vGPU types through vendor VFIO (no nvidia/current_vgpu_type)"))
 	}
-	v, err = h.readVF(vf)
+	v, err = h.readVF(vf, nil)
 	if err != nil {
 		return fail(err)
 	}
 	v.Index = at
 	if v.Type != 0 && v.TypeName == "" {
-		if _, all, err := h.vgpuWay(gpu); err == nil {
+		if _, all, err := h.vgpuWay(gpu, &openFiles{}); err == nil {
 			for _, o := range all {
 				if o.Address == vf {
 					v.TypeName = o.TypeName
 				}
 			}
 		}
+	}
+	if v.Type != 0 && v.TypeName == "" {
+		v.TypeName = r.Names[v.Type]
 	}
 	if v.Type != 0 {
 		if Carries(v, kind, profile) {
@@ -297,6 +336,11 @@ func (h *Host) EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (v V
 	}
 	if !ok {
 		return fail(fmt.Errorf("the function cannot take that type now; it offers %s", typeList(v.Creatable)))
+	}
+	if r.Before != nil {
+		if err := r.Before(t); err != nil {
+			return fail(err)
+		}
 	}
 	if err := h.writeSysfsBounded(ctx, filepath.Join(h.vfioDir(vf), "current_vgpu_type"), strconv.Itoa(t.ID)); err != nil {
 		return fail(err)
@@ -318,14 +362,16 @@ func (h *Host) FreeVF(ctx context.Context, vf string) error {
 		return nil // gone with its type: a reboot, or sriov-manage -d
 	}
 	if pf := h.physfn(vf); pf == vf {
-		return fmt.Errorf("free vGPU on %s: not a virtual function", vf)
-	} else if _, err := h.card(pf); err != nil {
+		return fmt.Errorf("free vGPU on %s: %w: it has no physical function", vf, ErrNotVF)
+	} else if _, err := h.card(pf); errors.Is(err, ErrNoCard) {
+		return fmt.Errorf("free vGPU on %s: %w: its card %s: %w", vf, ErrNotVF, pf, err)
+	} else if err != nil {
 		return fmt.Errorf("free vGPU on %s: %w", vf, err)
 	}
 	if !h.isVFIO(vf) {
 		return nil // no vendor VFIO on it: nothing to free (sriov-manage -d took it, or a reboot)
 	}
-	v, err := h.readVF(vf)
+	v, err := h.readVF(vf, nil)
 	if err != nil {
 		return fmt.Errorf("free vGPU: %w", err)
 	}

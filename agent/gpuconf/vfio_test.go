@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -100,7 +103,7 @@ func TestVendorVFIO(t *testing.T) {
 	h, tr, s, vfs := l40sHost(t)
 	cur := func(vf string) string { return strings.TrimSpace(tr.Read(devDir(vf) + "/nvidia/current_vgpu_type")) }
 
-	v, changed, err := h.EnsureVF(ctx, l40s, vfs[1], "vgpu", "nvidia-1155")
+	v, changed, err := h.EnsureVF(ctx, VFRequest{GPU: l40s, VF: vfs[1], Kind: "vgpu", Profile: "nvidia-1155"})
 	if err != nil || !changed {
 		t.Fatalf("EnsureVF = %v, changed %v", err, changed)
 	}
@@ -110,7 +113,7 @@ func TestVendorVFIO(t *testing.T) {
 	if v.Type != 1155 || v.TypeName != "NVIDIA L40S-12Q" || v.Index != 1 || cur(vfs[1]) != "1155" {
 		t.Errorf("EnsureVF gave %+v, current_vgpu_type %q", v, cur(vfs[1]))
 	}
-	if _, changed, err := h.EnsureVF(ctx, l40s, vfs[1], "vgpu", "1155"); err != nil || changed {
+	if _, changed, err := h.EnsureVF(ctx, VFRequest{GPU: l40s, VF: vfs[1], Kind: "vgpu", Profile: "1155"}); err != nil || changed {
 		t.Errorf("again: %v, changed %v", err, changed)
 	}
 	for _, tc := range []struct{ vf, kind, profile, want string }{
@@ -122,7 +125,7 @@ func TestVendorVFIO(t *testing.T) {
 		{"../../x", "vgpu", "nvidia-1155", "want 0000:3b:00.0"},
 		{vfs[0], "vgpu", "big", `vGPU type "big"`},
 	} {
-		if _, _, err := h.EnsureVF(ctx, l40s, tc.vf, tc.kind, tc.profile); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, _, err := h.EnsureVF(ctx, VFRequest{GPU: l40s, VF: tc.vf, Kind: tc.kind, Profile: tc.profile}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("EnsureVF(%s, %s %s) = %v, want an error saying %q", tc.vf, tc.kind, tc.profile, err, tc.want)
 		}
 	}
@@ -160,5 +163,71 @@ func TestVendorVFIO(t *testing.T) {
 	}
 	if err := h.FreeVF(ctx, l40s); err == nil {
 		t.Error("FreeVF of the card itself: no error")
+	}
+}
+
+// TestVendorVFIOPartial: a function without the driver's attribute (still
+// probing, or bound to vfio-pci) is left out of the report, and the rest
+// of it stands.
+func TestVendorVFIOPartial(t *testing.T) {
+	ctx := context.Background()
+	h, tr, _, vfs := l40sHost(t)
+	if _, err := h.Parents(ctx, l40s); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(tr.Root, devDir(vfs[1]), "nvidia")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := h.State(ctx)
+	if err != nil {
+		t.Fatalf("State = %v", err)
+	}
+	var got []string
+	for _, v := range st.GPUs[0].VFs {
+		got = append(got, fmt.Sprintf("%s#%d", v.Address, v.Index))
+	}
+	if d := cmp.Diff([]string{vfs[0] + "#0", vfs[2] + "#2"}, got); d != "" || st.GPUs[0].VGPU != VGPUVFIO {
+		t.Errorf("VFs (-want +got):\n%s; vgpu %q", d, st.GPUs[0].VGPU)
+	}
+	tr.Write(devDir(vfs[0])+"/nvidia/current_vgpu_type", "x\n")
+	if err := h.DisableVFs(ctx); err == nil || strings.Contains(err.Error(), "carries vGPU type") || !strings.Contains(err.Error(), "cannot tell what its functions carry") {
+		t.Errorf("DisableVFs with an unreadable type = %v", err)
+	}
+}
+
+// TestVendorVFIOUncatalogued: a card the catalog does not know (or does
+// not mark SR-IOV) whose functions offer vendor VFIO still gives them
+// types.
+func TestVendorVFIOUncatalogued(t *testing.T) {
+	ctx := context.Background()
+	tr := newTree(t)
+	tr.Mkdir("proc")
+	tr.PCI(l40s, "10de", "26b1", "030000") // RTX 6000 Ada
+	vf := "0000:65:00.4"
+	tr.PCI(vf, "10de", "26b1", "030000")
+	tr.VF(l40s, vf, 0)
+	tr.VendorVF(vf, "1155", "NVIDIA RTX6000-Ada-12Q")
+	h := &Host{Root: tr.Root, Runner: &script{T: t, State: "s", Table: map[string]map[string]reply{"s": {}}}}
+	v, changed, err := h.EnsureVF(ctx, VFRequest{GPU: l40s, VF: vf, Kind: "vgpu", Profile: "nvidia-1155"})
+	if err != nil || !changed || v.Type != 1155 {
+		t.Fatalf("EnsureVF = %+v, %v, %v", v, changed, err)
+	}
+}
+
+// TestFreeVFNotVF: FreeVF says ErrNotVF for the card itself and for a
+// function of another vendor's card, and only for those.
+func TestFreeVFNotVF(t *testing.T) {
+	ctx := context.Background()
+	h, tr, _, vfs := l40sHost(t)
+	if _, err := h.Parents(ctx, l40s); err != nil {
+		t.Fatal(err)
+	}
+	tr.PCI("0000:17:00.0", "8086", "1592", "020000")
+	tr.PCI("0000:17:01.0", "8086", "1889", "020000")
+	tr.VF("0000:17:00.0", "0000:17:01.0", 0)
+	for addr, want := range map[string]bool{l40s: true, "0000:17:01.0": true, vfs[0]: false, "0000:99:00.1": false} {
+		if err := h.FreeVF(ctx, addr); errors.Is(err, ErrNotVF) != want {
+			t.Errorf("FreeVF(%s) = %v, want ErrNotVF: %v", addr, err, want)
+		}
 	}
 }

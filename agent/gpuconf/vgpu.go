@@ -370,13 +370,23 @@ func (h *Host) DisableVFs(ctx context.Context) error {
 				held = append(held, "mdev "+m.UUID)
 			}
 		}
+		var unread []error
+		open := &openFiles{}
 		for _, vf := range vfs {
 			if !h.isVFIO(vf) {
 				continue
 			}
-			if v, err := h.readVF(vf); err != nil || v.Type != 0 {
+			// A type that cannot be read still stops the disabling,
+			// but is not reported as one the function carries.
+			if v, err := h.readVF(vf, open); err != nil {
+				unread = append(unread, err)
+			} else if v.Type != 0 {
 				held = append(held, "vGPU type on "+vf)
 			}
+		}
+		if len(unread) > 0 {
+			errs = append(errs, fmt.Errorf("disable virtual functions of %s: cannot tell what its functions carry: %w", c.addr, errors.Join(unread...)))
+			continue
 		}
 		if len(held) > 0 {
 			errs = append(errs, fmt.Errorf("disable virtual functions of %s: it carries %s", c.addr, strings.Join(held, ", ")))

@@ -48,7 +48,7 @@ type GPUs interface {
 	EnsureMdev(ctx context.Context, gpu, kind, profile, uuid string) (gpuconf.Mdev, error)
 	Mdevs(ctx context.Context) ([]gpuconf.Mdev, error)
 	RemoveMdev(ctx context.Context, uuid string) error
-	EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (gpuconf.VF, bool, error)
+	EnsureVF(ctx context.Context, r gpuconf.VFRequest) (gpuconf.VF, bool, error)
 	FreeVF(ctx context.Context, vf string) error
 	ResetGPU(ctx context.Context, addr string) error
 	DisableMIG(ctx context.Context) error
@@ -104,8 +104,10 @@ type state struct {
 	// to VMs rackboot does not manage.
 	mdevs []string
 	// vfs are the virtual functions this agent gave a vGPU type (vendor
-	// VFIO): the only ones it frees.
-	vfs []string
+	// VFIO), with the type it wrote: the only ones it frees. The type's
+	// name is kept because the driver's lists stop naming a MIG-backed
+	// type once its profile's last instance is taken.
+	vfs map[string]gpuconf.VGPUType
 	// mode is the GPU mode last applied, so a change of mode undoes it.
 	mode string
 }
@@ -195,6 +197,14 @@ func (a *Agent) exchange(ctx context.Context) (protocol.HypervisorWork, error) {
 		}
 		a.bootID, a.layout, a.applied = id, false, ""
 	}
+	a.loadState(func(err error) { a.errs = append(a.errs, err.Error()) })
+	if !a.layout && a.st.mode == protocol.DeviceVGPU {
+		// A reboot took the virtual functions: a report without them
+		// would show the cards as having no vendor VFIO vGPU at all.
+		if err := a.enableVFs(ctx); err != nil {
+			a.errs = append(a.errs, err.Error())
+		}
+	}
 	rep := protocol.HypervisorReport{Booted: booted, Applied: a.applied, Errors: slices.Clone(a.errs), Version: a.Version}
 	if !strings.HasPrefix(id, btimeID) {
 		rep.BootID = id
@@ -202,6 +212,7 @@ func (a *Agent) exchange(ctx context.Context) (protocol.HypervisorWork, error) {
 	st, err := a.GPUs.State(ctx)
 	switch {
 	case err == nil:
+		a.nameVFTypes(&st)
 		if rep.GPUs, err = json.Marshal(st); err != nil {
 			return protocol.HypervisorWork{}, fmt.Errorf("hypervisor report: %w", err)
 		}
@@ -349,27 +360,54 @@ func (a *Agent) applyLayout(ctx context.Context, work protocol.HypervisorWork, w
 			return false, err
 		}
 		a.log().Info("MIG layout applied", "layout", work.GPUProfile)
+		// MIG-backed vGPUs live on the virtual functions: enabled now,
+		// they are in the reports before a VM asks for one. The layout
+		// stands without them; the error is reported.
+		if err := a.enableVFs(ctx); err != nil {
+			return true, err
+		}
 	case protocol.DeviceVGPU:
 		// The devices themselves come with the VMs; the layout is the
 		// virtual functions they are made on.
-		cards, err := a.GPUs.Cards()
-		if err != nil {
-			return false, fmt.Errorf("apply vGPU mode: %w", err)
-		}
-		var errs []error
-		for _, c := range cards {
-			if !c.Known || !c.Model.SRIOV {
-				continue
-			}
-			if _, err := a.GPUs.Parents(ctx, c.Addr); err != nil {
-				errs = append(errs, fmt.Errorf("apply vGPU mode: %w", err))
-			}
-		}
-		if len(errs) > 0 {
-			return false, errors.Join(errs...)
+		if err := a.enableVFs(ctx); err != nil {
+			return false, err
 		}
 	}
 	return true, nil
+}
+
+// enableVFs enables the virtual functions of every SR-IOV card, on which
+// vGPUs live.
+func (a *Agent) enableVFs(ctx context.Context) error {
+	cards, err := a.GPUs.Cards()
+	if err != nil {
+		return fmt.Errorf("enable virtual functions: %w", err)
+	}
+	var errs []error
+	for _, c := range cards {
+		if !c.Known || !c.Model.SRIOV {
+			continue
+		}
+		if _, err := a.GPUs.Parents(ctx, c.Addr); err != nil {
+			errs = append(errs, fmt.Errorf("enable virtual functions: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// nameVFTypes names, in a report, the types this agent wrote whose name
+// no list of the driver gives any more (a MIG-backed type whose
+// profile's last instance is taken): the server knows a MIG VM's
+// function carries its type by that name.
+func (a *Agent) nameVFTypes(st *gpuconf.State) {
+	for i := range st.GPUs {
+		for j := range st.GPUs[i].VFs {
+			v := &st.GPUs[i].VFs[j]
+			if t, ok := a.st.vfs[v.Address]; ok && v.Type != 0 && v.TypeName == "" && t.ID == v.Type {
+				v.TypeName = t.Name
+			}
+		}
+	}
 }
 
 // undoMode takes off what mode old left on the cards: MIG instances and
@@ -399,7 +437,7 @@ func (a *Agent) undoMode(ctx context.Context, old string, work protocol.Hypervis
 		}
 	}
 	if len(a.st.vfs) > 0 {
-		return fail(fmt.Errorf("the vGPU types of virtual functions %s are not freed yet", strings.Join(a.st.vfs, ", ")))
+		return fail(fmt.Errorf("the vGPU types of virtual functions %s are not freed yet", strings.Join(slices.Sorted(maps.Keys(a.st.vfs)), ", ")))
 	}
 	// The new mode's mdevs need the virtual functions as much as the
 	// old one's did.
@@ -524,35 +562,60 @@ func wantedVFs(devs []protocol.HypervisorDevice) map[string]bool {
 // room back to the VM that replaces another.
 func (a *Agent) freeVFs(ctx context.Context, devs []protocol.HypervisorDevice, fail func(error)) (changed bool) {
 	wanted := wantedVFs(devs)
-	var keep []string
-	for _, vf := range a.st.vfs {
+	for _, vf := range slices.Sorted(maps.Keys(a.st.vfs)) {
 		if wanted[vf] {
-			keep = append(keep, vf)
 			continue
 		}
-		if err := a.GPUs.FreeVF(ctx, vf); err != nil {
+		err := a.GPUs.FreeVF(ctx, vf)
+		switch {
+		case errors.Is(err, gpuconf.ErrNotVF):
+			// Nothing there can ever be freed: kept, it would stop
+			// every later change of GPU mode.
+			a.log().Warn("forgot a virtual function that is none", "pci", vf, "err", err)
+			delete(a.st.vfs, vf)
+			continue
+		case err != nil:
 			fail(fmt.Errorf("virtual function %s is in no VM's devices, but: %w", vf, err))
-			keep = append(keep, vf)
 			continue
 		}
 		a.log().Info("vGPU freed: no VM holds it", "pci", vf)
+		delete(a.st.vfs, vf)
 		changed = true
 	}
-	a.st.vfs = keep
 	return changed
 }
 
 // ensureVFs gives each device's virtual function its vGPU type. A
-// function is counted as this agent's before the write, so that one
-// whose write was left waiting is still freed later.
+// function becomes this agent's only when EnsureVF is about to write its
+// type, and is saved to the state file before the write: one whose write
+// was left waiting, or an agent that crashed meanwhile, still frees it
+// later, while one EnsureVF refused (an operator's, or an address that
+// is no virtual function) is never touched.
 func (a *Agent) ensureVFs(ctx context.Context, devs []protocol.HypervisorDevice, fail func(error)) (changed bool) {
 	for _, d := range devs {
 		if d.VF == "" || d.Kind != protocol.DeviceVGPU && d.Kind != protocol.DeviceMIG {
 			continue
 		}
 		vf := strings.ToLower(d.VF)
-		a.st.addVF(vf)
-		v, set, err := a.GPUs.EnsureVF(ctx, d.GPU, vf, d.Kind, d.Profile)
+		names := map[int]string{}
+		for _, t := range a.st.vfs {
+			if t.Name != "" {
+				names[t.ID] = t.Name
+			}
+		}
+		v, set, err := a.GPUs.EnsureVF(ctx, gpuconf.VFRequest{
+			GPU: d.GPU, VF: vf, Kind: d.Kind, Profile: d.Profile, Names: names,
+			Before: func(t gpuconf.VGPUType) error {
+				a.st.addVF(vf, t)
+				if err := a.saveState(); err != nil {
+					// Written unrecorded, a crash would leave a type no
+					// one frees.
+					a.dirty = true
+					return fmt.Errorf("record it before the write: %w", err)
+				}
+				return nil
+			},
+		})
 		if err != nil {
 			fail(fmt.Errorf("VM %s: %w", d.VM, err))
 			continue
@@ -610,11 +673,11 @@ func (a *Agent) applyPassthrough(ctx context.Context, devs []protocol.Hypervisor
 }
 
 func (s state) clone() state {
-	return state{passthrough: maps.Clone(s.passthrough), owed: slices.Clone(s.owed), mdevs: slices.Clone(s.mdevs), vfs: slices.Clone(s.vfs), mode: s.mode}
+	return state{passthrough: maps.Clone(s.passthrough), owed: slices.Clone(s.owed), mdevs: slices.Clone(s.mdevs), vfs: maps.Clone(s.vfs), mode: s.mode}
 }
 
 func (s state) equal(o state) bool {
-	return maps.Equal(s.passthrough, o.passthrough) && slices.Equal(s.owed, o.owed) && slices.Equal(s.mdevs, o.mdevs) && slices.Equal(s.vfs, o.vfs) && s.mode == o.mode
+	return maps.Equal(s.passthrough, o.passthrough) && slices.Equal(s.owed, o.owed) && slices.Equal(s.mdevs, o.mdevs) && maps.Equal(s.vfs, o.vfs) && s.mode == o.mode
 }
 
 func (s *state) addMdev(id string) {
@@ -623,10 +686,11 @@ func (s *state) addMdev(id string) {
 	}
 }
 
-func (s *state) addVF(vf string) {
-	if i, found := slices.BinarySearch(s.vfs, vf); !found {
-		s.vfs = slices.Insert(s.vfs, i, vf)
+func (s *state) addVF(vf string, t gpuconf.VGPUType) {
+	if s.vfs == nil {
+		s.vfs = map[string]gpuconf.VGPUType{}
 	}
+	s.vfs[vf] = t
 }
 
 // stateFile is what StateFile holds.
@@ -645,6 +709,10 @@ type stateFile struct {
 	Mdevs []string `json:"mdevs"`
 	// VFs are the virtual functions the agent gave a vGPU type.
 	VFs []string `json:"vfs,omitempty"`
+	// VFTypes are the types it wrote to them, by function. A file
+	// without it (an older agent's) gives each function of VFs a type
+	// of unknown id and name.
+	VFTypes map[string]gpuconf.VGPUType `json:"vf_types,omitempty"`
 	// GPUMode is the mode last applied.
 	GPUMode string `json:"gpu_mode"`
 }
@@ -690,7 +758,7 @@ func (a *Agent) loadState(fail func(error)) bool {
 			a.st.addMdev(strings.ToLower(id))
 		}
 		for _, vf := range f.VFs {
-			a.st.addVF(strings.ToLower(vf))
+			a.st.addVF(strings.ToLower(vf), f.VFTypes[vf])
 		}
 	}
 	a.loaded = true
@@ -701,7 +769,10 @@ func (a *Agent) saveState() error {
 	if a.StateFile == "" {
 		return nil
 	}
-	st := stateFile{Passthrough: a.st.passthrough, Owed: a.st.owed, Mdevs: a.st.mdevs, VFs: a.st.vfs, GPUMode: a.st.mode}
+	st := stateFile{Passthrough: a.st.passthrough, Owed: a.st.owed, Mdevs: a.st.mdevs, VFs: slices.Sorted(maps.Keys(a.st.vfs)), GPUMode: a.st.mode}
+	if len(a.st.vfs) > 0 {
+		st.VFTypes = a.st.vfs
+	}
 	if st.Passthrough == nil {
 		st.Passthrough = map[string]string{}
 	}

@@ -212,13 +212,17 @@ func TestCorruptStateFile(t *testing.T) {
 	r.state = r.tr.Root + "/state.json"
 	a := r.agent()
 	w := protocol.HypervisorWork{GPUMode: "passthrough", Devices: []protocol.HypervisorDevice{pt("vm-a", l40a)}}
-	// The state made a change, so the round called in again: that report
-	// carries the error, and only that one.
+	// The state is read before the first report, which carries the
+	// error; the round called in again (the state made a change), and
+	// that report does not.
 	reps, _ := r.round(a, w)
 	if len(reps) != 2 {
 		t.Fatalf("%d reports, want 2", len(reps))
 	}
-	errs := reps[1].Errors
+	if len(reps[1].Errors) != 0 {
+		t.Errorf("second report's errors %q", reps[1].Errors)
+	}
+	errs := reps[0].Errors
 	if len(errs) != 1 || !strings.Contains(errs[0], "state file "+r.state+" is corrupt") || !strings.Contains(errs[0], "moved to "+r.state+".corrupt") {
 		t.Fatalf("errors %q", errs)
 	}

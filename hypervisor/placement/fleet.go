@@ -271,10 +271,10 @@ func (f *Fleet) Usage() Usage {
 				used = s.groups[g.group].owner != ""
 			case VGPU:
 				c.VGPUs += g.used
-				c.VGPUsFree += len(g.slots) - g.used
+				c.VGPUsFree += g.spare()
 			case MIG:
 				c.Partitions += g.used
-				c.PartitionsFree += len(g.slots) - g.used
+				c.PartitionsFree += g.spare()
 			}
 			if used {
 				c.GPUs++

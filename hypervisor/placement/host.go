@@ -33,13 +33,29 @@ type node struct {
 }
 
 type card struct {
-	addr  string
-	model int      // index in host.models
-	node  int      // index in nodes, or -1
-	group int      // index in groups
-	slots []string // VM in each vGPU instance or MIG partition
-	used  int      // slots taken
-	vfs   []string // the virtual function of each slot, on a vendor VFIO card
+	addr   string
+	model  int      // index in host.models
+	node   int      // index in nodes, or -1
+	group  int      // index in groups
+	slots  []string // VM in each vGPU instance or MIG partition
+	used   int      // slots taken
+	vfs    []string // the virtual function of each slot, on a vendor VFIO card
+	taken  []bool   // slots whose function is used outside this engine (GPU.Taken)
+	nTaken int
+	closed bool // GPU.Closed
+}
+
+// free says whether slot s of c can take a new VM.
+func (c *card) free(s int) bool {
+	return c.slots[s] == "" && !c.closed && (c.taken == nil || !c.taken[s])
+}
+
+// spare is how many slots of c can take a new VM.
+func (c *card) spare() int {
+	if c.closed {
+		return 0
+	}
+	return len(c.slots) - c.used - c.nTaken
 }
 
 // group is one IOMMU group. Passthrough takes a group whole, so it has one
@@ -122,6 +138,7 @@ func newHost(h Host) (*host, error) {
 	}
 
 	inGroup := map[string]int{} // any member address to its group
+	vfOf := map[string]string{} // a virtual function to its card
 	for i, g := range h.GPUs {
 		if g.Address == "" {
 			return nil, bad("GPU %d has no address", i)
@@ -159,7 +176,7 @@ func newHost(h Host) (*host, error) {
 			}
 			s.models = append(s.models, m)
 		}
-		c := card{addr: g.Address, model: mi, node: -1, group: gi}
+		c := card{addr: g.Address, model: mi, node: -1, group: gi, closed: g.Closed}
 		if len(h.NUMA) == 0 {
 			c.node = 0
 		} else {
@@ -183,14 +200,35 @@ func newHost(h Host) (*host, error) {
 			c.slots = make([]string, len(h.Mode.MIGLayout))
 		}
 		if len(g.VFs) > 0 && (h.Mode.Kind == VGPU || h.Mode.Kind == MIG) {
-			c.vfs = slices.Clone(g.VFs[:len(c.slots)])
-			for _, vf := range c.vfs {
+			// Every function, not only those of a slot: two slots, or
+			// two cards, on one function would put two VMs on it.
+			for _, vf := range g.VFs {
 				if vf == "" || vf == g.Address {
 					return nil, bad("GPU %s: virtual function %q", g.Address, vf)
+				}
+				if other, dup := vfOf[strings.ToLower(vf)]; dup {
+					return nil, bad("GPU %s: virtual function %s listed twice (also on GPU %s)", g.Address, vf, other)
+				}
+				vfOf[strings.ToLower(vf)] = g.Address
+			}
+			c.vfs = slices.Clone(g.VFs[:len(c.slots)])
+			c.taken = make([]bool, len(c.slots))
+			for i, vf := range c.vfs {
+				if slices.ContainsFunc(g.Taken, func(t string) bool { return strings.EqualFold(t, vf) }) {
+					c.taken[i] = true
+					c.nTaken++
 				}
 			}
 		}
 		s.gpus = append(s.gpus, c)
+	}
+	for vf, g := range vfOf {
+		if _, ok := s.byAddr[vf]; ok {
+			return nil, bad("GPU %s: virtual function %s is a GPU of the host", g, vf)
+		}
+		if _, ok := inGroup[vf]; ok {
+			return nil, bad("GPU %s: virtual function %s is in a GPU's IOMMU group", g, vf)
+		}
 	}
 	return s, nil
 }
@@ -280,10 +318,10 @@ func (h *host) free(g *GPURequest, ni int) int {
 				n++
 			}
 		case VGPU:
-			n += len(c.slots) - c.used
+			n += c.spare()
 		case MIG:
-			for s, vm := range c.slots {
-				if vm == "" && strings.EqualFold(h.Mode.MIGLayout[s], g.Profile) {
+			for s := range c.slots {
+				if c.free(s) && strings.EqualFold(h.Mode.MIGLayout[s], g.Profile) {
 					n++
 				}
 			}
@@ -306,8 +344,8 @@ func (h *host) pick(g *GPURequest, ni int) []Device {
 			if !matches(c, mask, ni) || (best >= 0 && c.used <= h.gpus[best].used) {
 				continue
 			}
-			for s, vm := range c.slots {
-				if vm == "" && (g.Kind == VGPU || strings.EqualFold(h.Mode.MIGLayout[s], g.Profile)) {
+			for s := range c.slots {
+				if c.free(s) && (g.Kind == VGPU || strings.EqualFold(h.Mode.MIGLayout[s], g.Profile)) {
 					best, slot = i, s
 					break
 				}
@@ -468,6 +506,9 @@ func (h *host) admit(a Allocation) error {
 			}
 			if vm := c.slots[d.Slot]; vm != "" {
 				return clash("slot %d of GPU %s is taken by vm %s", d.Slot, d.GPU, vm)
+			}
+			if c.taken != nil && c.taken[d.Slot] {
+				return clash("slot %d of GPU %s: its virtual function %s is used outside rackboot", d.Slot, d.GPU, c.vfs[d.Slot])
 			}
 		}
 	}

@@ -287,6 +287,20 @@ func (f *Fleet) refuse(r Request, asked *GPURequest) error {
 				ref.Reason = fmt.Sprintf("%s has %s free: %s such GPUs; closest: %s, %d free", subject, what, have, near.Name, nearFree)
 				ref.Closest = near.Name
 			}
+			if g.Kind == VGPU || g.Kind == MIG {
+				closed := 0
+				for _, h := range offer {
+					mask := h.matching(g.Model)
+					for i := range h.gpus {
+						if h.gpus[i].closed && matches(&h.gpus[i], mask, -1) {
+							closed++
+						}
+					}
+				}
+				if closed > 0 {
+					ref.Reason += fmt.Sprintf(" (%d of its GPUs take none until their hypervisor's agent reports how their driver offers vGPU)", closed)
+				}
+			}
 			return ref
 		}
 		live = room

@@ -74,6 +74,14 @@ type GPU struct {
 	// many instances as it has functions. Empty for cards whose vGPUs
 	// are mediated devices.
 	VFs []string
+	// Taken are functions of VFs that something other than this
+	// engine's VMs uses: an operator gave them a vGPU type or a process
+	// holds them. Their slots take no VM.
+	Taken []string
+	// Closed: the card takes no new vGPU or MIG VM (its hypervisor's
+	// agent has not said how its driver offers vGPU, and a guess would
+	// give a VM a device the driver cannot make). The VMs on it stay.
+	Closed bool
 }
 
 // NUMANode is one NUMA node of a host.

@@ -3,6 +3,7 @@ package placement
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -109,5 +110,77 @@ func TestVendorVFIO(t *testing.T) {
 	pa := Allocation{VM: "p", Host: "pt-01", Arch: x, VCPUs: 1, MemoryMiB: 1024, NUMA: -1, Devices: []Device{{GPU: "0000:41:00.0", Kind: Passthrough, VF: "0000:41:00.4"}}}
 	if err := pf.Commit(pa); !errors.Is(err, ErrInvalidAllocation) {
 		t.Errorf("passthrough with a function: %v", err)
+	}
+}
+
+// TestVendorVFIOTaken: a function used outside the engine (an operator's
+// vGPU type, a process holding it) takes no VM, and is not counted free.
+func TestVendorVFIOTaken(t *testing.T) {
+	x := boot.ArchX86_64
+	m := Mode{Kind: VGPU, VGPUType: "nvidia-1155", VGPUMax: 4}
+	h := vendorVFs(gpus(x86("l40s-01", 64, 256), m, "NVIDIA L40S", 0), 3)
+	h.GPUs[0].Taken = []string{"0000:41:00.4"}
+	f := mustFleet(t, h)
+	if u := f.Usage(); u.Total.VGPUsFree != 2 {
+		t.Errorf("%d vGPUs free, want 2 beside the operator's function", u.Total.VGPUsFree)
+	}
+	d, err := f.Place(withGPU(vm("a", x, 1, 1), VGPU, "", "nvidia-1155", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev := d.Devices[0]; dev.VF != "0000:41:00.5" {
+		t.Errorf("placed on %+v, want the first free function 0000:41:00.5", dev)
+	}
+	on := d.Allocation
+	on.Devices = []Device{{GPU: "0000:41:00.0", Kind: VGPU, Slot: 0, Profile: "nvidia-1155", VF: "0000:41:00.4"}}
+	if err := f.Commit(on); !errors.Is(err, ErrConflict) {
+		t.Errorf("commit on the operator's function: %v, want ErrConflict", err)
+	}
+}
+
+// TestVendorVFIOBadFunctions: a host whose functions would let two VMs
+// share one, or name a GPU, is refused.
+func TestVendorVFIOBadFunctions(t *testing.T) {
+	m := Mode{Kind: VGPU, VGPUType: "nvidia-1155", VGPUMax: 4}
+	for _, tc := range []struct {
+		name string
+		vfs  [][]string
+	}{
+		{"twice on one card", [][]string{{"0000:41:00.4", "0000:41:00.4"}}},
+		{"on two cards", [][]string{{"0000:41:00.4"}, {"0000:41:00.4"}}},
+		{"the other GPU", [][]string{{"0000:42:00.0"}}},
+		{"empty", [][]string{{""}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := gpus(x86("l40s-01", 64, 256), m, "NVIDIA L40S", 0, 0)
+			for i, v := range tc.vfs {
+				h.GPUs[i].VFs = v
+			}
+			if _, err := NewFleet(h); !errors.Is(err, ErrInvalidHost) {
+				t.Errorf("NewFleet = %v, want ErrInvalidHost", err)
+			}
+		})
+	}
+}
+
+// TestClosedCard: a closed card takes no new vGPU, keeps the VMs it
+// holds, and counts nothing free.
+func TestClosedCard(t *testing.T) {
+	x := boot.ArchX86_64
+	m := Mode{Kind: VGPU, VGPUType: "nvidia-1155", VGPUMax: 4}
+	h := gpus(x86("l40s-01", 64, 256), m, "NVIDIA L40S", 0)
+	h.GPUs[0].Closed = true
+	f := mustFleet(t, h)
+	held := Allocation{VM: "old", Host: "l40s-01", Arch: x, VCPUs: 1, MemoryMiB: 1024, NUMA: -1,
+		Devices: []Device{{GPU: "0000:41:00.0", Kind: VGPU, Slot: 0, Profile: "nvidia-1155"}}}
+	if err := f.Commit(held); err != nil {
+		t.Fatalf("a VM already on the closed card: %v", err)
+	}
+	if u := f.Usage(); u.Total.VGPUsFree != 0 || u.Total.VGPUs != 1 {
+		t.Errorf("usage %+v, want 1 used and none free", u.Total)
+	}
+	var ref *Refusal
+	if _, err := f.Place(withGPU(vm("a", x, 1, 1), VGPU, "", "nvidia-1155", 1)); !errors.As(err, &ref) || !strings.Contains(err.Error(), "1 of its GPUs take none until their hypervisor's agent reports") {
+		t.Errorf("a vGPU on the closed card: %v, want a refusal saying why", err)
 	}
 }

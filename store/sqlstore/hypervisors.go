@@ -254,7 +254,15 @@ func (s *Store) CreateVM(ctx context.Context, vm store.VM, name string, check st
 			return err
 		}
 		if check != nil {
-			if err := check(h, on); err != nil {
+			ps := store.PlaceState{Hypervisor: h, VMs: on}
+			ps.Agent, err = one(ctx, tx, scanHypervisorAgent, `SELECT `+agentColumns+` FROM hypervisor_agents WHERE node_id = ?`, vm.Hypervisor)
+			switch {
+			case err == nil:
+				ps.HasAgent = true
+			case !errors.Is(err, store.ErrNotFound):
+				return fmt.Errorf("hypervisor agent %s: %w", vm.Hypervisor, err)
+			}
+			if err := check(ps); err != nil {
 				return err
 			}
 		}
@@ -386,21 +394,25 @@ func (s *Store) PutHypervisorAgent(ctx context.Context, a store.HypervisorAgent)
 }
 
 // HypervisorAgent implements store.Store.
+const agentColumns = `node_id, booted, applied, gpus, errors, version, seen`
+
+func scanHypervisorAgent(r scanner) (store.HypervisorAgent, error) {
+	var a store.HypervisorAgent
+	var booted, seen int64
+	var gpus []byte
+	var errs string
+	if err := r.Scan(&a.NodeID, &booted, &a.Applied, &gpus, &errs, &a.Version, &seen); err != nil {
+		return a, err
+	}
+	a.Booted, a.Seen, a.GPUs = fromNanos(booted), fromNanos(seen), rawJSON(gpus)
+	if err := json.Unmarshal([]byte(errs), &a.Errors); err != nil {
+		return a, fmt.Errorf("errors %q: %w", errs, err)
+	}
+	return a, nil
+}
+
 func (s *Store) HypervisorAgent(ctx context.Context, nodeID string) (store.HypervisorAgent, error) {
-	a, err := one(ctx, s.db, func(r scanner) (store.HypervisorAgent, error) {
-		var a store.HypervisorAgent
-		var booted, seen int64
-		var gpus []byte
-		var errs string
-		if err := r.Scan(&a.NodeID, &booted, &a.Applied, &gpus, &errs, &a.Version, &seen); err != nil {
-			return a, err
-		}
-		a.Booted, a.Seen, a.GPUs = fromNanos(booted), fromNanos(seen), rawJSON(gpus)
-		if err := json.Unmarshal([]byte(errs), &a.Errors); err != nil {
-			return a, fmt.Errorf("errors %q: %w", errs, err)
-		}
-		return a, nil
-	}, `SELECT node_id, booted, applied, gpus, errors, version, seen FROM hypervisor_agents WHERE node_id = ?`, nodeID)
+	a, err := one(ctx, s.db, scanHypervisorAgent, `SELECT `+agentColumns+` FROM hypervisor_agents WHERE node_id = ?`, nodeID)
 	if err != nil {
 		return a, fmt.Errorf("hypervisor agent %s: %w", nodeID, err)
 	}

@@ -198,6 +198,13 @@ var sqliteMigrations = []string{
 		version TEXT NOT NULL,
 		seen    INTEGER NOT NULL
 	);`,
+	// A vGPU or MIG slot of a card is one VM's whether it is an mdev
+	// (device is the card) or a vendor VFIO virtual function (device is
+	// the function), and a function is one VM's whatever its slot: the
+	// primary key (hypervisor, device, slot) saw neither, and two
+	// servers on one database could place two VMs on one function.
+	`CREATE UNIQUE INDEX vm_devices_gpu_slot ON vm_devices(hypervisor, gpu, slot) WHERE kind IN ('vgpu', 'mig');
+	CREATE UNIQUE INDEX vm_devices_vf ON vm_devices(hypervisor, device) WHERE kind IN ('vgpu', 'mig') AND device <> gpu;`,
 }
 
 // postgresMigrations build the PostgreSQL schema. nodes_name makes node
@@ -396,4 +403,11 @@ var postgresMigrations = []string{
 		version TEXT NOT NULL,
 		seen    BIGINT NOT NULL
 	);`,
+	// A vGPU or MIG slot of a card is one VM's whether it is an mdev
+	// (device is the card) or a vendor VFIO virtual function (device is
+	// the function), and a function is one VM's whatever its slot: the
+	// primary key (hypervisor, device, slot) saw neither, and two
+	// servers on one database could place two VMs on one function.
+	`CREATE UNIQUE INDEX vm_devices_gpu_slot ON vm_devices(hypervisor, gpu, slot) WHERE kind IN ('vgpu', 'mig');
+	CREATE UNIQUE INDEX vm_devices_vf ON vm_devices(hypervisor, device) WHERE kind IN ('vgpu', 'mig') AND device <> gpu;`,
 }

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -138,7 +139,7 @@ func testVMs(t *testing.T, open Opener) {
 
 	// A check that refuses stores nothing, and the refusal is its own.
 	refused := errors.New("no room")
-	if _, err := s.CreateVM(ctx, vm, "vm-1", func(store.Hypervisor, []store.VM) error { return refused }); !errors.Is(err, refused) {
+	if _, err := s.CreateVM(ctx, vm, "vm-1", func(store.PlaceState) error { return refused }); !errors.Is(err, refused) {
 		t.Fatalf("refused create: %v", err)
 	}
 	if _, err := s.NodeByMAC(ctx, mac(0)); err == nil {
@@ -152,11 +153,14 @@ func testVMs(t *testing.T, open Opener) {
 	}
 
 	var seen []store.VM
-	got, err := s.CreateVM(ctx, vm, "vm-1", func(h store.Hypervisor, on []store.VM) error {
-		if h.NodeID != host.ID || h.GPUMode != "mig" {
+	got, err := s.CreateVM(ctx, vm, "vm-1", func(ps store.PlaceState) error {
+		if h := ps.Hypervisor; h.NodeID != host.ID || h.GPUMode != "mig" {
 			return fmt.Errorf("check got hypervisor %+v", h)
 		}
-		seen = on
+		if ps.HasAgent {
+			return fmt.Errorf("check got an agent that never called in: %+v", ps.Agent)
+		}
+		seen = ps.VMs
 		return nil
 	})
 	if err != nil {
@@ -198,11 +202,43 @@ func testVMs(t *testing.T, open Opener) {
 		t.Errorf("a taken MAC: %v", err)
 	}
 	vm2.MAC = "52:54:00:aa:00:02"
+
+	// A slot is one VM's whether it is an mdev or a vendor VFIO virtual
+	// function, and a function is one VM's whatever its slot.
+	vf := vm
+	vf.NodeID, vf.MAC = "", "52:54:00:aa:00:03"
+	vf.Devices = []store.VMDevice{{Device: "0000:41:00.4", Slot: 0, GPU: "0000:41:00.0", Kind: "mig", Profile: "3g.40gb"}}
+	if _, err := s.CreateVM(ctx, vf, "vm-vf", nil); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("a virtual function on the slot an mdev holds: %v", err)
+	}
+	vf.Devices = []store.VMDevice{{Device: "0000:41:00.5", Slot: 2, GPU: "0000:41:00.0", Kind: "mig", Profile: "1g.10gb"}}
+	held, err := s.CreateVM(ctx, vf, "vm-vf", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vf2 := vf
+	vf2.MAC = "52:54:00:aa:00:04"
+	vf2.Devices = []store.VMDevice{{Device: "0000:41:00.5", Slot: 3, GPU: "0000:41:00.0", Kind: "mig", Profile: "1g.10gb"}}
+	if _, err := s.CreateVM(ctx, vf2, "vm-vf2", nil); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("a virtual function at a second slot: %v", err)
+	}
+	if err := s.DeleteVM(ctx, held.NodeID); err != nil {
+		t.Fatal(err)
+	}
+
 	if _, err := s.CreateVM(ctx, vm2, "vm-1", nil); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("a taken name: %v", err)
 	}
-	got2, err := s.CreateVM(ctx, vm2, "vm-2", func(_ store.Hypervisor, on []store.VM) error {
-		seen = on
+	// The check reads the agent's report in the transaction too.
+	report := json.RawMessage(`{"gpus":[{"pci_address":"0000:41:00.0","vgpu":"vfio"}]}`)
+	if err := s.PutHypervisorAgent(ctx, store.HypervisorAgent{NodeID: host.ID, Booted: time.Unix(1, 0).UTC(), GPUs: report}); err != nil {
+		t.Fatal(err)
+	}
+	got2, err := s.CreateVM(ctx, vm2, "vm-2", func(ps store.PlaceState) error {
+		if !ps.HasAgent || ps.Agent.NodeID != host.ID || string(ps.Agent.GPUs) != string(report) {
+			return fmt.Errorf("check got agent %+v (has %v)", ps.Agent, ps.HasAgent)
+		}
+		seen = ps.VMs
 		return nil
 	})
 	if err != nil {
@@ -273,8 +309,8 @@ func testConcurrentVMs(t *testing.T, open Opener) {
 		go func(i int) {
 			defer wg.Done()
 			vm := store.VM{Hypervisor: host.ID, Arch: boot.ArchX86_64, VCPUs: 1, MemoryMiB: 1024, MAC: fmt.Sprintf("52:54:00:bb:00:%02x", i)}
-			_, err := s.CreateVM(ctx, vm, fmt.Sprint("vm-", i), func(_ store.Hypervisor, on []store.VM) error {
-				if len(on) >= 3 {
+			_, err := s.CreateVM(ctx, vm, fmt.Sprint("vm-", i), func(ps store.PlaceState) error {
+				if len(ps.VMs) >= 3 {
 					return full
 				}
 				return nil

@@ -62,9 +62,13 @@ function agentLine(a) {
     const parts = [];
     if ((g.mig_instances || []).length) parts.push(`${g.mig_instances.length} MIG`);
     if ((g.mdevs || []).length) parts.push(`${g.mdevs.length} vGPU`);
-    // Vendor VFIO cards: a virtual function with a type is one vGPU.
-    const typed = (g.vfs || []).filter((v) => v.type);
+    // Vendor VFIO cards: a virtual function with a type is one vGPU,
+    // rackboot's unless no VM of the host holds it (an operator's).
+    const foreign = new Set(a.foreign_vfs || []);
+    const typed = (g.vfs || []).filter((v) => v.type && !foreign.has(v.pci_address));
     if (typed.length) parts.push(`${typed.length} vGPU (VF)`);
+    const others = (g.vfs || []).filter((v) => foreign.has(v.pci_address));
+    if (others.length) parts.push(`${others.length} VF used outside rackboot`);
     return `GPU ${g.index}: ${parts.join(', ') || 'nothing'}`;
   }).join(' · ');
   const seen = new Date(a.seen).toLocaleString();

@@ -116,14 +116,14 @@ func (k *Kernel) Parents(ctx context.Context, gpu string) ([]string, error) {
 
 // EnsureVF notes the call and what the write did: the file holds the
 // type id, as the driver's attribute reads back.
-func (k *Kernel) EnsureVF(ctx context.Context, gpu, vf, kind, profile string) (gpuconf.VF, bool, error) {
-	k.note("EnsureVF %s %s %s %s", gpu, vf, kind, profile)
-	v, changed, err := k.Host.EnsureVF(ctx, gpu, vf, kind, profile)
+func (k *Kernel) EnsureVF(ctx context.Context, r gpuconf.VFRequest) (gpuconf.VF, bool, error) {
+	k.note("EnsureVF %s %s %s %s", r.GPU, r.VF, r.Kind, r.Profile)
+	v, changed, err := k.Host.EnsureVF(ctx, r)
 	switch {
 	case err != nil:
 		k.note("  %v", err)
 	case changed:
-		k.noteType(vf)
+		k.noteType(r.VF)
 	}
 	return v, changed, err
 }
