@@ -36,7 +36,7 @@ type GPUList struct {
 // query whatever the fleet's size, so the node view and the fleet view
 // judge a card alike.
 func (s *Server) fleet(r *http.Request) (*gpufleet.Fleet, int, error) {
-	latest, err := s.Store.LatestTasks(r.Context(), "burnin")
+	latest, err := s.Store.LatestTasks(r.Context(), "burnin", "tests")
 	if err != nil {
 		return nil, 0, fmt.Errorf("gpu comparison: %w", err)
 	}

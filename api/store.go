@@ -52,7 +52,7 @@ type Store interface {
 	Task(ctx context.Context, id string) (store.Task, error)
 	Tasks(ctx context.Context, f store.TaskFilter) ([]store.Task, error)
 	UpdateTask(ctx context.Context, t store.Task) error
-	LatestTasks(ctx context.Context, kind string) ([]store.NodeTask, error)
+	LatestTasks(ctx context.Context, kind, key string) ([]store.NodeTask, error)
 	TaskProgress(ctx context.Context, id string, progress json.RawMessage, now time.Time) error
 	ClaimTask(ctx context.Context, nodeID string, now time.Time) (store.Task, error)
 

@@ -116,7 +116,7 @@ done
 
 # median KEY over the lines of one server and mode
 median() { awk -v k="$1" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' | sort -g |
-	awk '{ v[++n] = $1 } END { print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'; }
+	awk '{ v[++n] = $1 } END { if (!n) print "NA"; else print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'; }
 echo
 for mode in whole range; do
 	for server in rackboot nginx; do

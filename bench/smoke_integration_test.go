@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -72,6 +73,23 @@ func TestSmoke(t *testing.T) {
 			start := time.Now()
 			cmd := exec.CommandContext(ctx, "bash", filepath.Join("bench", tc.script))
 			cmd.Dir = root
+			// The servers a script starts in the background hold its
+			// output open: at the deadline the whole group goes, and the
+			// wait for the output is bounded, so a hung script fails here
+			// instead of hanging the run.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+			cmd.Cancel = func() error {
+				syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+				time.AfterFunc(5*time.Second, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+				return nil
+			}
+			cmd.WaitDelay = 15 * time.Second
+			// A script killed before its trap ran leaves its namespaces.
+			t.Cleanup(func() {
+				for _, ns := range []string{"rbbench-s", "rbbench-c"} {
+					exec.Command("ip", "netns", "del", ns).Run()
+				}
+			})
 			cmd.Env = append(os.Environ(), "SMOKE=1", "RACKBOOT="+bin)
 			out, err := cmd.CombinedOutput()
 			t.Logf("%s took %s", tc.script, time.Since(start).Round(100*time.Millisecond))

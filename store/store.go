@@ -604,7 +604,11 @@ type Store interface {
 	// LatestTasks lists, in one query, the newest ended (done or failed)
 	// task of kind of every node that has one, with its node, by node
 	// id: a node's latest burn-in, say, while a newer one still runs.
-	LatestTasks(ctx context.Context, kind string) ([]NodeTask, error)
+	// With key set, only tasks whose result object has that top-level
+	// key count: a task failed before it reported (reaped, its node
+	// booted again) keeps no result or only its progress, and must not
+	// hide the run before it.
+	LatestTasks(ctx context.Context, kind, key string) ([]NodeTask, error)
 	// ClaimTask hands out a node's oldest pending task, moving it to
 	// running in the same transaction, so no task is handed out twice.
 	// It returns ErrNotFound when the node has none pending.

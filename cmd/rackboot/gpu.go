@@ -106,7 +106,7 @@ func showGPUs(tw *tabwriter.Writer, g api.NodeGPUs) {
 }
 
 func verdictLine(c gpufleet.Card) string {
-	if c.Verdict == gpufleet.OK {
+	if c.Verdict == gpufleet.OK || c.Verdict == "" {
 		return c.Verdict
 	}
 	return strings.ToUpper(c.Verdict[:1]) + c.Verdict[1:] + ": " + c.Reason

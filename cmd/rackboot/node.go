@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -175,7 +177,10 @@ func nodeCmd(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		}
 		var g api.NodeGPUs
 		if len(n.GPUModels) > 0 {
-			if err := c.do(ctx, "GET", path+"/gpus", nil, &g); err != nil {
+			// A server older than the GPU comparison answers 404: the
+			// node is still shown, without its GPU figures.
+			var ae *apiError
+			if err := c.do(ctx, "GET", path+"/gpus", nil, &g); err != nil && !(errors.As(err, &ae) && ae.Status == http.StatusNotFound) {
 				return err
 			}
 		}

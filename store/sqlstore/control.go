@@ -206,10 +206,19 @@ func (s *Store) Tasks(ctx context.Context, f store.TaskFilter) ([]store.Task, er
 // LatestTasks implements store.Store. The window ranks the tasks by their
 // small columns only; the results, the large ones, are read for the
 // newest task of each node alone.
-func (s *Store) LatestTasks(ctx context.Context, kind string) ([]store.NodeTask, error) {
+func (s *Store) LatestTasks(ctx context.Context, kind, key string) ([]store.NodeTask, error) {
+	args := []any{kind, string(store.TaskDone), string(store.TaskFailed)}
+	has := ""
+	if key != "" {
+		// The results are JSON that Go's encoder wrote: a top-level
+		// key appears as "key": with no space.
+		k, _ := json.Marshal(key)
+		has = " AND " + fmt.Sprintf(s.d.blobHas, "result")
+		args = append(args, append(k, ':'))
+	}
 	q := `SELECT n.id, n.name, n.rack, n.state, n.gpu_models, ` + prefixed("t.", taskColumns) + `
 		FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY node_id ORDER BY created DESC, id DESC) AS newest
-			FROM tasks WHERE kind = ? AND state IN (?, ?)) w
+			FROM tasks WHERE kind = ? AND state IN (?, ?)` + has + `) w
 		JOIN tasks t ON t.id = w.id
 		JOIN nodes n ON n.id = t.node_id
 		WHERE w.newest = 1 ORDER BY n.id`
@@ -230,7 +239,7 @@ func (s *Store) LatestTasks(ctx context.Context, kind string) ([]store.NodeTask,
 		t.Created, t.Updated = unixNanos(created), unixNanos(updated)
 		t.Params, t.Result = rawJSON(params), rawJSON(result)
 		return nt, nil
-	}, q, kind, string(store.TaskDone), string(store.TaskFailed))
+	}, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("latest %s tasks: %w", kind, err)
 	}

@@ -33,6 +33,9 @@ type dialect struct {
 	bind func(string) string
 	// instr is the function that finds a substring: instr(hay, needle) > 0.
 	instr string
+	// blobHas is the condition that a BLOB/BYTEA column (%s) holds the
+	// bytes of its one parameter.
+	blobHas string
 	// forUpdate locks the rows a SELECT reads until the commit, and
 	// skipLocked also passes rows that another transaction holds. SQLite
 	// needs neither: every transaction begins IMMEDIATE, taking the write
@@ -98,6 +101,7 @@ var sqliteDialect = &dialect{
 	oneWriter:  true,
 	bind:       func(q string) string { return q },
 	instr:      "instr",
+	blobHas:    "instr(%s, ?) > 0",
 	retryable:  func(error) bool { return false },
 	unique:     func(err error) bool { return err != nil && strings.Contains(err.Error(), "UNIQUE") },
 	// An embedded file has no connection to lose.
@@ -112,6 +116,7 @@ var postgresDialect = &dialect{
 	laxBegin:       "BEGIN; SET LOCAL synchronous_commit = off",
 	bind:           dollars,
 	instr:          "strpos",
+	blobHas:        "position(?::bytea IN %s) > 0",
 	forUpdate:      " FOR UPDATE",
 	skipLocked:     " FOR UPDATE SKIP LOCKED",
 	lockMigrations: fmt.Sprintf(`SELECT pg_advisory_xact_lock(%d)`, migrateLock),

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -789,7 +790,11 @@ func testLatestTasks(t *testing.T, open Opener) {
 	add(b.ID, "burnin", store.TaskPending, 50, ``)
 	add(c.ID, "inspect", store.TaskDone, 5, `{}`)
 
-	got, err := s.LatestTasks(ctx, "burnin")
+	d := enroll(t, s, 4, boot.ClientX64UEFI)
+	dReported := add(d.ID, "burnin", store.TaskDone, 0, `{"tests":[{"name":"gpu"}]}`)
+	dReaped := add(d.ID, "burnin", store.TaskFailed, 10, `{"phase":"gpu","done":1}`)
+
+	got, err := s.LatestTasks(ctx, "burnin", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -797,10 +802,8 @@ func testLatestTasks(t *testing.T, open Opener) {
 	for _, nt := range got {
 		ids = append(ids, nt.Node.ID+"="+nt.Task.ID)
 	}
-	want := []string{a.ID + "=" + newest.ID, b.ID + "=" + onlyB.ID}
-	if a.ID > b.ID {
-		want[0], want[1] = want[1], want[0]
-	}
+	want := []string{a.ID + "=" + newest.ID, b.ID + "=" + onlyB.ID, d.ID + "=" + dReaped.ID}
+	slices.Sort(want)
 	if !cmp.Equal(ids, want) {
 		t.Fatalf("latest burn-ins %v, want %v", ids, want)
 	}
@@ -813,7 +816,16 @@ func testLatestTasks(t *testing.T, open Opener) {
 			t.Errorf("node a's latest burn-in: %+v", nt)
 		}
 	}
-	if none, err := s.LatestTasks(ctx, "deploy"); err != nil || len(none) != 0 {
+	// A run failed before it reported (its progress its only result)
+	// does not hide the one before it when a result key is asked for.
+	keyed, err := s.LatestTasks(ctx, "burnin", "tests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keyed) != 1 || keyed[0].Task.ID != dReported.ID {
+		t.Errorf("latest burn-ins with tests: %+v, want only node d's reported run %s", keyed, dReported.ID)
+	}
+	if none, err := s.LatestTasks(ctx, "deploy", ""); err != nil || len(none) != 0 {
 		t.Errorf("no deploy ever: %v %v", none, err)
 	}
 }
