@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,7 +41,7 @@ import (
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/httpboot"
 	"github.com/rackboot/rackboot/images/diskimage"
-	"golang.org/x/sys/unix"
+	"github.com/rackboot/rackboot/lab"
 )
 
 // The child process: the test binary run again with these set is an
@@ -90,27 +89,6 @@ func agentMain() int {
 		return 1
 	}
 	return 0
-}
-
-// inNamespace runs f on an OS thread moved into network namespace ns, so
-// the sockets f opens live there; the thread dies with its goroutine.
-func inNamespace(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(filepath.Join("/var/run/netns", ns), unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", ns, err)
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", ns, err)
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
 }
 
 func sh(t *testing.T, prog string, args ...string) string {
@@ -286,7 +264,7 @@ func newRig(t *testing.T, im *image) *rig {
 	sh(t, "ip", "netns", "exec", r.ns, "ip", "link", "set", "lo", "up")
 
 	var apiLn, filesLn net.Listener
-	if err := inNamespace(r.ns, func() error {
+	if err := lab.InNamespace(r.ns, func() error {
 		var err error
 		if apiLn, err = net.Listen("tcp", peer+":0"); err != nil {
 			return err
