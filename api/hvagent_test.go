@@ -30,7 +30,11 @@ func TestHypervisorAgent(t *testing.T) {
 	ctx := context.Background()
 	admin, tech, ro := f.tokens[store.RoleAdmin], f.tokens[store.RoleTech], f.tokens[store.RoleReadonly]
 	d := virttest.New([]boot.Arch{boot.ArchX86_64}, nil)
-	f.api.VMs = &hypervisor.Service{Store: f.st, Dial: d.Dial, DeviceWait: 3 * time.Second}
+	// Long enough that the three error reports below arrive within it
+	// on a loaded machine under the race detector; the silent agent's
+	// case shortens it.
+	vms := &hypervisor.Service{Store: f.st, Dial: d.Dial, DeviceWait: 20 * time.Second}
+	f.api.VMs = vms
 	f.api.HypervisorAgent = testHypervisorAgent
 
 	n := t4Node(t, f, "52:54:00:12:34:96", "t4-01")
@@ -159,6 +163,7 @@ func TestHypervisorAgent(t *testing.T) {
 		t.Error("vm-b was kept")
 	}
 	// An agent that stays silent: the create gives up after DeviceWait.
+	vms.DeviceWait = 3 * time.Second
 	done = create("vm-c")
 	if r := <-done; r[0] != 502 || !strings.Contains(r[1].(string), "has not reported mediated devices") {
 		t.Errorf("create with a silent agent: %v", r)
