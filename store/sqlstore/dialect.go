@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -195,10 +194,7 @@ func OpenSQLite(ctx context.Context, path string) (*Store, error) {
 	if err := checkExisting(ctx, path); err != nil {
 		return nil, fmt.Errorf("open database %s: %w", path, err)
 	}
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
-	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", path, err)
-	}
+	db := openSQLiteDB("file:" + path + "?" + q.Encode())
 	// Connections are kept, not closed past database/sql's default of
 	// two idle ones: a new SQLite connection reads the schema again, and
 	// the DHCP workers use dozens at once.
