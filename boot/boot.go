@@ -210,6 +210,13 @@ type Recorder interface {
 	Record(ctx context.Context, e Event)
 }
 
+// BatchRecorder is a Recorder that takes many events in one call, as
+// Queue hands them on, so that it can keep them in one write.
+type BatchRecorder interface {
+	Recorder
+	RecordBatch(ctx context.Context, es []Event)
+}
+
 // RecorderFunc adapts a function to Recorder.
 type RecorderFunc func(ctx context.Context, e Event)
 

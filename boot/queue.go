@@ -57,10 +57,11 @@ const drainWait = 2 * time.Second
 // for at most drainWait, and returns nil.
 func (q *Queue) Run(ctx context.Context) error {
 	q.init()
+	batch := make([]Event, 0, batchMax)
 	for {
 		select {
 		case e := <-q.ch:
-			q.Next.Record(ctx, e)
+			batch = q.hand(ctx, append(batch[:0], e))
 		case <-ctx.Done():
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainWait)
 			defer cancel()
@@ -71,11 +72,38 @@ func (q *Queue) Run(ctx context.Context) error {
 						q.dropped.Add(1)
 						continue
 					}
-					q.Next.Record(dctx, e)
+					batch = q.hand(dctx, append(batch[:0], e))
 				default:
 					return nil
 				}
 			}
 		}
 	}
+}
+
+// batchMax bounds the events handed on in one batch.
+const batchMax = 256
+
+// hand gives Next batch and whatever else is queued already, up to
+// batchMax: to a BatchRecorder in one call, so that a burst of events
+// costs one write; to a plain Recorder one by one. It returns batch for
+// reuse.
+func (q *Queue) hand(ctx context.Context, batch []Event) []Event {
+	br, ok := q.Next.(BatchRecorder)
+	if !ok {
+		q.Next.Record(ctx, batch[0])
+		return batch
+	}
+more:
+	for len(batch) < batchMax {
+		select {
+		case e := <-q.ch:
+			batch = append(batch, e)
+		default:
+			break more
+		}
+	}
+	br.RecordBatch(ctx, batch)
+	clear(batch) // no event's options kept alive by the reused array
+	return batch
 }

@@ -112,6 +112,8 @@ type Store interface {
 	ByIP(ctx context.Context, ip netip.Addr) (lease.Lease, error)
 	// AddTrace keeps a node's boot trace.
 	AddTrace(ctx context.Context, nodeID string, e boot.Event) error
+	// AddTraces keeps many events of boot traces at once.
+	AddTraces(ctx context.Context, es []store.TraceEvent) error
 	// ByMAC finds a node's lease, and so its address, on a subnet.
 	ByMAC(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr) (lease.Lease, error)
 	// CreateToken and DeleteToken keep each node's boot secret.
@@ -397,20 +399,86 @@ func (c *Core) recordPlan(ctx context.Context, nodeID string, mac net.HardwareAd
 // it belongs to, found by MAC, else by the address's lease, else by the
 // neighbour table. Events of machines rackboot does not know are dropped.
 func (c *Core) Record(ctx context.Context, e boot.Event) {
+	te, ok := c.resolve(ctx, e, nil)
+	if !ok {
+		return
+	}
+	if err := c.Store.AddTraces(ctx, []store.TraceEvent{te}); err != nil {
+		c.log().Warn("record boot event", "node", te.NodeID, "err", err)
+	}
+}
+
+// RecordBatch implements boot.BatchRecorder: Record for many events, in
+// one write. A boot storm's events are many per node (every TFTP and
+// HTTP request), so the lookups behind them are made once per client
+// address and MAC in a batch.
+func (c *Core) RecordBatch(ctx context.Context, es []boot.Event) {
+	memo := &traceMemo{macs: map[netip.Addr]net.HardwareAddr{}, nodes: map[string]string{}}
+	tes := make([]store.TraceEvent, 0, len(es))
+	for _, e := range es {
+		if te, ok := c.resolve(ctx, e, memo); ok {
+			tes = append(tes, te)
+		}
+	}
+	if err := c.Store.AddTraces(ctx, tes); err != nil {
+		// One event of a node deleted meanwhile fails the whole write:
+		// the others are kept one by one.
+		c.log().Warn("record boot events", "events", len(tes), "err", err)
+		for _, te := range tes {
+			if err := c.Store.AddTrace(ctx, te.NodeID, te.Event); err != nil {
+				c.log().Warn("record boot event", "node", te.NodeID, "err", err)
+			}
+		}
+	}
+}
+
+// traceMemo is what one batch of events has already looked up: an
+// address's MAC, and a MAC's node ("" for none).
+type traceMemo struct {
+	macs  map[netip.Addr]net.HardwareAddr
+	nodes map[string]string
+}
+
+// resolve finds the node an event belongs to, by its MAC, else its
+// address's lease, else the neighbour table. ok is false for a machine
+// rackboot does not know, whose events are dropped.
+func (c *Core) resolve(ctx context.Context, e boot.Event, memo *traceMemo) (store.TraceEvent, bool) {
 	mac := e.MAC
 	if len(mac) == 0 && e.IP.IsValid() {
-		mac = c.MACOf(ctx, e.IP)
+		var seen bool
+		if memo != nil {
+			mac, seen = memo.macs[e.IP]
+		}
+		if !seen {
+			mac = c.MACOf(ctx, e.IP)
+			if memo != nil {
+				memo.macs[e.IP] = mac
+			}
+		}
 	}
 	if len(mac) == 0 {
 		c.log().Debug("boot event of an unknown client", "peer", e.IP.String(), "file", e.File)
-		return
+		return store.TraceEvent{}, false
 	}
-	n, err := c.Store.NodeByMAC(ctx, mac)
-	if err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
+	id, seen := "", false
+	if memo != nil {
+		id, seen = memo.nodes[string(mac)]
+	}
+	if !seen {
+		n, err := c.Store.NodeByMAC(ctx, mac)
+		switch {
+		case err == nil:
+			id = n.ID
+		case !errors.Is(err, store.ErrNotFound):
 			c.log().Warn("record boot event", "mac", mac.String(), "err", err)
+			return store.TraceEvent{}, false
 		}
-		return
+		if memo != nil {
+			memo.nodes[string(mac)] = id
+		}
+	}
+	if id == "" {
+		return store.TraceEvent{}, false
 	}
 	if e.MAC == nil {
 		e.MAC = mac
@@ -418,9 +486,7 @@ func (c *Core) Record(ctx context.Context, e boot.Event) {
 	if e.Time.IsZero() {
 		e.Time = c.now()
 	}
-	if err := c.Store.AddTrace(ctx, n.ID, e); err != nil {
-		c.log().Warn("record boot event", "node", n.ID, "err", err)
-	}
+	return store.TraceEvent{NodeID: id, Event: e}, true
 }
 
 // MACOf finds the MAC behind a client address, by lease or neighbour table;

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -382,6 +383,68 @@ func TestRecord(t *testing.T) {
 	if err != nil || len(tr) != 2 || tr[0].File != "ipxe/snponly.efi" || tr[0].MAC.String() != m.String() || tr[1].File != "/boot.ipxe" {
 		t.Errorf("trace = %+v, %v", tr, err)
 	}
+}
+
+// TestRecordBatch checks that a batch of events is kept whole, each
+// client address looked up once, and that an event of a node deleted
+// meanwhile costs only itself.
+func TestRecordBatch(t *testing.T) {
+	ctx := context.Background()
+	c := newCore(t)
+	m, gone := mac("52:54:00:00:04:02"), mac("52:54:00:00:04:03")
+	o, _ := c.BootOffer(ctx, boot.Client{MAC: m, Arch: boot.ClientX64UEFI})
+	og, _ := c.BootOffer(ctx, boot.Client{MAC: gone, Arch: boot.ClientX64UEFI})
+	ip := netip.MustParseAddr("10.0.0.60")
+	asked := map[netip.Addr]int{}
+	c.Neighbors = func(a netip.Addr) net.HardwareAddr {
+		asked[a]++
+		if a == ip {
+			return m
+		}
+		return nil
+	}
+	var es []boot.Event
+	for i := range 50 {
+		es = append(es, boot.Event{Proto: "http", Kind: "file", IP: ip, File: fmt.Sprint("/f", i)})
+		es = append(es, boot.Event{Proto: "http", Kind: "file", IP: netip.MustParseAddr("10.0.0.61"), File: "stranger"})
+	}
+	es = append(es, boot.Event{Proto: "tftp", Kind: "file", MAC: gone, File: "late"})
+	c.RecordBatch(ctx, es)
+	tr, err := db(c).Trace(ctx, o.Node, 0)
+	if err != nil || len(tr) != 50 || tr[0].File != "/f0" || tr[49].File != "/f49" || tr[0].MAC.String() != m.String() {
+		t.Fatalf("trace = %d events, %v", len(tr), err)
+	}
+	if asked[ip] != 1 || asked[netip.MustParseAddr("10.0.0.61")] != 1 {
+		t.Errorf("neighbour table asked %v, want once per address", asked)
+	}
+	if tr, _ := db(c).Trace(ctx, og.Node, 0); len(tr) != 1 {
+		t.Fatalf("the second node's trace has %d events, want 1", len(tr))
+	}
+	// The second node goes between the lookup and the write: the
+	// first node's events are kept all the same.
+	st := db(c)
+	c.Store = deleteFirst{Store: st, id: og.Node}
+	c.RecordBatch(ctx, []boot.Event{{Proto: "http", Kind: "file", MAC: m, File: "/again"},
+		{Proto: "tftp", Kind: "file", MAC: gone, File: "/gone"}, {Proto: "tftp", Kind: "file", IP: ip, File: "/again2"}})
+	if tr, _ := st.Trace(ctx, o.Node, 0); len(tr) != 52 || tr[51].File != "/again2" {
+		t.Fatalf("after a delete: %d events, want 52", len(tr))
+	}
+	if _, err := st.Node(ctx, og.Node); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the deleted node: %v", err)
+	}
+}
+
+// deleteFirst deletes a node just before the batch is written.
+type deleteFirst struct {
+	store.Store
+	id string
+}
+
+func (d deleteFirst) AddTraces(ctx context.Context, es []store.TraceEvent) error {
+	if err := d.DeleteNode(ctx, d.id); err != nil {
+		return err
+	}
+	return d.Store.AddTraces(ctx, es)
 }
 
 func TestParseARP(t *testing.T) {

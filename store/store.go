@@ -650,6 +650,11 @@ type Store interface {
 
 	// AddTrace appends a boot event to a node's trace.
 	AddTrace(ctx context.Context, nodeID string, e boot.Event) error
+	// AddTraces appends boot events (each naming its node) in one
+	// transaction whose commit does not wait for the disk: a trace is a
+	// diagnosis, and a boot storm's events would otherwise cost one
+	// fsync each.
+	AddTraces(ctx context.Context, es []TraceEvent) error
 	// Trace returns the newest limit events of a node, oldest first.
 	Trace(ctx context.Context, nodeID string, limit int) ([]TraceEvent, error)
 

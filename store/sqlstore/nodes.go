@@ -470,22 +470,47 @@ func (s *Store) CountNodes(ctx context.Context) (map[store.State]int, error) {
 
 // AddTrace implements store.Store.
 func (s *Store) AddTrace(ctx context.Context, nodeID string, e boot.Event) error {
+	if err := addTrace(ctx, s.db, nodeID, e); err != nil {
+		return fmt.Errorf("add trace of node %s: %w", nodeID, err)
+	}
+	return nil
+}
+
+// AddTraces implements store.Store.
+func (s *Store) AddTraces(ctx context.Context, es []store.TraceEvent) error {
+	if len(es) == 0 {
+		return nil
+	}
+	err := s.retry(ctx, func() error {
+		return s.tx1(ctx, s.d.laxBegin, s.d.laxEnd, false, func(tx runner) error {
+			for _, e := range es {
+				if err := addTrace(ctx, tx, e.NodeID, e.Event); err != nil {
+					return fmt.Errorf("node %s: %w", e.NodeID, err)
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("add %d trace events: %w", len(es), err)
+	}
+	return nil
+}
+
+func addTrace(ctx context.Context, r runner, nodeID string, e boot.Event) error {
 	opts, err := json.Marshal(e.Options)
 	if err != nil {
-		return fmt.Errorf("add trace of node %s: %w", nodeID, err)
+		return err
 	}
 	mac := ""
 	if len(e.MAC) > 0 {
 		mac = macText(e.MAC)
 	}
-	_, err = s.db.exec(ctx, `INSERT INTO boot_events
+	_, err = r.exec(ctx, `INSERT INTO boot_events
 		(node_id, time, mac, ip, proto, kind, file, bytes, size, block_size, window_size, complete, error, options)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		nodeID, e.Time.UnixNano(), mac, addrText(e.IP), e.Proto, e.Kind, e.File, e.Bytes, e.Size, e.BlockSize, e.WindowSize, e.Complete, e.Error, string(opts))
-	if err != nil {
-		return fmt.Errorf("add trace of node %s: %w", nodeID, err)
-	}
-	return nil
+	return err
 }
 
 // Trace implements store.Store.

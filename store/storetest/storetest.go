@@ -133,6 +133,38 @@ func testTrace(t *testing.T, open Opener) {
 	if tr[0].File != "f2" || tr[2].File != "f4" || !tr[2].Complete || tr[2].Options["93"] != "7" || tr[2].IP.String() != "10.0.0.9" || tr[2].MAC.String() != mac(7).String() {
 		t.Fatalf("Trace = %+v", tr)
 	}
+	// Many events of two nodes in one write, in order.
+	n2, _, err := s.EnrollClient(ctx, boot.Client{MAC: mac(8), Arch: boot.ClientX64UEFI}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []store.TraceEvent
+	for i := 0; i < 20; i++ {
+		id := n.ID
+		if i%2 == 1 {
+			id = n2.ID
+		}
+		batch = append(batch, store.TraceEvent{NodeID: id, Event: boot.Event{Time: time.Unix(int64(10+i), 0), Proto: "http", Kind: "file", File: fmt.Sprintf("b%d", i), Size: -1}})
+	}
+	if err := s.AddTraces(ctx, batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddTraces(ctx, nil); err != nil {
+		t.Fatalf("AddTraces of nothing: %v", err)
+	}
+	tr1, err1 := s.Trace(ctx, n.ID, 0)
+	tr2, err2 := s.Trace(ctx, n2.ID, 0)
+	if err1 != nil || err2 != nil || len(tr1) != 15 || len(tr2) != 10 || tr1[5].File != "b0" || tr1[14].File != "b18" || tr2[0].File != "b1" || tr2[9].File != "b19" {
+		t.Fatalf("after AddTraces: %d and %d events (%v, %v)", len(tr1), len(tr2), err1, err2)
+	}
+	// A batch naming a node that is not there is refused whole.
+	bad := []store.TraceEvent{{NodeID: n.ID, Event: boot.Event{Time: time.Unix(99, 0), File: "kept?"}}, {NodeID: "no-such-node", Event: boot.Event{Time: time.Unix(99, 0), File: "x"}}}
+	if err := s.AddTraces(ctx, bad); err == nil {
+		t.Fatal("AddTraces with an unknown node: no error")
+	}
+	if tr1, _ := s.Trace(ctx, n.ID, 0); len(tr1) != 15 {
+		t.Fatalf("a refused batch left %d events, want 15", len(tr1))
+	}
 }
 
 func testLeases(t *testing.T, open Opener) {
