@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -9,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/dhcp/dhcptest"
+	"github.com/rackboot/rackboot/store"
 )
 
 // BenchmarkDORA measures one DISCOVER and one REQUEST through the DHCP
@@ -89,6 +92,43 @@ func BenchmarkByIP(b *testing.B) {
 			i := k.Add(1) % n
 			if _, err := st.ByIP(ctx, netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})); err != nil {
 				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkHeartbeatParallel measures what an agent's heartbeat asks of
+// the store (its last_seen written, a task claimed if one is queued),
+// from 32 goroutines at once over 1,000 idle nodes.
+func BenchmarkHeartbeatParallel(b *testing.B) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(b.TempDir(), "db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	const n = 1000
+	ids := make([]string, n)
+	for i := range n {
+		node, _, err := st.EnrollClient(ctx, boot.Client{MAC: net.HardwareAddr{2, 0, 0, 0, byte(i >> 8), byte(i)}, Arch: boot.ClientX64UEFI}, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = node.ID
+	}
+	var k atomic.Uint32
+	b.SetParallelism(16) // times GOMAXPROCS
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := ids[k.Add(1)%n]
+			if err := st.TouchNode(ctx, id, time.Now()); err != nil {
+				b.Error(err)
+				return
+			}
+			if _, err := st.ClaimTask(ctx, id, time.Now()); !errors.Is(err, store.ErrNotFound) {
+				b.Errorf("claim: %v", err)
 				return
 			}
 		}

@@ -288,6 +288,19 @@ func (s *Store) TaskProgress(ctx context.Context, id string, progress json.RawMe
 // pass a task that another is taking instead of waiting for it and then
 // finding it gone.
 func (s *Store) ClaimTask(ctx context.Context, nodeID string, now time.Time) (store.Task, error) {
+	// Every heartbeat of an idle agent asks; nearly always there is
+	// nothing. A read answers that without the write lock (SQLite) or a
+	// row lock (PostgreSQL). A task queued just after is the next
+	// heartbeat's.
+	var pending int
+	err := s.db.row(ctx, `SELECT count(*) FROM (SELECT 1 FROM tasks WHERE node_id = ? AND state = ? LIMIT 1) AS p`,
+		nodeID, string(store.TaskPending)).Scan(&pending)
+	if err != nil {
+		return store.Task{}, fmt.Errorf("claim task of node %s: %w", nodeID, err)
+	}
+	if pending == 0 {
+		return store.Task{}, fmt.Errorf("claim task of node %s: %w", nodeID, store.ErrNotFound)
+	}
 	t, err := one(ctx, s.db, scanTask, `UPDATE tasks SET state = ?, updated = ?
 		WHERE id = (SELECT id FROM tasks WHERE node_id = ? AND state = ? ORDER BY created, id LIMIT 1`+s.d.skipLocked+`)
 		RETURNING `+taskColumns,

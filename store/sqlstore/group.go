@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"sync"
 )
 
@@ -36,9 +37,12 @@ type group struct {
 }
 
 type groupItem struct {
-	ctx  context.Context
-	f    func(context.Context, runner) error
-	err  error
+	ctx context.Context
+	f   func(context.Context, runner) error
+	err error
+	// lax: the write need not be on disk when its caller returns (a
+	// heartbeat's last_seen); a batch of only such writes is not synced.
+	lax  bool
 	done chan struct{} // closed when the item's batch committed or failed
 	turn chan struct{} // receives when this caller is to commit the next batch
 }
@@ -52,10 +56,21 @@ type groupItem struct {
 // calls that a failing neighbour could undo: the batch is committed as
 // a whole or not at all, in which case every item sees the error.
 func (s *Store) groupTx(ctx context.Context, f func(context.Context, runner) error) error {
+	return s.group1(ctx, false, f)
+}
+
+// laxGroupTx is groupTx for a write that may be lost in a power cut
+// without harm: it shares the batch, and so the write lock's turn, with
+// the durable writes, but returns without waiting for the disk.
+func (s *Store) laxGroupTx(ctx context.Context, f func(context.Context, runner) error) error {
+	return s.group1(ctx, true, f)
+}
+
+func (s *Store) group1(ctx context.Context, lax bool, f func(context.Context, runner) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	it := &groupItem{ctx: ctx, f: f, done: make(chan struct{}), turn: make(chan struct{}, 1)}
+	it := &groupItem{ctx: ctx, f: f, lax: lax, done: make(chan struct{}), turn: make(chan struct{}, 1)}
 	g := &s.group
 	g.mu.Lock()
 	g.pending = append(g.pending, it)
@@ -125,7 +140,7 @@ func (s *Store) commitBatch(ctx context.Context) {
 	}
 	g.mu.Unlock()
 
-	if err == nil {
+	if err == nil && slices.ContainsFunc(batch, func(it *groupItem) bool { return !it.lax }) {
 		err = s.syncLog()
 	}
 	for _, it := range batch {

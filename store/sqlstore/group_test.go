@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/lease"
+	"github.com/rackboot/rackboot/store"
 )
 
 // holdWriteLock takes SQLite's write lock on a connection of its own, so
@@ -171,5 +173,86 @@ func TestGroupCommitConflictFailsAlone(t *testing.T) {
 	}
 	if _, err := s.ByMAC(ctx, testSubnet, testMAC(5)); !errors.Is(err, lease.ErrNoLease) {
 		t.Errorf("MAC 5, refused, has a lease: %v", err)
+	}
+}
+
+// TestHeartbeatsShareCommits checks that concurrent heartbeats (TouchNode)
+// share group commits and, alone in a batch, wait for no fsync, while a
+// bind in their batch still gets its fsync; and a touch of a node that
+// is not there fails alone.
+func TestHeartbeatsShareCommits(t *testing.T) {
+	ctx := context.Background()
+	s, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), "rackboot.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 32
+	ids := make([]string, n)
+	for i := range n {
+		node, _, err := s.EnrollClient(ctx, boot.Client{MAC: testMAC(i), Arch: boot.ClientX64UEFI}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = node.ID
+	}
+	ids[n-1] = "no-such-node"
+	heard := time.Date(2026, 12, 3, 8, 0, 0, 0, time.UTC)
+	before, syncs := s.commits.Load(), s.syncs.Load()
+	release := holdWriteLock(t, s)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	touch := func(i int) {
+		defer wg.Done()
+		errs[i] = s.TouchNode(ctx, ids[i], heard)
+	}
+	wg.Add(n)
+	go touch(0)
+	waitGroup(t, s, 0)
+	for i := 1; i < n; i++ {
+		go touch(i)
+	}
+	waitGroup(t, s, n-1)
+	release()
+	wg.Wait()
+	for i, err := range errs[:n-1] {
+		if err != nil {
+			t.Errorf("touch %d: %v", i, err)
+		}
+	}
+	if !errors.Is(errs[n-1], store.ErrNotFound) {
+		t.Errorf("touch of a node that is not there: %v, want ErrNotFound", errs[n-1])
+	}
+	if got := s.commits.Load() - before; got != 2 {
+		t.Errorf("%d heartbeats took %d commits, want 2", n, got)
+	}
+	if got := s.syncs.Load() - syncs; got != 0 {
+		t.Errorf("%d heartbeats took %d fsyncs, want none", n, got)
+	}
+	for _, id := range ids[:n-1] {
+		if node, err := s.Node(ctx, id); err != nil || !node.LastSeen.Equal(heard) {
+			t.Fatalf("node %s last seen %v, %v", id, node.LastSeen, err)
+		}
+	}
+	// A bind and a heartbeat in one batch: the bind's fsync is made.
+	syncs = s.syncs.Load()
+	release = holdWriteLock(t, s)
+	wg.Add(3)
+	go touch(0)
+	waitGroup(t, s, 0)
+	var bindErr error
+	go func() {
+		defer wg.Done()
+		_, bindErr = s.Bind(ctx, testSubnet, testMAC(99), testIP(99), "", time.Now().Add(time.Hour))
+	}()
+	go touch(1)
+	waitGroup(t, s, 2)
+	release()
+	wg.Wait()
+	if bindErr != nil || errs[0] != nil || errs[1] != nil {
+		t.Fatalf("bind %v, touches %v %v", bindErr, errs[0], errs[1])
+	}
+	if s.syncs.Load() == syncs {
+		t.Error("a bind batched with heartbeats returned without an fsync")
 	}
 }
