@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -146,12 +145,6 @@ func squeeze(doc string) string {
 // inventory: the T4 machine's, with its card swapped.
 func l40sNode(t *testing.T, f *fixture, macText, name, gpu string) store.Node {
 	t.Helper()
-	ctx := context.Background()
-	mac, _ := net.ParseMAC(macText)
-	n, _, err := f.st.EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientX64UEFI}, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
 	b, err := os.ReadFile(filepath.Join("..", "agent", "inventory", "testdata", "t4.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -165,11 +158,5 @@ func l40sNode(t *testing.T, f *fixture, macText, name, gpu string) store.Node {
 	if b, err = json.Marshal(inv); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.st.SetInventory(ctx, n.ID, b, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.st.UpdateNode(ctx, n.ID, store.NodePatch{Name: ptr(name)}); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return inventoryNode(t, f, macText, name, b)
 }

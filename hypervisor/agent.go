@@ -43,6 +43,7 @@ func (s *Service) AgentRound(ctx context.Context, nodeID string, rep protocol.Hy
 	}
 	prev, perr := s.Store.HypervisorAgent(ctx, nodeID)
 	a := store.HypervisorAgent{NodeID: nodeID, Booted: rep.Booted, Applied: rep.Applied, GPUs: rep.GPUs, Errors: rep.Errors, Version: rep.Version}
+	a.Round, a.ErrorSince = prev.Round+1, errorSince(prev, rep.Errors)
 	if err := s.Store.PutHypervisorAgent(ctx, a); err != nil {
 		return protocol.HypervisorWork{}, err
 	}
@@ -154,7 +155,9 @@ const errorReports = 3
 // every vendor VFIO virtual function it holds carries its vGPU type. A
 // hypervisor whose agent never called in is managed by hand: its
 // operator makes the devices, and libvirt says so when one is missing.
-func (s *Service) waitDevices(ctx context.Context, vm store.VM) error {
+// An error naming a device, said in errorReports reports in a row made
+// after the agent's round after, ends the wait early.
+func (s *Service) waitDevices(ctx context.Context, vm store.VM, after int64) error {
 	var devs []protocol.HypervisorDevice
 	var want []string // how the devices are named, in the agent's errors too
 	for _, d := range vm.Devices {
@@ -198,7 +201,6 @@ func (s *Service) waitDevices(ctx context.Context, vm store.VM) error {
 	fresh := 3*s.agentInterval() + 10*time.Second
 	start := time.Now()
 	deadline := start.Add(wait)
-	failed := map[time.Time]string{} // reports naming a missing device in an error
 	for {
 		a, err := s.Store.HypervisorAgent(ctx, vm.Hypervisor)
 		if err != nil {
@@ -215,15 +217,11 @@ func (s *Service) waitDevices(ctx context.Context, vm store.VM) error {
 			if len(missing) == 0 {
 				return nil
 			}
-			for _, e := range a.Errors {
-				for _, m := range missing {
-					if strings.Contains(strings.ToLower(e), m) && a.Seen.After(start) {
-						failed[a.Seen] = e
-					}
+			for i, e := range a.Errors {
+				named := slices.ContainsFunc(missing, func(m string) bool { return strings.Contains(strings.ToLower(e), m) })
+				if named && streak(a, i, after) >= errorReports {
+					return fmt.Errorf("%w: the hypervisor's agent could not make mediated device or vGPU virtual function %s: %s", ErrDevices, strings.Join(missing, ", "), e)
 				}
-			}
-			if len(failed) >= errorReports {
-				return fmt.Errorf("%w: the hypervisor's agent could not make mediated device or vGPU virtual function %s: %s", ErrDevices, strings.Join(missing, ", "), failed[a.Seen])
 			}
 		}
 		if time.Now().After(deadline) {
@@ -242,6 +240,29 @@ func (s *Service) waitDevices(ctx context.Context, vm store.VM) error {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// errorSince carries on the streak of each error the agent said in its
+// previous report too; an error new in this report starts its own.
+func errorSince(prev store.HypervisorAgent, errs []string) []int64 {
+	since := make([]int64, len(errs))
+	for i, e := range errs {
+		since[i] = prev.Round + 1
+		if j := slices.Index(prev.Errors, e); j >= 0 && j < len(prev.ErrorSince) {
+			since[i] = prev.ErrorSince[j]
+		}
+	}
+	return since
+}
+
+// streak is how many of the agent's reports in a row, made after round
+// after, carried its i-th error.
+func streak(a store.HypervisorAgent, i int, after int64) int64 {
+	first := a.Round
+	if i < len(a.ErrorSince) {
+		first = a.ErrorSince[i]
+	}
+	return a.Round - max(first, after+1) + 1
 }
 
 func (s *Service) agentInterval() time.Duration {

@@ -116,6 +116,9 @@ type Plan struct {
 	Name       string
 	// XML is the libvirt domain.
 	XML string
+	// agentRound is the agent's last report when the VM was placed:
+	// only a later one can have been told of its devices.
+	agentRound int64
 }
 
 // Plan decides where a VM would go and writes its domain, storing
@@ -268,13 +271,14 @@ func (s *Service) CreateVM(ctx context.Context, r VMRequest, actor string) (Plan
 		}
 		alloc := p.Decision.Allocation
 		var stored store.VM
+		var round int64
 		stored, err = s.Store.CreateVM(ctx, p.VM, p.Name, func(ps store.PlaceState) error {
 			// The agent's functions as the transaction reads them, not
 			// as they were when the decision was taken: one an operator
 			// took meanwhile is refused here.
 			var ac AgentCards
 			if ps.HasAgent {
-				ac = Cards(ps.Agent.GPUs, true)
+				ac, round = Cards(ps.Agent.GPUs, true), ps.Agent.Round
 			}
 			f, err := one(ps.Hypervisor, p.Host, ps.VMs, ac)
 			if err != nil {
@@ -283,7 +287,7 @@ func (s *Service) CreateVM(ctx context.Context, r VMRequest, actor string) (Plan
 			return f.Commit(alloc)
 		})
 		if err == nil {
-			p.VM = stored
+			p.VM, p.agentRound = stored, round
 			break
 		}
 		if attempt == maxPlaceAttempts || !(errors.Is(err, placement.ErrConflict) || errors.Is(err, store.ErrConflict) && len(p.VM.Devices) > 0) {
@@ -328,7 +332,7 @@ func (s *Service) start(ctx context.Context, p Plan) error {
 		conn.DeleteVolume(c, p.Hypervisor.Pool, p.VM.Volume)
 		return fmt.Errorf("%w: %w", ErrHypervisor, err)
 	}
-	err = s.waitDevices(ctx, p.VM)
+	err = s.waitDevices(ctx, p.VM, p.agentRound)
 	if err == nil {
 		err = conn.Start(ctx, p.Name)
 		if err != nil {
@@ -460,7 +464,13 @@ func (s *Service) Do(ctx context.Context, ref, action, actor string) (VM, error)
 		if err != nil {
 			return VM{}, err
 		}
-		if err := s.waitDevices(ctx, stored); err != nil {
+		// What the agent said before this start does not count against
+		// it: the room it lacked then may be free now.
+		var round int64
+		if a, err := s.Store.HypervisorAgent(ctx, stored.Hypervisor); err == nil {
+			round = a.Round
+		}
+		if err := s.waitDevices(ctx, stored, round); err != nil {
 			return VM{}, fmt.Errorf("vm %s: start: %w", vm.Node.Name, err)
 		}
 	}

@@ -364,8 +364,14 @@ type HypervisorAgent struct {
 	// nil where the host has no NVIDIA driver.
 	GPUs json.RawMessage
 	// Errors are what the agent could not do on its last round.
-	Errors  []string
-	Version string
+	Errors []string
+	// Round counts the agent's reports, 1 for its first; ErrorSince,
+	// one per error, is the round from which it has said that error in
+	// every report. A waiter that polls may miss a report, but it can
+	// still tell how many in a row carried an error.
+	Round      int64
+	ErrorSince []int64
+	Version    string
 	// Seen is when it last called in.
 	Seen time.Time
 }

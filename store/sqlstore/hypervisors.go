@@ -369,6 +369,9 @@ func (s *Store) PutHypervisorAgent(ctx context.Context, a store.HypervisorAgent)
 	if a.Errors == nil {
 		a.Errors = []string{}
 	}
+	if a.ErrorSince == nil {
+		a.ErrorSince = []int64{}
+	}
 	var gpus []byte
 	if len(a.GPUs) > 0 {
 		gpus = []byte(a.GPUs)
@@ -380,11 +383,11 @@ func (s *Store) PutHypervisorAgent(ctx context.Context, a store.HypervisorAgent)
 		if err := tx.row(ctx, `SELECT 1 FROM hypervisors WHERE node_id = ?`+s.d.forUpdate, a.NodeID).Scan(&one); err != nil {
 			return noRows(err)
 		}
-		_, err := tx.exec(ctx, `INSERT INTO hypervisor_agents (node_id, booted, applied, gpus, errors, version, seen)
-			VALUES (?, ?, ?, ?, ?, ?, ?)
+		_, err := tx.exec(ctx, `INSERT INTO hypervisor_agents (node_id, booted, applied, gpus, errors, round, error_since, version, seen)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (node_id) DO UPDATE SET booted = excluded.booted, applied = excluded.applied, gpus = excluded.gpus,
-			errors = excluded.errors, version = excluded.version, seen = excluded.seen`,
-			a.NodeID, nanos(a.Booted), a.Applied, gpus, jsonText(a.Errors), a.Version, nanos(a.Seen))
+			errors = excluded.errors, round = excluded.round, error_since = excluded.error_since, version = excluded.version, seen = excluded.seen`,
+			a.NodeID, nanos(a.Booted), a.Applied, gpus, jsonText(a.Errors), a.Round, jsonText(a.ErrorSince), a.Version, nanos(a.Seen))
 		return err
 	})
 	if err != nil {
@@ -394,19 +397,22 @@ func (s *Store) PutHypervisorAgent(ctx context.Context, a store.HypervisorAgent)
 }
 
 // HypervisorAgent implements store.Store.
-const agentColumns = `node_id, booted, applied, gpus, errors, version, seen`
+const agentColumns = `node_id, booted, applied, gpus, errors, round, error_since, version, seen`
 
 func scanHypervisorAgent(r scanner) (store.HypervisorAgent, error) {
 	var a store.HypervisorAgent
 	var booted, seen int64
 	var gpus []byte
-	var errs string
-	if err := r.Scan(&a.NodeID, &booted, &a.Applied, &gpus, &errs, &a.Version, &seen); err != nil {
+	var errs, since string
+	if err := r.Scan(&a.NodeID, &booted, &a.Applied, &gpus, &errs, &a.Round, &since, &a.Version, &seen); err != nil {
 		return a, err
 	}
 	a.Booted, a.Seen, a.GPUs = fromNanos(booted), fromNanos(seen), rawJSON(gpus)
 	if err := json.Unmarshal([]byte(errs), &a.Errors); err != nil {
 		return a, fmt.Errorf("errors %q: %w", errs, err)
+	}
+	if err := json.Unmarshal([]byte(since), &a.ErrorSince); err != nil {
+		return a, fmt.Errorf("error_since %q: %w", since, err)
 	}
 	return a, nil
 }

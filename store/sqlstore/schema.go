@@ -205,6 +205,11 @@ var sqliteMigrations = []string{
 	// servers on one database could place two VMs on one function.
 	`CREATE UNIQUE INDEX vm_devices_gpu_slot ON vm_devices(hypervisor, gpu, slot) WHERE kind IN ('vgpu', 'mig');
 	CREATE UNIQUE INDEX vm_devices_vf ON vm_devices(hypervisor, device) WHERE kind IN ('vgpu', 'mig') AND device <> gpu;`,
+	// A hypervisor agent's reports are counted, and how long each of its
+	// errors has lasted, so that an error said in three reports in a row
+	// is told from a hiccup by whoever reads only some of them.
+	`ALTER TABLE hypervisor_agents ADD COLUMN round INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE hypervisor_agents ADD COLUMN error_since TEXT NOT NULL DEFAULT '[]';`,
 }
 
 // postgresMigrations build the PostgreSQL schema. nodes_name makes node
@@ -410,4 +415,6 @@ var postgresMigrations = []string{
 	// servers on one database could place two VMs on one function.
 	`CREATE UNIQUE INDEX vm_devices_gpu_slot ON vm_devices(hypervisor, gpu, slot) WHERE kind IN ('vgpu', 'mig');
 	CREATE UNIQUE INDEX vm_devices_vf ON vm_devices(hypervisor, device) WHERE kind IN ('vgpu', 'mig') AND device <> gpu;`,
+	`ALTER TABLE hypervisor_agents ADD COLUMN round BIGINT NOT NULL DEFAULT 0;
+	ALTER TABLE hypervisor_agents ADD COLUMN error_since TEXT NOT NULL DEFAULT '[]';`,
 }

@@ -62,11 +62,15 @@ func testHypervisors(t *testing.T, open Opener) {
 	}
 	booted := time.Date(2026, 12, 1, 8, 0, 0, 0, time.UTC)
 	rep := store.HypervisorAgent{NodeID: n.ID, Booted: booted, Applied: "mig 3g.40gb,2g.20gb,1g.10gb,1g.10gb",
-		GPUs: []byte(`{"gpus":[{"index":0}]}`), Errors: []string{"GPU 1: pending reset"}, Version: "v1", Seen: booted.Add(time.Minute)}
+		GPUs: []byte(`{"gpus":[{"index":0}]}`), Errors: []string{"GPU 1: pending reset", "GPU 0: busy"}, Round: 7, ErrorSince: []int64{3, 7},
+		Version: "v1", Seen: booted.Add(time.Minute)}
 	if err := s.PutHypervisorAgent(ctx, rep); err != nil {
 		t.Fatal(err)
 	}
-	rep.Errors, rep.GPUs, rep.Seen = []string{}, nil, booted.Add(2*time.Minute)
+	if got, err := s.HypervisorAgent(ctx, n.ID); err != nil || cmp.Diff(rep, got) != "" {
+		t.Errorf("agent report with errors (-put +got): %v\n%s", err, cmp.Diff(rep, got))
+	}
+	rep.Errors, rep.ErrorSince, rep.Round, rep.GPUs, rep.Seen = []string{}, []int64{}, 8, nil, booted.Add(2*time.Minute)
 	if err := s.PutHypervisorAgent(ctx, rep); err != nil {
 		t.Fatal(err)
 	}
