@@ -87,6 +87,13 @@ port_free() {
 start() {
 	install
 	bin=$(bindir)
+	# Test binaries of several packages start it at once: the second
+	# waits for the first and then finds its cluster running (-o: the
+	# server it starts must not hold the lock).
+	if command -v flock >/dev/null 2>&1 && [ -z "${POSTGRES_SH_LOCKED:-}" ]; then
+		mkdir -p "$(dirname "$dir")"
+		POSTGRES_SH_LOCKED=1 exec flock -o "$dir.lock" "$0" start "$dir"
+	fi
 	if running; then
 		dsn
 		return 0
