@@ -38,6 +38,10 @@ type Work struct {
 	// Token is the agent's current token, which image downloads show
 	// when the deploy carries no image token.
 	Token func() string
+	// StallTimeout is how long an image download may receive nothing
+	// before it is resumed on a new connection
+	// (deploy.DefaultStallTimeout when zero).
+	StallTimeout time.Duration
 }
 
 // Funcs are the task functions this Work provides.
@@ -97,7 +101,7 @@ func (w *Work) deploy(ctx context.Context, t protocol.Task) (any, error) {
 		token = w.Token()
 	}
 	res, err := deploy.Write(ctx, w.HTTP, deploy.Image{URL: strings.TrimRight(w.Base, "/") + p.Path, Token: token, Format: p.Format, SHA256: p.SHA256,
-		RawSHA256: p.RawSHA256, RawSize: p.RawSize}, d.Name, func(pr deploy.Progress) {
+		RawSHA256: p.RawSHA256, RawSize: p.RawSize, StallTimeout: w.StallTimeout}, d.Name, func(pr deploy.Progress) {
 		ReportProgress(ctx, protocol.Progress{Phase: "writing " + d.Name, Done: pr.Written, Total: max(pr.Total, 0), Rate: pr.Rate})
 	})
 	if err != nil {

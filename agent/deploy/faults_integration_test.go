@@ -774,7 +774,7 @@ func testNetworkCut(t *testing.T, r *rig) {
 	time.Sleep(cut)
 	r.drop(0)
 	back := time.Now()
-	// Bounded: TCP's keepalive finds a dead connection in 2.5 minutes,
+	// Bounded: the stall timeout (a minute) gives up the connection,
 	// then eight tries to resume with their dial timeouts and backoff.
 	c.wait(t, cut+15*time.Minute)
 	reps, _ := r.api.got()

@@ -35,10 +35,33 @@ type resumable struct {
 	backoff         time.Duration
 	// resumes counts the Range requests made, for the task's report.
 	resumes int
+	// stall is how long one answer may send nothing (its headers, or
+	// the next byte of its body) before it is given up and resumed:
+	// TCP alone notices a dead peer only after minutes.
+	stall time.Duration
+	// timer ends the current answer when it stalls (cancel, with
+	// ErrStalled as the cause); it runs only while a read waits on
+	// the network, never while the disk is being written.
+	timer  *time.Timer
+	cancel context.CancelCauseFunc
+	// fresh is true until the current answer's body gives a byte: one
+	// that breaks before it does is a failed try, like a refused one.
+	fresh bool
 }
 
-func openResumable(ctx context.Context, c *http.Client, url, token string, retries int) (*resumable, error) {
-	r := &resumable{ctx: ctx, client: c, url: url, token: token, size: -1, retries: retries, backoff: 500 * time.Millisecond}
+// DefaultStallTimeout is how long an image download may receive nothing
+// before the connection is given up and the download resumed.
+const DefaultStallTimeout = time.Minute
+
+// ErrStalled is a download whose server sent nothing for the stall
+// timeout: a cut network or a hung server.
+var ErrStalled = errors.New("the download stalled")
+
+func openResumable(ctx context.Context, c *http.Client, url, token string, retries int, stall time.Duration) (*resumable, error) {
+	if stall <= 0 {
+		stall = DefaultStallTimeout
+	}
+	r := &resumable{ctx: ctx, client: c, url: url, token: token, size: -1, retries: retries, backoff: 500 * time.Millisecond, stall: stall}
 	if err := r.open(); err != nil {
 		return nil, err
 	}
@@ -46,7 +69,28 @@ func openResumable(ctx context.Context, c *http.Client, url, token string, retri
 }
 
 func (r *resumable) open() error {
-	req, err := http.NewRequestWithContext(r.ctx, http.MethodGet, r.url, nil)
+	ctx, cancel := context.WithCancelCause(r.ctx)
+	timer := time.AfterFunc(r.stall, func() { cancel(ErrStalled) })
+	err := r.request(ctx)
+	if !timer.Stop() {
+		err = fmt.Errorf("download %s: %w: no answer in %s", r.url, ErrStalled, r.stall)
+		if r.body != nil {
+			r.body.Close()
+			r.body = nil
+		}
+	}
+	if err != nil {
+		cancel(nil)
+		return err
+	}
+	r.timer, r.cancel, r.fresh = timer, cancel, true
+	return nil
+}
+
+// request asks for the bytes from r.off on and, when the answer fits,
+// makes its body r.body.
+func (r *resumable) request(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.url, nil)
 	if err != nil {
 		return fmt.Errorf("download %s: %w", r.url, err)
 	}
@@ -115,25 +159,17 @@ func (r *resumable) Read(p []byte) (int, error) {
 				if r.ctx.Err() != nil {
 					return 0, r.ctx.Err()
 				}
-				if r.failed++; r.failed > r.retries {
+				if err := r.retry(err); err != nil {
 					return 0, err
-				}
-				select {
-				case <-r.ctx.Done():
-					return 0, r.ctx.Err()
-				case <-time.After(r.backoff):
-				}
-				if r.backoff < 10*time.Second {
-					r.backoff *= 2
 				}
 				continue
 			}
 			r.resumes++
 		}
-		n, err := r.body.Read(p)
+		n, err := r.read(p)
 		r.off += int64(n)
 		if n > 0 {
-			r.failed = 0
+			r.failed, r.fresh = 0, false
 		}
 		switch {
 		case err == nil:
@@ -141,21 +177,72 @@ func (r *resumable) Read(p []byte) (int, error) {
 		case errors.Is(err, io.EOF) && (r.size < 0 || r.off == r.size):
 			return n, io.EOF
 		}
-		// A short body or a broken connection: resume from r.off.
-		r.body.Close()
-		r.body = nil
+		// A short body, a broken connection or a stall: resume from r.off.
+		fresh := r.fresh
+		r.closeBody()
 		if r.ctx.Err() != nil {
 			return n, r.ctx.Err()
 		}
 		if n > 0 {
 			return n, nil
 		}
+		if fresh {
+			// Not a byte from this answer: without counting it, a
+			// server that answers and then sends nothing would be
+			// asked again forever.
+			if !errors.Is(err, ErrStalled) {
+				// Not wrapped: the reader would take an
+				// io.ErrUnexpectedEOF for the image's end.
+				err = fmt.Errorf("download %s: the answer ended before its first byte, at byte %d: %v", r.url, r.off, err)
+			}
+			if err := r.retry(err); err != nil {
+				return 0, err
+			}
+		}
 	}
+}
+
+// read reads the current body, giving it up when nothing comes for the
+// stall timeout.
+func (r *resumable) read(p []byte) (int, error) {
+	r.timer.Reset(r.stall)
+	n, err := r.body.Read(p)
+	if !r.timer.Stop() {
+		// The timer ran, so the answer's context is cancelled even
+		// if this read beat it.
+		return n, fmt.Errorf("download %s: %w: nothing received for %s at byte %d", r.url, ErrStalled, r.stall, r.off+int64(n))
+	}
+	return n, err
+}
+
+func (r *resumable) closeBody() {
+	r.body.Close()
+	r.body = nil
+	r.cancel(nil)
+}
+
+// retry counts a failed try (err) and waits before the next one, or
+// returns err when tries have failed r.retries times in a row.
+func (r *resumable) retry(err error) error {
+	if r.failed++; r.failed > r.retries {
+		return err
+	}
+	select {
+	case <-r.ctx.Done():
+		return r.ctx.Err()
+	case <-time.After(r.backoff):
+	}
+	if r.backoff < 10*time.Second {
+		r.backoff *= 2
+	}
+	return nil
 }
 
 func (r *resumable) Close() error {
 	if r.body != nil {
-		return r.body.Close()
+		err := r.body.Close()
+		r.cancel(nil)
+		return err
 	}
 	return nil
 }

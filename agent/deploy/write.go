@@ -38,6 +38,11 @@ type Image struct {
 	// Retries is how many failed attempts in a row to resume the
 	// download survives (default 8, with a backoff up to 10 s).
 	Retries int
+	// StallTimeout is how long the server may send nothing before the
+	// connection is given up and the download resumed with Range, as
+	// a broken one is (DefaultStallTimeout when zero). A slow but
+	// steady download is never cut.
+	StallTimeout time.Duration
 	// DiskTimeout is how long one write, the flush or one read of the
 	// verification may take before the disk counts as wedged
 	// (DefaultDiskTimeout when zero).
@@ -166,7 +171,7 @@ func write(ctx context.Context, c *http.Client, im Image, dev string, progress f
 	if im.Retries == 0 {
 		im.Retries = 8
 	}
-	body, err := openResumable(ctx, c, im.URL, im.Token, im.Retries)
+	body, err := openResumable(ctx, c, im.URL, im.Token, im.Retries, im.StallTimeout)
 	if err != nil {
 		return res, fmt.Errorf("write image: %w", err)
 	}

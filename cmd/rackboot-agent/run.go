@@ -35,6 +35,8 @@ type runOptions struct {
 	network  bool
 	reboot   bool
 	logLevel slog.Level
+	// stall is how long an image download may receive nothing.
+	stall time.Duration
 }
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -47,6 +49,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.modules, "modules", true, "load the kernel modules for the hardware found in /sys")
 	fs.BoolVar(&o.network, "network", true, "bring up every physical NIC and run DHCP on them")
 	fs.BoolVar(&o.reboot, "reboot", true, "reboot the machine after a successful deploy (into its disk)")
+	fs.DurationVar(&o.stall, "download-stall", deploy.DefaultStallTimeout, "give up an image download's connection that sends nothing for this long, and resume on a new one")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: rackboot-agent run [flags]\n\nThe ramdisk's init program: loads drivers, brings the network up and serves the node's tasks.")
@@ -126,7 +129,7 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 	}
 	fmt.Fprintf(stdout, "%s %s via %s (macs %s) after %.1f s\n", Banner, cl.Node, cl.API, strings.Join(macs, ","), time.Since(start).Seconds())
 
-	work := &agent.Work{Base: cl.Files, Arch: archName(), Disks: disks, GPUs: gpuCount, HTTP: cl.Client(0)}
+	work := &agent.Work{Base: cl.Files, Arch: archName(), Disks: disks, GPUs: gpuCount, HTTP: cl.Client(0), StallTimeout: o.stall}
 	a := &agent.Agent{
 		API: cl.API, NodeID: cl.Node, BootSecret: cl.BootSecret, MACs: macs, Logger: log.With("part", "agent"),
 		HTTP: cl.Client(30 * time.Second),
