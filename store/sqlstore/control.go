@@ -260,7 +260,7 @@ func (s *Store) UpdateTask(ctx context.Context, t store.Task) error {
 	if t.Updated.IsZero() {
 		t.Updated = time.Now().UTC()
 	}
-	if err := s.db.change(ctx, `UPDATE tasks SET state = ?, result = ?, error = ?, updated = ? WHERE id = ?`,
+	if err := s.idem.change(ctx, `UPDATE tasks SET state = ?, result = ?, error = ?, updated = ? WHERE id = ?`,
 		string(t.State), []byte(t.Result), t.Error, t.Updated.UnixNano(), t.ID); err != nil {
 		return fmt.Errorf("update task %s: %w", t.ID, err)
 	}
@@ -269,7 +269,7 @@ func (s *Store) UpdateTask(ctx context.Context, t store.Task) error {
 
 // TaskProgress implements store.Store.
 func (s *Store) TaskProgress(ctx context.Context, id string, progress json.RawMessage, now time.Time) error {
-	n, err := s.db.exec(ctx, `UPDATE tasks SET result = ?, updated = ? WHERE id = ? AND state = ?`,
+	n, err := s.idem.exec(ctx, `UPDATE tasks SET result = ?, updated = ? WHERE id = ? AND state = ?`,
 		[]byte(progress), now.UnixNano(), id, string(store.TaskRunning))
 	if err != nil {
 		return fmt.Errorf("task %s progress: %w", id, err)
@@ -482,7 +482,7 @@ func (s *Store) DeleteTokens(ctx context.Context, kind, nodeID, user string) err
 	if nodeID != "" {
 		col, v = "node_id", nodeID
 	}
-	if _, err := s.db.exec(ctx, `DELETE FROM tokens WHERE kind = ? AND `+col+` = ?`, kind, v); err != nil {
+	if _, err := s.idem.exec(ctx, `DELETE FROM tokens WHERE kind = ? AND `+col+` = ?`, kind, v); err != nil {
 		return fmt.Errorf("delete %s tokens: %w", kind, err)
 	}
 	return nil
@@ -490,7 +490,7 @@ func (s *Store) DeleteTokens(ctx context.Context, kind, nodeID, user string) err
 
 // DeleteTokensBut implements store.Store.
 func (s *Store) DeleteTokensBut(ctx context.Context, kind, nodeID, keep string) error {
-	if _, err := s.db.exec(ctx, `DELETE FROM tokens WHERE kind = ? AND node_id = ? AND id <> ?`, kind, nodeID, keep); err != nil {
+	if _, err := s.idem.exec(ctx, `DELETE FROM tokens WHERE kind = ? AND node_id = ? AND id <> ?`, kind, nodeID, keep); err != nil {
 		return fmt.Errorf("delete %s tokens of %s: %w", kind, nodeID, err)
 	}
 	return nil

@@ -151,6 +151,13 @@ func pgLost(err error) bool {
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.As(err, &ne) || pgconn.SafeToRetry(err)
 }
 
+// unsent says whether err, of a connection lost, came before the
+// statement was sent: database/sql's driver.ErrBadConn, pgx's
+// SafeToRetry.
+func unsent(err error) bool {
+	return errors.Is(err, driver.ErrBadConn) || pgconn.SafeToRetry(err)
+}
+
 // dollars numbers a query's placeholders: ? becomes $1, $2, ... The
 // store's queries hold no ? in string literals.
 func dollars(q string) string {

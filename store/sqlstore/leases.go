@@ -187,7 +187,7 @@ func (s *Store) Bind(ctx context.Context, subnet netip.Prefix, mac net.HardwareA
 
 // Release implements dhcp.Leases.
 func (s *Store) Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr) error {
-	if _, err := s.db.exec(ctx, `DELETE FROM leases WHERE ip = ? AND mac = ?`, ip.String(), macText(mac)); err != nil {
+	if _, err := s.idem.exec(ctx, `DELETE FROM leases WHERE ip = ? AND mac = ?`, ip.String(), macText(mac)); err != nil {
 		return fmt.Errorf("release %s of %s: %w", ip, macText(mac), err)
 	}
 	return nil
@@ -195,7 +195,7 @@ func (s *Store) Release(ctx context.Context, mac net.HardwareAddr, ip netip.Addr
 
 // ReleaseOffer implements dhcp.Leases, in one statement.
 func (s *Store) ReleaseOffer(ctx context.Context, subnet netip.Prefix, mac net.HardwareAddr, keep netip.Addr) error {
-	if _, err := s.db.exec(ctx, `DELETE FROM leases WHERE subnet = ? AND mac = ? AND state = ? AND ip <> ?`,
+	if _, err := s.idem.exec(ctx, `DELETE FROM leases WHERE subnet = ? AND mac = ? AND state = ? AND ip <> ?`,
 		subnet.String(), macText(mac), string(lease.Offered), addrText(keep)); err != nil {
 		return fmt.Errorf("release offer to %s: %w", macText(mac), err)
 	}
@@ -206,7 +206,7 @@ func (s *Store) ReleaseOffer(ctx context.Context, subnet netip.Prefix, mac net.H
 // statement, keeping its subnet: an allocation racing with it either
 // wrote first (and the decline replaces it) or finds the address declined.
 func (s *Store) Decline(ctx context.Context, ip netip.Addr, expires time.Time) error {
-	_, err := s.db.exec(ctx, `INSERT INTO leases (ip, mac, subnet, state, expires, hostname) VALUES (?, '', '', ?, ?, '')
+	_, err := s.idem.exec(ctx, `INSERT INTO leases (ip, mac, subnet, state, expires, hostname) VALUES (?, '', '', ?, ?, '')
 		ON CONFLICT (ip) DO UPDATE SET mac = '', state = excluded.state, expires = excluded.expires, hostname = ''`,
 		ip.String(), string(lease.Declined), expires.UnixNano())
 	if err != nil {

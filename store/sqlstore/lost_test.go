@@ -129,3 +129,34 @@ func TestTxRetriesLostConnection(t *testing.T) {
 		t.Errorf("another error: %v after %d runs, want refused after 1", err, runs)
 	}
 }
+
+// TestPooledAgain: a single statement whose connection was lost runs
+// again when it reads, when it is idempotent, or when the driver says it
+// was never sent; a write lost after it was sent does not.
+func TestPooledAgain(t *testing.T) {
+	sent := &pgconn.PgError{Severity: "FATAL", Code: "57P01"}
+	for _, tc := range []struct {
+		name       string
+		query      string
+		idempotent bool
+		err        error
+		want       bool
+	}{
+		{"read, lost", "SELECT kind FROM tokens WHERE id = ?", false, sent, true},
+		{"read, indented", "\n\t  select 1", false, sent, true},
+		{"read, another error", "SELECT 1", false, errors.New("syntax error"), false},
+		{"read, the caller's cancel", "SELECT 1", false, context.Canceled, false},
+		{"write, lost after it was sent", "UPDATE tokens SET kind = ? WHERE id = ? AND kind = ?", false, sent, false},
+		{"write returning, lost after it was sent", "UPDATE tasks SET state = ? RETURNING id", false, sent, false},
+		{"write, not sent", "UPDATE tokens SET kind = ? WHERE id = ? AND kind = ?", false, fmt.Errorf("exec: %w", driver.ErrBadConn), true},
+		{"idempotent write, lost after it was sent", "DELETE FROM leases WHERE ip = ?", true, sent, true},
+		{"idempotent write, unique violation", "INSERT INTO leases VALUES (?)", true, &pgconn.PgError{Code: "23505"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := pooled{d: postgresDialect, idempotent: tc.idempotent}
+			if got := p.again(tc.err, p.idempotent || reads(tc.query)); got != tc.want {
+				t.Errorf("again(%v) for %q = %v, want %v", tc.err, tc.query, got, tc.want)
+			}
+		})
+	}
+}

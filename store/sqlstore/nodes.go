@@ -213,8 +213,10 @@ func (s *Store) ListNodes(ctx context.Context, f store.NodeFilter) ([]store.Node
 	return nodes, nil
 }
 
+// updateNode sets columns to values given, so the statement is
+// idempotent.
 func (s *Store) updateNode(ctx context.Context, op, id, set string, args ...any) error {
-	if err := s.db.change(ctx, `UPDATE nodes SET `+set+` WHERE id = ?`, append(args, id)...); err != nil {
+	if err := s.idem.change(ctx, `UPDATE nodes SET `+set+` WHERE id = ?`, append(args, id)...); err != nil {
 		return fmt.Errorf("%s %s: %w", op, id, err)
 	}
 	return nil

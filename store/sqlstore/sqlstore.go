@@ -28,6 +28,10 @@ import (
 type Store struct {
 	pool *sql.DB
 	db   runner // on pool
+	// idem is db for writes that, run twice, change nothing more and
+	// report the same as run once: a connection lost under one runs it
+	// again.
+	idem runner
 	d    *dialect
 
 	mu   sync.Mutex
@@ -49,6 +53,63 @@ type conn interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// pooled is the pool as a conn for single statements outside a
+// transaction. A statement whose connection turns out lost (the
+// database ended the session while it sat idle in the pool: database/sql
+// pings only connections idle for over a second) runs again, on another
+// connection, when that is safe: a read always, a write when it is
+// idempotent or failed before it was sent (the driver says so, as for
+// database/sql's own retry of driver.ErrBadConn). Any other write lost
+// on its way may have committed, and its caller sees the error.
+type pooled struct {
+	c conn
+	d *dialect
+	// idempotent says that every write run through it may run twice.
+	idempotent bool
+}
+
+// reads says whether q only reads: the store's SELECTs outside a
+// transaction neither lock nor call anything that writes.
+func reads(q string) bool {
+	q = strings.TrimSpace(q)
+	return len(q) >= 6 && strings.EqualFold(q[:6], "SELECT")
+}
+
+// again says whether a statement that failed with err runs again; safe
+// says it may, wherever its connection was lost.
+func (p pooled) again(err error, safe bool) bool {
+	return p.d.lost(err) && (safe || unsent(err))
+}
+
+func (p pooled) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	for attempt := 1; ; attempt++ {
+		res, err := p.c.ExecContext(ctx, query, args...)
+		if err == nil || attempt == maxAttempts || !p.again(err, p.idempotent) {
+			return res, err
+		}
+	}
+}
+
+func (p pooled) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	for attempt := 1; ; attempt++ {
+		rows, err := p.c.QueryContext(ctx, query, args...)
+		if err == nil || attempt == maxAttempts || !p.again(err, p.idempotent || reads(query)) {
+			return rows, err
+		}
+	}
+}
+
+func (p pooled) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	for attempt := 1; ; attempt++ {
+		// The query's error is the row's, before Scan: a lost
+		// connection shows there (the driver reads the first row).
+		row := p.c.QueryRowContext(ctx, query, args...)
+		if err := row.Err(); err == nil || attempt == maxAttempts || !p.again(err, p.idempotent || reads(query)) {
+			return row
+		}
+	}
 }
 
 // runner runs queries written with ? placeholders on a conn.
@@ -122,7 +183,7 @@ func one[T any](ctx context.Context, r runner, scan func(scanner) (T, error), q 
 }
 
 func open(ctx context.Context, db *sql.DB, d *dialect, where string) (*Store, error) {
-	s := &Store{pool: db, db: runner{db, d}, d: d}
+	s := &Store{pool: db, db: runner{pooled{db, d, false}, d}, idem: runner{pooled{db, d, true}, d}, d: d}
 	if d.oneWriter {
 		s.writer = make(chan struct{}, 1)
 	}
