@@ -66,6 +66,12 @@ func TestSmoke(t *testing.T) {
 		{"api.sh", []figure{
 			{re: `(?m)^median .*\blist_per_s=` + num}, {re: `(?m)^median .*\bnode_per_s=` + num},
 			{re: `(?m)^median .*\bheartbeat_per_s=` + num}, {re: `(?m)^median .*\bfailures=` + num, zero: true}}},
+		{"storm.sh", []figure{
+			{re: `(?m)^rackboot-new N=10 #1 .*\bdone=` + num}, {re: `(?m)^rackboot-new N=10 #1 .*\bagents=` + num},
+			{re: `(?m)^rackboot-known N=10 #1 .*\bagents=` + num}, {re: `(?m)^anchor N=10 #1 .*\bdone=` + num},
+			{re: `(?m)^median N=10 rackboot-new .*\blookup_p99_ms=` + num}, {re: `(?m)^median N=10 rackboot-known .*\bheartbeat_p99_ms=` + num},
+			{re: `(?m)^median N=10 rackboot-new .*\bfailures=` + num, zero: true}, {re: `(?m)^median N=10 rackboot-known .*\bfailures=` + num, zero: true},
+			{re: `(?m)^ratio N=10 new nodes: .*=` + num}, {re: `(?m)^ratio N=10 known nodes: .*=` + num}}},
 	} {
 		t.Run(tc.script, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -86,7 +92,7 @@ func TestSmoke(t *testing.T) {
 			cmd.WaitDelay = 15 * time.Second
 			// A script killed before its trap ran leaves its namespaces.
 			t.Cleanup(func() {
-				for _, ns := range []string{"rbbench-s", "rbbench-c"} {
+				for _, ns := range []string{"rbbench-s", "rbbench-c", "rbstorm-s", "rbstorm-c"} {
 					exec.Command("ip", "netns", "del", ns).Run()
 				}
 			})

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/bench/internal/loadstat"
 )
 
 type apiConfig struct {
@@ -42,7 +43,7 @@ func nodeMAC(i int) string {
 
 // route is one measured API route's tally, per goroutine.
 type route struct {
-	lat   latencies
+	lat   loadstat.Latencies
 	errs  int
 	first error
 }
@@ -260,14 +261,14 @@ func runAPI(ctx context.Context, c apiConfig, log *slog.Logger) (string, error) 
 		r    *route
 	}{{"list", &list}, {"node", &page}, {"heartbeat", &hb}} {
 		pairs = append(pairs, r.name+"_n", len(r.r.lat), r.name+"_per_s", fmt.Sprintf("%.1f", float64(len(r.r.lat))/secs),
-			r.name+"_errors", r.r.errs, r.name+"_p50_ms", ms(r.r.lat.quantile(0.5)), r.name+"_p99_ms", ms(r.r.lat.quantile(0.99)))
+			r.name+"_errors", r.r.errs, r.name+"_p50_ms", loadstat.MS(r.r.lat.Quantile(0.5)), r.name+"_p99_ms", loadstat.MS(r.r.lat.Quantile(0.99)))
 		errs += r.r.errs
 		if first == nil {
 			first = r.r.first
 		}
 	}
 	pairs = append(pairs, "failures", errs)
-	line := kv(pairs...)
+	line := loadstat.KV(pairs...)
 	if errs > 0 {
 		return line, fmt.Errorf("api: %d requests failed, the first: %w", errs, first)
 	}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rackboot/rackboot/bench/internal/loadstat"
 )
 
 type filesConfig struct {
@@ -58,7 +60,7 @@ func runFiles(ctx context.Context, c filesConfig) (string, error) {
 	}
 	client := &http.Client{Transport: transport(c.Clients, nil), Timeout: 5 * time.Minute}
 	type result struct {
-		lat          latencies
+		lat          loadstat.Latencies
 		bytes        int64
 		fails        int
 		firstFailure error
@@ -102,7 +104,7 @@ func runFiles(ctx context.Context, c filesConfig) (string, error) {
 	}
 	wg.Wait()
 	secs := time.Since(start).Seconds()
-	var all latencies
+	var all loadstat.Latencies
 	var bytes int64
 	fails := 0
 	var first error
@@ -118,10 +120,10 @@ func runFiles(ctx context.Context, c filesConfig) (string, error) {
 	if c.Ranges > 0 {
 		mode = "range"
 	}
-	line := kv("httpload", "files", "mode", mode, "clients", c.Clients, "requests", len(all)+fails, "failures", fails,
+	line := loadstat.KV("httpload", "files", "mode", mode, "clients", c.Clients, "requests", len(all)+fails, "failures", fails,
 		"bytes", bytes, "seconds", fmt.Sprintf("%.3f", secs),
 		"mbps", fmt.Sprintf("%.1f", float64(bytes)/1e6/secs), "rps", fmt.Sprintf("%.1f", float64(len(all))/secs),
-		"p50_ms", ms(all.quantile(0.5)), "p99_ms", ms(all.quantile(0.99)))
+		"p50_ms", loadstat.MS(all.Quantile(0.5)), "p99_ms", loadstat.MS(all.Quantile(0.99)))
 	if fails > 0 {
 		return line, fmt.Errorf("files: %d of %d requests failed, the first: %w", fails, len(all)+fails, first)
 	}

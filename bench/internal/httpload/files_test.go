@@ -70,28 +70,3 @@ func flip(b []byte, i int) []byte {
 	c[i] ^= 0xff
 	return c
 }
-
-func TestQuantile(t *testing.T) {
-	ms := func(v ...int) latencies {
-		var l latencies
-		for _, x := range v {
-			l = append(l, time.Duration(x)*time.Millisecond)
-		}
-		return l
-	}
-	for _, tc := range []struct {
-		l    latencies
-		q    float64
-		want time.Duration
-	}{
-		{ms(), 0.5, 0},
-		{ms(7), 0.99, 7 * time.Millisecond},
-		{ms(5, 1, 4, 2, 3), 0.5, 3 * time.Millisecond},
-		{ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0.99, 10 * time.Millisecond},
-		{ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 0.5, 5 * time.Millisecond},
-	} {
-		if got := tc.l.quantile(tc.q); got != tc.want {
-			t.Errorf("quantile(%v, %v) = %v, want %v", tc.l, tc.q, got, tc.want)
-		}
-	}
-}

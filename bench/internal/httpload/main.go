@@ -18,8 +18,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
-	"strings"
 	"time"
 )
 
@@ -67,21 +65,6 @@ func main() {
 	}
 }
 
-// latencies collects request times; one per goroutine, merged at the end.
-type latencies []time.Duration
-
-// quantile is the q-quantile (nearest rank) of l, which it sorts.
-func (l latencies) quantile(q float64) time.Duration {
-	if len(l) == 0 {
-		return 0
-	}
-	slices.Sort(l)
-	i := int(q*float64(len(l))+0.5) - 1
-	return l[max(0, min(i, len(l)-1))]
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
-
 // transport keeps one connection per client alive, as firmware and agents
 // do, and asks for no compression: the bytes on the wire are the file's.
 func transport(conns int, local net.Addr) *http.Transport {
@@ -94,16 +77,4 @@ func transport(conns int, local net.Addr) *http.Transport {
 func drain(r io.ReadCloser) {
 	io.Copy(io.Discard, io.LimitReader(r, 1<<20))
 	r.Close()
-}
-
-// kv joins key=value pairs into the result line.
-func kv(pairs ...any) string {
-	var b strings.Builder
-	for i := 0; i+1 < len(pairs); i += 2 {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		fmt.Fprintf(&b, "%v=%v", pairs[i], pairs[i+1])
-	}
-	return b.String()
 }
