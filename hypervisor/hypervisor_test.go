@@ -250,6 +250,34 @@ func TestCreateVMFailsWhole(t *testing.T) {
 			t.Errorf("%s failing: domain left", op)
 		}
 	}
+	// libvirtd that fails to load its own schema is asked again, twice;
+	// any other refusal of the define is its answer.
+	defines := func() int {
+		n := 0
+		for _, c := range r.d.Calls() {
+			if c == "define vm-1" {
+				n++
+			}
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		err  string
+		want int
+	}{
+		{"internal error: Unable to parse RNG /usr/share/libvirt/schemas/domain.rng: Error type 'unsignedInt' is not exported by type library", 3},
+		{"XML error: invalid memory", 1},
+	} {
+		before := defines()
+		r.d.Fail("define", errors.New(tc.err))
+		if _, err := r.svc.CreateVM(ctx, hypervisor.VMRequest{Name: "vm-1", Shape: shape}, "user:test"); !errors.Is(err, hypervisor.ErrHypervisor) {
+			t.Errorf("define failing with %q: %v", tc.err, err)
+		}
+		r.d.Fail("define", nil)
+		if got := defines() - before; got != tc.want {
+			t.Errorf("define failing with %q: tried %d times, want %d", tc.err, got, tc.want)
+		}
+	}
 	// A domain of the same name that is not rackboot's: the define fails,
 	// and that domain keeps running.
 	conn, _ := r.d.Dial(ctx, "u")

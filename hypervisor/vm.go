@@ -9,6 +9,7 @@ import (
 	mrand "math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -328,7 +329,7 @@ func (s *Service) start(ctx context.Context, p Plan) error {
 		conn.DeleteVolume(c, p.Hypervisor.Pool, p.VM.Volume)
 		return fmt.Errorf("%w: %w", ErrHypervisor, err)
 	}
-	if err := conn.Define(ctx, p.XML); err != nil {
+	if err := define(ctx, conn, p.XML); err != nil {
 		conn.DeleteVolume(c, p.Hypervisor.Pool, p.VM.Volume)
 		return fmt.Errorf("%w: %w", ErrHypervisor, err)
 	}
@@ -576,4 +577,23 @@ func (s *Service) Usage(ctx context.Context) (Usage, error) {
 		u.Unplaceable[id] = why.Error()
 	}
 	return u, nil
+}
+
+// define defines a domain, again when libvirtd failed to load its own
+// domain schema: libxml2 sets up its schema types on first use without a
+// lock, and two validating defines at once on a fresh daemon can fail
+// with "Unable to parse RNG ... is not exported by type library". The
+// domain was not defined; the next try finds the types loaded.
+func define(ctx context.Context, conn Conn, xml string) error {
+	for try := 1; ; try++ {
+		err := conn.Define(ctx, xml)
+		if err == nil || try == 3 || !strings.Contains(err.Error(), "Unable to parse RNG") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(try) * 100 * time.Millisecond):
+		}
+	}
 }
