@@ -21,6 +21,12 @@
 #   BASELINE=/path/to/old/rackboot SERVERS="rackboot baseline kea-persist" bench/dhcp.sh
 #                          # an older build as one more server, runs interleaved
 #   SMOKE=1 RACKBOOT=/tmp/rackboot bench/dhcp.sh   # a tiny run of the binary given
+#   SERVERS="rackboot-pg kea-pg" bench/dhcp.sh      # both on PostgreSQL
+#
+# rackboot-pg and kea-pg keep their leases in PostgreSQL (a fresh database
+# each run) on a cluster scripts/postgres.sh starts with PostgreSQL's own
+# durability (fsync and synchronous commit on), reached over its unix
+# socket: rackboot with --db, Kea with its postgresql lease backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -n "${SMOKE:-}" ] && : "${RATES:=200}" "${REPEAT:=1}" "${PERIOD:=3}" "${CLIENTS:=1000}"
@@ -40,6 +46,7 @@ done
 
 cleanup() {
 	[ -n "${PID:-}" ] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+	[ -z "${PGDSN:-}" ] || scripts/postgres.sh stop "$PGDIR" 2>/dev/null || true
 	ip netns del $S 2>/dev/null || true
 	ip netns del $C 2>/dev/null || true
 	[ -n "${KEEP:-}" ] && echo "kept $WORK" || rm -rf "$WORK"
@@ -75,6 +82,24 @@ dhcp:
 YAML
 mkdir -p /run/kea
 
+# Outside WORK, which only root may enter: the server runs as postgres.
+PGDIR=/tmp/rackboot-postgres-bench
+if [[ " $SERVERS " == *-pg" "* ]]; then
+	command -v psql >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
+	PGDSN=$(POSTGRES_DURABLE=1 scripts/postgres.sh start "$PGDIR")
+	PGPORT=$(cat "$PGDIR/port")
+	cat >"$WORK/kea-pg.json" <<JSON
+{"Dhcp4": {"interfaces-config": {"interfaces": ["s0"]},
+  "lease-database": {"type": "postgresql", "name": "keabench", "host": "$PGDIR", "port": $PGPORT, "user": "postgres"},
+  "valid-lifetime": 3600,
+  "subnet4": [{"id": 1, "subnet": "10.66.0.0/16", "pools": [{"pool": "10.66.1.0 - 10.66.255.254"}]}]}}
+JSON
+fi
+# fresh_db NAME drops and creates a database on the benchmark's cluster.
+fresh_db() {
+	psql "$PGDSN" -qX -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1" >/dev/null
+}
+
 start() {
 	case $1 in
 	rackboot | baseline)
@@ -82,6 +107,15 @@ start() {
 		[ "$1" = baseline ] && bin=$BASELINE
 		ip netns exec $S "$bin" serve --config "$WORK/rackboot.yaml" --data-dir "$WORK/rackboot" --interface s0 \
 		--dhcp-mode authoritative --http-addr 10.66.0.1:8080 --log-level warn >"$WORK/server.log" 2>&1 & ;;
+	rackboot-pg)
+		fresh_db rbbench
+		ip netns exec $S "$RACKBOOT" serve --config "$WORK/rackboot.yaml" --data-dir "$WORK/rackboot" --interface s0 \
+		--db "${PGDSN/\/postgres\?//rbbench?}" --dhcp-mode authoritative --http-addr 10.66.0.1:8080 --log-level warn >"$WORK/server.log" 2>&1 & ;;
+	kea-pg)
+		fresh_db keabench
+		kea-admin db-init pgsql -n keabench -u postgres -h "$PGDIR" -P "$PGPORT" >"$WORK/kea-admin.log" 2>&1 ||
+			{ cat "$WORK/kea-admin.log" >&2; exit 1; }
+		ip netns exec $S kea-dhcp4 -c "$WORK/kea-pg.json" >"$WORK/server.log" 2>&1 & ;;
 	kea) ip netns exec $S kea-dhcp4 -c "$WORK/kea-false.json" >"$WORK/server.log" 2>&1 & ;;
 	kea-persist) ip netns exec $S kea-dhcp4 -c "$WORK/kea-true.json" >"$WORK/server.log" 2>&1 & ;;
 	dnsmasq) ip netns exec $S dnsmasq --no-daemon --port=0 --interface=s0 --bind-interfaces --no-ping --quiet-dhcp \
@@ -120,6 +154,11 @@ for rate in $RATES; do
 		med[$server]=$(tr ' ' '\n' <<<"${runs[$server,$rate]}" | grep . | median)
 		printf '%-8s %-12s %12s %10s\n' "$rate" "$server" "${med[$server]}" "$(tr ' ' '\n' <<<"${lost[$server,$rate]}" | grep . | median)"
 	done
+	if [[ " $SERVERS " == *" rackboot-pg "* && " $SERVERS " == *" kea-pg "* ]]; then
+		awk -v a="${med[rackboot-pg]:-0}" -v b="${med[kea-pg]:-0}" -v r="$rate" \
+			'BEGIN { if (b > 0) printf "%-8s rackboot-pg / kea-pg: %.2f\n", r, a / b }'
+	fi
+	[[ " $SERVERS " == *" rackboot "* ]] || continue
 	for other in $SERVERS; do
 		[ "$other" = rackboot ] && continue
 		awk -v a="${med[rackboot]:-0}" -v b="${med[$other]:-0}" -v o="$other" -v r="$rate" \

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -45,35 +46,39 @@ func TestSmoke(t *testing.T) {
 	num := `([0-9]+(?:\.[0-9]+)?)`
 	for _, tc := range []struct {
 		script  string
+		env     []string
 		figures []figure
 	}{
-		{"dhcp.sh", []figure{
+		{"dhcp.sh", nil, []figure{
 			{re: `(?m)^200\s+rackboot\s+` + num + `\s`}, {re: `(?m)^200\s+kea-persist\s+` + num + `\s`},
 			{re: `(?m)^200\s+kea\s+` + num + `\s`}, {re: `(?m)^200\s+dnsmasq\s+` + num + `\s`},
 			{re: `(?m)^200\s+rackboot / kea-persist: ` + num}}},
-		{"tftp.sh", []figure{
+		{"dhcp.sh", []string{"SERVERS=rackboot-pg kea-pg"}, []figure{
+			{re: `(?m)^200\s+rackboot-pg\s+` + num + `\s`}, {re: `(?m)^200\s+kea-pg\s+` + num + `\s`},
+			{re: `(?m)^200\s+rackboot-pg / kea-pg: ` + num}}},
+		{"tftp.sh", nil, []figure{
 			{re: `(?m)^tftpd-hpa \(no windowsize\)\s+\S+ s\s+` + num + ` MB/s`},
 			{re: `(?m)^rackboot windowsize 1\s+\S+ s\s+` + num + ` MB/s`},
 			{re: `(?m)^rackboot windowsize 32\s+\S+ s\s+` + num + ` MB/s`}}},
-		{"deploy.sh", []figure{
+		{"deploy.sh", nil, []figure{
 			{re: `(?m)^agent #1\s+\S+ \(` + num + `\)`}, {re: `(?m)^pipeline #1\s+\S+ \(` + num + `\)`},
 			{re: `(?m)^agent speed / pipeline speed:\s+` + num}}},
-		{"http.sh", []figure{
+		{"http.sh", nil, []figure{
 			{re: `(?m)^median whole rackboot mbps=` + num}, {re: `(?m)^median whole rackboot .* failures=` + num, zero: true},
 			{re: `(?m)^median range rackboot mbps=` + num}, {re: `(?m)^median range rackboot .* failures=` + num, zero: true},
 			{re: `(?m)^median whole nginx mbps=` + num}, {re: `(?m)^median range nginx mbps=` + num},
 			{re: `(?m)^ratio whole rackboot/nginx=` + num}, {re: `(?m)^ratio range rackboot/nginx=` + num}}},
-		{"api.sh", []figure{
+		{"api.sh", nil, []figure{
 			{re: `(?m)^median .*\blist_per_s=` + num}, {re: `(?m)^median .*\bnode_per_s=` + num},
 			{re: `(?m)^median .*\bheartbeat_per_s=` + num}, {re: `(?m)^median .*\bfailures=` + num, zero: true}}},
-		{"storm.sh", []figure{
+		{"storm.sh", nil, []figure{
 			{re: `(?m)^rackboot-new N=10 #1 .*\bdone=` + num}, {re: `(?m)^rackboot-new N=10 #1 .*\bagents=` + num},
 			{re: `(?m)^rackboot-known N=10 #1 .*\bagents=` + num}, {re: `(?m)^anchor N=10 #1 .*\bdone=` + num},
 			{re: `(?m)^median N=10 rackboot-new .*\blookup_p99_ms=` + num}, {re: `(?m)^median N=10 rackboot-known .*\bheartbeat_p99_ms=` + num},
 			{re: `(?m)^median N=10 rackboot-new .*\bfailures=` + num, zero: true}, {re: `(?m)^median N=10 rackboot-known .*\bfailures=` + num, zero: true},
 			{re: `(?m)^ratio N=10 new nodes: .*=` + num}, {re: `(?m)^ratio N=10 known nodes: .*=` + num}}},
 	} {
-		t.Run(tc.script, func(t *testing.T) {
+		t.Run(strings.Join(append([]string{tc.script}, tc.env...), " "), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			start := time.Now()
@@ -96,7 +101,7 @@ func TestSmoke(t *testing.T) {
 					exec.Command("ip", "netns", "del", ns).Run()
 				}
 			})
-			cmd.Env = append(os.Environ(), "SMOKE=1", "RACKBOOT="+bin)
+			cmd.Env = append(append(os.Environ(), "SMOKE=1", "RACKBOOT="+bin), tc.env...)
 			out, err := cmd.CombinedOutput()
 			t.Logf("%s took %s", tc.script, time.Since(start).Round(100*time.Millisecond))
 			if err != nil {

@@ -11,7 +11,8 @@
 # DIR. The DSN printed is the unix-socket one: it also works from inside a
 # network namespace, where 127.0.0.1 is another host's loopback. The TCP
 # DSN is in DIR/dsn-tcp. Authentication is "trust", fsync is off: a test
-# cluster, never a production one. Running start twice prints the DSN of
+# cluster, never a production one (POSTGRES_DURABLE=1 at start keeps
+# fsync and synchronous commit on). Running start twice prints the DSN of
 # the cluster already running.
 #
 # As root, the server runs as the postgres user (initdb refuses root);
@@ -21,7 +22,7 @@ set -eu
 cmd=start
 case "${1:-}" in
 start | stop | dsn) cmd=$1; shift ;;
--h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 dir=${1:-/tmp/rackboot-postgres}
 case "$dir" in /*) ;; *) dir=$(pwd)/$dir ;; esac
@@ -110,8 +111,10 @@ start() {
 			as "$bin/initdb" -D "$data" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync >"$dir/initdb.log" 2>&1 ||
 			die "initdb failed: see $dir/initdb.log"
 	fi
-	# Throwaway settings: durability off, room for many test pools.
+	# Throwaway settings: durability off, room for many test pools;
+	# POSTGRES_DURABLE=1 keeps PostgreSQL's own (a benchmark's cluster).
 	settings="-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400"
+	[ -z "${POSTGRES_DURABLE:-}" ] || settings="-c max_connections=400"
 	tries=0
 	while :; do
 		tries=$((tries + 1))
