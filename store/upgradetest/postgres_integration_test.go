@@ -5,18 +5,13 @@ package upgradetest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strings"
 	"testing"
 
-	"github.com/jackc/pgx/v5"
-
+	"github.com/rackboot/rackboot/internal/pgtest"
 	"github.com/rackboot/rackboot/store/postgres"
 )
 
@@ -41,40 +36,15 @@ func pgBin(t *testing.T, name string) string {
 
 // testDatabase creates an empty database on the test server (the one
 // RACKBOOT_TEST_POSTGRES names, or that scripts/postgres.sh starts, as in
-// store/postgres), dropped when the test ends, and returns its DSN.
+// store/postgres), dropped when the test ends, and returns its DSN. A
+// cluster the tests started stops once no test binary uses it.
 func testDatabase(t *testing.T) string {
-	base := os.Getenv("RACKBOOT_TEST_POSTGRES")
-	if base == "" {
-		var out, stderr bytes.Buffer
-		cmd := exec.Command("../../scripts/postgres.sh", "start", filepath.Join(os.TempDir(), "rackboot-postgres-test"))
-		cmd.Stdout, cmd.Stderr = &out, &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("scripts/postgres.sh: %v\n%s\nrun as root, or set RACKBOOT_TEST_POSTGRES", err, stderr.String())
-		}
-		base = strings.TrimSpace(out.String())
-	}
-	ctx := context.Background()
-	b := make([]byte, 6)
-	rand.Read(b)
-	name := "rbupgrade_" + hex.EncodeToString(b)
-	admin := func(q string) {
-		c, err := pgx.Connect(ctx, base)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	admin("CREATE DATABASE " + name)
-	t.Cleanup(func() { admin("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)") })
-	u, err := url.Parse(base)
+	base, stop, err := pgtest.Server(filepath.Join("..", "..", "scripts", "postgres.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Path = "/" + name
-	return u.String()
+	t.Cleanup(stop)
+	return pgtest.Database(t, base)
 }
 
 func pgTool(t *testing.T, name string, args ...string) []byte {
