@@ -37,7 +37,7 @@ type Store interface {
 	BMCs(ctx context.Context) ([]store.BMC, error)
 
 	Hypervisor(ctx context.Context, nodeID string) (store.Hypervisor, error)
-	Hypervisors(ctx context.Context) ([]store.Hypervisor, error)
+	HypervisorFleet(ctx context.Context) ([]store.FleetHost, error)
 	Flavors(ctx context.Context) ([]store.Flavor, error)
 	DeleteFlavor(ctx context.Context, name string) error
 

@@ -257,8 +257,10 @@ func (s *Server) listHypervisors(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// A read each for the whole fleet, not one per host: the page lists
+	// thousands.
 	ctx := r.Context()
-	hs, err := s.Store.Hypervisors(ctx)
+	fhs, err := s.Store.HypervisorFleet(ctx)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -273,33 +275,36 @@ func (s *Server) listHypervisors(w http.ResponseWriter, r *http.Request) {
 		s.failVM(w, r, err)
 		return
 	}
+	agents, err := svc.Agents(ctx)
+	if err != nil {
+		s.failVM(w, r, err)
+		return
+	}
+	hosted := map[string][]hypervisor.VM{}
+	for _, vm := range vms {
+		hosted[vm.VM.Hypervisor] = append(hosted[vm.VM.Hypervisor], vm)
+	}
 	out := HypervisorList{Items: []Hypervisor{}, Total: usageFrom(u.Total)}
-	for _, h := range hs {
-		n, err := s.Store.Node(ctx, h.NodeID)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		v := hypervisorFrom(h, n, u, vms)
-		if v.Agent, err = agentView(ctx, svc, n.ID); err != nil {
-			s.fail(w, r, err)
-			return
+	for _, fh := range fhs {
+		v := hypervisorFrom(fh.Hypervisor, fh.Node, u, hosted[fh.Node.ID])
+		if a, ok := agents[fh.Node.ID]; ok {
+			v.Agent = &a
 		}
 		out.Items = append(out.Items, v)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
+// hypervisorFrom is hypervisor h on node n (of which it takes the ID,
+// Name and Arch), whose VMs are vms.
 func hypervisorFrom(h store.Hypervisor, n store.Node, u hypervisor.Usage, vms []hypervisor.VM) Hypervisor {
 	out := Hypervisor{Node: n.ID, Name: n.Name, Arch: string(n.Arch), Native: h.Native, Created: h.Created, Updated: h.Updated,
 		Settings: HypervisorSettings{URI: h.URI, GPUMode: h.GPUMode, GPUProfile: h.GPUProfile, VGPUMax: h.VGPUMax,
 			CPURatio: h.CPURatio, RAMRatio: h.RAMRatio, ReservedMiB: h.ReservedMiB, Emulated: h.Emulated, NoKVM: len(h.Native) == 0,
 			Bridge: h.Bridge, VLAN: h.VLAN, Pool: h.Pool, Drained: h.Drained},
 		Unplaceable: u.Unplaceable[h.NodeID], VMs: []VMRef{}}
-	for _, hu := range u.Hosts {
-		if hu.Host == h.NodeID {
-			out.Usage = usageFrom(hu.Counts)
-		}
+	if c, ok := u.Host(h.NodeID); ok {
+		out.Usage = usageFrom(c)
 	}
 	for _, vm := range vms {
 		if vm.VM.Hypervisor == h.NodeID {

@@ -298,6 +298,31 @@ func (s *Service) Agent(ctx context.Context, nodeID string) (AgentView, bool, er
 	if err != nil {
 		return AgentView{}, false, err
 	}
+	vms, err := s.Store.VMs(ctx, nodeID)
+	if err != nil {
+		return AgentView{}, false, err
+	}
+	return s.agentView(a, vms), true, nil
+}
+
+// Agents is what every hypervisor's agent last reported, by node id, for
+// those whose agent called in: two reads for the whole fleet.
+func (s *Service) Agents(ctx context.Context) (map[string]AgentView, error) {
+	fhs, _, byHost, err := s.readFleet(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]AgentView{}
+	for _, fh := range fhs {
+		if fh.HasAgent {
+			out[fh.Node.ID] = s.agentView(fh.Agent, byHost[fh.Node.ID])
+		}
+	}
+	return out, nil
+}
+
+// agentView is report a of a hypervisor whose VMs are vms.
+func (s *Service) agentView(a store.HypervisorAgent, vms []store.VM) AgentView {
 	v := AgentView{Seen: a.Seen, Booted: a.Booted, Applied: a.Applied, Errors: slices.Clip(a.Errors), Version: a.Version,
 		Stale: time.Since(a.Seen) > 3*s.agentInterval()}
 	if v.Errors == nil {
@@ -309,11 +334,7 @@ func (s *Service) Agent(ctx context.Context, nodeID string) (AgentView, bool, er
 			v.GPUs = &st
 		}
 	}
-	vms, err := s.Store.VMs(ctx, nodeID)
-	if err != nil {
-		return AgentView{}, false, err
-	}
-	held := heldVFs(nodeID, vms)
+	held := heldVFs(a.NodeID, vms)
 	v.ForeignVFs = []string{}
 	for card, vs := range VFs(a.GPUs) {
 		for _, f := range vs {
@@ -323,5 +344,5 @@ func (s *Service) Agent(ctx context.Context, nodeID string) (AgentView, bool, er
 		}
 	}
 	slices.Sort(v.ForeignVFs)
-	return v, true, nil
+	return v
 }

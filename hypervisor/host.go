@@ -23,14 +23,17 @@ import (
 // has no inventory, and functions that could put two VMs on one device,
 // are errors.
 func Host(h store.Hypervisor, n store.Node, ac AgentCards, vms []store.VM) (placement.Host, error) {
+	p := parse(n.ID, store.NodeInventory{Inventory: n.Inventory})
+	if p.err != nil {
+		return placement.Host{}, fmt.Errorf("hypervisor %s: %w", nodeName(n), p.err)
+	}
+	return host(h, n, p.inv, ac, heldVFs(h.NodeID, vms))
+}
+
+// host is Host on a parsed inventory, with the functions held by the
+// host's VMs (heldVFs).
+func host(h store.Hypervisor, n store.Node, inv inventory.Inventory, ac AgentCards, held map[string]map[string]int) (placement.Host, error) {
 	vfs := ac.VFs
-	if len(n.Inventory) == 0 {
-		return placement.Host{}, fmt.Errorf("hypervisor %s: node has no inventory: inspect it first", nodeName(n))
-	}
-	var inv inventory.Inventory
-	if err := json.Unmarshal(n.Inventory, &inv); err != nil {
-		return placement.Host{}, fmt.Errorf("hypervisor %s: inventory: %w", nodeName(n), err)
-	}
 	arch := boot.Arch(inv.CPU.Architecture)
 	if arch == "" {
 		arch = n.Arch
@@ -71,7 +74,6 @@ func Host(h store.Hypervisor, n store.Node, ac AgentCards, vms []store.VM) (plac
 				bridges[d.Address] = true
 			}
 		}
-		held := heldVFs(h.NodeID, vms)
 		if err := checkVFs(inv, mode, vfs); err != nil {
 			return placement.Host{}, fmt.Errorf("hypervisor %s: its agent's report: %w", nodeName(n), err)
 		}

@@ -33,7 +33,8 @@ import (
 // Store is what the service reads and writes; store.Store implements it.
 type Store interface {
 	Node(ctx context.Context, ref string) (store.Node, error)
-	Nodes(ctx context.Context) ([]store.Node, error)
+	NodeHeaders(ctx context.Context, ids []string) ([]store.Node, error)
+	NodeInventories(ctx context.Context, ids []string) (map[string]store.NodeInventory, error)
 	Image(ctx context.Context, name string) (store.Image, error)
 	AddEvent(ctx context.Context, e store.Event) (store.Event, error)
 
@@ -43,6 +44,7 @@ type Store interface {
 	DeleteHypervisor(ctx context.Context, nodeID string) error
 	PutHypervisorAgent(ctx context.Context, a store.HypervisorAgent) error
 	HypervisorAgent(ctx context.Context, nodeID string) (store.HypervisorAgent, error)
+	HypervisorFleet(ctx context.Context) ([]store.FleetHost, error)
 
 	CreateFlavor(ctx context.Context, f store.Flavor) error
 	Flavor(ctx context.Context, name string) (store.Flavor, error)
@@ -101,6 +103,8 @@ type Service struct {
 	// AgentInterval is how often hypervisors' agents are asked to call
 	// in (AgentInterval when zero).
 	AgentInterval time.Duration
+
+	invs inventories
 }
 
 func (s *Service) log() *slog.Logger {
@@ -297,8 +301,11 @@ func (s *Service) RemoveHypervisor(ctx context.Context, ref, actor string) error
 type fleet struct {
 	*placement.Fleet
 	hypervisors map[string]store.Hypervisor
-	nodes       map[string]store.Node
-	vms         []store.VM
+	// nodes are the hypervisors' nodes, without their inventories, and
+	// invs what those inventories say.
+	nodes map[string]store.Node
+	invs  map[string]inventory.Inventory
+	vms   []store.VM
 	// broken are hypervisors the engine could not take (no inventory),
 	// with why.
 	broken map[string]error
@@ -307,60 +314,73 @@ type fleet struct {
 	vfs map[string]AgentCards
 }
 
-// agentCards are what hypervisor id's agent last reported of its cards;
-// zero when it never called in.
-func (s *Service) agentCards(ctx context.Context, id string) (AgentCards, error) {
-	a, err := s.Store.HypervisorAgent(ctx, id)
-	if errors.Is(err, store.ErrNotFound) {
-		return AgentCards{}, nil
-	}
-	if err != nil {
-		return AgentCards{}, err
-	}
-	return Cards(a.GPUs, true), nil
-}
-
+// fleet reads every hypervisor for a decision. Each decision reads the
+// hypervisors, their agents and the VMs afresh, so that what another
+// server placed is counted; the inventories, the bulk of a host's record
+// and its only costly parse, are taken from the cache unless their
+// revision moved.
 func (s *Service) fleet(ctx context.Context) (*fleet, error) {
-	hs, err := s.Store.Hypervisors(ctx)
+	fhs, vms, byHost, err := s.readFleet(ctx)
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := s.Store.Nodes(ctx)
+	parsed, err := s.invs.get(ctx, s.Store, fhs)
 	if err != nil {
 		return nil, err
 	}
-	byID := map[string]store.Node{}
-	for _, n := range nodes {
-		byID[n.ID] = n
-	}
-	f := &fleet{hypervisors: map[string]store.Hypervisor{}, nodes: byID, broken: map[string]error{}, vfs: map[string]AgentCards{}}
-	if f.vms, err = s.Store.VMs(ctx, ""); err != nil {
-		return nil, err
-	}
+	f := &fleet{hypervisors: map[string]store.Hypervisor{}, nodes: map[string]store.Node{}, invs: map[string]inventory.Inventory{},
+		vms: vms, broken: map[string]error{}, vfs: map[string]AgentCards{}}
 	var hosts []placement.Host
-	for _, h := range hs {
-		vfs, err := s.agentCards(ctx, h.NodeID)
-		if err != nil {
-			return nil, err
+	for _, fh := range fhs {
+		h, n := fh.Hypervisor, fh.Node
+		f.nodes[n.ID] = n
+		ac := AgentCards{}
+		if fh.HasAgent {
+			ac = Cards(fh.Agent.GPUs, true)
 		}
-		f.vfs[h.NodeID] = vfs
-		ph, err := Host(h, byID[h.NodeID], vfs, f.vms)
+		f.vfs[n.ID] = ac
+		p := parsed[n.ID]
+		err := p.err
+		var ph placement.Host
+		if err == nil {
+			ph, err = host(h, n, p.inv, ac, heldVFs(n.ID, byHost[n.ID]))
+		}
 		if err == nil {
 			// One host the engine refuses must not stop placement on
 			// every other: it is left out, with why.
 			_, err = placement.NewFleet(ph)
 		}
 		if err != nil {
-			f.broken[h.NodeID] = err
+			f.broken[n.ID] = err
 			continue
 		}
-		f.hypervisors[h.NodeID] = h
+		f.hypervisors[n.ID] = h
+		f.invs[n.ID] = p.inv
 		hosts = append(hosts, ph)
 	}
-	if f.Fleet, err = load(hosts, f.vms, f.broken); err != nil {
+	if f.Fleet, err = load(hosts, vms, f.broken); err != nil {
 		return nil, err
 	}
 	return f, nil
+}
+
+// readFleet is every hypervisor with its node header and agent, and every
+// VM, also grouped by the hypervisor it is on: two reads, whatever the
+// fleet's size.
+func (s *Service) readFleet(ctx context.Context) ([]store.FleetHost, []store.VM, map[string][]store.VM, error) {
+	fhs, err := s.Store.HypervisorFleet(ctx)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	vms, err := s.Store.VMs(ctx, "")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	byHost := map[string][]store.VM{}
+	for _, vm := range vms {
+		byHost[vm.Hypervisor] = append(byHost[vm.Hypervisor], vm)
+	}
+	return fhs, vms, byHost, nil
 }
 
 // load is a fleet of hosts holding the VMs on them. A VM that no longer

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/rackboot/rackboot/agent/inventory"
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/hypervisor/domain"
 	"github.com/rackboot/rackboot/hypervisor/placement"
@@ -120,6 +121,8 @@ type Plan struct {
 	// agentRound is the agent's last report when the VM was placed:
 	// only a later one can have been told of its devices.
 	agentRound int64
+	// inv is what the chosen host's inventory says (Host is without it).
+	inv inventory.Inventory
 }
 
 // Plan decides where a VM would go and writes its domain, storing
@@ -177,7 +180,7 @@ func (s *Service) plan(ctx context.Context, f *fleet, r VMRequest) (Plan, error)
 			}
 			return Plan{}, fmt.Errorf("hypervisor %s: %w", r.Hypervisor, store.ErrNotFound)
 		}
-		if place, err = one(h, n, f.vms, f.vfs[n.ID]); err != nil {
+		if place, err = one(h, n, f.invs[n.ID], f.vms, f.vfs[n.ID]); err != nil {
 			return Plan{}, err
 		}
 	}
@@ -200,12 +203,12 @@ func (s *Service) plan(ctx context.Context, f *fleet, r VMRequest) (Plan, error)
 	if err != nil {
 		return Plan{}, err
 	}
-	return Plan{Decision: d, Hypervisor: h, Host: host, VM: vm, Name: r.Name, XML: x}, nil
+	return Plan{Decision: d, Hypervisor: h, Host: host, inv: f.invs[d.Host], VM: vm, Name: r.Name, XML: x}, nil
 }
 
 // one is a fleet of the one hypervisor h with the VMs on it.
-func one(h store.Hypervisor, n store.Node, vms []store.VM, vfs AgentCards) (*placement.Fleet, error) {
-	ph, err := Host(h, n, vfs, vms)
+func one(h store.Hypervisor, n store.Node, inv inventory.Inventory, vms []store.VM, vfs AgentCards) (*placement.Fleet, error) {
+	ph, err := host(h, n, inv, vfs, heldVFs(h.NodeID, vms))
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
@@ -281,7 +284,7 @@ func (s *Service) CreateVM(ctx context.Context, r VMRequest, actor string) (Plan
 			if ps.HasAgent {
 				ac, round = Cards(ps.Agent.GPUs, true), ps.Agent.Round
 			}
-			f, err := one(ps.Hypervisor, p.Host, ps.VMs, ac)
+			f, err := one(ps.Hypervisor, p.Host, p.inv, ps.VMs, ac)
 			if err != nil {
 				return err
 			}
@@ -413,7 +416,12 @@ func (s *Service) VMs(ctx context.Context, hypervisor string) ([]VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	nodes, err := s.Store.Nodes(ctx)
+	ids := make([]string, 0, 2*len(vms))
+	for _, vm := range vms {
+		ids = append(ids, vm.NodeID, vm.Hypervisor)
+	}
+	slices.Sort(ids)
+	nodes, err := s.Store.NodeHeaders(ctx, slices.Compact(ids))
 	if err != nil {
 		return nil, err
 	}

@@ -71,6 +71,9 @@ type Node struct {
 	// Inventory is the agent's last report, stored as it came
 	// (agent/inventory's JSON); nil before the first inspection.
 	Inventory json.RawMessage
+	// InventoryRev counts the inventories set on the node (0: none), so
+	// a reader that keeps what it made of one can tell when it changed.
+	InventoryRev int64
 	// GPUModels are the accelerator model names from the inventory, kept
 	// beside it so lists can filter on them.
 	GPUModels []string
@@ -450,6 +453,22 @@ type PlaceState struct {
 	VMs []VM
 }
 
+// FleetHost is a hypervisor as placement reads it: its record, its node
+// (only its ID, Name, Arch and InventoryRev), and its agent's last report
+// (HasAgent false when it never called in).
+type FleetHost struct {
+	Hypervisor Hypervisor
+	Node       Node
+	Agent      HypervisorAgent
+	HasAgent   bool
+}
+
+// NodeInventory is a node's inventory and its revision (Node.InventoryRev).
+type NodeInventory struct {
+	Rev       int64
+	Inventory json.RawMessage
+}
+
 // TraceEvent is a boot event stored against a node.
 type TraceEvent struct {
 	Seq    int64
@@ -559,6 +578,16 @@ type Store interface {
 	// hypervisor forgets it.
 	PutHypervisorAgent(ctx context.Context, a HypervisorAgent) error
 	HypervisorAgent(ctx context.Context, nodeID string) (HypervisorAgent, error)
+	// HypervisorFleet lists every hypervisor with the little of its node
+	// placement needs (InventoryRev says which inventory it has, not
+	// read) and its agent's last report: what each decision reads.
+	HypervisorFleet(ctx context.Context) ([]FleetHost, error)
+	// NodeInventories returns the inventories of the nodes given, by id,
+	// with their revisions; an id that is no node is not in the map.
+	NodeInventories(ctx context.Context, ids []string) (map[string]NodeInventory, error)
+	// NodeHeaders returns the nodes given, by id, without their
+	// inventories; ids that are no node are left out.
+	NodeHeaders(ctx context.Context, ids []string) ([]Node, error)
 
 	// CreateFlavor adds a flavor; a name already taken is ErrConflict.
 	CreateFlavor(ctx context.Context, f Flavor) error

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/rackboot/rackboot/boot"
@@ -246,6 +247,16 @@ type HostUsage struct {
 type Usage struct {
 	Hosts []HostUsage
 	Total Counts
+}
+
+// Host is the Counts of host name.
+func (u Usage) Host(name string) (Counts, bool) {
+	// Hosts are in the order of their names.
+	i, ok := slices.BinarySearchFunc(u.Hosts, name, func(h HostUsage, name string) int { return strings.Compare(h.Host, name) })
+	if !ok {
+		return Counts{}, false
+	}
+	return u.Hosts[i].Counts, true
 }
 
 // Usage reports what is used and free on every host.

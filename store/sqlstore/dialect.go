@@ -32,6 +32,11 @@ type dialect struct {
 	bind func(string) string
 	// instr is the function that finds a substring: instr(hay, needle) > 0.
 	instr string
+	// fleetIndex makes SQLite read the hypervisors' nodes from the
+	// nodes_fleet index alone (its planner takes the primary key and
+	// reads the rows, inventories and all); PostgreSQL keeps large values
+	// out of its rows and needs no hint.
+	fleetIndex string
 	// blobHas is the condition that a BLOB/BYTEA column (%s) holds the
 	// bytes of its one parameter.
 	blobHas string
@@ -100,6 +105,7 @@ var sqliteDialect = &dialect{
 	oneWriter:  true,
 	bind:       func(q string) string { return q },
 	instr:      "instr",
+	fleetIndex: " INDEXED BY nodes_fleet",
 	blobHas:    "instr(%s, ?) > 0",
 	retryable:  func(error) bool { return false },
 	unique:     func(err error) bool { return err != nil && strings.Contains(err.Error(), "UNIQUE") },

@@ -70,7 +70,11 @@ func (s *Store) EnrollClient(ctx context.Context, c boot.Client, now time.Time) 
 }
 
 const nodeColumns = `id, name, arch, firmware, client_arch, state, secure_boot, uuid, first_seen, last_seen,
-	kind, rack, position, tags, owner, inventory, gpu_models, last_error, state_changed`
+	kind, rack, position, tags, owner, inventory, gpu_models, last_error, state_changed, inventory_rev`
+
+// nodeHeaderColumns are nodeColumns without the inventory, which is
+// most of a node's row: readers that need only its revision take these.
+var nodeHeaderColumns = strings.Replace(nodeColumns, "owner, inventory,", "owner, NULL,", 1)
 
 func scanNode(row scanner) (store.Node, error) {
 	var n store.Node
@@ -80,7 +84,7 @@ func scanNode(row scanner) (store.Node, error) {
 	var first, last, changed int64
 	var inv []byte
 	if err := row.Scan(&n.ID, &n.Name, &arch, &fw, &ca, &state, &sb, &n.UUID, &first, &last,
-		&n.Kind, &n.Rack, &n.Position, &tags, &n.Owner, &inv, &gpus, &n.LastError, &changed); err != nil {
+		&n.Kind, &n.Rack, &n.Position, &tags, &n.Owner, &inv, &gpus, &n.LastError, &changed, &n.InventoryRev); err != nil {
 		return n, err
 	}
 	if err := json.Unmarshal([]byte(tags), &n.Tags); err != nil {
@@ -288,7 +292,7 @@ func (s *Store) SetInventory(ctx context.Context, id string, inv json.RawMessage
 	if gpuModels == nil {
 		gpuModels = []string{}
 	}
-	return s.updateNode(ctx, "set inventory of node", id, "inventory = ?, gpu_models = ?", []byte(inv), jsonText(gpuModels))
+	return s.updateNode(ctx, "set inventory of node", id, "inventory = ?, gpu_models = ?, inventory_rev = inventory_rev + 1", []byte(inv), jsonText(gpuModels))
 }
 
 // Transition implements store.Store.

@@ -210,6 +210,13 @@ var sqliteMigrations = []string{
 	// is told from a hiccup by whoever reads only some of them.
 	`ALTER TABLE hypervisor_agents ADD COLUMN round INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE hypervisor_agents ADD COLUMN error_since TEXT NOT NULL DEFAULT '[]';`,
+	// Each inventory set is counted, so that placement parses a
+	// hypervisor's inventory again only when it changed.
+	// nodes_fleet lets a hypervisor's few fields be read without its
+	// inventory.
+	`ALTER TABLE nodes ADD COLUMN inventory_rev INTEGER NOT NULL DEFAULT 0;
+	UPDATE nodes SET inventory_rev = 1 WHERE inventory IS NOT NULL;
+	CREATE INDEX nodes_fleet ON nodes(id, inventory_rev, name, arch);`,
 }
 
 // postgresMigrations build the PostgreSQL schema. nodes_name makes node
@@ -417,4 +424,7 @@ var postgresMigrations = []string{
 	CREATE UNIQUE INDEX vm_devices_vf ON vm_devices(hypervisor, device) WHERE kind IN ('vgpu', 'mig') AND device <> gpu;`,
 	`ALTER TABLE hypervisor_agents ADD COLUMN round BIGINT NOT NULL DEFAULT 0;
 	ALTER TABLE hypervisor_agents ADD COLUMN error_since TEXT NOT NULL DEFAULT '[]';`,
+	`ALTER TABLE nodes ADD COLUMN inventory_rev BIGINT NOT NULL DEFAULT 0;
+	UPDATE nodes SET inventory_rev = 1 WHERE inventory IS NOT NULL;
+	CREATE INDEX nodes_fleet ON nodes(id, inventory_rev, name, arch);`,
 }

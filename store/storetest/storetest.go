@@ -49,6 +49,7 @@ func Run(t *testing.T, open Opener) {
 	t.Run("BMC", func(t *testing.T) { testBMC(t, open) })
 	t.Run("PowerState", func(t *testing.T) { testPowerState(t, open) })
 	t.Run("Hypervisors", func(t *testing.T) { testHypervisors(t, open) })
+	t.Run("HypervisorFleet", func(t *testing.T) { testHypervisorFleet(t, open) })
 	t.Run("VMs", func(t *testing.T) { testVMs(t, open) })
 	t.Run("ConcurrentVMs", func(t *testing.T) { testConcurrentVMs(t, open) })
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -337,5 +338,85 @@ func testConcurrentVMs(t *testing.T, open Opener) {
 	}
 	if vs, _ := s.VMs(ctx, host.ID); len(vs) != 3 {
 		t.Fatalf("%d VMs stored, want 3", len(vs))
+	}
+}
+
+// testHypervisorFleet: the fleet read gives every hypervisor with its
+// node's name, architecture and inventory revision, and its agent's report
+// where one came; each inventory set moves the revision, and the
+// inventories and headers are read by id.
+func testHypervisorFleet(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s, _ := open(t)
+	a, b, plain := enroll(t, s, 1, boot.ClientX64UEFI), enroll(t, s, 2, boot.ClientARM64UEFI), enroll(t, s, 3, boot.ClientX64UEFI)
+	name := "gpu-01"
+	if _, err := s.UpdateNode(ctx, a.ID, store.NodePatch{Name: &name}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Node(ctx, a.ID); n.InventoryRev != 0 {
+		t.Fatalf("a node never inspected has inventory revision %d", n.InventoryRev)
+	}
+	for i, inv := range []string{`{"cpu":{"count":8}}`, `{"cpu":{"count":16}}`} {
+		if err := s.SetInventory(ctx, a.ID, json.RawMessage(inv), nil); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := s.Node(ctx, a.ID); n.InventoryRev != int64(i+1) {
+			t.Fatalf("after %d inventories the revision is %d", i+1, n.InventoryRev)
+		}
+	}
+	for _, n := range []store.Node{a, b} {
+		if err := s.PutHypervisor(ctx, store.Hypervisor{NodeID: n.ID, URI: "qemu+tcp://h/system", Pool: "default"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutHypervisorAgent(ctx, store.HypervisorAgent{NodeID: a.ID, Applied: "passthrough", Version: "1"}); err != nil {
+		t.Fatal(err)
+	}
+	fleet, err := s.HypervisorFleet(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]store.FleetHost{}
+	for _, fh := range fleet {
+		got[fh.Node.ID] = fh
+	}
+	if len(fleet) != 2 || len(got) != 2 {
+		t.Fatalf("fleet of %d hosts, want the 2 hypervisors: %+v", len(fleet), fleet)
+	}
+	ga, gb := got[a.ID], got[b.ID]
+	if ga.Hypervisor.NodeID != a.ID || ga.Node.Name != "gpu-01" || ga.Node.Arch != a.Arch || ga.Node.InventoryRev != 2 || ga.Node.Inventory != nil {
+		t.Errorf("host a: %+v", ga)
+	}
+	if !ga.HasAgent || ga.Agent.Applied != "passthrough" {
+		t.Errorf("host a's agent: %+v", ga.Agent)
+	}
+	if gb.HasAgent || gb.Node.InventoryRev != 0 {
+		t.Errorf("host b: %+v", gb)
+	}
+
+	invs, err := s.NodeInventories(ctx, []string{a.ID, b.ID, "nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(invs) != 2 || invs[a.ID].Rev != 2 || !strings.Contains(string(invs[a.ID].Inventory), `"count":16`) || invs[b.ID].Inventory != nil {
+		t.Errorf("inventories: %+v", invs)
+	}
+	heads, err := s.NodeHeaders(ctx, []string{plain.ID, a.ID, "nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(heads) != 2 || heads[0].ID > heads[1].ID {
+		t.Fatalf("headers: %+v", heads)
+	}
+	for _, h := range heads {
+		if h.Inventory != nil || len(h.MACs) != 1 {
+			t.Errorf("header %+v: want no inventory and its MAC", h)
+		}
+	}
+	if h, err := s.NodeHeaders(ctx, nil); err != nil || len(h) != 0 {
+		t.Errorf("headers of none: %v %v", h, err)
+	}
+	if i, err := s.NodeInventories(ctx, nil); err != nil || len(i) != 0 {
+		t.Errorf("inventories of none: %v %v", i, err)
 	}
 }
