@@ -107,7 +107,7 @@ func writeMetrics(w io.Writer, dhcps []*dhcp.Server, t *tftp.Server, h *httpCoun
 			for _, kv := range []struct {
 				k string
 				v uint64
-			}{{"received", st.Received}, {"replied", st.Replied}, {"malformed", st.Malformed}, {"ignored", st.Ignored}, {"nak", st.NAKs}, {"relay_refused", st.RelayRefused}, {"throttled", st.Throttled}, {"overloaded", st.Overloaded}} {
+			}{{"received", st.Received}, {"replied", st.Replied}, {"malformed", st.Malformed}, {"ignored", st.Ignored}, {"nak", st.NAKs}, {"relay_refused", st.RelayRefused}, {"throttled", st.Throttled}, {"overloaded", st.Overloaded}, {"superseded", st.Superseded}} {
 				fmt.Fprintf(w, "rackboot_dhcp_packets_total{port=%q,outcome=%q} %d\n", port, kv.k, kv.v)
 			}
 		}

@@ -73,6 +73,9 @@ type Stats struct {
 	// Overloaded counts requests dropped unread because the worker of
 	// their client had a full queue, or they waited in it too long.
 	Overloaded uint64
+	// Superseded counts DISCOVERs and REQUESTs dropped unread because
+	// their client sent a newer one while they waited.
+	Superseded uint64
 }
 
 // Server is a DHCPv4 server. Zero values of optional fields are defaults.
@@ -121,7 +124,7 @@ type Server struct {
 	// queueLen replaces workerQueue (tests).
 	queueLen int
 
-	overloaded,
+	overloaded, superseded,
 	received, replied, malformed, ignored, naks, relayRefused, throttled atomic.Uint64
 	limiter unknownLimiter
 }
@@ -130,7 +133,7 @@ type Server struct {
 func (s *Server) Stats() Stats {
 	return Stats{Received: s.received.Load(), Replied: s.replied.Load(), Malformed: s.malformed.Load(),
 		Ignored: s.ignored.Load(), NAKs: s.naks.Load(), RelayRefused: s.relayRefused.Load(), Throttled: s.throttled.Load(),
-		Overloaded: s.overloaded.Load()}
+		Overloaded: s.overloaded.Load(), Superseded: s.superseded.Load()}
 }
 
 func (s *Server) log() *slog.Logger {
@@ -162,10 +165,10 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	if workers <= 0 {
 		workers = 64
 	}
-	queues := make([]chan packet, workers)
+	queues := make([]*queue, workers)
 	var wg sync.WaitGroup
 	for i := range queues {
-		queues[i] = make(chan packet, cmp.Or(s.queueLen, workerQueue))
+		queues[i] = newQueue(cmp.Or(s.queueLen, workerQueue), &s.overloaded, &s.superseded)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -174,7 +177,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	}
 	defer func() {
 		for _, q := range queues {
-			close(q)
+			q.close()
 		}
 		wg.Wait()
 	}()
@@ -193,31 +196,11 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		}
 		s.received.Add(1)
 		p := packet{b: append([]byte(nil), buf[:n]...), peer: peer, at: time.Now()}
-		select {
-		case queues[shard(p.b, len(queues))] <- p:
-		default:
-			// Its worker is that far behind: the client asks again, and
-			// the reader never stops for one busy worker.
-			s.overloaded.Add(1)
-		}
+		classify(&p)
+		// The reader never waits for a busy worker: a full queue drops
+		// what matters least, and the client asks again.
+		queues[shard(p.b, len(queues))].push(p)
 	}
-}
-
-// workerQueue is how many packets may wait for one worker, and
-// maxQueueWait how long: a packet older than that is dropped unanswered
-// (and counted as overloaded). Past what the server can answer, queues
-// only fill: answering what waited there answers every client late, and
-// a client that has asked again is answered twice. A reply to the fresh
-// requests completes exchanges; clients resend what was dropped.
-const (
-	workerQueue  = 8
-	maxQueueWait = 500 * time.Millisecond
-)
-
-type packet struct {
-	b    []byte
-	peer net.Addr
-	at   time.Time // when it was read
 }
 
 // shard is the worker of a packet: a hash of its chaddr (RFC 2131
@@ -234,13 +217,13 @@ func shard(b []byte, n int) int {
 
 // work handles the packets of one queue until it is closed; packets
 // still queued when ctx ends are dropped, not answered late.
-func (s *Server) work(ctx context.Context, conn net.PacketConn, q <-chan packet) {
-	for p := range q {
-		if ctx.Err() != nil {
-			continue
+func (s *Server) work(ctx context.Context, conn net.PacketConn, q *queue) {
+	for {
+		p, ok := q.pop(time.Now)
+		if !ok {
+			return
 		}
-		if time.Since(p.at) > maxQueueWait {
-			s.overloaded.Add(1)
+		if ctx.Err() != nil {
 			continue
 		}
 		reply, dst := s.HandleBytes(ctx, p.b, p.peer)
