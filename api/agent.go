@@ -283,11 +283,16 @@ func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if hb.Running == "" {
-		t, err := s.Store.ClaimTask(r.Context(), n.ID, time.Now())
+		t, again, err := s.nextTask(r.Context(), n.ID)
 		switch {
 		case err == nil:
 			out.Task = &protocol.Task{ID: t.ID, Kind: t.Kind, Params: t.Params}
-			s.Store.AddEvent(r.Context(), store.Event{NodeID: n.ID, Actor: "agent:" + n.ID, Kind: "task", Message: t.Kind + " started (task " + t.ID + ")"})
+			msg := t.Kind + " started (task " + t.ID + ")"
+			if again {
+				msg = t.Kind + " handed to the agent again (task " + t.ID + "): it asked for work while the task ran, so the answer that handed it out, or its report, was lost"
+				s.log().Warn("task handed out again", "node", n.ID, "task", t.ID, "kind", t.Kind)
+			}
+			s.Store.AddEvent(r.Context(), store.Event{NodeID: n.ID, Actor: "agent:" + n.ID, Kind: "task", Message: msg})
 			s.Broker.Publish()
 		case !errors.Is(err, store.ErrNotFound):
 			s.fail(w, r, err)
@@ -295,6 +300,28 @@ func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// nextTask is the task for an agent that runs none: one still running
+// first, handed out again, then the oldest pending one. An agent asks
+// only when it runs nothing, so a task still running was handed out by
+// an answer the agent never read, or the agent's report of it was lost;
+// the agent keeps the reports of what it ran, and so runs the task or
+// reports it again. Without this the task would stay running, and its
+// node busy, for as long as the agent kept calling in.
+func (s *Server) nextTask(ctx context.Context, node string) (t store.Task, again bool, err error) {
+	t, err = s.Store.ClaimTask(ctx, node, time.Now())
+	if !errors.Is(err, store.ErrNotFound) {
+		return t, false, err
+	}
+	running, err := s.Store.Tasks(ctx, store.TaskFilter{NodeID: node, State: store.TaskRunning, Limit: 1})
+	if err != nil {
+		return t, false, err
+	}
+	if len(running) == 0 {
+		return t, false, fmt.Errorf("next task of node %s: %w", node, store.ErrNotFound)
+	}
+	return running[0], true, nil
 }
 
 func (s *Server) agentTask(w http.ResponseWriter, r *http.Request) {

@@ -81,9 +81,14 @@ func TestAgentProtocol(t *testing.T) {
 		t.Fatalf("heartbeat: %d %s", code, b2)
 	}
 	task := hb.Task.ID
-	// The task is handed out once: the next heartbeat has none.
-	if code, b := f.call(t, nil, "POST", base+"/heartbeat", tok, ``); code != 200 || strings.Contains(string(b), `"task"`) {
-		t.Fatalf("second heartbeat: %d %s", code, b)
+	// A heartbeat that names it running gets no task; one that says the
+	// agent runs nothing gets the same task again (the answer that
+	// handed it out was lost), never a second.
+	if code, b := f.call(t, nil, "POST", base+"/heartbeat", tok, fmt.Sprintf(`{"running":%q}`, task)); code != 200 || strings.Contains(string(b), `"task"`) {
+		t.Fatalf("heartbeat while it runs: %d %s", code, b)
+	}
+	if code, b := f.call(t, nil, "POST", base+"/heartbeat", tok, ``); code != 200 || !strings.Contains(string(b), task) {
+		t.Fatalf("heartbeat of an agent that lost the task: %d %s", code, b)
 	}
 	if code, _ := f.call(t, nil, "POST", base+"/inventory", tok, `[1,2]`); code != 400 {
 		t.Fatalf("inventory that is not an object: %d", code)
