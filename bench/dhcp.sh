@@ -22,6 +22,7 @@
 #                          # an older build as one more server, runs interleaved
 #   SMOKE=1 RACKBOOT=/tmp/rackboot bench/dhcp.sh   # a tiny run of the binary given
 #   SERVERS="rackboot-pg kea-pg" bench/dhcp.sh      # both on PostgreSQL
+#   BASELINE=/path/to/old/rackboot SERVERS="rackboot-pg baseline-pg kea-pg" bench/dhcp.sh
 #
 # rackboot-pg and kea-pg keep their leases in PostgreSQL (a fresh database
 # each run) on a cluster scripts/postgres.sh starts with PostgreSQL's own
@@ -107,9 +108,11 @@ start() {
 		[ "$1" = baseline ] && bin=$BASELINE
 		ip netns exec $S "$bin" serve --config "$WORK/rackboot.yaml" --data-dir "$WORK/rackboot" --interface s0 \
 		--dhcp-mode authoritative --http-addr 10.66.0.1:8080 --log-level warn >"$WORK/server.log" 2>&1 & ;;
-	rackboot-pg)
+	rackboot-pg | baseline-pg)
+		bin=$RACKBOOT
+		[ "$1" = baseline-pg ] && bin=$BASELINE
 		fresh_db rbbench
-		ip netns exec $S "$RACKBOOT" serve --config "$WORK/rackboot.yaml" --data-dir "$WORK/rackboot" --interface s0 \
+		ip netns exec $S "$bin" serve --config "$WORK/rackboot.yaml" --data-dir "$WORK/rackboot" --interface s0 \
 		--db "${PGDSN/\/postgres\?//rbbench?}" --dhcp-mode authoritative --http-addr 10.66.0.1:8080 --log-level warn >"$WORK/server.log" 2>&1 & ;;
 	kea-pg)
 		fresh_db keabench
@@ -157,6 +160,10 @@ for rate in $RATES; do
 	if [[ " $SERVERS " == *" rackboot-pg "* && " $SERVERS " == *" kea-pg "* ]]; then
 		awk -v a="${med[rackboot-pg]:-0}" -v b="${med[kea-pg]:-0}" -v r="$rate" \
 			'BEGIN { if (b > 0) printf "%-8s rackboot-pg / kea-pg: %.2f\n", r, a / b }'
+	fi
+	if [[ " $SERVERS " == *" rackboot-pg "* && " $SERVERS " == *" baseline-pg "* ]]; then
+		awk -v a="${med[rackboot-pg]:-0}" -v b="${med[baseline-pg]:-0}" -v r="$rate" \
+			'BEGIN { if (b > 0) printf "%-8s rackboot-pg / baseline-pg: %.2f\n", r, a / b }'
 	fi
 	[[ " $SERVERS " == *" rackboot "* ]] || continue
 	for other in $SERVERS; do

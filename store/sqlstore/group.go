@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"slices"
 	"sync"
@@ -30,10 +31,20 @@ const maxBatch = 256
 // next batch and the offers (which need no fsync) are written while the
 // disk works, and each caller still returns only after an fsync that
 // began after its commit.
+//
+// On PostgreSQL, which has many writers and syncs its own log at each
+// commit, the binds of one subnet are grouped (subnetGroup): a batch
+// takes the subnet's lock once and commits once, where each bind alone
+// would hold the lock through a commit's wait for the disk, so that a
+// subnet's binds went no faster than the disk's flushes.
 type group struct {
 	mu      sync.Mutex
 	pending []*groupItem
 	running bool
+	// lock, when locked, is the advisory lock a batch takes (a subnet's
+	// on PostgreSQL); its commit then waits for the disk itself.
+	lock   int32
+	locked bool
 }
 
 type groupItem struct {
@@ -56,22 +67,36 @@ type groupItem struct {
 // calls that a failing neighbour could undo: the batch is committed as
 // a whole or not at all, in which case every item sees the error.
 func (s *Store) groupTx(ctx context.Context, f func(context.Context, runner) error) error {
-	return s.group1(ctx, false, f)
+	return s.group1(ctx, &s.group, false, f)
+}
+
+// subnetGroup is the group of the binds of subnet on PostgreSQL.
+func (s *Store) subnetGroup(subnet netip.Prefix) *group {
+	s.groupsMu.Lock()
+	defer s.groupsMu.Unlock()
+	g := s.groups[subnet]
+	if g == nil {
+		if s.groups == nil {
+			s.groups = map[netip.Prefix]*group{}
+		}
+		g = &group{lock: lockKey("lease " + subnet.String()), locked: true}
+		s.groups[subnet] = g
+	}
+	return g
 }
 
 // laxGroupTx is groupTx for a write that may be lost in a power cut
 // without harm: it shares the batch, and so the write lock's turn, with
 // the durable writes, but returns without waiting for the disk.
 func (s *Store) laxGroupTx(ctx context.Context, f func(context.Context, runner) error) error {
-	return s.group1(ctx, true, f)
+	return s.group1(ctx, &s.group, true, f)
 }
 
-func (s *Store) group1(ctx context.Context, lax bool, f func(context.Context, runner) error) error {
+func (s *Store) group1(ctx context.Context, g *group, lax bool, f func(context.Context, runner) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	it := &groupItem{ctx: ctx, f: f, lax: lax, done: make(chan struct{}), turn: make(chan struct{}, 1)}
-	g := &s.group
 	g.mu.Lock()
 	g.pending = append(g.pending, it)
 	lead := !g.running
@@ -87,15 +112,14 @@ func (s *Store) group1(ctx context.Context, lax bool, f func(context.Context, ru
 		case <-it.turn:
 		}
 	}
-	s.commitBatch(ctx)
+	s.commitBatch(ctx, g)
 	<-it.done // the batch just committed holds it: it was the oldest pending
 	return it.err
 }
 
 // commitBatch commits what is pending (up to maxBatch items) and passes
 // the turn to the oldest caller still waiting, if any.
-func (s *Store) commitBatch(ctx context.Context) {
-	g := &s.group
+func (s *Store) commitBatch(ctx context.Context, g *group) {
 	g.mu.Lock()
 	n := min(len(g.pending), maxBatch)
 	batch := g.pending[:n:n]
@@ -106,11 +130,7 @@ func (s *Store) commitBatch(ctx context.Context) {
 	// cancelled context interrupts SQLite mid-statement, which rolls the
 	// whole transaction back, everyone's writes with it.
 	bctx := context.WithoutCancel(ctx)
-	// The commit itself does not wait for the disk (laxBegin): that
-	// would hold the write lock through the fsync, and every offer with
-	// it. The log is synced below, after the lock is let go and before
-	// any caller hears back.
-	err := s.tx1(bctx, s.d.laxBegin, s.d.laxEnd, false, func(tx runner) error {
+	run := func(tx runner) error {
 		for i, it := range batch {
 			if it.err = it.ctx.Err(); it.err != nil {
 				continue // never run: its caller has gone
@@ -129,7 +149,19 @@ func (s *Store) commitBatch(ctx context.Context) {
 			}
 		}
 		return nil
-	})
+	}
+	var err error
+	if g.locked {
+		// PostgreSQL: the commit waits for the disk. The binds are
+		// idempotent, so a batch whose connection was lost runs again.
+		err = s.retry(bctx, func() error { return s.tx1(bctx, s.d.begin+"; "+s.d.lock(g.lock), "", true, run) })
+	} else {
+		// The commit itself does not wait for the disk (laxBegin): that
+		// would hold the write lock through the fsync, and every offer
+		// with it. The log is synced below, after the lock is let go and
+		// before any caller hears back.
+		err = s.tx1(bctx, s.d.laxBegin, s.d.laxEnd, false, run)
+	}
 
 	// The next batch may run while this one's log reaches the disk.
 	g.mu.Lock()
@@ -140,7 +172,7 @@ func (s *Store) commitBatch(ctx context.Context) {
 	}
 	g.mu.Unlock()
 
-	if err == nil && slices.ContainsFunc(batch, func(it *groupItem) bool { return !it.lax }) {
+	if err == nil && !g.locked && slices.ContainsFunc(batch, func(it *groupItem) bool { return !it.lax }) {
 		err = s.syncLog()
 	}
 	for _, it := range batch {

@@ -86,15 +86,17 @@ func (s *Store) offerTx(ctx context.Context, subnet netip.Prefix, f func(runner)
 }
 
 // bindTx runs f, a lease write that must be durable before the caller
-// answers (an ACK), in subnetTx, or on SQLite in a group commit with
-// the binds that arrive meanwhile: one fsync for all of them. Either way
-// it returns only when the write is on disk, and the conditional upsert
-// inside f is what keeps one address to one MAC, batch or not.
+// answers (an ACK), in a group commit with the binds that arrive
+// meanwhile: on SQLite one fsync for all of them, on PostgreSQL one
+// transaction under the subnet's lock (subnetTx's) and one commit for
+// those of the subnet. Either way it returns only when the write is on
+// disk, and the conditional upsert inside f is what keeps one address to
+// one MAC, batch or not.
 func (s *Store) bindTx(ctx context.Context, subnet netip.Prefix, f func(context.Context, runner) error) error {
 	if s.d.oneWriter {
 		return s.groupTx(ctx, f)
 	}
-	return s.subnetTx(ctx, subnet, func(tx runner) error { return f(ctx, tx) })
+	return s.group1(ctx, s.subnetGroup(subnet), false, f)
 }
 
 // Allocate implements dhcp.Leases.

@@ -39,6 +39,9 @@ type Store struct {
 	// probes counts the addresses Allocate tried to claim, commits the
 	// transactions committed, syncs the fsyncs of the log by syncLog.
 	probes, commits, syncs atomic.Int64
+	// groups are the group commits of each subnet's binds (PostgreSQL).
+	groupsMu sync.Mutex
+	groups   map[netip.Prefix]*group
 	wal                    string // SQLite's write-ahead log
 	group                  group  // the durable lease writes waiting to commit
 	// writer, on an engine of one writer, is held by the transaction
