@@ -20,6 +20,7 @@
 # binary run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 if [ -n "${SMOKE:-}" ]; then
 	: "${NODES:=200}" "${AGENTS:=20}" "${READERS:=2}" "${DURATION:=3s}" "${HEARTBEAT:=1s}"
 fi
@@ -74,8 +75,6 @@ for r in $(seq "$REPEATS"); do
 	PID=
 done
 
-median() { awk -v k="$1" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' | sort -g |
-	awk '{ v[++n] = $1 } END { if (!n) print "NA"; else print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'; }
 echo
 m=""
 for k in enroll_per_s list_per_s list_p50_ms list_p99_ms node_per_s node_p50_ms node_p99_ms heartbeat_per_s heartbeat_p50_ms heartbeat_p99_ms failures; do

@@ -17,6 +17,7 @@
 # per round, each at most RANGE_MAX bytes (1 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 if [ -n "${SMOKE:-}" ]; then
 	: "${KERNEL_MB:=1}" "${INITRD_MB:=2}" "${CLIENTS:=4}" "${ROUNDS:=1}" "${REPEATS:=1}" "${RANGES:=4}"
 fi
@@ -55,29 +56,7 @@ FILES=artifacts/x86_64/vmlinuz=$ART/x86_64/vmlinuz,artifacts/x86_64/initrd=$ART/
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes auto;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-	sendfile on;
-	tcp_nopush on;
-	keepalive_requests 100000;
-	access_log off;
-	client_body_temp_path $WORK/nginx/body;
-	proxy_temp_path $WORK/nginx/proxy;
-	fastcgi_temp_path $WORK/nginx/fastcgi;
-	uwsgi_temp_path $WORK/nginx/uwsgi;
-	scgi_temp_path $WORK/nginx/scgi;
-	types { application/octet-stream vmlinuz initrd; }
-	server {
-		listen 127.0.0.1:$PORT;
-		root $WWW;
-	}
-}
-CONF
+nginx_conf "$WORK/nginx" "127.0.0.1:$PORT" "$WWW" 4096
 
 start() {
 	case $1 in
@@ -114,9 +93,6 @@ for server in rackboot nginx; do
 	stop
 done
 
-# median KEY over the lines of one server and mode
-median() { awk -v k="$1" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' | sort -g |
-	awk '{ v[++n] = $1 } END { if (!n) print "NA"; else print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'; }
 echo
 for mode in whole range; do
 	for server in rackboot nginx; do

@@ -24,6 +24,7 @@
 # (default bin/rackboot, built when missing) is the binary run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 [ -n "${SMOKE:-}" ] && : "${NODES:=10}" "${REPEAT:=1}" "${LOADER_KB:=64}" "${KERNEL_MB:=1}" "${INITRD_MB:=1}" "${KINDS:=new known}"
 NODES=${NODES:-100 500 1000}
 KINDS=${KINDS:-new}
@@ -100,29 +101,7 @@ dhcp:
       range: 10.67.1.0-10.67.255.254
       relays: [$GIADDR/32]
 YAML
-mkdir -p "$WORK/nginx"
-cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes auto;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 8192; }
-http {
-	sendfile on;
-	tcp_nopush on;
-	keepalive_requests 100000;
-	access_log off;
-	client_body_temp_path $WORK/nginx/body;
-	proxy_temp_path $WORK/nginx/proxy;
-	fastcgi_temp_path $WORK/nginx/fastcgi;
-	uwsgi_temp_path $WORK/nginx/uwsgi;
-	scgi_temp_path $WORK/nginx/scgi;
-	default_type application/octet-stream;
-	server {
-		listen $SERVER:8080;
-		root $WWW;
-	}
-}
-CONF
+nginx_conf "$WORK/nginx" "$SERVER:8080" "$WWW" 8192
 
 # ready waits until the boot port answers.
 ready() {
@@ -210,8 +189,6 @@ for kind in $KINDS; do
 	done
 done
 
-median() { awk -v k="$1" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) print kv[2] } }' | sort -g |
-	awk '{ v[++n] = $1 } END { if (!n) print "NA"; else print (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'; }
 echo
 names=""
 for server in $SERVERS; do

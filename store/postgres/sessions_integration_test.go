@@ -18,6 +18,30 @@ import (
 	"github.com/rackboot/rackboot/store/sqlstore"
 )
 
+// sessionsRig is a store on a fresh database, an admin connection to it,
+// and end, which ends every session of the store (as an operator's
+// pg_terminate_backend does) and says how many it ended.
+func sessionsRig(t *testing.T) (*Store, *pgx.Conn, func() int) {
+	t.Helper()
+	ctx := context.Background()
+	dsn := freshDatabase(t)
+	s := openTest(t, dsn)
+	admin, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close(ctx) })
+	end := func() int {
+		var n int
+		if err := admin.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()`, sqlstore.ApplicationName).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	return s, admin, end
+}
+
 // TestSessionsEnded: PostgreSQL ends every session of the store
 // (pg_terminate_backend, as an operator, a pooler or a failover does)
 // right after a transaction, so that database/sql hands out the dead
@@ -27,21 +51,7 @@ import (
 // them open: that transaction runs again and commits once.
 func TestSessionsEnded(t *testing.T) {
 	ctx := context.Background()
-	dsn := freshDatabase(t)
-	s := openTest(t, dsn)
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	end := func() int {
-		var n int
-		if err := admin.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-			WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()`, sqlstore.ApplicationName).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	s, admin, end := sessionsRig(t)
 	subnet := netip.MustParsePrefix("10.80.0.0/24")
 	mac := net.HardwareAddr{0x02, 0x80, 0, 0, 0, 1}
 	ip := netip.MustParseAddr("10.80.0.10")
@@ -112,21 +122,7 @@ func waitWaiting(t *testing.T, admin *pgx.Conn) {
 // have committed, so it is reported, and not run again.
 func TestStatementsAfterSessionsEnded(t *testing.T) {
 	ctx := context.Background()
-	dsn := freshDatabase(t)
-	s := openTest(t, dsn)
-	admin, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close(ctx)
-	end := func() int {
-		var n int
-		if err := admin.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
-			WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()`, sqlstore.ApplicationName).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	s, admin, end := sessionsRig(t)
 	// used ends the sessions right after a statement, so the pool holds
 	// a connection used within the last second.
 	used := func(round int) {

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -67,52 +65,6 @@ func (r *route) merge(o *route) {
 	}
 }
 
-// statusError is an answer with another status than the one wanted.
-type statusError struct {
-	code         int
-	status, body string
-}
-
-func (e *statusError) Error() string { return e.status + ": " + e.body }
-
-// call sends a JSON request with a bearer token and decodes a JSON
-// answer into out (nil: drained), wanting status want.
-func call(ctx context.Context, c *http.Client, method, u, token string, in, out any, want int) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, u, err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, u, err)
-	}
-	defer drain(resp.Body)
-	if resp.StatusCode != want {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("%s %s: %w", method, u, &statusError{code: resp.StatusCode, status: resp.Status, body: string(bytes.TrimSpace(msg))})
-	}
-	if out != nil {
-		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			return fmt.Errorf("%s %s: decode: %w", method, u, err)
-		}
-	}
-	return nil
-}
-
 // runAPI enrolls the nodes, boots the agents and measures. The admin
 // token is the appliance's own (DATA_DIR/admin.token); the agents get
 // theirs only as real ones do, so the server's checks run in full.
@@ -139,9 +91,9 @@ func runAPI(ctx context.Context, c apiConfig, log *slog.Logger) (string, error) 
 	for range 16 {
 		wg.Go(func() {
 			for i := range next {
-				err := call(ctx, client, "POST", api+"/nodes", admin, map[string]string{"mac": nodeMAC(i), "arch": "x86_64"}, nil, http.StatusCreated)
-				var se *statusError
-				if err != nil && !(errors.As(err, &se) && se.code == http.StatusConflict) {
+				err := loadstat.Call(ctx, client, "POST", api+"/nodes", admin, map[string]string{"mac": nodeMAC(i), "arch": "x86_64"}, nil, http.StatusCreated)
+				var se *loadstat.StatusError
+				if err != nil && !(errors.As(err, &se) && se.Code == http.StatusConflict) {
 					once.Do(func() { enrollErr = err })
 				}
 			}
@@ -216,7 +168,7 @@ func runAPI(ctx context.Context, c apiConfig, log *slog.Logger) (string, error) 
 					NextCursor string                `json:"next_cursor"`
 				}
 				t := time.Now()
-				err := call(mctx, reader, "GET", api+"/nodes?"+limit+"cursor="+url.QueryEscape(cursor), admin, nil, &page, http.StatusOK)
+				err := loadstat.Call(mctx, reader, "GET", api+"/nodes?"+limit+"cursor="+url.QueryEscape(cursor), admin, nil, &page, http.StatusOK)
 				if mctx.Err() != nil {
 					break
 				}
@@ -231,7 +183,7 @@ func runAPI(ctx context.Context, c apiConfig, log *slog.Logger) (string, error) 
 				var n struct {
 					MACs []string `json:"macs"`
 				}
-				err = call(mctx, reader, "GET", api+"/nodes/"+url.PathEscape(mac), admin, nil, &n, http.StatusOK)
+				err = loadstat.Call(mctx, reader, "GET", api+"/nodes/"+url.PathEscape(mac), admin, nil, &n, http.StatusOK)
 				if mctx.Err() != nil {
 					break
 				}
@@ -307,7 +259,7 @@ func bootAgent(ctx context.Context, base string, i int) (*agent, error) {
 		return nil, fmt.Errorf("boot script of %s has no rackboot.boot= (is 127.0.0.0/8 in routed_networks?):\n%s", mac, script)
 	}
 	var res protocol.LookupResult
-	if err := call(ctx, client, "POST", base+"/api/v1"+protocol.LookupPath, "",
+	if err := loadstat.Call(ctx, client, "POST", base+"/api/v1"+protocol.LookupPath, "",
 		protocol.Lookup{MACs: []string{mac}, BootSecret: string(m[1])}, &res, http.StatusOK); err != nil {
 		return nil, fmt.Errorf("lookup of %s: %w", mac, err)
 	}
@@ -333,7 +285,7 @@ func (a *agent) heartbeat(ctx context.Context, api string, every time.Duration, 
 		t.Reset(every)
 		var res protocol.HeartbeatResult
 		t0 := time.Now()
-		err := call(ctx, a.client, "POST", api+fmt.Sprintf(protocol.HeartbeatPath, a.node), a.token,
+		err := loadstat.Call(ctx, a.client, "POST", api+fmt.Sprintf(protocol.HeartbeatPath, a.node), a.token,
 			protocol.Heartbeat{Running: a.task}, &res, http.StatusOK)
 		if ctx.Err() != nil {
 			return

@@ -146,7 +146,7 @@ func fetch(ctx context.Context, client *http.Client, base string, f file, lo, hi
 	if err != nil {
 		return 0, fmt.Errorf("get %s: %w", f.path, err)
 	}
-	defer drain(resp.Body)
+	defer loadstat.Drain(resp.Body)
 	if resp.StatusCode != status {
 		return 0, fmt.Errorf("get %s %q: status %s, want %d", f.path, req.Header.Get("Range"), resp.Status, status)
 	}

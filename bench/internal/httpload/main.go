@@ -12,7 +12,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -71,10 +70,4 @@ func transport(conns int, local net.Addr) *http.Transport {
 	d := &net.Dialer{Timeout: 10 * time.Second, LocalAddr: local}
 	return &http.Transport{DialContext: d.DialContext, MaxIdleConns: conns, MaxIdleConnsPerHost: conns,
 		DisableCompression: true, IdleConnTimeout: time.Minute}
-}
-
-// drain reads what is left of a body so its connection can be reused.
-func drain(r io.ReadCloser) {
-	io.Copy(io.Discard, io.LimitReader(r, 1<<20))
-	r.Close()
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -109,33 +108,6 @@ func fetch(ctx context.Context, c *http.Client, u string) ([]byte, int64, error)
 		return nil, n, fmt.Errorf("GET %s: %d bytes of %d", u, n, resp.ContentLength)
 	}
 	return body, n, nil
-}
-
-// post sends a JSON request with an optional bearer token and decodes
-// the JSON answer into out.
-func post(ctx context.Context, c *http.Client, u, token string, in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("POST %s: %w", u, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 256))
-		return fmt.Errorf("POST %s: %s: %s", u, resp.Status, bytes.TrimSpace(msg))
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 // cmdlineValue is key's value on a kernel command line.

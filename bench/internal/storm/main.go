@@ -233,7 +233,7 @@ func bootNode(ctx context.Context, c config, r *relay, i int) (t tally) {
 	api = strings.TrimRight(api, "/") + "/api/v1"
 	var res protocol.LookupResult
 	if !step("lookup", func() error {
-		return post(ctx, client, api+protocol.LookupPath, "", protocol.Lookup{MACs: []string{mac.String()}, BootSecret: secret}, &res)
+		return loadstat.Call(ctx, client, "POST", api+protocol.LookupPath, "", protocol.Lookup{MACs: []string{mac.String()}, BootSecret: secret}, &res, http.StatusOK)
 	}) {
 		return t
 	}
@@ -251,7 +251,7 @@ func bootNode(ctx context.Context, c config, r *relay, i int) (t tally) {
 			}
 			t0 := time.Now()
 			var hb protocol.HeartbeatResult
-			if err := post(ctx, client, api+fmt.Sprintf(protocol.HeartbeatPath, res.NodeID), res.Token, protocol.Heartbeat{}, &hb); err != nil {
+			if err := loadstat.Call(ctx, client, "POST", api+fmt.Sprintf(protocol.HeartbeatPath, res.NodeID), res.Token, protocol.Heartbeat{}, &hb, http.StatusOK); err != nil {
 				return fmt.Errorf("heartbeat %d: %w", k+1, err)
 			}
 			t.beats = append(t.beats, time.Since(t0))
