@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -129,6 +130,30 @@ func BenchmarkHeartbeatParallel(b *testing.B) {
 			}
 			if _, err := st.ClaimTask(ctx, id, time.Now()); !errors.Is(err, store.ErrNotFound) {
 				b.Errorf("claim: %v", err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkTokenParallel: boot secrets written by many boot-script
+// requests at once, each durable when it returns, as a boot storm's are.
+func BenchmarkTokenParallel(b *testing.B) {
+	ctx := context.Background()
+	st, err := Open(ctx, filepath.Join(b.TempDir(), "db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	var k atomic.Uint64
+	b.SetParallelism(16) // times GOMAXPROCS
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			i := k.Add(1)
+			if _, err := st.CreateToken(ctx, store.Token{ID: fmt.Sprint("t", i), Hash: fmt.Sprint("h", i), Kind: store.TokenBoot,
+				Expires: time.Now().Add(time.Hour)}); err != nil {
+				b.Error(err)
 				return
 			}
 		}

@@ -301,10 +301,15 @@ func (s *Store) ClaimTask(ctx context.Context, nodeID string, now time.Time) (st
 	if pending == 0 {
 		return store.Task{}, fmt.Errorf("claim task of node %s: %w", nodeID, store.ErrNotFound)
 	}
-	t, err := one(ctx, s.db, scanTask, `UPDATE tasks SET state = ?, updated = ?
+	var t store.Task
+	err = s.db.write(ctx, func(ctx context.Context, w runner) error {
+		var err error
+		t, err = one(ctx, w, scanTask, `UPDATE tasks SET state = ?, updated = ?
 		WHERE id = (SELECT id FROM tasks WHERE node_id = ? AND state = ? ORDER BY created, id LIMIT 1`+s.d.skipLocked+`)
 		RETURNING `+taskColumns,
-		string(store.TaskRunning), now.UnixNano(), nodeID, string(store.TaskPending))
+			string(store.TaskRunning), now.UnixNano(), nodeID, string(store.TaskPending))
+		return err
+	})
 	if err != nil {
 		return t, fmt.Errorf("claim task of node %s: %w", nodeID, err)
 	}

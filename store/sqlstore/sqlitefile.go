@@ -120,7 +120,7 @@ func checkExisting(ctx context.Context, path string) error {
 		return err
 	}
 	defer db.Close()
-	r := runner{db, sqliteDialect}
+	r := runner{c: db, d: sqliteDialect}
 	if err := checkTables(ctx, r); err != nil {
 		return err
 	}
@@ -205,7 +205,7 @@ func CheckSQLite(ctx context.Context, path string) (int, error) {
 		return 0, fmt.Errorf("check database %s: %w", path, err)
 	}
 	defer db.Close()
-	r := runner{db, sqliteDialect}
+	r := runner{c: db, d: sqliteDialect}
 	if err := quickCheck(ctx, r); err != nil {
 		return 0, fmt.Errorf("check database %s: %w", path, err)
 	}
@@ -265,7 +265,7 @@ func BackupSQLite(ctx context.Context, path, dst string) (version int, err error
 		return 0, fmt.Errorf("backup: database %s: %w", path, err)
 	}
 	defer db.Close()
-	r := runner{db, sqliteDialect}
+	r := runner{c: db, d: sqliteDialect}
 	if err := checkTables(ctx, r); err != nil {
 		return 0, fmt.Errorf("backup: database %s: %w", path, err)
 	}

@@ -119,10 +119,37 @@ func (p pooled) QueryRowContext(ctx context.Context, query string, args ...any) 
 type runner struct {
 	c conn
 	d *dialect
+	// group, when set, is the pool's runner's on an engine of one
+	// writer: a write it runs alone joins the group commit (see write).
+	group func(context.Context, func(context.Context, runner) error) error
+}
+
+// write runs f, the writes of one statement, on r. On the pool of an
+// engine of one writer it runs in the group commit: in turn with the
+// transactions, and durable when it returns, as its own commit would be.
+// Run alone, SQLite's commit would hold the write lock through its
+// fsync, and a write that came while a transaction held the lock would
+// wait in SQLite's busy handler, which sleeps in steps of up to 100 ms:
+// in a boot storm the boot scripts' tokens and the agents' lookups held
+// the DHCP offers up that way for most of a second.
+func (r runner) write(ctx context.Context, f func(context.Context, runner) error) error {
+	if r.group == nil {
+		return f(ctx, r)
+	}
+	return r.group(ctx, f)
 }
 
 // exec runs a statement and returns how many rows it changed.
 func (r runner) exec(ctx context.Context, q string, args ...any) (int64, error) {
+	if r.group != nil {
+		var n int64
+		err := r.group(ctx, func(ctx context.Context, tx runner) error {
+			var err error
+			n, err = tx.exec(ctx, q, args...)
+			return err
+		})
+		return n, err
+	}
 	res, err := r.c.ExecContext(ctx, r.d.bind(q), args...)
 	if err != nil {
 		return 0, err
@@ -186,9 +213,13 @@ func one[T any](ctx context.Context, r runner, scan func(scanner) (T, error), q 
 }
 
 func open(ctx context.Context, db *sql.DB, d *dialect, where string) (*Store, error) {
-	s := &Store{pool: db, db: runner{pooled{db, d, false}, d}, idem: runner{pooled{db, d, true}, d}, d: d}
+	s := &Store{pool: db, d: d}
 	if d.oneWriter {
 		s.writer = make(chan struct{}, 1)
+	}
+	s.db, s.idem = runner{c: pooled{db, d, false}, d: d}, runner{c: pooled{db, d, true}, d: d}
+	if d.oneWriter {
+		s.db.group, s.idem.group = s.groupTx, s.groupTx
 	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
@@ -317,7 +348,7 @@ func (s *Store) retry(ctx context.Context, run func() error) error {
 // undo a setting begin made: a connection where it fails is not reused.
 func (s *Store) tx1(ctx context.Context, begin, end string, idempotent bool, f func(runner) error) error {
 	if s.writer != nil {
-		if err := s.takeWriter(ctx); err != nil {
+		if err := takeTurn(ctx, s.writer); err != nil {
 			return err
 		}
 		defer func() { <-s.writer }()
@@ -327,7 +358,7 @@ func (s *Store) tx1(ctx context.Context, begin, end string, idempotent bool, f f
 		return err
 	}
 	defer c.Close()
-	tx := runner{c, s.d}
+	tx := runner{c: c, d: s.d}
 	if end != "" {
 		defer func() {
 			if _, err := tx.exec(context.WithoutCancel(ctx), end); err != nil {
@@ -373,12 +404,13 @@ func (s *Store) tx1(ctx context.Context, begin, end string, idempotent bool, f f
 // long as SQLite's busy timeout that it waited in before.
 const writerWait = 10 * time.Second
 
-// takeWriter waits for the turn to write.
-func (s *Store) takeWriter(ctx context.Context) error {
+// takeTurn waits for the turn to write: writer's one place. Its waiters
+// are served in the order they came (a channel's senders queue).
+func takeTurn(ctx context.Context, writer chan struct{}) error {
 	t := time.NewTimer(writerWait)
 	defer t.Stop()
 	select {
-	case s.writer <- struct{}{}:
+	case writer <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
