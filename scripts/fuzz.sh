@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every Fuzz* target of the module for FUZZTIME each (default 4s), two at a
+# Runs every Fuzz* target of the module for FUZZTIME each, two at a
 # time (FUZZJOBS), each with one fuzzing worker, so the run's builds and its
 # fuzzing share the machine's cores instead of waiting on each other. A crasher
 # the fuzzer finds is written by the test binary under the package's
@@ -7,7 +7,11 @@
 # seed from then on. make test runs the quick version, make soak a long one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-fuzztime=${FUZZTIME:-4s}
+# FUZZTIME unset: FUZZTOTAL seconds of fuzzing (default 120) shared by the
+# targets, at least 2 s each, so the run's length stays put as targets are
+# added.
+fuzztime=${FUZZTIME:-}
+fuzztotal=${FUZZTOTAL:-120}
 jobs=${FUZZJOBS:-2}
 start=$SECONDS
 logs=$(mktemp -d)
@@ -22,6 +26,7 @@ fuzz_pkg() {
   shift
   key=$(tr / _ <<<"$dir")
   bin=$logs/$key.test
+  local built=$SECONDS
   if ! out=$(go test -c -fuzz . -o "$bin" "./$dir" 2>&1); then
     for f in "$@"; do
       printf 'fuzz: building ./%s failed:\n%s\n' "$dir" "$out" >"$logs/${key}_$f.out"
@@ -29,6 +34,7 @@ fuzz_pkg() {
     done
     return
   fi
+  echo $((SECONDS - built)) >"$logs/$key.build"
   # go test keeps each package's generated corpus here; so do we.
   cache=$(go env GOCACHE)/fuzz/$(go list "./$dir")
   for f in "$@"; do
@@ -71,6 +77,10 @@ if [ ${#targets[@]} = 0 ]; then
   echo "fuzz: no fuzz targets found: the run proves nothing" >&2
   exit 1
 fi
+if [ -z "$fuzztime" ]; then
+  per=$((fuzztotal / ${#targets[@]}))
+  fuzztime="$((per < 2 ? 2 : per))s"
+fi
 # One job per package, FUZZJOBS at a time.
 for dir in $(printf '%s\n' "${targets[@]}" | cut -d' ' -f1 | uniq); do
   while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
@@ -96,4 +106,5 @@ if [ "$failed" != 0 ]; then
   echo "fuzz: $failed of ${#targets[@]} targets failed" >&2
   exit 1
 fi
-echo "fuzz: ${#targets[@]} targets, $fuzztime each, $jobs at a time, $((SECONDS - start)) s"
+builds=$(cat "$logs"/*.build 2>/dev/null | awk '{s += $1} END {print s + 0}')
+echo "fuzz: ${#targets[@]} targets, $fuzztime each, $jobs at a time, $((SECONDS - start)) s (building the fuzzing binaries: $builds s, summed over the jobs)"
