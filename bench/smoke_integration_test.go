@@ -57,9 +57,12 @@ func TestSmoke(t *testing.T) {
 			{re: `(?m)^200\s+rackboot-pg\s+` + num + `\s`}, {re: `(?m)^200\s+kea-pg\s+` + num + `\s`},
 			{re: `(?m)^200\s+rackboot-pg / kea-pg: ` + num}}},
 		{"tftp.sh", nil, []figure{
-			{re: `(?m)^tftpd-hpa \(no windowsize\)\s+\S+ s\s+` + num + ` MB/s`},
-			{re: `(?m)^rackboot windowsize 1\s+\S+ s\s+` + num + ` MB/s`},
-			{re: `(?m)^rackboot windowsize 32\s+\S+ s\s+` + num + ` MB/s`}}},
+			{re: `(?m)^blksize 1468\s+windowsize 1\s+tftpd-hpa\s+\S+ s\s+` + num + ` MB/s`},
+			{re: `(?m)^blksize 1468\s+windowsize 32\s+atftpd\s+\S+ s\s+` + num + ` MB/s`},
+			{re: `(?m)^blksize 1468\s+windowsize 1\s+rackboot\s+\S+ s\s+` + num + ` MB/s`},
+			{re: `(?m)^blksize 1468\s+windowsize 32\s+rackboot\s+\S+ s\s+` + num + ` MB/s`},
+			{re: `(?m)^1468\s+1\s+\S+\s+\S+\s+\S+\s+` + num + `$`},
+			{re: `(?m)^1468\s+32\s+\S+\s+\S+\s+-\s+` + num + `$`}}},
 		{"deploy.sh", nil, []figure{
 			{re: `(?m)^agent #1\s+\S+ \(` + num + `\)`}, {re: `(?m)^pipeline #1\s+\S+ \(` + num + `\)`},
 			{re: `(?m)^agent speed / pipeline speed:\s+` + num}}},
