@@ -40,11 +40,18 @@ func holdWriteLock(t *testing.T, s *Store) func() {
 // behind the batch in flight.
 func waitGroup(t *testing.T, s *Store, n int) {
 	t.Helper()
+	waitQueued(t, &s.group, n)
+}
+
+// waitQueued waits until g is running with n writes queued behind the
+// batch in flight.
+func waitQueued(t *testing.T, g *group, n int) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		s.group.mu.Lock()
-		got, running := len(s.group.pending), s.group.running
-		s.group.mu.Unlock()
+		g.mu.Lock()
+		got, running := len(g.pending), g.running
+		g.mu.Unlock()
 		if running && got == n {
 			return
 		}
@@ -61,6 +68,34 @@ func testIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 0, byte(i >> 
 
 var testSubnet = netip.MustParsePrefix("10.0.0.0/16")
 
+// queuedBinds binds n MACs, the first alone in a batch that waits for a
+// lock the test holds, the rest queued behind it in g, then lets the
+// lock go (release) and checks that every bind succeeded.
+func queuedBinds(t *testing.T, s *Store, g *group, n int, release func()) {
+	t.Helper()
+	ctx := context.Background()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	bind := func(i int) {
+		defer wg.Done()
+		_, errs[i] = s.Bind(ctx, testSubnet, testMAC(i), testIP(i+1), "", time.Now().Add(time.Hour))
+	}
+	wg.Add(n)
+	go bind(0)
+	waitQueued(t, g, 0) // the first batch took bind 0 and waits for the lock
+	for i := 1; i < n; i++ {
+		go bind(i)
+	}
+	waitQueued(t, g, n-1)
+	release()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("bind %d: %v", i, err)
+		}
+	}
+}
+
 // TestGroupCommitShares checks that binds arriving while a commit is in
 // flight share the next one: 32 concurrent binds, two commits. Without
 // group commit each bind is a transaction of its own.
@@ -73,27 +108,7 @@ func TestGroupCommitShares(t *testing.T) {
 	defer s.Close()
 	const n = 32
 	before, syncs := s.commits.Load(), s.syncs.Load()
-	release := holdWriteLock(t, s)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	bind := func(i int) {
-		defer wg.Done()
-		_, errs[i] = s.Bind(ctx, testSubnet, testMAC(i), testIP(i+1), "", time.Now().Add(time.Hour))
-	}
-	wg.Add(n)
-	go bind(0)
-	waitGroup(t, s, 0) // the first batch took bind 0 and waits for the lock
-	for i := 1; i < n; i++ {
-		go bind(i)
-	}
-	waitGroup(t, s, n-1)
-	release()
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("bind %d: %v", i, err)
-		}
-	}
+	queuedBinds(t, s, &s.group, n, holdWriteLock(t, s))
 	if got := s.commits.Load() - before; got != 2 {
 		t.Errorf("%d binds took %d commits, want 2 (one for the first, one for the rest)", n, got)
 	}

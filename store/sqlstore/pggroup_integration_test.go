@@ -5,7 +5,6 @@ package sqlstore
 import (
 	"context"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,46 +46,12 @@ func TestPostgresBindsShareCommits(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 32
-	g := s.subnetGroup(testSubnet)
-	wait := func(queued int) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			g.mu.Lock()
-			got, running := len(g.pending), g.running
-			g.mu.Unlock()
-			if running && got == queued {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("group commit: %d queued (running %v), want %d", got, running, queued)
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
 	before := s.commits.Load()
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	bind := func(i int) {
-		defer wg.Done()
-		_, errs[i] = s.Bind(ctx, testSubnet, testMAC(i), testIP(i+1), "", time.Now().Add(time.Hour))
-	}
-	wg.Add(n)
-	go bind(0)
-	wait(0)
-	for i := 1; i < n; i++ {
-		go bind(i)
-	}
-	wait(n - 1)
-	if err := tx.Rollback(ctx); err != nil {
-		t.Fatal(err)
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Errorf("bind %d: %v", i, err)
+	queuedBinds(t, s, s.subnetGroup(testSubnet), n, func() {
+		if err := tx.Rollback(ctx); err != nil {
+			t.Fatal(err)
 		}
-	}
+	})
 	if got := s.commits.Load() - before; got != 2 {
 		t.Errorf("%d binds took %d commits, want 2 (one for the first, one for the rest)", n, got)
 	}

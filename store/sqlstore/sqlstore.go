@@ -42,8 +42,8 @@ type Store struct {
 	// groups are the group commits of each subnet's binds (PostgreSQL).
 	groupsMu sync.Mutex
 	groups   map[netip.Prefix]*group
-	wal                    string // SQLite's write-ahead log
-	group                  group  // the durable lease writes waiting to commit
+	wal      string // SQLite's write-ahead log
+	group    group  // the durable lease writes waiting to commit
 	// writer, on an engine of one writer, is held by the transaction
 	// that writes (see dialect.oneWriter).
 	writer chan struct{}
