@@ -240,7 +240,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		wait = 0
 		if hb.Task != nil {
-			a.runTask(ctx, *hb.Task)
+			if a.runTask(ctx, *hb.Task) {
+				continue
+			}
+			// A task handed out again, or one whose report did not
+			// arrive: the next call waits a heartbeat, so that a server
+			// that keeps handing it out is never called in a loop.
+			if a.sleep(ctx, a.heartbeat) != nil {
+				return nil
+			}
 			continue
 		}
 		if a.sleep(ctx, a.heartbeat) != nil {
@@ -317,7 +325,12 @@ func (a *Agent) work(ctx context.Context, t protocol.Task) (any, error) {
 	return a.do(tctx, t)
 }
 
-func (a *Agent) runTask(ctx context.Context, t protocol.Task) {
+// runTask runs t, or reports it again when this agent ran it already,
+// and says whether it ran it and the server has its report.
+func (a *Agent) runTask(ctx context.Context, t protocol.Task) bool {
+	if a.done == nil {
+		a.done = map[string]protocol.TaskReport{}
+	}
 	rep, seen := a.done[t.ID]
 	if !seen {
 		a.log().Info("task started", "task", t.ID, "kind", t.Kind)
@@ -334,9 +347,11 @@ func (a *Agent) runTask(ctx context.Context, t protocol.Task) {
 	} else {
 		a.log().Warn("task handed out again: reporting, not running it twice", "task", t.ID)
 	}
-	if a.report(ctx, t, rep) && !seen && a.After != nil {
+	delivered := a.report(ctx, t, rep)
+	if delivered && !seen && a.After != nil {
 		a.After(t, rep)
 	}
+	return delivered && !seen
 }
 
 // report delivers a task's end, through restarts of the server. The token
@@ -360,6 +375,14 @@ func (a *Agent) report(ctx context.Context, t protocol.Task, rep protocol.TaskRe
 			if a.lookup(ctx) != nil {
 				return false
 			}
+			continue
+		case !retryable(err) && rep.State != protocol.Failed:
+			// A report the server will not take (a result over its
+			// size limit, say) would leave the task running: it ends
+			// failed instead, saying why.
+			a.log().Error("task report refused, reporting the task failed", "task", t.ID, "err", err)
+			rep = protocol.TaskReport{State: protocol.Failed, Error: fmt.Sprintf("the server refused the agent's report of the task: %.300s", err.Error())}
+			a.done[t.ID] = rep
 			continue
 		case !retryable(err):
 			a.log().Error("task report refused", "task", t.ID, "err", err)

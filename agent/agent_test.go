@@ -201,6 +201,52 @@ func TestTaskNeverRunsTwice(t *testing.T) {
 	}
 }
 
+// TestRefusedReport: a report the server refuses (too large, say) ends
+// the task failed with the refusal, rather than leaving it running; and a
+// server that keeps handing the task out is called a heartbeat apart, not
+// in a loop.
+func TestRefusedReport(t *testing.T) {
+	var heartbeats atomic.Int32
+	var mu sync.Mutex
+	var reports []protocol.TaskReport
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/lookup"):
+			json.NewEncoder(w).Encode(protocol.LookupResult{NodeID: "n1", Token: "t", Heartbeat: protocol.Duration(50 * time.Millisecond)})
+		case strings.HasSuffix(r.URL.Path, "/heartbeat"):
+			heartbeats.Add(1)
+			// Handed out on every call: the report never lands.
+			json.NewEncoder(w).Encode(protocol.HeartbeatResult{State: "burnin", Task: &protocol.Task{ID: "task-1", Kind: protocol.TaskBurnin}})
+		case strings.Contains(r.URL.Path, "/tasks/"):
+			var rep protocol.TaskReport
+			json.NewDecoder(r.Body).Decode(&rep)
+			mu.Lock()
+			reports = append(reports, rep)
+			mu.Unlock()
+			http.Error(w, `{"error":"bad_request","message":"request body too large"}`, http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Agent{API: srv.URL, MACs: []string{"52:54:00:00:00:01"}, Tasks: map[string]TaskFunc{
+		protocol.TaskBurnin: func(context.Context, protocol.Task) (any, error) { return map[string]int{"gflops": 1}, nil },
+	}}
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	time.Sleep(500 * time.Millisecond)
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reports) < 2 || reports[0].State != protocol.Done || reports[1].State != protocol.Failed || !strings.Contains(reports[1].Error, "refused") {
+		t.Fatalf("reports %+v: want the result, then the task failed with the refusal", reports)
+	}
+	// A heartbeat apart (50 ms) for 500 ms: about ten calls, never hundreds.
+	if n := heartbeats.Load(); n > 20 {
+		t.Errorf("%d heartbeats in 500 ms with a heartbeat of 50 ms: the agent called in a loop", n)
+	}
+}
+
 // TestRefusals: a second lookup while a token lives is refused by the
 // server, and the agent waits it out instead of giving up; a task kind the
 // agent does not know is reported failed, not dropped.

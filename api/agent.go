@@ -310,18 +310,15 @@ func (s *Server) agentHeartbeat(w http.ResponseWriter, r *http.Request) {
 // reports it again. Without this the task would stay running, and its
 // node busy, for as long as the agent kept calling in.
 func (s *Server) nextTask(ctx context.Context, node string) (t store.Task, again bool, err error) {
-	t, err = s.Store.ClaimTask(ctx, node, time.Now())
-	if !errors.Is(err, store.ErrNotFound) {
-		return t, false, err
-	}
 	running, err := s.Store.Tasks(ctx, store.TaskFilter{NodeID: node, State: store.TaskRunning, Limit: 1})
 	if err != nil {
 		return t, false, err
 	}
-	if len(running) == 0 {
-		return t, false, fmt.Errorf("next task of node %s: %w", node, store.ErrNotFound)
+	if len(running) > 0 {
+		return running[0], true, nil
 	}
-	return running[0], true, nil
+	t, err = s.Store.ClaimTask(ctx, node, time.Now())
+	return t, false, err
 }
 
 func (s *Server) agentTask(w http.ResponseWriter, r *http.Request) {

@@ -87,8 +87,20 @@ func TestAgentProtocol(t *testing.T) {
 	if code, b := f.call(t, nil, "POST", base+"/heartbeat", tok, fmt.Sprintf(`{"running":%q}`, task)); code != 200 || strings.Contains(string(b), `"task"`) {
 		t.Fatalf("heartbeat while it runs: %d %s", code, b)
 	}
+	// Before any task queued meanwhile: one task of a node runs at a time.
+	queued, err := f.st.CreateTask(ctx, store.Task{NodeID: n.ID, Kind: protocol.TaskWipe})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if code, b := f.call(t, nil, "POST", base+"/heartbeat", tok, ``); code != 200 || !strings.Contains(string(b), task) {
 		t.Fatalf("heartbeat of an agent that lost the task: %d %s", code, b)
+	}
+	if pending, _ := f.st.Tasks(ctx, store.TaskFilter{NodeID: n.ID, State: store.TaskPending}); len(pending) != 1 {
+		t.Fatalf("the queued task was claimed beside the running one: %d pending", len(pending))
+	}
+	queued.State, queued.Error = store.TaskFailed, "not wanted by the test"
+	if err := f.st.UpdateTask(ctx, queued); err != nil {
+		t.Fatal(err)
 	}
 	if code, _ := f.call(t, nil, "POST", base+"/inventory", tok, `[1,2]`); code != 400 {
 		t.Fatalf("inventory that is not an object: %d", code)

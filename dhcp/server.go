@@ -156,8 +156,10 @@ func (s *Server) now() time.Time {
 // Packets are handled by a pool of workers, so that one client's reply
 // waiting for its lease to reach the disk does not hold up the others
 // (and the lease store can commit the leases of many in one write). All
-// packets of one client (by chaddr) go to one worker, in the order they
-// came: a client's DISCOVER and REQUEST never race each other.
+// packets of one client (by chaddr) go to one worker, so a client's
+// requests are never handled at once; the worker takes them in the order
+// its queue ranks them (see queue), where a client's newer DISCOVER or
+// REQUEST replaces its older one.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
