@@ -49,6 +49,8 @@ func TestParseURI(t *testing.T) {
 		{uri: "qemu+tls:///system", err: "qemu+tls needs a host"},
 		{uri: "qemu+ssh://root@/system", err: "qemu+ssh needs a host"},
 		{uri: "qemu+ssh://hv1/system", err: "qemu+ssh needs a user"},
+		{uri: "qemu+ssh://0@]/system", err: `host "]" is neither`},
+		{uri: "qemu+tcp://hv!1/system", err: `host "hv!1" is neither`},
 		{uri: "qemu+ssh://root:secret@hv1/system", err: "passwords in the uri are refused"},
 		{uri: "qemu+tcp://root@hv1/system", err: "a user is only meaningful for qemu+ssh"},
 		{uri: "qemu+unix://hv1/system", err: "qemu+unix is local"},

@@ -3,6 +3,7 @@ package libvirt
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"path"
 	"strings"
@@ -95,6 +96,9 @@ func parseURI(s string) (target, error) {
 		if t.host == "" {
 			return fail("qemu+%s needs a host", tr)
 		}
+		if !validHost(t.host) {
+			return fail("host %q is neither an IP address nor a host name", t.host)
+		}
 		port := u.Port()
 		if port == "" {
 			port = map[transport]string{transportTCP: DefaultTCPPort, transportTLS: DefaultTLSPort, transportSSH: DefaultSSHPort}[t.transport]
@@ -136,4 +140,19 @@ func parseURI(s string) (target, error) {
 		t.socket = p
 	}
 	return t, nil
+}
+
+// validHost says whether h, a URI's host, is an IP address (an IPv6 one
+// with its zone) or a DNS name: letters, digits, hyphens, underscores and
+// dots. net/url takes more (a lone "]", say), which no dial can reach.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return h != ""
 }
