@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -54,6 +55,12 @@ type Agent struct {
 	// MinBackoff and MaxBackoff bound the wait between failed calls
 	// (defaults 1 s and 30 s).
 	MinBackoff, MaxBackoff time.Duration
+	// Keep, when set, is a file (on the ramdisk's tmpfs) where the agent
+	// keeps its token and what its lookup said, so that an agent started
+	// again in the same boot, after a crash or the OOM killer, carries
+	// on as the node's agent: the boot secret buys one lookup only, and
+	// a second is refused while the token lives.
+	Keep string
 
 	// mu guards token, which the task being run reads (its image
 	// download shows it) while the heartbeat loop may renew it.
@@ -192,6 +199,9 @@ func (a *Agent) lookup(ctx context.Context) error {
 				a.heartbeat = 10 * time.Second
 			}
 			a.log().Info("agent token issued", "node", a.NodeID, "state", res.State)
+			if err := a.keep(res); err != nil {
+				a.log().Warn("keep the agent token", "err", err)
+			}
 			return nil
 		}
 		var se *statusError
@@ -208,13 +218,66 @@ func (a *Agent) lookup(ctx context.Context) error {
 	}
 }
 
+// kept is what Keep holds.
+type kept struct {
+	Token     string        `json:"token"`
+	NodeID    string        `json:"node_id"`
+	Heartbeat time.Duration `json:"heartbeat"`
+}
+
+// keep writes the lookup's answer to Keep, whole or not at all.
+func (a *Agent) keep(res protocol.LookupResult) error {
+	if a.Keep == "" {
+		return nil
+	}
+	b, err := json.Marshal(kept{Token: res.Token, NodeID: res.NodeID, Heartbeat: time.Duration(res.Heartbeat)})
+	if err != nil {
+		return err
+	}
+	tmp := a.Keep + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, a.Keep)
+}
+
+// resume takes the token an earlier agent of this boot kept, and says
+// whether there was one. A dead one is found at the first call and
+// looked up again, as any token that dies.
+func (a *Agent) resume() bool {
+	if a.Keep == "" {
+		return false
+	}
+	b, err := os.ReadFile(a.Keep)
+	if err != nil {
+		return false
+	}
+	var k kept
+	if err := json.Unmarshal(b, &k); err != nil || k.Token == "" || k.NodeID == "" {
+		a.log().Warn("the kept agent token is unreadable: looking the node up", "file", a.Keep, "err", err)
+		return false
+	}
+	if a.NodeID != "" && a.NodeID != k.NodeID {
+		return false
+	}
+	a.setToken(k.Token)
+	a.NodeID, a.heartbeat = k.NodeID, k.Heartbeat
+	if a.heartbeat <= 0 {
+		a.heartbeat = 10 * time.Second
+	}
+	a.log().Info("agent token kept by an earlier agent of this boot", "node", a.NodeID)
+	return true
+}
+
 // Run serves the node until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
 	if a.done == nil {
 		a.done = map[string]protocol.TaskReport{}
 	}
-	if err := a.lookup(ctx); err != nil {
-		return err
+	if !a.resume() {
+		if err := a.lookup(ctx); err != nil {
+			return err
+		}
 	}
 	var wait time.Duration
 	for {

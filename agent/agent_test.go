@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -502,5 +504,77 @@ func TestInspectEnrollsTheBMC(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestKeptToken: an agent started again in the same boot carries on with
+// the token the first one kept, without a lookup (the boot secret buys
+// one); a kept token that died is looked up again; an unreadable file is
+// no token.
+func TestKeptToken(t *testing.T) {
+	var lookups atomic.Int32
+	var mu sync.Mutex
+	var auth []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/lookup"):
+			n := lookups.Add(1)
+			json.NewEncoder(w).Encode(protocol.LookupResult{NodeID: "n1", Token: fmt.Sprintf("t%d", n), Heartbeat: protocol.Duration(10 * time.Millisecond)})
+		case strings.HasSuffix(r.URL.Path, "/heartbeat"):
+			mu.Lock()
+			auth = append(auth, r.Header.Get("Authorization"))
+			mu.Unlock()
+			if r.Header.Get("Authorization") == "Bearer dead" {
+				http.Error(w, `{"error":"unauthorized"}`, http.StatusUnauthorized)
+				return
+			}
+			json.NewEncoder(w).Encode(protocol.HeartbeatResult{State: "available"})
+		}
+	}))
+	defer srv.Close()
+	keep := filepath.Join(t.TempDir(), "token")
+	life := func() {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		a := &Agent{API: srv.URL, MACs: []string{"52:54:00:00:00:01"}, Keep: keep}
+		done := make(chan struct{})
+		go func() { a.Run(ctx); close(done) }()
+		for {
+			mu.Lock()
+			n := len(auth)
+			mu.Unlock()
+			if n > 0 {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		cancel()
+		<-done
+		mu.Lock()
+		auth = auth[:0]
+		mu.Unlock()
+	}
+	life()
+	if st, err := os.Stat(keep); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("kept token: %v %v, want a file only its owner reads", st, err)
+	}
+	life()
+	if n := lookups.Load(); n != 1 {
+		t.Fatalf("%d lookups over two lives of the agent: want one, the second carrying on with the kept token", n)
+	}
+	// A kept token the server no longer takes: looked up again, and the
+	// new one kept.
+	os.WriteFile(keep, []byte(`{"token":"dead","node_id":"n1","heartbeat":10000000}`), 0o600)
+	life()
+	if n := lookups.Load(); n != 2 {
+		t.Fatalf("%d lookups after a dead kept token: want 2", n)
+	}
+	if b, _ := os.ReadFile(keep); !strings.Contains(string(b), `"t2"`) {
+		t.Fatalf("kept after the new lookup: %s", b)
+	}
+	os.WriteFile(keep, []byte("{not json"), 0o600)
+	life()
+	if n := lookups.Load(); n != 3 {
+		t.Fatalf("%d lookups after an unreadable kept token: want 3", n)
 	}
 }

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -68,12 +69,17 @@ func addImage(t *testing.T, c client, arch boot.Arch) {
 // of a deploy, and deployed again after.
 func TestDeploy(t *testing.T) {
 	specs := []lab.NodeSpec{
-		{Name: "x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1536, DiskGiB: 4, NICs: 2, Reboot: true},
+		{Name: "x86", Arch: boot.ArchX86_64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1536, DiskGiB: 4, NICs: 2, Reboot: true, Monitor: true},
 		{Name: "arm", Arch: boot.ArchAArch64, Firmware: lab.FirmwareUEFI, CPUs: 2, MemoryMB: 1024, DiskGiB: 4, NICs: 2, Reboot: true},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
 	defer cancel()
-	r, c, _ := agentRack(ctx, t, "rbdepl", "10.77.42.0/24", "10.77.43.0/30", specs)
+	// SysRq may signal processes: the x86 node's agent is killed by it.
+	cfg := filepath.Join(t.TempDir(), "rackboot.yaml")
+	if err := os.WriteFile(cfg, []byte("kernel_cmdline: sysrq_always_enabled\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, c, _ := agentRack(ctx, t, "rbdepl", "10.77.42.0/24", "10.77.43.0/30", specs, "--config", cfg)
 	for _, spec := range specs {
 		addImage(t, c, spec.Arch)
 	}
@@ -84,14 +90,78 @@ func TestDeploy(t *testing.T) {
 			defer wg.Done()
 			// The x86 node also lives through a deploy cut short.
 			if err := lifeOf(ctx, t, r, c, i, spec, spec.Arch == boot.ArchX86_64); err != nil {
-				t.Errorf("%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 5000))
+				failLines(t, "%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 5000))
+				nodeReport(t, r, c, lab.MAC(i, 0).String())
 			}
 		}(i, spec)
 	}
 	wg.Wait()
 	if t.Failed() {
-		t.Logf("rackboot log:\n%s", lab.Tail(r.ServerLog(), 8000))
+		logLines(t, "rackboot log:\n%s", lab.Tail(r.ServerLog(), 8000))
 	}
+}
+
+// nodeReport shows, beside a failure, what the server saw of one node:
+// its record, its boots, and its lines in the server's log.
+func nodeReport(t *testing.T, r *lab.Rack, c client, mac string) {
+	t.Helper()
+	var n api.Node
+	var tr api.Trace
+	if err := c.get("/api/v1/nodes/"+mac, &n); err != nil {
+		t.Logf("node %s: %v", mac, err)
+		return
+	}
+	c.get("/api/v1/nodes/"+mac+"/trace", &tr)
+	b, _ := json.MarshalIndent(struct {
+		Node  api.Node
+		Trace api.Trace
+	}{n, tr}, "", " ")
+	logLines(t, "node %s as the server has it:\n%s", mac, lab.Tail(string(b), 6000))
+	logLines(t, "server log lines of node %s:\n%s", mac, mentioning(r.ServerLog(), 120, mac, n.ID))
+}
+
+// killedAgent has the kernel's OOM killer end the node's agent while it
+// writes the image (SysRq f, as a node short of memory would): the
+// agent's supervisor starts it again, the new agent carries on with the
+// token the old one kept, the server hands it the deploy that was
+// running, and it writes the image again from the start.
+func killedAgent(ctx context.Context, t *testing.T, c client, vm *lab.VM, node string, spec lab.NodeSpec) error {
+	task, err := c.waitTask(ctx, node, "deploy", "running")
+	if err != nil {
+		return err
+	}
+	for {
+		if err := c.get("/api/v1/tasks/"+task.ID, &task); err != nil {
+			return err
+		}
+		if task.State != "running" {
+			return fmt.Errorf("the deploy ended (%s) before it reported progress: the test proves nothing", task.State)
+		}
+		if p, ok := task.Result.(map[string]any); ok {
+			if done, _ := p["done"].(float64); done > 0 {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := vm.SysRq("f"); err != nil {
+		return err
+	}
+	ended, err := vm.WaitFor(ctx, regexp.MustCompile(`rackboot-agent: the agent ended \(signal: killed\)[^\r\n]*`))
+	if err != nil {
+		return fmt.Errorf("the OOM killer did not end the agent: %w", err)
+	}
+	if _, err := vm.WaitFor(ctx, regexp.MustCompile(`agent token kept by an earlier agent of this boot`)); err != nil {
+		return fmt.Errorf("the agent started again did not carry on with the kept token: %w", err)
+	}
+	if err := c.get("/api/v1/tasks/"+task.ID, &task); err != nil {
+		return err
+	}
+	if task.State == "failed" {
+		return fmt.Errorf("the deploy failed with its agent: %s", task.Error)
+	}
+	t.Logf("%s: the OOM killer ended the agent mid-deploy; its supervisor said %q, and the new agent carries the deploy on", spec.Name, ended)
+	return nil
 }
 
 // interruptedDeploy kills the node while its agent writes the image: the
@@ -144,7 +214,7 @@ func interruptedDeploy(ctx context.Context, t *testing.T, r *lab.Rack, c client,
 	if err := r.PowerCycle(ctx, i); err != nil {
 		return err
 	}
-	n, err = c.waitState(ctx, mac, "failed")
+	n, err = c.waitStateOf(ctx, r.VMs[i], mac, "failed")
 	if err != nil {
 		return err
 	}
@@ -162,7 +232,7 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 	if err := r.PowerOn(ctx, i); err != nil {
 		return err
 	}
-	if _, err := c.waitState(ctx, mac, "available"); err != nil {
+	if _, err := c.waitStateOf(ctx, vm, mac, "available"); err != nil {
 		return err
 	}
 	t.Logf("%s: available after %.0f s", spec.Name, time.Since(start).Seconds())
@@ -195,8 +265,11 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 			return fmt.Errorf("after forged boot requests the node is %s (%s), %v", n.State, n.LastError, err)
 		}
 		t.Logf("%s: forged boot requests and lookups from another machine on the bridge changed nothing", spec.Name)
+		if err := killedAgent(ctx, t, c, vm, n.ID, spec); err != nil {
+			return err
+		}
 	}
-	if _, err := c.waitState(ctx, mac, "active"); err != nil {
+	if _, err := c.waitStateOf(ctx, vm, mac, "active"); err != nil {
 		return err
 	}
 	t.Logf("%s: deployed in %.0f s", spec.Name, time.Since(step).Seconds())
@@ -224,7 +297,7 @@ func lifeOf(ctx context.Context, t *testing.T, r *lab.Rack, c client, i int, spe
 	if err := r.PowerCycle(ctx, i); err != nil {
 		return err
 	}
-	if _, err := c.waitState(ctx, mac, "available"); err != nil {
+	if _, err := c.waitStateOf(ctx, r.VMs[i], mac, "available"); err != nil {
 		return err
 	}
 	t.Logf("%s: released and wiped in %.0f s", spec.Name, time.Since(step).Seconds())

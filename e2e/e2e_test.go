@@ -130,7 +130,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	t.Cleanup(func() {
 		r.stop()
 		if t.Failed() {
-			t.Logf("rackboot log:\n%s", r.Log())
+			logLines(t, "rackboot log:\n%s", lab.Tail(r.Log(), 12000))
 		}
 	})
 	return r
@@ -303,4 +303,43 @@ func mustMAC(s string) net.HardwareAddr {
 		panic(err)
 	}
 	return m
+}
+
+// failLines reports a failure whose text spans lines (a console, a log)
+// a line at a time, so that every line carries the test's file and line:
+// make e2e shows only such lines, and a CI log must say why a boot
+// failed, not only that it did.
+func failLines(t *testing.T, format string, args ...any) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(fmt.Sprintf(format, args...), "\n"), "\n")
+	t.Error(lines[0])
+	for _, l := range lines[1:] {
+		t.Log("| " + l)
+	}
+}
+
+// logLines is failLines for a log shown beside a failure.
+func logLines(t *testing.T, format string, args ...any) {
+	t.Helper()
+	for _, l := range strings.Split(strings.TrimRight(fmt.Sprintf(format, args...), "\n"), "\n") {
+		t.Log("| " + l)
+	}
+}
+
+// mentioning is the last n lines of text that contain any of words: a
+// node's part of the server's log.
+func mentioning(text string, n int, words ...string) string {
+	var keep []string
+	for _, l := range strings.Split(text, "\n") {
+		for _, w := range words {
+			if w != "" && strings.Contains(l, w) {
+				keep = append(keep, l)
+				break
+			}
+		}
+	}
+	if len(keep) > n {
+		keep = keep[len(keep)-n:]
+	}
+	return strings.Join(keep, "\n")
 }

@@ -123,7 +123,18 @@ func (c client) get(path string, out any) error {
 // waitState polls the node owning mac until it reaches want, failing
 // early when it lands in failed.
 func (c client) waitState(ctx context.Context, mac, want string) (api.Node, error) {
+	return c.waitStateOf(ctx, nil, mac, want)
+}
+
+// waitStateOf is waitState for the node vm, which must keep running:
+// a node that powered off (its firmware found nothing to boot but a
+// disk, say) fails the wait at once, not at its timeout.
+func (c client) waitStateOf(ctx context.Context, vm *lab.VM, mac, want string) (api.Node, error) {
 	var n api.Node
+	var off <-chan struct{}
+	if vm != nil {
+		off = vm.Done()
+	}
 	for {
 		err := c.get("/api/v1/nodes/"+mac, &n)
 		if err == nil && n.State == want {
@@ -135,6 +146,11 @@ func (c client) waitState(ctx context.Context, mac, want string) (api.Node, erro
 		select {
 		case <-ctx.Done():
 			return n, fmt.Errorf("node %s: still %q, want %q: %w", mac, n.State, want, ctx.Err())
+		case <-off:
+			if err := c.get("/api/v1/nodes/"+mac, &n); err == nil && n.State == want {
+				return n, nil
+			}
+			return n, fmt.Errorf("node %s: powered off while %q, want %q", mac, n.State, want)
 		case <-time.After(2 * time.Second):
 		}
 	}
@@ -213,14 +229,14 @@ func TestInspect(t *testing.T) {
 			mac := lab.MAC(i, 0).String()
 			n, err := c.waitState(ctx, mac, "available")
 			if err != nil {
-				t.Errorf("%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 4000))
+				failLines(t, "%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 4000))
 				return
 			}
 			t.Logf("%s (%s): power-on to available in %.0f s", spec.Name, spec.Arch, time.Since(start).Seconds())
 			checkInventory(t, c, n.ID, i, spec)
 			if spec.HTTPBoot {
 				if err := httpBooted(c, mac, spec.Arch); err != nil {
-					t.Errorf("%s: %v", spec.Name, err)
+					failLines(t, "%s: %v", spec.Name, err)
 				}
 			}
 			if spec.NVMeMiB > 0 {
@@ -229,7 +245,7 @@ func TestInspect(t *testing.T) {
 					err = scribble(r.VMs[i].NVMe, false)
 				}
 				if err != nil {
-					t.Errorf("%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 4000))
+					failLines(t, "%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 4000))
 				}
 			}
 		}(i, spec)
@@ -238,12 +254,12 @@ func TestInspect(t *testing.T) {
 	for i, spec := range specs {
 		if spec.NoRNG {
 			if err := noRNG(ctx, t, r, c, i); err != nil {
-				t.Errorf("%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 4000))
+				failLines(t, "%s: %v\nconsole:\n%s", spec.Name, err, lab.Tail(r.VMs[i].Console(), 4000))
 			}
 		}
 	}
 	if t.Failed() {
-		t.Logf("rackboot log:\n%s", lab.Tail(r.ServerLog(), 6000))
+		logLines(t, "rackboot log:\n%s", lab.Tail(r.ServerLog(), 6000))
 	}
 }
 

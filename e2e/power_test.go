@@ -46,13 +46,13 @@ func TestPowerBMC(t *testing.T) {
 		go func(i int, spec lab.NodeSpec) {
 			defer wg.Done()
 			if err := bmcLife(ctx, t, r, c, dir, i, spec); err != nil {
-				t.Errorf("%s: %v", spec.Name, err)
+				failLines(t, "%s: %v", spec.Name, err)
 			}
 		}(i, spec)
 	}
 	wg.Wait()
 	if t.Failed() {
-		t.Logf("rackboot log:\n%s", lab.Tail(r.ServerLog(), 8000))
+		logLines(t, "rackboot log:\n%s", lab.Tail(r.ServerLog(), 8000))
 	}
 }
 

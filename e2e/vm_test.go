@@ -45,7 +45,7 @@ func TestVMs(t *testing.T) {
 	defer func() {
 		if t.Failed() {
 			t.Logf("libvirtd:\n%s", lv.Log())
-			t.Logf("rackboot log:\n%s", lab.Tail(r.ServerLog(), 8000))
+			logLines(t, "rackboot log:\n%s", lab.Tail(r.ServerLog(), 8000))
 		}
 	}()
 	conn, err := libvirt.Dial(ctx, lv.URI(), libvirt.Options{})
@@ -112,7 +112,7 @@ func TestVMs(t *testing.T) {
 			defer wg.Done()
 			name := "vm-" + map[boot.Arch]string{boot.ArchX86_64: "x86", boot.ArchAArch64: "arm"}[s.arch]
 			if err := vmLife(ctx, t, c, conn, name, s.arch, s.deploy); err != nil {
-				t.Errorf("%s: %v", name, err)
+				failLines(t, "%s: %v", name, err)
 			}
 		}()
 	}

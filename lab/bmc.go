@@ -463,6 +463,13 @@ func (b *BMC) Close() {
 	})
 }
 
+// SysRq presses Alt-SysRq-key on the VM's keyboard (x86-64: AArch64's
+// virt machine has none), through its monitor: "f", say, has the kernel's
+// OOM killer end the process it likes least, as if memory ran out. The
+// guest's kernel must allow it (sysrq_always_enabled on its command
+// line: Debian's default leaves out signalling processes).
+func (v *VM) SysRq(key string) error { return v.monitor("sendkey alt-sysrq-" + key) }
+
 // monitor sends one command to the VM's QEMU monitor.
 func (v *VM) monitor(cmd string) error {
 	if v.Monitor == "" {

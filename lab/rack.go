@@ -37,6 +37,9 @@ type NodeSpec struct {
 	HTTPBoot bool
 	// NoRNG leaves out the hardware RNG (virtio-rng).
 	NoRNG bool
+	// Monitor gives the node a QEMU monitor (NAME.monitor in the rack's
+	// dir), for SysRq.
+	Monitor bool
 }
 
 // RackOptions describe a virtual rack. Zero values are defaults.
@@ -231,6 +234,9 @@ func (r *Rack) vm(i int, spec NodeSpec) (*VM, error) {
 		spec.NICs = 2
 	}
 	vm := &VM{Name: spec.Name, Arch: spec.Arch, Firmware: spec.Firmware, MemoryMB: spec.MemoryMB, CPUs: spec.CPUs, Reboot: spec.Reboot, HTTPBoot: spec.HTTPBoot, NoRNG: spec.NoRNG}
+	if spec.Monitor {
+		vm.Monitor = filepath.Join(r.opts.Dir, spec.Name+".monitor")
+	}
 	for nic := 0; nic < spec.NICs; nic++ {
 		tap, err := r.Net.AddTap(fmt.Sprintf("t%d-%d", i, nic))
 		if err != nil {

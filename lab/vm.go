@@ -429,6 +429,10 @@ func (v *VM) WaitFor(ctx context.Context, re *regexp.Regexp) (string, error) {
 	}
 }
 
+// Done is closed once QEMU has exited (nil before Start): a wait for
+// something the guest should do next ends there, not at its timeout.
+func (v *VM) Done() <-chan struct{} { return v.done }
+
 // Wait waits for QEMU to exit, as it does when the guest powers off.
 func (v *VM) Wait(ctx context.Context) error {
 	if v.done == nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +10,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -37,7 +41,20 @@ type runOptions struct {
 	logLevel slog.Level
 	// stall is how long an image download may receive nothing.
 	stall time.Duration
+	// supervise runs the serving part in a child process, started again
+	// when it dies; keep is where its token outlives it.
+	supervise bool
+	keep      string
+	args      []string
+	// proc is where /proc is ("" for /proc); started is told each child
+	// the supervisor starts (tests).
+	proc    string
+	started func(*os.Process)
 }
+
+// keepFile is where the agent keeps its token for the rest of the boot:
+// the ramdisk lives in memory, so it ends with the boot.
+const keepFile = "/run/rackboot-agent/token"
 
 func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -50,6 +67,8 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.network, "network", true, "bring up every physical NIC and run DHCP on them")
 	fs.BoolVar(&o.reboot, "reboot", true, "reboot the machine after a successful deploy (into its disk)")
 	fs.DurationVar(&o.stall, "download-stall", deploy.DefaultStallTimeout, "give up an image download's connection that sends nothing for this long, and resume on a new one")
+	fs.BoolVar(&o.supervise, "supervise", true, "serve from a child process, started again when it dies (a crash, the OOM killer): the task it had is handed to the new one")
+	fs.StringVar(&o.keep, "keep", keepFile, "file that keeps the agent's token for the rest of the boot, for an agent started again (\"\": none)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: rackboot-agent run [flags]\n\nThe ramdisk's init program: loads drivers, brings the network up and serves the node's tasks.")
@@ -61,14 +80,15 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
+	o.args = args
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
-	return serve(ctx, o, log, stdout)
+	return serve(ctx, o, log, stdout, stderr)
 }
 
 // serve is the agent's life in the ramdisk. Nothing here gives up: a
 // node with no console must keep trying until someone fixes the network
 // or the server, so each step retries rather than returning.
-func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer) error {
+func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout, stderr io.Writer) error {
 	start := time.Now()
 	if o.modules {
 		loader := &kmod.Loader{Logger: log.With("part", "kmod")}
@@ -123,6 +143,9 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 			return nil
 		}
 	}
+	if o.supervise {
+		return supervise(ctx, o, log, stdout, stderr)
+	}
 	var macs []string
 	for _, n := range nics {
 		macs = append(macs, n.MAC)
@@ -130,8 +153,13 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 	fmt.Fprintf(stdout, "%s %s via %s (macs %s) after %.1f s\n", Banner, cl.Node, cl.API, strings.Join(macs, ","), time.Since(start).Seconds())
 
 	work := &agent.Work{Base: cl.Files, Arch: archName(), Disks: disks, GPUs: gpuCount, HTTP: cl.Client(0), StallTimeout: o.stall}
+	if o.keep != "" {
+		if err := os.MkdirAll(filepath.Dir(o.keep), 0o700); err != nil {
+			log.Warn("no place to keep the agent token", "err", err)
+		}
+	}
 	a := &agent.Agent{
-		API: cl.API, NodeID: cl.Node, BootSecret: cl.BootSecret, MACs: macs, Logger: log.With("part", "agent"),
+		API: cl.API, NodeID: cl.Node, BootSecret: cl.BootSecret, MACs: macs, Logger: log.With("part", "agent"), Keep: o.keep,
 		HTTP: cl.Client(30 * time.Second),
 		Inventory: func(ctx context.Context) (json.RawMessage, error) {
 			inv, err := inventory.Read("/")
@@ -166,6 +194,54 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout io.Writer
 		if agent.Sleep(ctx, time.Minute) != nil {
 			return nil
 		}
+	}
+}
+
+// supervise runs the agent as a child process of this one, which has
+// loaded the drivers and brought the network up, and starts it again
+// whenever it ends: an agent that panicked or that the OOM killer took
+// would otherwise leave the node silent until the server's agent
+// timeout fails it. The new agent carries on with the token the old one
+// kept (--keep), and the server hands it the task that was running. The
+// OOM killer is told to spare this process, never the child.
+func supervise(ctx context.Context, o runOptions, log *slog.Logger, stdout, stderr io.Writer) error {
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("supervise the agent: %w", err)
+	}
+	proc := cmp.Or(o.proc, "/proc")
+	if err := os.WriteFile(filepath.Join(proc, "self", "oom_score_adj"), []byte("-1000"), 0); err != nil {
+		log.Warn("the agent's supervisor stays open to the OOM killer", "err", err)
+	}
+	// Flags given last win: the child does only the serving.
+	args := append(append([]string{"run"}, o.args...), "--supervise=false", "--modules=false", "--network=false")
+	wait := time.Second
+	for {
+		cmd := exec.Command(self, args...)
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		started := time.Now()
+		err := cmd.Start()
+		if err == nil {
+			// The child inherits -1000: it is the one to go.
+			os.WriteFile(filepath.Join(proc, strconv.Itoa(cmd.Process.Pid), "oom_score_adj"), []byte("0"), 0)
+			if o.started != nil {
+				o.started(cmd.Process)
+			}
+			stop := context.AfterFunc(ctx, func() { cmd.Process.Signal(unix.SIGTERM) })
+			err = cmd.Wait()
+			stop()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > time.Minute {
+			wait = time.Second
+		}
+		fmt.Fprintf(stdout, "rackboot-agent: the agent ended (%v) after %.1f s: starting it again in %s\n", err, time.Since(started).Seconds(), wait)
+		if agent.Sleep(ctx, wait) != nil {
+			return nil
+		}
+		wait = min(2*wait, 30*time.Second)
 	}
 }
 
