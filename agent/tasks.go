@@ -42,6 +42,10 @@ type Work struct {
 	// before it is resumed on a new connection
 	// (deploy.DefaultStallTimeout when zero).
 	StallTimeout time.Duration
+	// DiskTimeout is how long one write, the flush or one read of an
+	// image write may be in the kernel before the disk counts as wedged
+	// and the deploy fails (deploy.DefaultDiskTimeout when zero).
+	DiskTimeout time.Duration
 }
 
 // Funcs are the task functions this Work provides.
@@ -101,7 +105,7 @@ func (w *Work) deploy(ctx context.Context, t protocol.Task) (any, error) {
 		token = w.Token()
 	}
 	res, err := deploy.Write(ctx, w.HTTP, deploy.Image{URL: strings.TrimRight(w.Base, "/") + p.Path, Token: token, Format: p.Format, SHA256: p.SHA256,
-		RawSHA256: p.RawSHA256, RawSize: p.RawSize, StallTimeout: w.StallTimeout}, d.Name, func(pr deploy.Progress) {
+		RawSHA256: p.RawSHA256, RawSize: p.RawSize, StallTimeout: w.StallTimeout, DiskTimeout: w.DiskTimeout}, d.Name, func(pr deploy.Progress) {
 		ReportProgress(ctx, protocol.Progress{Phase: "writing " + d.Name, Done: pr.Written, Total: max(pr.Total, 0), Rate: pr.Rate})
 	})
 	if err != nil {

@@ -75,8 +75,10 @@ func TestDeploy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
 	defer cancel()
 	// SysRq may signal processes: the x86 node's agent is killed by it.
+	// A node stuck on its way to the agent fails in minutes, not the
+	// default half hour, which is the whole suite's budget.
 	cfg := filepath.Join(t.TempDir(), "rackboot.yaml")
-	if err := os.WriteFile(cfg, []byte("kernel_cmdline: sysrq_always_enabled\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("kernel_cmdline: sysrq_always_enabled\nagent_timeout: 5m\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r, c, _ := agentRack(ctx, t, "rbdepl", "10.77.42.0/24", "10.77.43.0/30", specs, "--config", cfg)

@@ -19,7 +19,9 @@
 # Kea (kea-dhcp4-server, and kea-admin for perfdhcp) and nginx-light, the
 # anchors the benchmark scripts' smoke runs start on their own ports;
 # nftables, whose nft drops packets for the agent's fault tests (kernels
-# without netem have nftables' random numbers);
+# without netem have nftables' random numbers); e2fsprogs, whose mkfs.ext4
+# makes the filesystem the wedged-disk test freezes (util-linux's
+# fsfreeze);
 # and lets apt fetch arm64 packages (the AArch64 test kernel and
 # loaders). Idempotent and quiet: it
 # changes nothing when all is there.
@@ -30,7 +32,7 @@ pkgs=(qemu-system-x86 qemu-system-arm seabios ovmf qemu-efi-aarch64 ipxe ipxe-qe
       busybox udhcpc tftp-hpa tftpd-hpa atftp dnsmasq-base curl iproute2 qemu-utils util-linux
       openipmi ipmitool grub-common python3-ironic-inspector python3-ironic
       ironic-api ironic-conductor python3-ironicclient libvirt-daemon-system libvirt-clients libxml2-utils
-      gcc libc6-dev kea-dhcp4-server kea-admin nginx-light nftables)
+      gcc libc6-dev kea-dhcp4-server kea-admin nginx-light nftables e2fsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -50,6 +50,8 @@ const (
 	faultAPI   = "RACKBOOT_FAULT_AGENT_API"
 	faultFiles = "RACKBOOT_FAULT_AGENT_FILES"
 	faultDisk  = "RACKBOOT_FAULT_AGENT_DISK"
+	// faultDiskTimeout is the agent's disk timeout (--disk-timeout).
+	faultDiskTimeout = "RACKBOOT_FAULT_AGENT_DISK_TIMEOUT"
 )
 
 func TestMain(m *testing.M) {
@@ -76,7 +78,8 @@ func agentMain() int {
 		return 2
 	}
 	var cl agent.Cmdline
-	work := &agent.Work{Base: os.Getenv(faultFiles), HTTP: cl.Client(0),
+	diskTimeout, _ := time.ParseDuration(os.Getenv(faultDiskTimeout))
+	work := &agent.Work{Base: os.Getenv(faultFiles), HTTP: cl.Client(0), DiskTimeout: diskTimeout,
 		Disks: func() ([]deploy.Disk, error) { return []deploy.Disk{{Name: dev, Size: size}}, nil }}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -218,9 +221,17 @@ type rig struct {
 	apiURL   string
 	files    string
 	buf      []byte
+	// mnt, when set, is the ext4 filesystem that holds the backing
+	// file, which freeze stops.
+	mnt string
+	// diskTimeout is the agent's.
+	diskTimeout time.Duration
 }
 
-func newRig(t *testing.T, im *image) *rig {
+// newRig makes a node's world. With freezable, the loop device's backing
+// file sits on an ext4 filesystem of its own (itself on a loop device in
+// memory), so that freeze can make the disk stop answering.
+func newRig(t *testing.T, im *image, freezable bool) *rig {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root for a loop device and a network namespace")
@@ -234,7 +245,23 @@ func newRig(t *testing.T, im *image) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(shm) })
-	backing := filepath.Join(shm, "disk")
+	dir := shm
+	if freezable {
+		fsImage := filepath.Join(shm, "fs.img")
+		f, err := os.Create(fsImage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Truncate(r.size + 64<<20)
+		f.Close()
+		sh(t, "mkfs.ext4", "-q", "-F", fsImage)
+		r.mnt = filepath.Join(shm, "mnt")
+		os.Mkdir(r.mnt, 0o700)
+		sh(t, "mount", "-o", "loop", fsImage, r.mnt)
+		t.Cleanup(func() { exec.Command("umount", r.mnt).Run() })
+		dir = r.mnt
+	}
+	backing := filepath.Join(dir, "disk")
 	f, err := os.Create(backing)
 	if err != nil {
 		t.Fatal(err)
@@ -384,6 +411,9 @@ func (r *rig) startAgent(task protocol.Task) *child {
 	}
 	c := &child{cmd: exec.Command(exe, "-test.run=^$"), exited: make(chan struct{}), ended: make(chan struct{})}
 	c.cmd.Env = append(os.Environ(), faultAPI+"="+r.apiURL, faultFiles+"="+r.files, faultDisk+"="+r.dev)
+	if r.diskTimeout > 0 {
+		c.cmd.Env = append(c.cmd.Env, faultDiskTimeout+"="+r.diskTimeout.String())
+	}
 	stderr, err := c.cmd.StderrPipe()
 	if err != nil {
 		r.t.Fatal(err)
@@ -631,11 +661,74 @@ func TestAgentFaults(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		f    func(*testing.T, *rig)
-	}{{"kills", testKills}, {"cut", testNetworkCut}, {"loss", testPacketLoss}} {
+	}{{"kills", testKills}, {"cut", testNetworkCut}, {"loss", testPacketLoss}, {"wedged", testWedgedDisk}} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.f(t, newRig(t, im))
+			tc.f(t, newRig(t, im, tc.name == "wedged"))
 		})
 	}
+}
+
+// freeze stops the filesystem under the backing file (fsfreeze): every
+// write the loop device passes on then waits in the kernel, as I/O to a
+// disk that stopped answering does. thaw lets it go on.
+func (r *rig) freeze() { sh(r.t, "fsfreeze", "--freeze", r.mnt) }
+
+func (r *rig) thaw() { exec.Command("fsfreeze", "--unfreeze", r.mnt).Run() }
+
+// testWedgedDisk makes the disk stop answering in the middle of a deploy:
+// the agent must report the task failed, saying so, within its disk
+// timeout of the stuck operation, though the goroutine doing the I/O
+// stays in the kernel (uninterruptible: not even SIGKILL ends the
+// process then). Once the disk answers again the process ends.
+func testWedgedDisk(t *testing.T, r *rig) {
+	r.diskTimeout = 3 * time.Second
+	// A slow link, so the write lasts long enough to be stopped.
+	defer r.rate("")
+	r.rate("20mbit")
+	c := r.startAgent(r.deployTask("raw.zst"))
+	// Thawed before the child is killed at the end: a process with a
+	// thread stuck in the kernel does not die until its I/O ends.
+	t.Cleanup(r.thaw)
+	var wchar int64
+	for {
+		if _, wchar = ioCounts(c.cmd.Process.Pid); wchar >= 16<<20 {
+			break
+		}
+		select {
+		case <-c.exited:
+			t.Fatalf("the deploy ended before the disk could stop:\n%s", c.logText())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	r.freeze()
+	frozen := time.Now()
+	var reps []protocol.TaskReport
+	for {
+		if reps, _ = r.api.got(); len(reps) > 0 {
+			break
+		}
+		if time.Since(frozen) > 2*time.Minute {
+			r.thaw()
+			t.Fatalf("no report 2 minutes after the disk stopped answering (disk timeout %s):\n%s", r.diskTimeout, c.logText())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	reported := time.Since(frozen)
+	stuck := false
+	select {
+	case <-c.exited:
+	default:
+		stuck = true // its writer is still in the kernel
+	}
+	r.thaw()
+	thawed := time.Now()
+	c.wait(t, time.Minute)
+	if len(reps) != 1 || reps[0].State != protocol.Failed || !strings.Contains(reps[0].Error, deploy.ErrWedged.Error()) {
+		t.Fatalf("reports %+v: want one, the deploy failed because %q:\n%s", reps, deploy.ErrWedged, c.logText())
+	}
+	t.Logf("the disk stopped answering with %d MiB written: reported failed %.1f s later (disk timeout %s), the agent's process %s; it ended %.1f s after the thaw: %q",
+		wchar>>20, reported.Seconds(), r.diskTimeout, map[bool]string{true: "still stuck in the kernel", false: "already gone"}[stuck],
+		c.runtime.Seconds()-thawed.Sub(c.start).Seconds(), reps[0].Error)
 }
 
 // testKills kills the agent with SIGKILL at points spread

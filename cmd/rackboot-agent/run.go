@@ -39,8 +39,9 @@ type runOptions struct {
 	network  bool
 	reboot   bool
 	logLevel slog.Level
-	// stall is how long an image download may receive nothing.
-	stall time.Duration
+	// stall is how long an image download may receive nothing; disk how
+	// long a disk operation may hang before the disk counts as wedged.
+	stall, disk time.Duration
 	// supervise runs the serving part in a child process, started again
 	// when it dies; keep is where its token outlives it.
 	supervise bool
@@ -67,6 +68,7 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.BoolVar(&o.network, "network", true, "bring up every physical NIC and run DHCP on them")
 	fs.BoolVar(&o.reboot, "reboot", true, "reboot the machine after a successful deploy (into its disk)")
 	fs.DurationVar(&o.stall, "download-stall", deploy.DefaultStallTimeout, "give up an image download's connection that sends nothing for this long, and resume on a new one")
+	fs.DurationVar(&o.disk, "disk-timeout", deploy.DefaultDiskTimeout, "fail a deploy whose disk has not finished one write, the flush or a read of the verification for this long (a wedged disk): the task is reported failed while the stuck I/O stays in the kernel")
 	fs.BoolVar(&o.supervise, "supervise", true, "serve from a child process, started again when it dies (a crash, the OOM killer): the task it had is handed to the new one")
 	fs.StringVar(&o.keep, "keep", keepFile, "file that keeps the agent's token for the rest of the boot, for an agent started again (\"\": none)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
@@ -152,7 +154,7 @@ func serve(ctx context.Context, o runOptions, log *slog.Logger, stdout, stderr i
 	}
 	fmt.Fprintf(stdout, "%s %s via %s (macs %s) after %.1f s\n", Banner, cl.Node, cl.API, strings.Join(macs, ","), time.Since(start).Seconds())
 
-	work := &agent.Work{Base: cl.Files, Arch: archName(), Disks: disks, GPUs: gpuCount, HTTP: cl.Client(0), StallTimeout: o.stall}
+	work := &agent.Work{Base: cl.Files, Arch: archName(), Disks: disks, GPUs: gpuCount, HTTP: cl.Client(0), StallTimeout: o.stall, DiskTimeout: o.disk}
 	if o.keep != "" {
 		if err := os.MkdirAll(filepath.Dir(o.keep), 0o700); err != nil {
 			log.Warn("no place to keep the agent token", "err", err)
