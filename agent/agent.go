@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/internal/secret"
 )
 
 // TaskFunc does one task and returns its result (figures for the report)
@@ -70,6 +71,9 @@ type Agent struct {
 	// done remembers the tasks this agent finished, so a task handed out
 	// again by mistake is reported, not run twice.
 	done map[string]protocol.TaskReport
+	// asked is the token this agent's lookups ask for until one is
+	// answered (protocol.Lookup.Token).
+	asked string
 }
 
 // Token is the agent's current token, "" before its lookup; the server
@@ -188,18 +192,28 @@ func (a *Agent) backoff(d time.Duration) time.Duration {
 // and a token that is still alive from a previous life of the agent.
 func (a *Agent) lookup(ctx context.Context) error {
 	var wait time.Duration
+	if a.asked == "" {
+		// One token for every try of this lookup, kept before the first:
+		// if an answer is lost, the server knows the next try for the
+		// same agent's, even from an agent started again.
+		a.asked, _ = secret.New(protocol.TokenPrefix, 32)
+		if err := a.keep(kept{Asked: a.asked}); err != nil {
+			a.log().Warn("keep the agent token", "err", err)
+		}
+	}
 	for {
 		var res protocol.LookupResult
 		a.setToken("")
-		err := a.call(ctx, "/agent/lookup", protocol.Lookup{MACs: a.MACs, NodeID: a.NodeID, BootSecret: a.BootSecret}, &res)
+		err := a.call(ctx, "/agent/lookup", protocol.Lookup{MACs: a.MACs, NodeID: a.NodeID, BootSecret: a.BootSecret, Token: a.asked}, &res)
 		if err == nil {
+			a.asked = ""
 			a.setToken(res.Token)
 			a.NodeID, a.heartbeat = res.NodeID, time.Duration(res.Heartbeat)
 			if a.heartbeat <= 0 {
 				a.heartbeat = 10 * time.Second
 			}
 			a.log().Info("agent token issued", "node", a.NodeID, "state", res.State)
-			if err := a.keep(res); err != nil {
+			if err := a.keep(kept{Token: res.Token, NodeID: res.NodeID, Heartbeat: time.Duration(res.Heartbeat)}); err != nil {
 				a.log().Warn("keep the agent token", "err", err)
 			}
 			return nil
@@ -218,19 +232,21 @@ func (a *Agent) lookup(ctx context.Context) error {
 	}
 }
 
-// kept is what Keep holds.
+// kept is what Keep holds: the token and what the lookup said, or the
+// token a lookup not yet answered asks for.
 type kept struct {
-	Token     string        `json:"token"`
-	NodeID    string        `json:"node_id"`
-	Heartbeat time.Duration `json:"heartbeat"`
+	Token     string        `json:"token,omitempty"`
+	NodeID    string        `json:"node_id,omitempty"`
+	Heartbeat time.Duration `json:"heartbeat,omitempty"`
+	Asked     string        `json:"asked,omitempty"`
 }
 
-// keep writes the lookup's answer to Keep, whole or not at all.
-func (a *Agent) keep(res protocol.LookupResult) error {
+// keep writes k to Keep, whole or not at all.
+func (a *Agent) keep(k kept) error {
 	if a.Keep == "" {
 		return nil
 	}
-	b, err := json.Marshal(kept{Token: res.Token, NodeID: res.NodeID, Heartbeat: time.Duration(res.Heartbeat)})
+	b, err := json.Marshal(k)
 	if err != nil {
 		return err
 	}
@@ -253,8 +269,14 @@ func (a *Agent) resume() bool {
 		return false
 	}
 	var k kept
-	if err := json.Unmarshal(b, &k); err != nil || k.Token == "" || k.NodeID == "" {
+	if err := json.Unmarshal(b, &k); err != nil {
 		a.log().Warn("the kept agent token is unreadable: looking the node up", "file", a.Keep, "err", err)
+		return false
+	}
+	if k.Token == "" || k.NodeID == "" {
+		// An earlier agent's lookup was not answered: this one asks for
+		// the same token, which the server may have issued already.
+		a.asked = k.Asked
 		return false
 	}
 	if a.NodeID != "" && a.NodeID != k.NodeID {

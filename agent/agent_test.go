@@ -578,3 +578,54 @@ func TestKeptToken(t *testing.T) {
 		t.Fatalf("%d lookups after an unreadable kept token: want 3", n)
 	}
 }
+
+// TestLookupAskedAgain: the answer to the agent's lookup is lost (the
+// server took it and the connection died): the agent asks again for the
+// same token, which a server answers again, and serves on.
+func TestLookupAskedAgain(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	beat := make(chan string, 100)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/lookup"):
+			var l protocol.Lookup
+			json.NewDecoder(r.Body).Decode(&l)
+			mu.Lock()
+			asked = append(asked, l.Token)
+			first, want := len(asked) == 1, asked[0]
+			mu.Unlock()
+			if first {
+				// Issued, and the answer never arrives.
+				c, _, _ := w.(http.Hijacker).Hijack()
+				c.Close()
+				return
+			}
+			if l.Token != want {
+				http.Error(w, `{"error":"conflict","message":"an agent token was already issued"}`, http.StatusConflict)
+				return
+			}
+			json.NewEncoder(w).Encode(protocol.LookupResult{NodeID: "n1", Token: l.Token, Heartbeat: protocol.Duration(10 * time.Millisecond)})
+		case strings.HasSuffix(r.URL.Path, "/heartbeat"):
+			beat <- r.Header.Get("Authorization")
+			json.NewEncoder(w).Encode(protocol.HeartbeatResult{State: "available"})
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Agent{API: srv.URL, MACs: []string{"52:54:00:00:00:01"}, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
+		Keep: filepath.Join(t.TempDir(), "token")}
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case got := <-beat:
+		mu.Lock()
+		defer mu.Unlock()
+		if len(asked) != 2 || asked[0] == "" || got != "Bearer "+asked[0] || !strings.HasPrefix(asked[0], protocol.TokenPrefix) {
+			t.Fatalf("lookups asked for %q, heartbeat with %q: want the same token twice, then used", asked, got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no heartbeat after a lost lookup answer; lookups asked for %q", asked)
+	}
+}

@@ -33,6 +33,21 @@ func lookupEvent(peer netip.Addr) boot.Event {
 	return boot.Event{Time: time.Now(), Proto: protocol.ProtoAgent, Kind: protocol.KindLookup, IP: peer}
 }
 
+// agentMadeToken says whether a token an agent proposes in its lookup is
+// one as NewSecret makes them: the prefix and 32 random bytes in hex.
+func agentMadeToken(t string) bool {
+	h, ok := strings.CutPrefix(t, TokenPrefix)
+	if !ok || len(h) != 64 {
+		return false
+	}
+	for _, c := range h {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 	var l protocol.Lookup
 	if !decode(w, r, &l) {
@@ -116,8 +131,29 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	secret, hash := NewSecret()
-	_, err := s.Store.CreateToken(r.Context(), store.Token{ID: agentTokenID(n.ID), Hash: hash, Kind: "agent", Role: store.RoleAgent,
-		Name: "agent of " + n.ID, NodeID: n.ID, NodeState: n.State})
+	if l.Token != "" {
+		if !agentMadeToken(l.Token) {
+			writeError(w, http.StatusBadRequest, "bad_request", "a lookup's token must be "+TokenPrefix+" and 64 hex digits, made from the agent's random numbers")
+			return
+		}
+		secret, hash = l.Token, HashSecret(l.Token)
+	}
+	tok := store.Token{ID: agentTokenID(n.ID), Hash: hash, Kind: "agent", Role: store.RoleAgent,
+		Name: "agent of " + n.ID, NodeID: n.ID, NodeState: n.State}
+	_, err := s.Store.CreateToken(r.Context(), tok)
+	if errors.Is(err, store.ErrConflict) && l.Token != "" {
+		// The agent the token was issued to, asking again: the answer
+		// to its first lookup was lost (a timeout, a reset connection),
+		// and without this it would be refused until the agent timeout
+		// failed its node. Only it knows the token it chose, which went
+		// over TLS. Issued again, for the node's state now.
+		if old, e := s.Store.TokenByHash(r.Context(), hash); e == nil && old.ID == tok.ID && old.Kind == "agent" {
+			s.log().Info("agent lookup repeated by the agent the token was issued to: its token issued again", "node", n.ID, "peer", r.RemoteAddr)
+			if err = s.Store.DeleteToken(r.Context(), old.ID); err == nil || errors.Is(err, store.ErrNotFound) {
+				_, err = s.Store.CreateToken(r.Context(), tok)
+			}
+		}
+	}
 	if errors.Is(err, store.ErrConflict) {
 		s.log().Warn("second agent lookup refused", "node", n.ID, "peer", r.RemoteAddr)
 		writeError(w, http.StatusConflict, "conflict", "an agent token was already issued for this node; a new one is issued after the node changes state or network-boots again")

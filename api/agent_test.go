@@ -399,3 +399,51 @@ func TestUnclaimedDevicesAreEvents(t *testing.T) {
 		t.Errorf("driver events: %q, want one naming the NIC", got)
 	}
 }
+
+// TestLookupAnsweredAgain: an agent whose lookup's answer was lost asks
+// again with the token it chose, and gets it, alive; anyone else with the
+// same boot secret, choosing another token or none, is refused while it
+// lives; a token not made as rackboot's are is refused.
+func TestLookupAnsweredAgain(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	mac, _ := net.ParseMAC("52:54:00:99:00:11")
+	n, _, err := f.st.EnrollClient(ctx, boot.Client{MAC: mac, Arch: boot.ClientX64UEFI}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := f.bootSecret(t, n.ID)
+	lookup := func(token string) (int, protocol.LookupResult, string) {
+		body, _ := json.Marshal(protocol.Lookup{MACs: []string{mac.String()}, BootSecret: secret, Token: token})
+		code, b := f.call(t, nil, "POST", "/api/v1/agent/lookup", "", string(body))
+		var res protocol.LookupResult
+		json.Unmarshal(b, &res)
+		return code, res, string(b)
+	}
+	for _, bad := range []string{"rbt_short", "xyz_" + strings.Repeat("a", 64), TokenPrefix + strings.Repeat("A", 64), TokenPrefix + strings.Repeat("a", 65)} {
+		if code, _, b := lookup(bad); code != 400 {
+			t.Errorf("lookup asking for token %q: %d %s, want 400", bad, code, b)
+		}
+	}
+	mine, _ := NewSecret()
+	code, res, b := lookup(mine)
+	if code != 200 || res.Token != mine {
+		t.Fatalf("first lookup: %d %s, want the token asked for", code, b)
+	}
+	// Its answer lost: the same agent asks again.
+	if code, res, b = lookup(mine); code != 200 || res.Token != mine {
+		t.Fatalf("the lookup asked again by its agent: %d %s, want its token again", code, b)
+	}
+	if code, _ := f.call(t, nil, "POST", "/api/v1/agent/nodes/"+n.ID+"/heartbeat", mine, `{}`); code != 200 {
+		t.Fatalf("heartbeat with the token issued again: %d", code)
+	}
+	theirs, _ := NewSecret()
+	for _, other := range []string{theirs, ""} {
+		if code, _, b := lookup(other); code != 409 {
+			t.Fatalf("a lookup with the boot secret asking for %q while the agent's token lives: %d %s, want 409", other, code, b)
+		}
+	}
+	if code, _ := f.call(t, nil, "POST", "/api/v1/agent/nodes/"+n.ID+"/heartbeat", mine, `{}`); code != 200 {
+		t.Fatalf("the agent's token after refused lookups: %d", code)
+	}
+}

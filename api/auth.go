@@ -13,6 +13,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/rackboot/rackboot/agent/protocol"
 	secretpkg "github.com/rackboot/rackboot/internal/secret"
 	"github.com/rackboot/rackboot/store"
 )
@@ -21,8 +22,9 @@ import (
 const SessionCookie = "rackboot_session"
 
 // TokenPrefix starts every secret rackboot issues, so a leaked one is
-// easy to recognise (and to scan for).
-const TokenPrefix = "rbt_"
+// easy to recognise (and to scan for); an agent makes its token with it
+// too.
+const TokenPrefix = protocol.TokenPrefix
 
 // rank orders the roles people hold; an agent ranks with nobody.
 func rank(r store.Role) int {

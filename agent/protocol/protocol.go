@@ -35,6 +35,10 @@ const (
 	KindLookup = "lookup"
 )
 
+// TokenPrefix starts every secret rackboot issues, and the token an
+// agent makes for its lookup (Lookup.Token).
+const TokenPrefix = "rbt_"
+
 // Lookup asks for the node owning one of the agent's MACs. NodeID is the
 // id from the kernel command line, when the boot script put one there:
 // it must match the node the MACs name. BootSecret is the per-boot secret
@@ -44,6 +48,12 @@ type Lookup struct {
 	MACs       []string `json:"macs"`
 	NodeID     string   `json:"node_id,omitempty"`
 	BootSecret string   `json:"boot_secret,omitempty"`
+	// Token is the agent token the agent asks for, made from its own
+	// random numbers (rbt_ and 64 hex digits) and kept for its lookups
+	// until one is answered: a lookup repeated because its answer was
+	// lost is answered again, where another agent's is refused while
+	// the token lives. Empty: the server makes one.
+	Token string `json:"token,omitempty"`
 }
 
 // LookupResult hands out the node's agent token.
