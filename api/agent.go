@@ -146,12 +146,11 @@ func (s *Server) agentLookup(w http.ResponseWriter, r *http.Request) {
 		// to its first lookup was lost (a timeout, a reset connection),
 		// and without this it would be refused until the agent timeout
 		// failed its node. Only it knows the token it chose, which went
-		// over TLS. Issued again, for the node's state now.
-		if old, e := s.Store.TokenByHash(r.Context(), hash); e == nil && old.ID == tok.ID && old.Kind == "agent" {
-			s.log().Info("agent lookup repeated by the agent the token was issued to: its token issued again", "node", n.ID, "peer", r.RemoteAddr)
-			if err = s.Store.DeleteToken(r.Context(), old.ID); err == nil || errors.Is(err, store.ErrNotFound) {
-				_, err = s.Store.CreateToken(r.Context(), tok)
-			}
+		// over TLS. The token is left as it is, never issued anew: a
+		// moment without it would let another lookup take its place.
+		if old, e := s.Store.TokenByHash(r.Context(), hash); e == nil && old.ID == tok.ID && old.Kind == "agent" && old.NodeState == n.State {
+			s.log().Info("agent lookup repeated by the agent its token was issued to: answered again", "node", n.ID, "peer", r.RemoteAddr)
+			err = nil
 		}
 	}
 	if errors.Is(err, store.ErrConflict) {

@@ -13,8 +13,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/rackboot/rackboot/agent"
@@ -82,7 +82,9 @@ func runAgent(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	o.args = args
+	// The child gets the flags as parsed, not the words given: what
+	// parsed here (a trailing "--", say) must parse there too.
+	fs.Visit(func(f *flag.Flag) { o.args = append(o.args, "--"+f.Name+"="+f.Value.String()) })
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
 	return serve(ctx, o, log, stdout, stderr)
 }
@@ -211,27 +213,33 @@ func supervise(ctx context.Context, o runOptions, log *slog.Logger, stdout, stde
 	if err != nil {
 		return fmt.Errorf("supervise the agent: %w", err)
 	}
-	proc := cmp.Or(o.proc, "/proc")
-	if err := os.WriteFile(filepath.Join(proc, "self", "oom_score_adj"), []byte("-1000"), 0); err != nil {
-		log.Warn("the agent's supervisor stays open to the OOM killer", "err", err)
-	}
+	adj := filepath.Join(cmp.Or(o.proc, "/proc"), "self", "oom_score_adj")
 	// Flags given last win: the child does only the serving.
 	args := append(append([]string{"run"}, o.args...), "--supervise=false", "--modules=false", "--network=false")
 	wait := time.Second
 	for {
-		cmd := exec.Command(self, args...)
+		// The child inherits the score at its start: the OOM killer's
+		// to take. This process is spared once the child runs, so a
+		// write that fails leaves both open to it, never both closed.
+		os.WriteFile(adj, []byte("0"), 0)
+		cmd := exec.CommandContext(ctx, self, args...)
 		cmd.Stdout, cmd.Stderr = stdout, stderr
+		// Its own process group, ended with it: what it started (a GPU
+		// load, say) must not run on beside the next agent.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return cmd.Process.Signal(unix.SIGTERM) }
+		cmd.WaitDelay = 10 * time.Second
 		started := time.Now()
 		err := cmd.Start()
 		if err == nil {
-			// The child inherits -1000: it is the one to go.
-			os.WriteFile(filepath.Join(proc, strconv.Itoa(cmd.Process.Pid), "oom_score_adj"), []byte("0"), 0)
+			if werr := os.WriteFile(adj, []byte("-1000"), 0); werr != nil {
+				log.Warn("the agent's supervisor stays open to the OOM killer", "err", werr)
+			}
 			if o.started != nil {
 				o.started(cmd.Process)
 			}
-			stop := context.AfterFunc(ctx, func() { cmd.Process.Signal(unix.SIGTERM) })
 			err = cmd.Wait()
-			stop()
+			unix.Kill(-cmd.Process.Pid, unix.SIGKILL)
 		}
 		if ctx.Err() != nil {
 			return nil
