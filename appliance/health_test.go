@@ -9,11 +9,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/rackboot/rackboot/internal/syncbuf"
 	"github.com/rackboot/rackboot/store"
 )
 
@@ -47,23 +47,6 @@ func (s *downStore) Ping(ctx context.Context) error {
 		return errDown
 	}
 	return s.Store.Ping(ctx)
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func get(t *testing.T, url string) (int, string) {
@@ -118,7 +101,7 @@ func TestStoreDownKeepsServing(t *testing.T) {
 		reapEvery:   40 * time.Millisecond,
 		pruneEvery:  40 * time.Millisecond,
 	}
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	go func() { done <- run(ctx, cfg, slog.New(slog.NewTextHandler(logs, nil)), h) }()
 	var base string
 	select {

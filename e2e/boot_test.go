@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,8 +116,7 @@ func startSiteDHCP(t *testing.T, r *rig, addr, dhcpRange string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "dnsmasq", "--no-daemon", "--port=0", "--interface=eth0",
 		"--bind-interfaces", "--dhcp-range="+dhcpRange+",10m", "--dhcp-leasefile="+leases, "--log-dhcp", "--conf-file=/dev/null")
-	log := &lockedWriter{mu: &r.logMu, buf: r.log}
-	cmd.Stdout, cmd.Stderr = prefixWriter{"dnsmasq: ", log}, prefixWriter{"dnsmasq: ", log}
+	cmd.Stdout, cmd.Stderr = prefixWriter{"dnsmasq: ", r.log}, prefixWriter{"dnsmasq: ", r.log}
 	if err := cmd.Start(); err != nil {
 		cancel()
 		t.Fatalf("dnsmasq: %v", err)
@@ -126,7 +126,7 @@ func startSiteDHCP(t *testing.T, r *rig, addr, dhcpRange string) {
 
 type prefixWriter struct {
 	prefix string
-	w      *lockedWriter
+	w      io.Writer
 }
 
 func (p prefixWriter) Write(b []byte) (int, error) {

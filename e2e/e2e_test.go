@@ -26,6 +26,7 @@ import (
 
 	"github.com/rackboot/rackboot/api"
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/internal/syncbuf"
 	"github.com/rackboot/rackboot/lab"
 	"github.com/rackboot/rackboot/trace"
 )
@@ -71,8 +72,7 @@ type rig struct {
 	net     *lab.Net
 	dataDir string
 	server  netip.Addr
-	log     *bytes.Buffer
-	logMu   sync.Mutex
+	log     *syncbuf.Buffer
 	cmd     *exec.Cmd
 	args    []string
 	// servingSeen counts the "serving" lines before the latest start.
@@ -97,7 +97,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	r := &rig{t: t, net: n, dataDir: t.TempDir(), server: n.ServerIP(), log: &bytes.Buffer{}}
+	r := &rig{t: t, net: n, dataDir: t.TempDir(), server: n.ServerIP(), log: &syncbuf.Buffer{}}
 	if err := copyDir(filepath.Join(cacheDir, "firmware"), filepath.Join(r.dataDir, "firmware")); err != nil {
 		t.Fatal(err)
 	}
@@ -140,8 +140,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 func (r *rig) start() {
 	r.t.Helper()
 	r.cmd = r.net.Command(context.Background(), binary, r.args...)
-	w := &lockedWriter{mu: &r.logMu, buf: r.log}
-	r.cmd.Stdout, r.cmd.Stderr = w, w
+	r.cmd.Stdout, r.cmd.Stderr = r.log, r.log
 	if err := r.cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
@@ -175,22 +174,7 @@ func (r *rig) waitServing(d time.Duration) {
 	r.t.Fatalf("rackboot did not start serving:\n%s", r.Log())
 }
 
-type lockedWriter struct {
-	mu  *sync.Mutex
-	buf *bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (r *rig) Log() string {
-	r.logMu.Lock()
-	defer r.logMu.Unlock()
-	return r.log.String()
-}
+func (r *rig) Log() string { return r.log.String() }
 
 // cli runs the rackboot CLI inside the namespace against the rig's server.
 func (r *rig) cli(out any, args ...string) {

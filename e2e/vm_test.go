@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +21,7 @@ import (
 	"github.com/rackboot/rackboot/boot"
 	"github.com/rackboot/rackboot/hypervisor/libvirt"
 	"github.com/rackboot/rackboot/images/diskimage"
+	"github.com/rackboot/rackboot/internal/syncbuf"
 	"github.com/rackboot/rackboot/lab"
 )
 
@@ -152,7 +152,7 @@ func vmLife(ctx context.Context, t *testing.T, c client, conn *libvirt.Conn, nam
 	if err := c.get("/api/v1/nodes/"+vm.MAC, &n); err != nil || n.Kind != "vm" || n.Name != name {
 		return fmt.Errorf("the VM's node: %+v %v", n, err)
 	}
-	console := &syncBuffer{}
+	console := &syncbuf.Buffer{}
 	cctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go streamConsole(cctx, c, vm.ID, console)
@@ -200,7 +200,7 @@ func vmLife(ctx context.Context, t *testing.T, c client, conn *libvirt.Conn, nam
 
 // streamConsole copies a VM's serial console, through rackboot's API, to
 // w until ctx ends; a stream cut by a reboot is opened again.
-func streamConsole(ctx context.Context, c client, id string, w *syncBuffer) {
+func streamConsole(ctx context.Context, c client, id string, w *syncbuf.Buffer) {
 	for ctx.Err() == nil {
 		req, _ := http.NewRequestWithContext(ctx, "GET", c.url+"/api/v1/vms/"+id+"/console", nil)
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -222,21 +222,4 @@ func streamConsole(ctx context.Context, c client, id string, w *syncBuffer) {
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

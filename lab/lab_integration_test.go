@@ -12,11 +12,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/internal/syncbuf"
 )
 
 // cacheDir is shared with the end-to-end tests, so the kernels are
@@ -259,7 +259,7 @@ func TestHarnessPXE(t *testing.T) {
 			if err := CopyFile(loader, filepath.Join(root, tc.loader)); err != nil {
 				t.Fatal(err)
 			}
-			dnsmasqLog := &lockedBuffer{}
+			dnsmasqLog := &syncbuf.Buffer{}
 			dns := n.Command(ctx, "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
 				"--interface="+n.Bridge(), "--bind-interfaces", "--no-hosts", "--no-resolv",
 				"--dhcp-range="+subnet+".100,"+subnet+".150,255.255.255.0,10m",
@@ -295,23 +295,6 @@ func TestHarnessPXE(t *testing.T) {
 			}
 		})
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func mustMAC(t testing.TB, s string) net.HardwareAddr {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -10,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/rackboot/rackboot/agent/protocol"
+	"github.com/rackboot/rackboot/internal/syncbuf"
 )
 
 // The supervisor starts this test binary as its agent; with this set it
@@ -29,23 +28,6 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestSupervise: the agent killed (SIGKILL, as the OOM killer does) is
@@ -72,7 +54,7 @@ func TestSupervise(t *testing.T) {
 	dir := t.TempDir()
 	cmdline := filepath.Join(dir, "cmdline")
 	os.WriteFile(cmdline, []byte("rackboot.api="+srv.URL+"/api/v1 rackboot.node=n1 rackboot.boot=s3cret"), 0o644)
-	var out lockedBuffer
+	var out syncbuf.Buffer
 	children := make(chan *os.Process, 10)
 	o := runOptions{supervise: true, keep: filepath.Join(dir, "keep", "token"), proc: filepath.Join(dir, "proc"),
 		args:    []string{"--cmdline", cmdline, "--keep", filepath.Join(dir, "keep", "token"), "--reboot=false"},

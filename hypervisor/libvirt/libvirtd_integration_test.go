@@ -3,7 +3,6 @@
 package libvirt
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -15,10 +14,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/rackboot/rackboot/internal/syncbuf"
 	"github.com/rackboot/rackboot/lab"
 )
 
@@ -64,24 +63,6 @@ func startLibvirtd(t *testing.T) *libvirtd {
 	t.Logf("libvirtd in %s, tcp %s, tls %s", lv.Root, lv.TCPAddr, lv.TLSAddr)
 	return &libvirtd{root: lv.Root, socket: lv.Socket, tcpAddr: lv.TCPAddr, tlsAddr: lv.TLSAddr,
 		tls: &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{p.client}}}
-}
-
-// syncBuffer collects a console's bytes for a reader in another goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func randomName(prefix string) string {
@@ -210,7 +191,7 @@ func TestLibvirtd(t *testing.T) {
 		// OVMF writes its boot manager's messages to the serial console
 		// when the guest has no display: after the screen clearing
 		// sequences, it says it found nothing to boot on the blank disk.
-		var console syncBuffer
+		var console syncbuf.Buffer
 		cctx, stopConsole := context.WithCancel(ctx)
 		consoleErr := make(chan error, 1)
 		go func() { consoleErr <- c.Console(cctx, name, &console) }()
