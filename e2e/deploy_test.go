@@ -122,6 +122,30 @@ func nodeReport(t *testing.T, r *lab.Rack, c client, mac string) {
 	logLines(t, "server log lines of node %s:\n%s", mac, mentioning(r.ServerLog(), 120, mac, n.ID))
 }
 
+// waitWritten polls a running deploy task until its agent reports bytes
+// on the disk, and returns how many. A task that ends first is an error:
+// a fault injected after it would prove nothing.
+func (c client) waitWritten(ctx context.Context, task *api.Task) (float64, error) {
+	for {
+		if err := c.get("/api/v1/tasks/"+task.ID, task); err != nil {
+			return 0, err
+		}
+		if task.State != "running" {
+			return 0, fmt.Errorf("the deploy ended (%s) before it reported progress: the test proves nothing", task.State)
+		}
+		if p, ok := task.Result.(map[string]any); ok {
+			if done, _ := p["done"].(float64); done > 0 {
+				return done, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("wait for the deploy's progress: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // killedAgent has the kernel's OOM killer end the node's agent while it
 // writes the image (SysRq f, as a node short of memory would): the
 // agent's supervisor starts it again, the new agent carries on with the
@@ -132,19 +156,8 @@ func killedAgent(ctx context.Context, t *testing.T, c client, vm *lab.VM, node s
 	if err != nil {
 		return err
 	}
-	for {
-		if err := c.get("/api/v1/tasks/"+task.ID, &task); err != nil {
-			return err
-		}
-		if task.State != "running" {
-			return fmt.Errorf("the deploy ended (%s) before it reported progress: the test proves nothing", task.State)
-		}
-		if p, ok := task.Result.(map[string]any); ok {
-			if done, _ := p["done"].(float64); done > 0 {
-				break
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
+	if _, err := c.waitWritten(ctx, &task); err != nil {
+		return err
 	}
 	if err := vm.SysRq("f"); err != nil {
 		return err
@@ -181,18 +194,9 @@ func interruptedDeploy(ctx context.Context, t *testing.T, r *lab.Rack, c client,
 		return err
 	}
 	// Kill it once the agent has reported bytes on the disk.
-	var written float64
-	for written == 0 {
-		if err := c.get("/api/v1/tasks/"+task.ID, &task); err != nil {
-			return err
-		}
-		if task.State != "running" {
-			return fmt.Errorf("the deploy ended (%s) before it reported progress: the test proves nothing", task.State)
-		}
-		if p, ok := task.Result.(map[string]any); ok {
-			written, _ = p["done"].(float64)
-		}
-		time.Sleep(100 * time.Millisecond)
+	written, err := c.waitWritten(ctx, &task)
+	if err != nil {
+		return err
 	}
 	r.VMs[i].Stop()
 	t.Logf("%s: killed the node with %.0f MiB of the image on its disk", spec.Name, written/(1<<20))
