@@ -204,7 +204,18 @@ func (a *Agent) lookup(ctx context.Context) error {
 	for {
 		var res protocol.LookupResult
 		a.setToken("")
-		err := a.call(ctx, "/agent/lookup", protocol.Lookup{MACs: a.MACs, NodeID: a.NodeID, BootSecret: a.BootSecret, Token: a.asked}, &res)
+		req := protocol.Lookup{MACs: a.MACs, NodeID: a.NodeID, BootSecret: a.BootSecret, Token: a.asked}
+		err := a.call(ctx, "/agent/lookup", req, &res)
+		var se *statusError
+		if req.Token != "" && errors.As(err, &se) && se.Code == http.StatusBadRequest {
+			// A server older than its agent (one of two on a database,
+			// upgraded one at a time) refuses the field it does not know:
+			// asked again as such an agent would, without the retry safety
+			// the token buys.
+			a.log().Warn("the server refused the token this agent asked for: asking without one", "err", err)
+			req.Token = ""
+			err = a.call(ctx, "/agent/lookup", req, &res)
+		}
 		if err == nil {
 			a.asked = ""
 			a.setToken(res.Token)
@@ -218,7 +229,6 @@ func (a *Agent) lookup(ctx context.Context) error {
 			}
 			return nil
 		}
-		var se *statusError
 		if errors.As(err, &se) && se.Code == http.StatusBadRequest {
 			return fmt.Errorf("lookup: %w", err)
 		}

@@ -633,3 +633,47 @@ func TestLookupAskedAgain(t *testing.T) {
 		t.Fatalf("no heartbeat after a lost lookup answer; lookups asked for %q", asked)
 	}
 }
+
+// TestLookupOlderServer: a server older than its agent refuses the token
+// the agent asks for as an unknown field (400); the agent asks again
+// without it and serves with the token that server issued.
+func TestLookupOlderServer(t *testing.T) {
+	var lookups atomic.Int32
+	beat := make(chan string, 100)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/lookup"):
+			lookups.Add(1)
+			// The lookup as the server before agent-chosen tokens knew it.
+			var l struct {
+				MACs       []string `json:"macs"`
+				NodeID     string   `json:"node_id,omitempty"`
+				BootSecret string   `json:"boot_secret,omitempty"`
+			}
+			dec := json.NewDecoder(r.Body)
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&l); err != nil {
+				http.Error(w, `{"error":"bad request","message":"`+strings.ReplaceAll(err.Error(), `"`, `\"`)+`"}`, http.StatusBadRequest)
+				return
+			}
+			json.NewEncoder(w).Encode(protocol.LookupResult{NodeID: "n1", Token: "old-server-token", Heartbeat: protocol.Duration(10 * time.Millisecond)})
+		case strings.HasSuffix(r.URL.Path, "/heartbeat"):
+			beat <- r.Header.Get("Authorization")
+			json.NewEncoder(w).Encode(protocol.HeartbeatResult{State: "available"})
+		}
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &Agent{API: srv.URL, MACs: []string{"52:54:00:00:00:01"}, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond}
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case got := <-beat:
+		if got != "Bearer old-server-token" || lookups.Load() != 2 {
+			t.Fatalf("heartbeat with %q after %d lookups: want the older server's token after 2", got, lookups.Load())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no heartbeat from an agent whose server is older; %d lookups", lookups.Load())
+	}
+}
