@@ -17,11 +17,16 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 
 	"github.com/rackboot/rackboot/boot"
 )
@@ -80,6 +85,7 @@ type Server struct {
 	MaxTransfers, MaxPerSource int
 
 	requests, completed, bytes, malformed, errs, retransmits, busy atomic.Uint64
+	pollers                                                        atomic.Int64 // transfers in poll mode
 }
 
 // Stats counts what a Server has done since it was created.
@@ -306,6 +312,9 @@ func (s *Server) transfer(ctx context.Context, local, peer *net.UDPAddr, req Req
 		ev.Size = t.size
 		oack := t.negotiate(req)
 		ev.BlockSize, ev.WindowSize = t.blksize, t.window
+		if t.window == 1 {
+			defer t.pollMode()()
+		}
 		terr = t.run(ctx, oack)
 		ev.Bytes = t.ackedBytes()
 	}
@@ -347,11 +356,78 @@ type xfer struct {
 	timeout time.Duration
 	retries int
 
-	started bool   // the first window or OACK went out
-	heard   bool   // the client has answered at all: its address is real
-	last    int64  // index of the final block: the first one shorter than blksize
-	acked   int64  // highest block index the client acknowledged; -1 while the OACK is out
-	pkt     []byte // one DATA packet
+	started bool  // the first window or OACK went out
+	heard   bool  // the client has answered at all: its address is real
+	last    int64 // index of the final block: the first one shorter than blksize
+	acked   int64 // highest block index the client acknowledged; -1 while the OACK is out
+
+	// The file is read ahead in chunks of several blocks, one ReadAt for
+	// all of them, and each DATA packet leaves as two pieces, its header
+	// and its block's bytes in the chunk, so nothing is copied for it.
+	chunk    []byte // file bytes from chunkOff
+	chunkOff int64
+	chunkCap int            // bytes a chunk read asks for: whole blocks
+	inMemory bool           // the file is Bytes: the whole of it is the chunk
+	hdrs     []byte         // 4 header bytes per block of a batch
+	msgs     []ipv4.Message // a batch: the blocks of a window in the chunk
+	batch    batchWriter
+
+	// poll: this lock-step transfer waits for each ACK in poll(2) on a
+	// thread of its own (see read).
+	poll bool
+	raw  syscall.RawConn
+	pfd  [1]unix.PollFd
+}
+
+// read reads the client's next packet, or fails with
+// os.ErrDeadlineExceeded once due has passed or ctx has ended.
+//
+// A transfer in poll mode blocks its thread in poll(2) until the ACK
+// comes, as tftpd-hpa's processes do: the kernel wakes that thread itself
+// when the packet arrives. Through Go's netpoller the wake-up goes through
+// the scheduler first, which on loopback made a lock-step transfer a
+// tenth slower; with many transfers at once the netpoller's shared wait is
+// the better one, and a thread per transfer the worse.
+func (t *xfer) read(ctx context.Context, b []byte, due time.Time) (int, error) {
+	if !t.poll {
+		return t.sock.Read(b)
+	}
+	for {
+		if ctx.Err() != nil {
+			return 0, os.ErrDeadlineExceeded
+		}
+		wait := time.Until(due)
+		if wait <= 0 {
+			return 0, os.ErrDeadlineExceeded
+		}
+		// Woken at least every 100 ms to see ctx: a shutdown's deadline
+		// does not end a poll(2).
+		ms := int(min(wait, 100*time.Millisecond)/time.Millisecond) + 1
+		var n int
+		var rerr error
+		err := t.raw.Read(func(fd uintptr) bool {
+			t.pfd[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+			if _, err := unix.Poll(t.pfd[:], ms); err != nil && err != unix.EINTR {
+				rerr = err
+				return true
+			}
+			n, rerr = unix.Read(int(fd), b)
+			return true
+		})
+		if err != nil {
+			return 0, err
+		}
+		if rerr == unix.EAGAIN || rerr == unix.EINTR {
+			continue
+		}
+		return n, rerr
+	}
+}
+
+// batchWriter sends several datagrams in one system call (sendmmsg):
+// ipv4.PacketConn and ipv6.PacketConn, whose Message types are one.
+type batchWriter interface {
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
 func (t *xfer) open(ctx context.Context, peer netip.AddrPort, req Request) *transferError {
@@ -443,7 +519,7 @@ func (t *xfer) negotiate(req Request) []Option {
 // our timeout sends a window again.
 func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 	t.last = t.size/int64(t.blksize) + 1
-	t.pkt = make([]byte, 4+t.blksize)
+	t.prepareSend()
 	t.started = true
 	var sent int64 // highest block index sent
 	if len(oack) > 0 {
@@ -467,19 +543,26 @@ func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 		}
 		return t.timeout
 	}
-	deadline := time.Now().Add(wait())
+	// due is when the client's silence becomes a timeout. The socket's
+	// deadline is set again only when it passes before due: an ACK moves
+	// due, but setting a deadline per ACK cost a timer update per block.
+	due := time.Now().Add(wait())
+	t.sock.SetReadDeadline(due)
 	for {
 		if ctx.Err() != nil {
 			return &transferError{code: ErrCodeUndefined, msg: "server shutting down", send: true}
 		}
-		t.sock.SetReadDeadline(deadline)
-		n, err := t.sock.Read(rbuf)
+		n, err := t.read(ctx, rbuf, due)
 		if err != nil {
 			if ctx.Err() != nil {
 				continue
 			}
 			if !errors.Is(err, os.ErrDeadlineExceeded) {
 				return &transferError{msg: "client gone", err: err}
+			}
+			if time.Now().Before(due) {
+				t.sock.SetReadDeadline(due)
+				continue
 			}
 			tries++
 			if tries > t.retries || (!t.heard && tries > 1) {
@@ -495,7 +578,8 @@ func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 			if terr != nil {
 				return terr
 			}
-			deadline = time.Now().Add(wait())
+			due = time.Now().Add(wait())
+			t.sock.SetReadDeadline(due)
 			continue
 		}
 		r, err := parseReply(rbuf[:n])
@@ -522,33 +606,144 @@ func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 		if sent, terr = t.sendWindow(t.acked + 1); terr != nil {
 			return terr
 		}
-		deadline = time.Now().Add(wait())
+		due = time.Now().Add(wait())
 	}
 }
 
+// pollMode puts a lock-step transfer in poll mode unless GOMAXPROCS
+// transfers already are, which bounds the threads they hold, and returns
+// what ends it.
+func (t *xfer) pollMode() func() {
+	if t.s.pollers.Add(1) > int64(max(runtime.GOMAXPROCS(0), 1)) {
+		t.s.pollers.Add(-1)
+		return func() {}
+	}
+	raw, err := t.sock.SyscallConn()
+	if err != nil {
+		t.s.pollers.Add(-1)
+		return func() {}
+	}
+	t.poll, t.raw = true, raw
+	return func() { t.s.pollers.Add(-1) }
+}
+
+// chunkBytes is how much of the file one read fetches ahead: whole
+// blocks, about 32 KiB, at least one block. A thousand transfers at once
+// hold 32 MiB of it.
+const chunkBytes = 32 << 10
+
+// prepareSend sets up the chunk and the batch for the negotiated blksize
+// and window.
+func (t *xfer) prepareSend() {
+	t.chunkCap = max(1, chunkBytes/t.blksize) * t.blksize
+	if b, ok := t.f.(Bytes); ok {
+		t.chunk, t.inMemory = b, true
+	}
+	perBatch := min(t.window, max(1, t.chunkCap/t.blksize))
+	if t.inMemory {
+		perBatch = min(t.window, 64)
+	}
+	t.hdrs = make([]byte, 4*perBatch)
+	t.msgs = make([]ipv4.Message, perBatch)
+	for i := range t.msgs {
+		t.msgs[i].Buffers = make([][]byte, 2)
+	}
+	if a, ok := t.sock.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() == nil {
+		t.batch = ipv6.NewPacketConn(t.sock)
+	} else {
+		t.batch = ipv4.NewPacketConn(t.sock)
+	}
+}
+
+// block returns block k's bytes, reading the chunk that holds them when
+// the current one does not.
+func (t *xfer) block(k int64) ([]byte, error) {
+	off := (k - 1) * int64(t.blksize)
+	n := min(int64(t.blksize), max(t.size-off, 0))
+	if n == 0 {
+		return nil, nil
+	}
+	if t.inMemory || (off >= t.chunkOff && off+n <= t.chunkOff+int64(len(t.chunk))) {
+		return t.chunk[off-t.chunkOff : off-t.chunkOff+n], nil
+	}
+	if cap(t.chunk) < t.chunkCap {
+		t.chunk = make([]byte, t.chunkCap)
+	}
+	want := min(int64(t.chunkCap), t.size-off)
+	got, err := t.f.ReadAt(t.chunk[:want], off)
+	if int64(got) < want {
+		if err == nil {
+			err = io.ErrUnexpectedEOF
+		}
+		t.chunk = t.chunk[:0]
+		return nil, err
+	}
+	t.chunk, t.chunkOff = t.chunk[:want], off
+	return t.chunk[:n], nil
+}
+
+// inChunk reports whether block k's bytes are in the current chunk.
+func (t *xfer) inChunk(k int64) bool {
+	off := (k - 1) * int64(t.blksize)
+	n := min(int64(t.blksize), max(t.size-off, 0))
+	return n == 0 || t.inMemory || (off >= t.chunkOff && off+n <= t.chunkOff+int64(len(t.chunk)))
+}
+
 // sendWindow sends up to window blocks from first and returns the index of
-// the last one sent.
+// the last one sent. The blocks go in batches, one sendmmsg each: those of
+// the window that lie in one chunk.
 func (t *xfer) sendWindow(first int64) (int64, *transferError) {
+	end := min(first+int64(t.window), t.last+1) // one past the last block to send
 	k := first
-	for ; k < first+int64(t.window) && k <= t.last; k++ {
-		off := (k - 1) * int64(t.blksize)
-		n := int(min(int64(t.blksize), max(t.size-off, 0)))
-		binary.BigEndian.PutUint16(t.pkt[0:], uint16(OpData))
-		binary.BigEndian.PutUint16(t.pkt[2:], uint16(k))
-		if n > 0 {
-			got, err := t.f.ReadAt(t.pkt[4:4+n], off)
-			if got < n {
-				if err == nil {
-					err = io.ErrUnexpectedEOF
+	for k < end {
+		batch := 0
+		for k < end && batch < len(t.msgs) {
+			// Reading the next chunk would overwrite the bytes the
+			// batch refers to: the batch goes first.
+			if batch > 0 && !t.inChunk(k) {
+				break
+			}
+			data, err := t.block(k)
+			if err != nil {
+				if terr := t.sendBatch(batch); terr != nil {
+					return k - 1 - int64(batch), terr
 				}
 				return k - 1, &transferError{code: ErrCodeUndefined, msg: "read error", send: true, err: err}
 			}
+			h := t.hdrs[4*batch : 4*batch+4]
+			binary.BigEndian.PutUint16(h[0:], uint16(OpData))
+			binary.BigEndian.PutUint16(h[2:], uint16(k))
+			m := &t.msgs[batch]
+			m.Buffers[0], m.Buffers[1] = h, data
+			batch++
+			k++
 		}
-		if terr := t.send(t.pkt[:4+n]); terr != nil {
-			return k - 1, terr
+		if terr := t.sendBatch(batch); terr != nil {
+			return k - 1 - int64(batch), terr
 		}
 	}
 	return k - 1, nil
+}
+
+// sendBatch sends the first n messages of the batch, all of them or a
+// failure.
+func (t *xfer) sendBatch(n int) *transferError {
+	ms := t.msgs[:n]
+	for try := 0; len(ms) > 0; {
+		sent, err := t.batch.WriteBatch(ms, 0)
+		ms = ms[max(sent, 0):]
+		if err == nil {
+			continue
+		}
+		// A full socket buffer is a reason to wait a little, not to give up.
+		if errors.Is(err, syscall.ENOBUFS) && try < 1000 {
+			try++
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		return &transferError{msg: "client gone", err: err}
+	}
+	return nil
 }
 
 func (t *xfer) send(b []byte) *transferError {

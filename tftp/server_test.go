@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,9 +165,16 @@ func TestRollover(t *testing.T) {
 	}
 }
 
+// TestLossAndDelay runs each case with the file in memory (Bytes) and on
+// disk, where it is read ahead in chunks of 64 blocks of 512 bytes: the
+// file is more than two chunks.
 func TestLossAndDelay(t *testing.T) {
-	file := randomBytes(40*512+100, 4)
+	file := randomBytes(150*512+100, 4)
 	nblocks := len(file)/512 + 1
+	disk, err := NewDir(writeTree(t, map[string][]byte{"f": file}))
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name   string
 		client testClient
@@ -220,6 +229,25 @@ func TestLossAndDelay(t *testing.T) {
 			},
 		},
 		{
+			// Block 64 ends the first chunk; the window 61-66 spans two, and
+			// the loss of 64 takes the next window back into the first.
+			name: "lost DATA at a chunk's end is sent again from that chunk",
+			client: testClient{options: []Option{{"windowsize", "6"}}, wait: 10 * time.Second,
+				dropData: func(block uint16, n int) bool { return n == 63 }},
+			server: &Server{Timeout: 10 * time.Second},
+			check: func(t *testing.T, res clientResult, st Stats, took time.Duration) {
+				if took > 3*time.Second {
+					t.Errorf("took %v: recovered by timeout, not by the ACK", took)
+				}
+				if st.Retransmits != 0 {
+					t.Errorf("%d retransmits, want 0", st.Retransmits)
+				}
+				if res.dataPackets <= nblocks-1 {
+					t.Errorf("%d DATA packets: block 64 was never sent again", res.dataPackets)
+				}
+			},
+		},
+		{
 			name:   "duplicate ACKs do not duplicate windows",
 			client: testClient{options: []Option{{"windowsize", "4"}}, dupAcks: true},
 			server: &Server{Timeout: 5 * time.Second},
@@ -230,27 +258,74 @@ func TestLossAndDelay(t *testing.T) {
 			},
 		},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			rec := &eventLog{}
-			s := tc.server
-			s.Files = FilesFunc(func(context.Context, netip.AddrPort, string) (File, error) { return NewBytes(file), nil })
-			s.Recorder = rec
-			addr := startServer(t, s)
-			start := time.Now()
-			res, err := tc.client.get(t.Context(), addr, "f")
-			took := time.Since(start)
-			if err != nil {
+	sources := []struct {
+		name  string
+		files Files
+	}{
+		{"memory", FilesFunc(func(context.Context, netip.AddrPort, string) (File, error) { return NewBytes(file), nil })},
+		{"disk", disk},
+	}
+	for _, src := range sources {
+		for _, tc := range tests {
+			t.Run(src.name+"/"+tc.name, func(t *testing.T) {
+				rec := &eventLog{}
+				s := &Server{Timeout: tc.server.Timeout, Files: src.files, Recorder: rec}
+				addr := startServer(t, s)
+				start := time.Now()
+				res, err := tc.client.get(t.Context(), addr, "f")
+				took := time.Since(start)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(res.data, file) {
+					t.Fatalf("got %d bytes, want %d (content differs)", len(res.data), len(file))
+				}
+				ev := rec.wait(t, 1)[0]
+				if !ev.Complete || ev.Bytes != int64(len(file)) {
+					t.Errorf("event %+v", ev)
+				}
+				tc.check(t, res, s.Stats(), took)
+			})
+		}
+	}
+}
+
+// TestFileShrinks: a file cut short while it is served (an operator
+// replacing it in place) ends the transfer with a read error, never with
+// blocks of zeros or a transfer reported complete.
+func TestFileShrinks(t *testing.T) {
+	file := randomBytes(100_000, 5)
+	root := writeTree(t, map[string][]byte{"f": file})
+	dir, err := NewDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, window := range []string{"1", "16"} {
+		t.Run("windowsize "+window, func(t *testing.T) {
+			if err := os.WriteFile(filepath.Join(root, "f"), file, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(res.data, file) {
-				t.Fatalf("got %d bytes, want %d (content differs)", len(res.data), len(file))
+			rec := &eventLog{}
+			s := &Server{Recorder: rec, Timeout: 5 * time.Second,
+				Files: FilesFunc(func(ctx context.Context, client netip.AddrPort, name string) (File, error) {
+					f, err := dir.Open(ctx, client, name)
+					if err == nil {
+						err = os.Truncate(filepath.Join(root, name), 40_000)
+					}
+					return f, err
+				})}
+			addr := startServer(t, s)
+			res, err := testClient{options: []Option{{"windowsize", window}}}.get(t.Context(), addr, "f")
+			if err == nil || !strings.Contains(err.Error(), "read error") {
+				t.Fatalf("transfer of a file cut short: %v, want the server's read error", err)
+			}
+			if !bytes.Equal(res.data, file[:len(res.data)]) || len(res.data) > 40_000 {
+				t.Errorf("got %d bytes before the error, not a prefix of the file's first 40,000", len(res.data))
 			}
 			ev := rec.wait(t, 1)[0]
-			if !ev.Complete || ev.Bytes != int64(len(file)) {
-				t.Errorf("event %+v", ev)
+			if ev.Complete || ev.Error != "read error" || ev.Size != int64(len(file)) {
+				t.Errorf("event %+v, want an incomplete transfer with a read error", ev)
 			}
-			tc.check(t, res, s.Stats(), took)
 		})
 	}
 }
@@ -581,5 +656,46 @@ func TestFilesErrorsStayPrivate(t *testing.T) {
 	code, msg := exchangeError(t, addr, rrq(OpRRQ, "f", "octet"))
 	if code != ErrCodeUndefined || msg != "cannot open file" {
 		t.Errorf("got %d %q", code, msg)
+	}
+}
+
+// TestPollersBounded: lock-step transfers wait in poll(2) on threads of
+// their own only up to GOMAXPROCS at once; the others wait through the
+// netpoller, and every one gives its place back when it ends.
+func TestPollersBounded(t *testing.T) {
+	s := &Server{Files: FilesFunc(func(context.Context, netip.AddrPort, string) (File, error) {
+		return NewBytes(make([]byte, 10000)), nil
+	}), Timeout: time.Hour, MaxPerSource: 64}
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, conn) }()
+	limit := runtime.GOMAXPROCS(0)
+	for range limit + 3 {
+		client, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		// The first DATA comes, and no ACK goes back: the transfer waits.
+		client.WriteToUDPAddrPort(rrq(OpRRQ, "f", "octet"), conn.LocalAddr().(*net.UDPAddr).AddrPort())
+		client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, _, err := client.ReadFromUDPAddrPort(make([]byte, 1024)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.pollers.Load(); got != int64(limit) {
+		t.Errorf("%d transfers in poll mode, want %d (GOMAXPROCS) of %d", got, limit, limit+3)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if got := s.pollers.Load(); got != 0 {
+		t.Errorf("%d transfers still in poll mode after they all ended", got)
 	}
 }
