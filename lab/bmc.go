@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/internal/syncbuf"
 )
 
 // SimConfig is an OpenIPMI ipmi_sim configuration (Debian package
@@ -140,7 +141,7 @@ type BMC struct {
 	ctx      context.Context
 	dir      string
 	sim      *exec.Cmd
-	simLog   consoleBuffer
+	simLog   syncbuf.Buffer
 	simDone  chan struct{}
 	ctl      net.Listener
 

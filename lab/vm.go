@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rackboot/rackboot/boot"
+	"github.com/rackboot/rackboot/internal/syncbuf"
 )
 
 // Firmware kinds a VM can have.
@@ -98,30 +98,11 @@ type VM struct {
 	Monitor string
 
 	cmd     *exec.Cmd
-	console *consoleBuffer
+	console *syncbuf.Buffer // all the serial output: a few hundred kilobytes at most
 	logFile *os.File
 	done    chan struct{}
 	waitErr error
 	stop    sync.Once
-}
-
-// consoleBuffer keeps all the serial output; the tests' consoles are a
-// few hundred kilobytes at most.
-type consoleBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (c *consoleBuffer) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.Write(p)
-}
-
-func (c *consoleBuffer) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.String()
 }
 
 func (v *VM) nics() []NIC {
@@ -370,7 +351,7 @@ func (v *VM) Start(ctx context.Context, n *Net, dir string) error {
 	if err != nil {
 		return fmt.Errorf("vm %s: %w", v.Name, err)
 	}
-	v.console = &consoleBuffer{}
+	v.console = &syncbuf.Buffer{}
 	if n != nil {
 		v.cmd = n.Command(ctx, prog, args...)
 	} else {

@@ -3,7 +3,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -22,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rackboot/rackboot/dhcp"
+	"github.com/rackboot/rackboot/internal/syncbuf"
 	"github.com/rackboot/rackboot/lab"
 	"github.com/rackboot/rackboot/lease"
 )
@@ -246,21 +246,10 @@ func newSegment(t *testing.T, servers int) *segment {
 type server struct {
 	ip  netip.Addr
 	cmd *exec.Cmd
-	mu  sync.Mutex
-	buf bytes.Buffer
+	syncbuf.Buffer
 }
 
-func (s *server) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *server) log() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
+func (s *server) log() string { return s.String() }
 
 func startServer(t *testing.T, n *segment, i int, bin, dsn, pool string) *server {
 	t.Helper()
