@@ -175,6 +175,21 @@ func TestLossAndDelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// sentAgainByACK checks that the lost block was sent again at the
+	// client's early ACK, not at the server's timeout.
+	sentAgainByACK := func(block int) func(*testing.T, clientResult, Stats, time.Duration) {
+		return func(t *testing.T, res clientResult, st Stats, took time.Duration) {
+			if took > 3*time.Second {
+				t.Errorf("took %v: recovered by timeout, not by the ACK", took)
+			}
+			if st.Retransmits != 0 {
+				t.Errorf("%d retransmits, want 0", st.Retransmits)
+			}
+			if res.dataPackets <= nblocks-1 {
+				t.Errorf("%d DATA packets: block %d was never sent again", res.dataPackets, block)
+			}
+		}
+	}
 	tests := []struct {
 		name   string
 		client testClient
@@ -216,17 +231,7 @@ func TestLossAndDelay(t *testing.T) {
 				dropData: func(block uint16, n int) bool { return n == 5 }},
 			// A long timeout: only the client's early ACK can recover in time.
 			server: &Server{Timeout: 10 * time.Second},
-			check: func(t *testing.T, res clientResult, st Stats, took time.Duration) {
-				if took > 3*time.Second {
-					t.Errorf("took %v: recovered by timeout, not by the ACK", took)
-				}
-				if st.Retransmits != 0 {
-					t.Errorf("%d retransmits, want 0", st.Retransmits)
-				}
-				if res.dataPackets <= nblocks-1 {
-					t.Errorf("%d DATA packets: block 6 was never sent again", res.dataPackets)
-				}
-			},
+			check:  sentAgainByACK(6),
 		},
 		{
 			// Block 64 ends the first chunk; the window 61-66 spans two, and
@@ -235,17 +240,7 @@ func TestLossAndDelay(t *testing.T) {
 			client: testClient{options: []Option{{"windowsize", "6"}}, wait: 10 * time.Second,
 				dropData: func(block uint16, n int) bool { return n == 63 }},
 			server: &Server{Timeout: 10 * time.Second},
-			check: func(t *testing.T, res clientResult, st Stats, took time.Duration) {
-				if took > 3*time.Second {
-					t.Errorf("took %v: recovered by timeout, not by the ACK", took)
-				}
-				if st.Retransmits != 0 {
-					t.Errorf("%d retransmits, want 0", st.Retransmits)
-				}
-				if res.dataPackets <= nblocks-1 {
-					t.Errorf("%d DATA packets: block 64 was never sent again", res.dataPackets)
-				}
-			},
+			check:  sentAgainByACK(64),
 		},
 		{
 			name:   "duplicate ACKs do not duplicate windows",
