@@ -65,7 +65,11 @@ func ack(block uint16) []byte {
 
 func (c testClient) get(ctx context.Context, server netip.AddrPort, file string) (clientResult, error) {
 	var res clientResult
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	network, local := "udp4", net.IPv4(127, 0, 0, 1)
+	if server.Addr().Is6() && !server.Addr().Is4In6() {
+		network, local = "udp6", net.IPv6loopback
+	}
+	conn, err := net.ListenUDP(network, &net.UDPAddr{IP: local})
 	if err != nil {
 		return res, err
 	}
@@ -204,7 +208,13 @@ func (c testClient) get(ctx context.Context, server netip.AddrPort, file string)
 // test ends, and checks that Serve then returns nil.
 func startServer(t testing.TB, s *Server) netip.AddrPort {
 	t.Helper()
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	return startServerAt(t, s, "udp4", net.IPv4(127, 0, 0, 1))
+}
+
+// startServerAt is startServer on another loopback address (::1).
+func startServerAt(t testing.TB, s *Server, network string, ip net.IP) netip.AddrPort {
+	t.Helper()
+	conn, err := net.ListenUDP(network, &net.UDPAddr{IP: ip})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -313,9 +313,16 @@ func (s *Server) transfer(ctx context.Context, local, peer *net.UDPAddr, req Req
 		oack := t.negotiate(req)
 		ev.BlockSize, ev.WindowSize = t.blksize, t.window
 		if t.window <= pollWindow {
-			defer t.pollMode()()
+			// Given back as soon as the transfer ends, not after its
+			// event is recorded: a slow recorder must not keep other
+			// transfers out of poll mode.
+			release := t.pollMode()
+			defer release()
+			terr = t.run(ctx, oack)
+			release()
+		} else {
+			terr = t.run(ctx, oack)
 		}
-		terr = t.run(ctx, oack)
 		ev.Bytes = t.ackedBytes()
 	}
 	s.bytes.Add(uint64(ev.Bytes))
@@ -547,7 +554,7 @@ func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 	// deadline is set again only when it passes before due: an ACK moves
 	// due, but setting a deadline per ACK cost a timer update per block.
 	due := time.Now().Add(wait())
-	t.sock.SetReadDeadline(due)
+	t.arm(due)
 	for {
 		if ctx.Err() != nil {
 			return &transferError{code: ErrCodeUndefined, msg: "server shutting down", send: true}
@@ -561,7 +568,7 @@ func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 				return &transferError{msg: "client gone", err: err}
 			}
 			if time.Now().Before(due) {
-				t.sock.SetReadDeadline(due)
+				t.arm(due)
 				continue
 			}
 			tries++
@@ -579,7 +586,7 @@ func (t *xfer) run(ctx context.Context, oack []Option) *transferError {
 				return terr
 			}
 			due = time.Now().Add(wait())
-			t.sock.SetReadDeadline(due)
+			t.arm(due)
 			continue
 		}
 		r, err := parseReply(rbuf[:n])
@@ -620,6 +627,7 @@ const pollWindow = 4
 // pollMode puts a transfer in poll mode unless GOMAXPROCS transfers
 // already are, which bounds the threads they hold, and returns what ends
 // it.
+// The returned function may be called more than once.
 func (t *xfer) pollMode() func() {
 	if t.s.pollers.Add(1) > int64(max(runtime.GOMAXPROCS(0), 1)) {
 		t.s.pollers.Add(-1)
@@ -631,7 +639,16 @@ func (t *xfer) pollMode() func() {
 		return func() {}
 	}
 	t.poll, t.raw = true, raw
-	return func() { t.s.pollers.Add(-1) }
+	return sync.OnceFunc(func() { t.poll = false; t.s.pollers.Add(-1) })
+}
+
+// arm sets the socket's read deadline for the netpoller's wait. A
+// transfer in poll mode sets none: it polls until due itself, and a
+// deadline left behind would fail its reads once it passed.
+func (t *xfer) arm(due time.Time) {
+	if !t.poll {
+		t.sock.SetReadDeadline(due)
+	}
 }
 
 // chunkBytes is how much of the file one read fetches ahead: whole
@@ -710,11 +727,10 @@ func (t *xfer) sendWindow(first int64) (int64, *transferError) {
 			if batch > 0 && !t.inChunk(k) {
 				break
 			}
+			// block reads a chunk only for the batch's first block (see
+			// above), so a read error leaves nothing of the batch unsent.
 			data, err := t.block(k)
 			if err != nil {
-				if terr := t.sendBatch(batch); terr != nil {
-					return k - 1 - int64(batch), terr
-				}
 				return k - 1, &transferError{code: ErrCodeUndefined, msg: "read error", send: true, err: err}
 			}
 			h := t.hdrs[4*batch : 4*batch+4]

@@ -660,7 +660,9 @@ func TestFilesErrorsStayPrivate(t *testing.T) {
 func TestPollersBounded(t *testing.T) {
 	s := &Server{Files: FilesFunc(func(context.Context, netip.AddrPort, string) (File, error) {
 		return NewBytes(make([]byte, 10000)), nil
-	}), Timeout: time.Hour, MaxPerSource: 64}
+	}), Timeout: time.Hour}
+	limit := runtime.GOMAXPROCS(0)
+	s.MaxPerSource, s.MaxTransfers = limit+3, limit+3
 	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -669,7 +671,6 @@ func TestPollersBounded(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, conn) }()
-	limit := runtime.GOMAXPROCS(0)
 	for range limit + 3 {
 		client, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
@@ -692,5 +693,78 @@ func TestPollersBounded(t *testing.T) {
 	}
 	if got := s.pollers.Load(); got != 0 {
 		t.Errorf("%d transfers still in poll mode after they all ended", got)
+	}
+}
+
+// TestSlowAcks: ACKs that each come well within the timeout, for many
+// timeouts in all, draw no retransmit, with the transfer waiting in
+// poll(2) (lock-step) and through the netpoller (a window of 8); the read
+// deadline is not set per ACK, only when it passes early.
+func TestSlowAcks(t *testing.T) {
+	file := randomBytes(300*512+7, 6)
+	for _, window := range []string{"1", "8"} {
+		t.Run("windowsize "+window, func(t *testing.T) {
+			s := &Server{Timeout: 100 * time.Millisecond,
+				Files: FilesFunc(func(context.Context, netip.AddrPort, string) (File, error) { return NewBytes(file), nil })}
+			addr := startServer(t, s)
+			acks := 0
+			c := testClient{options: []Option{{"windowsize", window}}, delayAck: func(block uint16, n int) time.Duration {
+				acks++
+				return 30 * time.Millisecond
+			}}
+			if window == "1" {
+				// Lock-step: 300 slow ACKs would take 9 s; the first 40
+				// are slow, over 12 timeouts.
+				c.delayAck = func(block uint16, n int) time.Duration {
+					if acks++; n < 40 {
+						return 30 * time.Millisecond
+					}
+					return 0
+				}
+			}
+			start := time.Now()
+			res, err := c.get(t.Context(), addr, "f")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(res.data, file) {
+				t.Fatalf("got %d bytes, want %d (content differs)", len(res.data), len(file))
+			}
+			if st := s.Stats(); st.Retransmits != 0 {
+				t.Errorf("%d retransmits with every ACK 30 ms late against a 100 ms timeout (%d ACKs in %v)",
+					st.Retransmits, acks, time.Since(start))
+			}
+		})
+	}
+}
+
+// TestIPv6: transfers over ::1, lock-step (poll mode) and windowed (the
+// netpoller), from memory and from disk.
+func TestIPv6(t *testing.T) {
+	file := randomBytes(100*1024, 8)
+	disk, err := NewDir(writeTree(t, map[string][]byte{"f": file}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []struct {
+		name  string
+		files Files
+	}{
+		{"memory", FilesFunc(func(context.Context, netip.AddrPort, string) (File, error) { return NewBytes(file), nil })},
+		{"disk", disk},
+	} {
+		for _, window := range []string{"1", "16"} {
+			t.Run(src.name+"/windowsize "+window, func(t *testing.T) {
+				s := &Server{Files: src.files, Timeout: 5 * time.Second}
+				addr := startServerAt(t, s, "udp6", net.IPv6loopback)
+				res, err := testClient{options: []Option{{"blksize", "1432"}, {"windowsize", window}}}.get(t.Context(), addr, "f")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(res.data, file) {
+					t.Fatalf("got %d bytes, want %d (content differs)", len(res.data), len(file))
+				}
+			})
+		}
 	}
 }
